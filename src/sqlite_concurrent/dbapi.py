@@ -1,0 +1,629 @@
+"""DB-API 2.0 Connection and Cursor that behave like the stdlib ``sqlite3`` ones.
+
+Each Connection owns stock APSW connections on the database (a reader for autocommit reads, a
+snapshot pinner, a merger), a connection to the lock database, and, once it first writes, a
+transaction connection opened through the overlay VFS.  Statements go where they can run:
+inside a transaction to the transaction connection, outside one to the reader, and writes that
+a changeset cannot carry to the merger under the merge lock.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import threading
+import time
+import urllib.parse
+import warnings
+import weakref
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from typing import Any, TypeVar
+
+import apsw
+
+from . import authorizer, merge, statements
+from .errors import (
+    ConflictError,
+    Error,
+    NotSupportedError,
+    OperationalError,
+    ProgrammingError,
+    translate,
+)
+from .lockdb import LockDB
+from .overlay import VFS_NAME, vfs
+from .transaction import WriteTransaction
+
+LOCK_LEVELS = ("row",)
+_MARKER_PRUNE_EVERY = 256
+_ISOLATION_LEVELS = (None, "", "DEFERRED", "IMMEDIATE", "EXCLUSIVE")
+
+T = TypeVar("T")
+
+# Holders are per process; several connections in one process share the row.
+_holder_refs: dict[tuple[int, str], int] = {}
+_holder_lock = threading.Lock()
+
+
+def _describe(raw: Sequence[tuple[Any, ...]] | None) -> tuple[tuple[Any, ...], ...] | None:
+    if not raw:
+        return None
+    return tuple((d[0], None, None, None, None, None, None) for d in raw)
+
+
+class Cursor:
+    """A DB-API cursor.  Rows of a SELECT are fetched lazily, as in the stdlib."""
+
+    arraysize = 1
+
+    def __init__(self, connection: Connection) -> None:
+        self.connection = connection
+        self.description: tuple[tuple[Any, ...], ...] | None = None
+        self.rowcount = -1
+        self.lastrowid: int | None = None
+        self.row_factory: Callable[[Cursor, tuple[Any, ...]], Any] | None = connection.row_factory
+        self._rows: Iterator[tuple[Any, ...]] = iter(())
+        self._on_txn_conn = False
+        self._closed = False
+
+    def _check(self) -> None:
+        if self._closed:
+            raise ProgrammingError("Cannot operate on a closed cursor.")
+        self.connection._check()
+
+    def execute(self, sql: str, parameters: Sequence[Any] | dict[str, Any] = ()) -> Cursor:
+        self._check()
+        self.connection._execute(self, sql, parameters, many=False)
+        return self
+
+    def executemany(self, sql: str, seq_of_parameters: Iterable[Any]) -> Cursor:
+        self._check()
+        self.connection._execute(self, sql, seq_of_parameters, many=True)
+        return self
+
+    def _set_rows(self, rows: Iterator[tuple[Any, ...]], on_txn_conn: bool) -> None:
+        self._rows = rows
+        self._on_txn_conn = on_txn_conn
+        if on_txn_conn:
+            self.connection._txn_cursors.add(self)
+
+    def _detach_from_txn(self) -> None:
+        """Keep the remaining rows: the transaction connection is about to roll back."""
+        if self._on_txn_conn:
+            self._rows = iter(list(self._rows))
+            self._on_txn_conn = False
+
+    def _next(self) -> Any:
+        try:
+            row = next(self._rows)
+        except StopIteration:
+            return None
+        except apsw.Error as e:
+            raise translate(e) from e
+        factory = self.row_factory
+        return factory(self, row) if factory is not None else row
+
+    def fetchone(self) -> Any:
+        self._check()
+        return self._next()
+
+    def fetchmany(self, size: int | None = None) -> list[Any]:
+        self._check()
+        n = self.arraysize if size is None else size
+        out = []
+        for _ in range(n):
+            row = self._next()
+            if row is None:
+                break
+            out.append(row)
+        return out
+
+    def fetchall(self) -> list[Any]:
+        self._check()
+        out = []
+        while (row := self._next()) is not None:
+            out.append(row)
+        return out
+
+    def __iter__(self) -> Iterator[Any]:
+        return self
+
+    def __next__(self) -> Any:
+        self._check()
+        row = self._next()
+        if row is None:
+            raise StopIteration
+        return row
+
+    def close(self) -> None:
+        self._rows = iter(())
+        self._closed = True
+
+    def setinputsizes(self, sizes: Any) -> None:
+        pass
+
+    def setoutputsize(self, size: Any, column: Any = None) -> None:
+        pass
+
+
+class Connection:
+    """A connection whose write transactions run in parallel with other processes' ones.
+
+    Use :func:`sqlite_concurrent.connect` to make one.
+    """
+
+    def __init__(
+        self,
+        database: str | os.PathLike[str],
+        *,
+        lock_level: str = "row",
+        timeout: float = 30.0,
+        isolation_level: str | None = "",
+        check_same_thread: bool = True,
+    ) -> None:
+        if lock_level not in LOCK_LEVELS:
+            raise ProgrammingError(
+                f"lock_level must be one of {', '.join(LOCK_LEVELS)}, not {lock_level!r}"
+            )
+        path = os.fspath(database)
+        if path in ("", ":memory:") or path.startswith("file:"):
+            raise NotSupportedError(
+                "sqlite_concurrent needs a database file shared by processes; "
+                "use the stdlib sqlite3 module for in-memory or URI databases"
+            )
+        if not isinstance(timeout, (int, float)) or timeout < 0:
+            raise ProgrammingError("timeout must be a non-negative number of seconds")
+        self._closed = True  # until fully open, so __del__ and close() are safe
+        self.path = os.path.abspath(path)
+        self.lock_level = lock_level
+        self.timeout = float(timeout)
+        self.isolation_level = isolation_level
+        self.row_factory: Callable[[Cursor, tuple[Any, ...]], Any] | None = None
+        self._check_same_thread = check_same_thread
+        self._thread = threading.get_ident()
+        self._txn: WriteTransaction | None = None
+        self._txn_conn: apsw.Connection | None = None
+        self._txn_cursors: weakref.WeakSet[Cursor] = weakref.WeakSet()
+        self._last_insert_rowid = 0
+        self._connection_pragmas: list[str] = []
+        self._table_shapes: dict[Any, Any] = {}
+        self._merges = 0
+        self._denied = authorizer.Denied()
+        self._opened: list[apsw.Connection] = []
+        try:
+            self._open()
+        except apsw.Error as e:
+            self._close_all()
+            raise translate(e) from e
+        except BaseException:
+            self._close_all()
+            raise
+        self._closed = False
+
+    # -- opening and closing ------------------------------------------------------------
+
+    def _stock(self) -> apsw.Connection:
+        conn = apsw.Connection(self.path)
+        self._opened.append(conn)
+        conn.set_busy_timeout(int(self.timeout * 1000))
+        return conn
+
+    def _open(self) -> None:
+        if os.path.isdir(self.path):
+            raise OperationalError(f"unable to open database file: {self.path} is a directory")
+        self._merger = self._stock()
+        self._merge_lock = merge.merge_lock(self.path + "-locks")
+        with self._merge_lock:
+            mode = self._merger.execute("PRAGMA journal_mode").fetchone()[0]
+            if mode != "wal":
+                # Needs a moment without other connections: SQLite refuses while others read.
+                mode = self._merger.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+                if mode != "wal":
+                    raise OperationalError(
+                        f"could not switch {self.path} to WAL mode (it is in {mode!r} mode)"
+                    )
+            merge.ensure_marker_table(self._merger)
+            first_txn_id = merge.last_marker(self._merger) + 1
+        self._reader = self._stock()
+        self._reader.authorizer = authorizer.read_only(self._denied)
+        self._snapshot_conn = self._stock()
+        # Creates -wal/-shm if absent; they then live as long as this connection does.
+        self._snapshot_conn.execute("SELECT 1 FROM sqlite_schema LIMIT 1").fetchall()
+        self._lockdb = LockDB(self.path, first_txn_id=first_txn_id)
+        key = (os.getpid(), self.path)
+        with _holder_lock:
+            self._lockdb.register_holder()
+            _holder_refs[key] = _holder_refs.get(key, 0) + 1
+        self._slot_id, self._slot = vfs().new_slot()
+
+    def _open_txn_conn(self) -> apsw.Connection:
+        conn = self._txn_conn
+        if conn is not None:
+            return conn
+        uri = "file:" + urllib.parse.quote(self.path) + f"?sc_slot={self._slot_id}"
+        conn = apsw.Connection(
+            uri,
+            flags=apsw.SQLITE_OPEN_READWRITE | apsw.SQLITE_OPEN_URI,
+            vfs=VFS_NAME,
+        )
+        self._opened.append(conn)
+        # Before anything else (DESIGN 7): a journal file would be created beside the real db.
+        conn.execute("PRAGMA journal_mode=MEMORY")
+        conn.execute("PRAGMA temp_store=MEMORY")
+        conn.execute("PRAGMA cache_size=-65536")
+        for pragma in self._connection_pragmas:
+            conn.execute(pragma)
+        conn.authorizer = authorizer.in_transaction(self._denied)
+        self._txn_conn = conn
+        return conn
+
+    def _close_all(self) -> None:
+        for conn in reversed(self._opened):
+            try:
+                conn.close()
+            except apsw.Error:
+                pass
+        self._opened.clear()
+
+    def close(self) -> None:
+        """Close the connection; an open transaction is rolled back, as in the stdlib."""
+        if self._closed:
+            return
+        self._check_thread()
+        try:
+            if self._txn is not None:
+                self._rollback_txn()
+        finally:
+            self._closed = True
+            vfs().drop_slot(self._slot_id)
+            key = (os.getpid(), self.path)
+            with _holder_lock:
+                _holder_refs[key] -= 1
+                last = _holder_refs[key] == 0
+                if last:
+                    del _holder_refs[key]
+                    try:
+                        self._lockdb.unregister_holder()
+                    except apsw.Error:
+                        pass
+            self._lockdb.close()
+            self._close_all()
+
+    def __del__(self) -> None:
+        if not getattr(self, "_closed", True):
+            warnings.warn(f"unclosed sqlite_concurrent connection to {self.path}", ResourceWarning, stacklevel=1)
+
+    # -- checks ---------------------------------------------------------------------------
+
+    def _check_thread(self) -> None:
+        if self._check_same_thread and threading.get_ident() != self._thread:
+            raise ProgrammingError(
+                "SQLite objects created in a thread can only be used in that same thread. "
+                f"The object was created in thread id {self._thread} and this is thread id "
+                f"{threading.get_ident()}."
+            )
+
+    def _check(self) -> None:
+        if self._closed:
+            raise ProgrammingError("Cannot operate on a closed database.")
+        self._check_thread()
+
+    # -- transactions ---------------------------------------------------------------------
+
+    @property
+    def in_transaction(self) -> bool:
+        self._check()
+        return self._txn is not None
+
+    def _begin(self) -> WriteTransaction:
+        try:
+            self._txn = WriteTransaction(
+                path=self.path,
+                lockdb=self._lockdb,
+                lock_level=self.lock_level,
+                snapshot_conn=self._snapshot_conn,
+                slot=self._slot,
+                open_txn_conn=self._open_txn_conn,
+            )
+        except apsw.Error as e:
+            raise translate(e) from e
+        return self._txn
+
+    def _detach_cursors(self) -> None:
+        for cursor in list(self._txn_cursors):
+            cursor._detach_from_txn()
+        self._txn_cursors.clear()
+
+    def _rollback_txn(self) -> None:
+        txn, self._txn = self._txn, None
+        assert txn is not None
+        self._detach_cursors()
+        try:
+            txn.rollback()
+        except apsw.Error as e:
+            raise translate(e) from e
+
+    def _commit_txn(self) -> None:
+        txn, self._txn = self._txn, None
+        assert txn is not None
+        self._detach_cursors()
+        try:
+            pending = txn.prepare(self._table_shapes)
+            if pending is not None:
+                merge.merge(self._merger, self._merge_lock, pending)
+                self._after_merge(pending.txn_id)
+        except apsw.Error as e:
+            raise translate(e) from e
+        finally:
+            txn.end()
+
+    def _after_merge(self, txn_id: int) -> None:
+        self._merges += 1
+        if self._merges % _MARKER_PRUNE_EVERY == 0:
+            # Markers only matter while their transaction can be in doubt, i.e. while it is
+            # still in the lock database.
+            (oldest,) = self._lockdb.conn.execute(
+                "SELECT min(txn_id) FROM transactions"
+            ).fetchone()
+            merge.prune_markers(self._merger, self._merge_lock, min(oldest or txn_id, txn_id))
+
+    def commit(self) -> None:
+        """Merge the open transaction into the database.
+
+        :raises ConflictError: another transaction committed a conflicting change first; this
+            one was rolled back.
+        """
+        self._check()
+        if self._txn is not None:
+            self._commit_txn()
+
+    def rollback(self) -> None:
+        self._check()
+        if self._txn is not None:
+            self._rollback_txn()
+
+    def __enter__(self) -> Connection:
+        self._check()
+        return self
+
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        if exc_type is None:
+            try:
+                self.commit()
+            except BaseException:
+                if self._txn is not None:
+                    self.rollback()
+                raise
+        else:
+            self.rollback()
+
+    def transact(self, fn: Callable[..., T], *args: Any, retries: int = 10, **kwargs: Any) -> T:
+        """Run ``fn(self, *args, **kwargs)`` in a transaction and commit it.
+
+        A :class:`ConflictError` rolls back and runs ``fn`` again after a jittered backoff, up to
+        ``retries`` more times; then it propagates.
+
+        :returns: what ``fn`` returned in the attempt that committed.
+        """
+        self._check()
+        if self._txn is not None:
+            raise ProgrammingError("transact() cannot run inside an open transaction")
+        if retries < 0:
+            raise ProgrammingError("retries must be >= 0")
+        for attempt in range(retries + 1):
+            self._begin()
+            try:
+                result = fn(self, *args, **kwargs)
+                self.commit()
+                return result
+            except ConflictError:
+                if self._txn is not None:
+                    self._rollback_txn()
+                if attempt == retries:
+                    raise
+            except BaseException:
+                if self._txn is not None:
+                    self._rollback_txn()
+                raise
+            _backoff_jitter(attempt)
+        raise AssertionError("unreachable")
+
+    transaction = transact
+
+    # -- executing --------------------------------------------------------------------------
+
+    def cursor(self, factory: Callable[[Connection], Cursor] = Cursor) -> Cursor:
+        self._check()
+        return factory(self)
+
+    def execute(self, sql: str, parameters: Sequence[Any] | dict[str, Any] = ()) -> Cursor:
+        return self.cursor().execute(sql, parameters)
+
+    def executemany(self, sql: str, seq_of_parameters: Iterable[Any]) -> Cursor:
+        return self.cursor().executemany(sql, seq_of_parameters)
+
+    def _execute(self, cursor: Cursor, sql: str, parameters: Any, *, many: bool) -> None:
+        if not isinstance(sql, str):
+            raise ProgrammingError(f"execute() argument 1 must be str, not {type(sql).__name__}")
+        kind = statements.kind(sql)
+        cursor.description = None
+        cursor.rowcount = -1
+        cursor._set_rows(iter(()), False)
+        if kind == "begin":
+            if self._txn is not None:
+                raise OperationalError("cannot start a transaction within a transaction")
+            self._begin()
+            return
+        if kind == "commit":
+            if self._txn is None:
+                raise OperationalError("cannot commit - no transaction is active")
+            self._commit_txn()
+            return
+        if kind == "rollback":
+            if self._txn is None:
+                raise OperationalError("cannot rollback - no transaction is active")
+            self._rollback_txn()
+            return
+        if self._txn is None and kind == "dml":
+            self._begin()
+            if self.isolation_level is None:
+                # Autocommit: the statement is its own transaction.
+                try:
+                    self._run(cursor, self._txn_conn_checked(), sql, parameters, many, True, kind)
+                except BaseException:
+                    if self._txn is not None:
+                        self._rollback_txn()
+                    raise
+                cursor._detach_from_txn()
+                self._commit_txn()
+                return
+        if kind == "pragma" and self._is_connection_pragma(sql):
+            self._run_connection_pragma(cursor, sql, parameters)
+            return
+        if self._txn is not None:
+            self._run(cursor, self._txn_conn_checked(), sql, parameters, many, True, kind)
+            return
+        words = statements.first_keywords(sql, 2)
+        if kind == "pragma" and len(words) > 1 and words[1].lower() == "journal_mode" and "=" in sql:
+            raise NotSupportedError("sqlite_concurrent keeps the database in WAL mode")
+        try:
+            self._run(cursor, self._reader, sql, parameters, many, False, kind)
+        except apsw.AuthError:
+            # The reader refused a write: run it alone, under the merge lock.
+            with self._merge_lock:
+                self._run(cursor, self._merger, sql, parameters, many, False, kind)
+
+    @staticmethod
+    def _is_connection_pragma(sql: str) -> bool:
+        words = statements.first_keywords(sql, 2)
+        return (
+            len(words) > 1
+            and words[1].lower() in authorizer.CONNECTION_PRAGMAS
+            and ("=" in sql or "(" in sql)
+        )
+
+    def _run_connection_pragma(self, cursor: Cursor, sql: str, parameters: Any) -> None:
+        """Set a connection pragma on every connection this one uses, now and when opened."""
+        self._run(cursor, self._reader, sql, parameters, False, False, "pragma")
+        self._connection_pragmas.append(sql)
+        for conn in (self._snapshot_conn, self._merger, self._txn_conn):
+            if conn is not None:
+                try:
+                    conn.execute(sql, parameters).fetchall()
+                except apsw.Error as e:
+                    raise translate(e) from e
+
+    def _txn_conn_checked(self) -> apsw.Connection:
+        assert self._txn is not None
+        return self._txn.conn
+
+    def _run(
+        self,
+        cursor: Cursor,
+        conn: apsw.Connection,
+        sql: str,
+        parameters: Any,
+        many: bool,
+        on_txn_conn: bool,
+        kind: str,
+    ) -> None:
+        raw_description: list[Any] = []
+
+        def trace(acur: apsw.Cursor, _sql: str, _bindings: Any) -> bool:
+            if not raw_description:
+                raw_description.append(acur.description)
+            return True
+
+        if many and kind != "dml":
+            raise ProgrammingError("executemany() can only execute DML statements.")
+        acur = conn.cursor()
+        acur.exec_trace = trace
+        self._denied.reason = None
+        try:
+            if many:
+                count = 0
+                for params in parameters:
+                    for _ in acur.execute(sql, params):
+                        pass
+                    count += conn.changes()
+                rows: Iterator[tuple[Any, ...]] = iter(())
+                cursor.rowcount = count
+            else:
+                rows = acur.execute(sql, parameters)
+                if kind in ("dml", "pragma") or conn is self._merger:
+                    # Run to completion now, as the stdlib does for DML.
+                    rows = iter(list(rows))
+                    if kind == "dml":
+                        cursor.rowcount = conn.changes()
+        except apsw.AuthError as e:
+            reason = self._denied.reason
+            self._denied.reason = None
+            if on_txn_conn and reason:
+                raise NotSupportedError(
+                    f"{reason} cannot run inside a sqlite_concurrent transaction yet; "
+                    "run it outside a transaction (it is then applied under the merge lock)"
+                ) from e
+            if conn is self._reader:
+                raise
+            raise translate(e) from e
+        except apsw.Error as e:
+            self._after_txn_error(on_txn_conn)
+            raise translate(e) from e
+        except (TypeError, ValueError, OverflowError) as e:
+            raise ProgrammingError(str(e)) from e
+        finally:
+            acur.exec_trace = None
+        cursor.description = _describe(raw_description[0] if raw_description else None)
+        if not many:
+            if conn is not self._reader:
+                self._last_insert_rowid = conn.last_insert_rowid()
+            cursor.lastrowid = self._last_insert_rowid
+        cursor._set_rows(rows, on_txn_conn)
+        if on_txn_conn and self._txn is not None and conn.get_autocommit():
+            # RELEASE of the outermost savepoint ended the transaction on the connection:
+            # that is a commit, as it would be in SQLite.
+            cursor._detach_from_txn()
+            self._commit_txn()
+
+    def _after_txn_error(self, on_txn_conn: bool) -> None:
+        """SQLite may roll a whole transaction back on some errors; follow it."""
+        txn = self._txn
+        if on_txn_conn and txn is not None and txn.conn.get_autocommit():
+            self._rollback_txn()
+
+
+def _backoff_jitter(attempt: int) -> None:
+    """Sleep before retrying a conflicted transaction: random, growing, capped at 100 ms."""
+    time.sleep(random.uniform(0, min(0.1, 0.001 * (2**attempt))))
+
+
+def connect(
+    database: str | os.PathLike[str],
+    timeout: float = 30.0,
+    *,
+    lock_level: str = "row",
+    isolation_level: str | None = "",
+    check_same_thread: bool = True,
+) -> Connection:
+    """Open ``database`` for concurrent writers.
+
+    :param lock_level: ``"row"`` (default): writers conflict only on rows they both wrote
+        (snapshot isolation).
+    :param timeout: seconds to wait for a lock before raising ``OperationalError``.
+    :param isolation_level: as in the stdlib: ``""``/``"DEFERRED"``/``"IMMEDIATE"``/
+        ``"EXCLUSIVE"`` open a transaction implicitly before INSERT/UPDATE/DELETE/REPLACE;
+        ``None`` runs each statement in its own transaction unless ``BEGIN`` was executed.
+    :raises OperationalError: the file cannot be opened or switched to WAL mode.
+    """
+    if isolation_level not in _ISOLATION_LEVELS:
+        raise ProgrammingError(f"invalid isolation_level {isolation_level!r}")
+    return Connection(
+        database,
+        lock_level=lock_level,
+        timeout=timeout,
+        isolation_level=isolation_level,
+        check_same_thread=check_same_thread,
+    )
+
+
+__all__ = ["Connection", "Cursor", "Error", "connect"]

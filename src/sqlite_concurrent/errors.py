@@ -1,0 +1,149 @@
+"""Exception hierarchy.
+
+Every class subclasses its stdlib ``sqlite3`` namesake, so existing
+``except sqlite3.OperationalError:`` handlers keep catching ours (aiosqlite does the same).
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from typing import Any
+
+import apsw
+
+__all__ = [
+    "ConflictError",
+    "DataError",
+    "DatabaseError",
+    "Error",
+    "IntegrityError",
+    "InterfaceError",
+    "InternalError",
+    "NotSupportedError",
+    "OperationalError",
+    "ProgrammingError",
+    "Warning",
+]
+
+
+class Warning(sqlite3.Warning):  # noqa: A001 - DB-API name
+    pass
+
+
+class Error(sqlite3.Error):
+    pass
+
+
+class InterfaceError(Error, sqlite3.InterfaceError):
+    pass
+
+
+class DatabaseError(Error, sqlite3.DatabaseError):
+    pass
+
+
+class DataError(DatabaseError, sqlite3.DataError):
+    pass
+
+
+class OperationalError(DatabaseError, sqlite3.OperationalError):
+    pass
+
+
+class IntegrityError(DatabaseError, sqlite3.IntegrityError):
+    pass
+
+
+class InternalError(DatabaseError, sqlite3.InternalError):
+    pass
+
+
+class ProgrammingError(DatabaseError, sqlite3.ProgrammingError):
+    pass
+
+
+class NotSupportedError(DatabaseError, sqlite3.NotSupportedError):
+    pass
+
+
+class ConflictError(OperationalError):
+    """A transaction lost a race with another one and was rolled back.
+
+    :ivar table: the table holding the contested row (``None`` for whole-database conflicts).
+    :ivar key: the primary key (or rowid) values of the row, as a tuple.
+    :ivar kind: ``"data"`` (row changed since the snapshot), ``"notfound"`` (row deleted),
+        ``"conflict"`` (key already exists), ``"constraint"``, ``"foreign_key"`` or
+        ``"schema"`` (the schema changed since the snapshot).
+    :ivar retryable: whether running the transaction again can succeed.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        table: str | None = None,
+        key: tuple[Any, ...] | None = None,
+        kind: str = "data",
+        retryable: bool = True,
+    ) -> None:
+        super().__init__(message)
+        self.table = table
+        self.key = key
+        self.kind = kind
+        self.retryable = retryable
+        self.sqlite_errorcode = apsw.SQLITE_BUSY
+        self.sqlite_errorname = "SQLITE_BUSY"
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_rebuild_conflict, (self.args[0], self.table, self.key, self.kind, self.retryable))
+
+
+def _rebuild_conflict(message: str, table: Any, key: Any, kind: str, retryable: bool) -> ConflictError:
+    return ConflictError(message, table=table, key=key, kind=kind, retryable=retryable)
+
+
+# APSW raises its own classes; map each to the class the stdlib raises for the same
+# SQLite result code (CPython Modules/_sqlite/util.c, _pysqlite_seterror).
+_APSW_TO_DBAPI: dict[type[BaseException], type[Error]] = {
+    apsw.ConstraintError: IntegrityError,
+    apsw.MismatchError: IntegrityError,
+    apsw.TooBigError: DataError,
+    apsw.CorruptError: DatabaseError,
+    apsw.NotADBError: DatabaseError,
+    apsw.FormatError: DatabaseError,
+    apsw.InternalError: InternalError,
+    apsw.NoMemError: InternalError,
+    apsw.RangeError: ProgrammingError,
+    apsw.BindingsError: ProgrammingError,
+    apsw.MisuseError: ProgrammingError,
+    apsw.ConnectionClosedError: ProgrammingError,
+    apsw.CursorClosedError: ProgrammingError,
+    apsw.ThreadingViolationError: ProgrammingError,
+    apsw.IncompleteExecutionError: ProgrammingError,
+    apsw.ExecutionCompleteError: ProgrammingError,
+}
+
+
+def translate(exc: BaseException) -> BaseException:
+    """Return the DB-API exception the stdlib would raise for an APSW exception."""
+    if isinstance(exc, Error):
+        return exc
+    cls: type[Error] = OperationalError
+    for apsw_cls in type(exc).__mro__:
+        if apsw_cls in _APSW_TO_DBAPI:
+            cls = _APSW_TO_DBAPI[apsw_cls]
+            break
+    else:
+        if not isinstance(exc, apsw.Error):
+            return exc
+    message = str(exc)
+    # APSW prefixes messages with its class name ("SQLError: near ..."); the stdlib does not.
+    head, sep, tail = message.partition(": ")
+    if sep and head.endswith("Error"):
+        message = tail
+    new = cls(message)
+    code = getattr(exc, "extendedresult", None) or getattr(exc, "result", None)
+    if isinstance(code, int):
+        new.sqlite_errorcode = code  # type: ignore[attr-defined]
+        new.sqlite_errorname = apsw.mapping_result_codes.get(code & 0xFF, "SQLITE_ERROR")  # type: ignore[attr-defined]
+    return new

@@ -1,0 +1,234 @@
+"""The lock database ``<db>-locks``: who holds what.
+
+A plain SQLite database, queryable from any sqlite3 shell.  It only has to survive process
+crashes (after a machine crash every holder is dead), hence WAL with ``synchronous=OFF``.
+Every write runs under a kernel-blocking byte lock, so writers queue in the kernel rather than
+in SQLite's sleeping busy handler (DESIGN section 5).
+
+Schema (version 1).  ``locks`` and ``waiters`` are already here so the lock levels can use them:
+
+- ``holders(pid, start_time, ...)``: processes with open connections; ``start_time`` tells a live
+  process from a dead one whose pid was reused.
+- ``transactions(txn_id, pid, lock_level, state, ...)``: live write transactions; ``txn_id`` is
+  also the commit marker's key in the main database, so it never repeats.
+- ``locks(resource, txn_id, mode)``: resources are ``db``, ``table:<name>``, ``page:<n>`` and
+  ``row:<table>:<key>``; modes ``S`` and ``X``.
+- ``waiters(seq, txn_id, resource, mode)``: ``seq`` orders waiters first come, first served.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import apsw
+
+from . import oslock
+
+SCHEMA_VERSION = 1
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS holders(
+    pid INTEGER PRIMARY KEY,
+    start_time INTEGER NOT NULL,
+    registered_at REAL NOT NULL,
+    argv TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS transactions(
+    txn_id INTEGER PRIMARY KEY AUTOINCREMENT,
+    pid INTEGER NOT NULL,
+    lock_level TEXT NOT NULL,
+    state TEXT NOT NULL,
+    began_at REAL NOT NULL,
+    snapshot_frame INTEGER
+);
+CREATE INDEX IF NOT EXISTS transactions_pid ON transactions(pid);
+CREATE TABLE IF NOT EXISTS locks(
+    resource TEXT NOT NULL,
+    txn_id INTEGER NOT NULL,
+    mode TEXT NOT NULL CHECK (mode IN ('S', 'X')),
+    granted_at REAL NOT NULL,
+    PRIMARY KEY (resource, txn_id)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS locks_txn ON locks(txn_id);
+CREATE TABLE IF NOT EXISTS waiters(
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    txn_id INTEGER NOT NULL,
+    resource TEXT NOT NULL,
+    mode TEXT NOT NULL,
+    since REAL NOT NULL
+);
+"""
+
+# Transaction states, in order.
+ACTIVE = "active"
+COMMITTING = "committing"
+
+
+def process_start_time(pid: int) -> int | None:
+    """Start time of ``pid`` in clock ticks since boot (Linux), or ``None`` if it is gone.
+
+    A zombie (killed, not yet waited for) counts as gone: it will never release anything.
+    """
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            stat = f.read()
+    except FileNotFoundError:
+        return None
+    except OSError:
+        return 0
+    # The command name (field 2) may contain spaces or parentheses: split after the last ')'.
+    fields = stat[stat.rfind(b")") + 2 :].split()
+    if fields[0] in (b"Z", b"X"):
+        return None
+    return int(fields[19])
+
+
+def holder_alive(pid: int, start_time: int) -> bool:
+    if sys.platform != "linux":
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            return True
+        return True
+    now = process_start_time(pid)
+    return now is not None and (now == start_time or now == 0 or start_time == 0)
+
+
+@dataclass(frozen=True)
+class Reaped:
+    pid: int
+    transactions: int
+    locks: int
+
+
+class LockDB:
+    """One connection to the lock database.  Not shared between threads."""
+
+    def __init__(self, db_path: str, *, first_txn_id: int = 1) -> None:
+        self.path = db_path + "-locks"
+        created = not os.path.exists(self.path)
+        self.conn = apsw.Connection(self.path)
+        self.conn.set_busy_timeout(60_000)  # safety net only: writers serialize on _guard
+        self._guard = oslock.ByteLock(self.path, oslock.LOCKDB)
+        with self._guard:
+            self.conn.execute("PRAGMA journal_mode=WAL")
+            self.conn.execute("PRAGMA synchronous=OFF")
+            if created:
+                with contextlib.suppress(OSError):
+                    os.chmod(self.path, os.stat(db_path).st_mode & 0o7777)
+            with self._write():
+                self.conn.execute(_SCHEMA)
+                self.conn.execute(
+                    "INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)", (SCHEMA_VERSION,)
+                )
+                # Transaction ids key the commit markers in the main database, so a lock
+                # database that was deleted must not hand out ids that were already used.
+                self.conn.execute(
+                    "INSERT INTO sqlite_sequence(name, seq) SELECT 'transactions', ? "
+                    "WHERE NOT EXISTS (SELECT 1 FROM sqlite_sequence WHERE name='transactions')",
+                    (first_txn_id - 1,),
+                )
+                self.conn.execute(
+                    "UPDATE sqlite_sequence SET seq = max(seq, ?) WHERE name='transactions'",
+                    (first_txn_id - 1,),
+                )
+        self.pid = os.getpid()
+        self.start_time = process_start_time(self.pid) or 0
+
+    @contextlib.contextmanager
+    def _write(self) -> Iterator[None]:
+        """A write transaction; the caller must hold ``_guard``."""
+        self.conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+        except BaseException:
+            self.conn.execute("ROLLBACK")
+            raise
+        self.conn.execute("COMMIT")
+
+    @contextlib.contextmanager
+    def writing(self) -> Iterator[apsw.Connection]:
+        with self._guard, self._write():
+            yield self.conn
+
+    def register_holder(self) -> list[Reaped]:
+        """Record this process as a holder, reaping dead ones first.  Returns what was reaped."""
+        with self.writing() as c:
+            reaped = self._reap_dead(c)
+            c.execute(
+                "INSERT INTO holders(pid, start_time, registered_at, argv) VALUES (?, ?, ?, ?) "
+                "ON CONFLICT(pid) DO UPDATE SET start_time=excluded.start_time "
+                "WHERE start_time != excluded.start_time",
+                (self.pid, self.start_time, time.time(), " ".join(sys.argv)[:500]),
+            )
+        return reaped
+
+    def _reap_dead(self, c: apsw.Connection) -> list[Reaped]:
+        reaped = []
+        holders = list(c.execute("SELECT pid, start_time FROM holders"))
+        for pid, start_time in holders:
+            if pid == self.pid and start_time == self.start_time:
+                continue
+            if holder_alive(pid, start_time):
+                continue
+            txns = [t for (t,) in c.execute("SELECT txn_id FROM transactions WHERE pid=?", (pid,))]
+            nlocks = 0
+            for txn_id in txns:
+                nlocks += self._drop_txn(c, txn_id)
+            c.execute("DELETE FROM holders WHERE pid=?", (pid,))
+            reaped.append(Reaped(pid, len(txns), nlocks))
+        return reaped
+
+    @staticmethod
+    def _drop_txn(c: apsw.Connection, txn_id: int) -> int:
+        c.execute("DELETE FROM locks WHERE txn_id=?", (txn_id,))
+        nlocks = c.changes()
+        c.execute("DELETE FROM waiters WHERE txn_id=?", (txn_id,))
+        c.execute("DELETE FROM transactions WHERE txn_id=?", (txn_id,))
+        return nlocks
+
+    def reap(self) -> list[Reaped]:
+        with self.writing() as c:
+            return self._reap_dead(c)
+
+    def begin(self, lock_level: str) -> int:
+        """Register a new transaction of this process and return its id."""
+        with self.writing() as c:
+            c.execute(
+                "INSERT INTO transactions(pid, lock_level, state, began_at) VALUES (?, ?, ?, ?)",
+                (self.pid, lock_level, ACTIVE, time.time()),
+            )
+            return c.last_insert_rowid()
+
+    def set_state(self, txn_id: int, state: str, snapshot_frame: int | None = None) -> None:
+        with self.writing() as c:
+            c.execute(
+                "UPDATE transactions SET state=?, snapshot_frame=coalesce(?, snapshot_frame) "
+                "WHERE txn_id=?",
+                (state, snapshot_frame, txn_id),
+            )
+
+    def end(self, txn_id: int) -> None:
+        """Forget a finished transaction and release everything it held."""
+        with self.writing() as c:
+            self._drop_txn(c, txn_id)
+
+    def unregister_holder(self) -> None:
+        """Drop this process's holder row if it has no transactions left."""
+        with self.writing() as c:
+            c.execute(
+                "DELETE FROM holders WHERE pid=? AND start_time=? AND NOT EXISTS "
+                "(SELECT 1 FROM transactions WHERE pid=?)",
+                (self.pid, self.start_time, self.pid),
+            )
+
+    def close(self) -> None:
+        self.conn.close()

@@ -1,0 +1,224 @@
+"""Merging a transaction's changeset into the real database (DESIGN sections 8 and 9).
+
+One merge at a time, under a kernel-blocking merge lock.  The apply, the row checks and the commit
+marker share one SQLite transaction on a stock connection: after any crash a transaction committed
+if and only if its marker row exists.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import apsw
+
+from . import oslock
+from .errors import ConflictError, OperationalError
+
+MARKER_TABLE = "_sqlite_concurrent_commits"
+
+_MARKER_DDL = (
+    f"CREATE TABLE IF NOT EXISTS {MARKER_TABLE}"
+    "(txn_id INTEGER PRIMARY KEY, committed_at REAL NOT NULL)"
+)
+
+_KINDS = {
+    apsw.SQLITE_CHANGESET_DATA: "data",
+    apsw.SQLITE_CHANGESET_NOTFOUND: "notfound",
+    apsw.SQLITE_CHANGESET_CONFLICT: "conflict",
+    apsw.SQLITE_CHANGESET_CONSTRAINT: "constraint",
+    apsw.SQLITE_CHANGESET_FOREIGN_KEY: "foreign_key",
+}
+
+_DESCRIPTIONS = {
+    "data": "was changed by another transaction since this one began",
+    "notfound": "was deleted by another transaction since this one began",
+    "conflict": "was inserted by another transaction with the same key",
+    "constraint": "would violate a constraint given another transaction's changes",
+    "foreign_key": "would violate a foreign key given another transaction's changes",
+}
+
+# Every change in a changeset is applied with these: the changeset already holds each effect of
+# the transaction's triggers and cascades, so neither may run again.
+_APPLY_FLAGS = apsw.SQLITE_CHANGESETAPPLY_FKNOACTION
+
+
+def merge_lock(locks_path: str) -> oslock.ByteLock:
+    return oslock.ByteLock(locks_path, oslock.MERGE)
+
+
+def quote(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def conflict(table: str | None, key: tuple[Any, ...] | None, kind: str) -> ConflictError:
+    what = f"row {key!r} of table {table!r}" if table else "the database"
+    detail = _DESCRIPTIONS.get(kind, kind)
+    return ConflictError(
+        f"conflict: {what} {detail}; the transaction was rolled back (retry it)",
+        table=table,
+        key=key,
+        kind=kind,
+    )
+
+
+@dataclass(frozen=True)
+class RowImage:
+    """A row as the transaction's snapshot saw it, checked again at merge time.
+
+    A changeset UPDATE carries old values only for the columns it changed, so the apply alone
+    would merge two transactions that changed different columns of one row.  Snapshot isolation
+    says the second writer of a row loses, so the whole row is compared.
+    """
+
+    table: str
+    select: str
+    key: tuple[Any, ...]
+    row: tuple[Any, ...] | None
+
+
+class _TableShape:
+    """How to fetch a table's changeset columns, by primary key, with a plain SELECT."""
+
+    def __init__(self, conn: apsw.Connection, table: str, column_count: int, pk: Sequence[int]):
+        cols = [
+            r[1]
+            for r in conn.execute(f"PRAGMA main.table_xinfo({quote(table)})")
+            if r[6] == 0  # hidden 0: ordinary column; generated columns are not in changesets
+        ]
+        self.by_rowid = column_count == len(cols) + 1
+        if self.by_rowid:
+            cols = ["_rowid_", *cols]
+        self.usable = len(cols) == column_count
+        self.pk = list(pk)
+        select = ", ".join(quote(c) if c != "_rowid_" else c for c in cols)
+        where = " AND ".join(
+            (quote(cols[i]) if cols[i] != "_rowid_" else "_rowid_") + " IS ?" for i in self.pk
+        )
+        self.sql = f"SELECT {select} FROM main.{quote(table)} WHERE {where}"
+
+
+def snapshot_images(
+    snapshot_conn: apsw.Connection, changeset: bytes, shapes: dict[Any, _TableShape]
+) -> list[RowImage]:
+    """Whole-row images, as of the snapshot, of every row the changeset updates."""
+    images = []
+    for change in apsw.Changeset.iter(changeset):
+        if change.opcode != apsw.SQLITE_UPDATE:
+            continue
+        key_cols = sorted(change.pk_columns)
+        shape_key = (change.name, change.column_count, tuple(key_cols))
+        shape = shapes.get(shape_key)
+        if shape is None:
+            shape = shapes[shape_key] = _TableShape(
+                snapshot_conn, change.name, change.column_count, key_cols
+            )
+        if not shape.usable:
+            continue
+        old = change.old
+        assert old is not None
+        key = tuple(old[i] for i in key_cols)
+        row = snapshot_conn.execute(shape.sql, key).fetchone()
+        images.append(RowImage(change.name, shape.sql, key, row))
+    return images
+
+
+def ensure_marker_table(conn: apsw.Connection) -> None:
+    exists = conn.execute(
+        "SELECT 1 FROM sqlite_schema WHERE type='table' AND name=?", (MARKER_TABLE,)
+    ).fetchone()
+    if not exists:
+        conn.execute(_MARKER_DDL)
+
+
+def last_marker(conn: apsw.Connection) -> int:
+    row = conn.execute(f"SELECT max(txn_id) FROM {MARKER_TABLE}").fetchone()
+    return (row[0] or 0) if row else 0
+
+
+def is_committed(conn: apsw.Connection, txn_id: int) -> bool:
+    return (
+        conn.execute(f"SELECT 1 FROM {MARKER_TABLE} WHERE txn_id=?", (txn_id,)).fetchone()
+        is not None
+    )
+
+
+@dataclass
+class Pending:
+    """A transaction ready to merge."""
+
+    txn_id: int
+    changeset: bytes
+    schema_version: int
+    images: list[RowImage]
+    foreign_keys: bool
+
+
+def apply_one(conn: apsw.Connection, pending: Pending) -> None:
+    """Validate and apply one transaction inside the caller's write transaction.
+
+    :raises ConflictError: nothing of this transaction was applied.
+    """
+    (schema_version,) = conn.execute("PRAGMA main.schema_version").fetchone()
+    if schema_version != pending.schema_version:
+        raise conflict(None, None, "schema")
+    for image in pending.images:
+        now = conn.execute(image.select, image.key).fetchone()
+        if now != image.row:
+            raise conflict(image.table, image.key, "data" if now is not None else "notfound")
+    found: list[ConflictError] = []
+
+    def on_conflict(reason: int, change: apsw.TableChange) -> int:
+        kind = _KINDS.get(reason, "constraint")
+        key = None
+        if kind != "foreign_key":
+            values = change.old if change.old is not None else change.new
+            if values is not None:
+                key = tuple(values[i] for i in sorted(change.pk_columns))
+        found.append(conflict(change.name if kind != "foreign_key" else None, key, kind))
+        return apsw.SQLITE_CHANGESET_ABORT
+
+    conn.config(apsw.SQLITE_DBCONFIG_ENABLE_TRIGGER, 0)
+    try:
+        apsw.Changeset.apply(pending.changeset, conn, conflict=on_conflict, flags=_APPLY_FLAGS)
+    except apsw.AbortError:
+        if found:
+            raise found[0] from None
+        raise
+    finally:
+        conn.config(apsw.SQLITE_DBCONFIG_ENABLE_TRIGGER, 1)
+    if found:  # a handler that did not abort still means the change was not applied
+        raise found[0]
+    conn.execute(
+        f"INSERT INTO {MARKER_TABLE}(txn_id, committed_at) VALUES (?, ?)",
+        (pending.txn_id, time.time()),
+    )
+
+
+def merge(conn: apsw.Connection, lock: oslock.ByteLock, pending: Pending) -> None:
+    """Apply ``pending`` to the latest database and commit it, or raise and change nothing."""
+    # A no-op inside a transaction, so it is set first.  It mirrors the writer's own setting:
+    # with enforcement off there, the apply must not start enforcing it.
+    conn.pragma("foreign_keys", pending.foreign_keys)
+    with lock:
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            apply_one(conn, pending)
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        try:
+            conn.execute("COMMIT")
+        except apsw.Error as e:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise OperationalError(f"commit failed: {e}") from e
+
+
+def prune_markers(conn: apsw.Connection, lock: oslock.ByteLock, below: int) -> None:
+    """Forget the commit markers of transactions that can no longer be in doubt."""
+    with lock:
+        conn.execute(f"DELETE FROM {MARKER_TABLE} WHERE txn_id < ?", (below,))
+

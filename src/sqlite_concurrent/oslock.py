@@ -1,0 +1,82 @@
+"""Kernel-blocking inter-process locks.
+
+Waiters sleep in the kernel and wake as soon as the holder releases (or dies), instead of polling
+the way SQLite's busy handler and filelock do (DESIGN section 5).
+
+Locks are open-file-description (OFD) byte-range locks on the ``<db>-locks`` file at offsets far
+beyond the bytes SQLite itself locks (PENDING_BYTE is 0x40000000), so they never interact with
+SQLite's POSIX locks on that file.  OFD locks belong to the open file description, not the
+process, and closing another descriptor does not drop them.  Threads of one process share the
+descriptor, so each lock also has a process-local mutex.
+
+The descriptor is opened once per process and never closed: closing any descriptor on a file
+drops every POSIX lock this process holds on it, including the lock database's own (DESIGN 6).
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import struct
+import threading
+
+# Linux F_OFD_* values (include/uapi/asm-generic/fcntl.h); Python exposes them on 3.9+ Linux.
+_F_OFD_SETLK = getattr(fcntl, "F_OFD_SETLK", 37)
+_F_OFD_SETLKW = getattr(fcntl, "F_OFD_SETLKW", 38)
+
+_BASE = 1 << 40  # far past every byte SQLite locks
+
+MERGE = 0
+LOCKDB = 1
+
+_fds: dict[tuple[int, str], int] = {}
+_mutexes: dict[tuple[str, int], threading.Lock] = {}
+_registry_lock = threading.Lock()
+
+
+def _flock_struct(kind: int, offset: int) -> bytes:
+    # struct flock on Linux: short l_type, short l_whence, off_t l_start, off_t l_len, pid_t l_pid
+    return struct.pack("hhqqi4x", kind, os.SEEK_SET, offset, 1, 0)
+
+
+def _fd(path: str) -> int:
+    key = (os.getpid(), path)
+    fd = _fds.get(key)
+    if fd is None:
+        with _registry_lock:
+            fd = _fds.get(key)
+            if fd is None:
+                fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+                _fds[key] = fd
+    return fd
+
+
+class ByteLock:
+    """An exclusive lock on one byte of ``path``, shared by threads and processes alike."""
+
+    def __init__(self, path: str, slot: int) -> None:
+        self.path = path
+        self.offset = _BASE + slot
+        with _registry_lock:
+            self._mutex = _mutexes.setdefault((path, slot), threading.Lock())
+
+    def acquire(self) -> None:
+        self._mutex.acquire()
+        try:
+            fcntl.fcntl(_fd(self.path), _F_OFD_SETLKW, _flock_struct(fcntl.F_WRLCK, self.offset))
+        except BaseException:
+            self._mutex.release()
+            raise
+
+    def release(self) -> None:
+        try:
+            fcntl.fcntl(_fd(self.path), _F_OFD_SETLK, _flock_struct(fcntl.F_UNLCK, self.offset))
+        finally:
+            self._mutex.release()
+
+    def __enter__(self) -> ByteLock:
+        self.acquire()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()

@@ -1,0 +1,260 @@
+"""Pinning a read snapshot of the database and reading its pages as of that snapshot.
+
+A stock APSW connection holds a read transaction for the snapshot's lifetime; SQLite's read-mark
+protocol then keeps checkpoints from backfilling, and the WAL from restarting over, any frame the
+snapshot can see.  We locate pages ourselves through the WAL index in ``-shm``
+(https://sqlite.org/walformat.html, "The WAL-Index Format"), reading with ``os.pread`` on
+descriptors that are opened once per process and never closed (DESIGN section 6, "lost locks").
+"""
+
+from __future__ import annotations
+
+import bisect
+import os
+import struct
+import threading
+from dataclasses import dataclass
+
+import apsw
+
+# WalIndexHdr: iVersion, unused, iChange, isInit, bigEndCksum, szPage, mxFrame, nPage,
+# aFrameCksum[2], aSalt[2], aCksum[2]; two copies at offsets 0 and 48, native byte order.
+_HDR = struct.Struct("=IIIBBHII2I2I2I")
+_HDR_SIZE = 48
+_CKPT_NBACKFILL = struct.Struct("=I")  # WalCkptInfo.nBackfill at offset 96
+_INDEX_HEADER_BYTES = 136  # 2 * WalIndexHdr + WalCkptInfo, the start of hash block 0
+_BLOCK_BYTES = 32768
+_BLOCK0_PAGES = 4062  # (16384 - 136) / 4
+_BLOCK_PAGES = 4096
+_WAL_HEADER = 32
+_FRAME_HEADER = 24
+
+
+class SnapshotError(Exception):
+    """The WAL index could not be read consistently."""
+
+
+def _wal_checksum(data: bytes) -> tuple[int, int]:
+    # walChecksumBytes in native byte order, as walIndexWriteHdr computes it.
+    s1 = s2 = 0
+    words = struct.unpack(f"={len(data) // 4}I", data)
+    for i in range(0, len(words), 2):
+        s1 = (s1 + words[i] + s2) & 0xFFFFFFFF
+        s2 = (s2 + words[i + 1] + s1) & 0xFFFFFFFF
+    return s1, s2
+
+
+@dataclass(frozen=True)
+class WalHeader:
+    raw: bytes
+    change: int
+    page_size: int  # 0 means "empty WAL, take it from the database header"
+    max_frame: int
+    n_page: int
+    salt: tuple[int, int]
+    backfilled: int
+
+
+def read_wal_header(shm_fd: int) -> WalHeader | None:
+    """The current WAL-index header, or ``None`` while a writer is half-way through updating it."""
+    buf = os.pread(shm_fd, _INDEX_HEADER_BYTES, 0)
+    if len(buf) < _INDEX_HEADER_BYTES:
+        return None
+    first, second = buf[:_HDR_SIZE], buf[_HDR_SIZE : 2 * _HDR_SIZE]
+    if first != second:
+        return None
+    f = _HDR.unpack(first)
+    is_init = f[3]
+    if not is_init or _wal_checksum(first[:40]) != (f[12], f[13]):
+        return None
+    sz = f[5]
+    page_size = 65536 if sz == 1 else sz
+    (backfilled,) = _CKPT_NBACKFILL.unpack_from(buf, 96)
+    return WalHeader(first, f[2], page_size, f[6], f[7], (f[10], f[11]), backfilled)
+
+
+class _Files:
+    """Per-process descriptors on the database, ``-wal`` and ``-shm``; never closed."""
+
+    _by_key: dict[tuple[int, str], _Files] = {}
+    _lock = threading.Lock()
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.db = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        self.wal = -1
+        self.shm = -1
+        # Descriptors of -wal/-shm generations that were deleted and recreated.  Closing them
+        # is harmless in theory, but "never close" is the rule that keeps locks safe.
+        self.retired: list[int] = []
+
+    @classmethod
+    def for_path(cls, path: str) -> _Files:
+        key = (os.getpid(), path)
+        files = cls._by_key.get(key)
+        if files is None:
+            with cls._lock:
+                files = cls._by_key.get(key)
+                if files is None:
+                    files = cls._by_key[key] = cls(path)
+        return files
+
+    def refresh(self) -> None:
+        """Reopen ``-wal``/``-shm`` if they were deleted (last connection closed) and recreated.
+
+        Called while the caller's own connection is open, so the files cannot vanish under us.
+        """
+        for attr, suffix in (("wal", "-wal"), ("shm", "-shm")):
+            fd = getattr(self, attr)
+            if fd >= 0 and os.fstat(fd).st_nlink > 0:
+                continue
+            if fd >= 0:
+                self.retired.append(fd)
+            setattr(self, attr, os.open(self.path + suffix, os.O_RDONLY | os.O_CLOEXEC))
+
+
+class _WalIndexCache:
+    """Page number -> frames, for one WAL generation (salt), extended as frames are committed.
+
+    Frames up to a committed mxFrame never change until the WAL restarts, which changes the salt,
+    so one process can share this map among all its snapshots of the same generation.
+    """
+
+    def __init__(self, salt: tuple[int, int]) -> None:
+        self.salt = salt
+        self.indexed = 0
+        self.frames: dict[int, list[int]] = {}
+        self.lock = threading.Lock()
+
+    def extend(self, shm_fd: int, max_frame: int) -> None:
+        with self.lock:
+            frame = self.indexed + 1
+            while frame <= max_frame:
+                if frame <= _BLOCK0_PAGES:
+                    block, first, start = 0, 1, _INDEX_HEADER_BYTES
+                    capacity = _BLOCK0_PAGES
+                else:
+                    block = (frame - _BLOCK0_PAGES - 1) // _BLOCK_PAGES + 1
+                    first = _BLOCK0_PAGES + (block - 1) * _BLOCK_PAGES + 1
+                    start = block * _BLOCK_BYTES
+                    capacity = _BLOCK_PAGES
+                last = min(max_frame, first + capacity - 1)
+                count = last - frame + 1
+                offset = start + (frame - first) * 4
+                data = os.pread(shm_fd, count * 4, offset)
+                if len(data) != count * 4:
+                    raise SnapshotError("WAL index is shorter than its header claims")
+                pages = struct.unpack(f"={count}I", data)
+                for i, pgno in enumerate(pages):
+                    self.frames.setdefault(pgno, []).append(frame + i)
+                frame = last + 1
+            self.indexed = max(self.indexed, max_frame)
+
+
+_caches: dict[tuple[int, str], _WalIndexCache] = {}
+_caches_lock = threading.Lock()
+
+
+def _cache_for(path: str, salt: tuple[int, int]) -> _WalIndexCache:
+    key = (os.getpid(), path)
+    with _caches_lock:
+        cache = _caches.get(key)
+        if cache is None or cache.salt != salt:
+            cache = _caches[key] = _WalIndexCache(salt)
+        return cache
+
+
+class Snapshot:
+    """A pinned, immutable view of the database's pages.
+
+    :param reader: a stock APSW connection on the database, used only for pinning.
+    """
+
+    def __init__(self, path: str, reader: apsw.Connection, max_retries: int = 1000) -> None:
+        self.path = path
+        self._reader = reader
+        self._files = _Files.for_path(path)
+        self.header: WalHeader | None = None
+        self._pin(max_retries)
+
+    def _pin(self, max_retries: int) -> None:
+        files = self._files
+        files.refresh()
+        for _ in range(max_retries):
+            before = read_wal_header(files.shm)
+            if before is None:
+                # Uninitialised or mid-update index: a read on the stock connection makes SQLite
+                # build it (walIndexRecover); then look again.
+                self._reader.execute("SELECT 1 FROM sqlite_schema LIMIT 1").fetchall()
+                continue
+            self._reader.execute("BEGIN")
+            try:
+                self._reader.execute("SELECT 1 FROM sqlite_schema LIMIT 1").fetchall()
+            except BaseException:
+                self._reader.execute("ROLLBACK")
+                raise
+            after = read_wal_header(files.shm)
+            # Fact (race): the header must be the same before and after the read transaction
+            # starts, or we cannot know which snapshot SQLite gave the reader.
+            if after is not None and after.raw == before.raw:
+                self.header = after
+                break
+            self._reader.execute("ROLLBACK")
+        else:
+            raise SnapshotError("could not pin a snapshot: the WAL index kept changing")
+        hdr = self.header
+        # Fact (fully checkpointed WAL): when every frame is backfilled the reader may hold
+        # read-mark 0 and the WAL can restart under it; the database file alone is then correct.
+        self._use_wal = hdr.max_frame > 0 and hdr.backfilled < hdr.max_frame
+        if self._use_wal:
+            self._cache = _cache_for(self.path, hdr.salt)
+            if self._cache.indexed < hdr.max_frame:
+                self._cache.extend(files.shm, hdr.max_frame)
+        if hdr.page_size:
+            self.page_size = hdr.page_size
+        else:
+            raw = os.pread(files.db, 2, 16)
+            size = int.from_bytes(raw, "big")
+            self.page_size = 65536 if size == 1 else size
+        if hdr.n_page:
+            self.page_count = hdr.n_page
+        else:
+            self.page_count = os.fstat(files.db).st_size // self.page_size
+
+    @property
+    def max_frame(self) -> int:
+        assert self.header is not None
+        return self.header.max_frame
+
+    def frame_for(self, pgno: int) -> int:
+        """The latest frame at or before this snapshot holding ``pgno``, or 0 for the db file."""
+        if not self._use_wal:
+            return 0
+        frames = self._cache.frames.get(pgno)
+        if not frames:
+            return 0
+        mx = self.max_frame
+        if frames[-1] <= mx:
+            return frames[-1]
+        i = bisect.bisect_right(frames, mx)
+        return frames[i - 1] if i else 0
+
+    def read_page(self, pgno: int) -> bytes:
+        """Page ``pgno`` (1-based) as of this snapshot; empty bytes past the end."""
+        if pgno > self.page_count:
+            return b""
+        size = self.page_size
+        frame = self.frame_for(pgno)
+        if frame:
+            offset = _WAL_HEADER + (frame - 1) * (size + _FRAME_HEADER) + _FRAME_HEADER
+            data = os.pread(self._files.wal, size, offset)
+        else:
+            data = os.pread(self._files.db, size, (pgno - 1) * size)
+        if len(data) != size:
+            raise SnapshotError(f"short read of page {pgno}")
+        return data
+
+    def release(self) -> None:
+        """End the read transaction; the snapshot's frames may then be checkpointed."""
+        if self._reader.in_transaction:
+            self._reader.execute("ROLLBACK")

@@ -1,0 +1,48 @@
+"""Classifying SQL text the way the stdlib ``sqlite3`` module does.
+
+The stdlib opens an implicit transaction before INSERT, UPDATE, DELETE and REPLACE, judged by the
+first keyword after comments and whitespace (CPython Modules/_sqlite/statement.c); we match it.
+"""
+
+from __future__ import annotations
+
+import re
+
+_LEADING = re.compile(r"(?:\s+|--[^\n]*(?:\n|$)|/\*.*?(?:\*/|$))*", re.S)
+_WORD = re.compile(r"[A-Za-z]+")
+
+DML = frozenset({"INSERT", "UPDATE", "DELETE", "REPLACE"})
+
+
+def first_keywords(sql: str, count: int = 2) -> list[str]:
+    words = []
+    pos = 0
+    for _ in range(count):
+        m = _LEADING.match(sql, pos)
+        pos = m.end() if m else pos
+        w = _WORD.match(sql, pos)
+        if not w:
+            break
+        words.append(w.group(0).upper())
+        pos = w.end()
+    return words
+
+
+def kind(sql: str) -> str:
+    """One of ``begin``, ``commit``, ``rollback``, ``dml``, ``pragma`` or ``other``."""
+    words = first_keywords(sql)
+    if not words:
+        return "other"
+    head = words[0]
+    if head == "BEGIN":
+        return "begin"
+    if head in ("COMMIT", "END"):
+        return "commit"
+    if head == "ROLLBACK":
+        # ROLLBACK TO [SAVEPOINT] x is a statement inside the transaction, not its end.
+        return "other" if len(words) > 1 and words[1] == "TO" else "rollback"
+    if head in DML:
+        return "dml"
+    if head == "PRAGMA":
+        return "pragma"
+    return "other"
