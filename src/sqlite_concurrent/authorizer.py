@@ -59,7 +59,7 @@ class Denied:
         self.reason: str | None = None
 
 
-def in_transaction(denied: Denied):  # noqa: ANN201 - callback type is APSW's
+def in_transaction(denied: Denied):
     """Allow row reads and writes; refuse DDL and header-writing pragmas."""
 
     def authorize(action: int, p1: str | None, p2: str | None, db: str | None, trigger: str | None) -> int:
@@ -81,7 +81,7 @@ def in_transaction(denied: Denied):  # noqa: ANN201 - callback type is APSW's
     return authorize
 
 
-def read_only(denied: Denied):  # noqa: ANN201
+def read_only(denied: Denied):
     """Allow reads and pragma queries; refuse anything that writes."""
 
     def authorize(action: int, p1: str | None, p2: str | None, db: str | None, trigger: str | None) -> int:

@@ -22,6 +22,7 @@ from typing import Any, TypeVar
 import apsw
 
 from . import authorizer, merge, statements
+from .checkpoint import Checkpointer
 from .errors import (
     ConflictError,
     Error,
@@ -224,6 +225,7 @@ class Connection:
                     )
             merge.ensure_marker_table(self._merger)
             first_txn_id = merge.last_marker(self._merger) + 1
+        self._checkpointer = Checkpointer(self._merger)
         self._reader = self._stock()
         self._reader.authorizer = authorizer.read_only(self._denied)
         self._snapshot_conn = self._stock()
@@ -358,6 +360,7 @@ class Connection:
             txn.end()
 
     def _after_merge(self, txn_id: int) -> None:
+        self._checkpointer.maybe_checkpoint()
         self._merges += 1
         if self._merges % _MARKER_PRUNE_EVERY == 0:
             # Markers only matter while their transaction can be in doubt, i.e. while it is

@@ -26,7 +26,7 @@ __all__ = [
 ]
 
 
-class Warning(sqlite3.Warning):  # noqa: A001 - DB-API name
+class Warning(sqlite3.Warning):
     pass
 
 

@@ -65,6 +65,11 @@ CREATE TABLE IF NOT EXISTS waiters(
 );
 """
 
+_END_TXN = (
+    "DELETE FROM locks WHERE txn_id=?; DELETE FROM waiters WHERE txn_id=?; "
+    "DELETE FROM transactions WHERE txn_id=?"
+)
+
 # Transaction states, in order.
 ACTIVE = "active"
 COMMITTING = "committing"
@@ -159,6 +164,26 @@ class LockDB:
         with self._guard, self._write():
             yield self.conn
 
+    def _write_one(self, sql: str, params: tuple[object, ...]) -> int:
+        """Run one statement in its own write transaction; returns ``last_insert_rowid``.
+
+        The per-transaction hot path, so no context-manager machinery.
+        """
+        conn = self.conn
+        self._guard.acquire()
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                conn.execute(sql, params)
+                rowid = conn.last_insert_rowid()
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
+            return rowid
+        finally:
+            self._guard.release()
+
     def register_holder(self) -> list[Reaped]:
         """Record this process as a holder, reaping dead ones first.  Returns what was reaped."""
         with self.writing() as c:
@@ -201,12 +226,10 @@ class LockDB:
 
     def begin(self, lock_level: str) -> int:
         """Register a new transaction of this process and return its id."""
-        with self.writing() as c:
-            c.execute(
-                "INSERT INTO transactions(pid, lock_level, state, began_at) VALUES (?, ?, ?, ?)",
-                (self.pid, lock_level, ACTIVE, time.time()),
-            )
-            return c.last_insert_rowid()
+        return self._write_one(
+            "INSERT INTO transactions(pid, lock_level, state, began_at) VALUES (?, ?, ?, ?)",
+            (self.pid, lock_level, ACTIVE, time.time()),
+        )
 
     def set_state(self, txn_id: int, state: str, snapshot_frame: int | None = None) -> None:
         with self.writing() as c:
@@ -218,8 +241,8 @@ class LockDB:
 
     def end(self, txn_id: int) -> None:
         """Forget a finished transaction and release everything it held."""
-        with self.writing() as c:
-            self._drop_txn(c, txn_id)
+        # One write transaction: this is on every transaction's path.
+        self._write_one(_END_TXN, (txn_id, txn_id, txn_id))
 
     def unregister_holder(self) -> None:
         """Drop this process's holder row if it has no transactions left."""

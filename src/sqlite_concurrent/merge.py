@@ -201,7 +201,8 @@ def merge(conn: apsw.Connection, lock: oslock.ByteLock, pending: Pending) -> Non
     """Apply ``pending`` to the latest database and commit it, or raise and change nothing."""
     # A no-op inside a transaction, so it is set first.  It mirrors the writer's own setting:
     # with enforcement off there, the apply must not start enforcing it.
-    conn.pragma("foreign_keys", pending.foreign_keys)
+    if conn.pragma("foreign_keys") != pending.foreign_keys:
+        conn.pragma("foreign_keys", pending.foreign_keys)
     with lock:
         conn.execute("BEGIN IMMEDIATE")
         try:

@@ -6,6 +6,7 @@ first keyword after comments and whitespace (CPython Modules/_sqlite/statement.c
 
 from __future__ import annotations
 
+import functools
 import re
 
 _LEADING = re.compile(r"(?:\s+|--[^\n]*(?:\n|$)|/\*.*?(?:\*/|$))*", re.S)
@@ -28,6 +29,7 @@ def first_keywords(sql: str, count: int = 2) -> list[str]:
     return words
 
 
+@functools.lru_cache(maxsize=2048)
 def kind(sql: str) -> str:
     """One of ``begin``, ``commit``, ``rollback``, ``dml``, ``pragma`` or ``other``."""
     words = first_keywords(sql)
