@@ -45,6 +45,23 @@ T = TypeVar("T")
 _holder_refs: dict[tuple[int, str], int] = {}
 _holder_lock = threading.Lock()
 
+# One connection per process and database that is never closed.  While it is open, APSW's SQLite
+# holds locks on the file and so defers closing any descriptor on it (unixClose's pUnused list);
+# a close would drop every POSIX lock this process holds on the file, including those of another
+# SQLite library in the process (the stdlib's), which then lets checkpoints and WAL deletion run
+# under its readers.  Measured: without it, closing our connection deleted -wal under an open
+# stdlib read transaction.
+_anchors: dict[tuple[int, str], apsw.Connection] = {}
+
+
+def _anchor(path: str) -> None:
+    key = (os.getpid(), path)
+    with _holder_lock:
+        if key not in _anchors:
+            conn = apsw.Connection(path)
+            conn.execute("SELECT 1 FROM sqlite_schema LIMIT 1").fetchall()
+            _anchors[key] = conn
+
 
 def _describe(raw: Sequence[tuple[Any, ...]] | None) -> tuple[tuple[Any, ...], ...] | None:
     if not raw:
@@ -225,6 +242,7 @@ class Connection:
                     )
             merge.ensure_marker_table(self._merger)
             first_txn_id = merge.last_marker(self._merger) + 1
+        _anchor(self.path)
         self._checkpointer = Checkpointer(self._merger)
         self._reader = self._stock()
         self._reader.authorizer = authorizer.read_only(self._denied)

@@ -1,0 +1,60 @@
+from __future__ import annotations
+
+import multiprocessing
+import sqlite3
+from pathlib import Path
+
+import apsw
+import pytest
+
+# Spawned children import the workers module by name; they never inherit our open connections.
+SPAWN = multiprocessing.get_context("spawn")
+
+
+@pytest.fixture
+def db_path(tmp_path: Path) -> str:
+    return str(tmp_path / "app.db")
+
+
+def stock(path: str) -> sqlite3.Connection:
+    """A stdlib connection, for processes that do not also use sqlite_concurrent on the file.
+
+    Two SQLite libraries in one process (the stdlib's and APSW's) cannot see each other's
+    POSIX locks; see the README's limits.  In-process stock access beside our connections uses
+    :func:`stock_apsw`, which is stock SQLite through the same library.
+    """
+    conn = sqlite3.connect(path, timeout=60, isolation_level=None)
+    return conn
+
+
+def stock_apsw(path: str) -> apsw.Connection:
+    conn = apsw.Connection(path)
+    conn.set_busy_timeout(60_000)
+    return conn
+
+
+def integrity_ok(path: str) -> bool:
+    conn = sqlite3.connect(path)
+    try:
+        return conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    finally:
+        conn.close()
+
+
+def run_workers(target, args_list, timeout: float = 90):
+    """Start one spawned process per args tuple behind a start event; return their results.
+
+    Each target is called as ``target(start_event, queue, *args)`` and must put exactly one
+    result on the queue.  Fails the test if any child exits non-zero.
+    """
+    start = SPAWN.Event()
+    queue = SPAWN.Queue()
+    procs = [SPAWN.Process(target=target, args=(start, queue, *args)) for args in args_list]
+    for p in procs:
+        p.start()
+    start.set()
+    results = [queue.get(timeout=timeout) for _ in procs]
+    for p in procs:
+        p.join(timeout)
+        assert p.exitcode == 0, f"worker exited with {p.exitcode}"
+    return results

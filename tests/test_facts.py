@@ -1,0 +1,231 @@
+"""Regression tests for the hard facts of DESIGN sections 6 and 7.
+
+Each test builds the situation in which the fact bites and checks that a transaction still sees
+exactly its snapshot.  They reach into a connection's internals (the pinned snapshot, the
+snapshot connection) on purpose: the facts are about those internals.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+import sqlite_concurrent
+from conftest import SPAWN, stock_apsw
+from sqlite_concurrent import snapshot as snapshot_mod
+from sqlite_concurrent.overlay import Overlay, vfs
+
+SRC = Path(sqlite_concurrent.__file__).parent
+
+
+def _counter_db(path: str, rows: int = 1) -> None:
+    conn = stock_apsw(path)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("CREATE TABLE c(id INTEGER PRIMARY KEY, v INTEGER NOT NULL, pad TEXT)")
+    conn.executemany("INSERT INTO c VALUES (?, 0, ?)", [(i, "x" * 300) for i in range(rows)])
+    conn.close()
+
+
+def _increment_until(path, started, stop):
+    conn = sqlite3.connect(path, timeout=60, isolation_level=None)
+    started.set()
+    while not stop.is_set():
+        conn.execute("UPDATE c SET v = v + 1 WHERE id = 0")
+    conn.close()
+
+
+@pytest.mark.timeout(120)
+def test_snapshot_race_transaction_sees_exactly_the_pinned_reader_view(db_path):
+    """Fact (race): a header read after BEGIN while others commit picked the wrong snapshot.
+
+    A stock process commits as fast as it can while we pin 300 snapshots; the value our
+    transaction reads through the overlay must be the one the pinned stock reader sees.
+    """
+    _counter_db(db_path)
+    conn = sqlite_concurrent.connect(db_path)
+    started, stop = SPAWN.Event(), SPAWN.Event()
+    writer = SPAWN.Process(target=_increment_until, args=(db_path, started, stop))
+    writer.start()
+    try:
+        assert started.wait(30)
+        distinct = set()
+        for _ in range(300):
+            conn.execute("BEGIN")
+            (ours,) = conn.execute("SELECT v FROM c WHERE id = 0").fetchone()
+            (pinned,) = conn._snapshot_conn.execute("SELECT v FROM c WHERE id = 0").fetchone()
+            assert ours == pinned
+            distinct.add(ours)
+            conn.rollback()
+    finally:
+        stop.set()
+        writer.join(30)
+    conn.close()
+    assert len(distinct) > 10, "the writer did not commit concurrently: the test proved nothing"
+
+
+@pytest.mark.timeout(60)
+def test_fully_checkpointed_wal_that_restarts_under_the_snapshot(db_path):
+    """Fact: with every frame backfilled the reader holds read-mark 0 and the WAL may restart
+    and be overwritten under it; pages must then come from the database file."""
+    _counter_db(db_path, rows=50)
+    conn = sqlite_concurrent.connect(db_path)  # first open writes the marker table
+    other = stock_apsw(db_path)
+    other.execute("UPDATE c SET v = 1")
+    busy, log, done = other.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+    assert (busy, log == done, log > 0) == (0, True, True)
+
+    conn.execute("BEGIN")
+    hdr = conn._txn.snapshot.header
+    assert hdr.max_frame > 0 and hdr.backfilled == hdr.max_frame
+    # The stock writer restarts the WAL (new salt) and overwrites its first frames.
+    for i in range(2, 30):
+        other.execute("UPDATE c SET v = ?", (i,))
+    # Closing a descriptor on -shm would drop this process's locks on it (the very fact under
+    # test), so the one opened here is closed only at the end.
+    fd = os.open(db_path + "-shm", os.O_RDONLY)
+    now = snapshot_mod.read_wal_header(fd)
+    assert now is not None and now.salt != hdr.salt, "the WAL did not restart"
+    rows = conn.execute("SELECT DISTINCT v FROM c").fetchall()
+    assert rows == [(1,)]
+    conn.execute("UPDATE c SET pad = 'mine' WHERE id = 3")
+    with pytest.raises(sqlite_concurrent.ConflictError) as info:
+        conn.commit()
+    assert (info.value.table, info.value.key, info.value.kind) == ("c", (3,), "data")
+    conn.close()
+    other.close()
+    os.close(fd)
+
+
+@pytest.mark.timeout(60)
+def test_pinned_snapshot_blocks_checkpoints_past_it(db_path):
+    _counter_db(db_path, rows=50)
+    conn = sqlite_concurrent.connect(db_path)
+    conn.execute("BEGIN")
+    conn.execute("SELECT v FROM c WHERE id = 0").fetchall()
+    other = stock_apsw(db_path)
+    other.set_busy_timeout(0)
+    for i in range(1, 20):
+        other.execute("UPDATE c SET v = ?", (i,))
+    busy, log, done = other.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+    assert busy == 1 and done < log
+    assert conn.execute("SELECT DISTINCT v FROM c").fetchall() == [(0,)]
+    conn.rollback()
+    conn.close()
+    other.close()
+
+
+def _checkpoint_truncate(path, queue):
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.execute("PRAGMA busy_timeout=0")
+    conn.execute("UPDATE c SET v = 99")
+    queue.put(conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone())
+    conn.close()
+
+
+@pytest.mark.timeout(60)
+def test_descriptors_stay_open_so_the_snapshot_read_lock_survives(db_path):
+    """Fact (lost locks): closing any descriptor on -shm drops the process's POSIX locks,
+    releasing the pinned reader's read mark.  Open and close whole connections (and so every
+    descriptor they use) while a snapshot is pinned; another process must still be unable to
+    checkpoint past it."""
+    _counter_db(db_path, rows=50)
+    conn = sqlite_concurrent.connect(db_path)
+    conn.execute("BEGIN")
+    assert conn.execute("SELECT v FROM c WHERE id = 0").fetchone() == (0,)
+    for _ in range(5):
+        extra = sqlite_concurrent.connect(db_path)
+        extra.execute("UPDATE c SET pad = 'other' WHERE id = 49")
+        extra.commit()
+        extra.close()
+    queue = SPAWN.Queue()
+    proc = SPAWN.Process(target=_checkpoint_truncate, args=(db_path, queue))
+    proc.start()
+    busy, log, done = queue.get(timeout=30)
+    proc.join(30)
+    assert busy == 1, "a TRUNCATE checkpoint ran past our pinned snapshot: its lock was lost"
+    assert conn.execute("SELECT DISTINCT v FROM c").fetchall() == [(0,)]
+    conn.rollback()
+    conn.close()
+
+
+def test_library_never_maps_or_closes_database_descriptors():
+    """The code-level half of the lost-locks fact: no mmap, and no os.close in the modules that
+    hold descriptors on the database, -wal, -shm or -locks."""
+    for module in SRC.glob("*.py"):
+        text = module.read_text()
+        assert not re.search(r"^\s*(import mmap|from mmap )", text, re.M), module.name
+    for name in ("snapshot.py", "oslock.py"):
+        assert "os.close(" not in (SRC / name).read_text(), name
+
+
+@pytest.mark.timeout(60)
+def test_overlay_hides_the_real_wal_and_never_deletes_it(db_path):
+    """Fact (data loss): SQLite joins (and later deletes) any -wal it can see."""
+    _counter_db(db_path, rows=20)
+    keeper = stock_apsw(db_path)
+    keeper.execute("BEGIN")
+    keeper.execute("SELECT count(*) FROM c").fetchall()  # keeps frames un-checkpointed
+    other = stock_apsw(db_path)
+    other.execute("UPDATE c SET v = 7")
+    wal = os.stat(db_path + "-wal")
+
+    overlay_vfs = vfs()
+    for suffix in ("-wal", "-shm"):
+        assert os.path.exists(db_path + suffix)
+        assert overlay_vfs.xAccess(db_path + suffix, 0) is False
+        overlay_vfs.xDelete(db_path + suffix, False)
+        assert os.path.exists(db_path + suffix)
+
+    conn = sqlite_concurrent.connect(db_path)
+    conn.execute("BEGIN")
+    assert conn._txn.conn.execute("PRAGMA journal_mode").fetchone() == ("memory",)
+    assert conn.execute("SELECT DISTINCT v FROM c").fetchall() == [(7,)]
+    conn.execute("UPDATE c SET v = 8 WHERE id = 0")
+    conn.commit()
+    conn.close()
+    after = os.stat(db_path + "-wal")
+    assert after.st_ino == wal.st_ino and after.st_size >= wal.st_size
+    keeper.execute("COMMIT")
+    fresh = stock_apsw(db_path)
+    assert fresh.execute("SELECT v, count(*) FROM c GROUP BY v ORDER BY v").fetchall() == [
+        (7, 19),
+        (8, 1),
+    ]
+    assert fresh.execute("PRAGMA journal_mode").fetchone() == ("wal",)
+    for c in (fresh, other, keeper):
+        c.close()
+
+
+@pytest.mark.timeout(60)
+def test_page_one_is_patched_with_a_fresh_counter_per_transaction(db_path):
+    _counter_db(db_path, rows=100)
+    reader = sqlite_concurrent.connect(db_path)._snapshot_conn
+    first = Overlay(snapshot_mod.Snapshot(os.path.abspath(db_path), reader))
+    page1 = first.page(1)
+    assert page1[18] == 1 and page1[19] == 1  # legacy (rollback) format: 2 fails to open
+    assert page1[24:28] == page1[92:96]  # counter == version-valid-for: size is trusted
+    assert int.from_bytes(page1[28:32], "big") == first.snapshot.page_count
+    first.snapshot.release()
+    second = Overlay(snapshot_mod.Snapshot(os.path.abspath(db_path), reader))
+    assert second.page(1)[24:28] != page1[24:28]
+    second.snapshot.release()
+
+
+@pytest.mark.timeout(60)
+def test_reused_transaction_connection_never_serves_stale_pages(db_path):
+    """Fact: reusing the change counter let SQLite serve pages from a stale cache."""
+    _counter_db(db_path, rows=200)
+    conn = sqlite_concurrent.connect(db_path)
+    other = stock_apsw(db_path)
+    for i in range(1, 60):
+        other.execute("UPDATE c SET v = ? WHERE id % 7 = ?", (i, i % 7))
+        conn.execute("BEGIN")
+        mine = conn.execute("SELECT id, v FROM c ORDER BY id").fetchall()
+        conn.rollback()
+        assert mine == other.execute("SELECT id, v FROM c ORDER BY id").fetchall()
+    conn.close()
+    other.close()
