@@ -7,6 +7,7 @@ import os
 import sqlite3
 import tempfile
 from pathlib import Path
+from typing import Annotated
 
 import typer
 from rich.console import Console
@@ -19,6 +20,8 @@ app = typer.Typer(
     help="Many processes writing one SQLite database at the same time.",
     no_args_is_help=True,
     add_completion=False,
+    # Markdown joins a docstring's wrapped lines into paragraphs; "rich" mode keeps the breaks.
+    rich_markup_mode="markdown",
     # Bad input is reported in one line by the commands themselves; never show locals.
     pretty_exceptions_show_locals=False,
 )
@@ -150,9 +153,9 @@ def main() -> None:
 
 @app.command()
 def demo(
-    duration: float = typer.Option(
-        5.0, "--duration", help="Seconds to run each engine (the demo runs two).", show_default=True
-    ),
+    duration: Annotated[
+        float, typer.Option("--duration", help="Seconds to run each engine (the demo runs two).")
+    ] = 5.0,
 ) -> None:
     """Race 4 writer processes on a throwaway database, stock SQLite first, then ours.
 
@@ -191,32 +194,49 @@ def demo(
 
 @app.command("stress")
 def stress_command(
-    db: Path = typer.Argument(
-        ..., help="Path of a NEW database file to create and hammer (its directory must exist)."
-    ),
-    workload: str = typer.Option(
-        "disjoint",
-        "--workload",
-        "-w",
-        help="disjoint (each writer updates only its own rows) or transfer (move money "
-        "between random accounts; the total must not change).",
-    ),
-    writers: int = typer.Option(4, "--writers", "-n", help="Number of writer processes (>= 1)."),
-    duration: float = typer.Option(5.0, "--duration", "-d", help="Seconds to run."),
-    think_ms: float = typer.Option(
-        2.0, "--think-ms", help="Milliseconds of work (a sleep) inside each transaction."
-    ),
-    engine: str = typer.Option(
-        "ours",
-        "--engine",
-        "-e",
-        help="ours (sqlite_concurrent) or stock (stdlib sqlite3, WAL, BEGIN IMMEDIATE).",
-    ),
-    accounts: int = typer.Option(100, "--accounts", help="Accounts in the transfer workload."),
-    seed: int = typer.Option(0, "--seed", help="Seed for the writers' random choices."),
-    json_path: Path | None = typer.Option(
-        None, "--json", help="Also write the results as JSON to this file."
-    ),
+    db: Annotated[
+        Path,
+        typer.Argument(
+            help="Path of a NEW database file to create and hammer (its directory must exist).",
+            show_default=False,
+            metavar="DB",
+        ),
+    ],
+    workload: Annotated[
+        str,
+        typer.Option(
+            "--workload",
+            "-w",
+            help="disjoint (each writer updates only its own rows) or transfer (move random "
+            "amounts between random accounts; the total must not change).",
+        ),
+    ] = "disjoint",
+    writers: Annotated[
+        int, typer.Option("--writers", "-n", help="Number of writer processes (at least 1).")
+    ] = 4,
+    duration: Annotated[float, typer.Option("--duration", "-d", help="Seconds to run.")] = 5.0,
+    think_ms: Annotated[
+        float,
+        typer.Option("--think-ms", help="Milliseconds of work (a sleep) inside each transaction."),
+    ] = 2.0,
+    engine: Annotated[
+        str,
+        typer.Option(
+            "--engine",
+            "-e",
+            help="ours (sqlite_concurrent) or stock (stdlib sqlite3, WAL, BEGIN IMMEDIATE).",
+        ),
+    ] = "ours",
+    accounts: Annotated[
+        int, typer.Option("--accounts", help="Number of accounts in the transfer workload.")
+    ] = 100,
+    seed: Annotated[int, typer.Option("--seed", help="Seed for the writers' random choices.")] = 0,
+    json_path: Annotated[
+        Path | None,
+        typer.Option(
+            "--json", help="Also write the results as JSON to this file.", show_default=False
+        ),
+    ] = None,
 ) -> None:
     """Run one engine on one workload and print its results table.
 

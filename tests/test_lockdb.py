@@ -1,0 +1,105 @@
+"""The lock database records holders and live transactions, and forgets dead ones."""
+
+from __future__ import annotations
+
+import os
+import signal
+
+import pytest
+
+import sqlite_concurrent
+from conftest import SPAWN, stock_apsw
+from sqlite_concurrent.lockdb import holder_alive, process_start_time
+
+
+def _open_txn_and_wait(path, ready, queue):
+    conn = sqlite_concurrent.connect(path)
+    conn.execute("BEGIN")
+    conn.execute("UPDATE t SET v = 1")
+    queue.put(os.getpid())
+    ready.set()
+    # Killed with SIGKILL by the test while in this state.
+    SPAWN.Event().wait(120)
+
+
+def _locks(path):
+    conn = stock_apsw(path + "-locks")
+    try:
+        holders = conn.execute("SELECT pid, start_time FROM holders ORDER BY pid").fetchall()
+        txns = conn.execute(
+            "SELECT txn_id, pid, lock_level, state FROM transactions ORDER BY txn_id"
+        ).fetchall()
+    finally:
+        conn.close()
+    return holders, txns
+
+
+@pytest.mark.timeout(60)
+def test_holder_and_transaction_are_registered_and_removed(db_path):
+    conn = sqlite_concurrent.connect(db_path)
+    conn.execute("CREATE TABLE t(id INTEGER PRIMARY KEY, v)")
+    holders, txns = _locks(db_path)
+    assert holders == [(os.getpid(), process_start_time(os.getpid()))]
+    assert txns == []
+    conn.execute("INSERT INTO t VALUES (1, 1)")
+    holders, txns = _locks(db_path)
+    assert [(pid, level, state) for _, pid, level, state in txns] == [(os.getpid(), "row", "active")]
+    txn_id = txns[0][0]
+    conn.commit()
+    assert _locks(db_path)[1] == []
+    marker = stock_apsw(db_path).execute(
+        "SELECT txn_id FROM _sqlite_concurrent_commits WHERE txn_id = ?", (txn_id,)
+    ).fetchall()
+    assert marker == [(txn_id,)]
+    conn.close()
+    assert _locks(db_path) == ([], [])
+
+
+@pytest.mark.timeout(60)
+def test_transaction_ids_never_repeat_even_if_the_lock_database_is_deleted(db_path):
+    conn = sqlite_concurrent.connect(db_path)
+    conn.execute("CREATE TABLE t(id INTEGER PRIMARY KEY, v)")
+    conn.execute("INSERT INTO t VALUES (1, 1)")
+    conn.commit()
+    conn.close()
+    first = stock_apsw(db_path).execute("SELECT max(txn_id) FROM _sqlite_concurrent_commits").fetchone()
+    for suffix in ("-locks", "-locks-wal", "-locks-shm"):
+        if os.path.exists(db_path + suffix):
+            os.remove(db_path + suffix)
+    conn = sqlite_concurrent.connect(db_path)
+    conn.execute("INSERT INTO t VALUES (2, 2)")
+    txn_id = _locks(db_path)[1][0][0]
+    conn.commit()
+    conn.close()
+    assert txn_id > first[0]
+
+
+@pytest.mark.timeout(60)
+def test_killed_holder_is_reaped_by_the_next_process_that_opens(db_path):
+    conn = sqlite_concurrent.connect(db_path)
+    conn.execute("CREATE TABLE t(id INTEGER PRIMARY KEY, v)")
+    conn.execute("INSERT INTO t VALUES (1, 0)")
+    conn.commit()
+    conn.close()
+    ready, queue = SPAWN.Event(), SPAWN.Queue()
+    child = SPAWN.Process(target=_open_txn_and_wait, args=(db_path, ready, queue))
+    child.start()
+    pid = queue.get(timeout=30)
+    assert ready.wait(30)
+    holders, txns = _locks(db_path)
+    assert pid in [h[0] for h in holders] and [t[1] for t in txns] == [pid]
+    os.kill(pid, signal.SIGKILL)
+    child.join(30)
+    conn = sqlite_concurrent.connect(db_path)
+    holders, txns = _locks(db_path)
+    assert pid not in [h[0] for h in holders]
+    assert txns == []
+    # Its uncommitted update never reached the database.
+    assert conn.execute("SELECT v FROM t").fetchall() == [(0,)]
+    conn.close()
+
+
+def test_pid_reuse_is_told_apart_by_start_time():
+    me = os.getpid()
+    assert holder_alive(me, process_start_time(me))
+    assert not holder_alive(me, process_start_time(me) + 1)
