@@ -13,9 +13,9 @@ import sqlite3
 from pathlib import Path
 
 import pytest
+from conftest import SPAWN, stock_apsw
 
 import sqlite_concurrent
-from conftest import SPAWN, stock_apsw
 from sqlite_concurrent import snapshot as snapshot_mod
 from sqlite_concurrent.overlay import Overlay, vfs
 
@@ -144,7 +144,7 @@ def test_descriptors_stay_open_so_the_snapshot_read_lock_survives(db_path):
     queue = SPAWN.Queue()
     proc = SPAWN.Process(target=_checkpoint_truncate, args=(db_path, queue))
     proc.start()
-    busy, log, done = queue.get(timeout=30)
+    busy, _log, _done = queue.get(timeout=30)
     proc.join(30)
     assert busy == 1, "a TRUNCATE checkpoint ran past our pinned snapshot: its lock was lost"
     assert conn.execute("SELECT DISTINCT v FROM c").fetchall() == [(0,)]

@@ -6,9 +6,9 @@ import os
 import signal
 
 import pytest
+from conftest import SPAWN, stock_apsw
 
 import sqlite_concurrent
-from conftest import SPAWN, stock_apsw
 from sqlite_concurrent.lockdb import holder_alive, process_start_time
 
 
@@ -43,13 +43,17 @@ def test_holder_and_transaction_are_registered_and_removed(db_path):
     assert txns == []
     conn.execute("INSERT INTO t VALUES (1, 1)")
     holders, txns = _locks(db_path)
-    assert [(pid, level, state) for _, pid, level, state in txns] == [(os.getpid(), "row", "active")]
+    assert [(pid, level, state) for _, pid, level, state in txns] == [
+        (os.getpid(), "row", "active")
+    ]
     txn_id = txns[0][0]
     conn.commit()
     assert _locks(db_path)[1] == []
-    marker = stock_apsw(db_path).execute(
-        "SELECT txn_id FROM _sqlite_concurrent_commits WHERE txn_id = ?", (txn_id,)
-    ).fetchall()
+    marker = (
+        stock_apsw(db_path)
+        .execute("SELECT txn_id FROM _sqlite_concurrent_commits WHERE txn_id = ?", (txn_id,))
+        .fetchall()
+    )
     assert marker == [(txn_id,)]
     conn.close()
     assert _locks(db_path) == ([], [])
@@ -62,7 +66,9 @@ def test_transaction_ids_never_repeat_even_if_the_lock_database_is_deleted(db_pa
     conn.execute("INSERT INTO t VALUES (1, 1)")
     conn.commit()
     conn.close()
-    first = stock_apsw(db_path).execute("SELECT max(txn_id) FROM _sqlite_concurrent_commits").fetchone()
+    first = (
+        stock_apsw(db_path).execute("SELECT max(txn_id) FROM _sqlite_concurrent_commits").fetchone()
+    )
     for suffix in ("-locks", "-locks-wal", "-locks-shm"):
         if os.path.exists(db_path + suffix):
             os.remove(db_path + suffix)

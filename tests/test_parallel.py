@@ -5,10 +5,10 @@ from __future__ import annotations
 import sqlite3
 
 import pytest
-
-import sqlite_concurrent
 from conftest import SPAWN, integrity_ok, run_workers, stock
 from workers import disjoint_updates
+
+import sqlite_concurrent
 
 WRITERS = 8
 TXNS = 200
@@ -25,7 +25,9 @@ def _make_table(path: str, rows: int) -> None:
 
 def _max_concurrency(intervals: list[tuple[float, float, int]]) -> int:
     """Most transactions of distinct processes open at one instant."""
-    events = sorted([(t0, 1, w) for t0, _, w in intervals] + [(t1, -1, w) for _, t1, w in intervals])
+    events = sorted(
+        [(t0, 1, w) for t0, _, w in intervals] + [(t1, -1, w) for _, t1, w in intervals]
+    )
     open_by_writer: dict[int, int] = {}
     best = 0
     for _, delta, writer in events:
@@ -92,8 +94,12 @@ def test_second_writer_commits_while_first_transaction_is_open(db_path):
     ready, other_done = SPAWN.Event(), SPAWN.Event()
     # Both children are started together so each can wait on the other's event.
     start, queue = SPAWN.Event(), SPAWN.Queue()
-    a = SPAWN.Process(target=_hold_open_until_other_commits, args=(start, queue, db_path, ready, other_done))
-    b = SPAWN.Process(target=_commit_while_other_open, args=(start, queue, db_path, ready, other_done))
+    a = SPAWN.Process(
+        target=_hold_open_until_other_commits, args=(start, queue, db_path, ready, other_done)
+    )
+    b = SPAWN.Process(
+        target=_commit_while_other_open, args=(start, queue, db_path, ready, other_done)
+    )
     a.start()
     b.start()
     start.set()

@@ -5,10 +5,10 @@ from __future__ import annotations
 import os
 
 import pytest
-
-import sqlite_concurrent
 from conftest import SPAWN, integrity_ok, stock, stock_apsw
 from workers import disjoint_updates
+
+import sqlite_concurrent
 
 WRITERS = 4
 ROWS = 10

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import pytest
-
-import sqlite_concurrent
 from conftest import SPAWN, integrity_ok, stock
 from workers import transfers
+
+import sqlite_concurrent
 
 ACCOUNTS = 100
 START_BALANCE = 1000
@@ -46,8 +46,11 @@ def test_transfers_from_four_processes_keep_the_sum(db_path):
     sums.add(reader.execute("SELECT sum(balance), count(*) FROM accounts").fetchone())
     assert sums == {(ACCOUNTS * START_BALANCE, ACCOUNTS)}
     # Some money actually moved.
-    assert reader.execute(
-        "SELECT count(*) FROM accounts WHERE balance != ?", (START_BALANCE,)
-    ).fetchone()[0] > 50
+    assert (
+        reader.execute(
+            "SELECT count(*) FROM accounts WHERE balance != ?", (START_BALANCE,)
+        ).fetchone()[0]
+        > 50
+    )
     reader.close()
     assert integrity_ok(db_path)

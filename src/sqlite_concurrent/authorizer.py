@@ -62,7 +62,9 @@ class Denied:
 def in_transaction(denied: Denied):
     """Allow row reads and writes; refuse DDL and header-writing pragmas."""
 
-    def authorize(action: int, p1: str | None, p2: str | None, db: str | None, trigger: str | None) -> int:
+    def authorize(
+        action: int, p1: str | None, p2: str | None, db: str | None, trigger: str | None
+    ) -> int:
         if action in _READ_ACTIONS or action in _ROW_WRITES:
             if action in _ROW_WRITES and p1 in _SCHEMA_TABLES:
                 denied.reason = "a schema change"
@@ -84,10 +86,14 @@ def in_transaction(denied: Denied):
 def read_only(denied: Denied):
     """Allow reads and pragma queries; refuse anything that writes."""
 
-    def authorize(action: int, p1: str | None, p2: str | None, db: str | None, trigger: str | None) -> int:
+    def authorize(
+        action: int, p1: str | None, p2: str | None, db: str | None, trigger: str | None
+    ) -> int:
         if action in _READ_ACTIONS:
             return apsw.SQLITE_OK
-        if action == apsw.SQLITE_PRAGMA and (p2 is None or (p1 or "").lower() not in HEADER_PRAGMAS):
+        if action == apsw.SQLITE_PRAGMA and (
+            p2 is None or (p1 or "").lower() not in HEADER_PRAGMAS
+        ):
             return apsw.SQLITE_OK
         denied.reason = "write"
         return apsw.SQLITE_DENY

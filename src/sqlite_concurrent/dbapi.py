@@ -9,6 +9,8 @@ a changeset cannot carry to the merger under the merge lock.
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
 import random
 import threading
@@ -22,7 +24,7 @@ from typing import Any, TypeVar
 import apsw
 
 from . import authorizer, merge, statements
-from .checkpoint import Checkpointer
+from .checkpoint import DEFAULT_CHECKPOINT_WAIT, DEFAULT_WAL_LIMIT, Checkpointer
 from .errors import (
     ConflictError,
     Error,
@@ -40,6 +42,8 @@ _MARKER_PRUNE_EVERY = 256
 _ISOLATION_LEVELS = (None, "", "DEFERRED", "IMMEDIATE", "EXCLUSIVE")
 
 T = TypeVar("T")
+
+log = logging.getLogger("sqlite_concurrent")
 
 # Holders are per process; several connections in one process share the row.
 _holder_refs: dict[tuple[int, str], int] = {}
@@ -178,6 +182,8 @@ class Connection:
         timeout: float = 30.0,
         isolation_level: str | None = "",
         check_same_thread: bool = True,
+        wal_limit: int = DEFAULT_WAL_LIMIT,
+        checkpoint_wait: float = DEFAULT_CHECKPOINT_WAIT,
     ) -> None:
         if lock_level not in LOCK_LEVELS:
             raise ProgrammingError(
@@ -191,6 +197,10 @@ class Connection:
             )
         if not isinstance(timeout, (int, float)) or timeout < 0:
             raise ProgrammingError("timeout must be a non-negative number of seconds")
+        if wal_limit <= 0 or checkpoint_wait < 0:
+            raise ProgrammingError("wal_limit must be > 0 and checkpoint_wait >= 0")
+        self._wal_limit = wal_limit
+        self._checkpoint_wait = checkpoint_wait
         self._closed = True  # until fully open, so __del__ and close() are safe
         self.path = os.path.abspath(path)
         self.lock_level = lock_level
@@ -242,8 +252,15 @@ class Connection:
                     )
             merge.ensure_marker_table(self._merger)
             first_txn_id = merge.last_marker(self._merger) + 1
+            (self._page_size,) = self._merger.execute("PRAGMA page_size").fetchone()
         _anchor(self.path)
-        self._checkpointer = Checkpointer(self._merger)
+        self._checkpointer = Checkpointer(
+            self._merger,
+            self.path + "-locks",
+            wal_limit=self._wal_limit,
+            checkpoint_wait=self._checkpoint_wait,
+            busy_timeout_ms=int(self.timeout * 1000),
+        )
         self._reader = self._stock()
         self._reader.authorizer = authorizer.read_only(self._denied)
         self._snapshot_conn = self._stock()
@@ -279,10 +296,8 @@ class Connection:
 
     def _close_all(self) -> None:
         for conn in reversed(self._opened):
-            try:
+            with contextlib.suppress(apsw.Error):
                 conn.close()
-            except apsw.Error:
-                pass
         self._opened.clear()
 
     def close(self) -> None:
@@ -302,16 +317,18 @@ class Connection:
                 last = _holder_refs[key] == 0
                 if last:
                     del _holder_refs[key]
-                    try:
+                    with contextlib.suppress(apsw.Error):
                         self._lockdb.unregister_holder()
-                    except apsw.Error:
-                        pass
             self._lockdb.close()
             self._close_all()
 
     def __del__(self) -> None:
         if not getattr(self, "_closed", True):
-            warnings.warn(f"unclosed sqlite_concurrent connection to {self.path}", ResourceWarning, stacklevel=1)
+            warnings.warn(
+                f"unclosed sqlite_concurrent connection to {self.path}",
+                ResourceWarning,
+                stacklevel=1,
+            )
 
     # -- checks ---------------------------------------------------------------------------
 
@@ -335,7 +352,7 @@ class Connection:
         self._check()
         return self._txn is not None
 
-    def _begin(self) -> WriteTransaction:
+    def _begin(self, *, by_savepoint: bool = False) -> WriteTransaction:
         try:
             self._txn = WriteTransaction(
                 path=self.path,
@@ -344,6 +361,8 @@ class Connection:
                 snapshot_conn=self._snapshot_conn,
                 slot=self._slot,
                 open_txn_conn=self._open_txn_conn,
+                pinning=self._checkpointer.pinning,
+                begin=not by_savepoint,
             )
         except apsw.Error as e:
             raise translate(e) from e
@@ -367,25 +386,33 @@ class Connection:
         txn, self._txn = self._txn, None
         assert txn is not None
         self._detach_cursors()
+        pending = None
         try:
             pending = txn.prepare(self._table_shapes)
             if pending is not None:
                 merge.merge(self._merger, self._merge_lock, pending)
-                self._after_merge(pending.txn_id)
         except apsw.Error as e:
             raise translate(e) from e
         finally:
             txn.end()
+        if pending is not None:
+            self._after_merge(pending.txn_id)
 
     def _after_merge(self, txn_id: int) -> None:
-        self._checkpointer.maybe_checkpoint()
+        """Housekeeping after a commit.  The commit has happened: nothing here may make
+        ``commit()`` look as if it failed, so errors are logged, not raised."""
+        try:
+            self._housekeeping(txn_id)
+        except (apsw.Error, OSError) as e:
+            log.warning("sqlite_concurrent: post-commit housekeeping failed: %s", e)
+
+    def _housekeeping(self, txn_id: int) -> None:
+        self._checkpointer.after_merge(self._page_size)
         self._merges += 1
         if self._merges % _MARKER_PRUNE_EVERY == 0:
             # Markers only matter while their transaction can be in doubt, i.e. while it is
             # still in the lock database.
-            (oldest,) = self._lockdb.conn.execute(
-                "SELECT min(txn_id) FROM transactions"
-            ).fetchone()
+            (oldest,) = self._lockdb.conn.execute("SELECT min(txn_id) FROM transactions").fetchone()
             merge.prune_markers(self._merger, self._merge_lock, min(oldest or txn_id, txn_id))
 
     def commit(self) -> None:
@@ -465,7 +492,7 @@ class Connection:
 
     def _execute(self, cursor: Cursor, sql: str, parameters: Any, *, many: bool) -> None:
         if not isinstance(sql, str):
-            raise ProgrammingError(f"execute() argument 1 must be str, not {type(sql).__name__}")
+            raise TypeError(f"execute() argument 1 must be str, not {type(sql).__name__}")
         kind = statements.kind(sql)
         cursor.description = None
         cursor.rowcount = -1
@@ -485,6 +512,8 @@ class Connection:
                 raise OperationalError("cannot rollback - no transaction is active")
             self._rollback_txn()
             return
+        if self._txn is None and kind == "savepoint":
+            self._begin(by_savepoint=True)  # as in SQLite, it starts a transaction
         if self._txn is None and kind == "dml":
             self._begin()
             if self.isolation_level is None:
@@ -505,7 +534,12 @@ class Connection:
             self._run(cursor, self._txn_conn_checked(), sql, parameters, many, True, kind)
             return
         words = statements.first_keywords(sql, 2)
-        if kind == "pragma" and len(words) > 1 and words[1].lower() == "journal_mode" and "=" in sql:
+        if (
+            kind == "pragma"
+            and len(words) > 1
+            and words[1].lower() == "journal_mode"
+            and "=" in sql
+        ):
             raise NotSupportedError("sqlite_concurrent keeps the database in WAL mode")
         try:
             self._run(cursor, self._reader, sql, parameters, many, False, kind)
@@ -549,9 +583,14 @@ class Connection:
         kind: str,
     ) -> None:
         raw_description: list[Any] = []
+        several: list[bool] = []
 
-        def trace(acur: apsw.Cursor, _sql: str, _bindings: Any) -> bool:
+        def trace(acur: apsw.Cursor, stmt_sql: str, _bindings: Any) -> bool:
             if not raw_description:
+                # Like the stdlib, refuse a second statement before running the first.
+                if statements.has_more_statements(sql, stmt_sql):
+                    several.append(True)
+                    return False
                 raw_description.append(acur.description)
             return True
 
@@ -576,6 +615,10 @@ class Connection:
                     rows = iter(list(rows))
                     if kind == "dml":
                         cursor.rowcount = conn.changes()
+        except apsw.ExecTraceAbort as e:
+            if several:
+                raise ProgrammingError("You can only execute one statement at a time.") from e
+            raise
         except apsw.AuthError as e:
             reason = self._denied.reason
             self._denied.reason = None
@@ -625,6 +668,8 @@ def connect(
     lock_level: str = "row",
     isolation_level: str | None = "",
     check_same_thread: bool = True,
+    wal_limit: int = DEFAULT_WAL_LIMIT,
+    checkpoint_wait: float = DEFAULT_CHECKPOINT_WAIT,
 ) -> Connection:
     """Open ``database`` for concurrent writers.
 
@@ -634,6 +679,8 @@ def connect(
     :param isolation_level: as in the stdlib: ``""``/``"DEFERRED"``/``"IMMEDIATE"``/
         ``"EXCLUSIVE"`` open a transaction implicitly before INSERT/UPDATE/DELETE/REPLACE;
         ``None`` runs each statement in its own transaction unless ``BEGIN`` was executed.
+    :param wal_limit: WAL size in bytes past which new transactions are held back (for at
+        most ``checkpoint_wait`` seconds) while the WAL is checkpointed and reset.
     :raises OperationalError: the file cannot be opened or switched to WAL mode.
     """
     if isolation_level not in _ISOLATION_LEVELS:
@@ -644,6 +691,8 @@ def connect(
         timeout=timeout,
         isolation_level=isolation_level,
         check_same_thread=check_same_thread,
+        wal_limit=wal_limit,
+        checkpoint_wait=checkpoint_wait,
     )
 
 

@@ -98,7 +98,9 @@ class ConflictError(OperationalError):
         return (_rebuild_conflict, (self.args[0], self.table, self.key, self.kind, self.retryable))
 
 
-def _rebuild_conflict(message: str, table: Any, key: Any, kind: str, retryable: bool) -> ConflictError:
+def _rebuild_conflict(
+    message: str, table: Any, key: Any, kind: str, retryable: bool
+) -> ConflictError:
     return ConflictError(message, table=table, key=key, kind=kind, retryable=retryable)
 
 

@@ -125,6 +125,28 @@ def snapshot_images(
     return images
 
 
+def sequence_advances(
+    txn_conn: apsw.Connection, snapshot_conn: apsw.Connection
+) -> list[tuple[str, int]]:
+    """AUTOINCREMENT counters the transaction advanced.
+
+    ``sqlite_sequence`` is not in a changeset.  Applying an INSERT advances it, but a row
+    inserted and deleted in the same transaction leaves no change, and SQLite still promises
+    that id is never handed out again.
+    """
+    has_table = txn_conn.execute(
+        "SELECT 1 FROM sqlite_schema WHERE name = 'sqlite_sequence'"
+    ).fetchone()
+    if not has_table:
+        return []
+    before = dict(snapshot_conn.execute("SELECT name, seq FROM sqlite_sequence"))
+    return [
+        (name, seq)
+        for name, seq in txn_conn.execute("SELECT name, seq FROM sqlite_sequence")
+        if seq > before.get(name, 0)
+    ]
+
+
 def ensure_marker_table(conn: apsw.Connection) -> None:
     exists = conn.execute(
         "SELECT 1 FROM sqlite_schema WHERE type='table' AND name=?", (MARKER_TABLE,)
@@ -154,6 +176,7 @@ class Pending:
     schema_version: int
     images: list[RowImage]
     foreign_keys: bool
+    sequences: list[tuple[str, int]]
 
 
 def apply_one(conn: apsw.Connection, pending: Pending) -> None:
@@ -180,17 +203,22 @@ def apply_one(conn: apsw.Connection, pending: Pending) -> None:
         found.append(conflict(change.name if kind != "foreign_key" else None, key, kind))
         return apsw.SQLITE_CHANGESET_ABORT
 
-    conn.config(apsw.SQLITE_DBCONFIG_ENABLE_TRIGGER, 0)
-    try:
-        apsw.Changeset.apply(pending.changeset, conn, conflict=on_conflict, flags=_APPLY_FLAGS)
-    except apsw.AbortError:
-        if found:
-            raise found[0] from None
-        raise
-    finally:
-        conn.config(apsw.SQLITE_DBCONFIG_ENABLE_TRIGGER, 1)
-    if found:  # a handler that did not abort still means the change was not applied
-        raise found[0]
+    if pending.changeset:
+        conn.config(apsw.SQLITE_DBCONFIG_ENABLE_TRIGGER, 0)
+        try:
+            apsw.Changeset.apply(pending.changeset, conn, conflict=on_conflict, flags=_APPLY_FLAGS)
+        except apsw.AbortError:
+            if found:
+                raise found[0] from None
+            raise
+        finally:
+            conn.config(apsw.SQLITE_DBCONFIG_ENABLE_TRIGGER, 1)
+        if found:  # a handler that did not abort still means the change was not applied
+            raise found[0]
+    for name, seq in pending.sequences:
+        conn.execute("UPDATE sqlite_sequence SET seq = max(seq, ?) WHERE name = ?", (seq, name))
+        if not conn.changes():
+            conn.execute("INSERT INTO sqlite_sequence(name, seq) VALUES (?, ?)", (name, seq))
     conn.execute(
         f"INSERT INTO {MARKER_TABLE}(txn_id, committed_at) VALUES (?, ?)",
         (pending.txn_id, time.time()),
@@ -222,4 +250,3 @@ def prune_markers(conn: apsw.Connection, lock: oslock.ByteLock, below: int) -> N
     """Forget the commit markers of transactions that can no longer be in doubt."""
     with lock:
         conn.execute(f"DELETE FROM {MARKER_TABLE} WHERE txn_id < ?", (below,))
-

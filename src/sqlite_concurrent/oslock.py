@@ -28,6 +28,7 @@ _BASE = 1 << 40  # far past every byte SQLite locks
 
 MERGE = 0
 LOCKDB = 1
+SNAPSHOT_GATE = 2
 
 _fds: dict[tuple[int, str], int] = {}
 _mutexes: dict[tuple[str, int], threading.Lock] = {}
@@ -60,13 +61,28 @@ class ByteLock:
         with _registry_lock:
             self._mutex = _mutexes.setdefault((path, slot), threading.Lock())
 
-    def acquire(self) -> None:
+    def acquire(self, *, shared: bool = False) -> None:
+        """Block in the kernel until granted.  ``shared`` locks exclude only exclusive ones
+        across processes; within a process every holder is exclusive (the descriptor is shared).
+        """
         self._mutex.acquire()
+        kind = fcntl.F_RDLCK if shared else fcntl.F_WRLCK
         try:
-            fcntl.fcntl(_fd(self.path), _F_OFD_SETLKW, _flock_struct(fcntl.F_WRLCK, self.offset))
+            fcntl.fcntl(_fd(self.path), _F_OFD_SETLKW, _flock_struct(kind, self.offset))
         except BaseException:
             self._mutex.release()
             raise
+
+    def try_acquire(self) -> bool:
+        """Take the lock exclusively if nobody holds it; never waits."""
+        if not self._mutex.acquire(blocking=False):
+            return False
+        try:
+            fcntl.fcntl(_fd(self.path), _F_OFD_SETLK, _flock_struct(fcntl.F_WRLCK, self.offset))
+        except OSError:
+            self._mutex.release()
+            return False
+        return True
 
     def release(self) -> None:
         try:

@@ -14,6 +14,7 @@ import os
 import struct
 import threading
 from dataclasses import dataclass
+from typing import ClassVar
 
 import apsw
 
@@ -82,7 +83,7 @@ def read_wal_header(shm_fd: int) -> WalHeader | None:
 class _Files:
     """Per-process descriptors on the database, ``-wal`` and ``-shm``; never closed."""
 
-    _by_key: dict[tuple[int, str], _Files] = {}
+    _by_key: ClassVar[dict[tuple[int, str], _Files]] = {}
     _lock = threading.Lock()
 
     def __init__(self, path: str) -> None:

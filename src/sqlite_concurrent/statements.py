@@ -10,7 +10,7 @@ import functools
 import re
 
 _LEADING = re.compile(r"(?:\s+|--[^\n]*(?:\n|$)|/\*.*?(?:\*/|$))*", re.S)
-_WORD = re.compile(r"[A-Za-z]+")
+_WORD = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 DML = frozenset({"INSERT", "UPDATE", "DELETE", "REPLACE"})
 
@@ -31,7 +31,7 @@ def first_keywords(sql: str, count: int = 2) -> list[str]:
 
 @functools.lru_cache(maxsize=2048)
 def kind(sql: str) -> str:
-    """One of ``begin``, ``commit``, ``rollback``, ``dml``, ``pragma`` or ``other``."""
+    """One of ``begin``, ``commit``, ``rollback``, ``savepoint``, ``dml``, ``pragma``, ``other``."""
     words = first_keywords(sql)
     if not words:
         return "other"
@@ -45,6 +45,21 @@ def kind(sql: str) -> str:
         return "other" if len(words) > 1 and words[1] == "TO" else "rollback"
     if head in DML:
         return "dml"
+    if head == "SAVEPOINT":
+        return "savepoint"
     if head == "PRAGMA":
         return "pragma"
     return "other"
+
+
+_TAIL = re.compile(r"(?:\s+|;|--[^\n]*(?:\n|$)|/\*.*?(?:\*/|$))*", re.S)
+
+
+def has_more_statements(sql: str, first: str) -> bool:
+    """Whether ``sql`` holds anything but whitespace and comments after statement ``first``."""
+    at = sql.find(first)
+    if at < 0:
+        return False
+    rest_start = at + len(first)
+    m = _TAIL.match(sql, rest_start)
+    return m is not None and m.end() < len(sql)

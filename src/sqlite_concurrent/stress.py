@@ -33,6 +33,9 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from .dbapi import connect
+from .errors import ConflictError
+
 ENGINES = ("ours", "stock")
 WORKLOADS = ("disjoint", "transfer")
 ROWS_PER_WRITER = 4
@@ -160,9 +163,7 @@ class _Writer:
         self.conflicts: Counter[str] = Counter()
         self.attempts = 0
         if engine == "ours":
-            import sqlite_concurrent
-
-            self.conn: Any = sqlite_concurrent.connect(path, timeout=60.0)
+            self.conn: Any = connect(path, timeout=60.0)
         else:
             self.conn = sqlite3.connect(path, timeout=60.0, isolation_level=None)
             self.conn.execute(f"PRAGMA busy_timeout={STOCK_BUSY_TIMEOUT_MS}")
@@ -185,8 +186,6 @@ class _Writer:
             conn.execute("UPDATE accounts SET balance=? WHERE id=?", (bal_b + amount, b))
 
     def _ours_attempt(self, conn: Any, args: tuple[int, ...]) -> None:
-        from sqlite_concurrent import ConflictError
-
         # transact() swallows the conflicts it retries; committing here lets us count each
         # one by kind before re-raising it to transact(), whose own commit is then a no-op.
         try:
@@ -222,8 +221,6 @@ class _Writer:
         if self.engine == "stock":
             self._stock_once(args)
         else:
-            from sqlite_concurrent import ConflictError
-
             try:
                 self.conn.transact(self._ours_attempt, args, retries=OURS_RETRIES)
             except ConflictError:
@@ -288,8 +285,13 @@ def _writer_main(
                 report["gave_up"] += 1
             report["retries"] += max(0, writer.attempts - attempts_before - 1)
         report["end"] = time.monotonic()
-    except BaseException:
-        report["error"] = f"writer {index}: " + traceback.format_exc().strip().splitlines()[-1]
+    except BaseException as e:
+        # One line, but with where it was raised: the parent has no traceback to show.
+        where = traceback.extract_tb(e.__traceback__)[-1]
+        report["error"] = (
+            f"writer {index}: {type(e).__name__}: {e} "
+            f"(at {os.path.basename(where.filename)}:{where.lineno} in {where.name})"
+        )
         report["end"] = report["end"] or time.monotonic()
     finally:
         if writer is not None:

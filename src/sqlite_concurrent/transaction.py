@@ -28,6 +28,8 @@ class WriteTransaction:
         snapshot_conn: apsw.Connection,
         slot: Slot,
         open_txn_conn: Any,
+        pinning: Any,
+        begin: bool = True,
     ) -> None:
         self.lockdb = lockdb
         self.txn_id = lockdb.begin(lock_level)
@@ -36,10 +38,12 @@ class WriteTransaction:
         self.snapshot: Snapshot | None = None
         self.session: apsw.Session | None = None
         try:
-            self.snapshot = Snapshot(path, snapshot_conn)
+            with pinning():
+                self.snapshot = Snapshot(path, snapshot_conn)
             slot.overlay = Overlay(self.snapshot)
             self.conn: apsw.Connection = open_txn_conn()
-            self.conn.execute("BEGIN")
+            if begin:  # else the caller's SAVEPOINT statement is what opens it, as in SQLite
+                self.conn.execute("BEGIN")
             self.session = apsw.Session(self.conn, "main")
             # Tables without a declared PRIMARY KEY are then recorded by rowid (DESIGN 8).
             self.session.config(apsw.SQLITE_SESSION_OBJCONFIG_ROWID, 1)
@@ -63,7 +67,8 @@ class WriteTransaction:
         self.session.close()
         self.session = None
         pending = None
-        if changeset:
+        sequences = merge.sequence_advances(self.conn, self._snapshot_conn)
+        if changeset or sequences:
             (fk,) = self.conn.execute("PRAGMA foreign_keys").fetchone()
             pending = merge.Pending(
                 txn_id=self.txn_id,
@@ -71,6 +76,7 @@ class WriteTransaction:
                 schema_version=self.schema_version,
                 images=merge.snapshot_images(self._snapshot_conn, changeset, shapes),
                 foreign_keys=bool(fk),
+                sequences=sequences,
             )
         self._release_private(rollback_conn=True)
         return pending

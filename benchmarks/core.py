@@ -1,0 +1,175 @@
+"""Core benchmark: stock SQLite against sqlite_concurrent, writers with work inside transactions.
+
+For each workload and writer count, runs stock then ours (alternating, so drift in the machine's
+state hits both engines alike), prints a markdown table and writes every result as JSON.
+
+    python benchmarks/core.py                         # the full run: 5 s per cell
+    python benchmarks/core.py --duration 1 --writers 1,4   # a quick look
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sqlite3
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import apsw
+
+from sqlite_concurrent import stress
+
+
+def _csv(kind):
+    def parse(text: str) -> list:
+        return [kind(part) for part in text.split(",") if part.strip()]
+
+    return parse
+
+
+def _parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--workloads",
+        type=_csv(str),
+        default=["disjoint", "transfer"],
+        help="comma-separated workloads (default: disjoint,transfer)",
+    )
+    parser.add_argument(
+        "--writers",
+        type=_csv(int),
+        default=[1, 4, 8],
+        help="comma-separated writer process counts (default: 1,4,8)",
+    )
+    parser.add_argument("--duration", type=float, default=5.0, help="seconds per cell (default 5)")
+    parser.add_argument(
+        "--think-ms", type=float, default=2.0, help="work inside each transaction (default 2 ms)"
+    )
+    parser.add_argument("--accounts", type=int, default=100, help="transfer accounts (default 100)")
+    parser.add_argument("--seed", type=int, default=0, help="seed for the writers (default 0)")
+    parser.add_argument(
+        "--json",
+        type=Path,
+        default=Path("bench-results/core.json"),
+        help="where to write the JSON results (default bench-results/core.json)",
+    )
+    return parser.parse_args(argv)
+
+
+def _lat(r: stress.Result) -> str:
+    return f"{r.p50_ms:.1f} / {r.p99_ms:.1f} / {r.max_ms:.0f}"
+
+
+def _markdown(cells: list[tuple[stress.Result, stress.Result]]) -> str:
+    header = [
+        "workload",
+        "writers",
+        "stock txn/s",
+        "ours txn/s",
+        "ours/stock",
+        "ours p50/p99/max ms",
+        "stock p50/p99/max ms",
+        "stock fewest/most commits",
+        "ours fewest/most commits",
+        "ours conflicts (retries)",
+        "checks",
+    ]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for stock, ours in cells:
+        ratio = f"{ours.txn_per_s / stock.txn_per_s:.2f}x" if stock.txn_per_s else "-"
+        conflicts = sum(ours.conflicts.values())
+        checks = "ok" if stock.ok and ours.ok else "FAILED"
+        row = [
+            stock.workload,
+            str(stock.writers),
+            f"{stock.txn_per_s:,.0f}",
+            f"{ours.txn_per_s:,.0f}",
+            ratio,
+            _lat(ours),
+            _lat(stock),
+            f"{stock.fewest_commits:,} / {stock.most_commits:,}",
+            f"{ours.fewest_commits:,} / {ours.most_commits:,}",
+            f"{conflicts:,} ({ours.retries:,})",
+            checks,
+        ]
+        lines.append("| " + " | ".join(row) + " |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parse_args(argv)
+    cells: list[tuple[stress.Result, stress.Result]] = []
+    problems: list[str] = []
+    started = time.time()
+    with tempfile.TemporaryDirectory(prefix="sqlite-concurrent-bench-") as tmp:
+        for workload in args.workloads:
+            for writers in args.writers:
+                pair = []
+                for engine in ("stock", "ours"):
+                    db = os.path.join(tmp, f"{workload}-{writers}-{engine}.db")
+                    try:
+                        r = stress.run(
+                            db,
+                            engine,
+                            workload,
+                            writers,
+                            args.duration,
+                            args.think_ms,
+                            args.seed,
+                            accounts=args.accounts,
+                        )
+                    except ValueError as e:
+                        print(f"error: {e}", file=sys.stderr)
+                        return 2
+                    print(
+                        f"{workload:>8} {writers:>2} writers {engine:>5}: "
+                        f"{r.txn_per_s:8,.0f} txn/s  p99 {r.p99_ms:7.1f} ms  "
+                        f"{'ok' if r.ok else 'FAILED'}",
+                        file=sys.stderr,
+                        flush=True,
+                    )
+                    if not r.ok:
+                        problems.append(
+                            f"{engine} {workload} x{writers}: invariant={r.invariant_ok} "
+                            f"{r.invariant_detail} integrity={r.integrity_ok} {r.errors}"
+                        )
+                    pair.append(r)
+                cells.append((pair[0], pair[1]))
+    print(_markdown(cells))
+    report = {
+        "benchmark": "core",
+        "started": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(started)),
+        "config": {
+            "workloads": args.workloads,
+            "writers": args.writers,
+            "duration_s": args.duration,
+            "think_ms": args.think_ms,
+            "accounts": args.accounts,
+            "seed": args.seed,
+            "stock": "stdlib sqlite3, WAL, synchronous=NORMAL, busy_timeout 60 s, BEGIN IMMEDIATE",
+            "ours": "sqlite_concurrent.connect, lock_level=row, synchronous=NORMAL, "
+            f"transact(retries={stress.OURS_RETRIES})",
+        },
+        "environment": {
+            "python": platform.python_version(),
+            "platform": platform.platform(),
+            "cpus": os.cpu_count(),
+            "stdlib_sqlite": sqlite3.sqlite_version,
+            "apsw_sqlite": apsw.sqlite_lib_version(),
+        },
+        "results": [r.to_dict() for pair in cells for r in pair],
+    }
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    args.json.write_text(json.dumps(report, indent=2) + "\n")
+    print(f"\nJSON written to {args.json}", file=sys.stderr)
+    for problem in problems:
+        print(f"check failed: {problem}", file=sys.stderr)
+    return 1 if problems else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
