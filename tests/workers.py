@@ -63,3 +63,38 @@ def transfers(start, path, seed, count, accounts):
         done += 1
     conn.close()
     return done
+
+
+@_report_errors
+def timed_updates(start, path, writer, rows, duration, think, wal_limit):
+    """Overlapping read-then-update transactions on this writer's rows for ``duration`` s.
+
+    Returns (writer, per-row commit counts, errors by class name, begin latencies).
+    """
+    conn = sqlite_concurrent.connect(path, wal_limit=wal_limit)
+    conn.execute("PRAGMA synchronous=NORMAL")
+    counts = [0] * rows
+    errors: dict[str, int] = {}
+    begins = []
+    start.wait()
+    end = time.monotonic() + duration
+    i = 0
+    while time.monotonic() < end:
+        row = i % rows
+        i += 1
+        try:
+            t0 = time.monotonic()
+            conn.execute("BEGIN")
+            begins.append(time.monotonic() - t0)
+            (value,) = conn.execute(
+                "SELECT v FROM t WHERE id=?", (writer * rows + row,)
+            ).fetchone()
+            time.sleep(think)
+            conn.execute("UPDATE t SET v=? WHERE id=?", (value + 1, writer * rows + row))
+            conn.commit()
+            counts[row] += 1
+        except sqlite_concurrent.Error as e:
+            errors[type(e).__name__] = errors.get(type(e).__name__, 0) + 1
+            conn.rollback()
+    conn.close()
+    return writer, counts, errors, begins
