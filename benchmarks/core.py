@@ -2,6 +2,7 @@
 
 For each workload and writer count, runs stock then ours (alternating, so drift in the machine's
 state hits both engines alike), prints a markdown table and writes every result as JSON.
+`sqlite-concurrent bench` does the same with repeats, ratio spreads and a chart.
 
     python benchmarks/core.py                         # the full run: 5 s per cell
     python benchmarks/core.py --duration 1 --writers 1,4   # a quick look
@@ -122,7 +123,7 @@ def main(argv: list[str] | None = None) -> int:
                             args.seed,
                             accounts=args.accounts,
                         )
-                    except ValueError as e:
+                    except (ValueError, stress.StressError) as e:
                         print(f"error: {e}", file=sys.stderr)
                         return 2
                     print(
@@ -150,7 +151,8 @@ def main(argv: list[str] | None = None) -> int:
             "think_ms": args.think_ms,
             "accounts": args.accounts,
             "seed": args.seed,
-            "stock": "stdlib sqlite3, WAL, synchronous=NORMAL, busy_timeout 60 s, BEGIN IMMEDIATE",
+            "stock": "stdlib sqlite3, WAL, synchronous=NORMAL, busy_timeout "
+            f"{stress.DEFAULT_TIMEOUT:g} s, BEGIN IMMEDIATE",
             "ours": "sqlite_concurrent.connect, lock_level=row, synchronous=NORMAL, "
             f"transact(retries={stress.OURS_RETRIES})",
         },

@@ -379,11 +379,16 @@ def test_transact_returns_the_functions_value_and_commits(pair):
 
 
 def make_conflicting_fn(other, conflict_on_attempts):
-    """fn for transact(): on the listed attempts, ``other`` commits to row 1 first."""
+    """fn for transact(): on the listed attempts, ``other`` commits to row 1 after fn's read.
+
+    As with SQLite's BEGIN DEFERRED, the snapshot is taken by the first statement, so fn reads
+    before the other commit lands.
+    """
     attempts = []
 
     def fn(conn):
         attempts.append(len(attempts) + 1)
+        conn.execute("SELECT balance FROM acct WHERE id = 1").fetchone()
         if len(attempts) in conflict_on_attempts:
             other.execute("UPDATE acct SET balance = balance + 100 WHERE id = 1")
             other.commit()

@@ -66,8 +66,8 @@ def transfers(start, path, seed, count, accounts):
 
 
 @_report_errors
-def timed_updates(start, path, writer, rows, duration, think, wal_limit):
-    """Overlapping read-then-update transactions on this writer's rows for ``duration`` s.
+def timed_updates(start, path, writer, rows, stop, think, wal_limit):
+    """Overlapping read-then-update transactions on this writer's rows until ``stop`` is set.
 
     Returns (writer, per-row commit counts, errors by class name, begin latencies).
     """
@@ -77,18 +77,15 @@ def timed_updates(start, path, writer, rows, duration, think, wal_limit):
     errors: dict[str, int] = {}
     begins = []
     start.wait()
-    end = time.monotonic() + duration
     i = 0
-    while time.monotonic() < end:
+    while not stop.is_set():
         row = i % rows
         i += 1
         try:
             t0 = time.monotonic()
             conn.execute("BEGIN")
             begins.append(time.monotonic() - t0)
-            (value,) = conn.execute(
-                "SELECT v FROM t WHERE id=?", (writer * rows + row,)
-            ).fetchone()
+            (value,) = conn.execute("SELECT v FROM t WHERE id=?", (writer * rows + row,)).fetchone()
             time.sleep(think)
             conn.execute("UPDATE t SET v=? WHERE id=?", (value + 1, writer * rows + row))
             conn.commit()
@@ -98,3 +95,117 @@ def timed_updates(start, path, writer, rows, duration, think, wal_limit):
             conn.rollback()
     conn.close()
     return writer, counts, errors, begins
+
+
+def _go_off_call(conn, me, other, ready, proceed):
+    (on_call,) = conn.execute("SELECT on_call FROM doctors WHERE id=?", (other,)).fetchone()
+    ready.set()
+    proceed.wait(30)
+    if on_call:
+        conn.execute("UPDATE doctors SET on_call=0 WHERE id=?", (me,))
+
+
+@_report_errors
+def doctor(start, path, level, me, other, ready, proceed):
+    """Write skew: check the other doctor is on call, then go off call."""
+    conn = sqlite_concurrent.connect(path, lock_level=level, timeout=20)
+    start.wait()
+    conn.execute("BEGIN")
+    try:
+        _go_off_call(conn, me, other, ready, proceed)
+        conn.commit()
+        return "committed"
+    except sqlite_concurrent.ConflictError as e:
+        conn.rollback()
+        return type(e).__name__
+    finally:
+        conn.close()
+
+
+@_report_errors
+def lock_two_tables(start, path, first, second, mine_locked, other_locked):
+    """Table level: lock ``first``, wait until the other process locked its first, then lock
+    ``second``.  Returns (outcome, seconds spent in the second statement)."""
+    conn = sqlite_concurrent.connect(path, lock_level="table", timeout=20)
+    start.wait()
+    conn.execute("BEGIN")
+    conn.execute(f"UPDATE {first} SET v = v + 1")
+    mine_locked.set()
+    assert other_locked.wait(30)
+    t0 = time.monotonic()
+    try:
+        conn.execute(f"UPDATE {second} SET v = v + 1")
+        conn.commit()
+        return "committed", time.monotonic() - t0
+    except sqlite_concurrent.DeadlockError:
+        return "deadlock", time.monotonic() - t0
+    finally:
+        conn.close()
+
+
+@_report_errors
+def hammer_table(start, path, writer, duration, think):
+    """Table level: read-modify-write one shared counter row for ``duration`` seconds, with
+    BEGIN IMMEDIATE (write locks from the first read, as in SQLite).
+    Returns (writer, commits, max wait seconds for the first statement)."""
+    conn = sqlite_concurrent.connect(path, lock_level="table", timeout=30)
+    conn.execute("PRAGMA synchronous=NORMAL")
+    start.wait()
+    commits, worst = 0, 0.0
+    end = time.monotonic() + duration
+    while time.monotonic() < end:
+        t0 = time.monotonic()
+        conn.execute("BEGIN IMMEDIATE")
+        (v,) = conn.execute("SELECT v FROM counter WHERE id=0").fetchone()
+        worst = max(worst, time.monotonic() - t0)
+        time.sleep(think)
+        conn.execute("UPDATE counter SET v=? WHERE id=0", (v + 1,))
+        conn.commit()
+        commits += 1
+    conn.close()
+    return writer, commits, worst
+
+
+@_report_errors
+def hold_locks_until_killed(start, path, ready):
+    """Takes a table lock (table level) in one connection and row locks (row level) in another,
+    then blocks forever; the test SIGKILLs it."""
+    table_conn = sqlite_concurrent.connect(path, lock_level="table")
+    row_conn = sqlite_concurrent.connect(path, lock_level="row")
+    start.wait()
+    table_conn.execute("BEGIN")
+    table_conn.execute("UPDATE a SET v = v + 1")
+    row_conn.execute("BEGIN")
+    row_conn.execute("UPDATE b SET v = v + 1 WHERE id = 1")
+    ready.set()
+    threading_event = __import__("threading").Event()
+    threading_event.wait()
+
+
+@_report_errors
+def update_after_kill(start, path, level, table, where, holder_ready):
+    """Waits for the lock holder to be ready, then updates; returns seconds the update took."""
+    conn = sqlite_concurrent.connect(path, lock_level=level, timeout=30)
+    start.wait()
+    assert holder_ready.wait(30)
+    conn.execute("BEGIN")
+    conn.execute(f"SELECT count(*) FROM {table}").fetchall()
+    t0 = time.monotonic()
+    conn.execute(f"UPDATE {table} SET v = v + 10 {where}")
+    waited = time.monotonic() - t0
+    conn.commit()
+    conn.close()
+    return waited
+
+
+@_report_errors
+def level_transfers(start, path, level, seed, count, accounts):
+    rng = random.Random(seed)
+    conn = sqlite_concurrent.connect(path, lock_level=level, timeout=60)
+    conn.execute("PRAGMA synchronous=NORMAL")
+    start.wait()
+    for _ in range(count):
+        a, b = rng.sample(range(accounts), 2)
+        conn.transact(_transfer, a, b, rng.randint(1, 50), retries=10_000)
+    conn.close()
+    return count

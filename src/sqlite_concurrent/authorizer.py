@@ -6,6 +6,8 @@ changeset cannot carry must not run there; a stock reader must not write behind 
 
 from __future__ import annotations
 
+from typing import Any
+
 import apsw
 
 _READ_ACTIONS = frozenset(
@@ -59,8 +61,11 @@ class Denied:
         self.reason: str | None = None
 
 
-def in_transaction(denied: Denied):
-    """Allow row reads and writes; refuse DDL and header-writing pragmas."""
+def in_transaction(denied: Denied, report: Any = None):
+    """Allow row reads and writes; refuse DDL and header-writing pragmas.
+
+    ``report(action, table, db, None)``, if given, hears of every table read or written.
+    """
 
     def authorize(
         action: int, p1: str | None, p2: str | None, db: str | None, trigger: str | None
@@ -69,6 +74,8 @@ def in_transaction(denied: Denied):
             if action in _ROW_WRITES and p1 in _SCHEMA_TABLES:
                 denied.reason = "a schema change"
                 return apsw.SQLITE_DENY
+            if report is not None and action != apsw.SQLITE_FUNCTION:
+                report(action, p1, db, None)
             return apsw.SQLITE_OK
         if action in (apsw.SQLITE_TRANSACTION, apsw.SQLITE_SAVEPOINT):
             return apsw.SQLITE_OK

@@ -10,7 +10,8 @@ Two mechanisms:
   closes the snapshot gate: new transactions wait in the kernel before pinning, transactions
   already running finish and unpin, a TRUNCATE checkpoint resets the WAL, and the gate reopens.
   The wait is bounded by ``checkpoint_wait``; if an old transaction or a stock reader still holds
-  the WAL then, the checkpointer gives up, reopens the gate and tries again later.
+  the WAL then, the checkpointer gives up, reopens the gate and tries again once the WAL has
+  grown by another quarter of the limit.
 """
 
 from __future__ import annotations
@@ -47,7 +48,9 @@ class Checkpointer:
         self.wal_frames = 0
         self._passive_at = DEFAULT_PASSIVE_FRAMES
         self.restarts = 0
-        self.failed_restarts = 0
+        self.failed_restarts = 0  # gave up after waiting for readers (old transactions)
+        self.collisions = 0  # another checkpoint was running: nothing waited, retry soon
+        self._restart_at = 0  # frames; raised after a restart that waited and still failed
         conn.wal_autocheckpoint(0)
         conn.set_wal_hook(self._on_commit)
 
@@ -67,8 +70,8 @@ class Checkpointer:
     def after_merge(self, page_size: int) -> None:
         """Called after each merge, outside the merge lock."""
         frames = self.wal_frames
-        if frames * page_size >= self.wal_limit:
-            self._restart()
+        if frames * page_size >= self.wal_limit and frames >= self._restart_at:
+            self._restart(frames, page_size)
         elif frames >= self._passive_at:
             self._passive_at = frames + DEFAULT_PASSIVE_FRAMES
             # Passive never waits (nor calls the busy handler); a concurrent checkpoint in
@@ -76,10 +79,11 @@ class Checkpointer:
             with contextlib.suppress(apsw.BusyError):
                 self.conn.wal_checkpoint(mode=apsw.SQLITE_CHECKPOINT_PASSIVE)
 
-    def _restart(self) -> None:
+    def _restart(self, frames: int, page_size: int) -> None:
         # Another process closing the gate is already doing this; do not queue behind it.
         if not self.gate.try_acquire():
             return
+        started = time.monotonic()
         try:
             self.conn.set_busy_timeout(int(self.checkpoint_wait * 1000))
             try:
@@ -91,12 +95,16 @@ class Checkpointer:
                 self.conn.set_busy_timeout(self._busy_timeout_ms)
         finally:
             self.gate.release()
-        if busy:
-            self.failed_restarts += 1
-            # Let the WAL grow by another limit's worth before holding everyone back again.
-            self.wal_frames = 0
-        else:
+        if not busy:
             self.restarts += 1
-            self.wal_frames = 0
+            self._restart_at = 0
             self._passive_at = DEFAULT_PASSIVE_FRAMES
-        self.last_restart = time.time()
+        elif time.monotonic() - started < self.checkpoint_wait / 2:
+            # SQLite returns BUSY at once, without the busy handler, while another connection
+            # (a passive checkpoint elsewhere) holds the checkpoint lock: just try again later.
+            self.collisions += 1
+        else:
+            # Readers held the WAL for the whole wait (a long transaction, a stock reader).
+            # Do not hold everyone back again until the WAL has grown by a quarter limit more.
+            self.failed_restarts += 1
+            self._restart_at = frames + self.wal_limit // (4 * page_size)

@@ -1,20 +1,45 @@
-"""The ``sqlite-concurrent`` command line: a demo against stock SQLite, and stress runs."""
+"""The ``sqlite-concurrent`` command line: demo, stress, bench and check.
+
+``status`` and ``recover`` are built in their own issues: they register on :data:`app` with
+``@app.command()`` like the commands here.  Every command reports bad input in one line on
+stderr and exits with status 2; a failed check exits with status 1.
+
+This process never opens a ``sqlite_concurrent`` connection itself: the writers are spawned
+processes, and the parent reads the database only through stdlib ``sqlite3`` (two SQLite
+libraries in one process cannot see each other's POSIX locks; see the README's limits).
+"""
 
 from __future__ import annotations
 
+import contextlib
+import glob
 import json
+import math
 import os
+import platform
+import signal
 import sqlite3
 import tempfile
+import threading
+import time
+import urllib.parse
+from collections import deque
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
+import apsw
 import typer
-from rich.console import Console
-from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.console import Console, Group
+from rich.live import Live
+from rich.progress_bar import ProgressBar
 from rich.table import Table
+from rich.text import Text
 
 from . import stress
+from .checkpoint import DEFAULT_WAL_LIMIT
+from .lockdb import holder_alive
+from .workloads import WORKLOADS
 
 app = typer.Typer(
     help="Many processes writing one SQLite database at the same time.",
@@ -28,53 +53,115 @@ app = typer.Typer(
 
 DEMO_WRITERS = 4
 DEMO_THINK_MS = 2.0
+EXIT_CHECK_FAILED = 1
+EXIT_BAD_INPUT = 2
+
+_WORKLOAD_HELP = "; ".join(f"{w.name}: {w.summary}" for w in WORKLOADS.values())
+_TIMEOUT_HELP = (
+    "Seconds to wait for a lock another connection holds (e.g. an exclusive lock) before "
+    "giving up with an error; during a run, a writer that waits this long counts a busy "
+    "conflict and tries again."
+)
+_CHECK_TIMEOUT_HELP = (
+    "Seconds to wait for a lock another connection holds (e.g. an exclusive lock) before "
+    "giving up with an error."
+)
 
 
-def _fail(message: str, code: int = 2) -> typer.Exit:
+def _fail(message: str, code: int = EXIT_BAD_INPUT) -> typer.Exit:
     Console(stderr=True, highlight=False).print(f"error: {message}", markup=False, soft_wrap=True)
     return typer.Exit(code)
 
 
-def _progress(console: Console) -> Progress:
-    return Progress(
-        TextColumn("{task.description:<22}"),
-        BarColumn(),
-        TextColumn("{task.fields[commits]:>7} commits"),
-        TimeElapsedColumn(),
-        console=console,
-    )
+@contextlib.contextmanager
+def _ctrl_c_stops() -> Iterator[Callable[[], bool]]:
+    """While inside, Ctrl-C sets a flag (returned as a callable) instead of raising, so a run
+    stops its writers, still checks the database and prints what it measured."""
+    pressed: list[int] = []
+    if threading.current_thread() is not threading.main_thread():
+        yield lambda: False
+        return
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: pressed.append(signum))
+    try:
+        yield lambda: bool(pressed)
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
-def _run_with_progress(
-    progress: Progress,
-    label: str,
-    db_path: str,
-    engine: str,
-    workload: str,
-    writers: int,
-    duration: float,
-    think_ms: float,
-    seed: int,
-    accounts: int,
-) -> stress.Result:
-    task = progress.add_task(label, total=duration, commits=0)
+# -- the live display ----------------------------------------------------------------------------
 
-    def update(elapsed: float, commits: int) -> None:
-        progress.update(task, completed=min(elapsed, duration), commits=commits)
 
-    result = stress.run(
-        db_path,
-        engine,
-        workload,
-        writers,
-        duration,
-        think_ms,
-        seed,
-        accounts=accounts,
-        progress=update,
-    )
-    progress.update(task, completed=duration, commits=result.committed)
-    return result
+class _Monitor:
+    """A live view of a run: commits/s over the last second, conflicts, retries, and each
+    writer's commits.  In a terminal it is redrawn in place; otherwise (CI logs, pipes) it
+    prints one line when the writers start and one a second after that."""
+
+    def __init__(self, console: Console, label: str, duration: float) -> None:
+        self.console = console
+        self.label = label
+        self.duration = duration
+        self.snap: stress.Live | None = None
+        self.recent: deque[tuple[float, int]] = deque()
+        self.next_line = 0.0
+
+    def rate(self) -> float:
+        if len(self.recent) < 2:
+            return 0.0
+        (t0, c0), (t1, c1) = self.recent[0], self.recent[-1]
+        return (c1 - c0) / (t1 - t0) if t1 > t0 else 0.0
+
+    def update(self, snap: stress.Live) -> None:
+        if self.snap is None and not self.console.is_terminal:
+            self.console.print(
+                f"started: {self.label}, {len(snap.commits)} writers for {self.duration:g} s "
+                "(Ctrl-C stops early)",
+                markup=False,
+            )
+            self.next_line = snap.elapsed + 1
+        self.snap = snap
+        self.recent.append((snap.elapsed, sum(snap.commits)))
+        while self.recent and self.recent[0][0] < snap.elapsed - 1.0:
+            self.recent.popleft()
+        if not self.console.is_terminal and snap.elapsed >= self.next_line:
+            self.next_line += 1
+            self.console.print(self._line(), markup=False)
+
+    def _line(self) -> str:
+        s = self.snap
+        assert s is not None
+        return (
+            f"{min(s.elapsed, self.duration):5.1f} s  {sum(s.commits):>8,} commits  "
+            f"{self.rate():>8,.0f} commits/s  {sum(s.conflicts):>6,} conflicts  "
+            f"{sum(s.retries):>6,} retries"
+        )
+
+    def __rich__(self) -> Any:
+        if self.snap is None:
+            return Text(f"{self.label}: starting writers...")
+        s = self.snap
+        table = Table(box=None, pad_edge=False, show_header=True, header_style="bold")
+        for name in ("writer", "commits", "", "conflicts", "retries"):
+            table.add_column(name, justify="left" if name in ("writer", "") else "right")
+        most = max(max(s.commits), 1)
+        for i, (c, k, r) in enumerate(zip(s.commits, s.conflicts, s.retries, strict=True)):
+            table.add_row(
+                str(i), f"{c:,}", ProgressBar(total=most, completed=c, width=30), str(k), str(r)
+            )
+        head = Text(f"{self.label}  ", style="bold")
+        head.append(self._line(), style="")
+        return Group(head, table)
+
+
+def _run(console: Console, label: str, *args: Any, **kwargs: Any) -> stress.Result:
+    monitor = _Monitor(console, label, args[4])
+    with _ctrl_c_stops() as stopped:
+        if console.is_terminal:
+            with Live(monitor, console=console, refresh_per_second=8, transient=True):
+                return stress.run(*args, progress=monitor.update, should_stop=stopped, **kwargs)
+        return stress.run(*args, progress=monitor.update, should_stop=stopped, **kwargs)
+
+
+# -- results -------------------------------------------------------------------------------------
 
 
 def _check_mark(ok: bool) -> str:
@@ -83,16 +170,17 @@ def _check_mark(ok: bool) -> str:
 
 def _table(results: list[stress.Result]) -> Table:
     first = results[0]
+    level = f", lock level {first.lock_level}" if any(r.engine == "ours" for r in results) else ""
     table = Table(
         title=f"{first.workload}: {first.writers} writers, {first.think_ms:g} ms of work "
-        f"per transaction, {first.duration:g} s",
-        min_width=66,
+        f"per transaction, {first.duration:g} s{level}",
+        title_justify="left",
     )
     table.add_column("")
     for r in results:
         table.add_column(r.engine, justify="right")
 
-    def row(label: str, cell) -> None:
+    def row(label: str, cell: Callable[[stress.Result], str]) -> None:
         table.add_row(label, *(cell(r) for r in results))
 
     row("transactions/s", lambda r: f"{r.txn_per_s:,.0f}")
@@ -100,14 +188,20 @@ def _table(results: list[stress.Result]) -> Table:
     if {"stock", "ours"} <= by_engine.keys() and by_engine["stock"].txn_per_s:
         ratio = by_engine["ours"].txn_per_s / by_engine["stock"].txn_per_s
         row("ratio ours/stock", lambda r: f"[bold]{ratio:.2f}x[/]" if r.engine == "ours" else "")
-    row("committed", lambda r: f"{r.committed:,}")
-    row("latency p50 ms", lambda r: f"{r.p50_ms:.1f}")
-    row("latency p99 ms", lambda r: f"{r.p99_ms:.1f}")
-    row("latency max ms", lambda r: f"{r.max_ms:.1f}")
+    row("committed", lambda r: f"{r.committed:,} in {r.elapsed_s:.1f} s")
+    for pct in ("p50", "p95", "p99", "max"):
+        row(f"latency {pct} ms", lambda r, p=pct: f"{getattr(r, p + '_ms'):.1f}")
     row("commits/writer fewest", lambda r: f"{r.fewest_commits:,}")
     row("commits/writer most", lambda r: f"{r.most_commits:,}")
     row("conflicts", lambda r: ", ".join(f"{k} {v}" for k, v in sorted(r.conflicts.items())) or "0")
     row("retries", lambda r: f"{r.retries:,}")
+    if any(r.gave_up for r in results):
+        row("gave up after retries", lambda r: f"{r.gave_up:,}")
+    if first.workload == "mixed":
+        row(
+            "reads/transfers/inserts",
+            lambda r: "/".join(f"{r.tally.get(k, 0):,}" for k in ("reads", "transfers", "rows")),
+        )
     row("invariant", lambda r: _check_mark(r.invariant_ok))
     row("integrity_check", lambda r: _check_mark(r.integrity_ok))
     return table
@@ -115,14 +209,11 @@ def _table(results: list[stress.Result]) -> Table:
 
 def _report_problems(console: Console, results: list[stress.Result]) -> None:
     for r in results:
-        if r.invariant_detail:
-            console.print(
-                f"{r.engine}: invariant broken: {r.invariant_detail}", markup=False, soft_wrap=True
-            )
-        if r.gave_up:
-            console.print(
-                f"{r.engine}: {r.gave_up} transactions gave up after retries", markup=False
-            )
+        if r.stopped_early:
+            console.print(f"{r.engine}: stopped early (Ctrl-C) after {r.elapsed_s:.1f} s")
+        for what, detail in (("invariant", r.invariant_detail), ("integrity", r.integrity_detail)):
+            if detail:
+                console.print(f"{r.engine}: {what} broken: {detail}", markup=False, soft_wrap=True)
         for error in r.errors:
             console.print(f"{r.engine}: {error}", markup=False, soft_wrap=True)
 
@@ -158,6 +249,8 @@ def main() -> None:
     """Many processes writing one SQLite database at the same time.
 
     Run `sqlite-concurrent demo` to see parallel writers next to stock SQLite.
+    Exit status: 0 all checks passed, 1 a check failed, 2 bad input or the database could not
+    be used.
     """
 
 
@@ -177,29 +270,41 @@ def demo(
         raise _fail(f"duration must be positive, not {duration}")
     console = Console(highlight=False)
     results: dict[str, stress.Result] = {}
-    with (
-        tempfile.TemporaryDirectory(prefix="sqlite-concurrent-demo-") as tmp,
-        _progress(console) as progress,
-    ):
+    with tempfile.TemporaryDirectory(prefix="sqlite-concurrent-demo-") as tmp:
         for engine in ("stock", "ours"):
-            results[engine] = _run_with_progress(
-                progress,
-                f"{engine} ({DEMO_WRITERS} writers)",
-                os.path.join(tmp, f"{engine}.db"),
-                engine,
-                "disjoint",
-                DEMO_WRITERS,
-                duration,
-                DEMO_THINK_MS,
-                0,
-                100,
-            )
+            try:
+                results[engine] = _run(
+                    console,
+                    f"{engine} ({DEMO_WRITERS} writers)",
+                    os.path.join(tmp, f"{engine}.db"),
+                    engine,
+                    "disjoint",
+                    DEMO_WRITERS,
+                    duration,
+                    DEMO_THINK_MS,
+                )
+            except (ValueError, stress.StressError) as e:
+                raise _fail(str(e)) from None
+            r = results[engine]
+            console.print(f"{engine}: {r.committed:,} commits, {r.txn_per_s:,.0f}/s", markup=False)
     stock, ours = results["stock"], results["ours"]
     console.print(_table([stock, ours]))
     _report_problems(console, [stock, ours])
     console.print(_verdict(stock, ours), markup=False, soft_wrap=True)
     if not (stock.ok and ours.ok):
-        raise typer.Exit(1)
+        raise typer.Exit(EXIT_CHECK_FAILED)
+
+
+def _writable_json(path: Path | None, option: str = "--json") -> None:
+    if path is not None and not path.parent.resolve().is_dir():
+        raise _fail(f"directory {path.parent.resolve()} for {option} does not exist")
+
+
+def _write(path: Path, text: str) -> None:
+    try:
+        path.write_text(text)
+    except OSError as e:
+        raise _fail(f"cannot write {path}: {e.strerror}") from None
 
 
 @app.command("stress")
@@ -207,19 +312,14 @@ def stress_command(
     db: Annotated[
         Path,
         typer.Argument(
-            help="Path of a NEW database file to create and hammer (its directory must exist).",
+            help="Database file to hammer: created if missing; in an existing SQLite database "
+            "only the workload's own stress_* tables are dropped and recreated.",
             show_default=False,
             metavar="DB",
         ),
     ],
     workload: Annotated[
-        str,
-        typer.Option(
-            "--workload",
-            "-w",
-            help="disjoint (each writer updates only its own rows) or transfer (move random "
-            "amounts between random accounts; the total must not change).",
-        ),
+        str, typer.Option("--workload", "-w", help=f"What each transaction does. {_WORKLOAD_HELP}.")
     ] = "disjoint",
     writers: Annotated[
         int, typer.Option("--writers", "-n", help="Number of writer processes (at least 1).")
@@ -227,20 +327,33 @@ def stress_command(
     duration: Annotated[float, typer.Option("--duration", "-d", help="Seconds to run.")] = 5.0,
     think_ms: Annotated[
         float,
-        typer.Option("--think-ms", help="Milliseconds of work (a sleep) inside each transaction."),
+        typer.Option(
+            "--think-ms",
+            help="Milliseconds of work (a sleep) inside each transaction, between "
+            "its reads and its writes.",
+        ),
     ] = 2.0,
+    lock_level: Annotated[
+        str,
+        typer.Option(
+            "--lock-level",
+            help="table, page or row: passed to sqlite_concurrent.connect() (ours only).",
+        ),
+    ] = "row",
     engine: Annotated[
         str,
         typer.Option(
             "--engine",
             "-e",
-            help="ours (sqlite_concurrent) or stock (stdlib sqlite3, WAL, BEGIN IMMEDIATE).",
+            help="ours (sqlite_concurrent) or stock (stdlib sqlite3, WAL, busy_timeout, "
+            "BEGIN IMMEDIATE).",
         ),
     ] = "ours",
     accounts: Annotated[
-        int, typer.Option("--accounts", help="Number of accounts in the transfer workload.")
+        int, typer.Option("--accounts", help="Number of accounts (transfer and mixed).")
     ] = 100,
     seed: Annotated[int, typer.Option("--seed", help="Seed for the writers' random choices.")] = 0,
+    timeout: Annotated[float, typer.Option("--timeout", help=_TIMEOUT_HELP)] = 30.0,
     json_path: Annotated[
         Path | None,
         typer.Option(
@@ -248,40 +361,512 @@ def stress_command(
         ),
     ] = None,
 ) -> None:
-    """Run one engine on one workload and print its results table.
+    """Run one engine on one workload with many writer processes, showing live progress.
 
-    Afterwards the workload's invariant and PRAGMA integrity_check are verified; the exit
-    status is non-zero if either fails.
+    Prints committed transactions/s, latency percentiles (including retries), the fewest and
+    most commits of one writer, conflicts by kind and retries.  Afterwards the workload's
+    invariant and PRAGMA integrity_check are verified; the exit status is 1 if either fails.
+    Ctrl-C stops the writers early and still checks and reports.
     """
+    args = (str(db), engine, workload, writers, duration, think_ms, accounts, lock_level, timeout)
     try:
-        stress.validate(str(db), engine, workload, writers, duration, think_ms, accounts)
+        stress.validate(*args)
     except ValueError as e:
         raise _fail(str(e)) from None
-    if json_path is not None and not json_path.parent.resolve().is_dir():
-        raise _fail(f"directory {json_path.parent.resolve()} for --json does not exist")
+    _writable_json(json_path)
     console = Console(highlight=False)
     try:
-        with _progress(console) as progress:
-            result = _run_with_progress(
-                progress,
-                f"{engine} ({writers} writers)",
-                str(db),
-                engine,
-                workload,
-                writers,
-                duration,
-                think_ms,
-                seed,
-                accounts,
-            )
-    except (OSError, sqlite3.Error, ValueError) as e:
+        result = _run(
+            console,
+            f"{engine} {workload}",
+            str(db),
+            engine,
+            workload,
+            writers,
+            duration,
+            think_ms,
+            seed,
+            accounts=accounts,
+            lock_level=lock_level,
+            timeout=timeout,
+        )
+    except (ValueError, stress.StressError) as e:
         raise _fail(str(e)) from None
     console.print(_table([result]))
     _report_problems(console, [result])
     if json_path is not None:
-        try:
-            json_path.write_text(json.dumps(result.to_dict(), indent=2) + "\n")
-        except OSError as e:
-            raise _fail(f"cannot write {json_path}: {e.strerror}") from None
+        _write(json_path, json.dumps(result.to_dict(), indent=2) + "\n")
     if not result.ok:
-        raise typer.Exit(1)
+        raise typer.Exit(EXIT_CHECK_FAILED)
+
+
+# -- bench ---------------------------------------------------------------------------------------
+
+
+def _csv(text: str, kind: Callable[[str], Any], option: str) -> list[Any]:
+    try:
+        values = [kind(part.strip()) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise _fail(f"{option} takes a comma-separated list, not {text!r}") from None
+    if not values:
+        raise _fail(f"{option} needs at least one value")
+    return values
+
+
+def _spread(low: float | None, high: float | None, fmt: str) -> str:
+    return "" if low is None or high is None else f" ({low:{fmt}}-{high:{fmt}})"
+
+
+def _bench_table(cells: list[dict[str, Any]], repeats: int) -> Table:
+    table = Table(title=f"committed txn/s: median of {repeats} repeats (min-max)", min_width=80)
+    for name in (
+        "workload",
+        "think ms",
+        "writers",
+        "stock txn/s",
+        "ours txn/s",
+        "ours/stock",
+        "ours p99 ms",
+        "checks",
+    ):
+        table.add_column(name, justify="left" if name == "workload" else "right")
+    for c in cells:
+        ok = c["ours"]["ok"] and c["stock"]["ok"]
+        table.add_row(
+            c["workload"],
+            f"{c['think_ms']:g}",
+            str(c["writers"]),
+            *(
+                f"{c[e]['txn_per_s']:,.0f}{_spread(c[e]['min'], c[e]['max'], ',.0f')}"
+                for e in ("stock", "ours")
+            ),
+            "-"
+            if c["ratio"] is None
+            else f"[bold]{c['ratio']:.2f}x[/]{_spread(c['ratio_min'], c['ratio_max'], '.2f')}",
+            f"{c['ours']['p99_ms']:.1f}",
+            _check_mark(ok),
+        )
+    return table
+
+
+def _markdown(cells: list[dict[str, Any]]) -> str:
+    lines = [
+        "| workload | think ms | writers | stock txn/s | ours txn/s | ours/stock (min-max) "
+        "| stock / ours p99 ms | checks |",
+        "|---|---:|---:|---:|---:|---:|---:|---|",
+    ]
+    for c in cells:
+        ratio = (
+            "-"
+            if c["ratio"] is None
+            else (f"**{c['ratio']:.2f}x** ({c['ratio_min']:.2f}-{c['ratio_max']:.2f})")
+        )
+        lines.append(
+            f"| {c['workload']} | {c['think_ms']:g} | {c['writers']} "
+            f"| {c['stock']['txn_per_s']:,.0f} | {c['ours']['txn_per_s']:,.0f} | {ratio} "
+            f"| {c['stock']['p99_ms']:.1f} / {c['ours']['p99_ms']:.1f} "
+            f"| {'ok' if c['ours']['ok'] and c['stock']['ok'] else 'FAILED'} |"
+        )
+    return "\n".join(lines)
+
+
+_COLORS = {"ours": "#1f6fb4", "stock": "#d9620b"}
+
+
+def _nice_max(value: float) -> tuple[float, float]:
+    """An axis top at or above ``value`` and a round tick step (1, 2 or 5 times 10^k)."""
+    if value <= 0:
+        return 1.0, 0.2
+    raw = value / 5
+    magnitude = 10 ** math.floor(math.log10(raw))
+    step = next(m * magnitude for m in (1, 2, 5, 10) if m * magnitude >= raw)
+    top = step * math.ceil(value / step)
+    return top, step
+
+
+def _esc(text: str) -> str:
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def svg_chart(
+    cells: list[dict[str, Any]], title: str, subtitle: str, lock_level: str = "row"
+) -> str:
+    """Throughput against writers: one panel per (workload, think), one line per engine, each
+    point the median over repeats with a bar from the slowest to the fastest repeat."""
+    panels: dict[tuple[str, float], list[dict[str, Any]]] = {}
+    for c in cells:
+        panels.setdefault((c["workload"], c["think_ms"]), []).append(c)
+    cols = min(3, len(panels))
+    rows = -(-len(panels) // cols)
+    pw, ph, left, top_pad = 330, 250, 70, 96
+    width, height = cols * pw + 30, top_pad + rows * ph + 20
+    out = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
+        f'viewBox="0 0 {width} {height}" font-family="Helvetica, Arial, sans-serif">',
+        f'<rect width="{width}" height="{height}" fill="white"/>',
+        f'<text x="20" y="28" font-size="18" font-weight="bold">{_esc(title)}</text>',
+        f'<text x="20" y="48" font-size="12" fill="#444">{_esc(subtitle)}</text>',
+    ]
+    legend_x = 20
+    for engine, label in (
+        ("ours", f"ours: sqlite_concurrent ({lock_level} locks)"),
+        ("stock", "stock: sqlite3, BEGIN IMMEDIATE"),
+    ):
+        dash = ' stroke-dasharray="6 4"' if engine == "stock" else ""
+        out.append(
+            f'<line x1="{legend_x}" y1="70" x2="{legend_x + 30}" y2="70" stroke="{_COLORS[engine]}"'
+            f' stroke-width="2.5"{dash}/><circle cx="{legend_x + 15}" cy="70" r="3.5" '
+            f'fill="{_COLORS[engine]}"/><text x="{legend_x + 38}" y="74" font-size="12">'
+            f"{_esc(label)}</text>"
+        )
+        legend_x += 260
+    out.append(
+        f'<text x="{legend_x}" y="74" font-size="12" fill="#444">points: median; bars: '
+        "min-max over repeats</text>"
+    )
+    for p, ((workload, think), pcells) in enumerate(panels.items()):
+        ox, oy = 10 + (p % cols) * pw, top_pad + (p // cols) * ph
+        x0, x1, y0, y1 = ox + left, ox + pw - 15, oy + ph - 50, oy + 26
+        writers = sorted({c["writers"] for c in pcells})
+        ymax, step = _nice_max(max(c[e]["max"] for c in pcells for e in ("ours", "stock")))
+
+        def sx(n: int, writers: list[int] = writers, x0: int = x0, x1: int = x1) -> float:
+            i = writers.index(n)
+            return (
+                (x0 + x1) / 2
+                if len(writers) == 1
+                else x0 + 10 + i * (x1 - x0 - 20) / (len(writers) - 1)
+            )
+
+        def sy(v: float, ymax: float = ymax, y0: int = y0, y1: int = y1) -> float:
+            return y0 - (y0 - y1) * v / ymax
+
+        out.append(
+            f'<text x="{(x0 + x1) / 2}" y="{oy + 14}" font-size="13" font-weight="bold" '
+            f'text-anchor="middle">{_esc(workload)}, {think:g} ms think</text>'
+        )
+        tick = 0.0
+        while tick <= ymax + step / 2:
+            y = sy(tick)
+            out.append(
+                f'<line x1="{x0}" y1="{y:.1f}" x2="{x1}" y2="{y:.1f}" stroke="#e3e3e3"/>'
+                f'<text x="{x0 - 6}" y="{y + 4:.1f}" font-size="11" text-anchor="end">'
+                f"{tick:,.0f}</text>"
+            )
+            tick += step
+        out.append(
+            f'<line x1="{x0}" y1="{y0}" x2="{x1}" y2="{y0}" stroke="#333"/>'
+            f'<line x1="{x0}" y1="{y0}" x2="{x0}" y2="{y1}" stroke="#333"/>'
+        )
+        for n in writers:
+            out.append(
+                f'<line x1="{sx(n):.1f}" y1="{y0}" x2="{sx(n):.1f}" y2="{y0 + 4}" stroke="#333"/>'
+                f'<text x="{sx(n):.1f}" y="{y0 + 17}" font-size="11" text-anchor="middle">{n}'
+                "</text>"
+            )
+        out.append(
+            f'<text x="{(x0 + x1) / 2}" y="{y0 + 34}" font-size="12" text-anchor="middle">'
+            "writer processes</text>"
+            f'<text transform="translate({ox + 16},{(y0 + y1) / 2}) rotate(-90)" font-size="12" '
+            'text-anchor="middle">committed txn/s</text>'
+        )
+        for engine in ("stock", "ours"):
+            color = _COLORS[engine]
+            pts = sorted((c["writers"], c[engine]) for c in pcells)
+            path = " ".join(f"{sx(n):.1f},{sy(v['txn_per_s']):.1f}" for n, v in pts)
+            dash = ' stroke-dasharray="6 4"' if engine == "stock" else ""
+            out.append(
+                f'<polyline points="{path}" fill="none" stroke="{color}" stroke-width="2.5"{dash}/>'
+            )
+            for n, v in pts:
+                x = sx(n)
+                out.append(
+                    f'<line x1="{x:.1f}" y1="{sy(v["min"]):.1f}" x2="{x:.1f}" '
+                    f'y2="{sy(v["max"]):.1f}" stroke="{color}" stroke-width="1.5"/>'
+                    f'<circle cx="{x:.1f}" cy="{sy(v["txn_per_s"]):.1f}" r="3.5" fill="{color}">'
+                    f"<title>{engine}, {n} writers: {v['txn_per_s']:,.0f} txn/s</title></circle>"
+                )
+    out.append("</svg>")
+    return "\n".join(out) + "\n"
+
+
+@app.command()
+def bench(
+    workloads: Annotated[
+        str,
+        typer.Option("--workloads", help="Comma-separated workloads to run (see stress)."),
+    ] = "ingest,disjoint,transfer",
+    writers: Annotated[
+        str, typer.Option("--writers", help="Comma-separated writer process counts.")
+    ] = "1,2,4",
+    think_ms: Annotated[
+        str,
+        typer.Option("--think-ms", help="Comma-separated milliseconds of work per transaction."),
+    ] = "2",
+    duration: Annotated[float, typer.Option("--duration", help="Seconds per run.")] = 2.0,
+    repeats: Annotated[
+        int, typer.Option("--repeats", help="Runs of every cell per engine (spread is min-max).")
+    ] = 3,
+    lock_level: Annotated[
+        str, typer.Option("--lock-level", help="table, page or row, for ours.")
+    ] = "row",
+    accounts: Annotated[
+        int, typer.Option("--accounts", help="Number of accounts (transfer and mixed).")
+    ] = 100,
+    seed: Annotated[
+        int, typer.Option("--seed", help="Seed for the writers; repeat r uses seed + r.")
+    ] = 0,
+    timeout: Annotated[float, typer.Option("--timeout", help=_TIMEOUT_HELP)] = 30.0,
+    directory: Annotated[
+        Path | None,
+        typer.Option(
+            "--dir",
+            help="Directory for the scratch databases (default: a temporary one).",
+            show_default=False,
+        ),
+    ] = None,
+    json_path: Annotated[
+        Path, typer.Option("--json", help="Where to write every run and the summary as JSON.")
+    ] = Path("bench-results/bench.json"),
+    chart: Annotated[
+        Path, typer.Option("--chart", help="Where to write the SVG chart of txn/s per writers.")
+    ] = Path("bench-results/bench.svg"),
+    markdown: Annotated[
+        bool, typer.Option("--markdown", help="Also print the summary as a markdown table.")
+    ] = False,
+) -> None:
+    """Run a matrix of workloads x writers x think times on ours and on stock SQLite.
+
+    Engines alternate (their order flips every cell and every repeat) so drift in the machine
+    hits both.  Prints the median txn/s of each engine and the ratio ours/stock with its min-max
+    over the repeats, writes JSON and an SVG chart.  Exit status 1 if any check failed.
+    """
+    wl = _csv(workloads, str, "--workloads")
+    ns = _csv(writers, int, "--writers")
+    thinks = _csv(think_ms, float, "--think-ms")
+    if repeats < 1:
+        raise _fail(f"repeats must be at least 1, not {repeats}")
+    probe = str((directory or Path(tempfile.gettempdir())) / "probe.db")
+    try:
+        for w in wl:
+            for n in ns:
+                for t in thinks:
+                    stress.validate(probe, "ours", w, n, duration, t, accounts, lock_level, timeout)
+    except ValueError as e:
+        raise _fail(str(e)) from None
+    _writable_json(json_path)
+    _writable_json(chart, "--chart")
+    console = Console(highlight=False)
+    started = time.time()
+
+    def show(r: stress.Result, done: int, total: int) -> None:
+        console.print(
+            f"[{done:>3}/{total}] {r.workload:>8} think {r.think_ms:g} ms {r.writers:>2} writers "
+            f"{r.engine:>5}: {r.txn_per_s:8,.0f} txn/s  p99 {r.p99_ms:6.1f} ms  "
+            f"{'ok' if r.ok else 'FAILED'}",
+            markup=False,
+        )
+
+    with contextlib.ExitStack() as stack:
+        where = (
+            str(directory)
+            if directory
+            else stack.enter_context(tempfile.TemporaryDirectory(prefix="sqlite-concurrent-bench-"))
+        )
+        stopped = stack.enter_context(_ctrl_c_stops())
+        try:
+            results = stress.bench(
+                where,
+                wl,
+                ns,
+                thinks,
+                duration,
+                repeats,
+                seed=seed,
+                accounts=accounts,
+                lock_level=lock_level,
+                timeout=timeout,
+                on_result=show,
+                should_stop=stopped,
+            )
+        except (ValueError, stress.StressError) as e:
+            raise _fail(str(e)) from None
+    cells = stress.bench_cells(results)
+    console.print(_bench_table(cells, repeats))
+    if markdown:
+        console.print(_markdown(cells), markup=False, soft_wrap=True)
+    cpus = os.cpu_count()
+    config = {
+        "workloads": wl,
+        "writers": ns,
+        "think_ms": thinks,
+        "duration_s": duration,
+        "repeats": repeats,
+        "lock_level": lock_level,
+        "accounts": accounts,
+        "seed": seed,
+        "stock": "stdlib sqlite3, WAL, synchronous=NORMAL, BEGIN IMMEDIATE",
+        "ours": f"sqlite_concurrent.connect(lock_level={lock_level!r}), synchronous=NORMAL, "
+        f"transact(retries={stress.OURS_RETRIES})",
+    }
+    environment = {
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "cpus": cpus,
+        "stdlib_sqlite": sqlite3.sqlite_version,
+        "apsw_sqlite": apsw.sqlite_lib_version(),
+    }
+    report = {
+        "started": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(started)),
+        "config": config,
+        "environment": environment,
+        "cells": cells,
+        "results": [r.to_dict() for r in results],
+    }
+    _write(json_path, json.dumps(report, indent=2) + "\n")
+    _write(
+        chart,
+        svg_chart(
+            cells,
+            "sqlite-concurrent vs stock SQLite: committed transactions per second",
+            f"{duration:g} s per run, {repeats} repeats, {cpus} CPU cores, "
+            f"{platform.system()} {platform.machine()}, SQLite {apsw.sqlite_lib_version()}",
+            lock_level,
+        ),
+    )
+    console.print(f"JSON written to {json_path}, chart to {chart}", markup=False)
+    if not all(r.ok for r in results):
+        raise typer.Exit(EXIT_CHECK_FAILED)
+
+
+# -- check ---------------------------------------------------------------------------------------
+
+
+def _sqlite_file(path: Path, what: str) -> None:
+    if not path.exists():
+        raise _fail(f"{what} {path} does not exist")
+    if path.is_dir():
+        raise _fail(f"{what} {path} is a directory")
+    try:
+        with path.open("rb") as f:
+            head = f.read(16)
+    except OSError as e:
+        raise _fail(f"cannot read {path}: {e.strerror}") from None
+    if head and head != b"SQLite format 3\x00":
+        raise _fail(f"{path} is not a SQLite database")
+
+
+def _open_read_only(path: Path, timeout: float) -> sqlite3.Connection:
+    # Read-only: a check must not write, not even the checkpoint SQLite runs when the last
+    # read-write connection to a WAL database closes.
+    uri = f"file:{urllib.parse.quote(str(path.resolve()))}?mode=ro"
+    return sqlite3.connect(uri, uri=True, timeout=timeout)
+
+
+def _lock_database(path: Path, timeout: float) -> tuple[str, str]:
+    """(status, detail) of the ``-locks`` sidecar: its four tables readable, who holds what."""
+    if not path.exists():
+        return "ok", "absent: no sqlite_concurrent connection has opened this database"
+    try:
+        conn = _open_read_only(path, timeout)
+    except sqlite3.Error as e:
+        return "FAIL", f"cannot open: {e}"
+    try:
+        counts = {
+            t: conn.execute(f"SELECT count(*) FROM {t}").fetchone()[0]
+            for t in ("holders", "transactions", "locks", "waiters")
+        }
+        holders = conn.execute("SELECT pid, start_time FROM holders").fetchall()
+    except sqlite3.Error as e:
+        return "FAIL", f"unreadable: {e}"
+    finally:
+        conn.close()
+    dead = [pid for pid, start in holders if not holder_alive(pid, start)]
+    detail = (
+        f"{counts['holders']} holders, {counts['transactions']} transactions, "
+        f"{counts['locks']} locks, {counts['waiters']} waiters"
+    )
+    if dead:
+        pids = ", ".join(map(str, dead[:5]))
+        return "warn", f"{detail}; dead holders (pid {pids}) are reaped on the next open"
+    return "ok", detail
+
+
+def _journals(db: Path) -> tuple[str, str]:
+    found = sorted(glob.glob(glob.escape(str(db)) + "-journal[0-9]*"))
+    pids = [(p, p[len(str(db)) + len("-journal") :]) for p in found]
+    pids = [(p, int(pid)) for p, pid in pids if pid.isdigit()]
+    dead = []
+    for p, pid in pids:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            dead.append(os.path.basename(p))
+        except PermissionError:
+            pass  # alive, someone else's
+    if dead:
+        return "FAIL", f"hot journals of dead processes: {', '.join(dead[:5])} (run recover)"
+    return "ok", f"{len(pids)} journals, all of live processes" if pids else "none"
+
+
+@app.command()
+def check(
+    db: Annotated[
+        Path, typer.Argument(help="The SQLite database to check.", show_default=False, metavar="DB")
+    ],
+    timeout: Annotated[float, typer.Option("--timeout", help=_CHECK_TIMEOUT_HELP)] = 5.0,
+) -> None:
+    """Check a database and its sidecar files, and give a verdict.
+
+    Runs PRAGMA integrity_check (a read, through the stdlib sqlite3 module), reads the lock
+    database `DB-locks` (tables holders, transactions, locks, waiters), looks for journals
+    `DB-journal<PID>` left by dead processes, and reports the WAL size.  Exit status 1 if a check
+    fails, 2 if the database cannot be read at all.
+    """
+    _sqlite_file(db, "database")
+    if not timeout >= 0:
+        raise _fail(f"timeout must be zero or more, not {timeout}")
+    checks: list[tuple[str, str, str]] = []
+    try:
+        with contextlib.closing(_open_read_only(db, timeout)) as conn:
+            mode = conn.execute("PRAGMA journal_mode").fetchone()[0]
+            pages = conn.execute("PRAGMA page_count").fetchone()[0]
+            size = conn.execute("PRAGMA page_size").fetchone()[0]
+            problems = [row[0] for row in conn.execute("PRAGMA integrity_check")]
+    except sqlite3.Error as e:
+        raise _fail(stress.describe_sqlite_error(str(db), e, timeout)) from None
+    checks.append(("database", "ok", f"{pages:,} pages of {size:,} bytes, journal_mode {mode}"))
+    if problems == ["ok"]:
+        checks.append(("integrity_check", "ok", "ok"))
+    else:
+        checks.append(("integrity_check", "FAIL", "; ".join(problems[:3])))
+    checks.append(("lock database", *_lock_database(Path(f"{db}-locks"), timeout)))
+    checks.append(("journals", *_journals(db)))
+    wal = Path(f"{db}-wal")
+    wal_size = wal.stat().st_size if wal.exists() else 0
+    if wal_size > DEFAULT_WAL_LIMIT:
+        checks.append(
+            (
+                "WAL",
+                "warn",
+                f"{wal_size:,} bytes, over the {DEFAULT_WAL_LIMIT:,} "
+                "byte checkpoint threshold (a long-running reader may hold it)",
+            )
+        )
+    else:
+        checks.append(("WAL", "ok", f"{wal_size:,} bytes" if wal.exists() else "no -wal file"))
+    console = Console(highlight=False)
+    table = Table(title=f"check {db}", min_width=66)
+    for name in ("check", "status", "detail"):
+        table.add_column(name)
+    style = {"ok": "[green]ok[/]", "warn": "[yellow]warn[/]", "FAIL": "[bold red]FAIL[/]"}
+    for name, status, detail in checks:
+        table.add_row(name, style[status], Text(detail))
+    console.print(table)
+    failed = [name for name, status, _ in checks if status == "FAIL"]
+    if failed:
+        console.print(f"Verdict: PROBLEMS in {', '.join(failed)}; see above.", markup=False)
+        raise typer.Exit(EXIT_CHECK_FAILED)
+    warned = [name for name, status, _ in checks if status == "warn"]
+    note = f" (warnings: {', '.join(warned)})" if warned else ""
+    console.print(f"Verdict: OK, the database and its sidecar files are sound{note}.", markup=False)

@@ -14,6 +14,8 @@ import apsw
 __all__ = [
     "ConflictError",
     "DataError",
+    "DeadlockError",
+    "LockTimeoutError",
     "DatabaseError",
     "Error",
     "IntegrityError",
@@ -96,6 +98,48 @@ class ConflictError(OperationalError):
 
     def __reduce__(self) -> tuple[Any, ...]:
         return (_rebuild_conflict, (self.args[0], self.table, self.key, self.kind, self.retryable))
+
+
+class DeadlockError(ConflictError):
+    """Transactions waited for each other in a cycle; this one (the youngest) was rolled back.
+
+    :ivar resource: the resource this transaction was waiting for.
+    :ivar cycle: the transaction ids in the cycle.
+    """
+
+    def __init__(self, message: str, *, resource: str = "", cycle: tuple[int, ...] = ()) -> None:
+        super().__init__(message, kind="deadlock")
+        self.resource = resource
+        self.cycle = cycle
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_rebuild_deadlock, (self.args[0], self.resource, self.cycle))
+
+
+def _rebuild_deadlock(message: str, resource: str, cycle: tuple[int, ...]) -> DeadlockError:
+    return DeadlockError(message, resource=resource, cycle=cycle)
+
+
+class LockTimeoutError(OperationalError):
+    """A lock was still held by another transaction when the connection's timeout ran out.
+
+    :ivar resource: the lock resource (``table:<name>``, ``row:<table>:<rowid>``, ...).
+    :ivar holder_pid: the pid of a process holding it.
+    """
+
+    def __init__(self, message: str, *, resource: str = "", holder_pid: int = 0) -> None:
+        super().__init__(message)
+        self.resource = resource
+        self.holder_pid = holder_pid
+        self.sqlite_errorcode = apsw.SQLITE_BUSY
+        self.sqlite_errorname = "SQLITE_BUSY"
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_rebuild_timeout, (self.args[0], self.resource, self.holder_pid))
+
+
+def _rebuild_timeout(message: str, resource: str, holder_pid: int) -> LockTimeoutError:
+    return LockTimeoutError(message, resource=resource, holder_pid=holder_pid)
 
 
 def _rebuild_conflict(

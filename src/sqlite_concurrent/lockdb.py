@@ -29,7 +29,7 @@ import apsw
 
 from . import oslock
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value) WITHOUT ROWID;
@@ -63,16 +63,60 @@ CREATE TABLE IF NOT EXISTS waiters(
     mode TEXT NOT NULL,
     since REAL NOT NULL
 );
+CREATE INDEX IF NOT EXISTS waiters_resource ON waiters(resource, seq);
+CREATE INDEX IF NOT EXISTS waiters_txn ON waiters(txn_id);
+CREATE TABLE IF NOT EXISTS table_versions(
+    name TEXT PRIMARY KEY,
+    version INTEGER NOT NULL
+) WITHOUT ROWID;
 """
 
 _END_TXN = (
     "DELETE FROM locks WHERE txn_id=?; DELETE FROM waiters WHERE txn_id=?; "
     "DELETE FROM transactions WHERE txn_id=?"
 )
+_BUMP_VERSION = (
+    "INSERT INTO table_versions(name, version) VALUES (?, 1) "
+    "ON CONFLICT(name) DO UPDATE SET version = version + 1"
+)
 
-# Transaction states, in order.
+# Transaction states.
 ACTIVE = "active"
 COMMITTING = "committing"
+DEADLOCK_VICTIM = "deadlock"
+
+
+@dataclass(frozen=True)
+class Blocker:
+    """A transaction standing between a request and its grant."""
+
+    txn_id: int
+    pid: int
+    resource: str
+    mode: str
+
+
+class Victim(Exception):
+    """This transaction was chosen to break a deadlock; ``cycle`` lists the transactions.
+
+    ``wake``: waiters to nudge, since leaving the queue may unblock them (or leave another
+    cycle for them to find).
+    """
+
+    def __init__(self, cycle: list[int], resource: str, wake: list[int] | None = None) -> None:
+        super().__init__(cycle, resource)
+        self.cycle = cycle
+        self.resource = resource
+        self.wake = wake or []
+
+
+def _conflicts(a: str, b: str) -> bool:
+    return a == "X" or b == "X"
+
+
+def _table_of_row(resource: str) -> str:
+    # row:<table>:<rowid>; the rowid is an integer, the table name may contain ':'.
+    return resource[4:].rsplit(":", 1)[0]
 
 
 def process_start_time(pid: int) -> int | None:
@@ -92,6 +136,30 @@ def process_start_time(pid: int) -> int | None:
     if fields[0] in (b"Z", b"X"):
         return None
     return int(fields[19])
+
+
+def _find_cycle(graph: dict[int, set[int]], start: int) -> list[int]:
+    """A cycle of the wait-for graph through ``start``, or []."""
+    path: list[int] = []
+    on_path: set[int] = set()
+    seen: set[int] = set()
+
+    def visit(node: int) -> list[int]:
+        path.append(node)
+        on_path.add(node)
+        for nxt in graph.get(node, ()):
+            if nxt == start:
+                return list(path)
+            if nxt not in seen and nxt not in on_path:
+                seen.add(nxt)
+                found = visit(nxt)
+                if found:
+                    return found
+        path.pop()
+        on_path.discard(node)
+        return []
+
+    return visit(start)
 
 
 def holder_alive(pid: int, start_time: int) -> bool:
@@ -199,6 +267,12 @@ class LockDB:
     def _reap_dead(self, c: apsw.Connection) -> list[Reaped]:
         reaped = []
         holders = list(c.execute("SELECT pid, start_time FROM holders"))
+        # Transactions whose process has no holder row (start time unknown): judged by pid.
+        holders += list(
+            c.execute(
+                "SELECT DISTINCT pid, 0 FROM transactions WHERE pid NOT IN (SELECT pid FROM holders)"
+            )
+        )
         for pid, start_time in holders:
             if pid == self.pid and start_time == self.start_time:
                 continue
@@ -224,6 +298,12 @@ class LockDB:
         with self.writing() as c:
             return self._reap_dead(c)
 
+    def reap_and_wake(self) -> list[int]:
+        """Reap dead holders; returns the waiters to wake if anything was released."""
+        with self.writing() as c:
+            reaped = self._reap_dead(c)
+            return self._others_waiting(c, -1) if reaped else []
+
     def begin(self, lock_level: str) -> int:
         """Register a new transaction of this process and return its id."""
         return self._write_one(
@@ -239,10 +319,219 @@ class LockDB:
                 (state, snapshot_frame, txn_id),
             )
 
-    def end(self, txn_id: int) -> None:
-        """Forget a finished transaction and release everything it held."""
-        # One write transaction: this is on every transaction's path.
-        self._write_one(_END_TXN, (txn_id, txn_id, txn_id))
+    def end(self, txn_id: int, changed_tables: frozenset[str] = frozenset()) -> list[int]:
+        """Forget a finished transaction, release everything it held, and bump the version of
+        each table it changed (table-level transactions use them to detect stale snapshots).
+
+        Returns the waiting transactions to wake.
+        """
+        conn = self.conn
+        self._guard.acquire()
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                conn.execute("DELETE FROM locks WHERE txn_id=?", (txn_id,))
+                released = conn.changes()
+                conn.execute("DELETE FROM waiters WHERE txn_id=?", (txn_id,))
+                released += conn.changes()
+                conn.execute("DELETE FROM transactions WHERE txn_id=?", (txn_id,))
+                for name in changed_tables:
+                    conn.execute(_BUMP_VERSION, (name,))
+                wake = self._others_waiting(conn, txn_id) if released else []
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
+        finally:
+            self._guard.release()
+        return wake
+
+    @staticmethod
+    def _others_waiting(c: apsw.Connection, txn_id: int) -> list[int]:
+        # Every waiter re-checks its own request, so waking all of them is correct; there are
+        # few, and resources are related (a table lock blocks its rows), so finer is not cheaper.
+        return [
+            t
+            for (t,) in c.execute(
+                "SELECT DISTINCT txn_id FROM waiters WHERE txn_id != ?", (txn_id,)
+            )
+        ]
+
+    def record_pages(self, txn_id: int, pages: frozenset[int]) -> None:
+        """Show a committing page-level transaction's read set (as S locks on ``page:<n>``)."""
+        now = time.time()
+        with self.writing() as c:
+            c.execute("UPDATE transactions SET state=? WHERE txn_id=?", (COMMITTING, txn_id))
+            c.executemany(
+                "INSERT OR IGNORE INTO locks(resource, txn_id, mode, granted_at) "
+                "VALUES (?, ?, 'S', ?)",
+                [(f"page:{p}", txn_id, now) for p in sorted(pages)],
+            )
+
+    def table_versions(self) -> dict[str, int]:
+        return dict(self.conn.execute("SELECT name, version FROM table_versions"))
+
+    # -- locks -----------------------------------------------------------------------------
+
+    def _blockers(
+        self, c: apsw.Connection, txn_id: int, resource: str, mode: str, seq: int | None
+    ) -> list[Blocker]:
+        """Who keeps ``txn_id`` from holding ``resource`` in ``mode`` right now."""
+        found: dict[int, str] = {}
+        for other, held in c.execute(
+            "SELECT txn_id, mode FROM locks WHERE resource=? AND txn_id != ?", (resource, txn_id)
+        ):
+            if _conflicts(mode, held):
+                found[other] = resource
+        if resource.startswith("row:"):
+            # A table lock covers its rows: any other holder of it conflicts with a row write.
+            for (other,) in c.execute(
+                "SELECT txn_id FROM locks WHERE resource=? AND txn_id != ?",
+                ("table:" + _table_of_row(resource), txn_id),
+            ):
+                found[other] = "table:" + _table_of_row(resource)
+        elif resource.startswith("table:"):
+            prefix = "row:" + resource[6:] + ":"
+            for other, held in c.execute(
+                "SELECT txn_id, min(resource) FROM locks WHERE resource >= ? AND resource < ? "
+                "AND txn_id != ? GROUP BY txn_id",
+                (prefix, prefix[:-1] + ";", txn_id),
+            ):
+                found[other] = held
+        # First come, first served: earlier incompatible waiters go first.
+        for other, wanted in c.execute(
+            "SELECT txn_id, mode FROM waiters WHERE resource=? AND txn_id != ? AND seq < ?",
+            (resource, txn_id, seq if seq is not None else 1 << 62),
+        ):
+            if _conflicts(mode, wanted):
+                found.setdefault(other, resource)
+        if not found:
+            return []
+        pids = dict(
+            c.execute(
+                f"SELECT txn_id, pid FROM transactions WHERE txn_id IN ({','.join('?' * len(found))})",
+                tuple(found),
+            )
+        )
+        return [Blocker(t, pids.get(t, 0), r, mode) for t, r in found.items()]
+
+    def try_acquire(
+        self,
+        txn_id: int,
+        requests: list[tuple[str, str]],
+        *,
+        queue: bool,
+        same_thread: frozenset[int] = frozenset(),
+    ) -> tuple[list[Blocker], list[int]]:
+        """Grant ``(resource, mode)`` requests in order, stopping at the first that is blocked.
+
+        With ``queue`` the blocked request is recorded in ``waiters`` (first come, first served)
+        and the wait-for graph is checked for a cycle through this transaction.
+        ``same_thread`` are transactions run by the calling thread, which cannot be waited for:
+        a row they hold is skipped (the merge still checks it), any other lock is a deadlock.
+
+        :returns: the blockers of the first blocked request (empty when all were granted) and
+            the transactions to wake.
+        :raises Victim: this transaction must roll back to break a deadlock.
+        """
+        c = self.conn
+        wake: list[int] = []
+        self._guard.acquire()
+        try:
+            c.execute("BEGIN IMMEDIATE")
+            try:
+                (state,) = c.execute(
+                    "SELECT state FROM transactions WHERE txn_id=?", (txn_id,)
+                ).fetchone() or ("gone",)
+                if state == DEADLOCK_VICTIM:
+                    resource = c.execute(
+                        "SELECT resource FROM waiters WHERE txn_id=?", (txn_id,)
+                    ).fetchone()
+                    c.execute("DELETE FROM waiters WHERE txn_id=?", (txn_id,))
+                    c.execute("UPDATE transactions SET state=? WHERE txn_id=?", (ACTIVE, txn_id))
+                    raise Victim(
+                        [txn_id], resource[0] if resource else "", self._others_waiting(c, txn_id)
+                    )
+                blockers: list[Blocker] = []
+                for resource, mode in requests:
+                    held = c.execute(
+                        "SELECT mode FROM locks WHERE resource=? AND txn_id=?", (resource, txn_id)
+                    ).fetchone()
+                    if held is not None and (held[0] == "X" or mode == "S"):
+                        continue
+                    row = c.execute(
+                        "SELECT seq FROM waiters WHERE txn_id=? AND resource=?", (txn_id, resource)
+                    ).fetchone()
+                    seq = row[0] if row else None
+                    blockers = self._blockers(c, txn_id, resource, mode, seq)
+                    own = [b for b in blockers if b.txn_id in same_thread]
+                    if own:
+                        if resource.startswith("row:") and len(own) == len(blockers):
+                            blockers = []
+                            continue
+                        c.execute("DELETE FROM waiters WHERE txn_id=?", (txn_id,))
+                        raise Victim(
+                            [txn_id, own[0].txn_id], resource, self._others_waiting(c, txn_id)
+                        )
+                    if blockers:
+                        if queue:
+                            if seq is None:
+                                c.execute(
+                                    "INSERT INTO waiters(txn_id, resource, mode, since) "
+                                    "VALUES (?, ?, ?, ?)",
+                                    (txn_id, resource, mode, time.time()),
+                                )
+                            wake = self._break_deadlock(c, txn_id, resource)
+                        break
+                    c.execute(
+                        "INSERT INTO locks(resource, txn_id, mode, granted_at) VALUES (?, ?, ?, ?) "
+                        "ON CONFLICT(resource, txn_id) DO UPDATE SET mode=excluded.mode",
+                        (resource, txn_id, mode, time.time()),
+                    )
+                    if seq is not None:
+                        c.execute("DELETE FROM waiters WHERE seq=?", (seq,))
+                        # Waiters queued behind this one may now be grantable.
+                        wake = self._others_waiting(c, txn_id)
+            except Victim:
+                c.execute("COMMIT")
+                raise
+            except BaseException:
+                c.execute("ROLLBACK")
+                raise
+            c.execute("COMMIT")
+        finally:
+            self._guard.release()
+        return blockers, wake
+
+    def _wait_for_graph(self, c: apsw.Connection) -> dict[int, set[int]]:
+        graph: dict[int, set[int]] = {}
+        for waiter, resource, mode, seq in c.execute(
+            "SELECT txn_id, resource, mode, seq FROM waiters ORDER BY seq"
+        ).fetchall():
+            for b in self._blockers(c, waiter, resource, mode, seq):
+                graph.setdefault(waiter, set()).add(b.txn_id)
+        return graph
+
+    def _break_deadlock(self, c: apsw.Connection, txn_id: int, resource: str) -> list[int]:
+        """If waiting would close a cycle, pick the youngest transaction in it as the victim."""
+        graph = self._wait_for_graph(c)
+        cycle = _find_cycle(graph, txn_id)
+        if not cycle:
+            return []
+        victim = max(cycle)  # ids only grow: the largest began last
+        if victim == txn_id:
+            c.execute("DELETE FROM waiters WHERE txn_id=?", (txn_id,))
+            raise Victim(cycle, resource, self._others_waiting(c, txn_id))
+        c.execute("UPDATE transactions SET state=? WHERE txn_id=?", (DEADLOCK_VICTIM, victim))
+        return [victim]
+
+    def stop_waiting(self, txn_id: int) -> list[int]:
+        with self.writing() as c:
+            c.execute("DELETE FROM waiters WHERE txn_id=?", (txn_id,))
+            return self._others_waiting(c, txn_id) if c.changes() else []
+
+    def holds(self, txn_id: int) -> dict[str, str]:
+        return dict(self.conn.execute("SELECT resource, mode FROM locks WHERE txn_id=?", (txn_id,)))
 
     def unregister_holder(self) -> None:
         """Drop this process's holder row if it has no transactions left."""

@@ -14,7 +14,7 @@ from typing import Any
 
 import apsw
 
-from . import oslock
+from . import oslock, snapshot
 from .errors import ConflictError, OperationalError
 
 MARKER_TABLE = "_sqlite_concurrent_commits"
@@ -167,6 +167,16 @@ def is_committed(conn: apsw.Connection, txn_id: int) -> bool:
     )
 
 
+@dataclass(frozen=True)
+class PageCheck:
+    """Page-level validation: the pages a transaction read, and the snapshot it read them in."""
+
+    path: str
+    pages: frozenset[int]
+    max_frame: int
+    header: Any
+
+
 @dataclass
 class Pending:
     """A transaction ready to merge."""
@@ -177,6 +187,7 @@ class Pending:
     images: list[RowImage]
     foreign_keys: bool
     sequences: list[tuple[str, int]]
+    pages: PageCheck | None = None
 
 
 def apply_one(conn: apsw.Connection, pending: Pending) -> None:
@@ -187,6 +198,8 @@ def apply_one(conn: apsw.Connection, pending: Pending) -> None:
     (schema_version,) = conn.execute("PRAGMA main.schema_version").fetchone()
     if schema_version != pending.schema_version:
         raise conflict(None, None, "schema")
+    if pending.pages is not None:
+        _validate_pages(conn, pending.pages)
     for image in pending.images:
         now = conn.execute(image.select, image.key).fetchone()
         if now != image.row:
@@ -223,6 +236,34 @@ def apply_one(conn: apsw.Connection, pending: Pending) -> None:
         f"INSERT INTO {MARKER_TABLE}(txn_id, committed_at) VALUES (?, ?)",
         (pending.txn_id, time.time()),
     )
+
+
+def _validate_pages(conn: apsw.Connection, check: PageCheck) -> None:
+    changed = snapshot.pages_changed_since(check.path, check.header)
+    hit = check.pages if changed is None else check.pages & changed
+    if not hit:
+        return
+    pgno = min(hit)
+    raise ConflictError(
+        f"conflict: page {pgno}{_page_owner(conn, pgno)} was read by this transaction and "
+        "changed by another since its snapshot; the transaction was rolled back (retry it)",
+        table=_page_table(conn, pgno),
+        key=(pgno,),
+        kind="page",
+    )
+
+
+def _page_table(conn: apsw.Connection, pgno: int) -> str | None:
+    (pages,) = conn.execute("PRAGMA page_count").fetchone()
+    if pages > 20000:  # dbstat walks the whole file; only worth it for an error message
+        return None
+    row = conn.execute("SELECT name FROM dbstat WHERE pageno = ?", (pgno,)).fetchone()
+    return row[0] if row else None
+
+
+def _page_owner(conn: apsw.Connection, pgno: int) -> str:
+    name = _page_table(conn, pgno)
+    return f" (of {name!r})" if name else ""
 
 
 def merge(conn: apsw.Connection, lock: oslock.ByteLock, pending: Pending) -> None:

@@ -135,27 +135,48 @@ class _WalIndexCache:
 
     def extend(self, shm_fd: int, max_frame: int) -> None:
         with self.lock:
-            frame = self.indexed + 1
-            while frame <= max_frame:
-                if frame <= _BLOCK0_PAGES:
-                    block, first, start = 0, 1, _INDEX_HEADER_BYTES
-                    capacity = _BLOCK0_PAGES
-                else:
-                    block = (frame - _BLOCK0_PAGES - 1) // _BLOCK_PAGES + 1
-                    first = _BLOCK0_PAGES + (block - 1) * _BLOCK_PAGES + 1
-                    start = block * _BLOCK_BYTES
-                    capacity = _BLOCK_PAGES
-                last = min(max_frame, first + capacity - 1)
-                count = last - frame + 1
-                offset = start + (frame - first) * 4
-                data = os.pread(shm_fd, count * 4, offset)
-                if len(data) != count * 4:
-                    raise SnapshotError("WAL index is shorter than its header claims")
-                pages = struct.unpack(f"={count}I", data)
-                for i, pgno in enumerate(pages):
-                    self.frames.setdefault(pgno, []).append(frame + i)
-                frame = last + 1
+            for frame, pgno in frame_pages(shm_fd, self.indexed + 1, max_frame):
+                self.frames.setdefault(pgno, []).append(frame)
             self.indexed = max(self.indexed, max_frame)
+
+
+def frame_pages(shm_fd: int, first: int, last: int) -> list[tuple[int, int]]:
+    """(frame, page number) for frames ``first..last``, from the WAL index's aPgno arrays."""
+    out: list[tuple[int, int]] = []
+    frame = first
+    while frame <= last:
+        if frame <= _BLOCK0_PAGES:
+            block_first, start, capacity = 1, _INDEX_HEADER_BYTES, _BLOCK0_PAGES
+        else:
+            block = (frame - _BLOCK0_PAGES - 1) // _BLOCK_PAGES + 1
+            block_first = _BLOCK0_PAGES + (block - 1) * _BLOCK_PAGES + 1
+            start, capacity = block * _BLOCK_BYTES, _BLOCK_PAGES
+        stop = min(last, block_first + capacity - 1)
+        count = stop - frame + 1
+        data = os.pread(shm_fd, count * 4, start + (frame - block_first) * 4)
+        if len(data) != count * 4:
+            raise SnapshotError("WAL index is shorter than its header claims")
+        out.extend(zip(range(frame, stop + 1), struct.unpack(f"={count}I", data)))
+        frame = stop + 1
+    return out
+
+
+def pages_changed_since(path: str, since: WalHeader) -> set[int] | None:
+    """Pages written by commits after the snapshot ``since``; ``None`` if that is unknowable
+    because the WAL restarted (the caller must then assume everything changed).
+
+    Call with the database's write lock held, so the header cannot move.
+    """
+    files = _Files.for_path(path)
+    for _ in range(1000):
+        now = read_wal_header(files.shm)
+        if now is not None:
+            break
+    else:
+        raise SnapshotError("could not read the WAL index header")
+    if now.salt != since.salt:
+        return None
+    return {pgno for _, pgno in frame_pages(files.shm, since.max_frame + 1, now.max_frame)}
 
 
 _caches: dict[tuple[int, str], _WalIndexCache] = {}

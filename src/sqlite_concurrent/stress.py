@@ -1,20 +1,16 @@
-"""Multi-process write workloads, for the CLI and the benchmarks.
+"""Multi-process stress runs, for the CLI and the benchmarks.
 
-Two engines run the same transactions: ``"ours"`` (:func:`sqlite_concurrent.connect`) and
-``"stock"`` (stdlib ``sqlite3`` in WAL mode, every transaction ``BEGIN IMMEDIATE``, which is how
-stock SQLite serializes writers).  Each transaction reads, does ``think_ms`` of work (a sleep,
-standing in for application code that runs while the transaction is open), then writes.
+Two engines run the same transactions (the workloads are in :mod:`.workloads`): ``"ours"``
+(:func:`sqlite_concurrent.connect`, ``transact()`` with retries) and ``"stock"`` (stdlib
+``sqlite3`` in WAL mode, every write transaction ``BEGIN IMMEDIATE``, which is how stock SQLite
+serializes writers).  Both run with ``synchronous=NORMAL``.
 
-Workloads:
-
-``disjoint``
-    Rows are partitioned by writer; each transaction reads one of its writer's rows and writes it
-    back incremented.  Nothing conflicts, so this measures pure parallelism.  Invariant: each
-    row's value equals the commits its writer reported for it.
-``transfer``
-    Each transaction moves a random amount between two random accounts, writing balances
-    computed from what it read, so a lost update would change the total.  Invariant: the sum of
-    balances is unchanged.
+Writers are spawned processes.  Each opens its connection, reports ready, and waits on one
+start event, so they start together.  While they run, each publishes its commits, conflicts
+and retries in shared counters (one slot per writer, written by it alone) for the live display;
+at the end each sends a report with its latencies and tallies over a queue.  The parent process
+only ever opens stdlib ``sqlite3`` connections on the database: creating the tables before the
+run and checking the invariant and ``PRAGMA integrity_check`` after it.
 """
 
 from __future__ import annotations
@@ -25,27 +21,33 @@ import multiprocessing
 import os
 import queue
 import random
+import signal
 import sqlite3
+import statistics
 import time
 import traceback
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from .dbapi import connect
 from .errors import ConflictError
+from .workloads import WORKLOADS, Step
 
 ENGINES = ("ours", "stock")
-WORKLOADS = ("disjoint", "transfer")
-ROWS_PER_WRITER = 4
-INITIAL_BALANCE = 1000
-STOCK_BUSY_TIMEOUT_MS = 60_000
+LOCK_LEVELS = ("table", "page", "row")
 OURS_RETRIES = 10
+DEFAULT_TIMEOUT = 30.0
+_SQLITE_MAGIC = b"SQLite format 3\x00"
 
 # Children must not inherit the parent's open SQLite handles (POSIX locks are per process,
 # DESIGN 6), so writers are always spawned, never forked.
 _SPAWN = multiprocessing.get_context("spawn")
+
+
+class StressError(Exception):
+    """A run could not start or finish; the message is one line for the user."""
 
 
 @dataclass
@@ -58,6 +60,8 @@ class Result:
     duration: float
     think_ms: float
     seed: int
+    lock_level: str = "row"
+    repeat: int = 0
     committed: int = 0
     elapsed_s: float = 0.0
     txn_per_s: float = 0.0
@@ -70,9 +74,12 @@ class Result:
     conflicts: dict[str, int] = field(default_factory=dict)
     retries: int = 0
     gave_up: int = 0
+    tally: dict[str, int] = field(default_factory=dict)
+    stopped_early: bool = False
     invariant_ok: bool = False
     invariant_detail: str = ""
     integrity_ok: bool = False
+    integrity_detail: str = ""
     errors: list[str] = field(default_factory=list)
 
     @property
@@ -83,56 +90,60 @@ class Result:
         return asdict(self)
 
 
-# -- schema and checks (parent process, stdlib sqlite3) ----------------------------------------
+@dataclass
+class Live:
+    """What the writers have done so far, for a live display (read by the parent)."""
+
+    elapsed: float
+    commits: list[int]
+    conflicts: list[int]
+    retries: list[int]
 
 
-def _create_schema(path: str, workload: str, writers: int, accounts: int) -> None:
-    conn = sqlite3.connect(path, isolation_level=None)
+# -- database setup and checks (parent process, stdlib sqlite3 only) ---------------------------
+
+
+def _open_stock(path: str, timeout: float) -> sqlite3.Connection:
+    return sqlite3.connect(path, timeout=timeout, isolation_level=None)
+
+
+def describe_sqlite_error(path: str, e: sqlite3.Error, timeout: float) -> str:
+    """One line saying why ``path`` could not be used, with what to do about it."""
+    text = str(e)
+    if "locked" in text or "busy" in text:
+        return (
+            f"{path} is locked by another connection (waited {timeout:g} s; an exclusive lock, "
+            "e.g. PRAGMA locking_mode=EXCLUSIVE, blocks everyone else); try again later or "
+            "raise --timeout"
+        )
+    if "not a database" in text:
+        return f"{path} is not a SQLite database"
+    if "readonly" in text or "unable to open" in text:
+        return f"cannot write {path} or its -wal/-shm files: {text}"
+    return f"{path}: {text}"
+
+
+def _create_tables(path: str, workload: str, writers: int, accounts: int, timeout: float) -> None:
+    conn = _open_stock(path, timeout)
     try:
-        conn.execute("PRAGMA journal_mode=WAL")
-        conn.execute("BEGIN")
-        if workload == "disjoint":
-            conn.execute("CREATE TABLE counters (id INTEGER PRIMARY KEY, writer INT, value INT)")
-            conn.executemany(
-                "INSERT INTO counters VALUES (?, ?, 0)",
-                [
-                    (w * ROWS_PER_WRITER + i, w)
-                    for w in range(writers)
-                    for i in range(ROWS_PER_WRITER)
-                ],
-            )
-        else:
-            conn.execute("CREATE TABLE accounts (id INTEGER PRIMARY KEY, balance INT NOT NULL)")
-            conn.executemany(
-                "INSERT INTO accounts VALUES (?, ?)",
-                [(i, INITIAL_BALANCE) for i in range(accounts)],
-            )
+        if conn.execute("PRAGMA journal_mode=WAL").fetchone()[0] != "wal":
+            raise StressError(f"could not switch {path} to WAL mode")
+        conn.execute("BEGIN IMMEDIATE")
+        WORKLOADS[workload].create(conn, writers, accounts)
         conn.execute("COMMIT")
     finally:
         conn.close()
 
 
 def _check(
-    path: str, workload: str, reports: list[dict[str, Any]], accounts: int
-) -> tuple[bool, str, bool]:
-    """Return (invariant_ok, detail, integrity_ok), read through a fresh stdlib connection."""
-    conn = sqlite3.connect(path)
+    path: str, workload: str, reports: list[dict[str, Any]], accounts: int, timeout: float
+) -> tuple[str, list[str]]:
+    """Return (what broke the invariant or "", integrity_check's complaints), via stdlib."""
+    conn = _open_stock(path, timeout)
     try:
-        integrity = conn.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
-        if workload == "disjoint":
-            expected: Counter[int] = Counter()
-            for report in reports:
-                expected.update({int(k): v for k, v in report["per_row"].items()})
-            wrong = [
-                (row, value, expected[row])
-                for row, value in conn.execute("SELECT id, value FROM counters ORDER BY id")
-                if value != expected[row]
-            ]
-            detail = "; ".join(f"row {r} = {v}, commits reported {e}" for r, v, e in wrong[:5])
-            return not wrong, detail, integrity
-        (total,) = conn.execute("SELECT sum(balance) FROM accounts").fetchone()
-        want = accounts * INITIAL_BALANCE
-        return total == want, "" if total == want else f"sum {total}, expected {want}", integrity
+        integrity = [row[0] for row in conn.execute("PRAGMA integrity_check")]
+        broken = WORKLOADS[workload].check(conn, reports, accounts)
+        return broken, [] if integrity == ["ok"] else integrity
     finally:
         conn.close()
 
@@ -141,67 +152,45 @@ def _check(
 
 
 class _Writer:
-    """One writer's state and transactions; the same steps for both engines."""
+    """One writer's connection, random choices and counts; the same steps for both engines."""
 
-    def __init__(
-        self,
-        engine: str,
-        workload: str,
-        path: str,
-        index: int,
-        think: float,
-        seed: int,
-        accounts: int,
-    ) -> None:
-        self.engine = engine
-        self.workload = workload
+    def __init__(self, cfg: dict[str, Any], index: int) -> None:
+        self.workload = WORKLOADS[cfg["workload"]]
+        self.engine = cfg["engine"]
         self.index = index
-        self.think = think
-        self.accounts = accounts
-        self.rng = random.Random(f"{seed}:{index}")
-        self.per_row: Counter[int] = Counter()
+        self.think = cfg["think_ms"] / 1000
+        self.accounts = cfg["accounts"]
+        self.rng = random.Random(f"{cfg['seed']}:{index}")
+        self.tally: Counter[str] = Counter()
         self.conflicts: Counter[str] = Counter()
         self.attempts = 0
-        if engine == "ours":
-            self.conn: Any = connect(path, timeout=60.0)
+        if self.engine == "ours":
+            self.conn: Any = connect(cfg["path"], cfg["timeout"], lock_level=cfg["lock_level"])
         else:
-            self.conn = sqlite3.connect(path, timeout=60.0, isolation_level=None)
-            self.conn.execute(f"PRAGMA busy_timeout={STOCK_BUSY_TIMEOUT_MS}")
+            self.conn = _open_stock(cfg["path"], cfg["timeout"])
         # APSW's SQLite defaults to synchronous=FULL; compare like with like.
         self.conn.execute("PRAGMA synchronous=NORMAL")
 
-    def _body(self, conn: Any, args: tuple[int, ...]) -> None:
+    def _attempt(self, conn: Any, step: Step) -> dict[str, int]:
         self.attempts += 1
-        if self.workload == "disjoint":
-            (row,) = args
-            (value,) = conn.execute("SELECT value FROM counters WHERE id=?", (row,)).fetchone()
-            time.sleep(self.think)
-            conn.execute("UPDATE counters SET value=? WHERE id=?", (value + 1, row))
-        else:
-            a, b, amount = args
-            (bal_a,) = conn.execute("SELECT balance FROM accounts WHERE id=?", (a,)).fetchone()
-            (bal_b,) = conn.execute("SELECT balance FROM accounts WHERE id=?", (b,)).fetchone()
-            time.sleep(self.think)
-            conn.execute("UPDATE accounts SET balance=? WHERE id=?", (bal_a - amount, a))
-            conn.execute("UPDATE accounts SET balance=? WHERE id=?", (bal_b + amount, b))
-
-    def _ours_attempt(self, conn: Any, args: tuple[int, ...]) -> None:
         # transact() swallows the conflicts it retries; committing here lets us count each
         # one by kind before re-raising it to transact(), whose own commit is then a no-op.
         try:
-            self._body(conn, args)
+            tally = self.workload.execute(conn, step, self.think)
             conn.commit()
+            return tally
         except ConflictError as e:
             self.conflicts[e.kind] += 1
             raise
 
-    def _stock_once(self, args: tuple[int, ...]) -> None:
+    def _stock(self, step: Step) -> dict[str, int]:
         while True:
+            self.attempts += 1
             try:
-                self.conn.execute("BEGIN IMMEDIATE")
-                self._body(self.conn, args)
+                self.conn.execute("BEGIN IMMEDIATE" if step.writes else "BEGIN")
+                tally = self.workload.execute(self.conn, step, self.think)
                 self.conn.execute("COMMIT")
-                return
+                return tally
             except sqlite3.OperationalError as e:
                 if self.conn.in_transaction:
                     self.conn.execute("ROLLBACK")
@@ -211,37 +200,45 @@ class _Writer:
 
     def transaction(self) -> bool:
         """Run one transaction to commit (with retries); False if ours gave up on it."""
-        if self.workload == "disjoint":
-            args: tuple[int, ...] = (
-                self.index * ROWS_PER_WRITER + self.rng.randrange(ROWS_PER_WRITER),
-            )
-        else:
-            a, b = self.rng.sample(range(self.accounts), 2)
-            args = (a, b, self.rng.randint(1, 100))
+        step = self.workload.choose(self.rng, self.index, self.tally, self.accounts)
         if self.engine == "stock":
-            self._stock_once(args)
+            tally = self._stock(step)
         else:
-            try:
-                self.conn.transact(self._ours_attempt, args, retries=OURS_RETRIES)
-            except ConflictError:
-                return False
-        if self.workload == "disjoint":
-            self.per_row[args[0]] += 1
+            while True:
+                try:
+                    tally = self.conn.transact(self._attempt, step, retries=OURS_RETRIES)
+                    break
+                except ConflictError:
+                    return False
+                except sqlite3.OperationalError as e:  # a lock wait ran out: count, try again
+                    if not _is_busy(e):
+                        raise
+                    self.conflicts["busy"] += 1
+        self.tally.update(tally)
         return True
 
 
-def _is_busy(e: sqlite3.OperationalError) -> bool:
-    code = getattr(e, "sqlite_errorcode", None)  # Python 3.11+
+def _is_busy(e: sqlite3.Error) -> bool:
+    code = getattr(e, "sqlite_errorcode", None)  # Python 3.11+, and ours
     if code is not None:
         return code & 0xFF in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
     return "locked" in str(e) or "busy" in str(e)
+
+
+def _one_line(e: BaseException) -> str:
+    # One line, with where it was raised: the parent has no traceback to show.
+    where = traceback.extract_tb(e.__traceback__)[-1]
+    return (
+        f"{type(e).__name__}: {e} "
+        f"(at {os.path.basename(where.filename)}:{where.lineno} in {where.name})"
+    )
 
 
 def _report(index: int, error: str | None = None) -> dict[str, Any]:
     return {
         "index": index,
         "commits": 0,
-        "per_row": {},
+        "tally": {},
         "latencies": [],
         "conflicts": {},
         "retries": 0,
@@ -252,54 +249,44 @@ def _report(index: int, error: str | None = None) -> dict[str, Any]:
     }
 
 
-def _writer_main(
-    engine: str,
-    workload: str,
-    path: str,
-    index: int,
-    think: float,
-    seed: int,
-    accounts: int,
-    duration: float,
-    start: Any,
-    results: Any,
-    live: Any,
-) -> None:
+def _writer_main(cfg: dict[str, Any], index: int, events: Any, results: Any, live: Any) -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the parent, which stops us
+    start, stop = events
+    commits, conflicts, retries = live
     report = _report(index)
-    writer = None
     try:
-        writer = _Writer(engine, workload, path, index, think, seed, accounts)
-        results.put(("ready", index))
+        writer = _Writer(cfg, index)
+    except Exception as e:
+        results.put(("failed", index, f"{type(e).__name__}: {e}"))
+        return
+    try:
+        results.put(("ready", index, None))
         start.wait()
         latencies = report["latencies"]
-        t_start = report["start"] = time.monotonic()
-        deadline = t_start + duration
-        while time.monotonic() < deadline:
+        report["start"] = time.monotonic()
+        deadline = report["start"] + cfg["duration"]
+        while not stop.is_set() and time.monotonic() < deadline:
             attempts_before = writer.attempts
             t0 = time.monotonic()
             if writer.transaction():
                 latencies.append((time.monotonic() - t0) * 1000)
                 report["commits"] += 1
-                live[index] = report["commits"]
+                commits[index] = report["commits"]
             else:
                 report["gave_up"] += 1
             report["retries"] += max(0, writer.attempts - attempts_before - 1)
+            retries[index] = report["retries"]
+            conflicts[index] = sum(writer.conflicts.values())
         report["end"] = time.monotonic()
     except BaseException as e:
-        # One line, but with where it was raised: the parent has no traceback to show.
-        where = traceback.extract_tb(e.__traceback__)[-1]
-        report["error"] = (
-            f"writer {index}: {type(e).__name__}: {e} "
-            f"(at {os.path.basename(where.filename)}:{where.lineno} in {where.name})"
-        )
+        report["error"] = f"writer {index}: {_one_line(e)}"
         report["end"] = report["end"] or time.monotonic()
     finally:
-        if writer is not None:
-            report["per_row"] = dict(writer.per_row)
-            report["conflicts"] = dict(writer.conflicts)
-            with contextlib.suppress(Exception):
-                writer.conn.close()
-        results.put(("done", report))
+        report["tally"] = dict(writer.tally)
+        report["conflicts"] = dict(writer.conflicts)
+        with contextlib.suppress(Exception):
+            writer.conn.close()
+        results.put(("done", index, report))
 
 
 # -- the run -----------------------------------------------------------------------------------
@@ -320,25 +307,42 @@ def validate(
     duration: float,
     think_ms: float,
     accounts: int = 100,
+    lock_level: str = "row",
+    timeout: float = DEFAULT_TIMEOUT,
 ) -> None:
     """:raises ValueError: with a one-line reason when the arguments cannot make a run."""
     if engine not in ENGINES:
         raise ValueError(f"unknown engine {engine!r}; choose one of {', '.join(ENGINES)}")
     if workload not in WORKLOADS:
         raise ValueError(f"unknown workload {workload!r}; choose one of {', '.join(WORKLOADS)}")
+    if lock_level not in LOCK_LEVELS:
+        raise ValueError(f"unknown lock level {lock_level!r}; choose one of table, page, row")
     if writers < 1:
         raise ValueError(f"writers must be at least 1, not {writers}")
     if not duration > 0:
         raise ValueError(f"duration must be positive, not {duration}")
     if not think_ms >= 0:
         raise ValueError(f"think time must be zero or more, not {think_ms}")
-    if workload == "transfer" and accounts < 2:
-        raise ValueError(f"transfer needs at least 2 accounts, not {accounts}")
+    if not timeout >= 0:
+        raise ValueError(f"timeout must be zero or more, not {timeout}")
+    if workload in ("transfer", "mixed") and accounts < 2:
+        raise ValueError(f"{workload} needs at least 2 accounts, not {accounts}")
     parent = os.path.dirname(os.path.abspath(db_path))
     if not os.path.isdir(parent):
         raise ValueError(f"directory {parent} does not exist")
+    # The database, its -wal and -shm, and the -locks files are all created beside it.
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise ValueError(f"directory {parent} is not writable (the -wal and -locks files go there)")
+    if os.path.isdir(db_path):
+        raise ValueError(f"{db_path} is a directory")
     if os.path.exists(db_path):
-        raise ValueError(f"{db_path} already exists; a stress run needs a fresh database path")
+        try:
+            with open(db_path, "rb") as f:
+                head = f.read(len(_SQLITE_MAGIC))
+        except OSError as e:
+            raise ValueError(f"cannot read {db_path}: {e.strerror}") from None
+        if head and head != _SQLITE_MAGIC:  # an empty file is an empty database to SQLite
+            raise ValueError(f"{db_path} is not a SQLite database")
 
 
 def run(
@@ -351,38 +355,44 @@ def run(
     seed: int = 0,
     *,
     accounts: int = 100,
-    progress: Callable[[float, int], None] | None = None,
+    lock_level: str = "row",
+    timeout: float = DEFAULT_TIMEOUT,
+    progress: Callable[[Live], None] | None = None,
+    should_stop: Callable[[], bool] | None = None,
 ) -> Result:
-    """Create the schema in a new database at ``db_path``, run ``writers`` processes for
-    ``duration`` seconds, then check the workload's invariant and ``PRAGMA integrity_check``.
+    """(Re)create the workload's ``stress_*`` tables in ``db_path`` (created if missing), run
+    ``writers`` processes for ``duration`` seconds, then check the workload's invariant and
+    ``PRAGMA integrity_check``.
 
-    :param progress: called about ten times a second with (seconds since start, commits so far).
-    :raises ValueError: bad arguments, or ``db_path`` exists or its directory does not.
+    :param progress: called about ten times a second once the writers have started.
+    :param should_stop: polled as often; when it returns True the writers stop early.
+    :raises ValueError: bad arguments.
+    :raises StressError: the database cannot be used, or a writer cannot open it.
     """
-    validate(db_path, engine, workload, writers, duration, think_ms, accounts)
+    validate(db_path, engine, workload, writers, duration, think_ms, accounts, lock_level, timeout)
     db_path = os.path.abspath(db_path)
-    _create_schema(db_path, workload, writers, accounts)
-    result = Result(engine, workload, writers, duration, think_ms, seed)
-    start = _SPAWN.Event()
+    try:
+        _create_tables(db_path, workload, writers, accounts, timeout)
+    except sqlite3.Error as e:
+        raise StressError(describe_sqlite_error(db_path, e, timeout)) from None
+    result = Result(engine, workload, writers, duration, think_ms, seed, lock_level)
+    cfg = {
+        "engine": engine,
+        "workload": workload,
+        "path": db_path,
+        "think_ms": think_ms,
+        "seed": seed,
+        "accounts": accounts,
+        "duration": duration,
+        "lock_level": lock_level,
+        "timeout": timeout,
+    }
+    start, stop = _SPAWN.Event(), _SPAWN.Event()
     results = _SPAWN.Queue()
-    live = _SPAWN.Array("q", writers, lock=False)  # one slot per writer, written by it alone
+    live = tuple(_SPAWN.Array("q", writers, lock=False) for _ in range(3))
     procs = [
         _SPAWN.Process(
-            target=_writer_main,
-            args=(
-                engine,
-                workload,
-                db_path,
-                i,
-                think_ms / 1000,
-                seed,
-                accounts,
-                duration,
-                start,
-                results,
-                live,
-            ),
-            daemon=True,
+            target=_writer_main, args=(cfg, i, (start, stop), results, live), daemon=True
         )
         for i in range(writers)
     ]
@@ -390,45 +400,71 @@ def run(
         p.start()
     reports: dict[int, dict[str, Any]] = {}
     ready: set[int] = set()
+    failures: dict[int, str] = {}
     dead_since: dict[int, float] = {}
     started_at: float | None = None
-    # Generous: covers spawning, opening and one slow transaction after the deadline.
-    give_up_at = time.monotonic() + duration + 120
+    # Generous: covers spawning, opening (up to the timeout) and one slow last transaction.
+    allowance = duration + timeout + 60
+    give_up_at = time.monotonic() + allowance
     try:
-        while len(reports) < writers and time.monotonic() < give_up_at:
+        while len(reports) + len(failures) < writers and time.monotonic() < give_up_at:
             try:
-                kind, payload = results.get(timeout=0.1)
+                kind, index, payload = results.get(timeout=0.1)
             except queue.Empty:
-                kind, payload = "idle", None
+                kind, index, payload = "idle", -1, None
             now = time.monotonic()
             if kind == "ready":
-                ready.add(payload)
+                ready.add(index)
+            elif kind == "failed":
+                failures[index] = f"writer {index} could not open {db_path}: {payload}"
             elif kind == "done":
-                reports[payload["index"]] = payload
+                reports[index] = payload
             else:
                 for i, p in enumerate(procs):
                     # A dead writer's last message can still be in the pipe for a moment.
-                    dead = p.exitcode is not None and i not in reports
+                    dead = p.exitcode is not None and i not in reports and i not in failures
                     if dead and now - dead_since.setdefault(i, now) > 2:
                         reports[i] = _report(i, f"writer {i} exited with {p.exitcode}")
-            if started_at is None and len(ready | reports.keys()) == writers:
+            if should_stop is not None and should_stop():
+                stop.set()
+            if failures or (stop.is_set() and started_at is None):
+                stop.set()
+                start.set()
+            elif started_at is None and len(ready) == writers:
                 started_at = now
                 start.set()  # every writer has its connection open: start them together
             if started_at is not None and progress is not None:
-                progress(now - started_at, sum(live))
+                progress(Live(now - started_at, *(list(a) for a in live)))
     finally:
         start.set()
+        stop.set()
         for p in procs:
             p.join(timeout=10)
             if p.is_alive():
                 p.terminate()
                 p.join()
+    if failures:
+        raise StressError(failures[min(failures)])
+    if started_at is None:
+        raise StressError("stopped before the writers started")
+    result.stopped_early = bool(should_stop and should_stop())
     for i in range(writers):
         if i not in reports:
-            reports[i] = _report(i, f"writer {i} did not finish within {duration + 120:.0f} s")
-    done = list(reports.values())
+            reports[i] = _report(i, f"writer {i} did not finish within {allowance:.0f} s")
+    _summarize(result, list(reports.values()))
+    try:
+        done = [reports[i] for i in sorted(reports)]
+        broken, integrity = _check(db_path, workload, done, accounts, timeout)
+    except sqlite3.Error as e:
+        raise StressError(describe_sqlite_error(db_path, e, timeout)) from None
+    result.invariant_ok, result.invariant_detail = not broken, broken
+    result.integrity_ok, result.integrity_detail = not integrity, "; ".join(integrity[:3])
+    return result
+
+
+def _summarize(result: Result, done: list[dict[str, Any]]) -> None:
     result.errors.extend(r["error"] for r in done if r["error"])
-    commits = [r["commits"] for r in done] + [0] * (writers - len(done))
+    commits = [r["commits"] for r in done]
     latencies = sorted(x for r in done for x in r["latencies"])
     spans = [(r["start"], r["end"]) for r in done if r["start"]]
     result.committed = sum(commits)
@@ -440,12 +476,105 @@ def run(
     result.max_ms = latencies[-1] if latencies else 0.0
     result.fewest_commits, result.most_commits = min(commits), max(commits)
     conflicts: Counter[str] = Counter()
+    tally: Counter[str] = Counter()
     for r in done:
         conflicts.update(r["conflicts"])
+        tally.update(r["tally"])
     result.conflicts = dict(conflicts)
+    result.tally = {k: v for k, v in sorted(tally.items()) if not k.startswith("row:")}
     result.retries = sum(r["retries"] for r in done)
     result.gave_up = sum(r["gave_up"] for r in done)
-    result.invariant_ok, result.invariant_detail, result.integrity_ok = _check(
-        db_path, workload, done, accounts
-    )
-    return result
+
+
+# -- benchmarks: a matrix of runs, both engines, repeated -------------------------------------
+
+
+def bench(
+    directory: str,
+    workloads: Iterable[str],
+    writer_counts: Iterable[int],
+    think_values: Iterable[float],
+    duration: float,
+    repeats: int,
+    *,
+    seed: int = 0,
+    accounts: int = 100,
+    lock_level: str = "row",
+    timeout: float = DEFAULT_TIMEOUT,
+    on_result: Callable[[Result, int, int], None] | None = None,
+    should_stop: Callable[[], bool] | None = None,
+) -> list[Result]:
+    """Run every (workload, think, writers) cell for both engines, ``repeats`` times.
+
+    Engines alternate, and their order flips from one cell to the next and one repeat to the
+    next (stock-ours, ours-stock, ...), so drift in the machine's state hits both alike.  Each
+    run gets a fresh database in ``directory``, deleted afterwards.
+
+    :param on_result: called after each run with (result, runs done, runs in all).
+    """
+    cells = [(w, t, n) for w in workloads for t in think_values for n in writer_counts]
+    total, results = len(cells) * repeats * 2, []
+    for repeat in range(repeats):
+        for c, (workload, think, writers) in enumerate(cells):
+            engines = ENGINES[::-1] if (repeat + c) % 2 == 0 else ENGINES
+            for engine in engines:
+                if should_stop is not None and should_stop():
+                    return results
+                db = os.path.join(directory, f"{workload}-{writers}-{think:g}-{engine}.db")
+                r = run(
+                    db,
+                    engine,
+                    workload,
+                    writers,
+                    duration,
+                    think,
+                    seed + repeat,
+                    accounts=accounts,
+                    lock_level=lock_level,
+                    timeout=timeout,
+                    should_stop=should_stop,
+                )
+                r.repeat = repeat
+                results.append(r)
+                for suffix in ("", "-wal", "-shm", "-locks", "-locks-wal", "-locks-shm"):
+                    with contextlib.suppress(FileNotFoundError):
+                        os.remove(db + suffix)
+                if on_result is not None:
+                    on_result(r, len(results), total)
+    return results
+
+
+def bench_cells(results: list[Result]) -> list[dict[str, Any]]:
+    """One row per (workload, think, writers): median txn/s of each engine over the repeats,
+    and the ratio ours/stock per repeat as median, min and max."""
+    cells: dict[tuple[str, float, int], dict[str, dict[int, Result]]] = {}
+    for r in results:
+        key = (r.workload, r.think_ms, r.writers)
+        cells.setdefault(key, {}).setdefault(r.engine, {})[r.repeat] = r
+    rows = []
+    for (workload, think, writers), by_engine in cells.items():
+        ours, stock = by_engine.get("ours", {}), by_engine.get("stock", {})
+        ratios = [
+            ours[i].txn_per_s / stock[i].txn_per_s
+            for i in sorted(ours.keys() & stock.keys())
+            if stock[i].txn_per_s
+        ]
+        row: dict[str, Any] = {"workload": workload, "think_ms": think, "writers": writers}
+        for name, runs in (("ours", ours), ("stock", stock)):
+            rates = [r.txn_per_s for r in runs.values()]
+            row[name] = {
+                "txn_per_s": statistics.median(rates) if rates else 0.0,
+                "min": min(rates, default=0.0),
+                "max": max(rates, default=0.0),
+                "p99_ms": statistics.median([r.p99_ms for r in runs.values()] or [0.0]),
+                "fewest_commits": min((r.fewest_commits for r in runs.values()), default=0),
+                "most_commits": max((r.most_commits for r in runs.values()), default=0),
+                "conflicts": sum(sum(r.conflicts.values()) for r in runs.values()),
+                "repeats": len(runs),
+                "ok": all(r.ok for r in runs.values()),
+            }
+        row["ratio"] = statistics.median(ratios) if ratios else None
+        row["ratio_min"] = min(ratios, default=None)
+        row["ratio_max"] = max(ratios, default=None)
+        rows.append(row)
+    return rows

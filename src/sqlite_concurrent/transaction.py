@@ -1,8 +1,9 @@
 """The life of one write transaction (DESIGN section 3).
 
-Begin: register in the lock database, pin a snapshot, point the transaction connection's overlay
-at it and start a session.  Commit: take the changeset, roll the transaction connection back (its
-dirty pages are never needed), then merge the changeset into the real database.
+Begin: register in the lock database, start the transaction connection and a session.  The
+snapshot is pinned just before the first statement (as late as possible: fewer conflicts, shorter
+WAL pins).  Commit: take the changeset, roll the transaction connection back (its dirty pages are
+never needed), then merge the changeset into the real database.
 """
 
 from __future__ import annotations
@@ -12,8 +13,9 @@ from typing import Any
 
 import apsw
 
-from . import merge
+from . import merge, waits
 from .lockdb import LockDB
+from .locks import Locking
 from .overlay import Overlay, Slot
 from .snapshot import Snapshot
 
@@ -24,86 +26,131 @@ class WriteTransaction:
         *,
         path: str,
         lockdb: LockDB,
-        lock_level: str,
+        locking: Any,
         snapshot_conn: apsw.Connection,
         slot: Slot,
-        open_txn_conn: Any,
+        conn_for: Any,
         pinning: Any,
         begin: bool = True,
+        immediate: bool = False,
     ) -> None:
+        self.path = path
         self.lockdb = lockdb
-        self.txn_id = lockdb.begin(lock_level)
+        self.txn_id = lockdb.begin(locking["level"])
+        waits.owned_by_this_thread(self.txn_id)
+        self.level: str = locking["level"]
+        self.locking = Locking(lockdb=lockdb, txn_id=self.txn_id, immediate=immediate, **locking)
         self._snapshot_conn = snapshot_conn
         self._slot = slot
+        self._pinning = pinning
+        self._begin_sql = begin
         self.snapshot: Snapshot | None = None
         self.session: apsw.Session | None = None
+        self.conn: apsw.Connection | None = None
+        self.fresh = True  # no statement has run yet
+        self.changed_tables: frozenset[str] = frozenset()
         try:
-            with pinning():
-                self.snapshot = Snapshot(path, snapshot_conn)
-            slot.overlay = Overlay(self.snapshot)
-            self.conn: apsw.Connection = open_txn_conn()
-            if begin:  # else the caller's SAVEPOINT statement is what opens it, as in SQLite
-                self.conn.execute("BEGIN")
-            self.session = apsw.Session(self.conn, "main")
-            # Tables without a declared PRIMARY KEY are then recorded by rowid (DESIGN 8).
-            self.session.config(apsw.SQLITE_SESSION_OBJCONFIG_ROWID, 1)
-            self.session.attach()
+            self.conn = conn_for(self)
+            self._start_connection()
         except BaseException:
-            self._finish(rollback_conn=True)
+            self._finish()
             raise
+
+    def _start_connection(self) -> None:
+        if self._begin_sql:  # else the caller's SAVEPOINT statement opens it, as in SQLite
+            self.conn.execute("BEGIN")
+        self.session = apsw.Session(self.conn, "main")
+        # Tables without a declared PRIMARY KEY are then recorded by rowid (DESIGN 8).
+        self.session.config(apsw.SQLITE_SESSION_OBJCONFIG_ROWID, 1)
+        self.session.attach()
+
+    def ensure_pinned(self) -> None:
+        if self.snapshot is not None:
+            return
+        if self.level == "table":
+            self.locking.read_versions()
+        with self._pinning():
+            self.snapshot = Snapshot(self.path, self._snapshot_conn)
+        self._slot.overlay = Overlay(self.snapshot)
+
+    def restart(self) -> None:
+        """Start over on a new snapshot, keeping the locks; only while nothing has run."""
+        assert self.fresh
+        self._release_private()
+        self._start_connection()
+        self.ensure_pinned()
 
     @property
     def schema_version(self) -> int:
-        assert self._slot.overlay is not None
-        return int.from_bytes(self._slot.overlay.page(1)[40:44], "big")
+        overlay = self._slot.overlay
+        assert overlay is not None
+        return int.from_bytes(overlay.page(1)[40:44], "big")
 
     def prepare(self, shapes: dict[Any, Any]) -> merge.Pending | None:
         """Turn the transaction into a changeset and let go of its private state.
 
         Returns ``None`` when it wrote nothing.
         """
-        assert self.session is not None and self.snapshot is not None
+        assert self.session is not None
         changeset = self.session.changeset()
         self.session.close()
         self.session = None
         pending = None
-        sequences = merge.sequence_advances(self.conn, self._snapshot_conn)
-        if changeset or sequences:
-            (fk,) = self.conn.execute("PRAGMA foreign_keys").fetchone()
-            pending = merge.Pending(
-                txn_id=self.txn_id,
-                changeset=changeset,
-                schema_version=self.schema_version,
-                images=merge.snapshot_images(self._snapshot_conn, changeset, shapes),
-                foreign_keys=bool(fk),
-                sequences=sequences,
-            )
-        self._release_private(rollback_conn=True)
+        if self.snapshot is not None:
+            sequences = merge.sequence_advances(self.conn, self._snapshot_conn)
+            if changeset or sequences:
+                (fk,) = self.conn.execute("PRAGMA foreign_keys").fetchone()
+                pending = merge.Pending(
+                    txn_id=self.txn_id,
+                    changeset=changeset,
+                    schema_version=self.schema_version,
+                    images=merge.snapshot_images(self._snapshot_conn, changeset, shapes),
+                    foreign_keys=bool(fk),
+                    sequences=sequences,
+                    pages=self._page_check(),
+                )
+                self.changed_tables = frozenset(c.name for c in apsw.Changeset.iter(changeset))
+        # Page-level validation compares against frames after the snapshot, so the snapshot
+        # (and with it the WAL) stays pinned until the merge is done.
+        self._release_private(keep_snapshot=pending is not None and self.level == "page")
         return pending
 
-    def _release_private(self, *, rollback_conn: bool) -> None:
+    def _page_check(self) -> merge.PageCheck | None:
+        if self.level != "page":
+            return None
+        overlay = self._slot.overlay
+        assert overlay is not None and self.snapshot is not None
+        # Page 1 changes whenever the file grows; schema changes are caught by the cookie.
+        pages = frozenset(overlay.read_set - {1})
+        self.lockdb.record_pages(self.txn_id, pages)
+        return merge.PageCheck(self.path, pages, self.snapshot.max_frame, self.snapshot.header)
+
+    def _release_private(self, *, keep_snapshot: bool = False) -> None:
         if self.session is not None:
             self.session.close()
             self.session = None
-        conn = getattr(self, "conn", None)
-        if rollback_conn and conn is not None and conn.in_transaction:
-            conn.execute("ROLLBACK")
+        if self.conn is not None and self.conn.in_transaction:
+            self.conn.execute("ROLLBACK")
         self._slot.overlay = None
-        if self.snapshot is not None:
+        self.locking.row_writes.clear()
+        if self.snapshot is not None and not keep_snapshot:
             self.snapshot.release()
             self.snapshot = None
 
-    def _finish(self, *, rollback_conn: bool) -> None:
+    def _finish(self) -> None:
         try:
-            self._release_private(rollback_conn=rollback_conn)
+            with contextlib.suppress(apsw.Error):
+                self._release_private()
         finally:
-            self.lockdb.end(self.txn_id)
+            waits.forget(self.txn_id)
+            waits.wake(self.lockdb, self.lockdb.end(self.txn_id, self.changed_tables))
 
     def rollback(self) -> None:
-        self._finish(rollback_conn=True)
+        self.changed_tables = frozenset()
+        self._finish()
 
-    def end(self) -> None:
+    def end(self, committed: bool) -> None:
         """Unregister after a commit (or a failed merge)."""
-        with contextlib.suppress(apsw.Error):
-            self._release_private(rollback_conn=True)
-        self.lockdb.end(self.txn_id)
+        if not committed:
+            self.changed_tables = frozenset()
+        self._finish()

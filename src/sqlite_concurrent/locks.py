@@ -1,0 +1,178 @@
+"""What each lock level locks, and when (DESIGN sections 1 and 5).
+
+- ``table``: before each statement runs, every table it reads (S) or writes (X) as the authorizer
+  reports them (foreign-key parents, trigger targets, views and subqueries included), held to the
+  end of the transaction.  APSW's statement cache skips the authorizer for cached statements, so
+  each statement's table set is cached here by SQL text and schema version.
+- ``row``: after each statement, the rows it wrote (update hook) are X-locked; past
+  ``escalate_at`` rows of one table the whole table is X-locked instead.
+- ``page``: no locks; the read set is validated at merge.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import apsw
+
+from . import waits
+from .errors import ConflictError
+from .lockdb import Blocker, LockDB
+from .merge import conflict, quote
+
+LEVELS = ("table", "page", "row")
+DEFAULT_ESCALATE_AT = 1000
+
+
+class Restart(Exception):
+    """The transaction has read nothing yet and its snapshot is stale: pin a new one."""
+
+
+class Reprepare(Exception):
+    """The statement came from APSW's cache, so the authorizer did not report its tables."""
+
+
+class TableSets:
+    """Per connection: the tables each statement touches, learned from the authorizer."""
+
+    def __init__(self) -> None:
+        self.collecting: dict[str, str] = {}
+        self._cache: dict[tuple[int, str], dict[str, str]] = {}
+
+    def record(self, table: str, mode: str) -> None:
+        if self.collecting.get(table) != "X":
+            self.collecting[table] = mode
+
+    def take(self, schema_version: int, sql: str) -> dict[str, str]:
+        key = (schema_version, sql)
+        if self.collecting:
+            found, self.collecting = self.collecting, {}
+            self._cache[key] = found
+            return found
+        cached = self._cache.get(key)
+        if cached is None:
+            raise Reprepare
+        return cached
+
+    def learned_empty(self, schema_version: int, sql: str) -> None:
+        self._cache[(schema_version, sql)] = {}
+
+
+class Locking:
+    """The locks of one transaction."""
+
+    def __init__(
+        self,
+        level: str,
+        lockdb: LockDB,
+        txn_id: int,
+        timeout: float,
+        escalate_at: int,
+        reader: apsw.Connection,
+        snapshot_reader: apsw.Connection,
+        immediate: bool = False,
+    ) -> None:
+        self.level = level
+        # BEGIN IMMEDIATE/EXCLUSIVE: lock tables for writing from the first read on, as SQLite
+        # takes its write lock at BEGIN IMMEDIATE.  Avoids the S-to-X upgrade deadlock of a
+        # read-modify-write under contention.
+        self.immediate = immediate
+        self.lockdb = lockdb
+        self.txn_id = txn_id
+        self.timeout = timeout
+        self.escalate_at = escalate_at
+        self._reader = reader
+        self._snapshot_reader = snapshot_reader
+        self.versions: dict[str, int] = {}
+        self.held_tables: dict[str, str] = {}
+        self.row_writes: list[tuple[str, int]] = []
+        self.rows_locked: dict[str, int] = {}
+        self.escalated: set[str] = set()
+
+    # -- table level ---------------------------------------------------------------------
+
+    def read_versions(self) -> None:
+        """Called just before the snapshot is pinned: a table whose version later differs was
+        changed by a commit this snapshot may not include."""
+        self.versions = self.lockdb.table_versions()
+
+    def before_statement(self, tables: dict[str, str], fresh: bool) -> None:
+        if self.immediate:
+            tables = dict.fromkeys(tables, "X")
+        wanted = [
+            ("table:" + t, m)
+            for t, m in sorted(tables.items())
+            if not (self.held_tables.get(t) == "X" or self.held_tables.get(t) == m)
+        ]
+        if not wanted:
+            return
+        waits.acquire(self.lockdb, self.txn_id, wanted, self.timeout)
+        for resource, mode in wanted:
+            self.held_tables[resource[6:]] = mode
+        now = self.lockdb.table_versions()
+        stale = [r[6:] for r, _ in wanted if now.get(r[6:], 0) != self.versions.get(r[6:], 0)]
+        if stale:
+            if fresh:
+                raise Restart
+            raise ConflictError(
+                f"conflict: table {stale[0]!r} was changed by a transaction that committed after "
+                "this one's snapshot; the transaction was rolled back (retry it)",
+                table=stale[0],
+                kind="stale",
+            )
+
+    # -- row level ----------------------------------------------------------------------
+
+    def update_hook(self, op: int, db: str, table: str, rowid: int) -> None:
+        if db == "main" and table not in self.escalated:
+            self.row_writes.append((table, rowid))
+
+    def after_statement(self) -> None:
+        writes, self.row_writes = self.row_writes, []
+        if not writes:
+            return
+        requests: list[tuple[str, str]] = []
+        per_table: dict[str, list[int]] = {}
+        for table, rowid in writes:
+            per_table.setdefault(table, []).append(rowid)
+        for table, rowids in per_table.items():
+            if table in self.escalated:
+                continue
+            count = self.rows_locked.get(table, 0) + len(rowids)
+            if count > self.escalate_at:
+                self.escalated.add(table)
+                requests.append(("table:" + table, "X"))
+                continue
+            self.rows_locked[table] = count
+            requests.extend((f"row:{table}:{rowid}", "X") for rowid in dict.fromkeys(rowids))
+        waited = waits.acquire(self.lockdb, self.txn_id, requests, self.timeout)
+        if waited:
+            self._check_rows_after_wait(waited)
+
+    def _check_rows_after_wait(self, waited: list[Blocker]) -> None:
+        """A holder we waited for has finished.  If it committed a change to a row we wrote,
+        our snapshot of that row is stale and this transaction can never commit: say so now."""
+        for b in waited:
+            if not b.resource.startswith("row:"):
+                continue
+            table, _, rowid = b.resource[4:].rpartition(":")
+            sql = f"SELECT * FROM main.{quote(table)} WHERE _rowid_ = ?"
+            now = self._reader.execute(sql, (int(rowid),)).fetchall()
+            then = self._snapshot_reader.execute(sql, (int(rowid),)).fetchall()
+            if now != then:
+                raise conflict(table, (int(rowid),), "data" if now else "notfound")
+
+
+def authorizer_hook(table_sets: TableSets) -> Callable[[int, Any, Any, Any], None]:
+    """Feeds the authorizer's table reports into ``table_sets``."""
+
+    def report(action: int, table: Any, db: Any, _unused: Any) -> None:
+        if db not in (None, "main") or not table or table.startswith("sqlite_"):
+            return
+        if action == apsw.SQLITE_READ:
+            table_sets.record(table, "S")
+        elif action in (apsw.SQLITE_INSERT, apsw.SQLITE_UPDATE, apsw.SQLITE_DELETE):
+            table_sets.record(table, "X")
+
+    return report

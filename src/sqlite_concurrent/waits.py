@@ -1,0 +1,148 @@
+"""Waiting for locks without polling (DESIGN section 5).
+
+A waiter binds a datagram socket named after its transaction *before* it queues in the lock
+database, so a release that follows can always reach it; whoever releases sends one datagram to
+each waiter after committing.  The waiter sleeps in ``select()`` on that socket and on a pidfd
+per blocking process: a release wakes it at once, and so does the death of a holder (the kernel
+makes the pidfd readable), after which the dead holder is reaped.  The only timer is the
+connection's ``timeout``.
+
+Sockets live in Linux's abstract namespace: no files to clean up after a crash.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import select
+import socket
+import threading
+import time
+from collections.abc import Iterable
+
+from .errors import DeadlockError, LockTimeoutError
+from .lockdb import Blocker, LockDB, Victim
+
+# Which thread runs each transaction of this process.  A thread cannot wait for a lock held by
+# its own other connection (it would wait for itself), so such blockers are handled at once.
+_thread_of_txn: dict[int, int] = {}
+
+
+def owned_by_this_thread(txn_id: int) -> None:
+    _thread_of_txn[txn_id] = threading.get_ident()
+
+
+def forget(txn_id: int) -> None:
+    _thread_of_txn.pop(txn_id, None)
+
+
+def _same_thread() -> frozenset[int]:
+    me = threading.get_ident()
+    return frozenset(t for t, thread in list(_thread_of_txn.items()) if thread == me)
+
+
+def _address(lockdb: LockDB, txn_id: int) -> bytes:
+    st = os.stat(lockdb.path)
+    return b"\0sqlite-concurrent:%d:%d:%d" % (st.st_dev, st.st_ino, txn_id)
+
+
+def wake(lockdb: LockDB, txn_ids: Iterable[int]) -> None:
+    """Nudge waiting transactions to look at the lock database again."""
+    txn_ids = list(txn_ids)
+    if not txn_ids:
+        return
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+        sock.setblocking(False)
+        for txn_id in txn_ids:
+            # Gone (finished waiting) or a full buffer (already nudged): either is fine.
+            with contextlib.suppress(OSError):
+                sock.sendto(b"w", _address(lockdb, txn_id))
+
+
+def _pidfds(blockers: list[Blocker]) -> tuple[list[int], bool]:
+    fds, gone = [], False
+    for pid in {b.pid for b in blockers if b.pid and b.pid != os.getpid()}:
+        try:
+            fds.append(os.pidfd_open(pid))
+        except ProcessLookupError:
+            gone = True
+    return fds, gone
+
+
+def acquire(
+    lockdb: LockDB, txn_id: int, requests: list[tuple[str, str]], timeout: float
+) -> list[Blocker]:
+    """Hold every ``(resource, mode)`` of ``requests``, waiting as long as ``timeout``.
+
+    :returns: the blockers that were waited for (empty if granted at once).
+    :raises DeadlockError: this transaction was picked to break a wait-for cycle.
+    :raises LockTimeoutError: still blocked after ``timeout`` seconds.
+    """
+    mine = _same_thread()
+    try:
+        blockers, to_wake = lockdb.try_acquire(txn_id, requests, queue=False, same_thread=mine)
+    except Victim as v:
+        wake(lockdb, v.wake)
+        raise _deadlock(v) from None
+    wake(lockdb, to_wake)
+    if not blockers:
+        return []
+    waited: list[Blocker] = []
+    deadline = time.monotonic() + timeout
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+        sock.bind(_address(lockdb, txn_id))
+        sock.setblocking(False)
+        try:
+            while True:
+                try:
+                    blockers, to_wake = lockdb.try_acquire(
+                        txn_id, requests, queue=True, same_thread=mine
+                    )
+                except Victim as v:
+                    wake(lockdb, v.wake)
+                    raise _deadlock(v) from None
+                wake(lockdb, to_wake)
+                if not blockers:
+                    return waited
+                waited.extend(blockers)
+                fds, gone = _pidfds(blockers)
+                try:
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0:
+                        raise _timeout(blockers)
+                    if not gone:
+                        # poll, not select: descriptors may exceed FD_SETSIZE in a busy process.
+                        poller = select.poll()
+                        for fd in (sock.fileno(), *fds):
+                            poller.register(fd, select.POLLIN)
+                        ready = {fd for fd, _ in poller.poll(remaining * 1000)}
+                        gone = any(fd in ready for fd in fds)
+                    with contextlib.suppress(BlockingIOError):
+                        while sock.recv(16):
+                            pass
+                finally:
+                    for fd in fds:
+                        os.close(fd)
+                if gone:
+                    wake(lockdb, lockdb.reap_and_wake())
+        except BaseException:
+            wake(lockdb, lockdb.stop_waiting(txn_id))
+            raise
+
+
+def _deadlock(v: Victim) -> DeadlockError:
+    return DeadlockError(
+        f"deadlock: transactions {v.cycle} wait for each other (at {v.resource}); "
+        "this one, the youngest, was rolled back (retry it)",
+        resource=v.resource,
+        cycle=tuple(v.cycle),
+    )
+
+
+def _timeout(blockers: list[Blocker]) -> LockTimeoutError:
+    b = blockers[0]
+    return LockTimeoutError(
+        f"database is locked: {b.resource} is held by transaction {b.txn_id} of pid {b.pid}",
+        resource=b.resource,
+        holder_pid=b.pid,
+    )
