@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import os
 import sqlite3
 
@@ -62,7 +63,7 @@ def test_wal_stays_bounded_under_overlapping_writers(db_path):
         assert p.exitcode == 0
     assert all(r[0] != "error" for r in results), results
 
-    restarts = sum(1 for a, b in zip(sizes, sizes[1:]) if b < a)
+    restarts = sum(1 for a, b in itertools.pairwise(sizes) if b < a)
     assert restarts >= 3, "the WAL was never reset: the test proved nothing"
     assert max(sizes) <= 2 * WAL_LIMIT + 2**20, f"WAL reached {max(sizes)} bytes"
     # Checkpoints never surface as errors to our writers (no conflicts: rows are disjoint).

@@ -80,6 +80,36 @@ _BUMP_VERSION = (
     "ON CONFLICT(name) DO UPDATE SET version = version + 1"
 )
 
+_MINE = (
+    "SELECT (SELECT mode FROM locks WHERE resource=? AND txn_id=?), "
+    "(SELECT seq FROM waiters WHERE txn_id=? AND resource=?)"
+)
+# ?1 resource, ?2 txn, ?3 covering table, ?4/?5 row range of a table, ?6 the request's queue seq.
+_BLOCKERS = """
+SELECT l.txn_id, l.resource, l.mode, t.pid FROM locks l JOIN transactions t USING (txn_id)
+ WHERE l.resource IN (?1, ?3) AND l.txn_id != ?2
+UNION ALL
+SELECT l.txn_id, l.resource, 'X', t.pid FROM locks l JOIN transactions t USING (txn_id)
+ WHERE ?4 != '' AND l.resource >= ?4 AND l.resource < ?5 AND l.txn_id != ?2
+UNION ALL
+SELECT w.txn_id, w.resource, w.mode, t.pid FROM waiters w JOIN transactions t USING (txn_id)
+ WHERE w.resource = ?1 AND w.txn_id != ?2 AND w.seq < ?6
+"""
+
+# The uncontended fast path: grant in one statement when nothing conflicts and nobody queues.
+# ?1 resource, ?2 txn, ?3 mode, ?4 now, ?5 covering table, ?6/?7 row range of a table.
+_FAST_GRANT = """
+INSERT INTO locks(resource, txn_id, mode, granted_at)
+SELECT ?1, ?2, ?3, ?4
+ WHERE NOT EXISTS (SELECT 1 FROM locks WHERE resource = ?1 AND txn_id != ?2
+                   AND (mode = 'X' OR ?3 = 'X'))
+   AND NOT EXISTS (SELECT 1 FROM locks WHERE resource = ?5 AND txn_id != ?2)
+   AND NOT EXISTS (SELECT 1 FROM locks WHERE ?6 != '' AND resource >= ?6 AND resource < ?7
+                   AND txn_id != ?2)
+   AND NOT EXISTS (SELECT 1 FROM waiters WHERE resource = ?1 AND txn_id != ?2)
+ON CONFLICT(resource, txn_id) DO UPDATE SET mode = max(mode, excluded.mode)
+"""
+
 # Transaction states.
 ACTIVE = "active"
 COMMITTING = "committing"
@@ -96,7 +126,7 @@ class Blocker:
     mode: str
 
 
-class Victim(Exception):
+class Victim(Exception):  # noqa: N818 - a signal, not an error
     """This transaction was chosen to break a deadlock; ``cycle`` lists the transactions.
 
     ``wake``: waiters to nudge, since leaving the queue may unblock them (or leave another
@@ -270,7 +300,8 @@ class LockDB:
         # Transactions whose process has no holder row (start time unknown): judged by pid.
         holders += list(
             c.execute(
-                "SELECT DISTINCT pid, 0 FROM transactions WHERE pid NOT IN (SELECT pid FROM holders)"
+                "SELECT DISTINCT pid, 0 FROM transactions "
+                "WHERE pid NOT IN (SELECT pid FROM holders)"
             )
         )
         for pid, start_time in holders:
@@ -373,47 +404,60 @@ class LockDB:
 
     # -- locks -----------------------------------------------------------------------------
 
+    @staticmethod
+    def _related(resource: str) -> tuple[str, str, str]:
+        """(covering table lock, row range start, row range end) that a request must respect."""
+        if resource.startswith("row:"):
+            return ("table:" + _table_of_row(resource), "", "")
+        if resource.startswith("table:"):
+            prefix = "row:" + resource[6:] + ":"
+            return ("", prefix, prefix[:-1] + ";")
+        return ("", "", "")
+
+    def fast_grant(self, txn_id: int, requests: list[tuple[str, str]]) -> int:
+        """Grant requests in order while nothing conflicts; returns how many were granted."""
+        c = self.conn
+        now = time.time()
+        granted = 0
+        self._guard.acquire()
+        try:
+            if len(requests) == 1:  # autocommit: one statement, no BEGIN/COMMIT round trips
+                resource, mode = requests[0]
+                c.execute(_FAST_GRANT, (resource, txn_id, mode, now, *self._related(resource)))
+                return c.changes()
+            c.execute("BEGIN IMMEDIATE")
+            try:
+                for resource, mode in requests:
+                    c.execute(_FAST_GRANT, (resource, txn_id, mode, now, *self._related(resource)))
+                    if not c.changes():
+                        break
+                    granted += 1
+            except BaseException:
+                c.execute("ROLLBACK")
+                raise
+            c.execute("COMMIT")
+            return granted
+        finally:
+            self._guard.release()
+
     def _blockers(
         self, c: apsw.Connection, txn_id: int, resource: str, mode: str, seq: int | None
     ) -> list[Blocker]:
-        """Who keeps ``txn_id`` from holding ``resource`` in ``mode`` right now."""
-        found: dict[int, str] = {}
-        for other, held in c.execute(
-            "SELECT txn_id, mode FROM locks WHERE resource=? AND txn_id != ?", (resource, txn_id)
+        """Who keeps ``txn_id`` from holding ``resource`` in ``mode`` right now.
+
+        One query, since this runs on every lock request: holders of the resource, holders of
+        a covering table lock (for a row) or of any of the table's rows (for a table), and
+        earlier waiters for the resource (first come, first served).
+        """
+        related = self._related(resource)
+        found: dict[int, tuple[str, int]] = {}
+        for other, where, held, pid in c.execute(
+            _BLOCKERS,
+            (resource, txn_id, *related, seq if seq is not None else 1 << 62),
         ):
-            if _conflicts(mode, held):
-                found[other] = resource
-        if resource.startswith("row:"):
-            # A table lock covers its rows: any other holder of it conflicts with a row write.
-            for (other,) in c.execute(
-                "SELECT txn_id FROM locks WHERE resource=? AND txn_id != ?",
-                ("table:" + _table_of_row(resource), txn_id),
-            ):
-                found[other] = "table:" + _table_of_row(resource)
-        elif resource.startswith("table:"):
-            prefix = "row:" + resource[6:] + ":"
-            for other, held in c.execute(
-                "SELECT txn_id, min(resource) FROM locks WHERE resource >= ? AND resource < ? "
-                "AND txn_id != ? GROUP BY txn_id",
-                (prefix, prefix[:-1] + ";", txn_id),
-            ):
-                found[other] = held
-        # First come, first served: earlier incompatible waiters go first.
-        for other, wanted in c.execute(
-            "SELECT txn_id, mode FROM waiters WHERE resource=? AND txn_id != ? AND seq < ?",
-            (resource, txn_id, seq if seq is not None else 1 << 62),
-        ):
-            if _conflicts(mode, wanted):
-                found.setdefault(other, resource)
-        if not found:
-            return []
-        pids = dict(
-            c.execute(
-                f"SELECT txn_id, pid FROM transactions WHERE txn_id IN ({','.join('?' * len(found))})",
-                tuple(found),
-            )
-        )
-        return [Blocker(t, pids.get(t, 0), r, mode) for t, r in found.items()]
+            if where != resource or _conflicts(mode, held):
+                found.setdefault(other, (where, pid))
+        return [Blocker(t, pid, where, mode) for t, (where, pid) in found.items()]
 
     def try_acquire(
         self,
@@ -440,10 +484,14 @@ class LockDB:
         try:
             c.execute("BEGIN IMMEDIATE")
             try:
-                (state,) = c.execute(
-                    "SELECT state FROM transactions WHERE txn_id=?", (txn_id,)
-                ).fetchone() or ("gone",)
-                if state == DEADLOCK_VICTIM:
+                # Only a queued waiter can have been picked as a deadlock victim.
+                state = (
+                    queue
+                    and c.execute(
+                        "SELECT state FROM transactions WHERE txn_id=?", (txn_id,)
+                    ).fetchone()
+                )
+                if state and state[0] == DEADLOCK_VICTIM:
                     resource = c.execute(
                         "SELECT resource FROM waiters WHERE txn_id=?", (txn_id,)
                     ).fetchone()
@@ -454,15 +502,9 @@ class LockDB:
                     )
                 blockers: list[Blocker] = []
                 for resource, mode in requests:
-                    held = c.execute(
-                        "SELECT mode FROM locks WHERE resource=? AND txn_id=?", (resource, txn_id)
-                    ).fetchone()
-                    if held is not None and (held[0] == "X" or mode == "S"):
+                    held, seq = c.execute(_MINE, (resource, txn_id, txn_id, resource)).fetchone()
+                    if held is not None and (held == "X" or mode == "S"):
                         continue
-                    row = c.execute(
-                        "SELECT seq FROM waiters WHERE txn_id=? AND resource=?", (txn_id, resource)
-                    ).fetchone()
-                    seq = row[0] if row else None
                     blockers = self._blockers(c, txn_id, resource, mode, seq)
                     own = [b for b in blockers if b.txn_id in same_thread]
                     if own:
@@ -524,6 +566,25 @@ class LockDB:
             raise Victim(cycle, resource, self._others_waiting(c, txn_id))
         c.execute("UPDATE transactions SET state=? WHERE txn_id=?", (DEADLOCK_VICTIM, victim))
         return [victim]
+
+    def release(self, txn_id: int, resources: list[str]) -> list[int]:
+        """Release some locks before the transaction ends; returns the waiters to wake."""
+        c = self.conn
+        self._guard.acquire()
+        try:
+            # Under the guard, a waiter either queued before this delete (and is found below)
+            # or checks after it (and finds the resource free): no wake-up is lost.
+            if len(resources) == 1:
+                c.execute("DELETE FROM locks WHERE resource=? AND txn_id=?", (resources[0], txn_id))
+            else:
+                with self._write():
+                    c.executemany(
+                        "DELETE FROM locks WHERE resource=? AND txn_id=?",
+                        [(r, txn_id) for r in resources],
+                    )
+            return self._others_waiting(c, txn_id)
+        finally:
+            self._guard.release()
 
     def stop_waiting(self, txn_id: int) -> list[int]:
         with self.writing() as c:

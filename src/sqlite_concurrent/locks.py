@@ -25,11 +25,11 @@ LEVELS = ("table", "page", "row")
 DEFAULT_ESCALATE_AT = 1000
 
 
-class Restart(Exception):
+class Restart(Exception):  # noqa: N818 - a signal, not an error
     """The transaction has read nothing yet and its snapshot is stale: pin a new one."""
 
 
-class Reprepare(Exception):
+class Reprepare(Exception):  # noqa: N818 - a signal, not an error
     """The statement came from APSW's cache, so the authorizer did not report its tables."""
 
 

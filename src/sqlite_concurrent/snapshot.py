@@ -156,7 +156,7 @@ def frame_pages(shm_fd: int, first: int, last: int) -> list[tuple[int, int]]:
         data = os.pread(shm_fd, count * 4, start + (frame - block_first) * 4)
         if len(data) != count * 4:
             raise SnapshotError("WAL index is shorter than its header claims")
-        out.extend(zip(range(frame, stop + 1), struct.unpack(f"={count}I", data)))
+        out.extend(zip(range(frame, stop + 1), struct.unpack(f"={count}I", data), strict=True))
         frame = stop + 1
     return out
 

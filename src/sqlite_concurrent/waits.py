@@ -78,6 +78,10 @@ def acquire(
     :raises DeadlockError: this transaction was picked to break a wait-for cycle.
     :raises LockTimeoutError: still blocked after ``timeout`` seconds.
     """
+    granted = lockdb.fast_grant(txn_id, requests)
+    if granted == len(requests):
+        return []
+    requests = requests[granted:]
     mine = _same_thread()
     try:
         blockers, to_wake = lockdb.try_acquire(txn_id, requests, queue=False, same_thread=mine)
