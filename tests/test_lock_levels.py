@@ -96,7 +96,7 @@ def test_table_level_is_fair_under_contention(db_path):
     """8 processes, one hot table, 2 ms of work inside each transaction, for 5 s."""
     _schema(
         db_path,
-        "CREATE TABLE counter(id INTEGER PRIMARY KEY, v INTEGER); INSERT INTO counter VALUES (0, 0)",
+        "CREATE TABLE counter(id INTEGER PRIMARY KEY, v INTEGER);INSERT INTO counter VALUES (0, 0)",
     )
     results = run_workers(hammer_table, [(db_path, w, 5.0, 0.002) for w in range(8)], timeout=110)
     commits = [r[1] for r in results]
@@ -117,7 +117,8 @@ def test_table_level_is_fair_under_contention(db_path):
 def test_killed_lock_holder_releases_waiters_within_a_second(db_path, level, table, where):
     _schema(
         db_path,
-        "CREATE TABLE a(id INTEGER PRIMARY KEY, v INTEGER); CREATE TABLE b(id INTEGER PRIMARY KEY, v INTEGER);"
+        "CREATE TABLE a(id INTEGER PRIMARY KEY, v INTEGER);"
+        "CREATE TABLE b(id INTEGER PRIMARY KEY, v INTEGER);"
         "INSERT INTO a VALUES (1, 0); INSERT INTO b VALUES (1, 0)",
     )
     start, queue, ready = SPAWN.Event(), SPAWN.Queue(), SPAWN.Event()
