@@ -6,6 +6,10 @@ state hits both engines alike), prints a markdown table and writes every result 
 
     python benchmarks/core.py                         # the full run: 5 s per cell
     python benchmarks/core.py --duration 1 --writers 1,4   # a quick look
+    python benchmarks/core.py --lock-levels row,page,table  # ours at each lock level
+
+With several lock levels, each cell runs stock once, then ours at each level in the order given;
+every level's ratio is against that one stock run.
 """
 
 from __future__ import annotations
@@ -46,6 +50,12 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
         default=[1, 4, 8],
         help="comma-separated writer process counts (default: 1,4,8)",
     )
+    parser.add_argument(
+        "--lock-levels",
+        type=_csv(str),
+        default=["row"],
+        help="comma-separated lock levels for ours: row, page, table (default: row)",
+    )
     parser.add_argument("--duration", type=float, default=5.0, help="seconds per cell (default 5)")
     parser.add_argument(
         "--think-ms", type=float, default=2.0, help="work inside each transaction (default 2 ms)"
@@ -58,17 +68,26 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
         default=Path("bench-results/core.json"),
         help="where to write the JSON results (default bench-results/core.json)",
     )
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    for level in args.lock_levels:
+        if level not in stress.LOCK_LEVELS:
+            parser.error(
+                f"unknown lock level {level!r}; choose from {', '.join(stress.LOCK_LEVELS)}"
+            )
+    if not args.lock_levels:
+        parser.error("--lock-levels needs at least one level")
+    return args
 
 
 def _lat(r: stress.Result) -> str:
     return f"{r.p50_ms:.1f} / {r.p99_ms:.1f} / {r.max_ms:.0f}"
 
 
-def _markdown(cells: list[tuple[stress.Result, stress.Result]]) -> str:
+def _markdown(cells: list[tuple[stress.Result, stress.Result]], show_level: bool) -> str:
     header = [
         "workload",
         "writers",
+        *(["lock level"] if show_level else []),
         "stock txn/s",
         "ours txn/s",
         "ours/stock",
@@ -87,6 +106,7 @@ def _markdown(cells: list[tuple[stress.Result, stress.Result]]) -> str:
         row = [
             stock.workload,
             str(stock.writers),
+            *([ours.lock_level] if show_level else []),
             f"{stock.txn_per_s:,.0f}",
             f"{ours.txn_per_s:,.0f}",
             ratio,
@@ -104,14 +124,20 @@ def _markdown(cells: list[tuple[stress.Result, stress.Result]]) -> str:
 def main(argv: list[str] | None = None) -> int:
     args = _parse_args(argv)
     cells: list[tuple[stress.Result, stress.Result]] = []
+    runs: list[stress.Result] = []
     problems: list[str] = []
     started = time.time()
+    levels = args.lock_levels
+    multi = levels != ["row"]
+    plan = [("stock", None)] + [("ours", level) for level in levels]
     with tempfile.TemporaryDirectory(prefix="sqlite-concurrent-bench-") as tmp:
         for workload in args.workloads:
             for writers in args.writers:
-                pair = []
-                for engine in ("stock", "ours"):
-                    db = os.path.join(tmp, f"{workload}-{writers}-{engine}.db")
+                cell = []
+                for engine, level in plan:
+                    name = engine if level is None or not multi else f"{engine}-{level}"
+                    db = os.path.join(tmp, f"{workload}-{writers}-{name}.db")
+                    extra = {} if level is None else {"lock_level": level}
                     try:
                         r = stress.run(
                             db,
@@ -122,12 +148,14 @@ def main(argv: list[str] | None = None) -> int:
                             args.think_ms,
                             args.seed,
                             accounts=args.accounts,
+                            **extra,
                         )
                     except (ValueError, stress.StressError) as e:
                         print(f"error: {e}", file=sys.stderr)
                         return 2
+                    label = f"{engine}-{level}" if multi and level else engine
                     print(
-                        f"{workload:>8} {writers:>2} writers {engine:>5}: "
+                        f"{workload:>8} {writers:>2} writers {label:>10}: "
                         f"{r.txn_per_s:8,.0f} txn/s  p99 {r.p99_ms:7.1f} ms  "
                         f"{'ok' if r.ok else 'FAILED'}",
                         file=sys.stderr,
@@ -135,12 +163,13 @@ def main(argv: list[str] | None = None) -> int:
                     )
                     if not r.ok:
                         problems.append(
-                            f"{engine} {workload} x{writers}: invariant={r.invariant_ok} "
+                            f"{label} {workload} x{writers}: invariant={r.invariant_ok} "
                             f"{r.invariant_detail} integrity={r.integrity_ok} {r.errors}"
                         )
-                    pair.append(r)
-                cells.append((pair[0], pair[1]))
-    print(_markdown(cells))
+                    cell.append(r)
+                    runs.append(r)
+                cells.extend((cell[0], ours) for ours in cell[1:])
+    print(_markdown(cells, multi))
     report = {
         "benchmark": "core",
         "started": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(started)),
@@ -153,7 +182,9 @@ def main(argv: list[str] | None = None) -> int:
             "seed": args.seed,
             "stock": "stdlib sqlite3, WAL, synchronous=NORMAL, busy_timeout "
             f"{stress.DEFAULT_TIMEOUT:g} s, BEGIN IMMEDIATE",
-            "ours": "sqlite_concurrent.connect, lock_level=row, synchronous=NORMAL, "
+            "lock_levels": levels,
+            "ours": f"sqlite_concurrent.connect, lock_level={','.join(levels)}, "
+            "synchronous=NORMAL, "
             f"transact(retries={stress.OURS_RETRIES})",
         },
         "environment": {
@@ -163,7 +194,7 @@ def main(argv: list[str] | None = None) -> int:
             "stdlib_sqlite": sqlite3.sqlite_version,
             "apsw_sqlite": apsw.sqlite_lib_version(),
         },
-        "results": [r.to_dict() for pair in cells for r in pair],
+        "results": [r.to_dict() for r in runs],
     }
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(report, indent=2) + "\n")

@@ -209,3 +209,28 @@ def level_transfers(start, path, level, seed, count, accounts):
         conn.transact(_transfer, a, b, rng.randint(1, 50), retries=10_000)
     conn.close()
     return count
+
+
+@_report_errors
+def ingest(start, path, writer, rows, think, autocommit):
+    """Insert ``rows`` rows with auto-assigned ids; returns (writer, conflicts)."""
+    conn = sqlite_concurrent.connect(path, isolation_level=None if autocommit else "")
+    conn.execute("PRAGMA synchronous=NORMAL")
+    conflicts = 0
+    start.wait()
+    for seq in range(rows):
+        while True:
+            try:
+                if not autocommit:
+                    conn.execute("BEGIN")
+                conn.execute("INSERT INTO events(writer, seq) VALUES (?, ?)", (writer, seq))
+                if think:
+                    time.sleep(think)
+                if not autocommit:
+                    conn.commit()
+                break
+            except sqlite_concurrent.ConflictError:
+                conflicts += 1
+                conn.rollback()
+    conn.close()
+    return writer, conflicts

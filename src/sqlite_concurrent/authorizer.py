@@ -74,8 +74,9 @@ def in_transaction(denied: Denied, report: Any = None):
             if action in _ROW_WRITES and p1 in _SCHEMA_TABLES:
                 denied.reason = "a schema change"
                 return apsw.SQLITE_DENY
-            if report is not None and action != apsw.SQLITE_FUNCTION:
-                report(action, p1, db, None)
+            if report is not None:
+                # For a function p2 is its name (last_insert_rowid() observes inserted rowids).
+                report(action, p2 if action == apsw.SQLITE_FUNCTION else p1, db, None)
             return apsw.SQLITE_OK
         if action in (apsw.SQLITE_TRANSACTION, apsw.SQLITE_SAVEPOINT):
             return apsw.SQLITE_OK

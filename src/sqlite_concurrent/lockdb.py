@@ -388,6 +388,54 @@ class LockDB:
             )
         ]
 
+    def reserve_ids(self, count: int) -> range:
+        """Transaction ids for statements that commit inside the merge lock (the autocommit
+        fast path): they need a commit marker but never appear as live transactions."""
+        with self.writing() as c:
+            (last,) = c.execute(
+                "UPDATE sqlite_sequence SET seq = seq + ? WHERE name = 'transactions' "
+                "RETURNING seq",
+                (count,),
+            ).fetchone()
+        return range(last - count + 1, last + 1)
+
+    def locked_by_others(self, rows: dict[str, list[int]]) -> bool:
+        """Whether any live transaction holds one of these rows or their tables."""
+        c = self.conn
+        for table, rowids in rows.items():
+            prefix = f"row:{table}:"
+            if c.execute(
+                "SELECT 1 FROM locks WHERE resource = ? LIMIT 1", ("table:" + table,)
+            ).fetchone():
+                return True
+            if len(rowids) > 500:
+                hit = c.execute(
+                    "SELECT 1 FROM locks WHERE resource >= ? AND resource < ? LIMIT 1",
+                    (prefix, prefix[:-1] + ";"),
+                ).fetchone()
+            else:
+                hit = c.execute(
+                    f"SELECT 1 FROM locks WHERE resource IN ({','.join('?' * len(rowids))}) "
+                    "LIMIT 1",
+                    [prefix + str(r) for r in rowids],
+                ).fetchone()
+            if hit:
+                return True
+        return False
+
+    def bump_versions_if_table_level(self, tables: set[str]) -> None:
+        """Table-level transactions compare table versions to spot stale snapshots."""
+        if (
+            not tables
+            or not self.conn.execute(
+                "SELECT 1 FROM transactions WHERE lock_level = 'table' LIMIT 1"
+            ).fetchone()
+        ):
+            return
+        with self.writing() as c:
+            for name in tables:
+                c.execute(_BUMP_VERSION, (name,))
+
     def record_pages(self, txn_id: int, pages: frozenset[int]) -> None:
         """Show a committing page-level transaction's read set (as S locks on ``page:<n>``)."""
         now = time.time()

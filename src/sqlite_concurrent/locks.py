@@ -20,6 +20,7 @@ from . import waits
 from .errors import ConflictError
 from .lockdb import Blocker, LockDB
 from .merge import conflict, quote
+from .rebase import LAST_INSERT_ROWID
 
 LEVELS = ("table", "page", "row")
 DEFAULT_ESCALATE_AT = 1000
@@ -44,9 +45,11 @@ class TableSets:
         if self.collecting.get(table) != "X":
             self.collecting[table] = mode
 
-    def take(self, schema_version: int, sql: str) -> dict[str, str]:
+    def take(self, schema_version: int, sql: str, *, prepared_now: bool) -> dict[str, str]:
+        """The statement's tables.  ``prepared_now``: SQLite certainly just prepared it (the
+        authorizer ran), so an empty report means it touches no table."""
         key = (schema_version, sql)
-        if self.collecting:
+        if self.collecting or prepared_now:
             found, self.collecting = self.collecting, {}
             self._cache[key] = found
             return found
@@ -54,9 +57,6 @@ class TableSets:
         if cached is None:
             raise Reprepare
         return cached
-
-    def learned_empty(self, schema_version: int, sql: str) -> None:
-        self._cache[(schema_version, sql)] = {}
 
 
 class Locking:
@@ -98,6 +98,7 @@ class Locking:
         self.versions = self.lockdb.table_versions()
 
     def before_statement(self, tables: dict[str, str], fresh: bool) -> None:
+        tables = {t: m for t, m in tables.items() if m != "F"}
         if self.immediate:
             tables = dict.fromkeys(tables, "X")
         wanted = [
@@ -168,6 +169,10 @@ def authorizer_hook(table_sets: TableSets) -> Callable[[int, Any, Any, Any], Non
     """Feeds the authorizer's table reports into ``table_sets``."""
 
     def report(action: int, table: Any, db: Any, _unused: Any) -> None:
+        if action == apsw.SQLITE_FUNCTION:
+            if table and table.lower() == "last_insert_rowid":
+                table_sets.record(LAST_INSERT_ROWID, "F")
+            return
         if db not in (None, "main") or not table or table.startswith("sqlite_"):
             return
         if action == apsw.SQLITE_READ:

@@ -92,6 +92,7 @@ class _TableShape:
         if self.by_rowid:
             cols = ["_rowid_", *cols]
         self.usable = len(cols) == column_count
+        self.columns = cols
         self.pk = list(pk)
         select = ", ".join(quote(c) if c != "_rowid_" else c for c in cols)
         where = " AND ".join(
@@ -188,6 +189,7 @@ class Pending:
     foreign_keys: bool
     sequences: list[tuple[str, int]]
     pages: PageCheck | None = None
+    rebase: dict[str, frozenset[int]] | None = None  # auto rowids to assign afresh
 
 
 def apply_one(conn: apsw.Connection, pending: Pending) -> None:
@@ -205,6 +207,26 @@ def apply_one(conn: apsw.Connection, pending: Pending) -> None:
         if now != image.row:
             raise conflict(image.table, image.key, "data" if now is not None else "notfound")
     found: list[ConflictError] = []
+    held: list[tuple[str, int, tuple[Any, ...], int, tuple[int, ...]]] = []
+    # Auto-assigned rowids nobody observed (DESIGN 13).  If another commit has since taken any
+    # rowid at or above the lowest of them, the whole batch moves past it, keeping its order;
+    # otherwise they keep the ids the stdlib would have given them.
+    rebase = {
+        table: rows
+        for table, rows in (pending.rebase or {}).items()
+        if conn.execute(
+            f"SELECT 1 FROM main.{quote(table)} WHERE _rowid_ >= ? LIMIT 1", (min(rows),)
+        ).fetchone()
+    }
+
+    def keep(change: apsw.TableChange) -> bool:
+        if change.opcode == apsw.SQLITE_INSERT and change.name in rebase:
+            (at,) = change.pk_columns
+            new = tuple(change.new)
+            if new[at] in rebase[change.name]:
+                held.append((change.name, new[at], new, change.column_count, (at,)))
+                return False
+        return True
 
     def on_conflict(reason: int, change: apsw.TableChange) -> int:
         kind = _KINDS.get(reason, "constraint")
@@ -219,7 +241,13 @@ def apply_one(conn: apsw.Connection, pending: Pending) -> None:
     if pending.changeset:
         conn.config(apsw.SQLITE_DBCONFIG_ENABLE_TRIGGER, 0)
         try:
-            apsw.Changeset.apply(pending.changeset, conn, conflict=on_conflict, flags=_APPLY_FLAGS)
+            apsw.Changeset.apply(
+                pending.changeset,
+                conn,
+                filter_change=keep if rebase else None,
+                conflict=on_conflict,
+                flags=_APPLY_FLAGS,
+            )
         except apsw.AbortError:
             if found:
                 raise found[0] from None
@@ -228,6 +256,8 @@ def apply_one(conn: apsw.Connection, pending: Pending) -> None:
             conn.config(apsw.SQLITE_DBCONFIG_ENABLE_TRIGGER, 1)
         if found:  # a handler that did not abort still means the change was not applied
             raise found[0]
+    if held:
+        _insert_afresh(conn, held)
     for name, seq in pending.sequences:
         conn.execute("UPDATE sqlite_sequence SET seq = max(seq, ?) WHERE name = ?", (seq, name))
         if not conn.changes():
@@ -236,6 +266,27 @@ def apply_one(conn: apsw.Connection, pending: Pending) -> None:
         f"INSERT INTO {MARKER_TABLE}(txn_id, committed_at) VALUES (?, ?)",
         (pending.txn_id, time.time()),
     )
+
+
+def _insert_afresh(
+    conn: apsw.Connection, held: list[tuple[str, int, tuple[Any, ...], int, tuple[int, ...]]]
+) -> None:
+    """Insert held rows without their rowid, in their original order, so SQLite picks one."""
+    shapes: dict[tuple[str, int], _TableShape] = {}
+    for table, _, new, count, pk in sorted(held, key=lambda h: (h[0], h[1])):
+        shape = shapes.get((table, count))
+        if shape is None:
+            shape = shapes[(table, count)] = _TableShape(conn, table, count, pk)
+        cols = [c for i, c in enumerate(shape.columns) if i not in pk]
+        values = [v for i, v in enumerate(new) if i not in pk]
+        sql = (
+            f"INSERT INTO main.{quote(table)}({', '.join(quote(c) for c in cols)}) "
+            f"VALUES ({', '.join('?' * len(cols))})"
+        )
+        try:
+            conn.execute(sql, values)
+        except apsw.ConstraintError as e:
+            raise conflict(table, None, "constraint") from e
 
 
 def _validate_pages(conn: apsw.Connection, check: PageCheck) -> None:

@@ -17,6 +17,7 @@ from . import merge, waits
 from .lockdb import LockDB
 from .locks import Locking
 from .overlay import Overlay, Slot
+from .rebase import Rebase
 from .snapshot import Snapshot
 
 
@@ -33,6 +34,7 @@ class WriteTransaction:
         pinning: Any,
         begin: bool = True,
         immediate: bool = False,
+        info_for: Any = None,
     ) -> None:
         self.path = path
         self.lockdb = lockdb
@@ -48,6 +50,8 @@ class WriteTransaction:
         self.session: apsw.Session | None = None
         self.conn: apsw.Connection | None = None
         self.fresh = True  # no statement has run yet
+        self.rebase = Rebase()
+        self._info_for = lambda table: info_for(self, table)
         self.changed_tables: frozenset[str] = frozenset()
         try:
             self.conn = conn_for(self)
@@ -80,6 +84,15 @@ class WriteTransaction:
         self._start_connection()
         self.ensure_pinned()
 
+    def on_row_write(self, op: int, db: str, table: str, rowid: int) -> None:
+        """The transaction connection's update hook."""
+        if db != "main":
+            return
+        if op == apsw.SQLITE_INSERT and self.rebase.inserted(table, rowid):
+            return  # its rowid is provisional (rebased at merge): nothing to lock
+        if self.level == "row":
+            self.locking.update_hook(op, db, table, rowid)
+
     @property
     def schema_version(self) -> int:
         overlay = self._slot.overlay
@@ -110,6 +123,8 @@ class WriteTransaction:
                     pages=self._page_check(),
                 )
                 self.changed_tables = frozenset(c.name for c in apsw.Changeset.iter(changeset))
+                if self.rebase.pending:
+                    pending.rebase = self.rebase.result(set(self.changed_tables), self._info_for)
         # Page-level validation compares against frames after the snapshot, so the snapshot
         # (and with it the WAL) stays pinned until the merge is done.
         self._release_private(keep_snapshot=pending is not None and self.level == "page")
