@@ -1,0 +1,126 @@
+"""The DB-API cursor: rows of a SELECT are fetched lazily, as in the stdlib."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any
+
+import apsw
+
+from .errors import ProgrammingError, translate
+
+if TYPE_CHECKING:
+    from .dbapi import Connection
+
+
+def describe(raw: Sequence[tuple[Any, ...]] | None) -> tuple[tuple[Any, ...], ...] | None:
+    if not raw:
+        return None
+    return tuple((d[0], None, None, None, None, None, None) for d in raw)
+
+
+class Cursor:
+    """A DB-API cursor.  Rows of a SELECT are fetched lazily, as in the stdlib."""
+
+    arraysize = 1
+
+    def __init__(self, connection: Connection) -> None:
+        self.connection = connection
+        self.description: tuple[tuple[Any, ...], ...] | None = None
+        self.rowcount = -1
+        self._lastrowid: int | None = None
+        self._inserted_rows: list[tuple[str, int]] = []
+        self.row_factory: Callable[[Cursor, tuple[Any, ...]], Any] | None = connection.row_factory
+        self._rows: Iterator[tuple[Any, ...]] = iter(())
+        self._on_txn_conn = False
+        self._closed = False
+
+    def _check(self) -> None:
+        if self._closed:
+            raise ProgrammingError("Cannot operate on a closed cursor.")
+        self.connection._check()
+
+    @property
+    def lastrowid(self) -> int | None:
+        """As in the stdlib.  Reading it pins the rowids this cursor's INSERT chose: they are
+        then kept at merge instead of being reassigned (DESIGN 13)."""
+        if self._inserted_rows:
+            txn = self.connection._txn
+            if txn is not None:
+                txn.rebase.observe_rows(self._inserted_rows)
+            self._inserted_rows = []
+        return self._lastrowid
+
+    def execute(self, sql: str, parameters: Sequence[Any] | dict[str, Any] = ()) -> Cursor:
+        self._check()
+        self.connection._execute(self, sql, parameters, many=False)
+        return self
+
+    def executemany(self, sql: str, seq_of_parameters: Iterable[Any]) -> Cursor:
+        self._check()
+        self.connection._execute(self, sql, seq_of_parameters, many=True)
+        return self
+
+    def _set_rows(self, rows: Iterator[tuple[Any, ...]], on_txn_conn: bool) -> None:
+        self._rows = rows
+        self._on_txn_conn = on_txn_conn
+        if on_txn_conn:
+            self.connection._txn_cursors.add(self)
+
+    def _detach_from_txn(self) -> None:
+        """Keep the remaining rows: the transaction connection is about to roll back."""
+        if self._on_txn_conn:
+            self._rows = iter(list(self._rows))
+            self._on_txn_conn = False
+
+    def _next(self) -> Any:
+        try:
+            row = next(self._rows)
+        except StopIteration:
+            return None
+        except apsw.Error as e:
+            raise translate(e) from e
+        factory = self.row_factory
+        return factory(self, row) if factory is not None else row
+
+    def fetchone(self) -> Any:
+        self._check()
+        return self._next()
+
+    def fetchmany(self, size: int | None = None) -> list[Any]:
+        self._check()
+        n = self.arraysize if size is None else size
+        out = []
+        for _ in range(n):
+            row = self._next()
+            if row is None:
+                break
+            out.append(row)
+        return out
+
+    def fetchall(self) -> list[Any]:
+        self._check()
+        out = []
+        while (row := self._next()) is not None:
+            out.append(row)
+        return out
+
+    def __iter__(self) -> Iterator[Any]:
+        return self
+
+    def __next__(self) -> Any:
+        self._check()
+        row = self._next()
+        if row is None:
+            raise StopIteration
+        return row
+
+    def close(self) -> None:
+        self._rows = iter(())
+        self._closed = True
+
+    def setinputsizes(self, sizes: Any) -> None:
+        pass
+
+    def setoutputsize(self, size: Any, column: Any = None) -> None:
+        pass
