@@ -1,12 +1,16 @@
-"""The ``sqlite-concurrent`` command line: demo, stress, bench and check.
+"""The ``sqlite-concurrent`` command line: demo, stress, bench, check and status.
 
-``status`` and ``recover`` are built in their own issues: they register on :data:`app` with
+This module parses arguments and renders results; the work is done in :mod:`.stress` (runs),
+:mod:`.bench` (the benchmark matrix), :mod:`.chart` (its SVG) and :mod:`.status` (the lock
+database view).  ``recover`` is built in its own issue: it registers on :data:`app` with
 ``@app.command()`` like the commands here.  Every command reports bad input in one line on
 stderr and exits with status 2; a failed check exits with status 1.
 
 This process never opens a ``sqlite_concurrent`` connection itself: the writers are spawned
-processes, and the parent reads the database only through stdlib ``sqlite3`` (two SQLite
-libraries in one process cannot see each other's POSIX locks; see the README's limits).
+processes.  The parent reads the main database only through stdlib ``sqlite3`` and the lock
+database only through APSW, read-only (the library ``sqlite_concurrent`` uses for it), never
+one file through both: two SQLite libraries in one process cannot see each other's POSIX
+locks (see the README's limits).
 """
 
 from __future__ import annotations
@@ -16,7 +20,6 @@ import glob
 import json
 import math
 import os
-import platform
 import signal
 import sqlite3
 import tempfile
@@ -28,7 +31,6 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Annotated, Any
 
-import apsw
 import typer
 from rich.console import Console, Group
 from rich.live import Live
@@ -36,9 +38,8 @@ from rich.progress_bar import ProgressBar
 from rich.table import Table
 from rich.text import Text
 
-from . import stress
+from . import bench, status, stress
 from .checkpoint import DEFAULT_WAL_LIMIT
-from .lockdb import holder_alive
 from .workloads import WORKLOADS
 
 app = typer.Typer(
@@ -449,149 +450,8 @@ def _bench_table(cells: list[dict[str, Any]], repeats: int) -> Table:
     return table
 
 
-def _markdown(cells: list[dict[str, Any]]) -> str:
-    lines = [
-        "| workload | think ms | writers | stock txn/s | ours txn/s | ours/stock (min-max) "
-        "| stock / ours p99 ms | checks |",
-        "|---|---:|---:|---:|---:|---:|---:|---|",
-    ]
-    for c in cells:
-        ratio = (
-            "-"
-            if c["ratio"] is None
-            else (f"**{c['ratio']:.2f}x** ({c['ratio_min']:.2f}-{c['ratio_max']:.2f})")
-        )
-        lines.append(
-            f"| {c['workload']} | {c['think_ms']:g} | {c['writers']} "
-            f"| {c['stock']['txn_per_s']:,.0f} | {c['ours']['txn_per_s']:,.0f} | {ratio} "
-            f"| {c['stock']['p99_ms']:.1f} / {c['ours']['p99_ms']:.1f} "
-            f"| {'ok' if c['ours']['ok'] and c['stock']['ok'] else 'FAILED'} |"
-        )
-    return "\n".join(lines)
-
-
-_COLORS = {"ours": "#1f6fb4", "stock": "#d9620b"}
-
-
-def _nice_max(value: float) -> tuple[float, float]:
-    """An axis top at or above ``value`` and a round tick step (1, 2 or 5 times 10^k)."""
-    if value <= 0:
-        return 1.0, 0.2
-    raw = value / 5
-    magnitude = 10 ** math.floor(math.log10(raw))
-    step = next(m * magnitude for m in (1, 2, 5, 10) if m * magnitude >= raw)
-    top = step * math.ceil(value / step)
-    return top, step
-
-
-def _esc(text: str) -> str:
-    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
-
-
-def svg_chart(
-    cells: list[dict[str, Any]], title: str, subtitle: str, lock_level: str = "row"
-) -> str:
-    """Throughput against writers: one panel per (workload, think), one line per engine, each
-    point the median over repeats with a bar from the slowest to the fastest repeat."""
-    panels: dict[tuple[str, float], list[dict[str, Any]]] = {}
-    for c in cells:
-        panels.setdefault((c["workload"], c["think_ms"]), []).append(c)
-    cols = min(3, len(panels))
-    rows = -(-len(panels) // cols)
-    pw, ph, left, top_pad = 330, 250, 70, 96
-    width, height = cols * pw + 30, top_pad + rows * ph + 20
-    out = [
-        f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
-        f'viewBox="0 0 {width} {height}" font-family="Helvetica, Arial, sans-serif">',
-        f'<rect width="{width}" height="{height}" fill="white"/>',
-        f'<text x="20" y="28" font-size="18" font-weight="bold">{_esc(title)}</text>',
-        f'<text x="20" y="48" font-size="12" fill="#444">{_esc(subtitle)}</text>',
-    ]
-    legend_x = 20
-    for engine, label in (
-        ("ours", f"ours: sqlite_concurrent ({lock_level} locks)"),
-        ("stock", "stock: sqlite3, BEGIN IMMEDIATE"),
-    ):
-        dash = ' stroke-dasharray="6 4"' if engine == "stock" else ""
-        out.append(
-            f'<line x1="{legend_x}" y1="70" x2="{legend_x + 30}" y2="70" stroke="{_COLORS[engine]}"'
-            f' stroke-width="2.5"{dash}/><circle cx="{legend_x + 15}" cy="70" r="3.5" '
-            f'fill="{_COLORS[engine]}"/><text x="{legend_x + 38}" y="74" font-size="12">'
-            f"{_esc(label)}</text>"
-        )
-        legend_x += 260
-    out.append(
-        f'<text x="{legend_x}" y="74" font-size="12" fill="#444">points: median; bars: '
-        "min-max over repeats</text>"
-    )
-    for p, ((workload, think), pcells) in enumerate(panels.items()):
-        ox, oy = 10 + (p % cols) * pw, top_pad + (p // cols) * ph
-        x0, x1, y0, y1 = ox + left, ox + pw - 15, oy + ph - 50, oy + 26
-        writers = sorted({c["writers"] for c in pcells})
-        ymax, step = _nice_max(max(c[e]["max"] for c in pcells for e in ("ours", "stock")))
-
-        def sx(n: int, writers: list[int] = writers, x0: int = x0, x1: int = x1) -> float:
-            i = writers.index(n)
-            return (
-                (x0 + x1) / 2
-                if len(writers) == 1
-                else x0 + 10 + i * (x1 - x0 - 20) / (len(writers) - 1)
-            )
-
-        def sy(v: float, ymax: float = ymax, y0: int = y0, y1: int = y1) -> float:
-            return y0 - (y0 - y1) * v / ymax
-
-        out.append(
-            f'<text x="{(x0 + x1) / 2}" y="{oy + 14}" font-size="13" font-weight="bold" '
-            f'text-anchor="middle">{_esc(workload)}, {think:g} ms think</text>'
-        )
-        tick = 0.0
-        while tick <= ymax + step / 2:
-            y = sy(tick)
-            out.append(
-                f'<line x1="{x0}" y1="{y:.1f}" x2="{x1}" y2="{y:.1f}" stroke="#e3e3e3"/>'
-                f'<text x="{x0 - 6}" y="{y + 4:.1f}" font-size="11" text-anchor="end">'
-                f"{tick:,.0f}</text>"
-            )
-            tick += step
-        out.append(
-            f'<line x1="{x0}" y1="{y0}" x2="{x1}" y2="{y0}" stroke="#333"/>'
-            f'<line x1="{x0}" y1="{y0}" x2="{x0}" y2="{y1}" stroke="#333"/>'
-        )
-        for n in writers:
-            out.append(
-                f'<line x1="{sx(n):.1f}" y1="{y0}" x2="{sx(n):.1f}" y2="{y0 + 4}" stroke="#333"/>'
-                f'<text x="{sx(n):.1f}" y="{y0 + 17}" font-size="11" text-anchor="middle">{n}'
-                "</text>"
-            )
-        out.append(
-            f'<text x="{(x0 + x1) / 2}" y="{y0 + 34}" font-size="12" text-anchor="middle">'
-            "writer processes</text>"
-            f'<text transform="translate({ox + 16},{(y0 + y1) / 2}) rotate(-90)" font-size="12" '
-            'text-anchor="middle">committed txn/s</text>'
-        )
-        for engine in ("stock", "ours"):
-            color = _COLORS[engine]
-            pts = sorted((c["writers"], c[engine]) for c in pcells)
-            path = " ".join(f"{sx(n):.1f},{sy(v['txn_per_s']):.1f}" for n, v in pts)
-            dash = ' stroke-dasharray="6 4"' if engine == "stock" else ""
-            out.append(
-                f'<polyline points="{path}" fill="none" stroke="{color}" stroke-width="2.5"{dash}/>'
-            )
-            for n, v in pts:
-                x = sx(n)
-                out.append(
-                    f'<line x1="{x:.1f}" y1="{sy(v["min"]):.1f}" x2="{x:.1f}" '
-                    f'y2="{sy(v["max"]):.1f}" stroke="{color}" stroke-width="1.5"/>'
-                    f'<circle cx="{x:.1f}" cy="{sy(v["txn_per_s"]):.1f}" r="3.5" fill="{color}">'
-                    f"<title>{engine}, {n} writers: {v['txn_per_s']:,.0f} txn/s</title></circle>"
-                )
-    out.append("</svg>")
-    return "\n".join(out) + "\n"
-
-
-@app.command()
-def bench(
+@app.command("bench")
+def bench_command(
     workloads: Annotated[
         str,
         typer.Option("--workloads", help="Comma-separated workloads to run (see stress)."),
@@ -644,14 +504,10 @@ def bench(
     wl = _csv(workloads, str, "--workloads")
     ns = _csv(writers, int, "--writers")
     thinks = _csv(think_ms, float, "--think-ms")
-    if repeats < 1:
-        raise _fail(f"repeats must be at least 1, not {repeats}")
-    probe = str((directory or Path(tempfile.gettempdir())) / "probe.db")
+    matrix = (wl, ns, thinks, duration, repeats)
+    settings = {"accounts": accounts, "lock_level": lock_level, "timeout": timeout}
     try:
-        for w in wl:
-            for n in ns:
-                for t in thinks:
-                    stress.validate(probe, "ours", w, n, duration, t, accounts, lock_level, timeout)
+        bench.validate_matrix(str(directory or tempfile.gettempdir()), *matrix, **settings)
     except ValueError as e:
         raise _fail(str(e)) from None
     _writable_json(json_path)
@@ -675,27 +531,15 @@ def bench(
         )
         stopped = stack.enter_context(_ctrl_c_stops())
         try:
-            results = stress.bench(
-                where,
-                wl,
-                ns,
-                thinks,
-                duration,
-                repeats,
-                seed=seed,
-                accounts=accounts,
-                lock_level=lock_level,
-                timeout=timeout,
-                on_result=show,
-                should_stop=stopped,
+            results = bench.run_matrix(
+                where, *matrix, seed=seed, **settings, on_result=show, should_stop=stopped
             )
         except (ValueError, stress.StressError) as e:
             raise _fail(str(e)) from None
-    cells = stress.bench_cells(results)
+    cells = bench.cells(results)
     console.print(_bench_table(cells, repeats))
     if markdown:
-        console.print(_markdown(cells), markup=False, soft_wrap=True)
-    cpus = os.cpu_count()
+        console.print(bench.markdown(cells), markup=False, soft_wrap=True)
     config = {
         "workloads": wl,
         "writers": ns,
@@ -705,35 +549,10 @@ def bench(
         "lock_level": lock_level,
         "accounts": accounts,
         "seed": seed,
-        "stock": "stdlib sqlite3, WAL, synchronous=NORMAL, BEGIN IMMEDIATE",
-        "ours": f"sqlite_concurrent.connect(lock_level={lock_level!r}), synchronous=NORMAL, "
-        f"transact(retries={stress.OURS_RETRIES})",
     }
-    environment = {
-        "python": platform.python_version(),
-        "platform": platform.platform(),
-        "cpus": cpus,
-        "stdlib_sqlite": sqlite3.sqlite_version,
-        "apsw_sqlite": apsw.sqlite_lib_version(),
-    }
-    report = {
-        "started": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(started)),
-        "config": config,
-        "environment": environment,
-        "cells": cells,
-        "results": [r.to_dict() for r in results],
-    }
+    report = bench.report(results, cells, config, started)
     _write(json_path, json.dumps(report, indent=2) + "\n")
-    _write(
-        chart,
-        svg_chart(
-            cells,
-            "sqlite-concurrent vs stock SQLite: committed transactions per second",
-            f"{duration:g} s per run, {repeats} repeats, {cpus} CPU cores, "
-            f"{platform.system()} {platform.machine()}, SQLite {apsw.sqlite_lib_version()}",
-            lock_level,
-        ),
-    )
+    _write(chart, bench.svg(cells, duration, repeats, lock_level))
     console.print(f"JSON written to {json_path}, chart to {chart}", markup=False)
     if not all(r.ok for r in results):
         raise typer.Exit(EXIT_CHECK_FAILED)
@@ -763,29 +582,19 @@ def _open_read_only(path: Path, timeout: float) -> sqlite3.Connection:
     return sqlite3.connect(uri, uri=True, timeout=timeout)
 
 
-def _lock_database(path: Path, timeout: float) -> tuple[str, str]:
+def _lock_database(db: Path, timeout: float) -> tuple[str, str]:
     """(status, detail) of the ``-locks`` sidecar: its four tables readable, who holds what."""
-    if not path.exists():
+    try:
+        view = status.read(str(db), timeout=timeout)
+    except status.StatusError as e:
+        return "FAIL", str(e)
+    if not view.exists:
         return "ok", "absent: no sqlite_concurrent connection has opened this database"
-    try:
-        conn = _open_read_only(path, timeout)
-    except sqlite3.Error as e:
-        return "FAIL", f"cannot open: {e}"
-    try:
-        counts = {
-            t: conn.execute(f"SELECT count(*) FROM {t}").fetchone()[0]
-            for t in ("holders", "transactions", "locks", "waiters")
-        }
-        holders = conn.execute("SELECT pid, start_time FROM holders").fetchall()
-    except sqlite3.Error as e:
-        return "FAIL", f"unreadable: {e}"
-    finally:
-        conn.close()
-    dead = [pid for pid, start in holders if not holder_alive(pid, start)]
     detail = (
-        f"{counts['holders']} holders, {counts['transactions']} transactions, "
-        f"{counts['locks']} locks, {counts['waiters']} waiters"
+        f"{len(view.holders)} holders, {len(view.transactions)} transactions, "
+        f"{len(view.locks)} locks, {len(view.waiters)} waiters"
     )
+    dead = [h.pid for h in view.holders if not h.alive]
     if dead:
         pids = ", ".join(map(str, dead[:5]))
         return "warn", f"{detail}; dead holders (pid {pids}) are reaped on the next open"
@@ -840,7 +649,7 @@ def check(
         checks.append(("integrity_check", "ok", "ok"))
     else:
         checks.append(("integrity_check", "FAIL", "; ".join(problems[:3])))
-    checks.append(("lock database", *_lock_database(Path(f"{db}-locks"), timeout)))
+    checks.append(("lock database", *_lock_database(db, timeout)))
     checks.append(("journals", *_journals(db)))
     wal = Path(f"{db}-wal")
     wal_size = wal.stat().st_size if wal.exists() else 0
@@ -860,13 +669,65 @@ def check(
     for name in ("check", "status", "detail"):
         table.add_column(name)
     style = {"ok": "[green]ok[/]", "warn": "[yellow]warn[/]", "FAIL": "[bold red]FAIL[/]"}
-    for name, status, detail in checks:
-        table.add_row(name, style[status], Text(detail))
+    for name, outcome, detail in checks:
+        table.add_row(name, style[outcome], Text(detail))
     console.print(table)
-    failed = [name for name, status, _ in checks if status == "FAIL"]
+    failed = [name for name, outcome, _ in checks if outcome == "FAIL"]
     if failed:
         console.print(f"Verdict: PROBLEMS in {', '.join(failed)}; see above.", markup=False)
         raise typer.Exit(EXIT_CHECK_FAILED)
-    warned = [name for name, status, _ in checks if status == "warn"]
+    warned = [name for name, outcome, _ in checks if outcome == "warn"]
     note = f" (warnings: {', '.join(warned)})" if warned else ""
     console.print(f"Verdict: OK, the database and its sidecar files are sound{note}.", markup=False)
+
+
+# -- status --------------------------------------------------------------------------------------
+
+
+@app.command("status")
+def status_command(
+    db: Annotated[
+        Path,
+        typer.Argument(
+            help="The database whose lock database `DB-locks` to show.",
+            show_default=False,
+            metavar="DB",
+        ),
+    ],
+    as_json: Annotated[
+        bool,
+        typer.Option(
+            "--json", help="Print JSON for scripts (shape in the README) instead of tables."
+        ),
+    ] = False,
+    old_after: Annotated[
+        float,
+        typer.Option(
+            "--old-after",
+            help="Flag transactions open at least this many seconds as old: while open they "
+            "keep the WAL from being reset.",
+        ),
+    ] = status.DEFAULT_OLD_AFTER,
+) -> None:
+    """Show who holds and who waits for locks on a database, without changing anything.
+
+    Reads the lock database `DB-locks` read-only: holders (processes, alive or dead),
+    transactions (lock level, state, age), locks (resource, mode, holder), waiters in queue
+    order, and the size of the WAL.  Transactions older than `--old-after` are flagged: each
+    pins a WAL snapshot, so the WAL cannot be reset while it stays open.  No lock database
+    means no sqlite_concurrent connection has opened DB yet (exit status 0).
+    """
+    _sqlite_file(db, "database")
+    if not (0 <= old_after < math.inf):
+        raise _fail(f"--old-after must be zero or more seconds, not {old_after}")
+    try:
+        view = status.read(str(db), old_after=old_after)
+    except status.StatusError as e:
+        raise _fail(str(e)) from None
+    if as_json:
+        # Plain print: no wrapping or highlighting may touch the JSON.
+        typer.echo(json.dumps(view.to_json(), indent=2))
+        return
+    console = Console(highlight=False)
+    console.print(f"status of {db}", style="bold", markup=False)
+    console.print(status.render(view))

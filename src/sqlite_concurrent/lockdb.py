@@ -342,14 +342,6 @@ class LockDB:
             (self.pid, lock_level, ACTIVE, time.time()),
         )
 
-    def set_state(self, txn_id: int, state: str, snapshot_frame: int | None = None) -> None:
-        with self.writing() as c:
-            c.execute(
-                "UPDATE transactions SET state=?, snapshot_frame=coalesce(?, snapshot_frame) "
-                "WHERE txn_id=?",
-                (state, snapshot_frame, txn_id),
-            )
-
     def end(self, txn_id: int, changed_tables: frozenset[str] = frozenset()) -> list[int]:
         """Forget a finished transaction, release everything it held, and bump the version of
         each table it changed (table-level transactions use them to detect stale snapshots).
@@ -399,29 +391,29 @@ class LockDB:
             ).fetchone()
         return range(last - count + 1, last + 1)
 
-    def locked_by_others(self, rows: dict[str, list[int]]) -> bool:
-        """Whether any live transaction holds one of these rows or their tables."""
-        c = self.conn
+    def locked_by_others(self, tables: set[str], rows: dict[str, list[int]]) -> bool:
+        """Whether a live transaction holds a lock on one of ``tables`` or on one of the
+        (updated or deleted) ``rows``.  One query unless a table has many rows."""
+        resources = ["table:" + t for t in tables]
         for table, rowids in rows.items():
-            prefix = f"row:{table}:"
-            if c.execute(
-                "SELECT 1 FROM locks WHERE resource = ? LIMIT 1", ("table:" + table,)
-            ).fetchone():
-                return True
             if len(rowids) > 500:
-                hit = c.execute(
+                prefix = f"row:{table}:"
+                if self.conn.execute(
                     "SELECT 1 FROM locks WHERE resource >= ? AND resource < ? LIMIT 1",
                     (prefix, prefix[:-1] + ";"),
-                ).fetchone()
+                ).fetchone():
+                    return True
             else:
-                hit = c.execute(
-                    f"SELECT 1 FROM locks WHERE resource IN ({','.join('?' * len(rowids))}) "
-                    "LIMIT 1",
-                    [prefix + str(r) for r in rowids],
-                ).fetchone()
-            if hit:
-                return True
-        return False
+                resources.extend(f"row:{table}:{r}" for r in rowids)
+        if not resources:
+            return False
+        return (
+            self.conn.execute(
+                f"SELECT 1 FROM locks WHERE resource IN ({','.join('?' * len(resources))}) LIMIT 1",
+                resources,
+            ).fetchone()
+            is not None
+        )
 
     def bump_versions_if_table_level(self, tables: set[str]) -> None:
         """Table-level transactions compare table versions to spot stale snapshots."""

@@ -70,7 +70,7 @@ def table_info(conn: apsw.Connection, table: str) -> TableInfo | None:
 
 def _values_tuples(rest: str) -> list[list[str]] | None:
     """Top-level items of ``VALUES (...), (...)``, or None if it is not that simple."""
-    if not rest[:6].upper() == "VALUES":
+    if rest[:6].upper() != "VALUES":
         return None
     tuples: list[list[str]] = []
     depth, item, items, quote = 0, [], [], ""
@@ -105,7 +105,7 @@ def _values_tuples(rest: str) -> list[list[str]] | None:
     return tuples or None
 
 
-def auto_rowid_table(sql: str, info_for) -> str | None:  # noqa: ANN001
+def auto_rowid_table(sql: str, info_for) -> str | None:
     """The table this INSERT fills with automatically assigned rowids (all its rows), or None."""
     m = _INSERT.match(sql)
     if m is None or _OBSERVING.search(m.group("rest")):
@@ -152,7 +152,7 @@ class Rebase:
         self.statement_rows.append((table, rowid))
         return True
 
-    def observe_tables(self, tables) -> None:  # noqa: ANN001
+    def observe_tables(self, tables) -> None:
         for t in tables:
             self.pending.pop(t, None)
 
@@ -163,7 +163,7 @@ class Rebase:
     def observe_all(self) -> None:
         self.pending.clear()
 
-    def result(self, written_tables: set[str], info_for) -> dict[str, frozenset[int]]:  # noqa: ANN001
+    def result(self, written_tables: set[str], info_for) -> dict[str, frozenset[int]]:
         """What to rebase at merge, after the foreign-key rule."""
         for child in written_tables:
             info = info_for(child)

@@ -55,6 +55,7 @@ def kind(sql: str) -> str:
 _TAIL = re.compile(r"(?:\s+|;|--[^\n]*(?:\n|$)|/\*.*?(?:\*/|$))*", re.S)
 
 
+@functools.lru_cache(maxsize=2048)
 def has_more_statements(sql: str, first: str) -> bool:
     """Whether ``sql`` holds anything but whitespace and comments after statement ``first``."""
     at = sql.find(first)

@@ -10,7 +10,8 @@ start event, so they start together.  While they run, each publishes its commits
 and retries in shared counters (one slot per writer, written by it alone) for the live display;
 at the end each sends a report with its latencies and tallies over a queue.  The parent process
 only ever opens stdlib ``sqlite3`` connections on the database: creating the tables before the
-run and checking the invariant and ``PRAGMA integrity_check`` after it.
+run and checking the invariant and ``PRAGMA integrity_check`` after it.  The benchmark matrix
+(many runs, both engines, repeated) is :mod:`.bench`.
 """
 
 from __future__ import annotations
@@ -23,11 +24,10 @@ import queue
 import random
 import signal
 import sqlite3
-import statistics
 import time
 import traceback
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -484,97 +484,3 @@ def _summarize(result: Result, done: list[dict[str, Any]]) -> None:
     result.tally = {k: v for k, v in sorted(tally.items()) if not k.startswith("row:")}
     result.retries = sum(r["retries"] for r in done)
     result.gave_up = sum(r["gave_up"] for r in done)
-
-
-# -- benchmarks: a matrix of runs, both engines, repeated -------------------------------------
-
-
-def bench(
-    directory: str,
-    workloads: Iterable[str],
-    writer_counts: Iterable[int],
-    think_values: Iterable[float],
-    duration: float,
-    repeats: int,
-    *,
-    seed: int = 0,
-    accounts: int = 100,
-    lock_level: str = "row",
-    timeout: float = DEFAULT_TIMEOUT,
-    on_result: Callable[[Result, int, int], None] | None = None,
-    should_stop: Callable[[], bool] | None = None,
-) -> list[Result]:
-    """Run every (workload, think, writers) cell for both engines, ``repeats`` times.
-
-    Engines alternate, and their order flips from one cell to the next and one repeat to the
-    next (stock-ours, ours-stock, ...), so drift in the machine's state hits both alike.  Each
-    run gets a fresh database in ``directory``, deleted afterwards.
-
-    :param on_result: called after each run with (result, runs done, runs in all).
-    """
-    cells = [(w, t, n) for w in workloads for t in think_values for n in writer_counts]
-    total, results = len(cells) * repeats * 2, []
-    for repeat in range(repeats):
-        for c, (workload, think, writers) in enumerate(cells):
-            engines = ENGINES[::-1] if (repeat + c) % 2 == 0 else ENGINES
-            for engine in engines:
-                if should_stop is not None and should_stop():
-                    return results
-                db = os.path.join(directory, f"{workload}-{writers}-{think:g}-{engine}.db")
-                r = run(
-                    db,
-                    engine,
-                    workload,
-                    writers,
-                    duration,
-                    think,
-                    seed + repeat,
-                    accounts=accounts,
-                    lock_level=lock_level,
-                    timeout=timeout,
-                    should_stop=should_stop,
-                )
-                r.repeat = repeat
-                results.append(r)
-                for suffix in ("", "-wal", "-shm", "-locks", "-locks-wal", "-locks-shm"):
-                    with contextlib.suppress(FileNotFoundError):
-                        os.remove(db + suffix)
-                if on_result is not None:
-                    on_result(r, len(results), total)
-    return results
-
-
-def bench_cells(results: list[Result]) -> list[dict[str, Any]]:
-    """One row per (workload, think, writers): median txn/s of each engine over the repeats,
-    and the ratio ours/stock per repeat as median, min and max."""
-    cells: dict[tuple[str, float, int], dict[str, dict[int, Result]]] = {}
-    for r in results:
-        key = (r.workload, r.think_ms, r.writers)
-        cells.setdefault(key, {}).setdefault(r.engine, {})[r.repeat] = r
-    rows = []
-    for (workload, think, writers), by_engine in cells.items():
-        ours, stock = by_engine.get("ours", {}), by_engine.get("stock", {})
-        ratios = [
-            ours[i].txn_per_s / stock[i].txn_per_s
-            for i in sorted(ours.keys() & stock.keys())
-            if stock[i].txn_per_s
-        ]
-        row: dict[str, Any] = {"workload": workload, "think_ms": think, "writers": writers}
-        for name, runs in (("ours", ours), ("stock", stock)):
-            rates = [r.txn_per_s for r in runs.values()]
-            row[name] = {
-                "txn_per_s": statistics.median(rates) if rates else 0.0,
-                "min": min(rates, default=0.0),
-                "max": max(rates, default=0.0),
-                "p99_ms": statistics.median([r.p99_ms for r in runs.values()] or [0.0]),
-                "fewest_commits": min((r.fewest_commits for r in runs.values()), default=0),
-                "most_commits": max((r.most_commits for r in runs.values()), default=0),
-                "conflicts": sum(sum(r.conflicts.values()) for r in runs.values()),
-                "repeats": len(runs),
-                "ok": all(r.ok for r in runs.values()),
-            }
-        row["ratio"] = statistics.median(ratios) if ratios else None
-        row["ratio_min"] = min(ratios, default=None)
-        row["ratio_max"] = max(ratios, default=None)
-        rows.append(row)
-    return rows
