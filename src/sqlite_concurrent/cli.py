@@ -296,8 +296,16 @@ def demo(
         raise typer.Exit(EXIT_CHECK_FAILED)
 
 
+_DEFAULT_OUTPUT_DIR = Path("bench-results")
+
+
 def _writable_json(path: Path | None, option: str = "--json") -> None:
-    if path is not None and not path.parent.resolve().is_dir():
+    if path is None:
+        return
+    if path.parent == _DEFAULT_OUTPUT_DIR:
+        # The default place for results: made on first use (a fresh checkout has none).
+        path.parent.mkdir(exist_ok=True)
+    if not path.parent.resolve().is_dir():
         raise _fail(f"directory {path.parent.resolve()} for {option} does not exist")
 
 
@@ -487,10 +495,10 @@ def bench_command(
     ] = None,
     json_path: Annotated[
         Path, typer.Option("--json", help="Where to write every run and the summary as JSON.")
-    ] = Path("bench-results/bench.json"),
+    ] = _DEFAULT_OUTPUT_DIR / "bench.json",
     chart: Annotated[
         Path, typer.Option("--chart", help="Where to write the SVG chart of txn/s per writers.")
-    ] = Path("bench-results/bench.svg"),
+    ] = _DEFAULT_OUTPUT_DIR / "bench.svg",
     markdown: Annotated[
         bool, typer.Option("--markdown", help="Also print the summary as a markdown table.")
     ] = False,
