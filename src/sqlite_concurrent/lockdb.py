@@ -110,6 +110,15 @@ SELECT ?1, ?2, ?3, ?4
 ON CONFLICT(resource, txn_id) DO UPDATE SET mode = max(mode, excluded.mode)
 """
 
+# The same for a row: only its own holders, its table's lock and its queue matter.
+_FAST_GRANT_ROW = """
+INSERT INTO locks(resource, txn_id, mode, granted_at)
+SELECT ?1, ?2, ?3, ?4
+ WHERE NOT EXISTS (SELECT 1 FROM locks WHERE resource IN (?1, ?5) AND txn_id != ?2)
+   AND NOT EXISTS (SELECT 1 FROM waiters WHERE resource = ?1 AND txn_id != ?2)
+ON CONFLICT(resource, txn_id) DO UPDATE SET mode = max(mode, excluded.mode)
+"""
+
 # Transaction states.
 ACTIVE = "active"
 COMMITTING = "committing"
@@ -463,7 +472,7 @@ class LockDB:
         try:
             if len(requests) == 1:  # autocommit: one statement, no BEGIN/COMMIT round trips
                 resource, mode = requests[0]
-                c.execute(_FAST_GRANT, (resource, txn_id, mode, now, *self._related(resource)))
+                self._grant_one(resource, txn_id, mode, now)
                 return c.changes()
             c.execute("BEGIN IMMEDIATE")
             try:
@@ -479,6 +488,13 @@ class LockDB:
             return granted
         finally:
             self._guard.release()
+
+    def _grant_one(self, resource: str, txn_id: int, mode: str, now: float) -> None:
+        if resource.startswith("row:"):  # rows are always X
+            table = "table:" + _table_of_row(resource)
+            self.conn.execute(_FAST_GRANT_ROW, (resource, txn_id, mode, now, table))
+        else:
+            self.conn.execute(_FAST_GRANT, (resource, txn_id, mode, now, *self._related(resource)))
 
     def _blockers(
         self, c: apsw.Connection, txn_id: int, resource: str, mode: str, seq: int | None

@@ -217,7 +217,8 @@ class Snapshot:
                 continue
             self._reader.execute("BEGIN")
             try:
-                self._reader.execute("SELECT 1 FROM sqlite_schema LIMIT 1").fetchall()
+                # Any read starts the read transaction; this one touches only the header.
+                self._reader.execute("PRAGMA schema_version").fetchall()
             except BaseException:
                 self._reader.execute("ROLLBACK")
                 raise
