@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import os
 import random
 import time
 import traceback
@@ -234,3 +235,37 @@ def ingest(start, path, writer, rows, think, autocommit):
                 conn.rollback()
     conn.close()
     return writer, conflicts
+
+
+def _logged_transfer(conn, a, b, amount, transfer_id):
+    (bal,) = conn.execute("SELECT balance FROM accounts WHERE id=?", (a,)).fetchone()
+    conn.execute("UPDATE accounts SET balance=? WHERE id=?", (bal - amount, a))
+    conn.execute("UPDATE accounts SET balance=balance+? WHERE id=?", (amount, b))
+    conn.execute("INSERT INTO transfers(id, amount) VALUES (?, ?)", (transfer_id, amount))
+
+
+def crash_victim(path, level, ack_log, seed, count):
+    """Transfers until the crash point kills this process; appends each transfer's id to
+    ``ack_log`` once commit() has returned (an acknowledged commit)."""
+    rng = random.Random(seed)
+    conn = sqlite_concurrent.connect(path, lock_level=level, timeout=30)
+    fd = os.open(ack_log, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    for i in range(count):
+        a, b = rng.sample(range(20), 2)
+        tid = f"{seed}-{i}"
+        conn.transact(_logged_transfer, a, b, rng.randint(1, 9), tid, retries=1000)
+        os.write(fd, f"{tid}\n".encode())
+    conn.close()
+
+
+@_report_errors
+def crash_survivor(start, path, level, seed, count):
+    start.wait()
+    rng = random.Random(seed)
+    conn = sqlite_concurrent.connect(path, lock_level=level, timeout=30)
+    t0 = time.monotonic()
+    for i in range(count):
+        a, b = rng.sample(range(20), 2)
+        conn.transact(_logged_transfer, a, b, 1, f"s{seed}-{i}", retries=1000)
+    conn.close()
+    return time.monotonic() - t0

@@ -1,10 +1,9 @@
-"""The ``sqlite-concurrent`` command line: demo, stress, bench, check and status.
+"""The ``sqlite-concurrent`` command line: demo, stress, bench, check, status and recover.
 
 This module parses arguments and renders results; the work is done in :mod:`.stress` (runs),
-:mod:`.bench` (the benchmark matrix), :mod:`.chart` (its SVG) and :mod:`.status` (the lock
-database view).  ``recover`` is built in its own issue: it registers on :data:`app` with
-``@app.command()`` like the commands here.  Every command reports bad input in one line on
-stderr and exits with status 2; a failed check exits with status 1.
+:mod:`.bench` (the benchmark matrix), :mod:`.chart` (its SVG), :mod:`.status` (the lock
+database view) and :mod:`.recovery` (cleaning up after dead processes).  Every command reports
+bad input in one line on stderr and exits with status 2; a failed check exits with status 1.
 
 This process never opens a ``sqlite_concurrent`` connection itself: the writers are spawned
 processes.  The parent reads the main database only through stdlib ``sqlite3`` and the lock
@@ -31,6 +30,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Annotated, Any
 
+import apsw
 import typer
 from rich.console import Console, Group
 from rich.live import Live
@@ -38,7 +38,7 @@ from rich.progress_bar import ProgressBar
 from rich.table import Table
 from rich.text import Text
 
-from . import bench, status, stress
+from . import bench, recovery, status, stress
 from .checkpoint import DEFAULT_WAL_LIMIT
 from .workloads import WORKLOADS
 
@@ -739,3 +739,61 @@ def status_command(
     console = Console(highlight=False)
     console.print(f"status of {db}", style="bold", markup=False)
     console.print(status.render(view))
+
+
+@app.command("recover")
+def recover_command(
+    db: Annotated[
+        Path,
+        typer.Argument(
+            help="The database to clean up after processes that died.",
+            show_default=False,
+            metavar="DB",
+        ),
+    ],
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print JSON for scripts instead of a table.")
+    ] = False,
+) -> None:
+    """Release the locks and transactions of processes that died, and report them.
+
+    For each dead process: the locks released, its transactions that committed (their commit
+    marker is in the database: nothing to do) and those that never did (nothing of them is
+    visible).  Every connection does the same when it opens; this is the on-demand version.
+    """
+    _sqlite_file(db, "database")
+    try:
+        report = recovery.recover(str(db))
+    except apsw.Error as e:
+        raise _fail(f"cannot recover {db}: {e}") from None
+    if as_json:
+        typer.echo(
+            json.dumps(
+                [
+                    {
+                        "pid": r.pid,
+                        "locks_released": r.locks_released,
+                        "committed": list(r.committed),
+                        "discarded": list(r.discarded),
+                    }
+                    for r in report
+                ],
+                indent=2,
+            )
+        )
+        return
+    console = Console(highlight=False)
+    if not report:
+        console.print(f"{db}: nothing to recover (no dead holders)", markup=False, soft_wrap=True)
+        return
+    table = Table(title=f"recovered {db}")
+    for column in ("dead pid", "locks released", "committed txns", "discarded txns"):
+        table.add_column(column)
+    for r in report:
+        table.add_row(
+            str(r.pid),
+            str(r.locks_released),
+            ", ".join(map(str, r.committed)) or "-",
+            ", ".join(map(str, r.discarded)) or "-",
+        )
+    console.print(table)

@@ -23,7 +23,7 @@ from typing import Any, TypeVar
 
 import apsw
 
-from . import authorizer, locks, merge, rebase, statements
+from . import authorizer, crashpoints, locks, merge, rebase, statements
 from .checkpoint import DEFAULT_CHECKPOINT_WAIT, DEFAULT_WAL_LIMIT, Checkpointer
 from .cursor import Cursor, describe
 from .errors import (
@@ -340,6 +340,7 @@ class Connection:
         try:
             pending = txn.prepare(self._table_shapes)
             if pending is not None:
+                crashpoints.reach("commit.prepared")
                 merge.merge(self._merger, self._merge_lock, pending)
                 committed = True
         except apsw.Error as e:
@@ -657,6 +658,7 @@ class Connection:
                 txn.fresh = False
                 if txn.level == "row":
                     txn.locking.after_statement()
+                crashpoints.reach("execute.statement")
         except apsw.ExecTraceAbort as e:
             if several:
                 raise ProgrammingError("You can only execute one statement at a time.") from e

@@ -219,6 +219,7 @@ class Reaped:
     pid: int
     transactions: int
     locks: int
+    txn_ids: tuple[int, ...] = ()
 
 
 class LockDB:
@@ -323,7 +324,7 @@ class LockDB:
             for txn_id in txns:
                 nlocks += self._drop_txn(c, txn_id)
             c.execute("DELETE FROM holders WHERE pid=?", (pid,))
-            reaped.append(Reaped(pid, len(txns), nlocks))
+            reaped.append(Reaped(pid, len(txns), nlocks, tuple(txns)))
         return reaped
 
     @staticmethod

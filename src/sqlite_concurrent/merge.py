@@ -14,7 +14,7 @@ from typing import Any
 
 import apsw
 
-from . import oslock, snapshot
+from . import crashpoints, oslock, snapshot
 from .errors import ConflictError, OperationalError
 
 MARKER_TABLE = "_sqlite_concurrent_commits"
@@ -219,7 +219,13 @@ def apply_one(conn: apsw.Connection, pending: Pending) -> None:
         ).fetchone()
     }
 
+    applied = 0
+
     def keep(change: apsw.TableChange) -> bool:
+        nonlocal applied
+        applied += 1
+        if applied > 1:
+            crashpoints.reach("merge.mid_apply")
         if change.opcode == apsw.SQLITE_INSERT and change.name in rebase:
             (at,) = change.pk_columns
             new = tuple(change.new)
@@ -238,13 +244,14 @@ def apply_one(conn: apsw.Connection, pending: Pending) -> None:
         found.append(conflict(change.name if kind != "foreign_key" else None, key, kind))
         return apsw.SQLITE_CHANGESET_ABORT
 
+    crashpoints.reach("merge.before_apply")
     if pending.changeset:
         conn.config(apsw.SQLITE_DBCONFIG_ENABLE_TRIGGER, 0)
         try:
             apsw.Changeset.apply(
                 pending.changeset,
                 conn,
-                filter_change=keep if rebase else None,
+                filter_change=keep if rebase or crashpoints.armed("merge.mid_apply") else None,
                 conflict=on_conflict,
                 flags=_APPLY_FLAGS,
             )
@@ -324,18 +331,21 @@ def merge(conn: apsw.Connection, lock: oslock.ByteLock, pending: Pending) -> Non
     if conn.pragma("foreign_keys") != pending.foreign_keys:
         conn.pragma("foreign_keys", pending.foreign_keys)
     with lock:
+        crashpoints.reach("merge.locked")
         conn.execute("BEGIN IMMEDIATE")
         try:
             apply_one(conn, pending)
         except BaseException:
             conn.execute("ROLLBACK")
             raise
+        crashpoints.reach("merge.after_apply")
         try:
             conn.execute("COMMIT")
         except apsw.Error as e:
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
             raise OperationalError(f"commit failed: {e}") from e
+        crashpoints.reach("merge.after_commit")
 
 
 def prune_markers(conn: apsw.Connection, lock: oslock.ByteLock, below: int) -> None:

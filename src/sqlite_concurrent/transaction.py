@@ -13,7 +13,7 @@ from typing import Any
 
 import apsw
 
-from . import merge, waits
+from . import crashpoints, merge, waits
 from .lockdb import LockDB
 from .locks import Locking
 from .overlay import Overlay, Slot
@@ -39,6 +39,7 @@ class WriteTransaction:
         self.path = path
         self.lockdb = lockdb
         self.txn_id = lockdb.begin(locking["level"])
+        crashpoints.reach("begin.registered")
         waits.owned_by_this_thread(self.txn_id)
         self.level: str = locking["level"]
         self.locking = Locking(lockdb=lockdb, txn_id=self.txn_id, immediate=immediate, **locking)
@@ -76,6 +77,7 @@ class WriteTransaction:
         with self._pinning():
             self.snapshot = Snapshot(self.path, self._snapshot_conn)
         self._slot.overlay = Overlay(self.snapshot)
+        crashpoints.reach("begin.pinned")
 
     def restart(self) -> None:
         """Start over on a new snapshot, keeping the locks; only while nothing has run."""
@@ -158,7 +160,11 @@ class WriteTransaction:
                 self._release_private()
         finally:
             waits.forget(self.txn_id)
+            if self.changed_tables:
+                crashpoints.reach("ack.before_release")
             waits.wake(self.lockdb, self.lockdb.end(self.txn_id, self.changed_tables))
+            if self.changed_tables:
+                crashpoints.reach("ack.after_release")
 
     def rollback(self) -> None:
         self.changed_tables = frozenset()
