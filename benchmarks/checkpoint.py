@@ -68,21 +68,24 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
 def _instrument(cp) -> list[tuple[str, float]]:
     """Time each restart attempt of this process's checkpointer (benchmark-side only).
 
-    An attempt is "ok" (the WAL was truncated), "gave_up" (busy: counted as a failed restart)
-    or "skipped" (another process held the gate, so this one did nothing).
+    An attempt is "ok" (the WAL was truncated), "gave_up" (readers held the WAL for the whole
+    wait), "collision" (another checkpoint was running: BUSY at once) or "skipped" (another
+    process held the gate, so this one did nothing).
     """
     attempts: list[tuple[str, float]] = []
     original = cp._restart
 
-    def timed() -> None:
-        before = (cp.restarts, cp.failed_restarts)
+    def timed(*args: object) -> None:
+        before = (cp.restarts, cp.failed_restarts, cp.collisions)
         t0 = time.monotonic()
-        original()
+        original(*args)
         dt = time.monotonic() - t0
         if cp.restarts != before[0]:
             attempts.append(("ok", dt))
         elif cp.failed_restarts != before[1]:
             attempts.append(("gave_up", dt))
+        elif cp.collisions != before[2]:
+            attempts.append(("collision", dt))
         else:
             attempts.append(("skipped", dt))
 
@@ -251,7 +254,7 @@ def run(args: argparse.Namespace, path: str, wal_limit: int) -> dict:
     for r in good:
         for k, v in r["errors"].items():
             errors[k] = errors.get(k, 0) + v
-    attempts: dict[str, list[float]] = {"ok": [], "gave_up": [], "skipped": []}
+    attempts: dict[str, list[float]] = {"ok": [], "gave_up": [], "collision": [], "skipped": []}
     for r in good:
         for kind, dt in r["attempts"]:
             attempts[kind].append(dt)
@@ -333,6 +336,12 @@ def _markdown(gated: dict, base: dict) -> str:
             "restart checkpoints (WAL shrank / writers' count)",
             f"{gated['wal_size_drops']} / {gated['restarts']}",
             f"{base['wal_size_drops']} / {base['restarts']}",
+            "",
+        ),
+        (
+            "restarts that collided with another checkpoint (retried)",
+            f"{gated['restart_attempt_ms']['collision']['n']}",
+            f"{base['restart_attempt_ms']['collision']['n']}",
             "",
         ),
         (

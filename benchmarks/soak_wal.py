@@ -24,12 +24,10 @@ import sqlite3
 import sys
 import tempfile
 import time
-import traceback
 from pathlib import Path
 
 import apsw
-
-import sqlite_concurrent
+import checkpoint  # the same writer as the pause benchmark (benchmarks/ is on sys.path)
 
 SPAWN = multiprocessing.get_context("spawn")
 MIB = 2**20
@@ -69,61 +67,12 @@ def _percentile(sorted_values: list[float], q: float) -> float:
     return sorted_values[min(len(sorted_values) - 1, int(q * len(sorted_values)))]
 
 
-def writer_proc(start, results, path, writer, rows, duration, think, wal_limit, checkpoint_wait):
-    """Overlapping read-then-update transactions on this writer's own rows for ``duration`` s."""
-    try:
-        conn = sqlite_concurrent.connect(path, wal_limit=wal_limit, checkpoint_wait=checkpoint_wait)
-        conn.execute("PRAGMA synchronous=NORMAL")
-        # Open the connection's private connections before the clock starts.
-        conn.execute("BEGIN")
-        conn.execute("SELECT v FROM t WHERE id=?", (writer * rows,)).fetchone()
-        conn.rollback()
-        counts = [0] * rows
-        errors: dict[str, int] = {}
-        begins: list[float] = []
-        txns: list[float] = []
-        start.wait()
-        end = time.monotonic() + duration
-        i = 0
-        while time.monotonic() < end:
-            row_id = writer * rows + i % rows
-            try:
-                t0 = time.monotonic()
-                conn.execute("BEGIN")
-                t1 = time.monotonic()
-                (value,) = conn.execute("SELECT v FROM t WHERE id=?", (row_id,)).fetchone()
-                time.sleep(think)
-                conn.execute("UPDATE t SET v=? WHERE id=?", (value + 1, row_id))
-                conn.commit()
-                t2 = time.monotonic()
-                counts[i % rows] += 1
-                begins.append(t1 - t0)
-                txns.append(t2 - t0)
-            except sqlite_concurrent.Error as e:
-                errors[type(e).__name__] = errors.get(type(e).__name__, 0) + 1
-                conn.rollback()
-            i += 1
-        cp = conn._checkpointer
-        restarts, failed = cp.restarts, cp.failed_restarts
-        conn.close()
-        begins.sort()
-        txns.sort()
-        results.put(
-            {
-                "writer": writer,
-                "counts": counts,
-                "errors": errors,
-                "restarts": restarts,
-                "failed_restarts": failed,
-                "begin_ms": [1000 * _percentile(begins, q) for q in (0.5, 0.99, 0.999)]
-                + [1000 * (begins[-1] if begins else 0.0)],
-                "txn_ms": [1000 * _percentile(txns, q) for q in (0.5, 0.99, 0.999)]
-                + [1000 * (txns[-1] if txns else 0.0)],
-            }
-        )
-    except BaseException:
-        results.put({"writer": writer, "error": traceback.format_exc()})
-        raise
+def _summary(times: list[float]) -> list[float]:
+    """p50, p99, p99.9 and max, in milliseconds."""
+    times = sorted(times)
+    return [1000 * _percentile(times, q) for q in (0.5, 0.99, 0.999)] + [
+        1000 * (times[-1] if times else 0.0)
+    ]
 
 
 def _wal_size(path: str) -> int:
@@ -150,7 +99,7 @@ def run(args: argparse.Namespace, path: str) -> dict:
     start, results_q = SPAWN.Event(), SPAWN.Queue()
     procs = [
         SPAWN.Process(
-            target=writer_proc,
+            target=checkpoint.writer_proc,
             args=(
                 start,
                 results_q,
@@ -276,8 +225,12 @@ def run(args: argparse.Namespace, path: str) -> dict:
         "lost": lost,
         "integrity": integrity,
         "per_writer": [
-            {k: r[k] for k in ("writer", "restarts", "failed_restarts", "begin_ms", "txn_ms")}
-            | {"commits": sum(r["counts"])}
+            {k: r[k] for k in ("writer", "restarts", "failed_restarts")}
+            | {
+                "commits": sum(r["counts"]),
+                "begin_ms": _summary(r["begins"]),
+                "txn_ms": _summary(r["txns"]),
+            }
             for r in good
         ],
         "windows": windows,

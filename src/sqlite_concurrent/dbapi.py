@@ -157,17 +157,17 @@ class Connection:
         self._fast_ids: list[int] = []
         self._merge_lock = merge.merge_lock(self.path + "-locks")
         with self._merge_lock:
-            mode = self._merger.execute("PRAGMA journal_mode").fetchone()[0]
+            mode = _value(self._merger, "PRAGMA journal_mode")
             if mode != "wal":
                 # Needs a moment without other connections: SQLite refuses while others read.
-                mode = self._merger.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+                mode = _value(self._merger, "PRAGMA journal_mode=WAL")
                 if mode != "wal":
                     raise OperationalError(
                         f"could not switch {self.path} to WAL mode (it is in {mode!r} mode)"
                     )
             merge.ensure_marker_table(self._merger)
             first_txn_id = merge.last_marker(self._merger) + 1
-            (self._page_size,) = self._merger.execute("PRAGMA page_size").fetchone()
+            self._page_size = int(_value(self._merger, "PRAGMA page_size"))
         _anchor(self.path)
         self._checkpointer = Checkpointer(
             self._merger,
@@ -364,7 +364,7 @@ class Connection:
         if self._merges % _MARKER_PRUNE_EVERY == 0:
             # Markers only matter while their transaction can be in doubt, i.e. while it is
             # still in the lock database.
-            (oldest,) = self._lockdb.conn.execute("SELECT min(txn_id) FROM transactions").fetchone()
+            oldest = _value(self._lockdb.conn, "SELECT min(txn_id) FROM transactions")
             merge.prune_markers(self._merger, self._merge_lock, min(oldest or txn_id, txn_id))
 
     def commit(self) -> None:
@@ -581,7 +581,7 @@ class Connection:
 
     def _txn_conn_checked(self) -> apsw.Connection:
         assert self._txn is not None
-        return self._txn.conn
+        return self._txn.connection
 
     def _run(
         self,
@@ -731,8 +731,15 @@ class Connection:
     def _after_txn_error(self, on_txn_conn: bool) -> None:
         """SQLite may roll a whole transaction back on some errors; follow it."""
         txn = self._txn
-        if on_txn_conn and txn is not None and txn.conn.get_autocommit():
+        if on_txn_conn and txn is not None and txn.connection.get_autocommit():
             self._rollback_txn()
+
+
+def _value(conn: apsw.Connection, sql: str) -> Any:
+    """The first column of the first row of a statement that always returns one."""
+    row = conn.execute(sql).fetchone()
+    assert row is not None, sql
+    return row[0]
 
 
 def _backoff_jitter(attempt: int) -> None:

@@ -69,6 +69,12 @@ class WriteTransaction:
         self.session.config(apsw.SQLITE_SESSION_OBJCONFIG_ROWID, 1)
         self.session.attach()
 
+    @property
+    def connection(self) -> apsw.Connection:
+        """The transaction connection (open from the start of the transaction on)."""
+        assert self.conn is not None
+        return self.conn
+
     def ensure_pinned(self) -> None:
         if self.snapshot is not None:
             return
