@@ -516,7 +516,11 @@ class Connection:
         Same marker as any commit.  If it touched a row (or table) that a live transaction has
         locked, it is undone and ``False`` returned: the normal path then waits for the lock.
         Page-level transactions need nothing: they validate against the frames it appends.
+        While table-level transactions are live it is not taken at all: their locks cover
+        tables (WITHOUT ROWID ones included) that the update hook cannot report.
         """
+        if self._lockdb.has_table_level():
+            return False
         if not self._fast_ids:
             self._fast_ids = list(self._lockdb.reserve_ids(64))
         txn_id = self._fast_ids[0]
@@ -546,6 +550,7 @@ class Connection:
         finally:
             self._fast_rows = None
         self._fast_ids.pop(0)
+        # One may have begun meanwhile, its snapshot perhaps before this commit.
         self._lockdb.bump_versions_if_table_level(written)
         self._after_merge(txn_id)
         return True

@@ -88,6 +88,7 @@ class Locking:
         self.held_tables: dict[str, str] = {}
         self.row_writes: list[tuple[str, int]] = []
         self.rows_locked: dict[str, int] = {}
+        self.held_rows: set[str] = set()
         self.escalated: set[str] = set()
 
     # -- table level ---------------------------------------------------------------------
@@ -146,8 +147,14 @@ class Locking:
                 requests.append(("table:" + table, "X"))
                 continue
             self.rows_locked[table] = count
-            requests.extend((f"row:{table}:{rowid}", "X") for rowid in dict.fromkeys(rowids))
+            for rowid in dict.fromkeys(rowids):
+                resource = f"row:{table}:{rowid}"
+                if resource not in self.held_rows:
+                    requests.append((resource, "X"))
+        if not requests:
+            return
         waited = waits.acquire(self.lockdb, self.txn_id, requests, self.timeout)
+        self.held_rows.update(r for r, _ in requests if r.startswith("row:"))
         if waited:
             self._check_rows_after_wait(waited)
 

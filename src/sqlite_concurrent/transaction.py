@@ -48,6 +48,7 @@ class WriteTransaction:
         self._pinning = pinning
         self._begin_sql = begin
         self.snapshot: Snapshot | None = None
+        self._schema_version: int | None = None
         self.session: apsw.Session | None = None
         self.conn: apsw.Connection | None = None
         self.fresh = True  # no statement has run yet
@@ -82,6 +83,7 @@ class WriteTransaction:
             self.locking.read_versions()
         with self._pinning():
             self.snapshot = Snapshot(self.path, self._snapshot_conn)
+        self._schema_version = None
         self._slot.overlay = Overlay(self.snapshot)
         crashpoints.reach("begin.pinned")
 
@@ -103,9 +105,12 @@ class WriteTransaction:
 
     @property
     def schema_version(self) -> int:
-        overlay = self._slot.overlay
-        assert overlay is not None
-        return int.from_bytes(overlay.page(1)[40:44], "big")
+        """The snapshot's schema cookie (header offset 40).  Fixed for the transaction's life:
+        schema changes cannot run inside one."""
+        if self._schema_version is None:
+            assert self.snapshot is not None
+            self._schema_version = int.from_bytes(self.snapshot.read_page(1)[40:44], "big")
+        return self._schema_version
 
     def prepare(self, shapes: dict[Any, Any]) -> merge.Pending | None:
         """Turn the transaction into a changeset and let go of its private state.
