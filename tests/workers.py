@@ -269,3 +269,19 @@ def crash_survivor(start, path, level, seed, count):
         conn.transact(_logged_transfer, a, b, 1, f"s{seed}-{i}", retries=1000)
     conn.close()
     return time.monotonic() - t0
+
+
+def soak_writer(path, level, ack_log, seed, stop_file):
+    """Transfers forever (until ``stop_file`` exists), logging each acknowledged one."""
+    rng = random.Random(seed)
+    conn = sqlite_concurrent.connect(path, lock_level=level, timeout=60)
+    conn.execute("PRAGMA synchronous=NORMAL")
+    fd = os.open(ack_log, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    i = 0
+    while not os.path.exists(stop_file):
+        a, b = rng.sample(range(20), 2)
+        tid = f"{seed}-{i}"
+        conn.transact(_logged_transfer, a, b, rng.randint(1, 9), tid, retries=10_000)
+        os.write(fd, f"{tid}\n".encode())
+        i += 1
+    conn.close()
