@@ -13,7 +13,6 @@ import signal
 from pathlib import Path
 
 import pytest
-
 from conftest import SPAWN, integrity_ok, stock, stock_apsw
 from test_crash import ACCOUNTS, BALANCE, _setup
 from workers import soak_writer

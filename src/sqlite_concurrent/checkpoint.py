@@ -7,8 +7,9 @@ Two mechanisms:
   auto-checkpoint is off, and a passive checkpoint runs after the merge lock is released.
 - Each live transaction pins a snapshot, so with transactions always overlapping the WAL never
   restarts (a prototype grew it to 4.8 GB in 30 s).  Nearing ``wal_limit`` bytes (at 80%) the
-  checkpointer closes the snapshot gate: new transactions wait in the kernel before pinning, transactions
-  already running finish and unpin, a TRUNCATE checkpoint resets the WAL, and the gate reopens.
+  checkpointer closes the snapshot gate: new transactions wait in the kernel before pinning,
+  transactions already running finish and unpin, a TRUNCATE checkpoint resets the WAL, and the
+  gate reopens.
   The wait is bounded by ``checkpoint_wait``; if an old transaction or a stock reader still holds
   the WAL then, the checkpointer gives up, reopens the gate and tries again once the WAL has
   grown by another quarter of the limit.
