@@ -18,7 +18,8 @@ import apsw
 
 from . import waits
 from .errors import ConflictError
-from .lockdb import Blocker, LockDB
+from .grants import Blocker
+from .lockdb import LockDB
 from .merge import conflict, quote
 from .rebase import LAST_INSERT_ROWID
 

@@ -21,7 +21,8 @@ import time
 from collections.abc import Iterable
 
 from .errors import DeadlockError, LockTimeoutError
-from .lockdb import Blocker, LockDB, Victim
+from .grants import Blocker, Victim
+from .lockdb import LockDB
 
 # Which thread runs each transaction of this process.  A thread cannot wait for a lock held by
 # its own other connection (it would wait for itself), so such blockers are handled at once.
