@@ -60,15 +60,28 @@ class ByteLock:
         self.offset = _BASE + slot
         with _registry_lock:
             self._mutex = _mutexes.setdefault((path, slot), threading.Lock())
+        # Taken and released on every lock operation: pack the arguments once.
+        self._exclusive = _flock_struct(fcntl.F_WRLCK, self.offset)
+        self._shared = _flock_struct(fcntl.F_RDLCK, self.offset)
+        self._unlock = _flock_struct(fcntl.F_UNLCK, self.offset)
+        self._fd_pid = 0
+        self._fd = -1
+
+    def _descriptor(self) -> int:
+        pid = os.getpid()
+        if self._fd_pid != pid:  # first use, or a forked child: its own open file description
+            self._fd, self._fd_pid = _fd(self.path), pid
+        return self._fd
 
     def acquire(self, *, shared: bool = False) -> None:
         """Block in the kernel until granted.  ``shared`` locks exclude only exclusive ones
         across processes; within a process every holder is exclusive (the descriptor is shared).
         """
         self._mutex.acquire()
-        kind = fcntl.F_RDLCK if shared else fcntl.F_WRLCK
         try:
-            fcntl.fcntl(_fd(self.path), _F_OFD_SETLKW, _flock_struct(kind, self.offset))
+            fcntl.fcntl(
+                self._descriptor(), _F_OFD_SETLKW, self._shared if shared else self._exclusive
+            )
         except BaseException:
             self._mutex.release()
             raise
@@ -78,7 +91,7 @@ class ByteLock:
         if not self._mutex.acquire(blocking=False):
             return False
         try:
-            fcntl.fcntl(_fd(self.path), _F_OFD_SETLK, _flock_struct(fcntl.F_WRLCK, self.offset))
+            fcntl.fcntl(self._descriptor(), _F_OFD_SETLK, self._exclusive)
         except OSError:
             self._mutex.release()
             return False
@@ -86,7 +99,7 @@ class ByteLock:
 
     def release(self) -> None:
         try:
-            fcntl.fcntl(_fd(self.path), _F_OFD_SETLK, _flock_struct(fcntl.F_UNLCK, self.offset))
+            fcntl.fcntl(self._descriptor(), _F_OFD_SETLK, self._unlock)
         finally:
             self._mutex.release()
 
