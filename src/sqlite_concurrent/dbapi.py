@@ -106,6 +106,7 @@ class Connection:
         self._escalate_at = escalate_at
         self._table_sets = locks.TableSets()
         self._table_infos: dict[tuple[int, str], rebase.TableInfo | None] = {}
+        self._auto_tables: dict[tuple[int, str], str | None] = {}
         self._wal_limit = wal_limit
         self._checkpoint_wait = checkpoint_wait
         self._closed = True  # until fully open, so __del__ and close() are safe
@@ -224,6 +225,18 @@ class Connection:
         if key not in self._table_infos:
             self._table_infos[key] = rebase.table_info(txn.conn, table)
         return self._table_infos[key]
+
+    def _auto_rowid_table(self, txn: WriteTransaction, sql: str) -> str | None:
+        """Which table this DML statement fills with auto-assigned rowids; on every statement,
+        so cached by schema version and SQL text."""
+        key = (txn.schema_version, sql)
+        if key not in self._auto_tables:
+            if len(self._auto_tables) > 4096:
+                self._auto_tables.clear()
+            self._auto_tables[key] = rebase.auto_rowid_table(
+                sql, lambda t: self._table_info(txn, t)
+            )
+        return self._auto_tables[key]
 
     def _txn_conn_for(self, txn: WriteTransaction) -> apsw.Connection:
         if self._txn_conn is None:
@@ -634,11 +647,7 @@ class Connection:
         try:
             if txn is not None:
                 txn.ensure_pinned()
-                auto = (
-                    rebase.auto_rowid_table(sql, lambda t: self._table_info(txn, t))
-                    if kind == "dml"
-                    else None
-                )
+                auto = self._auto_rowid_table(txn, sql) if kind == "dml" else None
                 cursor._inserted_rows = txn.rebase.start_statement(auto)
             for _ in range(100):
                 raw_description.clear()
