@@ -6,6 +6,10 @@ parallel across processes, on a standard SQLite file in WAL mode.
 
 from __future__ import annotations
 
+import datetime as _datetime
+import sqlite3 as _stdlib
+import time as _time
+
 import apsw as _apsw
 
 from .dbapi import Connection, Cursor, connect
@@ -24,6 +28,7 @@ from .errors import (
     ProgrammingError,
     Warning,
 )
+from .row import Row
 
 __version__ = "0.1.0"
 
@@ -31,8 +36,33 @@ apilevel = "2.0"
 paramstyle = "qmark"
 threadsafety = 1
 sqlite_version = _apsw.sqlite_lib_version()
+sqlite_version_info = tuple(int(x) for x in sqlite_version.split("."))
+PARSE_DECLTYPES = _stdlib.PARSE_DECLTYPES
+PARSE_COLNAMES = _stdlib.PARSE_COLNAMES
+
+# DB-API type constructors, as in the stdlib.
+Binary = memoryview
+Date = _datetime.date
+Time = _datetime.time
+Timestamp = _datetime.datetime
+
+
+def DateFromTicks(ticks: float) -> _datetime.date:  # noqa: N802 - DB-API name
+    return Date(*_time.localtime(ticks)[:3])
+
+
+def TimeFromTicks(ticks: float) -> _datetime.time:  # noqa: N802 - DB-API name
+    return Time(*_time.localtime(ticks)[3:6])
+
+
+def TimestampFromTicks(ticks: float) -> _datetime.datetime:  # noqa: N802 - DB-API name
+    return Timestamp(*_time.localtime(ticks)[:6])
+
 
 __all__ = [
+    "PARSE_COLNAMES",
+    "PARSE_DECLTYPES",
+    "Binary",
     "ConflictError",
     "Connection",
     "Cursor",
@@ -47,6 +77,7 @@ __all__ = [
     "NotSupportedError",
     "OperationalError",
     "ProgrammingError",
+    "Row",
     "Warning",
     "apilevel",
     "connect",

@@ -80,6 +80,9 @@ class Cursor:
             return None
         except apsw.Error as e:
             raise translate(e) from e
+        text_factory = self.connection.text_factory
+        if text_factory is not str:
+            row = tuple(text_factory(v.encode()) if isinstance(v, str) else v for v in row)
         factory = self.row_factory
         return factory(self, row) if factory is not None else row
 

@@ -121,6 +121,10 @@ class Connection:
         self._txn_conn: apsw.Connection | None = None
         self._txn_cursors: weakref.WeakSet[Cursor] = weakref.WeakSet()
         self._last_insert_rowid = 0
+        self._total_changes = 0
+        self.text_factory: Any = str
+        # User functions, aggregates and collations: replayed on every connection we open.
+        self._registrations: list[Callable[[apsw.Connection], None]] = []
         self._connection_pragmas: list[str] = []
         self._table_shapes: dict[Any, Any] = {}
         self._merges = 0
@@ -206,6 +210,8 @@ class Connection:
         conn.execute("PRAGMA cache_size=-65536")
         for pragma in self._connection_pragmas:
             conn.execute(pragma)
+        for register in self._registrations:
+            register(conn)
         conn.authorizer = authorizer.in_transaction(
             self._denied, locks.authorizer_hook(self._table_sets)
         )
@@ -444,6 +450,63 @@ class Connection:
     transaction = transact
 
     # -- executing --------------------------------------------------------------------------
+
+    # -- user functions (on every connection a statement may run on) -------------------------
+
+    def _register(self, register: Callable[[apsw.Connection], None]) -> None:
+        self._check()
+        self._registrations.append(register)
+        for conn in (self._reader, self._merger, self._snapshot_conn, self._txn_conn):
+            if conn is not None:
+                try:
+                    register(conn)
+                except apsw.Error as e:
+                    raise translate(e) from e
+
+    def create_function(
+        self, name: str, narg: int, func: Callable[..., Any] | None, *, deterministic: bool = False
+    ) -> None:
+        """As in the stdlib; ``func=None`` removes the function."""
+        self._register(
+            lambda conn: conn.create_scalar_function(name, func, narg, deterministic=deterministic)
+        )
+
+    def create_aggregate(self, name: str, n_arg: int, aggregate_class: Any) -> None:
+        """As in the stdlib: ``aggregate_class()`` has ``step(*args)`` and ``finalize()``."""
+
+        def factory() -> _Aggregate:
+            return _Aggregate(aggregate_class())
+
+        self._register(
+            lambda conn: conn.create_aggregate_function(
+                name, factory if aggregate_class is not None else None, n_arg
+            )
+        )
+
+    def create_collation(self, name: str, callable: Callable[[str, str], int] | None) -> None:
+        self._register(lambda conn: conn.create_collation(name, callable))
+
+    @property
+    def total_changes(self) -> int:
+        """Rows inserted, updated or deleted through this connection since it opened."""
+        self._check()
+        return self._total_changes
+
+    def executescript(self, sql_script: str) -> Cursor:
+        """As in the stdlib: commit any open transaction, then run each statement as it
+        comes, in autocommit mode unless the script itself says BEGIN."""
+        self._check()
+        if not isinstance(sql_script, str):
+            raise TypeError("script argument must be unicode.")
+        self.commit()
+        cursor = self.cursor()
+        saved, self.isolation_level = self.isolation_level, None
+        try:
+            for statement in statements.split(sql_script):
+                self._execute(cursor, statement, (), many=False)
+        finally:
+            self.isolation_level = saved
+        return cursor
 
     def cursor(self, factory: Callable[[Connection], Cursor] = Cursor) -> Cursor:
         self._check()
@@ -703,6 +766,8 @@ class Connection:
             raise translate(e) from e
         except (TypeError, ValueError, OverflowError) as e:
             raise ProgrammingError(str(e)) from e
+        if kind == "dml" and cursor.rowcount > 0:
+            self._total_changes += cursor.rowcount
         cursor.description = describe(raw_description[0] if raw_description else None)
         if not many:
             if conn is not self._reader:
@@ -747,6 +812,19 @@ class Connection:
         txn = self._txn
         if on_txn_conn and txn is not None and txn.connection.get_autocommit():
             self._rollback_txn()
+
+
+class _Aggregate:
+    """The stdlib's aggregate protocol (``finalize``) on APSW's (``final``)."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+
+    def step(self, *args: Any) -> None:
+        self.inner.step(*args)
+
+    def final(self) -> Any:
+        return self.inner.finalize()
 
 
 def _value(conn: apsw.Connection, sql: str) -> Any:

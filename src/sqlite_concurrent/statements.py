@@ -9,6 +9,8 @@ from __future__ import annotations
 import functools
 import re
 
+import apsw
+
 _LEADING = re.compile(r"(?:\s+|--[^\n]*(?:\n|$)|/\*.*?(?:\*/|$))*", re.S)
 _WORD = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
@@ -64,3 +66,15 @@ def has_more_statements(sql: str, first: str) -> bool:
     rest_start = at + len(first)
     m = _TAIL.match(sql, rest_start)
     return m is not None and m.end() < len(sql)
+
+
+def split(script: str) -> list[str]:
+    """The statements of a script, split where SQLite itself would see each one end."""
+    out, start = [], 0
+    for i, ch in enumerate(script):
+        if ch == ";" and apsw.complete(script[start : i + 1]):
+            out.append(script[start : i + 1])
+            start = i + 1
+    if script[start:].strip():
+        out.append(script[start:])
+    return [s for s in out if first_keywords(s, 1)]

@@ -1,0 +1,46 @@
+"""``Row``: the stdlib's ``sqlite3.Row`` for our cursors (the stdlib's only accepts its own)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+
+class Row:
+    """A result row readable by index, by column name (case-insensitive) and as a sequence.
+
+    Use as ``conn.row_factory = sqlite_concurrent.Row``.
+    """
+
+    __slots__ = ("_names", "_values")
+
+    def __init__(self, cursor: Any, values: tuple[Any, ...]) -> None:
+        description = cursor.description or ()
+        self._names = tuple(d[0] for d in description)
+        self._values = tuple(values)
+
+    def keys(self) -> list[str]:
+        return list(self._names)
+
+    def __getitem__(self, key: int | str | slice) -> Any:
+        if isinstance(key, str):
+            folded = key.casefold()
+            for i, name in enumerate(self._names):
+                if name.casefold() == folded:
+                    return self._values[i]
+            raise IndexError("No item with that key")
+        return self._values[key]
+
+    def __len__(self) -> int:
+        return len(self._values)
+
+    def __iter__(self) -> Iterator[Any]:
+        return iter(self._values)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Row):
+            return NotImplemented
+        return self._names == other._names and self._values == other._values
+
+    def __hash__(self) -> int:
+        return hash(self._names) ^ hash(self._values)
