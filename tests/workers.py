@@ -285,3 +285,18 @@ def soak_writer(path, level, ack_log, seed, stop_file):
         os.write(fd, f"{tid}\n".encode())
         i += 1
     conn.close()
+
+
+@_report_errors
+def transfers_signalling(start, path, level, seed, count, accounts, running):
+    """Like level_transfers, but sets ``running`` after its first commit."""
+    rng = random.Random(seed)
+    conn = sqlite_concurrent.connect(path, lock_level=level, timeout=60)
+    start.wait()
+    for i in range(count):
+        a, b = rng.sample(range(accounts), 2)
+        conn.transact(_transfer, a, b, 1, retries=10_000)
+        if i == 0:
+            running.set()
+    conn.close()
+    return count
