@@ -1,0 +1,118 @@
+"""The ``check`` command's findings: is a database and its sidecar files sound?
+
+:func:`run` reads, never writes: PRAGMA integrity_check on the database (stdlib ``sqlite3``,
+read-only), the lock database ``DB-locks`` (through :mod:`.status`, APSW, read-only), the
+journals ``DB-journal<PID>`` of dead processes, and the size of the WAL.  Each finding is ok,
+warn or FAIL; :mod:`.display` turns them into a table and a verdict.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import glob
+import os
+import sqlite3
+import urllib.parse
+from pathlib import Path
+from typing import NamedTuple
+
+from . import status, stress
+from .checkpoint import DEFAULT_WAL_LIMIT
+
+OK, WARN, FAIL = "ok", "warn", "FAIL"
+
+
+class Finding(NamedTuple):
+    """One row of the verdict: what was checked, ``ok``/``warn``/``FAIL``, and why."""
+
+    name: str
+    outcome: str
+    detail: str
+
+
+class UnreadableDatabaseError(Exception):
+    """The database itself could not be read; the message says why, in one line."""
+
+
+def _open_read_only(path: Path, timeout: float) -> sqlite3.Connection:
+    # Read-only: a check must not write, not even the checkpoint SQLite runs when the last
+    # read-write connection to a WAL database closes.
+    uri = f"file:{urllib.parse.quote(str(path.resolve()))}?mode=ro"
+    return sqlite3.connect(uri, uri=True, timeout=timeout)
+
+
+def _lock_database(db: Path, timeout: float) -> tuple[str, str]:
+    """(status, detail) of the ``-locks`` sidecar: its four tables readable, who holds what."""
+    try:
+        view = status.read(str(db), timeout=timeout)
+    except status.StatusError as e:
+        return FAIL, str(e)
+    if not view.exists:
+        return OK, "absent: no sqlite_concurrent connection has opened this database"
+    detail = (
+        f"{len(view.holders)} holders, {len(view.transactions)} transactions, "
+        f"{len(view.locks)} locks, {len(view.waiters)} waiters"
+    )
+    dead = [h.pid for h in view.holders if not h.alive]
+    if dead:
+        pids = ", ".join(map(str, dead[:5]))
+        return WARN, f"{detail}; dead holders (pid {pids}) are reaped on the next open"
+    return OK, detail
+
+
+def _journals(db: Path) -> tuple[str, str]:
+    found = sorted(glob.glob(glob.escape(str(db)) + "-journal[0-9]*"))
+    suffixes = [(p, p[len(str(db)) + len("-journal") :]) for p in found]
+    pids = [(p, int(pid)) for p, pid in suffixes if pid.isdigit()]
+    dead = []
+    for p, pid in pids:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            dead.append(os.path.basename(p))
+        except PermissionError:
+            pass  # alive, someone else's
+    if dead:
+        return FAIL, f"hot journals of dead processes: {', '.join(dead[:5])} (run recover)"
+    return OK, f"{len(pids)} journals, all of live processes" if pids else "none"
+
+
+def _wal(db: Path) -> tuple[str, str]:
+    wal = Path(f"{db}-wal")
+    wal_size = wal.stat().st_size if wal.exists() else 0
+    if wal_size > DEFAULT_WAL_LIMIT:
+        return (
+            WARN,
+            f"{wal_size:,} bytes, over the {DEFAULT_WAL_LIMIT:,} "
+            "byte checkpoint threshold (a long-running reader may hold it)",
+        )
+    return OK, f"{wal_size:,} bytes" if wal.exists() else "no -wal file"
+
+
+def run(db: Path, timeout: float) -> list[Finding]:
+    """Check ``db`` and its sidecar files, changing nothing.
+
+    :raises UnreadableDatabaseError: the database could not be opened or read at all.
+    """
+    try:
+        with contextlib.closing(_open_read_only(db, timeout)) as conn:
+            mode = conn.execute("PRAGMA journal_mode").fetchone()[0]
+            pages = conn.execute("PRAGMA page_count").fetchone()[0]
+            size = conn.execute("PRAGMA page_size").fetchone()[0]
+            problems = [row[0] for row in conn.execute("PRAGMA integrity_check")]
+    except sqlite3.Error as e:
+        raise UnreadableDatabaseError(stress.describe_sqlite_error(str(db), e, timeout)) from None
+    findings = [Finding("database", OK, f"{pages:,} pages of {size:,} bytes, journal_mode {mode}")]
+    if problems == ["ok"]:
+        findings.append(Finding("integrity_check", OK, "ok"))
+    else:
+        findings.append(Finding("integrity_check", FAIL, "; ".join(problems[:3])))
+    findings.append(Finding("lock database", *_lock_database(db, timeout)))
+    findings.append(Finding("journals", *_journals(db)))
+    findings.append(Finding("WAL", *_wal(db)))
+    return findings
+
+
+def named(findings: list[Finding], outcome: str) -> list[str]:
+    """The names of the findings with ``outcome``, in order."""
+    return [f.name for f in findings if f.outcome == outcome]
