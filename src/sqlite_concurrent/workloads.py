@@ -31,6 +31,8 @@ class Step:
 
 
 def _sleep(think: float) -> None:
+    """The application's work inside a transaction (``--think-ms``), simulated.  Not a wait for
+    anything: the library's own waits block in the kernel (DESIGN 5)."""
     if think > 0:
         time.sleep(think)
 
