@@ -125,6 +125,17 @@ class Grants:
     _guard: Any
 
     @staticmethod
+    def _others_waiting(c: apsw.Connection, txn_id: int) -> list[int]:
+        # Every waiter re-checks its own request, so waking all of them is correct; there are
+        # few, and resources are related (a table lock blocks its rows), so finer is not cheaper.
+        return [
+            t
+            for (t,) in c.execute(
+                "SELECT DISTINCT txn_id FROM waiters WHERE txn_id != ?", (txn_id,)
+            )
+        ]
+
+    @staticmethod
     def _related(resource: str) -> tuple[str, str, str]:
         """(covering table lock, row range start, row range end) that a request must respect."""
         if resource.startswith("row:"):
@@ -148,7 +159,7 @@ class Grants:
             c.execute("BEGIN IMMEDIATE")
             try:
                 for resource, mode in requests:
-                    c.execute(_FAST_GRANT, (resource, txn_id, mode, now, *self._related(resource)))
+                    self._grant_one(resource, txn_id, mode, now)
                     if not c.changes():
                         break
                     granted += 1

@@ -218,18 +218,20 @@ class LockDB(Grants):
             txns = [t for (t,) in c.execute("SELECT txn_id FROM transactions WHERE pid=?", (pid,))]
             nlocks = 0
             for txn_id in txns:
-                nlocks += self._drop_txn(c, txn_id)
+                nlocks += self._drop_txn(c, txn_id)[0]
             c.execute("DELETE FROM holders WHERE pid=?", (pid,))
             reaped.append(Reaped(pid, len(txns), nlocks, tuple(txns)))
         return reaped
 
     @staticmethod
-    def _drop_txn(c: apsw.Connection, txn_id: int) -> int:
+    def _drop_txn(c: apsw.Connection, txn_id: int) -> tuple[int, int]:
+        """Forget a transaction and what it held; returns (locks, queue places) dropped."""
         c.execute("DELETE FROM locks WHERE txn_id=?", (txn_id,))
         nlocks = c.changes()
         c.execute("DELETE FROM waiters WHERE txn_id=?", (txn_id,))
+        nwaits = c.changes()
         c.execute("DELETE FROM transactions WHERE txn_id=?", (txn_id,))
-        return nlocks
+        return nlocks, nwaits
 
     def reap(self) -> list[Reaped]:
         with self.writing() as c:
@@ -259,11 +261,7 @@ class LockDB(Grants):
         try:
             conn.execute("BEGIN IMMEDIATE")
             try:
-                conn.execute("DELETE FROM locks WHERE txn_id=?", (txn_id,))
-                released = conn.changes()
-                conn.execute("DELETE FROM waiters WHERE txn_id=?", (txn_id,))
-                released += conn.changes()
-                conn.execute("DELETE FROM transactions WHERE txn_id=?", (txn_id,))
+                released = sum(self._drop_txn(conn, txn_id))
                 for name in changed_tables:
                     conn.execute(_BUMP_VERSION, (name,))
                 wake = self._others_waiting(conn, txn_id) if released else []
@@ -274,17 +272,6 @@ class LockDB(Grants):
         finally:
             self._guard.release()
         return wake
-
-    @staticmethod
-    def _others_waiting(c: apsw.Connection, txn_id: int) -> list[int]:
-        # Every waiter re-checks its own request, so waking all of them is correct; there are
-        # few, and resources are related (a table lock blocks its rows), so finer is not cheaper.
-        return [
-            t
-            for (t,) in c.execute(
-                "SELECT DISTINCT txn_id FROM waiters WHERE txn_id != ?", (txn_id,)
-            )
-        ]
 
     def reserve_ids(self, count: int) -> range:
         """Transaction ids for statements that commit inside the merge lock (the autocommit
@@ -351,8 +338,6 @@ class LockDB(Grants):
 
     def table_versions(self) -> dict[str, int]:
         return dict(self.conn.execute("SELECT name, version FROM table_versions"))
-
-    # -- locks -----------------------------------------------------------------------------
 
     def unregister_holder(self) -> None:
         """Drop this process's holder row if it has no transactions left."""

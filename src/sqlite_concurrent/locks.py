@@ -88,8 +88,7 @@ class Locking:
         self.versions: dict[str, int] = {}
         self.held_tables: dict[str, str] = {}
         self.row_writes: list[tuple[str, int]] = []
-        self.rows_locked: dict[str, int] = {}
-        self.held_rows: set[str] = set()
+        self.held_rows: dict[str, set[int]] = {}  # by table
         self.escalated: set[str] = set()
 
     # -- table level ---------------------------------------------------------------------
@@ -127,8 +126,8 @@ class Locking:
 
     # -- row level ----------------------------------------------------------------------
 
-    def update_hook(self, op: int, db: str, table: str, rowid: int) -> None:
-        if db == "main" and table not in self.escalated:
+    def row_written(self, table: str, rowid: int) -> None:
+        if table not in self.escalated:
             self.row_writes.append((table, rowid))
 
     def after_statement(self) -> None:
@@ -139,23 +138,23 @@ class Locking:
         per_table: dict[str, list[int]] = {}
         for table, rowid in writes:
             per_table.setdefault(table, []).append(rowid)
+        new_rows: dict[str, list[int]] = {}
         for table, rowids in per_table.items():
             if table in self.escalated:
                 continue
-            count = self.rows_locked.get(table, 0) + len(rowids)
-            if count > self.escalate_at:
+            held = self.held_rows.get(table, set())
+            new = [r for r in dict.fromkeys(rowids) if r not in held]
+            if len(held) + len(new) > self.escalate_at:
                 self.escalated.add(table)
                 requests.append(("table:" + table, "X"))
                 continue
-            self.rows_locked[table] = count
-            for rowid in dict.fromkeys(rowids):
-                resource = f"row:{table}:{rowid}"
-                if resource not in self.held_rows:
-                    requests.append((resource, "X"))
+            new_rows[table] = new
+            requests.extend((f"row:{table}:{rowid}", "X") for rowid in new)
         if not requests:
             return
         waited = waits.acquire(self.lockdb, self.txn_id, requests, self.timeout)
-        self.held_rows.update(r for r, _ in requests if r.startswith("row:"))
+        for table, new in new_rows.items():
+            self.held_rows.setdefault(table, set()).update(new)
         if waited:
             self._check_rows_after_wait(waited)
 

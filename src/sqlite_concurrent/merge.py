@@ -101,12 +101,15 @@ class _TableShape:
         self.sql = f"SELECT {select} FROM main.{quote(table)} WHERE {where}"
 
 
-def snapshot_images(
+def read_changeset(
     snapshot_conn: apsw.Connection, changeset: bytes, shapes: dict[Any, _TableShape]
-) -> list[RowImage]:
-    """Whole-row images, as of the snapshot, of every row the changeset updates."""
+) -> tuple[list[RowImage], frozenset[str]]:
+    """One pass over a changeset: the whole-row images, as of the snapshot, of every row it
+    updates, and the tables it changes."""
     images = []
+    tables = set()
     for change in apsw.Changeset.iter(changeset):
+        tables.add(change.name)
         if change.opcode != apsw.SQLITE_UPDATE:
             continue
         key_cols = sorted(change.pk_columns)
@@ -123,7 +126,7 @@ def snapshot_images(
         key = tuple(old[i] for i in key_cols)
         row = snapshot_conn.execute(shape.sql, key).fetchone()
         images.append(RowImage(change.name, shape.sql, key, row))
-    return images
+    return images, frozenset(tables)
 
 
 def sequence_advances(
@@ -174,8 +177,7 @@ class PageCheck:
 
     path: str
     pages: frozenset[int]
-    max_frame: int
-    header: Any
+    header: Any  # the snapshot's WAL-index header
 
 
 @dataclass
@@ -302,10 +304,12 @@ def _validate_pages(conn: apsw.Connection, check: PageCheck) -> None:
     if not hit:
         return
     pgno = min(hit)
+    table = _page_table(conn, pgno)
+    owner = f" (of {table!r})" if table else ""
     raise ConflictError(
-        f"conflict: page {pgno}{_page_owner(conn, pgno)} was read by this transaction and "
+        f"conflict: page {pgno}{owner} was read by this transaction and "
         "changed by another since its snapshot; the transaction was rolled back (retry it)",
-        table=_page_table(conn, pgno),
+        table=table,
         key=(pgno,),
         kind="page",
     )
@@ -317,11 +321,6 @@ def _page_table(conn: apsw.Connection, pgno: int) -> str | None:
         return None
     row = conn.execute("SELECT name FROM dbstat WHERE pageno = ?", (pgno,)).fetchone()
     return row[0] if row else None
-
-
-def _page_owner(conn: apsw.Connection, pgno: int) -> str:
-    name = _page_table(conn, pgno)
-    return f" (of {name!r})" if name else ""
 
 
 def merge(conn: apsw.Connection, lock: oslock.ByteLock, pending: Pending) -> None:

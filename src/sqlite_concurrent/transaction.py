@@ -53,6 +53,7 @@ class WriteTransaction:
         self.conn: apsw.Connection | None = None
         self.fresh = True  # no statement has run yet
         self.rebase = Rebase()
+        self.inserted = False  # any row inserted (AUTOINCREMENT counters may have moved)
         self._info_for = lambda table: info_for(self, table)
         self.changed_tables: frozenset[str] = frozenset()
         try:
@@ -98,10 +99,12 @@ class WriteTransaction:
         """The transaction connection's update hook."""
         if db != "main":
             return
-        if op == apsw.SQLITE_INSERT and self.rebase.inserted(table, rowid):
-            return  # its rowid is provisional (rebased at merge): nothing to lock
+        if op == apsw.SQLITE_INSERT:
+            self.inserted = True
+            if self.rebase.inserted(table, rowid):
+                return  # its rowid is provisional (rebased at merge): nothing to lock
         if self.level == "row":
-            self.locking.update_hook(op, db, table, rowid)
+            self.locking.row_written(table, rowid)
 
     @property
     def schema_version(self) -> int:
@@ -123,19 +126,24 @@ class WriteTransaction:
         self.session = None
         pending = None
         if self.snapshot is not None:
-            sequences = merge.sequence_advances(self.conn, self._snapshot_conn)
+            # Only an INSERT advances an AUTOINCREMENT counter.
+            sequences = (
+                merge.sequence_advances(self.conn, self._snapshot_conn) if self.inserted else []
+            )
             if changeset or sequences:
                 (fk,) = self.conn.execute("PRAGMA foreign_keys").fetchone()
+                images, self.changed_tables = merge.read_changeset(
+                    self._snapshot_conn, changeset, shapes
+                )
                 pending = merge.Pending(
                     txn_id=self.txn_id,
                     changeset=changeset,
                     schema_version=self.schema_version,
-                    images=merge.snapshot_images(self._snapshot_conn, changeset, shapes),
+                    images=images,
                     foreign_keys=bool(fk),
                     sequences=sequences,
                     pages=self._page_check(),
                 )
-                self.changed_tables = frozenset(c.name for c in apsw.Changeset.iter(changeset))
                 if self.rebase.pending:
                     pending.rebase = self.rebase.result(set(self.changed_tables), self._info_for)
         # Page-level validation compares against frames after the snapshot, so the snapshot
@@ -151,7 +159,7 @@ class WriteTransaction:
         # Page 1 changes whenever the file grows; schema changes are caught by the cookie.
         pages = frozenset(overlay.read_set - {1})
         self.lockdb.record_pages(self.txn_id, pages)
-        return merge.PageCheck(self.path, pages, self.snapshot.max_frame, self.snapshot.header)
+        return merge.PageCheck(self.path, pages, self.snapshot.header)
 
     def _release_private(self, *, keep_snapshot: bool = False) -> None:
         if self.session is not None:
