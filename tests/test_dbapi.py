@@ -766,37 +766,36 @@ def ours(tmp_path):
 
 
 @pytest.mark.parametrize(
-    "ddl",
+    "ddl,probe",
     [
-        "CREATE TABLE u(x)",
-        "CREATE INDEX t_n ON t(n)",
-        "DROP TABLE t",
-        "ALTER TABLE t ADD COLUMN extra",
-        "CREATE VIEW v AS SELECT 1",
-        "PRAGMA user_version = 5",
+        ("CREATE TABLE u(x)", "SELECT name FROM sqlite_schema ORDER BY name"),
+        ("CREATE INDEX t_n ON t(n)", "SELECT name FROM sqlite_schema ORDER BY name"),
+        ("DROP TABLE t", "SELECT name FROM sqlite_schema ORDER BY name"),
+        ("ALTER TABLE t ADD COLUMN extra", "SELECT sql FROM sqlite_schema"),
+        ("CREATE VIEW v AS SELECT 1", "SELECT name FROM sqlite_schema ORDER BY name"),
+        ("PRAGMA user_version = 5", "PRAGMA user_version"),
+        ("ANALYZE", "SELECT name FROM sqlite_schema ORDER BY name"),
     ],
 )
-def test_ours_schema_change_inside_transaction_is_not_supported(ours, tmp_path, ddl):
-    """Differs from the stdlib on purpose: DDL inside an open transaction raises
-    NotSupportedError (exclusive operations come later); the transaction stays usable."""
-    ours.execute("UPDATE t SET n = 10 WHERE name = 'a'")
-    with pytest.raises(sqlite_concurrent.NotSupportedError) as exc_info:
-        ours.execute(ddl)
-    assert isinstance(exc_info.value, sqlite3.NotSupportedError)
-    assert ours.in_transaction
-    ours.commit()
-    ours.close()  # before opening the stdlib's own copy of SQLite in this process
-    check = sqlite3.connect(str(tmp_path / "ours.db"))
-    try:
-        assert check.execute("SELECT name, n FROM t ORDER BY id").fetchall() == [
-            ("a", 10),
-            ("b", 2),
-        ]
-        names = {r[0] for r in check.execute("SELECT name FROM sqlite_schema")}
-        assert names.isdisjoint({"u", "t_n", "v"})
-        assert check.execute("PRAGMA user_version").fetchone() == (0,)
-    finally:
-        check.close()
+@pytest.mark.parametrize("end", ["commit", "rollback"])
+def test_schema_change_inside_a_transaction_is_part_of_it(connect, filled, ddl, probe, end):
+    """DDL after DML joins the open transaction (no implicit commit since Python 3.6): it
+    commits or rolls back together with the rows."""
+    filled.execute("UPDATE t SET n = 11 WHERE id = 1")
+    filled.execute(ddl)
+    assert filled.in_transaction
+    other = connect()
+    before = other.execute(probe).fetchall()
+    getattr(filled, end)()
+    assert not filled.in_transaction
+    after = other.execute(probe).fetchall()
+    if end == "commit":
+        assert after != before
+        if ddl != "DROP TABLE t":
+            assert other.execute("SELECT n FROM t WHERE id = 1").fetchone() == (11,)
+    else:
+        assert after == before
+        assert other.execute("SELECT n FROM t WHERE id = 1").fetchone() == (10,)
 
 
 def test_ours_schema_change_outside_transaction_is_applied(ours, tmp_path):

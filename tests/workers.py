@@ -300,3 +300,19 @@ def transfers_signalling(start, path, level, seed, count, accounts, running):
             running.set()
     conn.close()
     return count
+
+
+@_report_errors
+def hold_transaction(start, path, statements, ready, proceed):
+    """Runs ``statements`` in one transaction, sets ``ready``, and commits once ``proceed`` is
+    set (the test SIGKILLs it if it never is).  Returns ``"committed"``."""
+    conn = sqlite_concurrent.connect(path, timeout=60)
+    start.wait()
+    conn.execute("BEGIN")
+    for sql in statements:
+        conn.execute(sql)
+    ready.set()
+    assert proceed.wait(60), "never told to proceed"
+    conn.commit()
+    conn.close()
+    return "committed"

@@ -23,7 +23,7 @@ from typing import Any, TypeVar
 
 import apsw
 
-from . import authorizer, crashpoints, locks, merge, rebase, statements
+from . import authorizer, crashpoints, exclusive, locks, merge, rebase, statements, waits
 from .checkpoint import DEFAULT_CHECKPOINT_WAIT, DEFAULT_WAL_LIMIT, Checkpointer
 from .cursor import Cursor, describe
 from .errors import (
@@ -118,6 +118,7 @@ class Connection:
         self._check_same_thread = check_same_thread
         self._thread = threading.get_ident()
         self._txn: WriteTransaction | None = None
+        self._exclusive: exclusive.Exclusive | None = None  # the open transaction went exclusive
         self._txn_conn: apsw.Connection | None = None
         self._txn_cursors: weakref.WeakSet[Cursor] = weakref.WeakSet()
         self._last_insert_rowid = 0
@@ -161,18 +162,23 @@ class Connection:
         self._fast_rows: tuple[set[str], dict[str, list[int]]] | None = None
         self._fast_ids: list[int] = []
         self._merge_lock = merge.merge_lock(self.path + "-locks")
-        with self._merge_lock:
-            mode = _value(self._merger, "PRAGMA journal_mode")
-            if mode != "wal":
-                # Needs a moment without other connections: SQLite refuses while others read.
-                mode = _value(self._merger, "PRAGMA journal_mode=WAL")
+        # Only a new database needs the merge lock here: an exclusive transaction may hold it
+        # for as long as its application thinks.
+        if _value(self._merger, "PRAGMA journal_mode") != "wal" or not merge.has_marker_table(
+            self._merger
+        ):
+            with self._merge_lock:
+                mode = _value(self._merger, "PRAGMA journal_mode")
                 if mode != "wal":
-                    raise OperationalError(
-                        f"could not switch {self.path} to WAL mode (it is in {mode!r} mode)"
-                    )
-            merge.ensure_marker_table(self._merger)
-            first_txn_id = merge.last_marker(self._merger) + 1
-            self._page_size = int(_value(self._merger, "PRAGMA page_size"))
+                    # Needs a moment without other connections: SQLite refuses while others read.
+                    mode = _value(self._merger, "PRAGMA journal_mode=WAL")
+                    if mode != "wal":
+                        raise OperationalError(
+                            f"could not switch {self.path} to WAL mode (it is in {mode!r} mode)"
+                        )
+                merge.ensure_marker_table(self._merger)
+        first_txn_id = merge.last_marker(self._merger) + 1
+        self._page_size = int(_value(self._merger, "PRAGMA page_size"))
         _anchor(self.path)
         self._checkpointer = Checkpointer(
             self._merger,
@@ -342,6 +348,9 @@ class Connection:
         self._txn_cursors.clear()
 
     def _rollback_txn(self) -> None:
+        if self._exclusive is not None:
+            self._finish_exclusive(commit=False)
+            return
         txn, self._txn = self._txn, None
         assert txn is not None
         self._detach_cursors()
@@ -351,6 +360,9 @@ class Connection:
             raise translate(e) from e
 
     def _commit_txn(self) -> None:
+        if self._exclusive is not None:
+            self._finish_exclusive(commit=True)
+            return
         txn, self._txn = self._txn, None
         assert txn is not None
         self._detach_cursors()
@@ -368,6 +380,75 @@ class Connection:
             txn.end(committed)
         if pending is not None:
             self._after_merge(pending.txn_id)
+
+    # -- exclusive operations (DESIGN 10) ----------------------------------------------------
+
+    def _exclusive_alone(
+        self, cursor: Cursor, sql: str, parameters: Any, many: bool, kind: str
+    ) -> None:
+        """Outside a transaction: one statement a changeset cannot carry, run by itself once
+        every live transaction has ended."""
+        txn_id, _ = self._lockdb.begin(self.lock_level)
+        waits.owned_by_this_thread(txn_id)
+        try:
+            exclusive.wait_for_db(self._lockdb, txn_id, self.timeout)
+            with self._merge_lock:
+                self._run(cursor, self._merger, sql, parameters, many, False, kind)
+        finally:
+            waits.forget(txn_id)
+            waits.wake(self._lockdb, self._lockdb.end(txn_id))
+
+    def _become_exclusive(self) -> None:
+        """The open transaction met a statement a changeset cannot carry: wait for the others
+        to end, then move what it did so far onto the merger and go on there.
+
+        A lock timeout leaves the transaction as it was; a conflict (its snapshot was stale)
+        rolls it back.
+        """
+        txn = self._txn
+        assert txn is not None and self._exclusive is None
+        try:
+            exclusive.wait_for_db(self._lockdb, txn.txn_id, self.timeout)
+        except ConflictError:  # a deadlock victim: doomed, so free its locks for the others
+            self._rollback_txn()
+            raise
+        self._detach_cursors()
+        try:
+            pending = txn.prepare(self._table_shapes)
+            self._exclusive = exclusive.Exclusive(
+                self._merger, self._merge_lock, txn.txn_id, pending
+            )
+        except BaseException as e:
+            self._txn = None
+            txn.end(False)
+            if isinstance(e, apsw.Error):
+                raise translate(e) from e
+            raise
+
+    def _run_exclusive(
+        self, cursor: Cursor, sql: str, parameters: Any, many: bool, kind: str
+    ) -> None:
+        assert self._exclusive is not None
+        try:
+            self._run(cursor, self._merger, sql, parameters, many, False, kind)
+        finally:
+            if self._exclusive is not None and not self._exclusive.open:
+                # SQLite rolled the whole transaction back (as it does after some errors).
+                self._finish_exclusive(commit=False)
+
+    def _finish_exclusive(self, *, commit: bool) -> None:
+        excl, self._exclusive = self._exclusive, None
+        txn, self._txn = self._txn, None
+        assert excl is not None and txn is not None
+        committed = False
+        try:
+            committed = excl.finish(commit)
+        except apsw.Error as e:
+            raise translate(e) from e
+        finally:
+            txn.end(committed)
+        if committed:
+            self._after_merge(txn.txn_id)
 
     def _after_merge(self, txn_id: int) -> None:
         """Housekeeping after a commit.  The commit has happened: nothing here may make
@@ -567,8 +648,22 @@ class Connection:
         if kind == "pragma" and self._is_connection_pragma(sql):
             self._run_connection_pragma(cursor, sql, parameters)
             return
+        if kind == "exclusive" and self._exclusive is None:
+            if self._txn is None:
+                self._exclusive_alone(cursor, sql, parameters, many, kind)
+                return
+            if statements.first_keywords(sql, 1) == ["VACUUM"]:
+                raise OperationalError("cannot VACUUM from within a transaction")
+            self._become_exclusive()
+        if self._exclusive is not None:
+            self._run_exclusive(cursor, sql, parameters, many, kind)
+            return
         if self._txn is not None:
-            self._run(cursor, self._txn_conn_checked(), sql, parameters, many, True, kind)
+            try:
+                self._run(cursor, self._txn_conn_checked(), sql, parameters, many, True, kind)
+            except _NeedsExclusive:
+                self._become_exclusive()
+                self._run_exclusive(cursor, sql, parameters, many, kind)
             return
         words = statements.first_keywords(sql, 2)
         if (
@@ -581,9 +676,8 @@ class Connection:
         try:
             self._run(cursor, self._reader, sql, parameters, many, False, kind)
         except apsw.AuthError:
-            # The reader refused a write: run it alone, under the merge lock.
-            with self._merge_lock:
-                self._run(cursor, self._merger, sql, parameters, many, False, kind)
+            # The reader refused a write: a changeset cannot carry it (DESIGN 10).
+            self._exclusive_alone(cursor, sql, parameters, many, kind)
 
     def _autocommit_fast(self, cursor: Cursor, sql: str, parameters: Any, many: bool) -> bool:
         """Run one autocommit DML statement straight on the merger (DESIGN 3): no snapshot,
@@ -595,7 +689,7 @@ class Connection:
         While table-level transactions are live it is not taken at all: their locks cover
         tables (WITHOUT ROWID ones included) that the update hook cannot report.
         """
-        if self._lockdb.has_table_level():
+        if self._lockdb.fast_path_closed():
             return False
         if not self._fast_ids:
             self._fast_ids = list(self._lockdb.reserve_ids(64))
@@ -612,10 +706,7 @@ class Connection:
                     if self.lock_level == "row" and self._lockdb.locked_by_others(written, touched):
                         conn.execute("ROLLBACK")
                         return False
-                    conn.execute(
-                        f"INSERT INTO {merge.MARKER_TABLE}(txn_id, committed_at) VALUES (?, ?)",
-                        (txn_id, time.time()),
-                    )
+                    merge.record_marker(conn, txn_id)
                     conn.execute("COMMIT")
                 except BaseException:
                     if conn.in_transaction:
@@ -744,10 +835,7 @@ class Connection:
             reason = self._denied.reason
             self._denied.reason = None
             if on_txn_conn and reason:
-                raise NotSupportedError(
-                    f"{reason} cannot run inside a sqlite_concurrent transaction yet; "
-                    "run it outside a transaction (it is then applied under the merge lock)"
-                ) from e
+                raise _NeedsExclusive(reason) from e
             if conn is self._reader:
                 raise
             raise translate(e) from e
@@ -812,6 +900,10 @@ class Connection:
         txn = self._txn
         if on_txn_conn and txn is not None and txn.connection.get_autocommit():
             self._rollback_txn()
+
+
+class _NeedsExclusive(Exception):  # noqa: N818 - a signal, not an error
+    """The statement needs the database to itself (DESIGN 10)."""
 
 
 class _Aggregate:

@@ -1,9 +1,12 @@
 """Granting and queueing locks in the lock database, and breaking deadlocks (DESIGN 5).
 
 Resources are ``db``, ``table:<name>``, ``page:<n>`` and ``row:<table>:<rowid>``, in modes S
-and X.  A table lock covers its rows.  Requests queue first come, first served; the wait-for
-graph is searched whenever a request queues, and the youngest transaction of a cycle is the
-victim.  The waiting itself (in the kernel) is :mod:`.waits`.
+and X.  A table lock covers its rows.  Every live transaction holds ``db`` in S mode without a
+row for it (one write less per transaction): a ``db`` X request waits for all of them except
+those queued for ``db`` in S mode, i.e. transactions that began after an exclusive operation
+asked and wait at their start, before running anything (DESIGN 10).  Requests queue first come,
+first served; the wait-for graph is searched whenever a request queues, and the youngest
+transaction of a cycle is the victim.  The waiting itself (in the kernel) is :mod:`.waits`.
 """
 
 from __future__ import annotations
@@ -33,6 +36,11 @@ SELECT l.txn_id, l.resource, 'X', t.pid FROM locks l JOIN transactions t USING (
 UNION ALL
 SELECT w.txn_id, w.resource, w.mode, t.pid FROM waiters w JOIN transactions t USING (txn_id)
  WHERE w.resource = ?1 AND w.txn_id != ?2 AND w.seq < ?6
+UNION ALL
+SELECT t.txn_id, 'db', 'S', t.pid FROM transactions t
+ WHERE ?1 = 'db' AND t.txn_id != ?2
+   AND NOT EXISTS (SELECT 1 FROM waiters w
+                   WHERE w.txn_id = t.txn_id AND w.resource = 'db' AND w.mode = 'S')
 """
 
 # The uncontended fast path: grant in one statement when nothing conflicts and nobody queues.
@@ -59,8 +67,19 @@ SELECT ?1, ?2, ?3, ?4
    AND NOT EXISTS (SELECT 1 FROM waiters WHERE resource = ?1 AND txn_id != ?2)
 """
 
+# ``db`` in X mode: every other live transaction holds it in S mode implicitly.
+_FAST_GRANT_DB_X = """
+INSERT INTO locks(resource, txn_id, mode, granted_at)
+SELECT 'db', ?1, 'X', ?2
+ WHERE NOT EXISTS (SELECT 1 FROM transactions t WHERE t.txn_id != ?1
+                   AND NOT EXISTS (SELECT 1 FROM waiters w WHERE w.txn_id = t.txn_id
+                                   AND w.resource = 'db' AND w.mode = 'S'))
+   AND NOT EXISTS (SELECT 1 FROM locks WHERE resource = 'db' AND txn_id != ?1)
+   AND NOT EXISTS (SELECT 1 FROM waiters WHERE resource = 'db' AND txn_id != ?1)
+ON CONFLICT(resource, txn_id) DO UPDATE SET mode = 'X'
+"""
 
-# Transaction states.
+
 @dataclass(frozen=True)
 class Blocker:
     """A transaction standing between a request and its grant."""
@@ -175,6 +194,8 @@ class Grants:
         if resource.startswith("row:"):  # rows are always X
             table = "table:" + _table_of_row(resource)
             self.conn.execute(_FAST_GRANT_ROW, (resource, txn_id, mode, now, table))
+        elif resource == "db" and mode == "X":
+            self.conn.execute(_FAST_GRANT_DB_X, (txn_id, now))
         else:
             self.conn.execute(_FAST_GRANT, (resource, txn_id, mode, now, *self._related(resource)))
 

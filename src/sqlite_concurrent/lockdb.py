@@ -243,11 +243,26 @@ class LockDB(Grants):
             reaped = self._reap_dead(c)
             return self._others_waiting(c, -1) if reaped else []
 
-    def begin(self, lock_level: str) -> int:
-        """Register a new transaction of this process and return its id."""
-        return self._write_one(
+    def begin(self, lock_level: str) -> tuple[int, bool]:
+        """Register a new transaction of this process.
+
+        :returns: its id, and whether an exclusive operation holds or waits for the ``db``
+            lock, in which case the transaction must wait for ``db`` in S mode before it runs.
+        """
+        txn_id = self._write_one(
             "INSERT INTO transactions(pid, lock_level, state, began_at) VALUES (?, ?, ?, ?)",
             (self.pid, lock_level, ACTIVE, time.time()),
+        )
+        return txn_id, self.exclusive_pending()
+
+    def exclusive_pending(self) -> bool:
+        """Whether an exclusive operation holds or waits for the ``db`` lock in X mode."""
+        return (
+            self.conn.execute(
+                "SELECT 1 FROM waiters WHERE resource = 'db' AND mode = 'X' "
+                "UNION ALL SELECT 1 FROM locks WHERE resource = 'db' AND mode = 'X' LIMIT 1"
+            ).fetchone()
+            is not None
         )
 
     def end(self, txn_id: int, changed_tables: frozenset[str] = frozenset()) -> list[int]:
@@ -261,10 +276,12 @@ class LockDB(Grants):
         try:
             conn.execute("BEGIN IMMEDIATE")
             try:
-                released = sum(self._drop_txn(conn, txn_id))
+                self._drop_txn(conn, txn_id)
                 for name in changed_tables:
                     conn.execute(_BUMP_VERSION, (name,))
-                wake = self._others_waiting(conn, txn_id) if released else []
+                # Even with no lock rows it held ``db`` in S mode, implicitly: an exclusive
+                # operation may be waiting for it.
+                wake = self._others_waiting(conn, txn_id)
             except BaseException:
                 conn.execute("ROLLBACK")
                 raise
@@ -313,6 +330,19 @@ class LockDB(Grants):
         return (
             self.conn.execute(
                 "SELECT 1 FROM transactions WHERE lock_level = 'table' LIMIT 1"
+            ).fetchone()
+            is not None
+        )
+
+    def fast_path_closed(self) -> bool:
+        """Whether a statement must not bypass the transaction machinery: a table-level
+        transaction is live (the update hook cannot report all it locks), or an exclusive
+        operation holds or waits for the ``db`` lock (it goes first)."""
+        return (
+            self.conn.execute(
+                "SELECT 1 FROM transactions WHERE lock_level = 'table' "
+                "UNION ALL SELECT 1 FROM waiters WHERE resource = 'db' "
+                "UNION ALL SELECT 1 FROM locks WHERE resource = 'db' LIMIT 1"
             ).fetchone()
             is not None
         )

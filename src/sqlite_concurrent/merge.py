@@ -151,11 +151,17 @@ def sequence_advances(
     ]
 
 
+def has_marker_table(conn: apsw.Connection) -> bool:
+    return (
+        conn.execute(
+            "SELECT 1 FROM sqlite_schema WHERE type='table' AND name=?", (MARKER_TABLE,)
+        ).fetchone()
+        is not None
+    )
+
+
 def ensure_marker_table(conn: apsw.Connection) -> None:
-    exists = conn.execute(
-        "SELECT 1 FROM sqlite_schema WHERE type='table' AND name=?", (MARKER_TABLE,)
-    ).fetchone()
-    if not exists:
+    if not has_marker_table(conn):
         conn.execute(_MARKER_DDL)
 
 
@@ -271,9 +277,13 @@ def apply_one(conn: apsw.Connection, pending: Pending) -> None:
         conn.execute("UPDATE sqlite_sequence SET seq = max(seq, ?) WHERE name = ?", (seq, name))
         if not conn.changes():
             conn.execute("INSERT INTO sqlite_sequence(name, seq) VALUES (?, ?)", (name, seq))
+    record_marker(conn, pending.txn_id)
+
+
+def record_marker(conn: apsw.Connection, txn_id: int) -> None:
+    """Inside the caller's write transaction: ``txn_id`` commits with it, exactly once."""
     conn.execute(
-        f"INSERT INTO {MARKER_TABLE}(txn_id, committed_at) VALUES (?, ?)",
-        (pending.txn_id, time.time()),
+        f"INSERT INTO {MARKER_TABLE}(txn_id, committed_at) VALUES (?, ?)", (txn_id, time.time())
     )
 
 

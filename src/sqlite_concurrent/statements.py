@@ -33,7 +33,8 @@ def first_keywords(sql: str, count: int = 2) -> list[str]:
 
 @functools.lru_cache(maxsize=2048)
 def kind(sql: str) -> str:
-    """One of ``begin``, ``commit``, ``rollback``, ``savepoint``, ``dml``, ``pragma``, ``other``."""
+    """One of ``begin``, ``commit``, ``rollback``, ``savepoint``, ``dml``, ``pragma``,
+    ``exclusive`` (VACUUM, REINDEX), ``other``."""
     words = first_keywords(sql)
     if not words:
         return "other"
@@ -51,6 +52,9 @@ def kind(sql: str) -> str:
         return "savepoint"
     if head == "PRAGMA":
         return "pragma"
+    if head in ("VACUUM", "REINDEX"):
+        # They rewrite pages without asking the authorizer (plain REINDEX never does).
+        return "exclusive"
     return "other"
 
 

@@ -38,7 +38,7 @@ class WriteTransaction:
     ) -> None:
         self.path = path
         self.lockdb = lockdb
-        self.txn_id = lockdb.begin(locking["level"])
+        self.txn_id, gated = lockdb.begin(locking["level"])
         crashpoints.reach("begin.registered")
         waits.owned_by_this_thread(self.txn_id)
         self.level: str = locking["level"]
@@ -57,6 +57,8 @@ class WriteTransaction:
         self._info_for = lambda table: info_for(self, table)
         self.changed_tables: frozenset[str] = frozenset()
         try:
+            if gated:  # an exclusive operation goes first (DESIGN 10)
+                waits.acquire(lockdb, self.txn_id, [("db", "S")], locking["timeout"])
             self.conn = conn_for(self)
             self._start_connection()
         except BaseException:

@@ -1,0 +1,87 @@
+"""Exclusive operations (DESIGN section 10).
+
+What a changeset cannot carry (DDL, VACUUM, ANALYZE, REINDEX, pragmas that write the header)
+runs on the stock merger connection while its transaction holds the ``db`` lock in X mode.
+Taking it waits, first come first served and bounded by the connection's timeout, until every
+other live transaction has ended; transactions that begin meanwhile wait at their start.  So no
+live transaction's snapshot predates the schema change, and nobody's work is broken or dropped.
+
+A transaction that has already written through its overlay when it meets such a statement
+becomes exclusive: its changeset so far is applied on the merger, inside a write transaction
+that stays open (under the merge lock) until commit or rollback, and its remaining statements
+run there, on the latest database.
+"""
+
+from __future__ import annotations
+
+import apsw
+
+from . import merge, oslock, waits
+from .errors import OperationalError
+from .lockdb import LockDB
+
+
+def wait_for_db(lockdb: LockDB, txn_id: int, timeout: float) -> None:
+    """Hold ``db`` in X mode: every other live transaction has ended, new ones wait.
+
+    :raises LockTimeoutError: transactions were still live after ``timeout`` seconds.
+    :raises DeadlockError: one of them waits for this one.
+    """
+    waits.acquire(lockdb, txn_id, [("db", "X")], timeout)
+
+
+class Exclusive:
+    """An exclusive transaction's write transaction on the merger, under the merge lock."""
+
+    def __init__(
+        self,
+        conn: apsw.Connection,
+        lock: oslock.ByteLock,
+        txn_id: int,
+        pending: merge.Pending | None,
+    ) -> None:
+        self.conn = conn
+        self.txn_id = txn_id
+        self._lock = lock
+        if pending is not None and conn.pragma("foreign_keys") != pending.foreign_keys:
+            conn.pragma("foreign_keys", pending.foreign_keys)  # as merge.merge does
+        lock.acquire()
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                if pending is not None:
+                    merge.apply_one(conn, pending)  # records the marker too
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+        except BaseException:
+            lock.release()
+            raise
+        self._marked = pending is not None
+
+    @property
+    def open(self) -> bool:
+        """False once SQLite rolled the transaction back by itself (after some errors)."""
+        return self.conn.in_transaction
+
+    def finish(self, commit: bool) -> bool:
+        """Commit (with the marker) or roll back, and let go of the merge lock.
+
+        :returns: whether it committed.
+        """
+        conn = self.conn
+        try:
+            if not commit:
+                return False
+            if not conn.in_transaction:
+                raise OperationalError(
+                    "cannot commit: SQLite rolled the transaction back after an error"
+                )
+            if not self._marked:
+                merge.record_marker(conn, self.txn_id)
+            conn.execute("COMMIT")
+            return True
+        finally:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            self._lock.release()

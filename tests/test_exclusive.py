@@ -1,0 +1,375 @@
+"""Exclusive operations (DESIGN 10): DDL, VACUUM, ANALYZE, REINDEX and header pragmas wait for
+the transactions other processes have open instead of breaking them, hold new ones back until
+they are done, and run inside a transaction when the application opened one.  A transaction
+whose snapshot predates a schema change made behind our back gets a retryable conflict."""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+
+import pytest
+from conftest import SPAWN, integrity_ok, stock_apsw
+from workers import hold_transaction
+
+import sqlite_concurrent
+
+pytestmark = pytest.mark.timeout(120)
+
+
+@pytest.fixture
+def db(db_path):
+    conn = sqlite_concurrent.connect(db_path)
+    conn.executescript(
+        """
+        CREATE TABLE t(id INTEGER PRIMARY KEY, n INT);
+        INSERT INTO t VALUES (1, 10), (2, 20);
+        CREATE TABLE big(x);
+        WITH RECURSIVE k(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM k WHERE i < 200)
+        INSERT INTO big SELECT zeroblob(1000) FROM k;
+        DROP TABLE big;
+        """
+    )
+    conn.close()
+    return db_path
+
+
+def _wait_until(predicate, what: str, timeout: float = 30.0) -> None:
+    """Poll a condition that, once true, stays true until the test acts: no race with a timer."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, f"timed out waiting until {what}"
+        time.sleep(0.005)
+
+
+def _queued(path: str, mode: str) -> bool:
+    locks = stock_apsw(path + "-locks")
+    try:
+        return bool(
+            locks.execute(
+                "SELECT count(*) FROM waiters WHERE resource = 'db' AND mode = ?", (mode,)
+            ).fetchone()[0]
+        )
+    finally:
+        locks.close()
+
+
+def _value(path: str, sql: str):
+    conn = stock_apsw(path)
+    try:
+        return conn.execute(sql).fetchall()
+    finally:
+        conn.close()
+
+
+def _holder(path: str, statements: list[str]):
+    start, queue, ready, proceed = SPAWN.Event(), SPAWN.Queue(), SPAWN.Event(), SPAWN.Event()
+    proc = SPAWN.Process(
+        target=hold_transaction, args=(start, queue, path, statements, ready, proceed)
+    )
+    proc.start()
+    start.set()
+    assert ready.wait(60), "holder never opened its transaction"
+    return proc, queue, proceed
+
+
+def _in_thread(fn):
+    """Run ``fn`` in a thread; returns (thread, done event, outcome list)."""
+    done, outcome = threading.Event(), []
+
+    def run():
+        try:
+            outcome.append(("ok", fn()))
+        except BaseException as e:
+            outcome.append(("error", e))
+        finally:
+            done.set()
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    return thread, done, outcome
+
+
+SCHEMA = "SELECT type, name FROM sqlite_schema ORDER BY name"
+
+# (statement, query whose result the statement changes)
+OPERATIONS = [
+    ("CREATE TABLE u(x)", SCHEMA),
+    ("CREATE INDEX t_n ON t(n)", SCHEMA),
+    ("DROP TABLE t", SCHEMA),
+    ("ALTER TABLE t ADD COLUMN extra DEFAULT 'e'", "SELECT * FROM t ORDER BY id"),
+    ("ALTER TABLE t RENAME TO t2", SCHEMA),
+    ("CREATE VIEW v AS SELECT n FROM t", SCHEMA),
+    ("CREATE TRIGGER tr AFTER INSERT ON t BEGIN SELECT 1; END", SCHEMA),
+    ("VACUUM", "PRAGMA freelist_count"),
+    ("ANALYZE", SCHEMA),  # creates sqlite_stat1
+    ("PRAGMA user_version = 5", "PRAGMA user_version"),
+    ("PRAGMA application_id = 77", "PRAGMA application_id"),
+]
+
+
+@pytest.mark.parametrize("sql,probe", OPERATIONS, ids=[op[0].split("(")[0] for op in OPERATIONS])
+def test_exclusive_operation_waits_for_a_transaction_open_in_another_process(db, sql, probe):
+    before = _value(db, probe)
+    proc, queue, proceed = _holder(db, ["UPDATE t SET n = n + 1 WHERE id = 2"])
+    conn = sqlite_concurrent.connect(db, check_same_thread=False)
+    try:
+        thread, done, outcome = _in_thread(lambda: conn.execute(sql))
+        _wait_until(lambda: _queued(db, "X"), "the operation queues for the db lock")
+        # Queued behind the open transaction: not run, and the transaction is not broken.
+        assert not done.is_set()
+        assert _value(db, probe) == before
+        proceed.set()
+        assert queue.get(timeout=60) == "committed"
+        proc.join(60)
+        assert proc.exitcode == 0
+        assert done.wait(60)
+        thread.join()
+        assert outcome[0][0] == "ok", outcome
+        assert not conn.in_transaction
+    finally:
+        conn.close()
+    assert _value(db, probe) != before
+    if "t" in {name for _, name in _value(db, SCHEMA)}:
+        assert _value(db, "SELECT n FROM t WHERE id = 2") == [(21,)]  # the holder's commit
+    assert integrity_ok(db)
+
+
+def test_reindex_waits_for_a_transaction_open_in_another_process(db):
+    """REINDEX changes nothing visible, so the wait itself is what is checked."""
+    proc, queue, proceed = _holder(db, ["UPDATE t SET n = n + 1 WHERE id = 2"])
+    conn = sqlite_concurrent.connect(db, check_same_thread=False)
+    try:
+        thread, done, outcome = _in_thread(lambda: conn.execute("REINDEX"))
+        _wait_until(lambda: _queued(db, "X"), "REINDEX queues for the db lock")
+        assert not done.is_set()
+        proceed.set()
+        assert queue.get(timeout=60) == "committed"
+        proc.join(60)
+        assert done.wait(60)
+        thread.join()
+        assert outcome == [("ok", outcome[0][1])]
+    finally:
+        conn.close()
+    assert _value(db, "SELECT n FROM t WHERE id = 2") == [(21,)]
+
+
+def test_new_transactions_wait_behind_a_queued_exclusive_operation(db):
+    """First come, first served: a transaction that begins while an ALTER TABLE waits runs
+    after it, so it can use the new column; the autocommit fast path queues the same way."""
+    proc, queue, proceed = _holder(db, ["UPDATE t SET n = n + 1 WHERE id = 2"])
+    alter = sqlite_concurrent.connect(db, check_same_thread=False)
+    later = sqlite_concurrent.connect(db, check_same_thread=False, isolation_level=None)
+    try:
+        t1, done1, out1 = _in_thread(lambda: alter.execute("ALTER TABLE t ADD COLUMN extra"))
+        _wait_until(lambda: _queued(db, "X"), "the ALTER TABLE queues")
+        t2, done2, out2 = _in_thread(
+            lambda: later.execute("UPDATE t SET extra = 'after' WHERE id = 1").rowcount
+        )
+        _wait_until(lambda: _queued(db, "S"), "the later statement queues behind it")
+        assert not done1.is_set() and not done2.is_set()
+        proceed.set()
+        assert queue.get(timeout=60) == "committed"
+        proc.join(60)
+        assert done1.wait(60) and done2.wait(60)
+        t1.join()
+        t2.join()
+        assert out1[0][0] == "ok", out1
+        assert out2 == [("ok", 1)], out2
+    finally:
+        alter.close()
+        later.close()
+    assert _value(db, "SELECT id, n, extra FROM t ORDER BY id") == [(1, 10, "after"), (2, 21, None)]
+
+
+def test_transaction_that_meets_ddl_waits_then_commits_everything_at_once(db):
+    proc, queue, proceed = _holder(db, ["UPDATE t SET n = n + 1 WHERE id = 2"])
+    conn = sqlite_concurrent.connect(db, check_same_thread=False)
+    try:
+        conn.execute("UPDATE t SET n = 11 WHERE id = 1")
+        conn.execute("INSERT INTO t VALUES (3, 30)")
+        thread, done, outcome = _in_thread(lambda: conn.execute("CREATE INDEX t_n ON t(n)"))
+        _wait_until(lambda: _queued(db, "X"), "the CREATE INDEX queues")
+        assert not done.is_set()
+        proceed.set()
+        assert queue.get(timeout=60) == "committed"
+        proc.join(60)
+        assert done.wait(60)
+        thread.join()
+        assert outcome[0][0] == "ok", outcome
+        # The rest of the transaction sees its own earlier writes and the index.
+        assert conn.in_transaction
+        assert conn.execute("SELECT id, n FROM t ORDER BY id").fetchall() == [
+            (1, 11),
+            (2, 21),
+            (3, 30),
+        ]
+        conn.execute("INSERT INTO t VALUES (4, 40)")
+        # Nothing is visible to others before the commit.
+        assert _value(db, "SELECT count(*) FROM t") == [(2,)]
+        assert ("index", "t_n") not in _value(db, SCHEMA)
+        conn.commit()
+    finally:
+        conn.close()
+    assert _value(db, "SELECT id, n FROM t ORDER BY id") == [(1, 11), (2, 21), (3, 30), (4, 40)]
+    assert ("index", "t_n") in _value(db, SCHEMA)
+    assert integrity_ok(db)
+
+
+def test_exclusive_transaction_rolls_back_as_a_whole(db):
+    conn = sqlite_concurrent.connect(db)
+    conn.execute("UPDATE t SET n = 11 WHERE id = 1")
+    conn.execute("CREATE TABLE u(x)")
+    conn.execute("INSERT INTO u VALUES (1)")
+    conn.execute("PRAGMA user_version = 9")
+    conn.rollback()
+    assert not conn.in_transaction
+    # The connection goes on normally afterwards.
+    conn.execute("UPDATE t SET n = 12 WHERE id = 1")
+    conn.commit()
+    conn.close()
+    assert _value(db, "SELECT n FROM t WHERE id = 1") == [(12,)]
+    assert "u" not in {name for _, name in _value(db, SCHEMA)}
+    assert _value(db, "PRAGMA user_version") == [(0,)]
+
+
+def test_earlier_write_that_went_stale_conflicts_when_the_transaction_turns_exclusive(db):
+    """Its earlier writes are checked as at a merge: a row changed since its snapshot (here by
+    a stock writer, which our row locks cannot stop) is a retryable conflict, and nothing of
+    the transaction is applied."""
+    conn = sqlite_concurrent.connect(db)
+    conn.execute("UPDATE t SET n = 11 WHERE id = 1")
+    stock = stock_apsw(db)
+    stock.execute("UPDATE t SET n = 99 WHERE id = 1")
+    with pytest.raises(sqlite_concurrent.ConflictError) as exc_info:
+        conn.execute("CREATE TABLE u(x)")
+    assert exc_info.value.retryable and exc_info.value.table == "t"
+    assert not conn.in_transaction
+    stock.close()
+    conn.close()
+    assert _value(db, "SELECT n FROM t WHERE id = 1") == [(99,)]
+    assert "u" not in {name for _, name in _value(db, SCHEMA)}
+
+
+def test_ddl_times_out_rather_than_breaking_an_open_transaction(db):
+    proc, queue, proceed = _holder(db, ["UPDATE t SET n = n + 1 WHERE id = 2"])
+    conn = sqlite_concurrent.connect(db, timeout=0.3)
+    try:
+        with pytest.raises(sqlite_concurrent.LockTimeoutError) as exc_info:
+            conn.execute("CREATE TABLE u(x)")
+        assert exc_info.value.resource == "db"
+        assert not conn.in_transaction
+        # Inside a transaction the timeout fails the statement only, as SQLite's own does.
+        conn.execute("UPDATE t SET n = 11 WHERE id = 1")
+        with pytest.raises(sqlite_concurrent.OperationalError):
+            conn.execute("CREATE TABLE u(x)")
+        assert conn.in_transaction
+        proceed.set()
+        assert queue.get(timeout=60) == "committed"
+        proc.join(60)
+        conn.commit()
+    finally:
+        conn.close()
+    assert _value(db, "SELECT n FROM t ORDER BY id") == [(11,), (21,)]
+    assert "u" not in {name for _, name in _value(db, SCHEMA)}
+
+
+def test_two_transactions_turning_exclusive_deadlock_and_the_younger_rolls_back(db):
+    first = sqlite_concurrent.connect(db, check_same_thread=False)
+    second = sqlite_concurrent.connect(db, check_same_thread=False)
+    both_wrote = threading.Barrier(2, timeout=60)
+
+    def work(conn, row, table):
+        conn.execute("UPDATE t SET n = n + 1 WHERE id = ?", (row,))
+        both_wrote.wait()
+        conn.execute(f"CREATE TABLE {table}(x)")
+        conn.commit()
+
+    try:
+        t1, done1, out1 = _in_thread(lambda: work(first, 1, "a"))
+        t2, done2, out2 = _in_thread(lambda: work(second, 2, "b"))
+        assert done1.wait(60) and done2.wait(60)
+        t1.join()
+        t2.join()
+    finally:
+        first.close()
+        second.close()
+    outcomes = sorted([out1[0][0], out2[0][0]])
+    assert outcomes == ["error", "ok"], (out1, out2)
+    error = next(o[1] for o in (out1[0], out2[0]) if o[0] == "error")
+    assert isinstance(error, sqlite_concurrent.DeadlockError) and error.retryable
+    loser_table = "b" if out1[0][0] == "ok" else "a"
+    names = {name for _, name in _value(db, SCHEMA)}
+    assert loser_table not in names and ({"a", "b"} - {loser_table}) <= names
+    winner_row = 1 if loser_table == "b" else 2
+    assert _value(db, "SELECT id, n FROM t ORDER BY id") == [
+        (1, 10 + (winner_row == 1)),
+        (2, 20 + (winner_row == 2)),
+    ]
+
+
+def test_snapshot_older_than_a_schema_change_by_a_stock_writer_is_a_retryable_conflict(db):
+    conn = sqlite_concurrent.connect(db)
+    conn.execute("UPDATE t SET n = 11 WHERE id = 1")
+    stock = stock_apsw(db)
+    stock.execute("ALTER TABLE t ADD COLUMN extra")
+    with pytest.raises(sqlite_concurrent.ConflictError) as exc_info:
+        conn.commit()
+    assert exc_info.value.kind == "schema" and exc_info.value.retryable
+    assert stock.execute("SELECT n FROM t WHERE id = 1").fetchall() == [(10,)]
+
+    attempts = []
+
+    def bump(c):
+        c.execute("UPDATE t SET n = n + 1 WHERE id = 1")
+        if not attempts:
+            stock.execute("ALTER TABLE t ADD COLUMN extra2")
+        attempts.append(1)
+
+    conn.transaction(bump, retries=3)
+    assert len(attempts) == 2
+    assert stock.execute("SELECT n FROM t WHERE id = 1").fetchall() == [(11,)]
+    stock.close()
+    conn.close()
+
+
+def test_killed_exclusive_transaction_leaves_nothing_behind(db):
+    """SIGKILL while a transaction holds the db lock and the merge lock, mid-way through a
+    schema change: nothing of it is applied, and the next writer carries on."""
+    proc, _queue, _proceed = _holder(
+        db, ["UPDATE t SET n = 0 WHERE id = 1", "CREATE TABLE u(x)", "INSERT INTO u VALUES (1)"]
+    )
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.join(60)
+    conn = sqlite_concurrent.connect(db, timeout=10)
+    conn.execute("UPDATE t SET n = n + 1 WHERE id = 1")
+    conn.execute("CREATE TABLE w(x)")
+    conn.commit()
+    conn.close()
+    assert _value(db, "SELECT n FROM t WHERE id = 1") == [(11,)]
+    names = {name for _, name in _value(db, SCHEMA)}
+    assert "u" not in names and "w" in names
+    locks = stock_apsw(db + "-locks")
+    assert locks.execute("SELECT count(*) FROM locks").fetchone() == (0,)
+    assert locks.execute("SELECT count(*) FROM transactions").fetchone() == (0,)
+    locks.close()
+    assert integrity_ok(db)
+
+
+def test_reindex_and_vacuum_inside_a_transaction(db):
+    """REINDEX rewrites index pages without telling the authorizer: inside a transaction it
+    turns the transaction exclusive.  VACUUM there is SQLite's own error, as in the stdlib."""
+    conn = sqlite_concurrent.connect(db)
+    conn.execute("CREATE INDEX t_n ON t(n)")
+    conn.execute("UPDATE t SET n = 11 WHERE id = 1")
+    with pytest.raises(sqlite_concurrent.OperationalError, match="VACUUM"):
+        conn.execute("VACUUM")
+    assert conn.in_transaction
+    conn.execute("REINDEX t_n")
+    conn.execute("REINDEX")
+    conn.commit()
+    conn.close()
+    assert _value(db, "SELECT n FROM t ORDER BY id") == [(11,), (20,)]
+    assert integrity_ok(db)
