@@ -820,13 +820,6 @@ def test_ours_schema_change_outside_transaction_is_applied(ours, tmp_path):
         check.close()
 
 
-def test_ours_memory_database_is_not_supported():
-    """Differs from the stdlib on purpose: ':memory:' cannot be shared by processes."""
-    with pytest.raises(sqlite_concurrent.NotSupportedError) as exc_info:
-        sqlite_concurrent.connect(":memory:")
-    assert isinstance(exc_info.value, sqlite3.NotSupportedError)
-
-
 def test_ours_conflict_error_exists_only_in_sqlite_concurrent():
     """Only ours has ConflictError; it is an OperationalError so stdlib handlers catch it."""
     assert not hasattr(sqlite3, "ConflictError")

@@ -12,6 +12,15 @@ import time as _time
 
 import apsw as _apsw
 
+from .adaptation import (
+    PrepareProtocol,
+    adapt,
+    adapters,
+    converters,
+    enable_callback_tracebacks,
+    register_adapter,
+    register_converter,
+)
 from .dbapi import Connection, Cursor, connect
 from .errors import (
     ConflictError,
@@ -39,6 +48,19 @@ sqlite_version = _apsw.sqlite_lib_version()
 sqlite_version_info = tuple(int(x) for x in sqlite_version.split("."))
 PARSE_DECLTYPES = _stdlib.PARSE_DECLTYPES
 PARSE_COLNAMES = _stdlib.PARSE_COLNAMES
+version = "2.6.0"  # the DB-API module version the stdlib reports
+version_info = (2, 6, 0)
+
+# SQLite's result, authorizer-action and limit codes, under the stdlib's names.
+globals().update({k: v for k, v in vars(_stdlib).items() if k.startswith("SQLITE_")})
+
+
+def complete_statement(statement: str) -> bool:
+    """Whether ``statement`` holds one or more complete SQL statements."""
+    if not isinstance(statement, str):
+        raise TypeError("complete_statement() argument must be str")
+    return _apsw.complete(statement)
+
 
 # DB-API type constructors, as in the stdlib.
 Binary = memoryview
@@ -63,6 +85,18 @@ __all__ = [
     "PARSE_COLNAMES",
     "PARSE_DECLTYPES",
     "Binary",
+    "PrepareProtocol",
+    "adapt",
+    "adapters",
+    "complete_statement",
+    "converters",
+    "enable_callback_tracebacks",
+    "register_adapter",
+    "register_converter",
+    "sqlite_version",
+    "sqlite_version_info",
+    "version",
+    "version_info",
     "ConflictError",
     "Connection",
     "Cursor",

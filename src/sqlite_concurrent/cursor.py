@@ -7,16 +7,22 @@ from typing import TYPE_CHECKING, Any
 
 import apsw
 
+from . import adaptation
 from .errors import ProgrammingError, translate
 
 if TYPE_CHECKING:
     from .dbapi import Connection
 
 
-def describe(raw: Sequence[tuple[Any, ...]] | None) -> tuple[tuple[Any, ...], ...] | None:
+def describe(
+    raw: Sequence[tuple[Any, ...]] | None, detect_types: int = 0
+) -> tuple[tuple[Any, ...], ...] | None:
     if not raw:
         return None
-    return tuple((d[0], None, None, None, None, None, None) for d in raw)
+    return tuple(
+        (adaptation.column_name(d[0], detect_types), None, None, None, None, None, None)
+        for d in raw
+    )
 
 
 class Cursor:
@@ -32,6 +38,7 @@ class Cursor:
         self._inserted_rows: list[tuple[str, int]] = []
         self.row_factory: Callable[[Cursor, tuple[Any, ...]], Any] | None = connection.row_factory
         self._rows: Iterator[tuple[Any, ...]] = iter(())
+        self._converters: list[Callable[[bytes], Any] | None] | None = None
         self._on_txn_conn = False
         self._closed = False
 
@@ -81,7 +88,9 @@ class Cursor:
         except apsw.Error as e:
             raise translate(e) from e
         text_factory = self.connection.text_factory
-        if text_factory is not str:
+        if self._converters is not None:
+            row = adaptation.convert_row(row, self._converters, text_factory)
+        elif text_factory is not str:
             row = tuple(text_factory(v.encode()) if isinstance(v, str) else v for v in row)
         factory = self.row_factory
         return factory(self, row) if factory is not None else row

@@ -13,8 +13,10 @@ import contextlib
 import logging
 import os
 import random
+import sqlite3.dump as _stdlib_dump
 import threading
 import time
+import traceback
 import urllib.parse
 import warnings
 import weakref
@@ -23,7 +25,18 @@ from typing import Any, TypeVar
 
 import apsw
 
-from . import authorizer, crashpoints, exclusive, locks, merge, rebase, statements, waits
+from . import (
+    adaptation,
+    authorizer,
+    backup,
+    crashpoints,
+    exclusive,
+    locks,
+    merge,
+    rebase,
+    statements,
+    waits,
+)
 from .checkpoint import DEFAULT_CHECKPOINT_WAIT, DEFAULT_WAL_LIMIT, Checkpointer
 from .cursor import Cursor, describe
 from .errors import (
@@ -41,7 +54,6 @@ from .transaction import WriteTransaction
 
 LOCK_LEVELS = locks.LEVELS
 _MARKER_PRUNE_EVERY = 256
-_ISOLATION_LEVELS = (None, "", "DEFERRED", "IMMEDIATE", "EXCLUSIVE")
 
 T = TypeVar("T")
 
@@ -77,12 +89,16 @@ class Connection:
 
     def __init__(
         self,
-        database: str | os.PathLike[str],
-        *,
-        lock_level: str = "row",
+        database: str | bytes | os.PathLike[str],
         timeout: float = 30.0,
+        detect_types: int = 0,
         isolation_level: str | None = "",
         check_same_thread: bool = True,
+        factory: Any = None,
+        cached_statements: int = 128,
+        uri: bool = False,
+        *,
+        lock_level: str = "row",
         wal_limit: int = DEFAULT_WAL_LIMIT,
         checkpoint_wait: float = DEFAULT_CHECKPOINT_WAIT,
         escalate_at: int = locks.DEFAULT_ESCALATE_AT,
@@ -91,12 +107,7 @@ class Connection:
             raise ProgrammingError(
                 f"lock_level must be one of {', '.join(LOCK_LEVELS)}, not {lock_level!r}"
             )
-        path = os.fspath(database)
-        if path in ("", ":memory:") or path.startswith("file:"):
-            raise NotSupportedError(
-                "sqlite_concurrent needs a database file shared by processes; "
-                "use the stdlib sqlite3 module for in-memory or URI databases"
-            )
+        path, private = _target(database, uri)
         if not isinstance(timeout, (int, float)) or timeout < 0:
             raise ProgrammingError("timeout must be a non-negative number of seconds")
         if wal_limit <= 0 or checkpoint_wait < 0:
@@ -104,16 +115,21 @@ class Connection:
         if escalate_at < 1:
             raise ProgrammingError("escalate_at must be >= 1")
         self._escalate_at = escalate_at
+        self.detect_types = int(detect_types)
         self._table_sets = locks.TableSets()
         self._table_infos: dict[tuple[int, str], rebase.TableInfo | None] = {}
         self._auto_tables: dict[tuple[int, str], str | None] = {}
         self._wal_limit = wal_limit
         self._checkpoint_wait = checkpoint_wait
         self._closed = True  # until fully open, so __del__ and close() are safe
-        self.path = os.path.abspath(path)
+        self.path = path if private is not None else os.path.abspath(path)
+        # A database no other process can reach (":memory:", "", a memory or read-only URI):
+        # one stock connection does everything, as the stdlib's would.
+        self._private: apsw.Connection | None = None
         self.lock_level = lock_level
         self.timeout = float(timeout)
-        self.isolation_level = isolation_level
+        self._isolation_level: str | None = None
+        self.isolation_level = isolation_level  # validated by the setter
         self.row_factory: Callable[[Cursor, tuple[Any, ...]], Any] | None = None
         self._check_same_thread = check_same_thread
         self._thread = threading.get_ident()
@@ -124,6 +140,8 @@ class Connection:
         self._last_insert_rowid = 0
         self._total_changes = 0
         self.text_factory: Any = str
+        self._trace: Callable[[str], Any] | None = None
+        self._user_on_merger = False  # a statement of the application runs on the merger
         # User functions, aggregates and collations: replayed on every connection we open.
         self._registrations: list[Callable[[apsw.Connection], None]] = []
         self._connection_pragmas: list[str] = []
@@ -132,7 +150,10 @@ class Connection:
         self._denied = authorizer.Denied()
         self._opened: list[apsw.Connection] = []
         try:
-            self._open()
+            if private is not None:
+                self._open_private(private)
+            else:
+                self._open()
         except apsw.Error as e:
             self._close_all()
             raise translate(e) from e
@@ -148,6 +169,13 @@ class Connection:
         self._opened.append(conn)
         conn.set_busy_timeout(int(self.timeout * 1000))
         return conn
+
+    def _open_private(self, flags: int) -> None:
+        conn = apsw.Connection(self.path, flags=flags)
+        self._opened.append(conn)
+        conn.set_busy_timeout(int(self.timeout * 1000))
+        self._private = self._reader = self._merger = conn
+        self._snapshot_conn: apsw.Connection | None = None
 
     def _open(self) -> None:
         if os.path.isdir(self.path):
@@ -267,6 +295,10 @@ class Connection:
         if self._closed:
             return
         self._check_thread()
+        if self._private is not None:
+            self._closed = True
+            self._close_all()  # SQLite rolls an open transaction back
+            return
         try:
             if self._txn is not None:
                 self._rollback_txn()
@@ -310,8 +342,30 @@ class Connection:
     # -- transactions ---------------------------------------------------------------------
 
     @property
+    def isolation_level(self) -> str | None:
+        return self._isolation_level
+
+    @isolation_level.setter
+    def isolation_level(self, value: str | None) -> None:
+        """As in the stdlib: validated, and ``None`` (autocommit) commits what is open."""
+        if value is not None and not isinstance(value, str):
+            raise TypeError("isolation_level must be str or None")
+        if value is not None and value.upper() not in ("", "DEFERRED", "IMMEDIATE", "EXCLUSIVE"):
+            raise ValueError(
+                "isolation_level string must be '', 'DEFERRED', 'IMMEDIATE', or 'EXCLUSIVE'"
+            )
+        if value is None and not self._closed and self._in_txn():
+            self.commit()
+        self._isolation_level = value if value is None else value.upper()
+
+    @property
     def in_transaction(self) -> bool:
         self._check()
+        return self._in_txn()
+
+    def _in_txn(self) -> bool:
+        if self._private is not None:
+            return not self._private.get_autocommit()
         return self._txn is not None
 
     def _begin(
@@ -319,6 +373,7 @@ class Connection:
     ) -> WriteTransaction:
         if immediate is None:
             immediate = self.isolation_level in ("IMMEDIATE", "EXCLUSIVE")
+        assert self._snapshot_conn is not None  # not a private database
         try:
             self._txn = WriteTransaction(
                 path=self.path,
@@ -474,13 +529,27 @@ class Connection:
             one was rolled back.
         """
         self._check()
-        if self._txn is not None:
+        if self._private is not None:
+            self._end_private("COMMIT")
+        elif self._txn is not None:
             self._commit_txn()
 
     def rollback(self) -> None:
         self._check()
-        if self._txn is not None:
+        if self._private is not None:
+            self._end_private("ROLLBACK")
+        elif self._txn is not None:
             self._rollback_txn()
+
+    def _end_private(self, sql: str) -> None:
+        assert self._private is not None
+        if not self._private.get_autocommit():
+            try:
+                self._private.execute(sql)
+            except apsw.Error as e:
+                raise translate(e) from e
+            if self._trace is not None:
+                self._traced(sql)
 
     def __enter__(self) -> Connection:
         self._check()
@@ -491,7 +560,7 @@ class Connection:
             try:
                 self.commit()
             except BaseException:
-                if self._txn is not None:
+                if self._in_txn():
                     self.rollback()
                 raise
         else:
@@ -506,24 +575,27 @@ class Connection:
         :returns: what ``fn`` returned in the attempt that committed.
         """
         self._check()
-        if self._txn is not None:
+        if self._in_txn():
             raise ProgrammingError("transact() cannot run inside an open transaction")
         if retries < 0:
             raise ProgrammingError("retries must be >= 0")
         for attempt in range(retries + 1):
-            self._begin()
+            if self._private is not None:
+                self._private.execute("BEGIN")
+            else:
+                self._begin()
             try:
                 result = fn(self, *args, **kwargs)
                 self.commit()
                 return result
             except ConflictError:
-                if self._txn is not None:
-                    self._rollback_txn()
+                if self._in_txn():
+                    self.rollback()
                 if attempt == retries:
                     raise
             except BaseException:
-                if self._txn is not None:
-                    self._rollback_txn()
+                if self._in_txn():
+                    self.rollback()
                 raise
             _backoff_jitter(attempt)
         raise AssertionError("unreachable")
@@ -567,6 +639,63 @@ class Connection:
     def create_collation(self, name: str, callable: Callable[[str, str], int] | None) -> None:
         self._register(lambda conn: conn.create_collation(name, callable))
 
+    # -- tracing, dumping, backing up ---------------------------------------------------------
+
+    def set_trace_callback(self, trace_callback: Callable[[str], Any] | None) -> None:
+        """As in the stdlib, ``trace_callback(sql)`` hears each statement the application runs,
+        with its parameters filled in.  It also hears the SQL each commit sends to the real
+        database: the merge's ``BEGIN IMMEDIATE``, the row changes the session module applies,
+        the commit marker and ``COMMIT``.  ``None`` turns tracing off."""
+        self._check()
+        self._trace = trace_callback
+        if self._private is None:
+            if trace_callback is None:
+                self._merger.trace_v2(0, None)
+            else:
+                self._merger.trace_v2(apsw.SQLITE_TRACE_STMT, self._on_merger_statement)
+
+    def _on_merger_statement(self, event: dict[str, Any]) -> None:
+        if self._user_on_merger and not event["trigger"]:
+            return  # the application's own statement: already heard, expanded
+        self._traced(event["sql"])
+
+    def _traced(self, sql: str) -> None:
+        callback = self._trace
+        if callback is None:
+            return
+        try:
+            callback(sql)
+        except Exception:
+            # The stdlib never lets a trace callback fail a statement.
+            if adaptation.callback_tracebacks:
+                traceback.print_exc()
+
+    def iterdump(self) -> Iterator[str]:
+        """The database as SQL text, as the stdlib dumps it, without our commit markers."""
+        self._check()
+        marker = merge.MARKER_TABLE
+        for line in _stdlib_dump._iterdump(self):  # type: ignore[attr-defined]
+            if marker in line and (
+                line.startswith(f'INSERT INTO "{marker}"')
+                or line.startswith(f"CREATE TABLE {marker}")
+            ):
+                continue
+            yield line
+
+    def backup(
+        self,
+        target: Any,
+        *,
+        pages: int = -1,
+        progress: Callable[[int, int, int], Any] | None = None,
+        name: str = "main",
+        sleep: float = 0.250,
+    ) -> None:
+        """Copy this database into ``target`` (a stdlib connection or one of ours), as the
+        stdlib's ``backup`` does.  Into one of ours it is an exclusive operation there."""
+        self._check()
+        backup.run(self, target, pages=pages, progress=progress, name=name, sleep=sleep)
+
     @property
     def total_changes(self) -> int:
         """Rows inserted, updated or deleted through this connection since it opened."""
@@ -605,7 +734,15 @@ class Connection:
         kind = statements.kind(sql)
         cursor.description = None
         cursor.rowcount = -1
+        cursor._converters = None
         cursor._set_rows(iter(()), False)
+        if many:
+            parameters = (adaptation.adapt_parameters(p) for p in parameters)
+        else:
+            parameters = adaptation.adapt_parameters(parameters)
+        if self._private is not None:
+            self._execute_private(cursor, self._private, sql, parameters, many, kind)
+            return
         if kind == "begin":
             if self._txn is not None:
                 raise OperationalError("cannot start a transaction within a transaction")
@@ -678,6 +815,26 @@ class Connection:
         except apsw.AuthError:
             # The reader refused a write: a changeset cannot carry it (DESIGN 10).
             self._exclusive_alone(cursor, sql, parameters, many, kind)
+
+    def _execute_private(
+        self,
+        cursor: Cursor,
+        conn: apsw.Connection,
+        sql: str,
+        parameters: Any,
+        many: bool,
+        kind: str,
+    ) -> None:
+        """Everything on one stock connection; transactions open implicitly as the stdlib's."""
+        if kind == "dml" and self.isolation_level is not None and conn.get_autocommit():
+            begin = f"BEGIN {self.isolation_level}"
+            try:
+                conn.execute(begin)
+            except apsw.Error as e:
+                raise translate(e) from e
+            if self._trace is not None:
+                self._traced(begin)
+        self._run(cursor, conn, sql, parameters, many, False, kind)
 
     def _autocommit_fast(self, cursor: Cursor, sql: str, parameters: Any, many: bool) -> bool:
         """Run one autocommit DML statement straight on the merger (DESIGN 3): no snapshot,
@@ -777,6 +934,8 @@ class Connection:
                     several.append(True)
                     return False
                 raw_description.append(acur.description)
+            if self._trace is not None:
+                self._traced(acur.expanded_sql)
             if txn is not None and (table_level or txn.rebase.pending):
                 tables = self._table_sets.take(
                     txn.schema_version, stmt_sql, prepared_now=not can_cache
@@ -795,7 +954,7 @@ class Connection:
         can_cache = True
         # DML runs to completion at once, as in the stdlib; so does anything on the merger,
         # whose lock is released when this returns.
-        materialise = kind in ("dml", "pragma") or conn is self._merger
+        materialise = kind in ("dml", "pragma") or (conn is self._merger and self._private is None)
         if many:
             parameters = list(parameters)  # a retry below must see them again
         try:
@@ -803,6 +962,7 @@ class Connection:
                 txn.ensure_pinned()
                 auto = self._auto_rowid_table(txn, sql) if kind == "dml" else None
                 cursor._inserted_rows = txn.rebase.start_statement(auto)
+            self._user_on_merger = conn is self._merger
             for _ in range(100):
                 raw_description.clear()
                 self._table_sets.collecting.clear()
@@ -828,10 +988,12 @@ class Connection:
                     txn.locking.after_statement()
                 crashpoints.reach("execute.statement")
         except apsw.ExecTraceAbort as e:
+            self._user_on_merger = False
             if several:
                 raise ProgrammingError("You can only execute one statement at a time.") from e
             raise
         except apsw.AuthError as e:
+            self._user_on_merger = False
             reason = self._denied.reason
             self._denied.reason = None
             if on_txn_conn and reason:
@@ -854,11 +1016,16 @@ class Connection:
             raise translate(e) from e
         except (TypeError, ValueError, OverflowError) as e:
             raise ProgrammingError(str(e)) from e
+        finally:
+            self._user_on_merger = False
         if kind == "dml" and cursor.rowcount > 0:
             self._total_changes += cursor.rowcount
-        cursor.description = describe(raw_description[0] if raw_description else None)
+        raw = raw_description[0] if raw_description else None
+        cursor.description = describe(raw, self.detect_types)
+        if raw and self.detect_types:
+            cursor._converters = adaptation.column_converters(raw, self.detect_types)
         if not many:
-            if conn is not self._reader:
+            if conn is not self._reader or self._private is not None:
                 self._last_insert_rowid = conn.last_insert_rowid()
             cursor._lastrowid = self._last_insert_rowid
         cursor._set_rows(rows, on_txn_conn)
@@ -932,38 +1099,94 @@ def _backoff_jitter(attempt: int) -> None:
 
 
 def connect(
-    database: str | os.PathLike[str],
+    database: str | bytes | os.PathLike[str],
     timeout: float = 30.0,
-    *,
-    lock_level: str = "row",
+    detect_types: int = 0,
     isolation_level: str | None = "",
     check_same_thread: bool = True,
+    factory: Any = None,
+    cached_statements: int = 128,
+    uri: bool = False,
+    *,
+    lock_level: str = "row",
     wal_limit: int = DEFAULT_WAL_LIMIT,
     checkpoint_wait: float = DEFAULT_CHECKPOINT_WAIT,
+    escalate_at: int = locks.DEFAULT_ESCALATE_AT,
 ) -> Connection:
-    """Open ``database`` for concurrent writers.
+    """Open ``database`` for concurrent writers; the arguments are the stdlib's, plus ours.
 
-    :param lock_level: ``"row"`` (default): writers conflict only on rows they both wrote
-        (snapshot isolation).
     :param timeout: seconds to wait for a lock before raising ``OperationalError``.
+    :param detect_types: ``PARSE_DECLTYPES`` and/or ``PARSE_COLNAMES``, as in the stdlib.
     :param isolation_level: as in the stdlib: ``""``/``"DEFERRED"``/``"IMMEDIATE"``/
         ``"EXCLUSIVE"`` open a transaction implicitly before INSERT/UPDATE/DELETE/REPLACE;
         ``None`` runs each statement in its own transaction unless ``BEGIN`` was executed.
+    :param factory: a :class:`Connection` subclass to make instead.
+    :param uri: ``database`` is a ``file:`` URI.  ``mode=memory`` and ``mode=ro`` (or
+        ``immutable=1``) give a private connection, as ``":memory:"`` and ``""`` do.
+    :param lock_level: ``"row"`` (default): writers conflict only on rows they both wrote
+        (snapshot isolation); ``"page"`` and ``"table"`` are serializable.
     :param wal_limit: WAL size in bytes past which new transactions are held back (for at
         most ``checkpoint_wait`` seconds) while the WAL is checkpointed and reset.
+    :param escalate_at: row locks of one table in one transaction past which the whole
+        table is locked instead.
     :raises OperationalError: the file cannot be opened or switched to WAL mode.
     """
-    if isolation_level not in _ISOLATION_LEVELS:
-        raise ProgrammingError(f"invalid isolation_level {isolation_level!r}")
-    return Connection(
+    cls = factory if factory is not None else Connection
+    return cls(
         database,
+        timeout,
+        detect_types,
+        isolation_level,
+        check_same_thread,
+        factory,
+        cached_statements,
+        uri,
         lock_level=lock_level,
-        timeout=timeout,
-        isolation_level=isolation_level,
-        check_same_thread=check_same_thread,
         wal_limit=wal_limit,
         checkpoint_wait=checkpoint_wait,
+        escalate_at=escalate_at,
     )
+
+
+_PRIVATE_FLAGS = apsw.SQLITE_OPEN_READWRITE | apsw.SQLITE_OPEN_CREATE | apsw.SQLITE_OPEN_URI
+
+
+def _target(database: Any, uri: bool) -> tuple[str, int | None]:
+    """The database file to share, or a name for a private connection and its open flags.
+
+    Nothing but a file on disk can be shared by processes; memory databases, temporary ones
+    ("") and read-only URIs need none of our machinery, so they get a plain connection.
+    """
+    if isinstance(database, bytes):
+        database = os.fsdecode(database)
+    if not isinstance(database, (str, os.PathLike)):
+        raise TypeError(
+            f"database must be a str, bytes or path-like object, not {type(database).__name__}"
+        )
+    path = os.fspath(database)
+    if path in ("", ":memory:"):
+        return path, _PRIVATE_FLAGS
+    if not (uri and path.startswith("file:")):
+        return path, None
+    parsed = urllib.parse.urlsplit(path)
+    params = dict(urllib.parse.parse_qsl(parsed.query))
+    if (
+        params.get("mode") in ("memory", "ro")
+        or params.get("immutable") == "1"
+        or parsed.path in ("", ":memory:")
+    ):
+        return path, _PRIVATE_FLAGS
+    unknown = set(params) - {"mode", "cache", "psow", "nolock", "vfs"} or (
+        {"nolock", "vfs"} & set(params)
+    )
+    if unknown:
+        raise NotSupportedError(
+            f"URI parameter(s) {', '.join(sorted(unknown))} cannot be honoured for a database "
+            "shared by processes"
+        )
+    if params.get("mode") == "rw" and not os.path.exists(urllib.parse.unquote(parsed.path)):
+        raise OperationalError("unable to open database file")
+    return urllib.parse.unquote(parsed.path), None
 
 
 __all__ = ["Connection", "Cursor", "Error", "connect"]

@@ -1,0 +1,137 @@
+"""``Connection.backup``: copying a database into another connection, as the stdlib does.
+
+Into a stdlib connection: the stdlib's own backup, from an in-memory copy of a consistent
+snapshot (two SQLite libraries cannot share a backup handle).  Into one of ours on a shared
+file: an exclusive operation there (DESIGN 10), since every page of the database is replaced.
+"""
+
+from __future__ import annotations
+
+import sqlite3 as _stdlib
+import sys
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+import apsw
+
+from . import exclusive, merge, waits
+from .errors import NotSupportedError, OperationalError, ProgrammingError, translate
+
+if TYPE_CHECKING:
+    from .dbapi import Connection
+
+_DONE = 101  # SQLITE_DONE, the status the stdlib passes to progress when finished
+
+
+def run(
+    source: Connection,
+    target: Any,
+    *,
+    pages: int,
+    progress: Callable[[int, int, int], Any] | None,
+    name: str,
+    sleep: float,
+) -> None:
+    from .dbapi import Connection
+
+    if not isinstance(target, (Connection, _stdlib.Connection)):
+        raise TypeError(f"backup() argument 1 must be a Connection, not {type(target).__name__}")
+    if target is source:
+        raise ValueError("target cannot be the same connection instance")
+    if progress is not None and not callable(progress):
+        raise TypeError("progress argument must be a callable")
+    if pages == 0:
+        pages = -1
+    if isinstance(target, _stdlib.Connection):
+        _into_stdlib(source, target, pages, progress, name, sleep)
+    else:
+        target._check()
+        if target.in_transaction:
+            raise OperationalError("target is in transaction")
+        _into_ours(source, target, pages, progress, name, sleep)
+
+
+def _into_stdlib(
+    source: Connection,
+    target: _stdlib.Connection,
+    pages: int,
+    progress: Callable[[int, int, int], Any] | None,
+    name: str,
+    sleep: float,
+) -> None:
+    if sys.version_info < (3, 11):
+        raise NotSupportedError("backup into a stdlib connection needs Python 3.11+")
+    try:
+        data = source._reader.serialize(name)
+    except apsw.Error as e:
+        raise translate(e) from e
+    copy = _stdlib.connect(":memory:")
+    try:
+        if data:
+            image = bytearray(data)
+            # A WAL-mode header cannot be opened from memory: present it as rollback mode.
+            image[18:20] = b"\x01\x01"
+            copy.deserialize(bytes(image))
+        copy.backup(target, pages=pages, progress=progress, sleep=sleep)
+    finally:
+        copy.close()
+
+
+def _into_ours(
+    source: Connection,
+    target: Connection,
+    pages: int,
+    progress: Callable[[int, int, int], Any] | None,
+    name: str,
+    sleep: float,
+) -> None:
+    if target._private is not None:
+        _copy(source._reader, target._private, pages, progress, name, sleep)
+        return
+    lockdb = target._lockdb
+    txn_id, _ = lockdb.begin(target.lock_level)
+    waits.owned_by_this_thread(txn_id)
+    try:
+        exclusive.wait_for_db(lockdb, txn_id, target.timeout)
+        with target._merge_lock:
+            _copy(source._reader, target._merger, pages, progress, name, sleep)
+            # The copy carries the source's commit markers; ids here come from this lock
+            # database, so they would collide.  No transaction is live to need one.
+            conn = target._merger
+            merge.ensure_marker_table(conn)
+            conn.execute(f"DELETE FROM {merge.MARKER_TABLE}")
+            mode = conn.execute("PRAGMA journal_mode").fetchone()
+            if mode is None or mode[0] != "wal":
+                conn.execute("PRAGMA journal_mode=WAL")
+    except apsw.Error as e:
+        raise translate(e) from e
+    finally:
+        waits.forget(txn_id)
+        waits.wake(lockdb, lockdb.end(txn_id))
+
+
+def _copy(
+    source: apsw.Connection,
+    dest: apsw.Connection,
+    pages: int,
+    progress: Callable[[int, int, int], Any] | None,
+    name: str,
+    sleep: float,
+) -> None:
+    try:
+        with dest.backup("main", source, name) as step:
+            while True:
+                try:
+                    done = step.step(pages)
+                except (apsw.BusyError, apsw.LockedError):
+                    time.sleep(sleep)
+                    continue
+                if progress is not None:
+                    progress(_DONE if done else 0, step.remaining, step.page_count)
+                if done:
+                    return
+    except apsw.SQLError as e:
+        if "unknown database" in str(e):
+            raise OperationalError(f"unknown database {name}") from e
+        raise ProgrammingError(str(e)) from e

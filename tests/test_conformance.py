@@ -1,0 +1,323 @@
+"""The rest of the stdlib ``sqlite3`` surface, run against both modules.
+
+Like test_dbapi: every test runs once per module through ``mod``, and the expected values are
+what the stdlib produces.  Differences on purpose are in tests named ``test_ours_*``.
+"""
+
+from __future__ import annotations
+
+import datetime
+import sqlite3
+
+import pytest
+
+import sqlite_concurrent
+
+pytestmark = pytest.mark.timeout(60)
+
+
+@pytest.fixture(params=[sqlite3, sqlite_concurrent], ids=["sqlite3", "sqlite_concurrent"])
+def mod(request):
+    saved = dict(request.param.adapters), dict(request.param.converters)
+    yield request.param
+    # Registries are module-global: leave them as found.
+    request.param.adapters.clear()
+    request.param.adapters.update(saved[0])
+    request.param.converters.clear()
+    request.param.converters.update(saved[1])
+
+
+@pytest.fixture(params=["file", ":memory:", ""])
+def where(request, tmp_path):
+    """A database file shared by processes, or one only this connection sees."""
+    return str(tmp_path / "app.db") if request.param == "file" else request.param
+
+
+@pytest.fixture
+def opened():
+    conns = []
+    yield conns
+    for c in reversed(conns):
+        c.close()
+
+
+def _connect(mod, opened, *args, **kwargs):
+    conn = mod.connect(*args, **kwargs)
+    opened.append(conn)
+    return conn
+
+
+def test_module_surface(mod):
+    for name in (
+        "register_adapter",
+        "register_converter",
+        "adapt",
+        "adapters",
+        "converters",
+        "PrepareProtocol",
+        "complete_statement",
+        "enable_callback_tracebacks",
+        "sqlite_version",
+        "sqlite_version_info",
+        "SQLITE_DENY",
+        "SQLITE_OK",
+        "SQLITE_IGNORE",
+        "Row",
+        "Binary",
+    ):
+        assert hasattr(mod, name), name
+    assert mod.complete_statement("SELECT 1;")
+    assert not mod.complete_statement("SELECT 1")
+    assert mod.SQLITE_DENY == sqlite3.SQLITE_DENY
+
+
+def test_private_and_shared_databases_behave_alike(mod, opened, where):
+    conn = _connect(mod, opened, where)
+    conn.execute("CREATE TABLE t(id INTEGER PRIMARY KEY, v)")
+    conn.execute("INSERT INTO t(v) VALUES ('a')")
+    assert conn.in_transaction
+    cur = conn.execute("INSERT INTO t(v) VALUES ('b')")
+    assert cur.lastrowid == 2 and cur.rowcount == 1
+    conn.rollback()
+    assert not conn.in_transaction
+    assert conn.execute("SELECT count(*) FROM t").fetchone() == (0,)
+    with conn:
+        conn.execute("INSERT INTO t(v) VALUES ('c')")
+    assert conn.execute("SELECT v FROM t").fetchall() == [("c",)]
+    with pytest.raises(mod.IntegrityError):
+        conn.execute("INSERT INTO t(id, v) VALUES (1, 'dup')")
+    with pytest.raises(sqlite3.IntegrityError):  # the stdlib's handlers catch ours
+        conn.execute("INSERT INTO t(id, v) VALUES (1, 'dup')")
+    conn.rollback()
+    conn.row_factory = mod.Row
+    row = conn.execute("SELECT id, v FROM t").fetchone()
+    assert row["v"] == "c" and tuple(row) == (1, "c")
+
+
+def test_memory_databases_are_separate(mod, opened):
+    a = _connect(mod, opened, ":memory:")
+    b = _connect(mod, opened, ":memory:")
+    a.execute("CREATE TABLE t(x)")
+    assert b.execute("SELECT count(*) FROM sqlite_master").fetchone() == (0,)
+
+
+def test_uri_memory_and_read_only(mod, opened, tmp_path):
+    mem = _connect(mod, opened, "file::memory:", uri=True)
+    mem.execute("CREATE TABLE t(x)")
+    path = str(tmp_path / "ro.db")
+    rw = _connect(mod, opened, f"file:{path}?mode=rwc", uri=True)
+    rw.execute("CREATE TABLE t(x)")
+    rw.execute("INSERT INTO t VALUES (1)")
+    rw.commit()
+    ro = _connect(mod, opened, f"file:{path}?mode=ro", uri=True)
+    assert ro.execute("SELECT x FROM t").fetchall() == [(1,)]
+    with pytest.raises(mod.OperationalError):
+        ro.execute("INSERT INTO t VALUES (2)")
+    with pytest.raises(mod.OperationalError):
+        mod.connect(f"file:{tmp_path / 'missing.db'}?mode=rw", uri=True)
+
+
+def test_connect_takes_the_stdlib_arguments_by_position(mod, opened, tmp_path):
+    conn = _connect(mod, opened, str(tmp_path / "p.db"), 5.0, mod.PARSE_DECLTYPES, None)
+    assert conn.isolation_level is None
+
+
+def test_factory_makes_a_subclass(mod, opened, where):
+    class Mine(mod.Connection):
+        pass
+
+    conn = _connect(mod, opened, where, factory=Mine)
+    assert isinstance(conn, Mine)
+    assert conn.execute("SELECT 1").fetchone() == (1,)
+
+
+def test_isolation_level_is_validated_and_none_commits(mod, opened, where):
+    conn = _connect(mod, opened, where)
+    with pytest.raises(ValueError):
+        conn.isolation_level = "BOGUS"
+    conn.isolation_level = "immediate"
+    assert conn.isolation_level == "IMMEDIATE"
+    conn.execute("CREATE TABLE t(x)")
+    conn.execute("INSERT INTO t VALUES (1)")
+    assert conn.in_transaction
+    conn.isolation_level = None
+    assert not conn.in_transaction
+    conn.rollback()
+    assert conn.execute("SELECT x FROM t").fetchall() == [(1,)]
+
+
+class Point:
+    def __init__(self, x, y):
+        self.x, self.y = x, y
+
+
+def test_adapters_and_converters(mod, opened, where):
+    mod.register_adapter(Point, lambda p: f"{p.x};{p.y}")
+    mod.register_converter("point", lambda b: Point(*map(float, b.split(b";"))))
+    conn = _connect(mod, opened, where, detect_types=mod.PARSE_DECLTYPES | mod.PARSE_COLNAMES)
+    conn.execute("CREATE TABLE t(id INTEGER PRIMARY KEY, p point, d date, ts timestamp, n)")
+    conn.execute(
+        "INSERT INTO t(p, d, ts, n) VALUES (?, ?, ?, ?)",
+        (Point(1, 2), datetime.date(2024, 5, 6), datetime.datetime(2024, 5, 6, 7, 8, 9), 7),
+    )
+    conn.commit()
+    p, d, ts, n = conn.execute("SELECT p, d, ts, n FROM t").fetchone()
+    assert (p.x, p.y) == (1.0, 2.0)
+    assert d == datetime.date(2024, 5, 6)
+    assert ts == datetime.datetime(2024, 5, 6, 7, 8, 9)
+    assert n == 7
+    cur = conn.execute("SELECT '3;4' AS \"q [point]\", n AS plain FROM t")
+    assert [c[0] for c in cur.description] == ["q", "plain"]
+    converted, plain = cur.fetchone()
+    assert (converted.x, converted.y) == (3.0, 4.0) and plain == 7
+    assert conn.execute('SELECT NULL AS "x [point]"').fetchone() == (None,)
+
+
+def test_no_detect_types_means_no_conversion(mod, opened, where):
+    conn = _connect(mod, opened, where)
+    conn.execute("CREATE TABLE t(d date)")
+    conn.execute("INSERT INTO t VALUES ('2024-05-06')")
+    assert conn.execute('SELECT d, d AS "d [date]" FROM t').fetchone() == (
+        "2024-05-06",
+        "2024-05-06",
+    )
+    assert conn.execute('SELECT d AS "d [date]" FROM t').description[0][0] == "d [date]"
+
+
+def test_conform_protocol_and_adapt(mod):
+    class Money:
+        def __conform__(self, protocol):
+            if protocol is mod.PrepareProtocol:
+                return "1.00 EUR"
+
+    assert mod.adapt(Money()) == "1.00 EUR"
+    assert mod.adapt(object(), mod.PrepareProtocol, "alt") == "alt"
+    with pytest.raises(mod.ProgrammingError):
+        mod.adapt(object())
+
+
+def test_unsupported_parameter_type_is_programming_error(mod, opened, where):
+    conn = _connect(mod, opened, where)
+    with pytest.raises(mod.ProgrammingError):
+        conn.execute("SELECT ?", (object(),))
+
+
+def test_trace_callback_hears_the_applications_statements(mod, opened, where):
+    conn = _connect(mod, opened, where, isolation_level=None)
+    heard = []
+    conn.set_trace_callback(heard.append)
+    conn.execute("CREATE TABLE t(x)")
+    conn.execute("INSERT INTO t VALUES (?)", (42,))
+    conn.execute("SELECT x FROM t").fetchall()
+    conn.set_trace_callback(None)
+    conn.execute("SELECT 'unheard'").fetchall()
+    mine = [s for s in heard if s.split()[0] in ("CREATE", "INSERT", "SELECT") and "t" in s]
+    assert mine[0] == "CREATE TABLE t(x)"
+    assert "INSERT INTO t VALUES (42)" in mine
+    assert mine[-1] == "SELECT x FROM t"
+    assert not any("unheard" in s for s in heard)
+
+
+def test_trace_callback_errors_do_not_fail_statements(mod, opened, where):
+    conn = _connect(mod, opened, where)
+
+    def broken(sql):
+        raise RuntimeError("oops")
+
+    conn.set_trace_callback(broken)
+    assert conn.execute("SELECT 1").fetchone() == (1,)
+
+
+def test_iterdump(mod, opened, where):
+    conn = _connect(mod, opened, where)
+    conn.executescript(
+        """
+        CREATE TABLE t(id INTEGER PRIMARY KEY AUTOINCREMENT, v TEXT);
+        CREATE INDEX t_v ON t(v);
+        INSERT INTO t(v) VALUES ('it''s'), (NULL);
+        CREATE VIEW w AS SELECT v FROM t;
+        """
+    )
+    dump = list(conn.iterdump())
+    assert dump[0] == "BEGIN TRANSACTION;" and dump[-1] == "COMMIT;"
+    assert "INSERT INTO \"t\" VALUES(1,'it''s');" in dump
+    assert not any("_sqlite_concurrent" in line for line in dump)
+    copy = _connect(mod, opened, ":memory:")
+    copy.executescript("\n".join(dump))
+    assert copy.execute("SELECT id, v FROM t ORDER BY id").fetchall() == [(1, "it's"), (2, None)]
+    assert copy.execute("SELECT count(*) FROM w").fetchone() == (2,)
+
+
+def test_backup_into_memory_with_progress(mod, opened, where):
+    src = _connect(mod, opened, where)
+    src.execute("CREATE TABLE t(x)")
+    src.executemany("INSERT INTO t VALUES (?)", [(i,) for i in range(500)])
+    src.commit()
+    for make_target in (
+        lambda: _connect(sqlite3, opened, ":memory:"),
+        lambda: _connect(mod, opened, ":memory:"),
+    ):
+        target = make_target()
+        steps = []
+        src.backup(
+            target,
+            pages=1,
+            progress=lambda status, remaining, total, steps=steps: steps.append(
+                (status, remaining, total)
+            ),
+        )
+        assert target.execute("SELECT count(*), sum(x) FROM t").fetchone() == (500, sum(range(500)))
+        assert len(steps) > 1 and steps[-1][1] == 0
+    with pytest.raises(TypeError):
+        src.backup(object())
+
+
+def test_ours_trace_callback_shows_the_sql_each_commit_sends_to_the_database(tmp_path):
+    """Differs from the stdlib on purpose: besides the application's statements, the trace
+    shows what each commit sends to the real database, in order: the merge's BEGIN IMMEDIATE,
+    the row changes applied by the session module, the commit marker and COMMIT."""
+    conn = sqlite_concurrent.connect(str(tmp_path / "app.db"))
+    conn.execute("CREATE TABLE t(id INTEGER PRIMARY KEY, n INT)")
+    conn.execute("INSERT INTO t VALUES (1, 10)")
+    conn.commit()
+    heard: list[str] = []
+    conn.set_trace_callback(heard.append)
+    conn.execute("UPDATE t SET n = ? WHERE id = ?", (11, 1))
+    conn.execute("INSERT INTO t VALUES (2, 20)")
+    assert heard == ["UPDATE t SET n = 11 WHERE id = 1", "INSERT INTO t VALUES (2, 20)"]
+    conn.commit()
+    sent = heard[2:]
+    conn.close()
+    begin = sent.index("BEGIN IMMEDIATE")
+    update = next(i for i, s in enumerate(sent) if s.startswith('UPDATE main."t" SET'))
+    insert = next(i for i, s in enumerate(sent) if s.startswith('INSERT INTO main."t"'))
+    marker = next(i for i, s in enumerate(sent) if "_sqlite_concurrent_commits" in s)
+    assert begin < min(update, insert) < max(update, insert) < marker < sent.index("COMMIT")
+    check = sqlite_concurrent.connect(str(tmp_path / "app.db"))
+    assert check.execute("SELECT id, n FROM t ORDER BY id").fetchall() == [(1, 11), (2, 20)]
+    check.close()
+
+
+def test_ours_backup_into_a_shared_database_is_an_exclusive_operation(tmp_path):
+    src = sqlite_concurrent.connect(str(tmp_path / "src.db"))
+    src.execute("CREATE TABLE t(x)")
+    src.executemany("INSERT INTO t VALUES (?)", [(i,) for i in range(100)])
+    src.commit()
+    dst = sqlite_concurrent.connect(str(tmp_path / "dst.db"))
+    dst.execute("CREATE TABLE old(y)")
+    dst.execute("INSERT INTO old VALUES (1)")
+    dst.commit()
+    src.backup(dst)
+    assert dst.execute("SELECT count(*) FROM t").fetchone() == (100,)
+    assert dst.execute("SELECT name FROM sqlite_schema WHERE name = 'old'").fetchall() == []
+    assert dst.execute("PRAGMA journal_mode").fetchone() == ("wal",)
+    # The copy's commit markers are not this database's: writing goes on normally.
+    dst.execute("INSERT INTO t VALUES (1000)")
+    dst.commit()
+    assert dst.execute("SELECT count(*) FROM t").fetchone() == (101,)
+    dst.execute("INSERT INTO t VALUES (1001)")
+    with pytest.raises(sqlite_concurrent.OperationalError, match="target is in transaction"):
+        src.backup(dst)
+    dst.rollback()
+    src.close()
+    dst.close()
