@@ -42,13 +42,15 @@ Each test module runs in its own worker process (several at once) with a per-tes
 faulthandler kills a worker that stays silent for ``--timeout`` seconds, the test that hung is
 recorded as an error and the worker is restarted on the tests not yet run.
 
-Pass rate = passed / (tests - skipped).
+Pass rate = passed / (tests - skipped).  Tests that the suite itself skips by feature detection
+(``SerializeTests`` when ``Connection`` has no ``serialize``) count as skipped, not failed.
 """
 
 from __future__ import annotations
 
 import argparse
 import concurrent.futures
+import contextlib
 import faulthandler
 import importlib.util
 import itertools
@@ -68,6 +70,7 @@ OUTCOMES = ("passed", "failed", "errors", "skipped")
 
 SITECUSTOMIZE = """\
 import sys
+import sqlite3 as stdlib_sqlite3  # the worker lends from it while the tests are imported
 import sqlite3.dump  # the real one, before the alias hides the stdlib package
 import sqlite_concurrent  # before the alias: it imports the real sqlite3 for itself
 sys.modules["sqlite3"] = sys.modules["sqlite3.dbapi2"] = sqlite_concurrent
@@ -154,20 +157,30 @@ def flatten(suite: unittest.TestSuite) -> Iterator[unittest.TestCase]:
 
 def load_borrowing(module: str, borrowed: set[str]) -> unittest.TestSuite:
     """Import and load ``module``, lending the stdlib's attributes to ours for the import only."""
+    from sitecustomize import stdlib_sqlite3  # type: ignore[import-not-found]
+
     import sqlite_concurrent
-    from sqlite_concurrent import _stdlib  # type: ignore[attr-defined]
+
+    namespace = vars(sqlite_concurrent)
+    own = namespace.get("__getattr__")  # a module __getattr__ of ours, if it ever has one
 
     def fallback(name: str) -> Any:
-        if name.startswith("__") or not hasattr(_stdlib, name):
+        if own is not None:
+            with contextlib.suppress(AttributeError):
+                return own(name)
+        if name.startswith("__") or not hasattr(stdlib_sqlite3, name):
             raise AttributeError(f"module 'sqlite_concurrent' has no attribute {name!r}")
         borrowed.add(name)
-        return getattr(_stdlib, name)
+        return getattr(stdlib_sqlite3, name)
 
-    sqlite_concurrent.__getattr__ = fallback  # type: ignore[attr-defined]
+    namespace["__getattr__"] = fallback
     try:
         return unittest.defaultTestLoader.loadTestsFromName(module)
     finally:
-        del sqlite_concurrent.__getattr__
+        if own is None:
+            del namespace["__getattr__"]
+        else:
+            namespace["__getattr__"] = own
 
 
 def memory_as_file() -> None:
@@ -178,7 +191,8 @@ def memory_as_file() -> None:
 
     def connect(database: Any, *args: Any, **kwargs: Any) -> Any:
         if database in (":memory:", ""):
-            database = os.path.abspath(f"memory-{next(numbers)}.db")
+            # The pid: a worker restarted after a hang must not reopen an earlier one's file.
+            database = os.path.abspath(f"memory-{os.getpid()}-{next(numbers)}.db")
         return real(database, *args, **kwargs)
 
     sqlite_concurrent.connect = connect
@@ -277,7 +291,8 @@ def pass_rate(counts: dict[str, int]) -> float:
     return counts["passed"] / ran if ran else 0.0
 
 
-def report(modules: dict[str, dict[str, Any]], show_failures: bool) -> dict[str, Any]:
+def report(modules: dict[str, dict[str, Any]], args: argparse.Namespace) -> dict[str, Any]:
+    options = {k: getattr(args, k) for k in ("stdlib", "memory_as_file", "timeout")}
     columns = ("tests", *OUTCOMES)
     totals = {c: sum(m["counts"][c] for m in modules.values()) for c in columns}
     print(f"{'module':<20}" + "".join(f"{c:>9}" for c in columns) + f"{'pass %':>9}")
@@ -297,12 +312,13 @@ def report(modules: dict[str, dict[str, Any]], show_failures: bool) -> dict[str,
     failures = [
         t for m in modules.values() for t in m["tests"] if t["outcome"] in ("failed", "errors")
     ]
-    if show_failures:
+    if args.failures:
         print()
         for t in failures:
             print(f"{'FAIL' if t['outcome'] == 'failed' else 'ERROR'} {t['id']}: {t['message']}")
     return {
         "python": sys.version,
+        "options": options,
         "totals": totals,
         "pass_rate": pass_rate(totals),
         "borrowed": borrowed,
@@ -316,7 +332,7 @@ def main() -> None:
     parser.add_argument("--failures", action="store_true", help="list failing tests")
     parser.add_argument("--json", type=Path, metavar="PATH", help="write all results here")
     parser.add_argument("--timeout", type=float, default=20.0, help="seconds per test")
-    parser.add_argument("-j", "--jobs", type=int, default=os.cpu_count() or 1)
+    parser.add_argument("-j", "--jobs", type=int, default=os.cpu_count() or 1, help="workers")
     mode = parser.add_mutually_exclusive_group()
     mode.add_argument("--stdlib", action="store_true", help="baseline: test the stdlib module")
     mode.add_argument("--memory-as-file", action="store_true", help="a file for each :memory:")
@@ -333,7 +349,7 @@ def main() -> None:
         with concurrent.futures.ThreadPoolExecutor(args.jobs) as pool:
             runs = pool.map(lambda m: run_module(m, Path(tmp), args), names)
             modules = dict(zip(names, runs, strict=True))
-    summary = report(modules, args.failures)
+    summary = report(modules, args)
     if args.json:
         args.json.write_text(json.dumps(summary, indent=1) + "\n")
 
