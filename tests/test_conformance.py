@@ -321,3 +321,164 @@ def test_ours_backup_into_a_shared_database_is_an_exclusive_operation(tmp_path):
     dst.rollback()
     src.close()
     dst.close()
+
+
+def test_authorizer_denies_and_ignores(mod, opened, where):
+    conn = _connect(mod, opened, where)
+    conn.executescript("CREATE TABLE t(a, secret); INSERT INTO t VALUES (1, 'x');")
+
+    def authorize(action, arg1, arg2, dbname, source):
+        if action == mod.SQLITE_READ and arg2 == "secret":
+            return mod.SQLITE_IGNORE
+        if action == mod.SQLITE_DELETE:
+            return mod.SQLITE_DENY
+        return mod.SQLITE_OK
+
+    conn.set_authorizer(authorize)
+    assert conn.execute("SELECT a, secret FROM t").fetchall() == [(1, None)]
+    with pytest.raises(mod.DatabaseError, match="not authorized"):
+        conn.execute("DELETE FROM t")
+    conn.set_authorizer(None)
+    assert conn.execute("SELECT secret FROM t").fetchall() == [("x",)]
+    conn.execute("DELETE FROM t")
+    conn.commit()
+    assert conn.execute("SELECT count(*) FROM t").fetchone() == (0,)
+
+
+def test_progress_handler_aborts_a_statement(mod, opened, where):
+    conn = _connect(mod, opened, where)
+    conn.set_progress_handler(lambda: 1, 1)
+    query = "WITH RECURSIVE k(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM k) SELECT max(i) FROM k"
+    with pytest.raises(mod.OperationalError, match="interrupted"):
+        conn.execute(query).fetchall()
+    conn.set_progress_handler(None, 1)
+    assert conn.execute("SELECT 1").fetchone() == (1,)
+
+
+def test_window_function(mod, opened, where):
+    class WindowSum:
+        def __init__(self):
+            self.total = 0
+
+        def step(self, value):
+            self.total += value
+
+        def inverse(self, value):
+            self.total -= value
+
+        def value(self):
+            return self.total
+
+        def finalize(self):
+            return self.total
+
+    conn = _connect(mod, opened, where)
+    conn.create_window_function("wsum", 1, WindowSum)
+    rows = conn.execute(
+        "SELECT x, wsum(x) OVER (ORDER BY x ROWS BETWEEN 1 PRECEDING AND CURRENT ROW) "
+        "FROM (SELECT 1 AS x UNION ALL SELECT 2 UNION ALL SELECT 3)"
+    ).fetchall()
+    assert rows == [(1, 1), (2, 3), (3, 5)]
+
+
+def test_user_function_errors_are_operational_errors(mod, opened, where):
+    conn = _connect(mod, opened, where)
+    conn.create_function("boom", 0, lambda: 1 / 0)
+    with pytest.raises(mod.OperationalError, match="user-defined function raised exception"):
+        conn.execute("SELECT boom()").fetchall()
+
+    class NoRows:
+        def step(self, v):
+            pass
+
+        def finalize(self):
+            return 42
+
+    conn.create_aggregate("norows", 1, NoRows)
+    assert conn.execute("SELECT norows(1) WHERE 0").fetchone() == (None,)
+
+
+def test_limits(mod, opened, where):
+    conn = _connect(mod, opened, where)
+    category = mod.SQLITE_LIMIT_SQL_LENGTH
+    old = conn.getlimit(category)
+    assert conn.setlimit(category, 100) == old
+    assert conn.getlimit(category) == 100
+    with pytest.raises(mod.DataError, match="query string is too large"):
+        conn.execute("SELECT 1 " + " " * 200)
+    with pytest.raises(mod.ProgrammingError):
+        conn.getlimit(1111)
+
+
+def test_cursor_executescript_runs_selects_to_the_end(mod, opened, where):
+    conn = _connect(mod, opened, where)
+    seen = []
+    conn.create_function("seen", 1, seen.append)
+    cur = conn.cursor()
+    assert (
+        cur.executescript(
+            "CREATE TABLE t(x); INSERT INTO t VALUES (1), (2), (3); SELECT seen(x) FROM t;"
+        )
+        is cur
+    )
+    assert sorted(seen) == [1, 2, 3]
+
+
+def test_blob_io(mod, opened, where):
+    conn = _connect(mod, opened, where)
+    conn.execute("CREATE TABLE t(b BLOB)")
+    conn.execute("INSERT INTO t VALUES (zeroblob(10))")
+    conn.commit()
+    with conn.blobopen("t", "b", 1) as blob:
+        assert len(blob) == 10
+        blob.write(b"hello")
+        assert blob.tell() == 5
+        blob.seek(0)
+        assert blob.read(5) == b"hello"
+        blob[9] = ord("!")
+        assert blob[5:10] == b"\0\0\0\0!"
+    conn.commit()
+    assert conn.execute("SELECT b FROM t").fetchone() == (b"hello\0\0\0\0!",)
+    with conn.blobopen("t", "b", 1, readonly=True) as blob, pytest.raises(mod.OperationalError):
+        blob.write(b"x")
+    with pytest.raises(mod.OperationalError, match="no such"):
+        conn.blobopen("t", "b", 99)
+
+
+def test_read_after_own_commit_sees_it_while_a_select_is_unfinished(mod, opened, where):
+    conn = _connect(mod, opened, where)
+    conn.executescript("CREATE TABLE t(x); INSERT INTO t VALUES (1), (2), (3);")
+    unfinished = conn.execute("SELECT x FROM t")
+    assert unfinished.fetchone() == (1,)
+    conn.execute("DELETE FROM t")
+    conn.commit()
+    assert conn.execute("SELECT count(*) FROM t").fetchone() == (0,)
+    unfinished.close()  # what it yields now differs: the stdlib's reads ahead one row
+
+
+def test_ours_blob_write_inside_a_transaction_commits_with_it(tmp_path):
+    """A shared database: a blob write joins the open transaction, is invisible to others
+    until commit, and conflicts like any write to that row."""
+    path = str(tmp_path / "app.db")
+    conn = sqlite_concurrent.connect(path)
+    other = sqlite_concurrent.connect(path)
+    conn.execute("CREATE TABLE t(id INTEGER PRIMARY KEY, b BLOB)")
+    conn.execute("INSERT INTO t VALUES (1, zeroblob(4))")
+    conn.commit()
+    conn.execute("BEGIN")
+    with conn.blobopen("t", "b", 1) as blob:
+        blob.write(b"abcd")
+    assert other.execute("SELECT b FROM t").fetchone() == (b"\0\0\0\0",)
+    conn.commit()
+    assert other.execute("SELECT b FROM t").fetchone() == (b"abcd",)
+    # Two writers of the same blob: the second to commit conflicts.
+    conn.execute("BEGIN")
+    other.execute("BEGIN")
+    conn.blobopen("t", "b", 1).write(b"1111")
+    other.blobopen("t", "b", 1).write(b"2222")
+    conn.commit()
+    with pytest.raises(sqlite_concurrent.ConflictError):
+        other.commit()
+    assert other.execute("SELECT b FROM t").fetchone() == (b"1111",)
+    conn.close()
+    other.close()

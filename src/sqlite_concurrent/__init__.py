@@ -6,9 +6,11 @@ parallel across processes, on a standard SQLite file in WAL mode.
 
 from __future__ import annotations
 
+import contextlib as _contextlib
 import datetime as _datetime
 import sqlite3 as _stdlib
 import time as _time
+import warnings as _warnings
 
 import apsw as _apsw
 
@@ -21,6 +23,7 @@ from .adaptation import (
     register_adapter,
     register_converter,
 )
+from .blob import Blob
 from .dbapi import Connection, Cursor, connect
 from .errors import (
     ConflictError,
@@ -55,6 +58,28 @@ version_info = (2, 6, 0)
 globals().update({k: v for k, v in vars(_stdlib).items() if k.startswith("SQLITE_")})
 
 
+def enable_shared_cache(enable: bool) -> None:
+    """Deprecated, as in the stdlib: SQLite's shared-cache mode for connections opened after."""
+    _warnings.warn(
+        "enable_shared_cache is deprecated and will be removed in Python 3.12. "
+        "Shared cache is strongly discouraged by the SQLite 3 documentation. "
+        "If shared cache must be used, open the database in URI mode using"
+        "the cache=shared query parameter.",
+        DeprecationWarning,
+        stacklevel=2,
+    )
+    # APSW's SQLite is built without shared cache (deprecated by SQLite itself).
+    with _contextlib.suppress(Exception):
+        _apsw.enable_shared_cache(bool(enable))
+
+
+def __getattr__(name: str) -> object:
+    if name == "OptimizedUnicode":
+        _warnings.warn("OptimizedUnicode is deprecated; use str", DeprecationWarning, stacklevel=2)
+        return str
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 def complete_statement(statement: str) -> bool:
     """Whether ``statement`` holds one or more complete SQL statements."""
     if not isinstance(statement, str):
@@ -85,6 +110,7 @@ __all__ = [
     "PARSE_COLNAMES",
     "PARSE_DECLTYPES",
     "Binary",
+    "Blob",
     "PrepareProtocol",
     "adapt",
     "adapters",

@@ -73,16 +73,24 @@ def _adapt_value(value: Any) -> Any:
 
 
 def adapt_parameters(parameters: Any) -> Any:
-    """Parameters with every adaptable value adapted; unchanged when nothing needs it."""
+    """Parameters with every adaptable value adapted; unchanged when nothing needs it.
+
+    As in the stdlib, a dict binds by name and anything else must be a sequence, read with
+    ``len()`` and indexing (not iteration) once, before the statement runs.
+    """
     if isinstance(parameters, dict):
         if all(type(v) in _PLAIN for v in parameters.values()) and not _plain_adapted:
             return parameters
         return {k: _adapt_value(v) for k, v in parameters.items()}
-    if isinstance(parameters, (tuple, list)):
-        if all(type(v) in _PLAIN for v in parameters) and not _plain_adapted:
-            return parameters
-        return tuple(_adapt_value(v) for v in parameters)
-    return parameters
+    if type(parameters) is not tuple:
+        if isinstance(parameters, (str, bytes, bytearray)) or not hasattr(
+            parameters, "__getitem__"
+        ):
+            raise ProgrammingError("parameters are of unsupported type")
+        parameters = tuple(parameters[i] for i in range(len(parameters)))
+    if not _plain_adapted and all(type(v) in _PLAIN for v in parameters):
+        return parameters
+    return tuple(_adapt_value(v) for v in parameters)
 
 
 _COLNAME_TYPE = re.compile(r"\[([^\]]*)\]")
@@ -155,7 +163,8 @@ def convert_row(
         if v is None:
             out.append(None)
         elif conv is not None:
-            out.append(conv(_as_bytes(v)))
+            # The stdlib reads the value with sqlite3_column_blob(), NULL when it is empty.
+            out.append(None if v in (b"", "") else conv(_as_bytes(v)))
         elif isinstance(v, str) and text_factory is not str:
             out.append(text_factory(v.encode()))
         else:

@@ -68,11 +68,20 @@ class Cursor:
         self.connection._execute(self, sql, seq_of_parameters, many=True)
         return self
 
+    def executescript(self, sql_script: str) -> Cursor:
+        """As in the stdlib: commit what is open, then run the script's statements."""
+        self._check()
+        self.connection.executescript(sql_script, cursor=self)
+        return self
+
     def _set_rows(self, rows: Iterator[tuple[Any, ...]], on_txn_conn: bool) -> None:
         self._rows = rows
         self._on_txn_conn = on_txn_conn
         if on_txn_conn:
             self.connection._txn_cursors.add(self)
+
+    def _materialise(self) -> None:
+        self._rows = iter(list(self._rows))
 
     def _detach_from_txn(self) -> None:
         """Keep the remaining rows: the transaction connection is about to roll back."""
@@ -128,6 +137,7 @@ class Cursor:
         return row
 
     def close(self) -> None:
+        self.connection._check_thread()
         self._rows = iter(())
         self._closed = True
 

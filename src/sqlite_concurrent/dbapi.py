@@ -16,7 +16,6 @@ import random
 import sqlite3.dump as _stdlib_dump
 import threading
 import time
-import traceback
 import urllib.parse
 import warnings
 import weakref
@@ -30,6 +29,7 @@ from . import (
     authorizer,
     backup,
     crashpoints,
+    errors,
     exclusive,
     locks,
     merge,
@@ -37,17 +37,24 @@ from . import (
     statements,
     waits,
 )
+from .blob import Blob
 from .checkpoint import DEFAULT_CHECKPOINT_WAIT, DEFAULT_WAL_LIMIT, Checkpointer
 from .cursor import Cursor, describe
 from .errors import (
     ConflictError,
+    DatabaseError,
+    DataError,
     Error,
+    IntegrityError,
+    InterfaceError,
+    InternalError,
     LockTimeoutError,
     NotSupportedError,
     OperationalError,
     ProgrammingError,
     translate,
 )
+from .hooks import Hooks
 from .lockdb import LockDB
 from .overlay import VFS_NAME, vfs
 from .transaction import WriteTransaction
@@ -81,11 +88,23 @@ def _anchor(path: str) -> None:
             _anchors[key] = conn
 
 
-class Connection:
+class Connection(Hooks):
     """A connection whose write transactions run in parallel with other processes' ones.
 
     Use :func:`sqlite_concurrent.connect` to make one.
     """
+
+    # DB-API optional extension: the exception classes as connection attributes.
+    Warning = errors.Warning
+    Error = Error
+    InterfaceError = InterfaceError
+    DatabaseError = DatabaseError
+    DataError = DataError
+    OperationalError = OperationalError
+    IntegrityError = IntegrityError
+    InternalError = InternalError
+    ProgrammingError = ProgrammingError
+    NotSupportedError = NotSupportedError
 
     def __init__(
         self,
@@ -137,6 +156,10 @@ class Connection:
         self._exclusive: exclusive.Exclusive | None = None  # the open transaction went exclusive
         self._txn_conn: apsw.Connection | None = None
         self._txn_cursors: weakref.WeakSet[Cursor] = weakref.WeakSet()
+        # Cursors part-way through a SELECT on the reader: its read transaction stays open
+        # until they finish, so after our own commit they are read to the end, letting the
+        # next read see that commit (the stdlib's single connection always sees its writes).
+        self._reader_cursors: weakref.WeakSet[Cursor] = weakref.WeakSet()
         self._last_insert_rowid = 0
         self._total_changes = 0
         self.text_factory: Any = str
@@ -148,6 +171,10 @@ class Connection:
         self._table_shapes: dict[Any, Any] = {}
         self._merges = 0
         self._denied = authorizer.Denied()
+        self._max_sql_length = 1_000_000_000  # SQLite's default SQLITE_LIMIT_SQL_LENGTH
+        self._user_authorizer: Callable[..., Any] | None = None
+        self._reader_authorizer: Callable[..., int] | None = authorizer.read_only(self._denied)
+        self._txn_authorizer: Callable[..., int] | None = None
         self._opened: list[apsw.Connection] = []
         try:
             if private is not None:
@@ -179,7 +206,10 @@ class Connection:
 
     def _open(self) -> None:
         if os.path.isdir(self.path):
-            raise OperationalError(f"unable to open database file: {self.path} is a directory")
+            error = OperationalError(f"unable to open database file: {self.path} is a directory")
+            error.sqlite_errorcode = apsw.SQLITE_CANTOPEN  # type: ignore[attr-defined]
+            error.sqlite_errorname = "SQLITE_CANTOPEN_ISDIR"  # type: ignore[attr-defined]
+            raise error
         self._merger = self._stock()
         # Wait for the WAL write lock in the kernel (SQLite's blocking-lock support, compiled into
         # APSW's SQLite) rather than in the sleeping busy handler, which lets a stock writer in
@@ -216,7 +246,7 @@ class Connection:
             busy_timeout_ms=int(self.timeout * 1000),
         )
         self._reader = self._stock()
-        self._reader.authorizer = authorizer.read_only(self._denied)
+        self._reader.authorizer = self._authorizer_for(self._reader_authorizer)
         self._snapshot_conn = self._stock()
         # Creates -wal/-shm if absent; they then live as long as this connection does.
         self._snapshot_conn.execute("SELECT 1 FROM sqlite_schema LIMIT 1").fetchall()
@@ -246,9 +276,10 @@ class Connection:
             conn.execute(pragma)
         for register in self._registrations:
             register(conn)
-        conn.authorizer = authorizer.in_transaction(
+        self._txn_authorizer = authorizer.in_transaction(
             self._denied, locks.authorizer_hook(self._table_sets)
         )
+        conn.authorizer = self._authorizer_for(self._txn_authorizer)
         conn.set_update_hook(self._on_row_write)
         self._txn_conn = conn
         return conn
@@ -350,13 +381,13 @@ class Connection:
         """As in the stdlib: validated, and ``None`` (autocommit) commits what is open."""
         if value is not None and not isinstance(value, str):
             raise TypeError("isolation_level must be str or None")
-        if value is not None and value.upper() not in ("", "DEFERRED", "IMMEDIATE", "EXCLUSIVE"):
+        if value is not None and str.upper(value) not in _LEVELS:
             raise ValueError(
                 "isolation_level string must be '', 'DEFERRED', 'IMMEDIATE', or 'EXCLUSIVE'"
             )
         if value is None and not self._closed and self._in_txn():
             self.commit()
-        self._isolation_level = value if value is None else value.upper()
+        self._isolation_level = value if value is None else str.upper(value)
 
     @property
     def in_transaction(self) -> bool:
@@ -452,6 +483,7 @@ class Connection:
         finally:
             waits.forget(txn_id)
             waits.wake(self._lockdb, self._lockdb.end(txn_id))
+        self._after_merge(txn_id)
 
     def _become_exclusive(self) -> None:
         """The open transaction met a statement a changeset cannot carry: wait for the others
@@ -514,6 +546,9 @@ class Connection:
             log.warning("sqlite_concurrent: post-commit housekeeping failed: %s", e)
 
     def _housekeeping(self, txn_id: int) -> None:
+        for cursor in list(self._reader_cursors):
+            cursor._materialise()
+        self._reader_cursors.clear()
         self._checkpointer.after_merge(self._page_size)
         self._merges += 1
         if self._merges % _MARKER_PRUNE_EVERY == 0:
@@ -604,71 +639,40 @@ class Connection:
 
     # -- executing --------------------------------------------------------------------------
 
-    # -- user functions (on every connection a statement may run on) -------------------------
+    # -- blobs, dumping and backing up -------------------------------------------------------
 
-    def _register(self, register: Callable[[apsw.Connection], None]) -> None:
+    def blobopen(
+        self, table: str, column: str, row: int, /, *, readonly: bool = False, name: str = "main"
+    ) -> Blob:
+        """As in the stdlib: a file-like, indexable view of one BLOB value."""
         self._check()
-        self._registrations.append(register)
-        for conn in (self._reader, self._merger, self._snapshot_conn, self._txn_conn):
-            if conn is not None:
-                try:
-                    register(conn)
-                except apsw.Error as e:
-                    raise translate(e) from e
+        return Blob(self, table, column, row, readonly, name)
 
-    def create_function(
-        self, name: str, narg: int, func: Callable[..., Any] | None, *, deterministic: bool = False
-    ) -> None:
-        """As in the stdlib; ``func=None`` removes the function."""
-        self._register(
-            lambda conn: conn.create_scalar_function(name, func, narg, deterministic=deterministic)
-        )
-
-    def create_aggregate(self, name: str, n_arg: int, aggregate_class: Any) -> None:
-        """As in the stdlib: ``aggregate_class()`` has ``step(*args)`` and ``finalize()``."""
-
-        def factory() -> _Aggregate:
-            return _Aggregate(aggregate_class())
-
-        self._register(
-            lambda conn: conn.create_aggregate_function(
-                name, factory if aggregate_class is not None else None, n_arg
-            )
-        )
-
-    def create_collation(self, name: str, callable: Callable[[str, str], int] | None) -> None:
-        self._register(lambda conn: conn.create_collation(name, callable))
-
-    # -- tracing, dumping, backing up ---------------------------------------------------------
-
-    def set_trace_callback(self, trace_callback: Callable[[str], Any] | None) -> None:
-        """As in the stdlib, ``trace_callback(sql)`` hears each statement the application runs,
-        with its parameters filled in.  It also hears the SQL each commit sends to the real
-        database: the merge's ``BEGIN IMMEDIATE``, the row changes the session module applies,
-        the commit marker and ``COMMIT``.  ``None`` turns tracing off."""
-        self._check()
-        self._trace = trace_callback
-        if self._private is None:
-            if trace_callback is None:
-                self._merger.trace_v2(0, None)
-            else:
-                self._merger.trace_v2(apsw.SQLITE_TRACE_STMT, self._on_merger_statement)
-
-    def _on_merger_statement(self, event: dict[str, Any]) -> None:
-        if self._user_on_merger and not event["trigger"]:
-            return  # the application's own statement: already heard, expanded
-        self._traced(event["sql"])
-
-    def _traced(self, sql: str) -> None:
-        callback = self._trace
-        if callback is None:
-            return
+    def _blob_write(self, where: tuple[str, str, str, int], offset: int, data: bytes) -> None:
+        """A write through a blob handle of a shared database: inside the open transaction,
+        or in one of its own."""
+        own = self._txn is None
+        if own:
+            self._begin()
         try:
-            callback(sql)
-        except Exception:
-            # The stdlib never lets a trace callback fail a statement.
-            if adaptation.callback_tracebacks:
-                traceback.print_exc()
+            if self._exclusive is not None:
+                conn = self._merger
+            else:
+                assert self._txn is not None
+                self._txn.ensure_pinned()
+                conn = self._txn.connection
+            blob = conn.blob_open(*where, True)
+            try:
+                blob.seek(offset)
+                blob.write(data)
+            finally:
+                blob.close()
+        except BaseException:
+            if own and self._txn is not None:
+                self._rollback_txn()
+            raise
+        if own:
+            self._commit_txn()
 
     def iterdump(self) -> Iterator[str]:
         """The database as SQL text, as the stdlib dumps it, without our commit markers."""
@@ -702,18 +706,26 @@ class Connection:
         self._check()
         return self._total_changes
 
-    def executescript(self, sql_script: str) -> Cursor:
+    def executescript(self, sql_script: str, *, cursor: Cursor | None = None) -> Cursor:
         """As in the stdlib: commit any open transaction, then run each statement as it
-        comes, in autocommit mode unless the script itself says BEGIN."""
+        comes (a SELECT to its last row), in autocommit mode unless the script says BEGIN."""
         self._check()
         if not isinstance(sql_script, str):
             raise TypeError("script argument must be unicode.")
+        if "\0" in sql_script:
+            raise ValueError("the script contains a null character")
+        sql_script.encode()  # UnicodeEncodeError for lone surrogates, as the stdlib's
+        if len(sql_script) > self.getlimit(apsw.SQLITE_LIMIT_SQL_LENGTH):
+            raise DataError("query string is too large")
         self.commit()
-        cursor = self.cursor()
+        if cursor is None:
+            cursor = self.cursor()
         saved, self.isolation_level = self.isolation_level, None
         try:
             for statement in statements.split(sql_script):
                 self._execute(cursor, statement, (), many=False)
+                for _ in cursor._rows:
+                    pass
         finally:
             self.isolation_level = saved
         return cursor
@@ -731,12 +743,18 @@ class Connection:
     def _execute(self, cursor: Cursor, sql: str, parameters: Any, *, many: bool) -> None:
         if not isinstance(sql, str):
             raise TypeError(f"execute() argument 1 must be str, not {type(sql).__name__}")
+        if "\0" in sql:
+            raise ProgrammingError("the query contains a null character")
+        if len(sql) > self._max_sql_length:
+            raise DataError("query string is too large")
         kind = statements.kind(sql)
         cursor.description = None
         cursor.rowcount = -1
         cursor._converters = None
         cursor._set_rows(iter(()), False)
         if many:
+            if not isinstance(parameters, Iterable):
+                raise TypeError("executemany() argument 2 must be iterable")
             parameters = (adaptation.adapt_parameters(p) for p in parameters)
         else:
             parameters = adaptation.adapt_parameters(parameters)
@@ -935,7 +953,9 @@ class Connection:
                     return False
                 raw_description.append(acur.description)
             if self._trace is not None:
-                self._traced(acur.expanded_sql)
+                # Past SQLITE_LIMIT_LENGTH SQLite cannot expand it; the stdlib then traces
+                # the statement as written.
+                self._traced(acur.expanded_sql or stmt_sql)
             if txn is not None and (table_level or txn.rebase.pending):
                 tables = self._table_sets.take(
                     txn.schema_version, stmt_sql, prepared_now=not can_cache
@@ -972,6 +992,11 @@ class Connection:
                     rows = self._step(
                         cursor, conn, acur, sql, parameters, many, materialise, can_cache, kind
                     )
+                    if raw_description and not materialise:
+                        # After a schema change SQLite re-prepared it while stepping: the
+                        # columns are those it has now.
+                        with contextlib.suppress(apsw.ExecutionCompleteError):
+                            raw_description[0] = acur.description
                     break
                 except locks.Reprepare:
                     can_cache = False  # the authorizer only runs when SQLite prepares
@@ -998,8 +1023,8 @@ class Connection:
             self._denied.reason = None
             if on_txn_conn and reason:
                 raise _NeedsExclusive(reason) from e
-            if conn is self._reader:
-                raise
+            if conn is self._reader and reason is not None and self._private is None:
+                raise  # our read-only guard: the caller runs it as an exclusive operation
             raise translate(e) from e
         except ConflictError:
             # Doomed (stale snapshot, or a deadlock victim): free its locks for the others now.
@@ -1014,8 +1039,14 @@ class Connection:
         except apsw.Error as e:
             self._after_txn_error(on_txn_conn)
             raise translate(e) from e
-        except (TypeError, ValueError, OverflowError) as e:
+        except KeyError as e:
+            raise ProgrammingError(
+                f"You did not supply a value for binding parameter {e.args[0]}."
+            ) from e
+        except TypeError as e:
             raise ProgrammingError(str(e)) from e
+        except OverflowError as e:
+            raise OverflowError("Python int too large to convert to SQLite INTEGER") from e
         finally:
             self._user_on_merger = False
         if kind == "dml" and cursor.rowcount > 0:
@@ -1029,6 +1060,8 @@ class Connection:
                 self._last_insert_rowid = conn.last_insert_rowid()
             cursor._lastrowid = self._last_insert_rowid
         cursor._set_rows(rows, on_txn_conn)
+        if conn is self._reader and not materialise and self._private is None:
+            self._reader_cursors.add(cursor)
         if on_txn_conn and self._txn is not None and conn.get_autocommit():
             # RELEASE of the outermost savepoint ended the transaction on the connection:
             # that is a commit, as it would be in SQLite.
@@ -1073,17 +1106,7 @@ class _NeedsExclusive(Exception):  # noqa: N818 - a signal, not an error
     """The statement needs the database to itself (DESIGN 10)."""
 
 
-class _Aggregate:
-    """The stdlib's aggregate protocol (``finalize``) on APSW's (``final``)."""
-
-    def __init__(self, inner: Any) -> None:
-        self.inner = inner
-
-    def step(self, *args: Any) -> None:
-        self.inner.step(*args)
-
-    def final(self) -> Any:
-        return self.inner.finalize()
+_LEVELS = ("", "DEFERRED", "IMMEDIATE", "EXCLUSIVE")
 
 
 def _value(conn: apsw.Connection, sql: str) -> Any:

@@ -191,5 +191,7 @@ def translate(exc: BaseException) -> BaseException:
     code = getattr(exc, "extendedresult", None) or getattr(exc, "result", None)
     if isinstance(code, int):
         new.sqlite_errorcode = code  # type: ignore[attr-defined]
-        new.sqlite_errorname = apsw.mapping_result_codes.get(code & 0xFF, "SQLITE_ERROR")  # type: ignore[attr-defined]
+        new.sqlite_errorname = apsw.mapping_extended_result_codes.get(  # type: ignore[attr-defined]
+            code, apsw.mapping_result_codes.get(code & 0xFF, "SQLITE_ERROR")
+        )
     return new

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 
@@ -24,11 +24,14 @@ class Row:
 
     def __getitem__(self, key: int | str | slice) -> Any:
         if isinstance(key, str):
-            folded = key.casefold()
+            # Case-insensitive for ASCII letters only, as SQLite and the stdlib compare names.
+            folded = _ascii_lower(key)
             for i, name in enumerate(self._names):
-                if name.casefold() == folded:
+                if _ascii_lower(name) == folded:
                     return self._values[i]
             raise IndexError("No item with that key")
+        if not isinstance(key, (int, slice)) and not hasattr(key, "__index__"):
+            raise IndexError("Index must be int or string")
         return self._values[key]
 
     def __len__(self) -> int:
@@ -44,3 +47,11 @@ class Row:
 
     def __hash__(self) -> int:
         return hash(self._names) ^ hash(self._values)
+
+
+def _ascii_lower(text: str) -> str:
+    return text.translate(_ASCII_LOWER)
+
+
+_ASCII_LOWER = {c: c + 32 for c in range(ord("A"), ord("Z") + 1)}
+Sequence.register(Row)
