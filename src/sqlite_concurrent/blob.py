@@ -24,7 +24,20 @@ _INT_MAX = 2**31 - 1
 
 
 class Blob:
-    def __init__(
+    """What ``Connection.blobopen`` returns; only connections make them."""
+
+    def __new__(cls, *args: Any, **kwargs: Any) -> Blob:
+        raise TypeError(f"cannot create '{cls.__module__}.{cls.__qualname__}' instances")
+
+    @classmethod
+    def _open_on(
+        cls, conn: Connection, table: str, column: str, row: int, readonly: bool, name: str
+    ) -> Blob:
+        blob: Blob = object.__new__(cls)
+        blob._setup(conn, table, column, row, readonly, name)
+        return blob
+
+    def _setup(
         self, conn: Connection, table: str, column: str, row: int, readonly: bool, name: str
     ) -> None:
         self._conn = conn

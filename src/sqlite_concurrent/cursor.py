@@ -31,6 +31,10 @@ class Cursor:
     arraysize = 1
 
     def __init__(self, connection: Connection) -> None:
+        from .dbapi import Connection
+
+        if not isinstance(connection, Connection):
+            raise TypeError(f"argument 1 must be a Connection, not {type(connection).__name__}")
         self.connection = connection
         self.description: tuple[tuple[Any, ...], ...] | None = None
         self.rowcount = -1
@@ -43,6 +47,8 @@ class Cursor:
         self._closed = False
 
     def _check(self) -> None:
+        if getattr(self, "_closed", None) is None:
+            raise ProgrammingError("Base Cursor.__init__ not called.")
         if self._closed:
             raise ProgrammingError("Cannot operate on a closed cursor.")
         self.connection._check()

@@ -366,7 +366,10 @@ class Connection(Hooks):
             )
 
     def _check(self) -> None:
-        if self._closed:
+        closed = getattr(self, "_closed", None)
+        if closed is None:
+            raise ProgrammingError("Base Connection.__init__ not called.")
+        if closed:
             raise ProgrammingError("Cannot operate on a closed database.")
         self._check_thread()
 
@@ -646,7 +649,7 @@ class Connection(Hooks):
     ) -> Blob:
         """As in the stdlib: a file-like, indexable view of one BLOB value."""
         self._check()
-        return Blob(self, table, column, row, readonly, name)
+        return Blob._open_on(self, table, column, row, readonly, name)
 
     def _blob_write(self, where: tuple[str, str, str, int], offset: int, data: bytes) -> None:
         """A write through a blob handle of a shared database: inside the open transaction,
@@ -732,7 +735,24 @@ class Connection(Hooks):
 
     def cursor(self, factory: Callable[[Connection], Cursor] = Cursor) -> Cursor:
         self._check()
-        return factory(self)
+        cursor = factory(self)
+        if not isinstance(cursor, Cursor):
+            raise TypeError("factory must return a cursor, not " + type(cursor).__name__)
+        return cursor
+
+    def __call__(self, sql: str) -> Statement:
+        """The stdlib's (undocumented) statement factory: checks ``sql`` as ``execute`` would."""
+        self._check()
+        if not isinstance(sql, str):
+            raise TypeError(f"argument must be str, not {type(sql).__name__}")
+        if len(sql) > self._max_sql_length:
+            raise DataError("query string is too large")
+        if "\0" in sql:
+            raise ProgrammingError("the query contains a null character")
+        sql.encode()
+        statement: Statement = object.__new__(Statement)
+        statement.sql = sql
+        return statement
 
     def execute(self, sql: str, parameters: Sequence[Any] | dict[str, Any] = ()) -> Cursor:
         return self.cursor().execute(sql, parameters)
@@ -1102,6 +1122,16 @@ class Connection(Hooks):
             self._rollback_txn()
 
 
+class Statement:
+    """What calling a connection returns; only connections make them."""
+
+    __slots__ = ("sql",)
+    sql: str
+
+    def __new__(cls, *args: Any, **kwargs: Any) -> Statement:
+        raise TypeError(f"cannot create '{cls.__module__}.{cls.__qualname__}' instances")
+
+
 class _NeedsExclusive(Exception):  # noqa: N818 - a signal, not an error
     """The statement needs the database to itself (DESIGN 10)."""
 
@@ -1155,15 +1185,16 @@ def connect(
     :raises OperationalError: the file cannot be opened or switched to WAL mode.
     """
     cls = factory if factory is not None else Connection
+    # By keyword, as the stdlib relays them: a factory may change any of them.
     return cls(
         database,
-        timeout,
-        detect_types,
-        isolation_level,
-        check_same_thread,
-        factory,
-        cached_statements,
-        uri,
+        timeout=timeout,
+        detect_types=detect_types,
+        isolation_level=isolation_level,
+        check_same_thread=check_same_thread,
+        factory=factory,
+        cached_statements=cached_statements,
+        uri=uri,
         lock_level=lock_level,
         wal_limit=wal_limit,
         checkpoint_wait=checkpoint_wait,

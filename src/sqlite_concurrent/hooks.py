@@ -46,13 +46,23 @@ def report_unraisable(exc: BaseException, callback: Any = None) -> None:
     )
 
 
-def _result(value: Any) -> Any:
-    if not isinstance(value, _SQL_TYPES):
-        raise OperationalError("user-defined function raised exception")
-    if isinstance(value, int) and not _INT64[0] <= value <= _INT64[1]:
-        raise DataError("string or blob too big")
-    if isinstance(value, memoryview) and not value.c_contiguous:
-        raise BufferError("underlying buffer is not C-contiguous")
+def _result(value: Any, callback: Any) -> Any:
+    """A callback's value as SQLite takes it, or the error the stdlib reports for it."""
+    try:
+        if not isinstance(value, _SQL_TYPES):
+            raise TypeError(f"unsupported result type {type(value).__name__}")
+        if isinstance(value, int) and not _INT64[0] <= value <= _INT64[1]:
+            raise OverflowError("Python int too large to convert to SQLite INTEGER")
+        if isinstance(value, str):
+            value.encode()
+        if isinstance(value, memoryview) and not value.c_contiguous:
+            raise BufferError("underlying buffer is not C-contiguous")
+    except OverflowError as e:
+        report_unraisable(e, callback)
+        raise DataError("string or blob too big") from None
+    except (TypeError, UnicodeEncodeError, BufferError) as e:
+        report_unraisable(e, callback)
+        raise OperationalError("user-defined function raised exception") from None
     return value
 
 
@@ -60,7 +70,8 @@ def _function(func: Callable[..., Any]) -> Callable[..., Any]:
     def call(*args: Any) -> Any:
         try:
             value = func(*args)
-        except MemoryError:
+        except MemoryError as e:
+            report_unraisable(e, func)
             raise
         except OverflowError as e:
             report_unraisable(e, func)
@@ -68,11 +79,7 @@ def _function(func: Callable[..., Any]) -> Callable[..., Any]:
         except Exception as e:
             report_unraisable(e, func)
             raise OperationalError("user-defined function raised exception") from None
-        try:
-            return _result(value)
-        except (UnicodeEncodeError, DataError) as e:
-            report_unraisable(e, func)
-            raise
+        return _result(value, func)
 
     return call
 
@@ -81,8 +88,9 @@ class _Aggregate:
     """The stdlib's aggregate and window protocols (``finalize``; instances made at the first
     step; no rows means NULL) on APSW's (``final``)."""
 
-    def __init__(self, cls: Any) -> None:
+    def __init__(self, cls: Any, window: bool = False) -> None:
         self._cls = cls
+        self._window = window
         self._inner: Any = None
 
     def _call(self, method: str, *args: Any) -> Any:
@@ -114,12 +122,19 @@ class _Aggregate:
         self._call("inverse", *args)
 
     def value(self) -> Any:
-        return _result(self._call("value"))
+        return _result(self._call("value"), self._cls)
 
     def final(self) -> Any:
         if self._inner is None:
             return None
-        return _result(self._call("finalize"))
+        if self._window:
+            # SQLite drops a window function's final-step error; the stdlib only reports it.
+            try:
+                return self._inner.finalize()
+            except Exception as e:
+                report_unraisable(e, self._cls)
+                return None
+        return _result(self._call("finalize"), self._cls)
 
 
 def _authorizer(user: Callable[..., Any], ours: Callable[..., int] | None) -> Callable[..., int]:
@@ -200,8 +215,12 @@ class Hooks:
         """As in the stdlib: ``step``, ``inverse``, ``value`` and ``finalize`` methods."""
         self._check()
         if num_params < -1 or num_params > 127:
-            raise OperationalError("Error creating window function")
-        factory = (lambda: _Aggregate(aggregate_class)) if aggregate_class is not None else None
+            raise ProgrammingError("Error creating window function")
+        factory = (
+            (lambda: _Aggregate(aggregate_class, window=True))
+            if aggregate_class is not None
+            else None
+        )
         self._register(lambda conn: conn.create_window_function(name, factory, num_params))
 
     def create_collation(self, name: str, callable: Callable[[str, str], int] | None) -> None:
