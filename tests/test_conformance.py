@@ -291,7 +291,9 @@ def test_ours_trace_callback_shows_the_sql_each_commit_sends_to_the_database(tmp
     begin = sent.index("BEGIN IMMEDIATE")
     update = next(i for i, s in enumerate(sent) if s.startswith('UPDATE main."t" SET'))
     insert = next(i for i, s in enumerate(sent) if s.startswith('INSERT INTO main."t"'))
-    marker = next(i for i, s in enumerate(sent) if "_sqlite_concurrent_commits" in s)
+    marker = next(
+        i for i, s in enumerate(sent) if s.startswith("INSERT INTO _sqlite_concurrent_commits")
+    )
     assert begin < min(update, insert) < max(update, insert) < marker < sent.index("COMMIT")
     check = sqlite_concurrent.connect(str(tmp_path / "app.db"))
     assert check.execute("SELECT id, n FROM t ORDER BY id").fetchall() == [(1, 11), (2, 20)]

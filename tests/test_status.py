@@ -195,7 +195,7 @@ def test_json_shows_the_holder_both_transactions_the_lock_and_the_waiter(scene: 
     assert data["format"] == 1 and data["lock_database_exists"] is True
     assert data["database"] == os.path.abspath(scene.db)
     assert data["lock_database"] == os.path.abspath(scene.db) + "-locks"
-    assert data["schema_version"] == 2
+    assert data["schema_version"] == 3
     assert data["old_after_s"] == 60
     assert data["wal"]["exists"] and data["wal"]["bytes"] == os.path.getsize(scene.db + "-wal")
 
@@ -325,7 +325,7 @@ def test_a_quiet_lock_database_is_read_without_creating_files(tmp_path: Path) ->
     contents = _files(db)
 
     data = _status_json(db)
-    assert data["lock_database_exists"] and data["schema_version"] == 2
+    assert data["lock_database_exists"] and data["schema_version"] == 3
     assert data["holders"] == data["transactions"] == data["locks"] == data["waiters"] == []
     result = runner.invoke(app, ["status", db])
     assert result.exit_code == 0 and "holders: none" in result.output

@@ -31,6 +31,7 @@ from . import (
     crashpoints,
     errors,
     exclusive,
+    journal,
     locks,
     merge,
     rebase,
@@ -121,6 +122,7 @@ class Connection(Hooks):
         wal_limit: int = DEFAULT_WAL_LIMIT,
         checkpoint_wait: float = DEFAULT_CHECKPOINT_WAIT,
         escalate_at: int = locks.DEFAULT_ESCALATE_AT,
+        group_commit: bool = True,
     ) -> None:
         if lock_level not in LOCK_LEVELS:
             raise ProgrammingError(
@@ -134,6 +136,7 @@ class Connection(Hooks):
         if escalate_at < 1:
             raise ProgrammingError("escalate_at must be >= 1")
         self._escalate_at = escalate_at
+        self._group_commit = group_commit
         self.detect_types = int(detect_types)
         self._table_sets = locks.TableSets()
         self._table_infos: dict[tuple[int, str], rebase.TableInfo | None] = {}
@@ -253,9 +256,18 @@ class Connection(Hooks):
         self._lockdb = LockDB(self.path, first_txn_id=first_txn_id)
         key = (os.getpid(), self.path)
         with _holder_lock:
-            self._lockdb.register_holder()
+            reaped = self._lockdb.register_holder()
             _holder_refs[key] = _holder_refs.get(key, 0) + 1
         self._slot_id, self._slot = vfs().new_slot()
+        self._journal = journal.Journal.for_db(self.path, self._lockdb.start_time)
+        # Recovery on open (DESIGN 11): dead holders were reaped above; journals of processes
+        # the lock database never knew (or that it lost) go too.
+        loose = [journal.dispose(self.path, pid) for pid in journal.orphans(self.path)]
+        for found in [r.journal for r in reaped] + loose:
+            if found is not None and found.action != "deleted":
+                log.warning(
+                    "sqlite_concurrent: journal %s %s: %s", found.path, found.action, found.reason
+                )
 
     def _open_txn_conn(self) -> apsw.Connection:
         conn = self._txn_conn
@@ -345,6 +357,7 @@ class Connection(Hooks):
                     with contextlib.suppress(apsw.Error):
                         self._lockdb.unregister_holder()
             self._lockdb.close()
+            self._journal.release()
             self._close_all()
 
     def __del__(self) -> None:
@@ -461,7 +474,14 @@ class Connection(Hooks):
             pending = txn.prepare(self._table_shapes)
             if pending is not None:
                 crashpoints.reach("commit.prepared")
-                merge.merge(self._merger, self._merge_lock, pending)
+                merge.commit(
+                    self._merger,
+                    self._merge_lock,
+                    self._lockdb,
+                    self._journal,
+                    pending,
+                    group=self._group_commit,
+                )
                 committed = True
         except apsw.Error as e:
             raise translate(e) from e
@@ -1165,6 +1185,7 @@ def connect(
     wal_limit: int = DEFAULT_WAL_LIMIT,
     checkpoint_wait: float = DEFAULT_CHECKPOINT_WAIT,
     escalate_at: int = locks.DEFAULT_ESCALATE_AT,
+    group_commit: bool = True,
 ) -> Connection:
     """Open ``database`` for concurrent writers; the arguments are the stdlib's, plus ours.
 
@@ -1182,6 +1203,8 @@ def connect(
         most ``checkpoint_wait`` seconds) while the WAL is checkpointed and reset.
     :param escalate_at: row locks of one table in one transaction past which the whole
         table is locked instead.
+    :param group_commit: the process that merges applies every transaction waiting to commit
+        in one SQLite transaction (one fsync at ``synchronous=FULL``).
     :raises OperationalError: the file cannot be opened or switched to WAL mode.
     """
     cls = factory if factory is not None else Connection
@@ -1199,6 +1222,7 @@ def connect(
         wal_limit=wal_limit,
         checkpoint_wait=checkpoint_wait,
         escalate_at=escalate_at,
+        group_commit=group_commit,
     )
 
 

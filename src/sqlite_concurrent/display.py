@@ -255,6 +255,8 @@ def recovered_json(report: list[recovery.Recovered]) -> str:
                 "locks_released": r.locks_released,
                 "committed": list(r.committed),
                 "discarded": list(r.discarded),
+                "journal": r.journal,
+                "journal_detail": r.journal_detail,
             }
             for r in report
         ],
@@ -264,7 +266,7 @@ def recovered_json(report: list[recovery.Recovered]) -> str:
 
 def recovered_table(db: Path, report: list[recovery.Recovered]) -> Table:
     table = Table(title=f"recovered {db}")
-    for column in ("dead pid", "locks released", "committed txns", "discarded txns"):
+    for column in ("dead pid", "locks released", "committed txns", "discarded txns", "journal"):
         table.add_column(column)
     for r in report:
         table.add_row(
@@ -272,5 +274,6 @@ def recovered_table(db: Path, report: list[recovery.Recovered]) -> Table:
             str(r.locks_released),
             ", ".join(map(str, r.committed)) or "-",
             ", ".join(map(str, r.discarded)) or "-",
+            r.journal + (f": {r.journal_detail}" if r.journal_detail else ""),
         )
     return table

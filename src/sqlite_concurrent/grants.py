@@ -20,6 +20,9 @@ import apsw
 # Transaction states (the lock database's ``transactions.state``).
 ACTIVE = "active"
 COMMITTING = "committing"
+READY = "ready"  # its merge record is in its journal; any merger may apply it
+COMMITTED = "committed"  # a merger applied it; its owner has not acknowledged yet
+CONFLICTED = "conflicted"  # a merger rejected it; ``outcome`` says why
 DEADLOCK_VICTIM = "deadlock"
 
 _MINE = (

@@ -19,6 +19,7 @@ Schema (version 1).  ``locks`` and ``waiters`` are already here so the lock leve
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import sys
 import time
@@ -27,10 +28,10 @@ from dataclasses import dataclass
 
 import apsw
 
-from . import oslock
-from .grants import ACTIVE, COMMITTING, Grants
+from . import journal, oslock
+from .grants import ACTIVE, COMMITTED, COMMITTING, CONFLICTED, READY, Grants
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value) WITHOUT ROWID;
@@ -49,6 +50,7 @@ CREATE TABLE IF NOT EXISTS transactions(
     snapshot_frame INTEGER
 );
 CREATE INDEX IF NOT EXISTS transactions_pid ON transactions(pid);
+CREATE INDEX IF NOT EXISTS transactions_state ON transactions(state);
 CREATE TABLE IF NOT EXISTS locks(
     resource TEXT NOT NULL,
     txn_id INTEGER NOT NULL,
@@ -71,6 +73,13 @@ CREATE TABLE IF NOT EXISTS table_versions(
     version INTEGER NOT NULL
 ) WITHOUT ROWID;
 """
+
+_V3_COLUMNS = (
+    ("journal", "TEXT"),
+    ("journal_offset", "INTEGER"),
+    ("journal_length", "INTEGER"),
+    ("outcome", "BLOB"),
+)
 
 _BUMP_VERSION = (
     "INSERT INTO table_versions(name, version) VALUES (?, 1) "
@@ -116,6 +125,7 @@ class Reaped:
     transactions: int
     locks: int
     txn_ids: tuple[int, ...] = ()
+    journal: journal.Disposal | None = None  # what became of its journal file
 
 
 class LockDB(Grants):
@@ -135,8 +145,16 @@ class LockDB(Grants):
                     os.chmod(self.path, os.stat(db_path).st_mode & 0o7777)
             with self._write():
                 self.conn.execute(_SCHEMA)
+                # Version 3: where each transaction waiting to commit left its merge record
+                # (group commit), and the outcome a merger recorded for it.
+                have = {r[1] for r in self.conn.execute("PRAGMA table_info(transactions)")}
+                for column, kind in _V3_COLUMNS:
+                    if column not in have:
+                        self.conn.execute(f"ALTER TABLE transactions ADD COLUMN {column} {kind}")
                 self.conn.execute(
-                    "INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)", (SCHEMA_VERSION,)
+                    "INSERT INTO meta VALUES ('schema_version', ?) "
+                    "ON CONFLICT(key) DO UPDATE SET value = max(value, excluded.value)",
+                    (SCHEMA_VERSION,),
                 )
                 # Transaction ids key the commit markers in the main database, so a lock
                 # database that was deleted must not hand out ids that were already used.
@@ -198,7 +216,12 @@ class LockDB(Grants):
                 "WHERE start_time != excluded.start_time",
                 (self.pid, self.start_time, time.time(), " ".join(sys.argv)[:500]),
             )
-        return reaped
+        return self._dispose_journals(reaped)
+
+    def _dispose_journals(self, reaped: list[Reaped]) -> list[Reaped]:
+        """Outside the lock database's write: a dead holder's journal goes too (DESIGN 11)."""
+        db_path = self.path[: -len("-locks")]
+        return [dataclasses.replace(r, journal=journal.dispose(db_path, r.pid)) for r in reaped]
 
     def _reap_dead(self, c: apsw.Connection) -> list[Reaped]:
         reaped = []
@@ -235,13 +258,16 @@ class LockDB(Grants):
 
     def reap(self) -> list[Reaped]:
         with self.writing() as c:
-            return self._reap_dead(c)
+            reaped = self._reap_dead(c)
+        return self._dispose_journals(reaped)
 
     def reap_and_wake(self) -> list[int]:
         """Reap dead holders; returns the waiters to wake if anything was released."""
         with self.writing() as c:
             reaped = self._reap_dead(c)
-            return self._others_waiting(c, -1) if reaped else []
+            wake = self._others_waiting(c, -1) if reaped else []
+        self._dispose_journals(reaped)
+        return wake
 
     def begin(self, lock_level: str) -> tuple[int, bool]:
         """Register a new transaction of this process.
@@ -364,6 +390,43 @@ class LockDB(Grants):
                 "INSERT OR IGNORE INTO locks(resource, txn_id, mode, granted_at) "
                 "VALUES (?, ?, 'S', ?)",
                 [(f"page:{p}", txn_id, now) for p in sorted(pages)],
+            )
+
+    # -- group commit (DESIGN 9) ---------------------------------------------------------
+
+    def mark_ready(self, txn_id: int, journal: str, offset: int, length: int) -> None:
+        """The transaction waits to commit; its merge record is in ``journal``."""
+        self._write_one(
+            "UPDATE transactions SET state = ?, journal = ?, journal_offset = ?, "
+            "journal_length = ? WHERE txn_id = ?",
+            (READY, journal, offset, length, txn_id),
+        )
+
+    def ready(self, limit: int) -> list[tuple[int, str, int, int]]:
+        """Transactions waiting to commit, oldest first: (txn_id, journal, offset, length)."""
+        return list(
+            self.conn.execute(
+                "SELECT txn_id, journal, journal_offset, journal_length FROM transactions "
+                "WHERE state = ? ORDER BY txn_id LIMIT ?",
+                (READY, limit),
+            )
+        )
+
+    def outcome(self, txn_id: int) -> tuple[str, bytes | None] | None:
+        row = self.conn.execute(
+            "SELECT state, outcome FROM transactions WHERE txn_id = ?", (txn_id,)
+        ).fetchone()
+        return None if row is None else (row[0], row[1])
+
+    def record_outcomes(self, outcomes: dict[int, bytes | None]) -> None:
+        """What a merger decided for each transaction of its group (``None``: committed)."""
+        with self.writing() as c:
+            c.executemany(
+                "UPDATE transactions SET state = ?, outcome = ? WHERE txn_id = ? AND state = ?",
+                [
+                    (COMMITTED if o is None else CONFLICTED, o, txn_id, READY)
+                    for txn_id, o in outcomes.items()
+                ],
             )
 
     def table_versions(self) -> dict[str, int]:

@@ -7,6 +7,7 @@ if and only if its marker row exists.
 
 from __future__ import annotations
 
+import struct
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -14,7 +15,7 @@ from typing import Any
 
 import apsw
 
-from . import crashpoints, oslock, snapshot
+from . import crashpoints, journal, oslock, snapshot
 from .errors import ConflictError, OperationalError
 
 MARKER_TABLE = "_sqlite_concurrent_commits"
@@ -200,6 +201,55 @@ class Pending:
     rebase: dict[str, frozenset[int]] | None = None  # auto rowids to assign afresh
 
 
+def encode_pending(p: Pending) -> bytes:
+    """A pending transaction as a journal record payload (journal.encode, never pickle)."""
+    pages = None
+    if p.pages is not None:
+        h = p.pages.header
+        header = None
+        if h is not None:
+            header = [h.raw, h.change, h.page_size, h.max_frame, h.n_page, list(h.salt)]
+            header.append(h.backfilled)
+        pages = [p.pages.path, sorted(p.pages.pages), header]
+    return journal.encode(
+        [
+            p.txn_id,
+            p.changeset,
+            p.schema_version,
+            [
+                [i.table, i.select, list(i.key), None if i.row is None else list(i.row)]
+                for i in p.images
+            ],
+            int(p.foreign_keys),
+            [list(s) for s in p.sequences],
+            pages,
+            None if p.rebase is None else [[t, sorted(r)] for t, r in p.rebase.items()],
+        ]
+    )
+
+
+def decode_pending(data: bytes) -> Pending:
+    txn_id, changeset, schema_version, images, fk, sequences, pages, rebase = journal.decode(data)
+    check = None
+    if pages is not None:
+        path, read, header = pages
+        wal = None
+        if header is not None:
+            raw, change, size, mx, n_page, salt, backfilled = header
+            wal = snapshot.WalHeader(raw, change, size, mx, n_page, tuple(salt), backfilled)
+        check = PageCheck(path, frozenset(read), wal)
+    return Pending(
+        txn_id=txn_id,
+        changeset=changeset,
+        schema_version=schema_version,
+        images=[RowImage(t, s, tuple(k), None if r is None else tuple(r)) for t, s, k, r in images],
+        foreign_keys=bool(fk),
+        sequences=[(n, q) for n, q in sequences],
+        pages=check,
+        rebase=None if rebase is None else {t: frozenset(r) for t, r in rebase},
+    )
+
+
 def apply_one(conn: apsw.Connection, pending: Pending) -> None:
     """Validate and apply one transaction inside the caller's write transaction.
 
@@ -355,6 +405,136 @@ def merge(conn: apsw.Connection, lock: oslock.ByteLock, pending: Pending) -> Non
                 conn.execute("ROLLBACK")
             raise OperationalError(f"commit failed: {e}") from e
         crashpoints.reach("merge.after_commit")
+
+
+GROUP_LIMIT = 64  # transactions one merge applies at most, bounding how long it holds the lock
+
+
+def commit(
+    conn: apsw.Connection,
+    lock: oslock.ByteLock,
+    lockdb: Any,
+    jrnl: journal.Journal,
+    pending: Pending,
+    *,
+    group: bool = True,
+) -> None:
+    """Commit ``pending``, with whatever other transactions are waiting (group commit).
+
+    The merge record goes to this process's journal first and the transaction is marked ready,
+    so whichever process holds the merge lock next can apply it along with its own, inside one
+    SQLite transaction, each in its own savepoint.  Waiting for the merge lock is waiting for
+    the outcome: once we hold it, a merger before us either recorded what became of us, or
+    died, in which case our commit marker tells whether it committed.
+
+    :raises ConflictError: this transaction was rejected; nothing of it was applied.
+    """
+    offset, length = jrnl.write_ready(pending.txn_id, encode_pending(pending))
+    try:
+        lockdb.mark_ready(pending.txn_id, jrnl.path, offset, length)
+        with lock:
+            crashpoints.reach("merge.locked")
+            error = _known_outcome(conn, lockdb, pending.txn_id)
+            if error is _UNKNOWN:
+                # Page-level validation reads committed WAL frames: it cannot see what an
+                # earlier member of the same group changed, so those merge alone.
+                batch = [pending]
+                if group and pending.pages is None:
+                    batch += _others(lockdb, pending)
+                error = _apply_group(conn, lockdb, batch)[pending.txn_id]
+    finally:
+        jrnl.done(pending.txn_id)
+    if error is not None:
+        raise error
+
+
+_UNKNOWN: Any = object()
+
+
+def _known_outcome(conn: apsw.Connection, lockdb: Any, txn_id: int) -> Any:
+    """What a previous merger decided for ``txn_id`` (``None``: committed), or ``_UNKNOWN``."""
+    found = lockdb.outcome(txn_id)
+    if found is not None:
+        state, outcome = found
+        if state == "committed":
+            return None
+        if state == "conflicted":
+            return decode_conflict(outcome)
+    # Still marked ready: nobody merged it, or its merger died before recording the outcome.
+    return None if is_committed(conn, txn_id) else _UNKNOWN
+
+
+def _others(lockdb: Any, own: Pending) -> list[Pending]:
+    found = []
+    for txn_id, path, offset, length in lockdb.ready(GROUP_LIMIT):
+        if txn_id == own.txn_id or path is None:
+            continue
+        try:
+            other = decode_pending(journal.read_record(path, offset, length, txn_id))
+        except (journal.JournalError, ValueError, struct.error):
+            continue  # its owner applies it itself
+        if other.pages is None and other.foreign_keys == own.foreign_keys:
+            found.append(other)
+    return found
+
+
+def _apply_group(
+    conn: apsw.Connection, lockdb: Any, batch: list[Pending]
+) -> dict[int, ConflictError | None]:
+    """Apply each transaction in its own savepoint and commit them all at once."""
+    own = batch[0]
+    # A no-op inside a transaction, so it is set first.  It mirrors the writers' own setting:
+    # with enforcement off there, the apply must not start enforcing it.
+    if conn.pragma("foreign_keys") != own.foreign_keys:
+        conn.pragma("foreign_keys", own.foreign_keys)
+    outcomes: dict[int, ConflictError | None] = {}
+    own_failure: BaseException | None = None
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        for p in batch:
+            conn.execute("SAVEPOINT sqlite_concurrent_txn")
+            try:
+                apply_one(conn, p)
+            except ConflictError as e:
+                outcomes[p.txn_id] = e
+            except apsw.Error as e:
+                if p is own:
+                    own_failure = e
+                # Another's failure is left to its owner, who finds it still ready.
+            else:
+                conn.execute("RELEASE sqlite_concurrent_txn")
+                outcomes[p.txn_id] = None
+                continue
+            conn.execute("ROLLBACK TO sqlite_concurrent_txn")
+            conn.execute("RELEASE sqlite_concurrent_txn")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    crashpoints.reach("merge.after_apply")
+    try:
+        conn.execute("COMMIT")
+    except apsw.Error as e:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise OperationalError(f"commit failed: {e}") from e
+    crashpoints.reach("merge.after_commit")
+    lockdb.record_outcomes(
+        {t: None if e is None else encode_conflict(e) for t, e in outcomes.items()}
+    )
+    if own_failure is not None:
+        raise own_failure
+    return outcomes
+
+
+def encode_conflict(e: ConflictError) -> bytes:
+    return journal.encode([str(e), e.table, None if e.key is None else list(e.key), e.kind])
+
+
+def decode_conflict(data: bytes | None) -> ConflictError:
+    if data is None:
+        return conflict(None, None, "data")
+    message, table, key, kind = journal.decode(data)
+    return ConflictError(message, table=table, key=None if key is None else tuple(key), kind=kind)
 
 
 def prune_markers(conn: apsw.Connection, lock: oslock.ByteLock, below: int) -> None:

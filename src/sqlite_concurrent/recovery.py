@@ -2,10 +2,12 @@
 
 A dead process's SQLite work needs nothing from us: its merge either committed (SQLite's WAL
 made it durable) or did not (SQLite discards it), and the commit marker, written in the same
-SQLite transaction, says which.  What it leaves behind is in the lock database: its holder row,
-its transactions, their locks and queue places.  Recovery releases those and reports, for each
-transaction, whether it committed.  It runs whenever a connection opens, whenever a lock waiter
-sees a holder die, and on demand (``sqlite-concurrent recover``).
+SQLite transaction, says which.  What it leaves behind is in the lock database (its holder row,
+its transactions, their locks and queue places) and its journal.  Recovery releases the former,
+deletes the journal (or quarantines it when it cannot be trusted; nothing in it is ever
+applied) and reports, for each transaction, whether it committed.  It runs whenever a
+connection opens, whenever a lock waiter sees a holder die, and on demand
+(``sqlite-concurrent recover``).
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from dataclasses import dataclass
 
 import apsw
 
-from . import merge
+from . import journal, merge
 from .lockdb import LockDB
 
 
@@ -25,29 +27,49 @@ class Recovered:
     locks_released: int
     committed: tuple[int, ...]  # its transactions whose commit marker exists
     discarded: tuple[int, ...]  # the others: never committed, nothing of them is visible
+    journal: str = "none"  # its journal: "none", "deleted", "quarantined" or "left"
+    journal_detail: str = ""  # why it was quarantined, and where it went
 
 
 def recover(db_path: str) -> list[Recovered]:
-    """Release everything dead processes hold on ``db_path``; report what each left.
+    """Release everything dead processes hold on ``db_path``, dispose of their journals, and
+    report what each left.  Journals whose process is gone but which the lock database does not
+    know (it was deleted, or the process died before registering) are disposed of too.
 
     :raises apsw.Error: the database or its lock database cannot be opened.
     """
-    if not os.path.exists(db_path + "-locks"):
-        return []
-    lockdb = LockDB(db_path)
-    try:
-        reaped = lockdb.reap()
-    finally:
-        lockdb.close()
-    if not reaped:
+    reaped = []
+    if os.path.exists(db_path + "-locks"):
+        lockdb = LockDB(db_path)
+        try:
+            reaped = lockdb.reap()
+        finally:
+            lockdb.close()
+    known = {r.pid for r in reaped}
+    loose = [(pid, journal.dispose(db_path, pid)) for pid in journal.orphans(db_path)]
+    loose = [(pid, d) for pid, d in loose if pid not in known and d is not None]
+    if not reaped and not loose:
         return []
     db = apsw.Connection(db_path, flags=apsw.SQLITE_OPEN_READONLY)
     try:
         report = []
-        for r in reaped:
-            done = tuple(t for t in r.txn_ids if merge.is_committed(db, t))
+        entries = [(r.pid, r.locks, r.txn_ids, r.journal) for r in reaped]
+        entries += [(pid, 0, d.txn_ids, d) for pid, d in loose]
+        for pid, nlocks, txn_ids, disposal in entries:
+            ids = tuple(dict.fromkeys(txn_ids + (disposal.txn_ids if disposal else ())))
+            done = tuple(t for t in ids if merge.is_committed(db, t))
+            detail = ""
+            if disposal is not None and disposal.action == "quarantined":
+                detail = f"{disposal.reason} (moved to {disposal.quarantined_as})"
             report.append(
-                Recovered(r.pid, r.locks, done, tuple(t for t in r.txn_ids if t not in done))
+                Recovered(
+                    pid,
+                    nlocks,
+                    done,
+                    tuple(t for t in ids if t not in done),
+                    disposal.action if disposal else "none",
+                    detail,
+                )
             )
         return report
     finally:
