@@ -316,3 +316,20 @@ def hold_transaction(start, path, statements, ready, proceed):
     conn.commit()
     conn.close()
     return "committed"
+
+
+@_report_errors
+def commit_rows(start, path, rows, group_commit):
+    """One transaction adding 1 to each of ``rows``; returns "ok" once commit() returned."""
+    conn = sqlite_concurrent.connect(path, timeout=60, group_commit=group_commit)
+    start.wait()
+    conn.execute("BEGIN")
+    for row in rows:
+        conn.execute("UPDATE t SET v = v + 1 WHERE id = ?", (row,))
+    conn.commit()
+    conn.close()
+    return "ok"
+
+
+def exit_now():
+    """A process that exits at once: its pid is then a dead one."""

@@ -1,0 +1,183 @@
+"""Group commit (DESIGN 9): the process holding the merge lock applies every transaction that is
+waiting to commit, each in its own savepoint, and commits them at once; when it dies half-way,
+the owners find out from their commit markers and carry on.
+
+Synchronization: the test takes the merge lock itself, so writers queue behind it with their
+transactions marked ready; it waits for that state in the lock database, then lets go.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import struct
+import time
+
+import pytest
+from conftest import SPAWN, integrity_ok, stock_apsw
+from workers import commit_rows
+
+import sqlite_concurrent
+from sqlite_concurrent import crashpoints, journal, oslock
+
+pytestmark = pytest.mark.timeout(120)
+
+ROWS = 10
+
+
+@pytest.fixture
+def db(db_path):
+    conn = sqlite_concurrent.connect(db_path)
+    conn.execute("CREATE TABLE t(id INTEGER PRIMARY KEY, v INTEGER NOT NULL)")
+    conn.executemany("INSERT INTO t VALUES (?, 0)", [(i,) for i in range(ROWS)])
+    conn.commit()
+    conn.close()
+    return db_path
+
+
+def _wait_until(predicate, what: str, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, f"timed out waiting until {what}"
+        time.sleep(0.005)
+
+
+def _ready(path: str) -> int:
+    locks = stock_apsw(path + "-locks")
+    try:
+        return locks.execute("SELECT count(*) FROM transactions WHERE state = 'ready'").fetchone()[
+            0
+        ]
+    finally:
+        locks.close()
+
+
+def _commit_frames(path: str) -> int:
+    """Commits in the WAL: frames whose header records a database size (the commit frame)."""
+    with open(path + "-wal", "rb") as f:
+        data = f.read()
+    if len(data) < 32:
+        return 0
+    page_size = struct.unpack(">I", data[8:12])[0]
+    salt = data[16:24]
+    count, at = 0, 32
+    while at + 24 <= len(data):
+        if data[at + 8 : at + 16] != salt:
+            break  # left over from before the last restart
+        count += struct.unpack(">I", data[at + 4 : at + 8])[0] != 0
+        at += 24 + page_size
+    return count
+
+
+def _truncate_wal(path: str) -> None:
+    conn = stock_apsw(path)
+    conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
+    conn.close()
+
+
+def _start(path, rows, group_commit=True, crash=None):
+    start, queue = SPAWN.Event(), SPAWN.Queue()
+    if crash:
+        os.environ[crashpoints.ENV] = crash
+    try:
+        proc = SPAWN.Process(target=commit_rows, args=(start, queue, path, rows, group_commit))
+        proc.start()
+    finally:
+        os.environ.pop(crashpoints.ENV, None)
+    start.set()
+    _keep.append(start)  # the child unpickles it after we return: it must outlive this call
+    return proc, queue
+
+
+_keep: list = []
+
+
+@pytest.mark.parametrize("group_commit", [True, False])
+def test_waiting_transactions_commit_together(db, group_commit):
+    _truncate_wal(db)
+    merge_lock = oslock.ByteLock(db + "-locks", oslock.MERGE)
+    merge_lock.acquire()
+    try:
+        writers = [_start(db, [i], group_commit) for i in range(4)]
+        _wait_until(lambda: _ready(db) == 4, "all four wait to commit")
+    finally:
+        merge_lock.release()
+    assert [q.get(timeout=60) for _, q in writers] == ["ok"] * 4
+    for proc, _ in writers:
+        proc.join(30)
+        assert proc.exitcode == 0
+    conn = stock_apsw(db)
+    assert conn.execute("SELECT id, v FROM t WHERE v != 0 ORDER BY id").fetchall() == [
+        (i, 1) for i in range(4)
+    ]
+    conn.close()
+    # One SQLite commit for the four, or one each without grouping.
+    assert _commit_frames(db) == (1 if group_commit else 4)
+    assert integrity_ok(db)
+
+
+@pytest.mark.parametrize(
+    "point",
+    [
+        "merge.locked",
+        "merge.before_apply",
+        "merge.mid_apply",
+        "merge.after_apply",
+        "merge.after_commit",
+    ],
+)
+def test_merger_killed_while_merging_others(db, point):
+    """The victim merges a group holding three other processes' transactions and dies at
+    ``point``.  Each of the others then commits exactly once, none in part, and nothing of the
+    victim is left."""
+    _truncate_wal(db)
+    merge_lock = oslock.ByteLock(db + "-locks", oslock.MERGE)
+    merge_lock.acquire()
+    released = False
+    try:
+        others = [_start(db, [i, i + 5]) for i in range(1, 4)]
+        _wait_until(lambda: _ready(db) == 3, "the others wait to commit")
+        # Stopped processes cannot take the lock: the victim will be the one merging.
+        for proc, _ in others:
+            os.kill(proc.pid, signal.SIGSTOP)
+        victim, _ = _start(db, [0, 5 + 4], crash=f"{point}@1")
+        _wait_until(lambda: _ready(db) == 4, "the victim waits to commit too")
+        merge_lock.release()
+        released = True
+        victim.join(60)
+        assert victim.exitcode == -signal.SIGKILL, f"the victim did not die at {point}"
+    finally:
+        if not released:
+            merge_lock.release()
+        for proc, _ in others:
+            os.kill(proc.pid, signal.SIGCONT)
+    assert [q.get(timeout=60) for _, q in others] == ["ok"] * 3
+    for proc, _ in others:
+        proc.join(30)
+        assert proc.exitcode == 0
+
+    conn = stock_apsw(db)
+    values = dict(conn.execute("SELECT id, v FROM t"))
+    conn.close()
+    for i in range(1, 4):
+        assert values[i] == values[i + 5] == 1, "another's transaction was lost or doubled"
+    # Its own transaction is all or nothing: committed by its group if it died after the
+    # commit, else perhaps by a later merger (its record was ready, and being unacknowledged it
+    # may commit or not), but never in part.
+    assert values[0] == values[9]
+    if point == "merge.after_commit":
+        assert values[0] == 1
+    # One SQLite commit held all three others: the victim's group when it died after the
+    # commit (the others then found their markers), else the first of them to merge.
+    assert _commit_frames(db) == 1
+
+    # The next process to open the database cleans up after the victim.
+    sqlite_concurrent.connect(db).close()
+    assert not os.path.exists(journal.path_for(db, victim.pid))
+    locks = stock_apsw(db + "-locks")
+    assert locks.execute(
+        "SELECT count(*) FROM transactions WHERE pid = ?", (victim.pid,)
+    ).fetchone() == (0,)
+    assert locks.execute("SELECT count(*) FROM locks").fetchone() == (0,)
+    locks.close()
+    assert integrity_ok(db)
