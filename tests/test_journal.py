@@ -44,10 +44,7 @@ def _pending(txn_id: int = 7) -> merge.Pending:
         txn_id=txn_id,
         changeset=b"\x00changeset\xff",
         schema_version=4,
-        images=[
-            merge.RowImage("t", "SELECT ...", (1,), (1, "one", 2.5, b"\x00", None)),
-            merge.RowImage("t", "SELECT ...", (2,), None),
-        ],
+        images=[merge.RowImages("t", "SELECT ...", 2, _keys((1,), (2, "b")), bytes(range(32)))],
         foreign_keys=True,
         sequences=[("t", 2**40)],
         pages=merge.PageCheck("/x/app.db", frozenset({3, 1, 2}), header),
@@ -55,11 +52,19 @@ def _pending(txn_id: int = 7) -> merge.Pending:
     )
 
 
+def _keys(*keys) -> bytes:
+    out = bytearray()
+    for key in keys:
+        journal.put_value(out, key)
+    return bytes(out)
+
+
 def test_pending_round_trips_through_the_codec():
     p = _pending()
     assert merge.decode_pending(merge.encode_pending(p)) == p
     q = merge.Pending(7, b"", 1, [], False, [])
     assert merge.decode_pending(merge.encode_pending(q)) == q
+    assert list(p.images[0]) == [((1,), bytes(range(16))), ((2, "b"), bytes(range(16, 32)))]
 
 
 @pytest.mark.parametrize("garbage", [b"", b"Z", b"T\xff\xff\xff\xff", b"L\x02\x00\x00\x00N"])

@@ -282,8 +282,11 @@ class Connection(Hooks):
         self._opened.append(conn)
         # Before anything else (DESIGN 7): a journal file would be created beside the real db.
         conn.execute("PRAGMA journal_mode=MEMORY")
-        conn.execute("PRAGMA temp_store=MEMORY")
-        conn.execute("PRAGMA cache_size=-65536")
+        # Then a rollback journal of its own (overlay.JournalFile), so a big transaction's
+        # original pages go to disk rather than memory.  MEMORY first: nothing may ever touch a
+        # journal at the real path, and SQLite looks for one while opening.
+        conn.execute("PRAGMA journal_mode=TRUNCATE")
+        conn.execute("PRAGMA cache_size=-16384")  # dirty pages past it spill to the overlay
         for pragma in self._connection_pragmas:
             conn.execute(pragma)
         for register in self._registrations:
@@ -439,6 +442,7 @@ class Connection(Hooks):
                 begin=not by_savepoint,
                 immediate=immediate,
                 info_for=self._table_info,
+                journal=self._journal,
             )
         except apsw.Error as e:
             raise translate(e) from e

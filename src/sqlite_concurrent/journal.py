@@ -36,6 +36,7 @@ MAGIC = b"SQLCJNL\0"
 VERSION = 1
 HEADER_SIZE = 64
 READY = 1
+PAGE = 2
 
 _HEAD = struct.Struct("<8sHHIQ16s")
 _REC = struct.Struct("<BQI")
@@ -66,6 +67,20 @@ def encode(value: Any) -> bytes:
     out = bytearray()
     _put(out, value)
     return bytes(out)
+
+
+def put_value(out: bytearray, v: Any) -> None:
+    """Append one encoded value to ``out`` (values appended in a row: see iter_values)."""
+    _put(out, v)
+
+
+def iter_values(data: bytes) -> Iterator[Any]:
+    """The values of back-to-back encodings, decoded one at a time."""
+    buf = memoryview(data)
+    at = 0
+    while at < len(buf):
+        value, at = _get(buf, at)
+        yield value
 
 
 def _put(out: bytearray, v: Any) -> None:
@@ -266,6 +281,20 @@ class Journal:
             self._size += len(record)
             self._waiting.add(txn_id)
         return offset, len(record)
+
+    def spill_page(self, txn_id: int, pgno: int, data: bytes) -> int:
+        """Keep an overlay page here; returns where its bytes are (for read_page)."""
+        record = _record(PAGE, txn_id, struct.pack("<I", pgno) + data)
+        with self._lock:
+            fd = self._open()
+            offset = self._size
+            os.pwrite(fd, record, offset)
+            self._size += len(record)
+            self._waiting.add(txn_id)
+        return offset + _REC.size + 4
+
+    def read_page(self, offset: int, size: int) -> bytes:
+        return os.pread(self._fd, size, offset)
 
     def done(self, txn_id: int) -> None:
         """Its outcome is known: once nothing waits, the journal shrinks back to its header."""

@@ -90,6 +90,8 @@ class Locking:
         self.row_writes: list[tuple[str, int]] = []
         self.held_rows: dict[str, set[int]] = {}  # by table
         self.escalated: set[str] = set()
+        self.escalating: set[str] = set()  # past escalate_at in the running statement
+        self._written: dict[str, int] = {}
 
     # -- table level ---------------------------------------------------------------------
 
@@ -127,17 +129,34 @@ class Locking:
     # -- row level ----------------------------------------------------------------------
 
     def row_written(self, table: str, rowid: int) -> None:
-        if table not in self.escalated:
-            self.row_writes.append((table, rowid))
+        if table in self.escalated or table in self.escalating:
+            return
+        # Decided as rows come, so a statement writing millions of rows does not first
+        # collect millions of entries (duplicates count too: it only escalates earlier).
+        n = self._written.get(table, 0) + 1
+        self._written[table] = n
+        if len(self.held_rows.get(table, ())) + n > self.escalate_at:
+            self.escalating.add(table)
+            return
+        self.row_writes.append((table, rowid))
+
+    def forget_statement(self) -> None:
+        self.row_writes.clear()
+        self._written.clear()
+        self.escalating.clear()
 
     def after_statement(self) -> None:
         writes, self.row_writes = self.row_writes, []
-        if not writes:
+        escalating, self.escalating = self.escalating, set()
+        self._written.clear()
+        if not writes and not escalating:
             return
-        requests: list[tuple[str, str]] = []
+        requests: list[tuple[str, str]] = [("table:" + t, "X") for t in sorted(escalating)]
+        self.escalated |= escalating
         per_table: dict[str, list[int]] = {}
         for table, rowid in writes:
-            per_table.setdefault(table, []).append(rowid)
+            if table not in escalating:
+                per_table.setdefault(table, []).append(rowid)
         new_rows: dict[str, list[int]] = {}
         for table, rowids in per_table.items():
             if table in self.escalated:

@@ -8,7 +8,9 @@ overlay and never reach the real file.  Locks always succeed: nobody else sees t
 from __future__ import annotations
 
 import itertools
+import os
 import random
+import tempfile
 import threading
 from typing import Any
 
@@ -33,14 +35,28 @@ def _next_counter() -> int:
         return next(_counters) & 0xFFFFFFFF or 1
 
 
-class Overlay:
-    """One transaction's private pages on top of a snapshot, plus the pages it read."""
+MEMORY_BUDGET = 8 * 2**20  # overlay bytes kept in memory; past it pages spill to the journal
 
-    def __init__(self, snapshot: Snapshot) -> None:
+
+class Overlay:
+    """One transaction's private pages on top of a snapshot, plus the pages it read.
+
+    At most ``MEMORY_BUDGET`` bytes of pages stay in memory; older ones spill to the process's
+    journal (``spill``), so a transaction that writes more than SQLite's page cache holds
+    still runs in bounded memory.
+    """
+
+    def __init__(self, snapshot: Snapshot, spill: Any = None) -> None:
         self.snapshot = snapshot
         self.page_size = snapshot.page_size
         self.size_pages = snapshot.page_count
         self.pages: dict[int, bytes] = {}
+        self.spilled: dict[int, int] = {}  # page number -> offset of its bytes in the journal
+        self._spill = spill  # (journal, txn_id)
+        self._max_pages = max(16, MEMORY_BUDGET // self.page_size)
+        # Set while SQLite rolls the transaction back: the pages it writes back are discarded
+        # with the overlay right after, so writing them is wasted (a whole table, at times).
+        self.discarding = False
         self.read_set: set[int] = set()
         counter = _next_counter().to_bytes(4, "big")
         self._page1_patch = (counter, snapshot.page_count.to_bytes(4, "big"))
@@ -49,6 +65,10 @@ class Overlay:
         data = self.pages.get(pgno)
         if data is not None:
             return data
+        offset = self.spilled.get(pgno)
+        if offset is not None:
+            journal, _ = self._spill
+            return journal.read_page(offset, self.page_size)
         self.read_set.add(pgno)
         if pgno > self.snapshot.page_count:
             return bytes(self.page_size)
@@ -69,16 +89,25 @@ class Overlay:
         return bytes(buf)
 
     def write(self, data: bytes, offset: int) -> None:
+        if self.discarding:
+            return
         size = self.page_size
         pgno, within = divmod(offset, size)
         pgno += 1
         if within == 0 and len(data) == size:
-            self.pages[pgno] = bytes(data)
+            page = bytes(data)
         else:
             buf = bytearray(self.page(pgno))
             buf[within : within + len(data)] = data
-            self.pages[pgno] = bytes(buf)
+            page = bytes(buf)
+        self.spilled.pop(pgno, None)
+        self.pages.pop(pgno, None)  # re-inserted last: the dict's order is the spill order
+        self.pages[pgno] = page
         self.size_pages = max(self.size_pages, pgno)
+        if len(self.pages) > self._max_pages and self._spill is not None:
+            journal, txn_id = self._spill
+            old = next(iter(self.pages))
+            self.spilled[old] = journal.spill_page(txn_id, old, self.pages.pop(old))
 
     def read(self, amount: int, offset: int) -> bytes:
         size = self.page_size
@@ -93,10 +122,22 @@ class Overlay:
         return bytes(out)
 
     def truncate(self, size: int) -> None:
+        if self.discarding:
+            return
         pages = size // self.page_size
         for pgno in [p for p in self.pages if p > pages]:
             del self.pages[pgno]
+        for pgno in [p for p in self.spilled if p > pages]:
+            del self.spilled[pgno]
         self.size_pages = pages
+
+    def release(self) -> None:
+        """The transaction is over: its spilled pages are garbage."""
+        if self.spilled and self._spill is not None:
+            journal, txn_id = self._spill
+            journal.done(txn_id)
+        self.pages.clear()
+        self.spilled.clear()
 
 
 class OverlayFile:
@@ -155,6 +196,51 @@ class OverlayFile:
         pass
 
 
+class JournalFile:
+    """A transaction connection's rollback journal, in an unlinked file of its own."""
+
+    def __init__(self) -> None:
+        self._file = tempfile.TemporaryFile(prefix="sqlite-concurrent-journal-")  # noqa: SIM115 - closed by xClose
+        self._fd = self._file.fileno()
+
+    def xRead(self, amount: int, offset: int) -> bytes:  # noqa: N802 - APSW's method names
+        # Past the end it is short: APSW zero-fills it and reports a short read, as SQLite wants.
+        return os.pread(self._fd, amount, offset)
+
+    def xWrite(self, data: bytes, offset: int) -> None:  # noqa: N802
+        os.pwrite(self._fd, data, offset)
+
+    def xTruncate(self, newsize: int) -> None:  # noqa: N802
+        os.ftruncate(self._fd, newsize)
+
+    def xFileSize(self) -> int:  # noqa: N802
+        return os.fstat(self._fd).st_size
+
+    def xSync(self, flags: int) -> None:  # noqa: N802
+        pass  # only has to last as long as this process
+
+    def xLock(self, level: int) -> None:  # noqa: N802
+        pass
+
+    def xUnlock(self, level: int) -> None:  # noqa: N802
+        pass
+
+    def xCheckReservedLock(self) -> bool:  # noqa: N802
+        return False
+
+    def xFileControl(self, op: int, ptr: int) -> bool:  # noqa: N802
+        return False
+
+    def xSectorSize(self) -> int:  # noqa: N802
+        return 4096
+
+    def xDeviceCharacteristics(self) -> int:  # noqa: N802
+        return 0
+
+    def xClose(self) -> None:  # noqa: N802
+        self._file.close()
+
+
 class Slot:
     """Where a transaction connection's file finds the overlay of its current transaction."""
 
@@ -189,6 +275,12 @@ class OverlayVFS(apsw.VFS):
                 raise apsw.CantOpenError(f"sqlite-concurrent: no overlay slot {slot_id}")
             flags[1] = flags[0]
             return OverlayFile(slot)
+        if flags[0] & apsw.SQLITE_OPEN_MAIN_JOURNAL:
+            # The transaction's rollback journal: on disk, so a big transaction's original
+            # pages do not sit in memory, but in a private file that was never at the real
+            # journal's path (the real one would be a hot journal to every other connection).
+            flags[1] = flags[0]
+            return JournalFile()
         # Temporary files and statement journals are private anyway: the default VFS is fine.
         return apsw.VFSFile("", name, flags)
 

@@ -35,7 +35,9 @@ class WriteTransaction:
         begin: bool = True,
         immediate: bool = False,
         info_for: Any = None,
+        journal: Any = None,
     ) -> None:
+        self._journal = journal
         self.path = path
         self.lockdb = lockdb
         self.txn_id, gated = lockdb.begin(locking["level"])
@@ -87,7 +89,7 @@ class WriteTransaction:
         with self._pinning():
             self.snapshot = Snapshot(self.path, self._snapshot_conn)
         self._schema_version = None
-        self._slot.overlay = Overlay(self.snapshot)
+        self._slot.overlay = Overlay(self.snapshot, (self._journal, self.txn_id))
         crashpoints.reach("begin.pinned")
 
     def restart(self) -> None:
@@ -167,10 +169,15 @@ class WriteTransaction:
         if self.session is not None:
             self.session.close()
             self.session = None
+        overlay = self._slot.overlay
         if self.conn is not None and self.conn.in_transaction:
+            if overlay is not None:
+                overlay.discarding = True
             self.conn.execute("ROLLBACK")
+        if overlay is not None:
+            overlay.release()
         self._slot.overlay = None
-        self.locking.row_writes.clear()
+        self.locking.forget_statement()
         if self.snapshot is not None and not keep_snapshot:
             self.snapshot.release()
             self.snapshot = None
