@@ -226,3 +226,12 @@ def test_writer_killed_waiting_to_commit_leaves_a_hot_journal_that_recovery_remo
     locks = stock_apsw(db + "-locks")
     assert locks.execute("SELECT count(*) FROM transactions").fetchone() == (0,)
     locks.close()
+
+
+def test_check_reports_quarantined_journals(db):
+    pid = _dead_pid()
+    with open(journal.path_for(db, pid), "wb") as f:
+        f.write(b"not a journal")
+    recovery.recover(db)
+    result = CliRunner().invoke(app, ["check", db])
+    assert "quarantined journals to inspect" in result.output

@@ -74,6 +74,10 @@ def _journals(db: Path) -> tuple[str, str]:
             pass  # alive, someone else's
     if dead:
         return FAIL, f"hot journals of dead processes: {', '.join(dead[:5])} (run recover)"
+    quarantined = [os.path.basename(p) for p, suffix in suffixes if ".quarantined-" in suffix]
+    if quarantined:
+        # Recovery set them aside: they could not be trusted and were never applied.
+        return WARN, f"quarantined journals to inspect, then delete: {', '.join(quarantined[:5])}"
     return OK, f"{len(pids)} journals, all of live processes" if pids else "none"
 
 

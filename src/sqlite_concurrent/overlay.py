@@ -12,7 +12,7 @@ import os
 import random
 import tempfile
 import threading
-from typing import Any
+from typing import Any, ClassVar
 
 import apsw
 
@@ -197,11 +197,23 @@ class OverlayFile:
 
 
 class JournalFile:
-    """A transaction connection's rollback journal, in an unlinked file of its own."""
+    """A transaction connection's rollback journal, in an unlinked file of its own.
+
+    SQLite opens and closes it for every transaction that writes; the unlinked files are
+    pooled, so that costs a truncate rather than creating a file.
+    """
+
+    _pool: ClassVar[list[Any]] = []
+    _pool_lock: ClassVar[threading.Lock] = threading.Lock()
 
     def __init__(self) -> None:
-        self._file = tempfile.TemporaryFile(prefix="sqlite-concurrent-journal-")  # noqa: SIM115 - closed by xClose
-        self._fd = self._file.fileno()
+        with JournalFile._pool_lock:
+            pooled = JournalFile._pool.pop() if JournalFile._pool else None
+        if pooled is None or pooled[0] != os.getpid():  # a forked child makes its own
+            file = tempfile.TemporaryFile(prefix="sqlite-concurrent-journal-")  # noqa: SIM115 - pooled, never closed
+            pooled = (os.getpid(), file)
+        self._pooled = pooled
+        self._fd = pooled[1].fileno()
 
     def xRead(self, amount: int, offset: int) -> bytes:  # noqa: N802 - APSW's method names
         # Past the end it is short: APSW zero-fills it and reports a short read, as SQLite wants.
@@ -238,7 +250,9 @@ class JournalFile:
         return 0
 
     def xClose(self) -> None:  # noqa: N802
-        self._file.close()
+        os.ftruncate(self._fd, 0)
+        with JournalFile._pool_lock:
+            JournalFile._pool.append(self._pooled)
 
 
 class Slot:
