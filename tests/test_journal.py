@@ -198,10 +198,13 @@ def test_recover_cli_reports_journals(db):
 
 
 def test_writer_killed_waiting_to_commit_leaves_a_hot_journal_that_recovery_removes(db, tmp_path):
-    """Killed at merge.locked: its merge record is in its journal, nothing is committed."""
+    """Killed at merge.locked after waiting for the merge lock (so its merge record is in its
+    journal, offered to other mergers): nothing is committed, recovery removes the journal."""
+    import time
+
     from workers import crash_victim
 
-    from sqlite_concurrent import crashpoints
+    from sqlite_concurrent import crashpoints, oslock
 
     conn = sqlite_concurrent.connect(db)
     conn.executescript(
@@ -210,12 +213,25 @@ def test_writer_killed_waiting_to_commit_leaves_a_hot_journal_that_recovery_remo
         "INSERT INTO accounts SELECT value, 1000 FROM json_each('[0,1,2,3,4,5,6,7,8,9]');"
     )
     conn.close()
-    os.environ[crashpoints.ENV] = "merge.locked"
+    merge_lock = oslock.ByteLock(db + "-locks", oslock.MERGE)
+    merge_lock.acquire()
     try:
-        victim = SPAWN.Process(target=crash_victim, args=(db, "row", str(tmp_path / "a"), 1, 5))
-        victim.start()
+        os.environ[crashpoints.ENV] = "merge.locked"
+        try:
+            victim = SPAWN.Process(target=crash_victim, args=(db, "row", str(tmp_path / "a"), 1, 5))
+            victim.start()
+        finally:
+            del os.environ[crashpoints.ENV]
+        locks = stock_apsw(db + "-locks")
+        deadline = time.monotonic() + 60
+        while not locks.execute(
+            "SELECT count(*) FROM transactions WHERE state = 'ready'"
+        ).fetchone()[0]:
+            assert time.monotonic() < deadline, "the victim never asked to commit"
+            time.sleep(0.005)
+        locks.close()
     finally:
-        del os.environ[crashpoints.ENV]
+        merge_lock.release()
     victim.join(60)
     hot = journal.path_for(db, victim.pid)
     assert os.path.getsize(hot) > journal.HEADER_SIZE

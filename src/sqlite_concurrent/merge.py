@@ -452,23 +452,36 @@ def commit(
 
     :raises ConflictError: this transaction was rejected; nothing of it was applied.
     """
-    offset, length = jrnl.write_ready(pending.txn_id, encode_pending(pending))
-    try:
-        lockdb.mark_ready(pending.txn_id, jrnl.path, offset, length)
-        with lock:
+    # Page-level validation reads committed WAL frames: it cannot see what an earlier member
+    # of the same group changed, so those merge alone.
+    group = group and pending.pages is None
+    if lock.try_acquire():
+        # Uncontended: nobody could merge it for us, so it need not be offered to others.
+        try:
             crashpoints.reach("merge.locked")
-            error = _known_outcome(conn, lockdb, pending.txn_id)
-            if error is _UNKNOWN:
-                # Page-level validation reads committed WAL frames: it cannot see what an
-                # earlier member of the same group changed, so those merge alone.
-                batch = [pending]
-                if group and pending.pages is None:
-                    batch += _others(lockdb, pending)
-                error = _apply_group(conn, lockdb, batch)[pending.txn_id]
-    finally:
-        jrnl.done(pending.txn_id)
+            error = _merge_with_others(conn, lockdb, pending, group)
+        finally:
+            lock.release()
+    else:
+        offset, length = jrnl.write_ready(pending.txn_id, encode_pending(pending))
+        try:
+            lockdb.mark_ready(pending.txn_id, jrnl.path, offset, length)
+            with lock:
+                crashpoints.reach("merge.locked")
+                error = _known_outcome(conn, lockdb, pending.txn_id)
+                if error is _UNKNOWN:
+                    error = _merge_with_others(conn, lockdb, pending, group)
+        finally:
+            jrnl.done(pending.txn_id)
     if error is not None:
         raise error
+
+
+def _merge_with_others(
+    conn: apsw.Connection, lockdb: Any, pending: Pending, group: bool
+) -> ConflictError | None:
+    batch = [pending, *_others(lockdb, pending)] if group else [pending]
+    return _apply_group(conn, lockdb, batch)[pending.txn_id]
 
 
 _UNKNOWN: Any = object()
@@ -541,9 +554,12 @@ def _apply_group(
             conn.execute("ROLLBACK")
         raise OperationalError(f"commit failed: {e}") from e
     crashpoints.reach("merge.after_commit")
-    lockdb.record_outcomes(
-        {t: None if e is None else encode_conflict(e) for t, e in outcomes.items()}
-    )
+    # Only the others need telling; we know our own outcome.
+    others = {t: e for t, e in outcomes.items() if t != own.txn_id}
+    if others:
+        lockdb.record_outcomes(
+            {t: None if e is None else encode_conflict(e) for t, e in others.items()}
+        )
     if own_failure is not None:
         raise own_failure
     return outcomes
