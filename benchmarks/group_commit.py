@@ -23,8 +23,10 @@ import tempfile
 import time
 from pathlib import Path
 
+import apsw
+
 import sqlite_concurrent
-from sqlite_concurrent import crashpoints, recovery
+from sqlite_concurrent import crashpoints, oslock, recovery
 
 SPAWN = multiprocessing.get_context("spawn")
 ROWS_PER_WRITER = 16
@@ -102,32 +104,56 @@ def _victim(path: str, rows: int) -> None:
     conn.commit()  # dies at merge.locked: row locks held, journal hot
 
 
-def recovery_time(tmp: str, rows: int, repeats: int) -> dict:
-    """A writer killed waiting to commit, holding ``rows`` row locks and a hot journal."""
-    timings, open_timings = [], []
-    for i in range(repeats):
-        path = os.path.join(tmp, f"recover-{rows}-{i}.db")
-        _setup(path, max(1, rows // ROWS_PER_WRITER + 1))
+def _ready(path: str) -> int:
+    locks = apsw.Connection(path + "-locks")
+    try:
+        sql = "SELECT count(*) FROM transactions WHERE state = 'ready'"
+        return locks.execute(sql).fetchone()[0]
+    except apsw.SQLError:  # the victim has not created the lock database's tables yet
+        return 0
+    finally:
+        locks.close()
+
+
+def _kill_waiting_victim(path: str, rows: int) -> None:
+    """Leave a writer killed while waiting to commit: row locks held, its journal hot.  It
+    waits because we hold the merge lock until it has marked itself ready."""
+    lock = oslock.ByteLock(path + "-locks", oslock.MERGE)
+    lock.acquire()
+    try:
         os.environ[crashpoints.ENV] = "merge.locked"
         try:
             proc = SPAWN.Process(target=_victim, args=(path, rows))
             proc.start()
         finally:
             del os.environ[crashpoints.ENV]
-        proc.join(60)
-        assert proc.exitcode == -signal.SIGKILL, proc.exitcode
+        deadline = time.monotonic() + 60
+        while not _ready(path):
+            if time.monotonic() > deadline:
+                raise RuntimeError("the victim never asked to commit")
+            time.sleep(0.005)
+    finally:
+        lock.release()
+    proc.join(60)
+    if proc.exitcode != -signal.SIGKILL:
+        raise RuntimeError(f"the victim exited with {proc.exitcode}")
+
+
+def recovery_time(tmp: str, rows: int, repeats: int) -> dict:
+    """A writer killed waiting to commit, holding ``rows`` row locks and a hot journal."""
+    timings, open_timings = [], []
+    for i in range(repeats):
+        path = os.path.join(tmp, f"recover-{rows}-{i}.db")
+        _setup(path, max(1, rows // ROWS_PER_WRITER + 1))
+        sqlite_concurrent.connect(path).close()  # its first open needs the merge lock
+        _kill_waiting_victim(path, rows)
         t0 = time.perf_counter()
         report = recovery.recover(path)
         timings.append(time.perf_counter() - t0)
-        assert report and report[0].journal == "deleted", report
+        if not report or report[0].journal != "deleted":
+            raise RuntimeError(f"unexpected recovery: {report}")
         # The same again, as a connection's open finds it.
-        proc = SPAWN.Process(target=_victim, args=(path, rows))
-        os.environ[crashpoints.ENV] = "merge.locked"
-        try:
-            proc.start()
-        finally:
-            del os.environ[crashpoints.ENV]
-        proc.join(60)
+        _kill_waiting_victim(path, rows)
         t0 = time.perf_counter()
         sqlite_concurrent.connect(path).close()
         open_timings.append(time.perf_counter() - t0)
@@ -145,6 +171,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sync", default="NORMAL,FULL")
     parser.add_argument("--duration", type=float, default=4.0)
     parser.add_argument("--repeats", type=int, default=5, help="recovery timings per size")
+    parser.add_argument("--skip-throughput", action="store_true", help="only time recovery")
     parser.add_argument("--json", type=Path, default=Path("bench-results/group_commit.json"))
     parser.add_argument(
         "--dir", default=None, help="where the databases go (a real disk: fsync must cost)"
@@ -152,7 +179,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     results, recoveries = [], []
     with tempfile.TemporaryDirectory(prefix="sqlite-concurrent-group-", dir=args.dir) as tmp:
-        for sync in args.sync.split(","):
+        for sync in [] if args.skip_throughput else args.sync.split(","):
             for writers in [int(w) for w in args.writers.split(",")]:
                 row = {}
                 for engine in ("stock", "grouped", "ungrouped"):
@@ -174,7 +201,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     print("|---|---|---|---|---|---|---|")
     by = {(r["synchronous"], r["writers"], r["engine"]): r for r in results}
-    for sync in args.sync.split(","):
+    for sync in [] if args.skip_throughput else args.sync.split(","):
         for writers in [int(w) for w in args.writers.split(",")]:
             s, g, u = (
                 by[(sync, writers, e)]["txn_per_s"] for e in ("stock", "grouped", "ungrouped")
