@@ -182,9 +182,7 @@ def test_overlay_hides_the_real_wal_and_never_deletes_it(db_path):
 
     conn = sqlite_concurrent.connect(db_path)
     conn.execute("BEGIN")
-    # The transaction's rollback journal is a private unlinked file (overlay.JournalFile),
-    # never one at the real journal's path.
-    assert conn._txn.conn.execute("PRAGMA journal_mode").fetchone() == ("truncate",)
+    assert conn._txn.conn.execute("PRAGMA journal_mode").fetchone() == ("memory",)
     assert conn.execute("SELECT DISTINCT v FROM c").fetchall() == [(7,)]
     conn.execute("UPDATE c SET v = 8 WHERE id = 0")
     assert not os.path.exists(db_path + "-journal")

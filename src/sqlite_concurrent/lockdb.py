@@ -275,21 +275,20 @@ class LockDB(Grants):
         :returns: its id, and whether an exclusive operation holds or waits for the ``db``
             lock, in which case the transaction must wait for ``db`` in S mode before it runs.
         """
-        txn_id = self._write_one(
-            "INSERT INTO transactions(pid, lock_level, state, began_at) VALUES (?, ?, ?, ?)",
-            (self.pid, lock_level, ACTIVE, time.time()),
-        )
-        return txn_id, self.exclusive_pending()
-
-    def exclusive_pending(self) -> bool:
-        """Whether an exclusive operation holds or waits for the ``db`` lock in X mode."""
-        return (
-            self.conn.execute(
-                "SELECT 1 FROM waiters WHERE resource = 'db' AND mode = 'X' "
-                "UNION ALL SELECT 1 FROM locks WHERE resource = 'db' AND mode = 'X' LIMIT 1"
-            ).fetchone()
-            is not None
-        )
+        conn = self.conn
+        self._guard.acquire()
+        try:
+            # One statement: the new id, and whether an exclusive operation goes first.
+            ((txn_id, gated),) = conn.execute(
+                "INSERT INTO transactions(pid, lock_level, state, began_at) VALUES (?, ?, ?, ?) "
+                "RETURNING txn_id, EXISTS (SELECT 1 FROM waiters WHERE resource = 'db' "
+                "AND mode = 'X' UNION ALL SELECT 1 FROM locks WHERE resource = 'db' "
+                "AND mode = 'X')",
+                (self.pid, lock_level, ACTIVE, time.time()),
+            ).fetchall()
+        finally:
+            self._guard.release()
+        return txn_id, bool(gated)
 
     def end(self, txn_id: int, changed_tables: frozenset[str] = frozenset()) -> list[int]:
         """Forget a finished transaction, release everything it held, and bump the version of

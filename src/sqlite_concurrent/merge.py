@@ -455,7 +455,11 @@ def commit(
     # Page-level validation reads committed WAL frames: it cannot see what an earlier member
     # of the same group changed, so those merge alone.
     group = group and pending.pages is None
-    if lock.try_acquire():
+    if not group:
+        with lock:
+            crashpoints.reach("merge.locked")
+            error = _apply_group(conn, lockdb, [pending])[pending.txn_id]
+    elif lock.try_acquire():
         # Uncontended: nobody could merge it for us, so it need not be offered to others.
         try:
             crashpoints.reach("merge.locked")
@@ -526,8 +530,16 @@ def _apply_group(
     outcomes: dict[int, ConflictError | None] = {}
     own_failure: BaseException | None = None
     conn.execute("BEGIN IMMEDIATE")
+    alone = len(batch) == 1  # no savepoint needed: a conflict rolls everything back
     try:
         for p in batch:
+            if alone:
+                try:
+                    apply_one(conn, p)
+                    outcomes[p.txn_id] = None
+                except ConflictError as e:
+                    outcomes[p.txn_id] = e
+                continue
             conn.execute("SAVEPOINT sqlite_concurrent_txn")
             try:
                 apply_one(conn, p)

@@ -8,11 +8,9 @@ overlay and never reach the real file.  Locks always succeed: nobody else sees t
 from __future__ import annotations
 
 import itertools
-import os
 import random
-import tempfile
 import threading
-from typing import Any, ClassVar
+from typing import Any
 
 import apsw
 
@@ -196,65 +194,6 @@ class OverlayFile:
         pass
 
 
-class JournalFile:
-    """A transaction connection's rollback journal, in an unlinked file of its own.
-
-    SQLite opens and closes it for every transaction that writes; the unlinked files are
-    pooled, so that costs a truncate rather than creating a file.
-    """
-
-    _pool: ClassVar[list[Any]] = []
-    _pool_lock: ClassVar[threading.Lock] = threading.Lock()
-
-    def __init__(self) -> None:
-        with JournalFile._pool_lock:
-            pooled = JournalFile._pool.pop() if JournalFile._pool else None
-        if pooled is None or pooled[0] != os.getpid():  # a forked child makes its own
-            file = tempfile.TemporaryFile(prefix="sqlite-concurrent-journal-")  # noqa: SIM115 - pooled, never closed
-            pooled = (os.getpid(), file)
-        self._pooled = pooled
-        self._fd = pooled[1].fileno()
-
-    def xRead(self, amount: int, offset: int) -> bytes:  # noqa: N802 - APSW's method names
-        # Past the end it is short: APSW zero-fills it and reports a short read, as SQLite wants.
-        return os.pread(self._fd, amount, offset)
-
-    def xWrite(self, data: bytes, offset: int) -> None:  # noqa: N802
-        os.pwrite(self._fd, data, offset)
-
-    def xTruncate(self, newsize: int) -> None:  # noqa: N802
-        os.ftruncate(self._fd, newsize)
-
-    def xFileSize(self) -> int:  # noqa: N802
-        return os.fstat(self._fd).st_size
-
-    def xSync(self, flags: int) -> None:  # noqa: N802
-        pass  # only has to last as long as this process
-
-    def xLock(self, level: int) -> None:  # noqa: N802
-        pass
-
-    def xUnlock(self, level: int) -> None:  # noqa: N802
-        pass
-
-    def xCheckReservedLock(self) -> bool:  # noqa: N802
-        return False
-
-    def xFileControl(self, op: int, ptr: int) -> bool:  # noqa: N802
-        return False
-
-    def xSectorSize(self) -> int:  # noqa: N802
-        return 4096
-
-    def xDeviceCharacteristics(self) -> int:  # noqa: N802
-        return 0
-
-    def xClose(self) -> None:  # noqa: N802
-        os.ftruncate(self._fd, 0)
-        with JournalFile._pool_lock:
-            JournalFile._pool.append(self._pooled)
-
-
 class Slot:
     """Where a transaction connection's file finds the overlay of its current transaction."""
 
@@ -289,12 +228,6 @@ class OverlayVFS(apsw.VFS):
                 raise apsw.CantOpenError(f"sqlite-concurrent: no overlay slot {slot_id}")
             flags[1] = flags[0]
             return OverlayFile(slot)
-        if flags[0] & apsw.SQLITE_OPEN_MAIN_JOURNAL:
-            # The transaction's rollback journal: on disk, so a big transaction's original
-            # pages do not sit in memory, but in a private file that was never at the real
-            # journal's path (the real one would be a hot journal to every other connection).
-            flags[1] = flags[0]
-            return JournalFile()
         # Temporary files and statement journals are private anyway: the default VFS is fine.
         return apsw.VFSFile("", name, flags)
 
