@@ -274,7 +274,8 @@ def crash_survivor(start, path, level, seed, count):
 def soak_writer(path, level, ack_log, seed, stop_file):
     """Transfers forever (until ``stop_file`` exists), logging each acknowledged one."""
     rng = random.Random(seed)
-    conn = sqlite_concurrent.connect(path, lock_level=level, timeout=60)
+    # Half the writers group their commits, so kills also hit processes merging for others.
+    conn = sqlite_concurrent.connect(path, lock_level=level, timeout=60, group_commit=seed % 2 == 0)
     conn.execute("PRAGMA synchronous=NORMAL")
     fd = os.open(ack_log, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
     i = 0
