@@ -536,9 +536,10 @@ def _apply_group(
             if alone:
                 try:
                     apply_one(conn, p)
-                    outcomes[p.txn_id] = None
                 except ConflictError as e:
-                    outcomes[p.txn_id] = e
+                    conn.execute("ROLLBACK")  # nothing else to commit
+                    return {p.txn_id: e}
+                outcomes[p.txn_id] = None
                 continue
             conn.execute("SAVEPOINT sqlite_concurrent_txn")
             try:
