@@ -541,6 +541,11 @@ def _apply_group(
                     return {p.txn_id: e}
                 outcomes[p.txn_id] = None
                 continue
+            if p is not own and is_committed(conn, p.txn_id):
+                # A merger that died after its commit, before recording outcomes, already
+                # applied it: applying it again would conflict with itself.
+                outcomes[p.txn_id] = None
+                continue
             conn.execute("SAVEPOINT sqlite_concurrent_txn")
             try:
                 apply_one(conn, p)
