@@ -484,3 +484,19 @@ def test_ours_blob_write_inside_a_transaction_commits_with_it(tmp_path):
     assert other.execute("SELECT b FROM t").fetchone() == (b"1111",)
     conn.close()
     other.close()
+
+
+def test_any_sequence_binds_by_position(mod, opened, where):
+    class Seq:
+        def __len__(self):
+            return 2
+
+        def __getitem__(self, i):
+            return ["x", "y"][i]
+
+    conn = _connect(mod, opened, where)
+    assert conn.execute("SELECT ?, ?", Seq()).fetchone() == ("x", "y")
+    assert conn.execute("SELECT ?", "a").fetchone() == ("a",)  # a str is a sequence too
+    assert conn.execute("SELECT ?, ?", [1, 2]).fetchone() == (1, 2)
+    with pytest.raises(mod.ProgrammingError, match="unsupported type"):
+        conn.execute("SELECT ?", 42)

@@ -83,9 +83,7 @@ def adapt_parameters(parameters: Any) -> Any:
             return parameters
         return {k: _adapt_value(v) for k, v in parameters.items()}
     if type(parameters) is not tuple:
-        if isinstance(parameters, (str, bytes, bytearray)) or not hasattr(
-            parameters, "__getitem__"
-        ):
+        if not hasattr(parameters, "__getitem__") or not hasattr(parameters, "__len__"):
             raise ProgrammingError("parameters are of unsupported type")
         parameters = tuple(parameters[i] for i in range(len(parameters)))
     if not _plain_adapted and all(type(v) in _PLAIN for v in parameters):
