@@ -320,13 +320,13 @@ def hold_transaction(start, path, statements, ready, proceed):
 
 
 @_report_errors
-def commit_rows(start, path, rows, group_commit):
+def commit_rows(start, path, rows, group_commit, table="t", level="row"):
     """One transaction adding 1 to each of ``rows``; returns "ok" once commit() returned."""
-    conn = sqlite_concurrent.connect(path, timeout=60, group_commit=group_commit)
+    conn = sqlite_concurrent.connect(path, timeout=60, group_commit=group_commit, lock_level=level)
     start.wait()
     conn.execute("BEGIN")
     for row in rows:
-        conn.execute("UPDATE t SET v = v + 1 WHERE id = ?", (row,))
+        conn.execute(f"UPDATE {table} SET v = v + 1 WHERE id = ?", (row,))
     conn.commit()
     conn.close()
     return "ok"
