@@ -125,6 +125,8 @@ def _copy(
                 try:
                     done = step.step(pages)
                 except (apsw.BusyError, apsw.LockedError):
+                    # The stdlib's backup contract: sleep ``sleep`` seconds and retry.  Only a
+                    # stock writer can hold the target busy here (ours wait for the db lock).
                     time.sleep(sleep)
                     continue
                 if progress is not None:

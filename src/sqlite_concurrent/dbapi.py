@@ -137,6 +137,7 @@ class Connection(Hooks):
             raise ProgrammingError("escalate_at must be >= 1")
         self._escalate_at = escalate_at
         self._group_commit = group_commit
+        self._merger_fsyncs: bool | None = None  # synchronous FULL or EXTRA on the merger
         self.detect_types = int(detect_types)
         self._table_sets = locks.TableSets()
         self._table_infos: dict[tuple[int, str], rebase.TableInfo | None] = {}
@@ -567,7 +568,9 @@ class Connection(Hooks):
     def _groups(self) -> bool:
         if self._group_commit is not None:
             return self._group_commit
-        return int(_value(self._merger, "PRAGMA synchronous")) >= 2  # FULL or EXTRA
+        if self._merger_fsyncs is None:  # known until a connection pragma runs again
+            self._merger_fsyncs = int(_value(self._merger, "PRAGMA synchronous")) >= 2
+        return self._merger_fsyncs
 
     def _after_merge(self, txn_id: int) -> None:
         """Housekeeping after a commit.  The commit has happened: nothing here may make
@@ -804,7 +807,8 @@ class Connection(Hooks):
         if many:
             if not isinstance(parameters, Iterable):
                 raise TypeError("executemany() argument 2 must be iterable")
-            parameters = (adaptation.adapt_parameters(p) for p in parameters)
+            # A list: a statement that must run again elsewhere needs them again.
+            parameters = [adaptation.adapt_parameters(p) for p in parameters]
         else:
             parameters = adaptation.adapt_parameters(parameters)
         if self._private is not None:
@@ -841,7 +845,7 @@ class Connection(Hooks):
             if self.isolation_level is None:
                 # Autocommit: the statement is its own transaction.
                 try:
-                    self._run(cursor, self._txn_conn_checked(), sql, parameters, many, True, kind)
+                    self._run_in_txn(cursor, sql, parameters, many, kind)
                 except BaseException:
                     if self._txn is not None:
                         self._rollback_txn()
@@ -863,11 +867,7 @@ class Connection(Hooks):
             self._run_exclusive(cursor, sql, parameters, many, kind)
             return
         if self._txn is not None:
-            try:
-                self._run(cursor, self._txn_conn_checked(), sql, parameters, many, True, kind)
-            except _NeedsExclusive:
-                self._become_exclusive()
-                self._run_exclusive(cursor, sql, parameters, many, kind)
+            self._run_in_txn(cursor, sql, parameters, many, kind)
             return
         words = statements.first_keywords(sql, 2)
         if (
@@ -882,6 +882,13 @@ class Connection(Hooks):
         except apsw.AuthError:
             # The reader refused a write: a changeset cannot carry it (DESIGN 10).
             self._exclusive_alone(cursor, sql, parameters, many, kind)
+
+    def _run_in_txn(self, cursor: Cursor, sql: str, parameters: Any, many: bool, kind: str) -> None:
+        try:
+            self._run(cursor, self._txn_conn_checked(), sql, parameters, many, True, kind)
+        except _NeedsExclusive:
+            self._become_exclusive()
+            self._run_exclusive(cursor, sql, parameters, many, kind)
 
     def _execute_private(
         self,
@@ -968,6 +975,7 @@ class Connection(Hooks):
         """Set a connection pragma on every connection this one uses, now and when opened."""
         self._run(cursor, self._reader, sql, parameters, False, False, "pragma")
         self._connection_pragmas.append(sql)
+        self._merger_fsyncs = None
         for conn in (self._snapshot_conn, self._merger, self._txn_conn):
             if conn is not None:
                 try:
@@ -1024,8 +1032,6 @@ class Connection(Hooks):
         # DML runs to completion at once, as in the stdlib; so does anything on the merger,
         # whose lock is released when this returns.
         materialise = kind in ("dml", "pragma") or (conn is self._merger and self._private is None)
-        if many:
-            parameters = list(parameters)  # a retry below must see them again
         try:
             if txn is not None:
                 txn.ensure_pinned()

@@ -406,30 +406,6 @@ def _page_table(conn: apsw.Connection, pgno: int) -> str | None:
     return row[0] if row else None
 
 
-def merge(conn: apsw.Connection, lock: oslock.ByteLock, pending: Pending) -> None:
-    """Apply ``pending`` to the latest database and commit it, or raise and change nothing."""
-    # A no-op inside a transaction, so it is set first.  It mirrors the writer's own setting:
-    # with enforcement off there, the apply must not start enforcing it.
-    if conn.pragma("foreign_keys") != pending.foreign_keys:
-        conn.pragma("foreign_keys", pending.foreign_keys)
-    with lock:
-        crashpoints.reach("merge.locked")
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            apply_one(conn, pending)
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
-        crashpoints.reach("merge.after_apply")
-        try:
-            conn.execute("COMMIT")
-        except apsw.Error as e:
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
-            raise OperationalError(f"commit failed: {e}") from e
-        crashpoints.reach("merge.after_commit")
-
-
 GROUP_LIMIT = 64  # transactions one merge applies at most, bounding how long it holds the lock
 
 
