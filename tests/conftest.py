@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import multiprocessing
 import sqlite3
+import time
 from pathlib import Path
 
 import apsw
@@ -58,3 +59,12 @@ def run_workers(target, args_list, timeout: float = 90):
         p.join(timeout)
         assert p.exitcode == 0, f"worker exited with {p.exitcode}"
     return results
+
+
+def wait_until(predicate, what: str, timeout: float = 60.0) -> None:
+    """Poll a condition that, once true, stays true until the test acts (a waiter has queued,
+    a transaction is ready): no race with a timer, the timeout only bounds a broken run."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, f"timed out waiting until {what}"
+        time.sleep(0.005)

@@ -8,10 +8,9 @@ from __future__ import annotations
 import os
 import signal
 import threading
-import time
 
 import pytest
-from conftest import SPAWN, integrity_ok, stock_apsw
+from conftest import SPAWN, integrity_ok, stock_apsw, wait_until
 from workers import hold_transaction
 
 import sqlite_concurrent
@@ -34,14 +33,6 @@ def db(db_path):
     )
     conn.close()
     return db_path
-
-
-def _wait_until(predicate, what: str, timeout: float = 30.0) -> None:
-    """Poll a condition that, once true, stays true until the test acts: no race with a timer."""
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, f"timed out waiting until {what}"
-        time.sleep(0.005)
 
 
 def _queued(path: str, mode: str) -> bool:
@@ -117,7 +108,7 @@ def test_exclusive_operation_waits_for_a_transaction_open_in_another_process(db,
     conn = sqlite_concurrent.connect(db, check_same_thread=False)
     try:
         thread, done, outcome = _in_thread(lambda: conn.execute(sql))
-        _wait_until(lambda: _queued(db, "X"), "the operation queues for the db lock")
+        wait_until(lambda: _queued(db, "X"), "the operation queues for the db lock")
         # Queued behind the open transaction: not run, and the transaction is not broken.
         assert not done.is_set()
         assert _value(db, probe) == before
@@ -143,7 +134,7 @@ def test_reindex_waits_for_a_transaction_open_in_another_process(db):
     conn = sqlite_concurrent.connect(db, check_same_thread=False)
     try:
         thread, done, outcome = _in_thread(lambda: conn.execute("REINDEX"))
-        _wait_until(lambda: _queued(db, "X"), "REINDEX queues for the db lock")
+        wait_until(lambda: _queued(db, "X"), "REINDEX queues for the db lock")
         assert not done.is_set()
         proceed.set()
         assert queue.get(timeout=60) == "committed"
@@ -164,11 +155,11 @@ def test_new_transactions_wait_behind_a_queued_exclusive_operation(db):
     later = sqlite_concurrent.connect(db, check_same_thread=False, isolation_level=None)
     try:
         t1, done1, out1 = _in_thread(lambda: alter.execute("ALTER TABLE t ADD COLUMN extra"))
-        _wait_until(lambda: _queued(db, "X"), "the ALTER TABLE queues")
+        wait_until(lambda: _queued(db, "X"), "the ALTER TABLE queues")
         t2, done2, out2 = _in_thread(
             lambda: later.execute("UPDATE t SET extra = 'after' WHERE id = 1").rowcount
         )
-        _wait_until(lambda: _queued(db, "S"), "the later statement queues behind it")
+        wait_until(lambda: _queued(db, "S"), "the later statement queues behind it")
         assert not done1.is_set() and not done2.is_set()
         proceed.set()
         assert queue.get(timeout=60) == "committed"
@@ -191,7 +182,7 @@ def test_transaction_that_meets_ddl_waits_then_commits_everything_at_once(db):
         conn.execute("UPDATE t SET n = 11 WHERE id = 1")
         conn.execute("INSERT INTO t VALUES (3, 30)")
         thread, done, outcome = _in_thread(lambda: conn.execute("CREATE INDEX t_n ON t(n)"))
-        _wait_until(lambda: _queued(db, "X"), "the CREATE INDEX queues")
+        wait_until(lambda: _queued(db, "X"), "the CREATE INDEX queues")
         assert not done.is_set()
         proceed.set()
         assert queue.get(timeout=60) == "committed"

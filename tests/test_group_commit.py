@@ -11,10 +11,9 @@ from __future__ import annotations
 import os
 import signal
 import struct
-import time
 
 import pytest
-from conftest import SPAWN, integrity_ok, stock_apsw
+from conftest import SPAWN, integrity_ok, stock_apsw, wait_until
 from workers import commit_rows
 
 import sqlite_concurrent
@@ -33,13 +32,6 @@ def db(db_path):
     conn.commit()
     conn.close()
     return db_path
-
-
-def _wait_until(predicate, what: str, timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, f"timed out waiting until {what}"
-        time.sleep(0.005)
 
 
 def _ready(path: str) -> int:
@@ -110,10 +102,10 @@ def test_waiting_transactions_commit_together(db, group_commit):
     try:
         writers = [_start(db, [i], group_commit) for i in range(4)]
         if group_commit:
-            _wait_until(lambda: _ready(db) == 4, "all four wait to commit")
+            wait_until(lambda: _ready(db) == 4, "all four wait to commit")
         else:
             # Not offered to others, so not marked ready: each commits alone whenever it is.
-            _wait_until(lambda: _live(db) == 4, "all four are running")
+            wait_until(lambda: _live(db) == 4, "all four are running")
     finally:
         merge_lock.release()
     assert [q.get(timeout=60) for _, q in writers] == ["ok"] * 4
@@ -159,12 +151,12 @@ def test_merger_killed_while_merging_others(db, point, level):
     released = False
     try:
         others = [_start(db, [0, 1], table=tables[k], level=level) for k in range(3)]
-        _wait_until(lambda: _ready(db) == 3, "the others wait to commit")
+        wait_until(lambda: _ready(db) == 3, "the others wait to commit")
         # Stopped processes cannot take the lock: the victim will be the one merging.
         for proc, _ in others:
             os.kill(proc.pid, signal.SIGSTOP)
         victim, _ = _start(db, [0, 1], crash=f"{point}@1", table=tables[3], level=level)
-        _wait_until(lambda: _ready(db) == 4, "the victim waits to commit too")
+        wait_until(lambda: _ready(db) == 4, "the victim waits to commit too")
         merge_lock.release()
         released = True
         victim.join(60)

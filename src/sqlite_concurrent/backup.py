@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import apsw
 
-from . import exclusive, merge, waits
+from . import merge
 from .errors import NotSupportedError, OperationalError, ProgrammingError, translate
 
 if TYPE_CHECKING:
@@ -89,26 +89,22 @@ def _into_ours(
     if target._private is not None:
         _copy(source._reader, target._private, pages, progress, name, sleep)
         return
-    lockdb = target._lockdb
-    txn_id, _ = lockdb.begin(target.lock_level)
-    waits.owned_by_this_thread(txn_id)
+
+    def replace_all() -> None:
+        conn = target._merger
+        _copy(source._reader, conn, pages, progress, name, sleep)
+        # The copy carries the source's commit markers; ids here come from this lock
+        # database, so they would collide.  No transaction is live to need one.
+        merge.ensure_marker_table(conn)
+        conn.execute(f"DELETE FROM {merge.MARKER_TABLE}")
+        mode = conn.execute("PRAGMA journal_mode").fetchone()
+        if mode is None or mode[0] != "wal":
+            conn.execute("PRAGMA journal_mode=WAL")
+
     try:
-        exclusive.wait_for_db(lockdb, txn_id, target.timeout)
-        with target._merge_lock:
-            _copy(source._reader, target._merger, pages, progress, name, sleep)
-            # The copy carries the source's commit markers; ids here come from this lock
-            # database, so they would collide.  No transaction is live to need one.
-            conn = target._merger
-            merge.ensure_marker_table(conn)
-            conn.execute(f"DELETE FROM {merge.MARKER_TABLE}")
-            mode = conn.execute("PRAGMA journal_mode").fetchone()
-            if mode is None or mode[0] != "wal":
-                conn.execute("PRAGMA journal_mode=WAL")
+        target._alone(replace_all)
     except apsw.Error as e:
         raise translate(e) from e
-    finally:
-        waits.forget(txn_id)
-        waits.wake(lockdb, lockdb.end(txn_id))
 
 
 def _copy(

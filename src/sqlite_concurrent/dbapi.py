@@ -502,16 +502,22 @@ class Connection(Hooks):
     ) -> None:
         """Outside a transaction: one statement a changeset cannot carry, run by itself once
         every live transaction has ended."""
+        self._alone(lambda: self._run(cursor, self._merger, sql, parameters, many, False, kind))
+
+    def _alone(self, work: Callable[[], T]) -> T:
+        """Run ``work`` on the merger with the database to itself: the ``db`` lock in X mode
+        (every other transaction has ended, new ones wait) and the merge lock."""
         txn_id, _ = self._lockdb.begin(self.lock_level)
         waits.owned_by_this_thread(txn_id)
         try:
             exclusive.wait_for_db(self._lockdb, txn_id, self.timeout)
             with self._merge_lock:
-                self._run(cursor, self._merger, sql, parameters, many, False, kind)
+                result = work()
         finally:
             waits.forget(txn_id)
             waits.wake(self._lockdb, self._lockdb.end(txn_id))
         self._after_merge(txn_id)
+        return result
 
     def _become_exclusive(self) -> None:
         """The open transaction met a statement a changeset cannot carry: wait for the others
