@@ -1053,11 +1053,6 @@ class Connection(Hooks):
                     rows = self._step(
                         cursor, conn, acur, sql, parameters, many, materialise, can_cache, kind
                     )
-                    if raw_description and not materialise:
-                        # After a schema change SQLite re-prepared it while stepping: the
-                        # columns are those it has now.
-                        with contextlib.suppress(apsw.ExecutionCompleteError):
-                            raw_description[0] = acur.description
                     break
                 except locks.Reprepare:
                     can_cache = False  # the authorizer only runs when SQLite prepares
