@@ -102,7 +102,7 @@ def _pairs_worker(
 ) -> None:
     try:
         conn, ldb = _open(db)
-        txn = ldb.begin("row")
+        txn, _ = ldb.begin("row")
         names = [f"row:t:{index * 100_000_000 + n}" for n in range(_POOL)]
         if batch == 1:
             units: list[Any] = names
@@ -202,7 +202,7 @@ def _pairs_cell(db: str, processes: int, batch: int, duration: float) -> dict[st
 def _waiter_main(db: str, pipe: Any) -> None:
     try:
         conn, ldb = _open(db)
-        txn = ldb.begin("row")
+        txn, _ = ldb.begin("row")
         pipe.send(("ready", os.getpid(), txn))
         while True:
             msg = pipe.recv()
@@ -228,7 +228,7 @@ def _proc_state(pid: int) -> bytes:
 
 def _wake_latency(db: str, rounds: int, warmup: int) -> dict[str, Any]:
     conn, ldb = _open(db)
-    txn = ldb.begin("row")
+    txn, _ = ldb.begin("row")
     reader = apsw.Connection(ldb.path, flags=apsw.SQLITE_OPEN_READONLY)
     ours, theirs = _SPAWN.Pipe()
     proc = _SPAWN.Process(target=_waiter_main, args=(db, theirs), daemon=True)

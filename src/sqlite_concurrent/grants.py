@@ -194,13 +194,21 @@ class Grants:
             self._guard.release()
 
     def _grant_one(self, resource: str, txn_id: int, mode: str, now: float) -> None:
+        # One reused cursor: a new one per statement is half a microsecond of a ~13 us write.
+        cur = self._cursor()
         if resource.startswith("row:"):  # rows are always X
             table = "table:" + _table_of_row(resource)
-            self.conn.execute(_FAST_GRANT_ROW, (resource, txn_id, mode, now, table))
+            cur.execute(_FAST_GRANT_ROW, (resource, txn_id, mode, now, table))
         elif resource == "db" and mode == "X":
-            self.conn.execute(_FAST_GRANT_DB_X, (txn_id, now))
+            cur.execute(_FAST_GRANT_DB_X, (txn_id, now))
         else:
-            self.conn.execute(_FAST_GRANT, (resource, txn_id, mode, now, *self._related(resource)))
+            cur.execute(_FAST_GRANT, (resource, txn_id, mode, now, *self._related(resource)))
+
+    def _cursor(self) -> apsw.Cursor:
+        cur = self.__dict__.get("_hot_cursor")
+        if cur is None:
+            cur = self.__dict__["_hot_cursor"] = self.conn.cursor()
+        return cur
 
     def _blockers(
         self, c: apsw.Connection, txn_id: int, resource: str, mode: str, seq: int | None
@@ -337,7 +345,9 @@ class Grants:
             # Under the guard, a waiter either queued before this delete (and is found below)
             # or checks after it (and finds the resource free): no wake-up is lost.
             if len(resources) == 1:
-                c.execute("DELETE FROM locks WHERE resource=? AND txn_id=?", (resources[0], txn_id))
+                self._cursor().execute(
+                    "DELETE FROM locks WHERE resource=? AND txn_id=?", (resources[0], txn_id)
+                )
             else:
                 with self._write():
                     c.executemany(

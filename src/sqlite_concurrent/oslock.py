@@ -31,6 +31,15 @@ LOCKDB = 1
 SNAPSHOT_GATE = 2
 
 _fds: dict[tuple[int, str], int] = {}
+_generation = 0  # bumped in a forked child: descriptors must be reopened there
+
+
+def _forked() -> None:
+    global _generation
+    _generation += 1
+
+
+os.register_at_fork(after_in_child=_forked)
 _mutexes: dict[tuple[str, int], threading.Lock] = {}
 _registry_lock = threading.Lock()
 
@@ -64,13 +73,14 @@ class ByteLock:
         self._exclusive = _flock_struct(fcntl.F_WRLCK, self.offset)
         self._shared = _flock_struct(fcntl.F_RDLCK, self.offset)
         self._unlock = _flock_struct(fcntl.F_UNLCK, self.offset)
-        self._fd_pid = 0
+        self._fd_generation = -1
         self._fd = -1
 
     def _descriptor(self) -> int:
-        pid = os.getpid()
-        if self._fd_pid != pid:  # first use, or a forked child: its own open file description
-            self._fd, self._fd_pid = _fd(self.path), pid
+        # First use, or a forked child: its own open file description.  A generation counter
+        # bumped at fork, not os.getpid() (a system call, four per lock operation pair).
+        if self._fd_generation != _generation:
+            self._fd, self._fd_generation = _fd(self.path), _generation
         return self._fd
 
     def acquire(self, *, shared: bool = False) -> None:
