@@ -251,3 +251,11 @@ def test_check_reports_quarantined_journals(db):
     recovery.recover(db)
     result = CliRunner().invoke(app, ["check", db])
     assert "quarantined journals to inspect" in result.output
+
+
+def test_short_foreign_file_is_called_foreign_not_truncated(db):
+    pid = _dead_pid()
+    with open(journal.path_for(db, pid), "wb") as f:
+        f.write(b"garbage journal")
+    (report,) = recovery.recover(db)
+    assert report.journal == "quarantined" and "foreign" in report.journal_detail

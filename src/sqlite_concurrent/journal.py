@@ -162,10 +162,10 @@ class Header:
 
 
 def parse_header(data: bytes, db_path: str) -> Header:
+    if not MAGIC.startswith(data[:8]):  # a short file that starts like one is truncated
+        raise JournalError("foreign", "not a sqlite-concurrent journal")
     if len(data) < HEADER_SIZE:
         raise JournalError("truncated", f"{len(data)}-byte header")
-    if data[:8] != MAGIC:
-        raise JournalError("foreign", "not a sqlite-concurrent journal")
     (crc,) = _CRC.unpack_from(data, HEADER_SIZE - 4)
     if zlib.crc32(data[: HEADER_SIZE - 4]) != crc:
         raise JournalError("corrupt", "header checksum mismatch")
