@@ -302,8 +302,12 @@ class LockDB(Grants):
             conn.execute("BEGIN IMMEDIATE")
             try:
                 self._drop_txn(conn, txn_id)
-                for name in changed_tables:
-                    conn.execute(_BUMP_VERSION, (name,))
+                # Only a live table-level transaction can hold a snapshot older than this
+                # commit (one that registers later pins after it): else nothing to bump, and
+                # the lock database's commit writes one page less.
+                if changed_tables and self._table_level_live(conn):
+                    for name in changed_tables:
+                        conn.execute(_BUMP_VERSION, (name,))
                 # Even with no lock rows it held ``db`` in S mode, implicitly: an exclusive
                 # operation may be waiting for it.
                 wake = self._others_waiting(conn, txn_id)
@@ -352,10 +356,12 @@ class LockDB(Grants):
 
     def has_table_level(self) -> bool:
         """Whether any table-level transaction is live."""
+        return self._table_level_live(self.conn)
+
+    @staticmethod
+    def _table_level_live(conn: apsw.Connection) -> bool:
         return (
-            self.conn.execute(
-                "SELECT 1 FROM transactions WHERE lock_level = 'table' LIMIT 1"
-            ).fetchone()
+            conn.execute("SELECT 1 FROM transactions WHERE lock_level = 'table' LIMIT 1").fetchone()
             is not None
         )
 
