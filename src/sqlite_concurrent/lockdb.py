@@ -50,7 +50,9 @@ CREATE TABLE IF NOT EXISTS transactions(
     snapshot_frame INTEGER
 );
 CREATE INDEX IF NOT EXISTS transactions_pid ON transactions(pid);
-CREATE INDEX IF NOT EXISTS transactions_state ON transactions(state);
+-- No index on state: the table holds only live transactions, and every index is one more page
+-- written by every begin and end.
+DROP INDEX IF EXISTS transactions_state;
 CREATE TABLE IF NOT EXISTS locks(
     resource TEXT NOT NULL,
     txn_id INTEGER NOT NULL,
