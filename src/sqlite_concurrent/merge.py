@@ -431,6 +431,11 @@ def commit(
     # Page-level validation reads committed WAL frames: it cannot see what an earlier member
     # of the same group changed, so those merge alone.
     group = group and pending.pages is None
+    # A no-op inside a transaction, so it is set first, and outside the merge lock.  It mirrors
+    # the writer's own setting: with enforcement off there, the apply must not start enforcing
+    # it.  (Others join a group only with the same setting.)
+    if conn.pragma("foreign_keys") != pending.foreign_keys:
+        conn.pragma("foreign_keys", pending.foreign_keys)
     if not group:
         with lock:
             crashpoints.reach("merge.locked")
@@ -499,10 +504,6 @@ def _apply_group(
 ) -> dict[int, ConflictError | None]:
     """Apply each transaction in its own savepoint and commit them all at once."""
     own = batch[0]
-    # A no-op inside a transaction, so it is set first.  It mirrors the writers' own setting:
-    # with enforcement off there, the apply must not start enforcing it.
-    if conn.pragma("foreign_keys") != own.foreign_keys:
-        conn.pragma("foreign_keys", own.foreign_keys)
     outcomes: dict[int, ConflictError | None] = {}
     own_failure: BaseException | None = None
     conn.execute("BEGIN IMMEDIATE")
