@@ -61,12 +61,7 @@ class Blob:
             raise translate(e) from e
 
     def _reading(self) -> apsw.Blob:
-        conn = self._conn
-        if conn._txn is not None and conn._exclusive is None:
-            txn = conn._txn
-            txn.ensure_pinned()
-            return self._open(txn.connection, False)
-        return self._open(conn._merger if conn._exclusive else conn._reader, False)
+        return self._open(self._conn._current_connection(), False)
 
     def _check(self) -> None:
         if self._closed:

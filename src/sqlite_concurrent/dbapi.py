@@ -689,6 +689,15 @@ class Connection(Hooks):
         self._check()
         return Blob._open_on(self, table, column, row, readonly, name)
 
+    def _current_connection(self) -> apsw.Connection:
+        """The SQLite connection a statement would run on now (a transaction's is pinned)."""
+        if self._exclusive is not None:
+            return self._merger
+        if self._txn is not None:
+            self._txn.ensure_pinned()
+            return self._txn.connection
+        return self._reader
+
     def _blob_write(self, where: tuple[str, str, str, int], offset: int, data: bytes) -> None:
         """A write through a blob handle of a shared database: inside the open transaction,
         or in one of its own."""
@@ -696,13 +705,7 @@ class Connection(Hooks):
         if own:
             self._begin()
         try:
-            if self._exclusive is not None:
-                conn = self._merger
-            else:
-                assert self._txn is not None
-                self._txn.ensure_pinned()
-                conn = self._txn.connection
-            blob = conn.blob_open(*where, True)
+            blob = self._current_connection().blob_open(*where, True)
             try:
                 blob.seek(offset)
                 blob.write(data)

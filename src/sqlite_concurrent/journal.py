@@ -10,7 +10,8 @@ Format (version 1), all integers little-endian:
   the first 16 bytes of sha256(absolute database path), zero padding, then crc32 of the bytes
   before it in the last 4 bytes.
 - records: kind u8, txn_id u64, payload length u32, payload, crc32 of all of those.  Kind 1
-  (ready) carries an encoded :class:`~.merge.Pending`.
+  (ready) carries an encoded :class:`~.merge.Pending`; kind 2 (page) an overlay page that
+  spilled out of memory: page number u32, then the page.
 
 Values are encoded by a small tagged codec (never pickle): N null, I i64, F f64, T utf-8 text,
 B bytes, L list; lengths are u32.  The journal only has to survive a process crash (after a
@@ -65,13 +66,8 @@ def path_for(db_path: str, pid: int) -> str:
 
 def encode(value: Any) -> bytes:
     out = bytearray()
-    _put(out, value)
+    put_value(out, value)
     return bytes(out)
-
-
-def put_value(out: bytearray, v: Any) -> None:
-    """Append one encoded value to ``out`` (values appended in a row: see iter_values)."""
-    _put(out, v)
 
 
 def iter_values(data: bytes) -> Iterator[Any]:
@@ -83,7 +79,8 @@ def iter_values(data: bytes) -> Iterator[Any]:
         yield value
 
 
-def _put(out: bytearray, v: Any) -> None:
+def put_value(out: bytearray, v: Any) -> None:
+    """Append one encoded value to ``out`` (values appended in a row: see iter_values)."""
     if v is None:
         out += b"N"
     elif isinstance(v, int):
@@ -100,7 +97,7 @@ def _put(out: bytearray, v: Any) -> None:
         items = sorted(v) if isinstance(v, (set, frozenset)) else v
         out += b"L" + struct.pack("<I", len(items))
         for item in items:
-            _put(out, item)
+            put_value(out, item)
     else:
         raise TypeError(f"cannot journal a {type(v).__name__}")
 
@@ -271,27 +268,25 @@ class Journal:
             self._fd, self._size = fd, HEADER_SIZE
         return self._fd
 
-    def write_ready(self, txn_id: int, payload: bytes) -> tuple[int, int]:
-        """Append a transaction's merge record; returns its (offset, length)."""
-        record = _record(READY, txn_id, payload)
+    def _append(self, txn_id: int, record: bytes) -> int:
+        """Write ``record`` at the end; ``txn_id`` keeps the file from shrinking meanwhile."""
         with self._lock:
             fd = self._open()
             offset = self._size
             os.pwrite(fd, record, offset)
             self._size += len(record)
             self._waiting.add(txn_id)
-        return offset, len(record)
+        return offset
+
+    def write_ready(self, txn_id: int, payload: bytes) -> tuple[int, int]:
+        """Append a transaction's merge record; returns its (offset, length)."""
+        record = _record(READY, txn_id, payload)
+        return self._append(txn_id, record), len(record)
 
     def spill_page(self, txn_id: int, pgno: int, data: bytes) -> int:
         """Keep an overlay page here; returns where its bytes are (for read_page)."""
         record = _record(PAGE, txn_id, struct.pack("<I", pgno) + data)
-        with self._lock:
-            fd = self._open()
-            offset = self._size
-            os.pwrite(fd, record, offset)
-            self._size += len(record)
-            self._waiting.add(txn_id)
-        return offset + _REC.size + 4
+        return self._append(txn_id, record) + _REC.size + 4
 
     def read_page(self, offset: int, size: int) -> bytes:
         return os.pread(self._fd, size, offset)
@@ -314,7 +309,7 @@ class Disposal:
 
     path: str
     pid: int
-    action: str  # "deleted" or "quarantined"
+    action: str  # "deleted", "quarantined", or "left" (it could not be read or moved)
     reason: str = ""  # why it was quarantined
     txn_ids: tuple[int, ...] = ()  # transactions it held merge records for
     quarantined_as: str = ""

@@ -18,6 +18,7 @@ import apsw
 
 from . import crashpoints, journal, oslock, snapshot
 from .errors import ConflictError, OperationalError
+from .grants import COMMITTED, CONFLICTED
 
 MARKER_TABLE = "_sqlite_concurrent_commits"
 
@@ -79,7 +80,6 @@ class RowImages:
 
     table: str
     select: str
-    count: int
     keys: bytes
     digests: bytes
 
@@ -123,7 +123,7 @@ def read_changeset(
 ) -> tuple[list[RowImages], frozenset[str]]:
     """One pass over a changeset: the whole-row images, as of the snapshot, of every row it
     updates, and the tables it changes."""
-    found: dict[str, tuple[str, bytearray, bytearray, list[int]]] = {}
+    found: dict[str, tuple[str, bytearray, bytearray]] = {}
     tables = set()
     for change in apsw.Changeset.iter(changeset):
         tables.add(change.name)
@@ -144,13 +144,12 @@ def read_changeset(
         row = snapshot_conn.execute(shape.sql, key).fetchone()
         entry = found.get(change.name)
         if entry is None or entry[0] != shape.sql:
-            entry = found[change.name] = (shape.sql, bytearray(), bytearray(), [0])
+            entry = found[change.name] = (shape.sql, bytearray(), bytearray())
         journal.put_value(entry[1], key)
         entry[2].extend(row_digest(row))
-        entry[3][0] += 1
     images = [
-        RowImages(table, sql, n[0], bytes(keys), bytes(digests))
-        for table, (sql, keys, digests, n) in found.items()
+        RowImages(table, sql, bytes(keys), bytes(digests))
+        for table, (sql, keys, digests) in found.items()
     ]
     return images, frozenset(tables)
 
@@ -241,7 +240,7 @@ def encode_pending(p: Pending) -> bytes:
             p.txn_id,
             p.changeset,
             p.schema_version,
-            [[i.table, i.select, i.count, i.keys, i.digests] for i in p.images],
+            [[i.table, i.select, i.keys, i.digests] for i in p.images],
             int(p.foreign_keys),
             [list(s) for s in p.sequences],
             pages,
@@ -264,7 +263,7 @@ def decode_pending(data: bytes) -> Pending:
         txn_id=txn_id,
         changeset=changeset,
         schema_version=schema_version,
-        images=[RowImages(t, s, n, k, d) for t, s, n, k, d in images],
+        images=[RowImages(t, s, k, d) for t, s, k, d in images],
         foreign_keys=bool(fk),
         sequences=[(n, q) for n, q in sequences],
         pages=check,
@@ -444,7 +443,7 @@ def commit(
         # Uncontended: nobody could merge it for us, so it need not be offered to others.
         try:
             crashpoints.reach("merge.locked")
-            error = _merge_with_others(conn, lockdb, pending, group)
+            error = _merge_with_others(conn, lockdb, pending)
         finally:
             lock.release()
     else:
@@ -455,7 +454,7 @@ def commit(
                 crashpoints.reach("merge.locked")
                 error = _known_outcome(conn, lockdb, pending.txn_id)
                 if error is _UNKNOWN:
-                    error = _merge_with_others(conn, lockdb, pending, group)
+                    error = _merge_with_others(conn, lockdb, pending)
         finally:
             jrnl.done(pending.txn_id)
     if error is not None:
@@ -463,10 +462,9 @@ def commit(
 
 
 def _merge_with_others(
-    conn: apsw.Connection, lockdb: Any, pending: Pending, group: bool
+    conn: apsw.Connection, lockdb: Any, pending: Pending
 ) -> ConflictError | None:
-    batch = [pending, *_others(lockdb, pending)] if group else [pending]
-    return _apply_group(conn, lockdb, batch)[pending.txn_id]
+    return _apply_group(conn, lockdb, [pending, *_others(lockdb, pending)])[pending.txn_id]
 
 
 _UNKNOWN: Any = object()
@@ -477,9 +475,9 @@ def _known_outcome(conn: apsw.Connection, lockdb: Any, txn_id: int) -> Any:
     found = lockdb.outcome(txn_id)
     if found is not None:
         state, outcome = found
-        if state == "committed":
+        if state == COMMITTED:
             return None
-        if state == "conflicted":
+        if state == CONFLICTED:
             return decode_conflict(outcome)
     # Still marked ready: nobody merged it, or its merger died before recording the outcome.
     return None if is_committed(conn, txn_id) else _UNKNOWN
