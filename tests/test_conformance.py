@@ -275,7 +275,8 @@ def test_backup_into_memory_with_progress(mod, opened, where):
 def test_ours_trace_callback_shows_the_sql_each_commit_sends_to_the_database(tmp_path):
     """Differs from the stdlib on purpose: besides the application's statements, the trace
     shows what each commit sends to the real database, in order: the merge's BEGIN IMMEDIATE,
-    the row changes applied by the session module, the commit marker and COMMIT."""
+    the row changes (as statements, or applied by the session module), the commit marker and
+    COMMIT."""
     conn = sqlite_concurrent.connect(str(tmp_path / "app.db"))
     conn.execute("CREATE TABLE t(id INTEGER PRIMARY KEY, n INT)")
     conn.execute("INSERT INTO t VALUES (1, 10)")

@@ -16,7 +16,7 @@ from typing import Any
 
 import apsw
 
-from . import crashpoints, journal, oslock, snapshot
+from . import crashpoints, journal, oslock, replay, snapshot
 from .errors import ConflictError, OperationalError
 from .grants import COMMITTED, CONFLICTED
 
@@ -326,15 +326,24 @@ def apply_one(conn: apsw.Connection, pending: Pending) -> None:
 
     crashpoints.reach("merge.before_apply")
     if pending.changeset:
+        filtering = keep if rebase or crashpoints.armed("merge.mid_apply") else None
         conn.config(apsw.SQLITE_DBCONFIG_ENABLE_TRIGGER, 0)
         try:
-            apsw.Changeset.apply(
-                pending.changeset,
+            if not replay.apply(
                 conn,
-                filter_change=keep if rebase or crashpoints.armed("merge.mid_apply") else None,
-                conflict=on_conflict,
-                flags=_APPLY_FLAGS,
-            )
+                pending.changeset,
+                cookie=schema_version,
+                foreign_keys=pending.foreign_keys,
+                keep=filtering,
+                conflict=conflict,
+            ):
+                apsw.Changeset.apply(
+                    pending.changeset,
+                    conn,
+                    filter_change=filtering,
+                    conflict=on_conflict,
+                    flags=_APPLY_FLAGS,
+                )
         except apsw.AbortError:
             if found:
                 raise found[0] from None
