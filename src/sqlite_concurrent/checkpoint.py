@@ -60,15 +60,6 @@ class Checkpointer:
         self.wal_frames = frames
         return apsw.SQLITE_OK
 
-    @contextlib.contextmanager
-    def pinning(self):
-        """Hold the gate open (shared) while a snapshot is pinned."""
-        self.gate.acquire(shared=True)
-        try:
-            yield
-        finally:
-            self.gate.release()
-
     def after_merge(self, page_size: int) -> None:
         """Called after each merge, outside the merge lock."""
         frames = self.wal_frames

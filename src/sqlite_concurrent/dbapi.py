@@ -439,7 +439,7 @@ class Connection(Hooks):
                 snapshot_conn=self._snapshot_conn,
                 slot=self._slot,
                 conn_for=self._txn_conn_for,
-                pinning=self._checkpointer.pinning,
+                snapshot_gate=self._checkpointer.gate,
                 begin=not by_savepoint,
                 immediate=immediate,
                 info_for=self._table_info,
@@ -450,6 +450,8 @@ class Connection(Hooks):
         return self._txn
 
     def _detach_cursors(self) -> None:
+        if not self._txn_cursors:  # the usual case; iterating a WeakSet is not free
+            return
         for cursor in list(self._txn_cursors):
             cursor._detach_from_txn()
         self._txn_cursors.clear()
@@ -587,9 +589,10 @@ class Connection(Hooks):
             log.warning("sqlite_concurrent: post-commit housekeeping failed: %s", e)
 
     def _housekeeping(self, txn_id: int) -> None:
-        for cursor in list(self._reader_cursors):
-            cursor._materialise()
-        self._reader_cursors.clear()
+        if self._reader_cursors:
+            for cursor in list(self._reader_cursors):
+                cursor._materialise()
+            self._reader_cursors.clear()
         self._checkpointer.after_merge(self._page_size)
         self._merges += 1
         if self._merges % _MARKER_PRUNE_EVERY == 0:

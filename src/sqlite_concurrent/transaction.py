@@ -31,7 +31,7 @@ class WriteTransaction:
         snapshot_conn: apsw.Connection,
         slot: Slot,
         conn_for: Any,
-        pinning: Any,
+        snapshot_gate: Any,
         begin: bool = True,
         immediate: bool = False,
         info_for: Any = None,
@@ -47,7 +47,7 @@ class WriteTransaction:
         self.locking = Locking(lockdb=lockdb, txn_id=self.txn_id, immediate=immediate, **locking)
         self._snapshot_conn = snapshot_conn
         self._slot = slot
-        self._pinning = pinning
+        self._snapshot_gate = snapshot_gate
         self._begin_sql = begin
         self.snapshot: Snapshot | None = None
         self._schema_version: int | None = None
@@ -86,8 +86,13 @@ class WriteTransaction:
             return
         if self.level == "table":
             self.locking.read_versions()
-        with self._pinning():
+        # The checkpointer's gate, held open (shared) while pinning: closed, new snapshots
+        # wait for its restart.
+        self._snapshot_gate.acquire(shared=True)
+        try:
             self.snapshot = Snapshot(self.path, self._snapshot_conn)
+        finally:
+            self._snapshot_gate.release()
         self._schema_version = None
         self._slot.overlay = Overlay(self.snapshot, (self._journal, self.txn_id))
         crashpoints.reach("begin.pinned")
