@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import multiprocessing
 import sqlite3
+import threading
 import time
 from pathlib import Path
 
@@ -68,3 +69,35 @@ def wait_until(predicate, what: str, timeout: float = 60.0) -> None:
     while not predicate():
         assert time.monotonic() < deadline, f"timed out waiting until {what}"
         time.sleep(0.005)
+
+
+def hold_in_child(path: str, statements: list[str]):
+    """A child process with ``statements`` run in an open transaction; it commits once the
+    returned ``proceed`` is set, then puts "committed" on the returned queue."""
+    from workers import hold_transaction
+
+    start, queue, ready, proceed = SPAWN.Event(), SPAWN.Queue(), SPAWN.Event(), SPAWN.Event()
+    proc = SPAWN.Process(
+        target=hold_transaction, args=(start, queue, path, statements, ready, proceed)
+    )
+    proc.start()
+    start.set()
+    assert ready.wait(60), "holder never opened its transaction"
+    return proc, queue, proceed
+
+
+def in_thread(fn):
+    """Run ``fn`` in a thread; returns (thread, done event, outcome list)."""
+    done, outcome = threading.Event(), []
+
+    def run():
+        try:
+            outcome.append(("ok", fn()))
+        except BaseException as e:
+            outcome.append(("error", e))
+        finally:
+            done.set()
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    return thread, done, outcome

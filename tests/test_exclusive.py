@@ -10,8 +10,7 @@ import signal
 import threading
 
 import pytest
-from conftest import SPAWN, integrity_ok, stock_apsw, wait_until
-from workers import hold_transaction
+from conftest import hold_in_child, in_thread, integrity_ok, stock_apsw, wait_until
 
 import sqlite_concurrent
 
@@ -55,34 +54,6 @@ def _value(path: str, sql: str):
         conn.close()
 
 
-def _holder(path: str, statements: list[str]):
-    start, queue, ready, proceed = SPAWN.Event(), SPAWN.Queue(), SPAWN.Event(), SPAWN.Event()
-    proc = SPAWN.Process(
-        target=hold_transaction, args=(start, queue, path, statements, ready, proceed)
-    )
-    proc.start()
-    start.set()
-    assert ready.wait(60), "holder never opened its transaction"
-    return proc, queue, proceed
-
-
-def _in_thread(fn):
-    """Run ``fn`` in a thread; returns (thread, done event, outcome list)."""
-    done, outcome = threading.Event(), []
-
-    def run():
-        try:
-            outcome.append(("ok", fn()))
-        except BaseException as e:
-            outcome.append(("error", e))
-        finally:
-            done.set()
-
-    thread = threading.Thread(target=run)
-    thread.start()
-    return thread, done, outcome
-
-
 SCHEMA = "SELECT type, name FROM sqlite_schema ORDER BY name"
 
 # (statement, query whose result the statement changes)
@@ -104,10 +75,10 @@ OPERATIONS = [
 @pytest.mark.parametrize("sql,probe", OPERATIONS, ids=[op[0].split("(")[0] for op in OPERATIONS])
 def test_exclusive_operation_waits_for_a_transaction_open_in_another_process(db, sql, probe):
     before = _value(db, probe)
-    proc, queue, proceed = _holder(db, ["UPDATE t SET n = n + 1 WHERE id = 2"])
+    proc, queue, proceed = hold_in_child(db, ["UPDATE t SET n = n + 1 WHERE id = 2"])
     conn = sqlite_concurrent.connect(db, check_same_thread=False)
     try:
-        thread, done, outcome = _in_thread(lambda: conn.execute(sql))
+        thread, done, outcome = in_thread(lambda: conn.execute(sql))
         wait_until(lambda: _queued(db, "X"), "the operation queues for the db lock")
         # Queued behind the open transaction: not run, and the transaction is not broken.
         assert not done.is_set()
@@ -130,10 +101,10 @@ def test_exclusive_operation_waits_for_a_transaction_open_in_another_process(db,
 
 def test_reindex_waits_for_a_transaction_open_in_another_process(db):
     """REINDEX changes nothing visible, so the wait itself is what is checked."""
-    proc, queue, proceed = _holder(db, ["UPDATE t SET n = n + 1 WHERE id = 2"])
+    proc, queue, proceed = hold_in_child(db, ["UPDATE t SET n = n + 1 WHERE id = 2"])
     conn = sqlite_concurrent.connect(db, check_same_thread=False)
     try:
-        thread, done, outcome = _in_thread(lambda: conn.execute("REINDEX"))
+        thread, done, outcome = in_thread(lambda: conn.execute("REINDEX"))
         wait_until(lambda: _queued(db, "X"), "REINDEX queues for the db lock")
         assert not done.is_set()
         proceed.set()
@@ -150,13 +121,13 @@ def test_reindex_waits_for_a_transaction_open_in_another_process(db):
 def test_new_transactions_wait_behind_a_queued_exclusive_operation(db):
     """First come, first served: a transaction that begins while an ALTER TABLE waits runs
     after it, so it can use the new column; the autocommit fast path queues the same way."""
-    proc, queue, proceed = _holder(db, ["UPDATE t SET n = n + 1 WHERE id = 2"])
+    proc, queue, proceed = hold_in_child(db, ["UPDATE t SET n = n + 1 WHERE id = 2"])
     alter = sqlite_concurrent.connect(db, check_same_thread=False)
     later = sqlite_concurrent.connect(db, check_same_thread=False, isolation_level=None)
     try:
-        t1, done1, out1 = _in_thread(lambda: alter.execute("ALTER TABLE t ADD COLUMN extra"))
+        t1, done1, out1 = in_thread(lambda: alter.execute("ALTER TABLE t ADD COLUMN extra"))
         wait_until(lambda: _queued(db, "X"), "the ALTER TABLE queues")
-        t2, done2, out2 = _in_thread(
+        t2, done2, out2 = in_thread(
             lambda: later.execute("UPDATE t SET extra = 'after' WHERE id = 1").rowcount
         )
         wait_until(lambda: _queued(db, "S"), "the later statement queues behind it")
@@ -176,12 +147,12 @@ def test_new_transactions_wait_behind_a_queued_exclusive_operation(db):
 
 
 def test_transaction_that_meets_ddl_waits_then_commits_everything_at_once(db):
-    proc, queue, proceed = _holder(db, ["UPDATE t SET n = n + 1 WHERE id = 2"])
+    proc, queue, proceed = hold_in_child(db, ["UPDATE t SET n = n + 1 WHERE id = 2"])
     conn = sqlite_concurrent.connect(db, check_same_thread=False)
     try:
         conn.execute("UPDATE t SET n = 11 WHERE id = 1")
         conn.execute("INSERT INTO t VALUES (3, 30)")
-        thread, done, outcome = _in_thread(lambda: conn.execute("CREATE INDEX t_n ON t(n)"))
+        thread, done, outcome = in_thread(lambda: conn.execute("CREATE INDEX t_n ON t(n)"))
         wait_until(lambda: _queued(db, "X"), "the CREATE INDEX queues")
         assert not done.is_set()
         proceed.set()
@@ -245,7 +216,7 @@ def test_earlier_write_that_went_stale_conflicts_when_the_transaction_turns_excl
 
 
 def test_ddl_times_out_rather_than_breaking_an_open_transaction(db):
-    proc, queue, proceed = _holder(db, ["UPDATE t SET n = n + 1 WHERE id = 2"])
+    proc, queue, proceed = hold_in_child(db, ["UPDATE t SET n = n + 1 WHERE id = 2"])
     conn = sqlite_concurrent.connect(db, timeout=0.3)
     try:
         with pytest.raises(sqlite_concurrent.LockTimeoutError) as exc_info:
@@ -279,8 +250,8 @@ def test_two_transactions_turning_exclusive_deadlock_and_the_younger_rolls_back(
         conn.commit()
 
     try:
-        t1, done1, out1 = _in_thread(lambda: work(first, 1, "a"))
-        t2, done2, out2 = _in_thread(lambda: work(second, 2, "b"))
+        t1, done1, out1 = in_thread(lambda: work(first, 1, "a"))
+        t2, done2, out2 = in_thread(lambda: work(second, 2, "b"))
         assert done1.wait(60) and done2.wait(60)
         t1.join()
         t2.join()
@@ -329,7 +300,7 @@ def test_snapshot_older_than_a_schema_change_by_a_stock_writer_is_a_retryable_co
 def test_killed_exclusive_transaction_leaves_nothing_behind(db):
     """SIGKILL while a transaction holds the db lock and the merge lock, mid-way through a
     schema change: nothing of it is applied, and the next writer carries on."""
-    proc, _queue, _proceed = _holder(
+    proc, _queue, _proceed = hold_in_child(
         db, ["UPDATE t SET n = 0 WHERE id = 1", "CREATE TABLE u(x)", "INSERT INTO u VALUES (1)"]
     )
     os.kill(proc.pid, signal.SIGKILL)

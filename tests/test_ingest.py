@@ -3,7 +3,15 @@
 from __future__ import annotations
 
 import pytest
-from conftest import integrity_ok, run_workers, stock, stock_apsw
+from conftest import (
+    hold_in_child,
+    in_thread,
+    integrity_ok,
+    run_workers,
+    stock,
+    stock_apsw,
+    wait_until,
+)
 from workers import ingest
 
 import sqlite_concurrent
@@ -249,4 +257,43 @@ def test_fast_path_respects_a_row_lock_of_a_live_transaction(db_path):
         holder.commit()
     assert stock(db_path).execute("SELECT seq FROM events").fetchone() == (20,)
     holder.close()
+    auto.close()
+
+
+@pytest.mark.timeout(90)
+def test_fast_path_sees_a_lock_taken_since_it_last_looked(db_path):
+    """The fast path remembers that the lock database was quiet and trusts that while its
+    WAL-index header stays the same.  A transaction that begins later in another process
+    changes it: the autocommit UPDATE must then queue for that transaction's row lock, not
+    commit past it."""
+    _events(db_path)
+    auto = sqlite_concurrent.connect(db_path, isolation_level=None, check_same_thread=False)
+    auto.execute("INSERT INTO events(id, writer, seq) VALUES (1, 0, 0)")  # fast path, quiet
+    auto.execute("INSERT INTO events(id, writer, seq) VALUES (2, 0, 1)")  # the quiet reused
+    proc, queue, proceed = hold_in_child(db_path, ["UPDATE events SET seq = 10 WHERE id = 1"])
+    locks = stock_apsw(db_path + "-locks")
+    try:
+        thread, done, outcome = in_thread(
+            lambda: auto.execute("UPDATE events SET seq = 20 WHERE id = 1")
+        )
+        wait_until(
+            lambda: locks.execute(
+                "SELECT count(*) FROM waiters WHERE resource = 'row:events:1'"
+            ).fetchone()[0],
+            "the autocommit UPDATE queues for the row lock",
+            timeout=30,
+        )
+        assert not done.is_set()
+        proceed.set()
+        assert queue.get(timeout=60) == "committed"  # the holder was not overtaken
+        assert done.wait(60)
+        thread.join()
+    finally:
+        proceed.set()
+        proc.join(60)
+        locks.close()
+    # The waiting statement's snapshot predates the holder's commit: it conflicts.
+    (kind, result) = outcome[0]
+    assert kind == "error" and isinstance(result, sqlite_concurrent.ConflictError), outcome
+    assert stock(db_path).execute("SELECT seq FROM events WHERE id = 1").fetchone() == (10,)
     auto.close()

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 
 import apsw
 
-from . import journal, oslock
+from . import journal, oslock, snapshot
 from .grants import ACTIVE, COMMITTED, COMMITTING, CONFLICTED, READY, Grants
 
 SCHEMA_VERSION = 3
@@ -176,6 +176,12 @@ class LockDB(Grants):
                 )
         self.pid = os.getpid()
         self.start_time = process_start_time(self.pid) or 0
+        # The lock database's WAL index, read directly to tell whether anything changed (see
+        # ``quiet``).  Refreshed now that our connection is open: -shm cannot be deleted and
+        # recreated under an open connection, but may have been before it opened.
+        self._index = snapshot._Files.for_path(self.path)
+        self._index.refresh()
+        self._quiet_at: bytes | None = None
 
     @contextlib.contextmanager
     def _write(self) -> Iterator[None]:
@@ -337,9 +343,33 @@ class LockDB(Grants):
             ).fetchone()
         return range(last - count + 1, last + 1)
 
+    def quiet(self) -> bool:
+        """Whether no transaction is live and no lock is held or awaited.
+
+        The autocommit fast path asks three times per statement, and while only such
+        statements run the answer stays yes.  Any commit to the lock database changes its
+        WAL-index header, so an unchanged header since the last yes is still yes: one
+        ``pread`` instead of a query (the header is read before the query, so a change racing
+        the query shows as a different header next time).
+        """
+        # Both copies of the header, equal (not mid-update) and equal to the one last seen
+        # quiet, whose checksum was verified then.
+        both = os.pread(self._index.shm, 96, 0)
+        if both[:48] == self._quiet_at and both[48:] == self._quiet_at:
+            return True
+        header = snapshot.read_wal_header(self._index.shm)
+        (quiet,) = self.conn.execute(
+            "SELECT NOT EXISTS (SELECT 1 FROM transactions) "
+            "AND NOT EXISTS (SELECT 1 FROM locks) AND NOT EXISTS (SELECT 1 FROM waiters)"
+        ).fetchone()
+        self._quiet_at = header.raw if quiet and header is not None else None
+        return bool(quiet)
+
     def locked_by_others(self, tables: set[str], rows: dict[str, list[int]]) -> bool:
         """Whether a live transaction holds a lock on one of ``tables`` or on one of the
         (updated or deleted) ``rows``.  One query unless a table has many rows."""
+        if self.quiet():
+            return False
         resources = ["table:" + t for t in tables]
         for table, rowids in rows.items():
             if len(rowids) > 500:
@@ -376,6 +406,8 @@ class LockDB(Grants):
         """Whether a statement must not bypass the transaction machinery: a table-level
         transaction is live (the update hook cannot report all it locks), or an exclusive
         operation holds or waits for the ``db`` lock (it goes first)."""
+        if self.quiet():
+            return False
         return (
             self.conn.execute(
                 "SELECT 1 FROM transactions WHERE lock_level = 'table' "
@@ -387,7 +419,7 @@ class LockDB(Grants):
 
     def bump_versions_if_table_level(self, tables: set[str]) -> None:
         """Table-level transactions compare table versions to spot stale snapshots."""
-        if not tables or not self.has_table_level():
+        if not tables or self.quiet() or not self.has_table_level():
             return
         with self.writing() as c:
             for name in tables:
