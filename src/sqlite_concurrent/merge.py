@@ -120,9 +120,16 @@ class _TableShape:
 
 def read_changeset(
     snapshot_conn: apsw.Connection, changeset: bytes, shapes: dict[Any, _TableShape]
-) -> tuple[list[RowImages], frozenset[str]]:
-    """One pass over a changeset: the whole-row images, as of the snapshot, of every row it
-    updates, and the tables it changes."""
+) -> tuple[list[RowImages] | None, SnapshotRows | None, frozenset[str]]:
+    """One pass over a changeset: the whole rows, as of the snapshot, of every row it updates,
+    and the tables it changes.
+
+    A small changeset keeps the rows themselves (the merge then checks them in the UPDATE it
+    applies, see ``replay.run``); a big one only their digests (``RowImages``).
+    """
+    whole = len(changeset) <= replay.SMALL
+    rows: replay.Rows = {}
+    selects: dict[str, str] = {}
     found: dict[str, tuple[str, bytearray, bytearray]] = {}
     tables = set()
     for change in apsw.Changeset.iter(changeset):
@@ -142,16 +149,41 @@ def read_changeset(
         assert old is not None
         key = tuple(old[i] for i in key_cols)
         row = snapshot_conn.execute(shape.sql, key).fetchone()
+        if whole:
+            rows.setdefault(change.name, {})[key] = row
+            selects[change.name] = shape.sql
+            continue
         entry = found.get(change.name)
         if entry is None or entry[0] != shape.sql:
             entry = found[change.name] = (shape.sql, bytearray(), bytearray())
         journal.put_value(entry[1], key)
         entry[2].extend(row_digest(row))
+    if whole:
+        return None, SnapshotRows(rows, selects), frozenset(tables)
     images = [
         RowImages(table, sql, bytes(keys), bytes(digests))
         for table, (sql, keys, digests) in found.items()
     ]
-    return images, frozenset(tables)
+    return images, None, frozenset(tables)
+
+
+@dataclass(frozen=True)
+class SnapshotRows:
+    """The snapshot rows of a small changeset's updates, and the SELECT that fetched each
+    table's (to digest them into ``RowImages`` if the transaction is journaled)."""
+
+    rows: replay.Rows
+    selects: dict[str, str]
+
+    def images(self) -> list[RowImages]:
+        images = []
+        for table, by_key in self.rows.items():
+            keys, digests = bytearray(), bytearray()
+            for key, row in by_key.items():
+                journal.put_value(keys, key)
+                digests.extend(row_digest(row))
+            images.append(RowImages(table, self.selects[table], bytes(keys), bytes(digests)))
+        return images
 
 
 def sequence_advances(
@@ -218,11 +250,17 @@ class Pending:
     txn_id: int
     changeset: bytes
     schema_version: int
-    images: list[RowImages]
+    images: list[RowImages] | None  # digests of the snapshot rows, when not ``rows``
     foreign_keys: bool
     sequences: list[tuple[str, int]]
     pages: PageCheck | None = None
     rebase: dict[str, frozenset[int]] | None = None  # auto rowids to assign afresh
+    rows: SnapshotRows | None = None  # the snapshot rows themselves; never journaled
+
+    def row_images(self) -> list[RowImages]:
+        if self.images is None:
+            self.images = self.rows.images() if self.rows is not None else []
+        return self.images
 
 
 def encode_pending(p: Pending) -> bytes:
@@ -240,7 +278,7 @@ def encode_pending(p: Pending) -> bytes:
             p.txn_id,
             p.changeset,
             p.schema_version,
-            [[i.table, i.select, i.keys, i.digests] for i in p.images],
+            [[i.table, i.select, i.keys, i.digests] for i in p.row_images()],
             int(p.foreign_keys),
             [list(s) for s in p.sequences],
             pages,
@@ -281,11 +319,20 @@ def apply_one(conn: apsw.Connection, pending: Pending) -> None:
         raise conflict(None, None, "schema")
     if pending.pages is not None:
         _validate_pages(conn, pending.pages)
-    for images in pending.images:
-        for key, digest in images:
-            now = conn.execute(images.select, key).fetchone()
-            if row_digest(now) != digest:
-                raise conflict(images.table, key, "data" if now is not None else "notfound")
+    planned = None
+    if pending.changeset:
+        planned = replay.plan(
+            conn, pending.changeset, cookie=schema_version, foreign_keys=pending.foreign_keys
+        )
+    # Snapshot isolation: every updated row must be as the snapshot saw it.  With the rows at
+    # hand and statements to apply them, each UPDATE checks its own row; else check first.
+    whole_rows = pending.rows.rows if planned is not None and pending.rows else None
+    if whole_rows is None:
+        for images in pending.row_images():
+            for key, digest in images:
+                now = conn.execute(images.select, key).fetchone()
+                if row_digest(now) != digest:
+                    raise conflict(images.table, key, "data" if now is not None else "notfound")
     found: list[ConflictError] = []
     held: list[tuple[str, int, tuple[Any, ...], int, tuple[int, ...]]] = []
     # Auto-assigned rowids nobody observed (DESIGN 13).  If another commit has since taken any
@@ -301,7 +348,7 @@ def apply_one(conn: apsw.Connection, pending: Pending) -> None:
 
     applied = 0
 
-    def keep(change: apsw.TableChange) -> bool:
+    def keep(change: Any) -> bool:  # an apsw.TableChange or a replay.Change
         nonlocal applied
         applied += 1
         if applied > 1:
@@ -329,14 +376,9 @@ def apply_one(conn: apsw.Connection, pending: Pending) -> None:
         filtering = keep if rebase or crashpoints.armed("merge.mid_apply") else None
         conn.config(apsw.SQLITE_DBCONFIG_ENABLE_TRIGGER, 0)
         try:
-            if not replay.apply(
-                conn,
-                pending.changeset,
-                cookie=schema_version,
-                foreign_keys=pending.foreign_keys,
-                keep=filtering,
-                conflict=conflict,
-            ):
+            if planned is not None:
+                replay.run(conn, planned, keep=filtering, conflict=conflict, rows=whole_rows)
+            else:
                 apsw.Changeset.apply(
                     pending.changeset,
                     conn,

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import weakref
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NamedTuple
 
 import apsw
 
@@ -61,14 +61,32 @@ class _Table:
         self.delete = f"DELETE FROM {self.target} WHERE " + " AND ".join(
             f"{c} IS ?" for c in self.columns
         )
-        self._updates: dict[tuple[int, ...], str] = {}
+        self.rest = [i for i in range(len(self.columns)) if i not in pk]
+        self._updates: dict[tuple[tuple[int, ...], bool], str] = {}
 
     def update(self, changed: tuple[int, ...]) -> str:
-        sql = self._updates.get(changed)
+        """Matching the session's apply: the key, and the changed columns' old values."""
+        sql = self._updates.get((changed, False))
         if sql is None:
             sets = ", ".join(f"{self.columns[i]} = ?" for i in changed)
             where = " AND ".join(f"{self.columns[i]} IS ?" for i in (*self.pk, *changed))
-            sql = self._updates[changed] = f"UPDATE {self.target} SET {sets} WHERE {where}"
+            sql = f"UPDATE {self.target} SET {sets} WHERE {where}"
+            self._updates[(changed, False)] = sql
+        return sql
+
+    def update_whole(self, changed: tuple[int, ...]) -> str:
+        """Matching the whole snapshot row.  Key columns compare as the key does (so the
+        primary key's index serves); the rest byte for byte, BINARY whatever the column's
+        collation, as a NOCASE column changed from 'a' to 'A' was changed."""
+        sql = self._updates.get((changed, True))
+        if sql is None:
+            sets = ", ".join(f"{self.columns[i]} = ?" for i in changed)
+            where = " AND ".join(
+                [f"{self.columns[i]} IS ?" for i in self.pk]
+                + [f"{self.columns[i]} IS ? COLLATE BINARY" for i in self.rest]
+            )
+            sql = f"UPDATE {self.target} SET {sets} WHERE {where}"
+            self._updates[(changed, True)] = sql
         return sql
 
 
@@ -102,71 +120,95 @@ def _schema(conn: apsw.Connection, cookie: int) -> _Schema:
     return schema
 
 
-def apply(
-    conn: apsw.Connection,
-    changeset: bytes,
-    *,
-    cookie: int,
-    foreign_keys: bool,
-    keep: Callable[[apsw.TableChange], bool] | None,
-    conflict: Callable[[str | None, tuple[Any, ...] | None, str], ConflictError],
-) -> bool:
-    """Apply ``changeset`` with cached statements inside the caller's transaction.
+class Change(NamedTuple):
+    """One change of a changeset, copied out of the iterator (whose objects die with it).
+    The attribute names are ``apsw.TableChange``'s, so one ``keep`` filter serves both."""
 
-    Returns ``False``, having done nothing, when it must go to ``Changeset.apply`` instead.
-    ``keep`` may hold a change back (the caller then deals with it).
+    name: str
+    opcode: int
+    column_count: int
+    pk_columns: frozenset[int]
+    old: tuple[Any, ...] | None
+    new: tuple[Any, ...] | None
 
-    :raises ConflictError: the first change that could not be applied; the caller rolls back
-        what was applied before it.
-    """
+
+# Snapshot rows of the rows a transaction updates, by table and key (see ``run``).
+Rows = dict[str, dict[tuple[Any, ...], tuple[Any, ...]]]
+
+
+def plan(
+    conn: apsw.Connection, changeset: bytes, *, cookie: int, foreign_keys: bool
+) -> list[tuple[_Table, Change]] | None:
+    """The changes of ``changeset`` with their tables, or ``None`` when it must go to
+    ``Changeset.apply`` instead (see the module docstring)."""
     if len(changeset) > SMALL:
-        return False
+        return None
     schema = _schema(conn, cookie)
-    tables = []
-    for change in apsw.Changeset.iter(changeset):
-        key = (change.name, change.column_count, tuple(sorted(change.pk_columns)))
+    planned = []
+    for c in apsw.Changeset.iter(changeset):
+        pk = frozenset(c.pk_columns)
+        key = (c.name, c.column_count, tuple(sorted(pk)))
         table = schema.tables.get(key)
         if table is None:
-            table = _Table(conn, change.name, change.column_count, list(key[2]))
+            table = _Table(conn, c.name, c.column_count, list(key[2]))
             schema.tables[key] = table
         if (
             not table.usable
             or table.name in schema.with_clauses
             or (foreign_keys and table.name in schema.with_keys)
         ):
-            return False
-        tables.append(table)
+            return None
+        planned.append((table, Change(c.name, c.opcode, c.column_count, pk, c.old, c.new)))
+    return planned
+
+
+def run(
+    conn: apsw.Connection,
+    planned: list[tuple[_Table, Change]],
+    *,
+    keep: Callable[[Change], bool] | None,
+    conflict: Callable[[str | None, tuple[Any, ...] | None, str], ConflictError],
+    rows: Rows | None = None,
+) -> None:
+    """Apply planned changes with cached statements inside the caller's transaction.
+
+    ``keep`` may hold a change back (the caller then deals with it).  With ``rows``, the
+    whole snapshot row of every updated row, an UPDATE matches the row only if every column
+    is still as the snapshot saw it (compared exactly, whatever the column's collation):
+    snapshot isolation's check and the apply in one statement.
+
+    :raises ConflictError: the first change that could not be applied; the caller rolls back
+        what was applied before it.
+    """
     # As the session's apply does, a change failing a constraint other than its key waits
     # until the others are in (a changeset is not in statement order: a row that takes over a
     # UNIQUE value may come before the deletion of the row that held it), and is retried
     # while retrying makes progress.
     deferred = []
-    for table, change in zip(tables, apsw.Changeset.iter(changeset), strict=True):
+    for table, change in planned:
         if keep is not None and not keep(change):
             continue
-        op, old, new = change.opcode, change.old, change.new
-        if not _apply_change(conn, table, op, old, new, conflict):
-            deferred.append((table, op, old, new))
+        if not _apply_change(conn, table, change, conflict, rows):
+            deferred.append((table, change))
     while deferred:
-        left = [d for d in deferred if not _apply_change(conn, *d, conflict)]
+        left = [d for d in deferred if not _apply_change(conn, *d, conflict, rows)]
         if len(left) == len(deferred):
-            table, op, old, new = left[0]
-            values = old if old is not None else new
+            table, change = left[0]
+            values = change.old if change.old is not None else change.new
             assert values is not None
             raise conflict(table.name, tuple(values[i] for i in table.pk), "constraint")
         deferred = left
-    return True
 
 
 def _apply_change(
     conn: apsw.Connection,
     table: _Table,
-    op: int,
-    old: tuple[Any, ...] | None,
-    new: tuple[Any, ...] | None,
+    change: Change,
     conflict: Callable[[str | None, tuple[Any, ...] | None, str], ConflictError],
+    rows: Rows | None,
 ) -> bool:
     """Apply one change; ``False`` if it failed a constraint other than its key's."""
+    op, old, new = change.opcode, change.old, change.new
     if op == apsw.SQLITE_INSERT:
         assert new is not None
         try:
@@ -178,6 +220,7 @@ def _apply_change(
             return False
         return True
     assert old is not None
+    key = tuple(old[i] for i in table.pk)
     try:
         if op == apsw.SQLITE_DELETE:
             conn.execute(table.delete, old)
@@ -185,12 +228,19 @@ def _apply_change(
             assert new is not None
             changed = tuple(i for i, v in enumerate(new) if v is not _NO_CHANGE)
             params = [new[i] for i in changed]
-            params.extend(old[i] for i in (*table.pk, *changed))
-            conn.execute(table.update(changed), params)
+            if rows is None:
+                params.extend(old[i] for i in (*table.pk, *changed))
+                conn.execute(table.update(changed), params)
+            else:
+                snapshot_row = rows.get(table.name, {}).get(key)
+                if snapshot_row is None:  # not read at the snapshot: nothing to compare with
+                    raise conflict(table.name, key, "data")
+                params.extend(snapshot_row[i] for i in table.pk)
+                params.extend(snapshot_row[i] for i in table.rest)
+                conn.execute(table.update_whole(changed), params)
     except apsw.ConstraintError:
         return False
     if conn.changes() == 0:
-        key = tuple(old[i] for i in table.pk)
         found = conn.execute(table.exists, key).fetchone() is not None
         raise conflict(table.name, key, "data" if found else "notfound")
     return True

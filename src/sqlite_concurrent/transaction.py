@@ -141,7 +141,7 @@ class WriteTransaction:
             )
             if changeset or sequences:
                 (fk,) = self.conn.execute("PRAGMA foreign_keys").fetchone()
-                images, self.changed_tables = merge.read_changeset(
+                images, rows, self.changed_tables = merge.read_changeset(
                     self._snapshot_conn, changeset, shapes
                 )
                 pending = merge.Pending(
@@ -152,6 +152,7 @@ class WriteTransaction:
                     foreign_keys=bool(fk),
                     sequences=sequences,
                     pages=self._page_check(),
+                    rows=rows,
                 )
                 if self.rebase.pending:
                     pending.rebase = self.rebase.result(set(self.changed_tables), self._info_for)
