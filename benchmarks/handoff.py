@@ -1,0 +1,171 @@
+"""Think-0 ceiling: how fast can processes commit one-row transactions, by how they take turns?
+
+Raw APSW, no DB-API layer, so this bounds what any design built on these choices can reach:
+
+- busy:    stock SQLite, waiters in SQLite's sleeping busy handler (unfair: the holder runs on)
+- fair:    waiters block on a kernel byte lock (OFD fcntl), as sqlite_concurrent's merge lock does
+- combine: fair, and the lock holder also commits the rows that waiting processes published in a
+           shared file (flat combining), then writes each its new rowid
+
+Each with ``--marker``: every transaction also inserts a commit-marker row, as ours does.
+
+Usage: python benchmarks/handoff.py [--writers 8] [--duration 3] [--marker]
+"""
+
+from __future__ import annotations
+
+import argparse
+import fcntl
+import multiprocessing as mp
+import os
+import sqlite3
+import struct
+import sys
+import tempfile
+import time
+
+_SLOT = 64  # bytes per writer in the request file
+_HEADER = struct.Struct("=QQq")  # requests made, requests done, last rowid
+_REQUEST = struct.Struct("=qq")  # writer, seq
+_BYTE = 1 << 40
+
+
+def _flock(kind: int) -> bytes:
+    return struct.pack("hhqqi4x", kind, os.SEEK_SET, _BYTE, 1, 0)
+
+
+def _writer(mode, path, writers, index, duration, marker, start, out):
+    import apsw
+
+    conn = apsw.Connection(path)
+    conn.set_busy_timeout(60_000)
+    conn.execute("PRAGMA synchronous=NORMAL")
+    lock = os.open(path + "-handoff-lock", os.O_RDWR | os.O_CREAT, 0o644)
+    box = os.open(path + "-handoff-box", os.O_RDWR)
+    exclusive, unlock = _flock(fcntl.F_WRLCK), _flock(fcntl.F_UNLCK)
+    setlk, setlkw = getattr(fcntl, "F_OFD_SETLK", 37), getattr(fcntl, "F_OFD_SETLKW", 38)
+    n = carried = holds = requests = 0
+
+    def insert(writer: int, seq: int) -> None:
+        conn.execute("INSERT INTO events(writer, seq) VALUES (?, ?)", (writer, seq))
+        if marker:
+            conn.execute("INSERT INTO markers(at) VALUES (NULL)")
+
+    def hold(own: tuple[int, int]) -> None:
+        nonlocal carried, holds
+        holds += 1
+        conn.execute("BEGIN IMMEDIATE")
+        insert(*own)
+        done = []
+        if mode == "combine":
+            board = os.pread(box, _SLOT * writers, 0)
+            for other in range(writers):
+                made, finished, _ = _HEADER.unpack_from(board, other * _SLOT)
+                if other != index and made > finished:
+                    insert(*_REQUEST.unpack_from(board, other * _SLOT + _HEADER.size))
+                    done.append((other, made, conn.last_insert_rowid()))
+        conn.execute("COMMIT")
+        for other, made, rowid in done:
+            os.pwrite(box, _HEADER.pack(made, made, rowid), other * _SLOT)
+        carried += len(done)
+
+    start.wait()
+    end = time.monotonic() + duration
+    while time.monotonic() < end:
+        if mode == "busy":  # SQLite's busy handler does the waiting
+            if marker:
+                conn.execute("BEGIN IMMEDIATE")
+                insert(index, n)
+                conn.execute("COMMIT")
+            else:
+                insert(index, n)
+        else:
+            try:
+                fcntl.fcntl(lock, setlk, exclusive)
+                free = True
+            except OSError:
+                free = False
+            if free:
+                hold((index, n))
+            else:
+                if mode == "combine":
+                    requests += 1
+                    os.pwrite(
+                        box,
+                        _HEADER.pack(requests, requests - 1, 0) + _REQUEST.pack(index, n),
+                        index * _SLOT,
+                    )
+                fcntl.fcntl(lock, setlkw, exclusive)
+                if mode == "combine":
+                    _, finished, _ = _HEADER.unpack(os.pread(box, _HEADER.size, index * _SLOT))
+                    if finished < requests:  # nobody carried it: withdraw and commit it now
+                        os.pwrite(box, _HEADER.pack(requests, requests, 0), index * _SLOT)
+                        hold((index, n))
+                else:
+                    hold((index, n))
+            fcntl.fcntl(lock, setlk, unlock)
+        n += 1
+    conn.close()
+    out.put((n, carried, holds))
+
+
+def run(mode: str, writers: int, duration: float, marker: bool) -> dict[str, float]:
+    ctx = mp.get_context("spawn")
+    with tempfile.TemporaryDirectory() as d:
+        path = os.path.join(d, "handoff.db")
+        setup = sqlite3.connect(path)
+        setup.execute("PRAGMA journal_mode=WAL")
+        setup.execute("CREATE TABLE events(id INTEGER PRIMARY KEY, writer INT, seq INT)")
+        setup.execute("CREATE TABLE markers(id INTEGER PRIMARY KEY, at)")
+        setup.commit()
+        setup.close()
+        with open(path + "-handoff-box", "wb") as f:
+            f.write(bytes(_SLOT * writers))
+        start, out = ctx.Event(), ctx.Queue()
+        procs = [
+            ctx.Process(target=_writer, args=(mode, path, writers, i, duration, marker, start, out))
+            for i in range(writers)
+        ]
+        for p in procs:
+            p.start()
+        start.set()
+        results = [out.get(timeout=duration + 60) for _ in procs]
+        for p in procs:
+            p.join(30)
+        check = sqlite3.connect(path)
+        (rows,) = check.execute("SELECT count(*) FROM events").fetchone()
+        check.close()
+    commits = sum(r[0] for r in results)
+    holds = sum(r[2] for r in results)
+    return {
+        "per_s": commits / duration,
+        "rows_ok": rows == commits,
+        "carried": sum(r[1] for r in results) / max(commits, 1),
+        "batch": commits / holds if holds else 1.0,
+        "fewest": min(r[0] for r in results),
+        "most": max(r[0] for r in results),
+    }
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--writers", type=int, default=8)
+    ap.add_argument("--duration", type=float, default=3.0)
+    ap.add_argument("--marker", action="store_true", help="also insert a commit-marker row")
+    args = ap.parse_args()
+    print("| mode | marker | commits/s | carried by another | rows per commit | fewest/most |")
+    print("|---|---|---|---|---|---|")
+    ok = True
+    for mode in ("busy", "fair", "combine"):
+        r = run(mode, args.writers, args.duration, args.marker)
+        ok &= bool(r["rows_ok"])
+        batch = f"{r['batch']:.2f}" if mode != "busy" else "1"
+        print(
+            f"| {mode} | {'yes' if args.marker else 'no'} | {r['per_s']:,.0f} | "
+            f"{100 * r['carried']:.1f}% | {batch} | {r['fewest']:,} / {r['most']:,} |"
+        )
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
