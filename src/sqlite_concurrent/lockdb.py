@@ -179,7 +179,7 @@ class LockDB(Grants):
         # The lock database's WAL index, read directly to tell whether anything changed (see
         # ``quiet``).  Refreshed now that our connection is open: -shm cannot be deleted and
         # recreated under an open connection, but may have been before it opened.
-        self._index = snapshot._Files.for_path(self.path)
+        self._index = snapshot.WalFiles.for_path(self.path)
         self._index.refresh()
         self._quiet_at: bytes | None = None
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import struct
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,6 +19,7 @@ import apsw
 from . import crashpoints, journal, oslock, replay, snapshot
 from .errors import ConflictError, OperationalError
 from .grants import COMMITTED, CONFLICTED
+from .replay import quote
 
 MARKER_TABLE = "_sqlite_concurrent_commits"
 
@@ -50,10 +51,6 @@ _APPLY_FLAGS = apsw.SQLITE_CHANGESETAPPLY_FKNOACTION
 
 def merge_lock(locks_path: str) -> oslock.ByteLock:
     return oslock.ByteLock(locks_path, oslock.MERGE)
-
-
-def quote(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
 
 
 def conflict(table: str | None, key: tuple[Any, ...] | None, kind: str) -> ConflictError:
@@ -96,30 +93,8 @@ def row_digest(row: tuple[Any, ...] | None) -> bytes:
     return hashlib.blake2b(repr(row).encode("utf-8", "surrogatepass"), digest_size=16).digest()
 
 
-class _TableShape:
-    """How to fetch a table's changeset columns, by primary key, with a plain SELECT."""
-
-    def __init__(self, conn: apsw.Connection, table: str, column_count: int, pk: Sequence[int]):
-        cols = [
-            r[1]
-            for r in conn.execute(f"PRAGMA main.table_xinfo({quote(table)})")
-            if r[6] == 0  # hidden 0: ordinary column; generated columns are not in changesets
-        ]
-        self.by_rowid = column_count == len(cols) + 1
-        if self.by_rowid:
-            cols = ["_rowid_", *cols]
-        self.usable = len(cols) == column_count
-        self.columns = cols
-        self.pk = list(pk)
-        select = ", ".join(quote(c) if c != "_rowid_" else c for c in cols)
-        where = " AND ".join(
-            (quote(cols[i]) if cols[i] != "_rowid_" else "_rowid_") + " IS ?" for i in self.pk
-        )
-        self.sql = f"SELECT {select} FROM main.{quote(table)} WHERE {where}"
-
-
 def read_changeset(
-    snapshot_conn: apsw.Connection, changeset: bytes, shapes: dict[Any, _TableShape]
+    snapshot_conn: apsw.Connection, changeset: bytes, shapes: dict[Any, replay.TableShape]
 ) -> tuple[list[RowImages] | None, SnapshotRows | None, frozenset[str]]:
     """One pass over a changeset: the whole rows, as of the snapshot, of every row it updates,
     and the tables it changes.
@@ -140,7 +115,7 @@ def read_changeset(
         shape_key = (change.name, change.column_count, tuple(key_cols))
         shape = shapes.get(shape_key)
         if shape is None:
-            shape = shapes[shape_key] = _TableShape(
+            shape = shapes[shape_key] = replay.TableShape(
                 snapshot_conn, change.name, change.column_count, key_cols
             )
         if not shape.usable:
@@ -414,11 +389,11 @@ def _insert_afresh(
     conn: apsw.Connection, held: list[tuple[str, int, tuple[Any, ...], int, tuple[int, ...]]]
 ) -> None:
     """Insert held rows without their rowid, in their original order, so SQLite picks one."""
-    shapes: dict[tuple[str, int], _TableShape] = {}
+    shapes: dict[tuple[str, int], replay.TableShape] = {}
     for table, _, new, count, pk in sorted(held, key=lambda h: (h[0], h[1])):
         shape = shapes.get((table, count))
         if shape is None:
-            shape = shapes[(table, count)] = _TableShape(conn, table, count, pk)
+            shape = shapes[(table, count)] = replay.TableShape(conn, table, count, pk)
         cols = [c for i, c in enumerate(shape.columns) if i not in pk]
         values = [v for i, v in enumerate(new) if i not in pk]
         sql = (

@@ -1,5 +1,6 @@
 """Applying a small changeset as plain statements, where that means what ``Changeset.apply``
-means (DESIGN 8).
+means (DESIGN 8); and how a changeset numbers a table's columns (``TableShape``, with which the
+merge also reads the snapshot rows a transaction updates).
 
 Measured (SQLite 3.54): ``Changeset.apply`` of a one-row changeset costs 26-60 us, because the
 session module prepares its statements afresh on every call, and it makes the next statement on
@@ -20,7 +21,7 @@ missing ``notfound``; an INSERT whose key exists is ``conflict``; other constrai
 from __future__ import annotations
 
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
 import apsw
@@ -32,44 +33,54 @@ SMALL = 8192  # changeset bytes up to which statements beat the session's apply
 _NO_CHANGE = apsw.no_change
 
 
-def _quote(name: str) -> str:
+def quote(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
-class _Table:
-    """One table's columns as a changeset numbers them, and its statements."""
+class TableShape:
+    """A table's columns as a changeset numbers them, and a SELECT of them by primary key."""
 
-    def __init__(self, conn: apsw.Connection, name: str, column_count: int, pk: list[int]):
-        self.name = name
+    def __init__(self, conn: apsw.Connection, table: str, column_count: int, pk: Sequence[int]):
         cols = [
             r[1]
-            for r in conn.execute(f"PRAGMA main.table_xinfo({_quote(name)})")
-            if r[6] == 0  # generated columns are not in changesets
+            for r in conn.execute(f"PRAGMA main.table_xinfo({quote(table)})")
+            if r[6] == 0  # hidden 0: ordinary column; generated columns are not in changesets
         ]
-        if column_count == len(cols) + 1:  # no declared primary key: recorded by rowid
+        self.by_rowid = column_count == len(cols) + 1  # no declared primary key
+        if self.by_rowid:
             cols = ["_rowid_", *cols]
         self.usable = len(cols) == column_count
-        self.columns = [c if c == "_rowid_" else _quote(c) for c in cols]
-        self.pk = pk
-        self.target = f"main.{_quote(name)}"
-        where_pk = " AND ".join(f"{self.columns[i]} IS ?" for i in pk)
-        self.exists = f"SELECT 1 FROM {self.target} WHERE {where_pk}"
+        self.columns = cols
+        self.pk = list(pk)
+        self.quoted = [c if c == "_rowid_" else quote(c) for c in cols]
+        self.target = f"main.{quote(table)}"
+        self.where_key = " AND ".join(f"{self.quoted[i]} IS ?" for i in self.pk)
+        self.sql = f"SELECT {', '.join(self.quoted)} FROM {self.target} WHERE {self.where_key}"
+
+
+class _Table(TableShape):
+    """A table's shape and the statements that apply changes to it."""
+
+    def __init__(self, conn: apsw.Connection, name: str, column_count: int, pk: list[int]):
+        super().__init__(conn, name, column_count, pk)
+        self.name = name
+        self.exists = f"SELECT 1 FROM {self.target} WHERE {self.where_key}"
         self.insert = (
-            f"INSERT INTO {self.target}({', '.join(self.columns)}) "
-            f"VALUES ({', '.join('?' * len(self.columns))})"
+            f"INSERT INTO {self.target}({', '.join(self.quoted)}) "
+            f"VALUES ({', '.join('?' * len(self.quoted))})"
         )
         self.delete = f"DELETE FROM {self.target} WHERE " + " AND ".join(
-            f"{c} IS ?" for c in self.columns
+            f"{c} IS ?" for c in self.quoted
         )
-        self.rest = [i for i in range(len(self.columns)) if i not in pk]
+        self.rest = [i for i in range(len(self.quoted)) if i not in pk]
         self._updates: dict[tuple[tuple[int, ...], bool], str] = {}
 
     def update(self, changed: tuple[int, ...]) -> str:
         """Matching the session's apply: the key, and the changed columns' old values."""
         sql = self._updates.get((changed, False))
         if sql is None:
-            sets = ", ".join(f"{self.columns[i]} = ?" for i in changed)
-            where = " AND ".join(f"{self.columns[i]} IS ?" for i in (*self.pk, *changed))
+            sets = ", ".join(f"{self.quoted[i]} = ?" for i in changed)
+            where = " AND ".join(f"{self.quoted[i]} IS ?" for i in (*self.pk, *changed))
             sql = f"UPDATE {self.target} SET {sets} WHERE {where}"
             self._updates[(changed, False)] = sql
         return sql
@@ -80,10 +91,10 @@ class _Table:
         collation, as a NOCASE column changed from 'a' to 'A' was changed."""
         sql = self._updates.get((changed, True))
         if sql is None:
-            sets = ", ".join(f"{self.columns[i]} = ?" for i in changed)
+            sets = ", ".join(f"{self.quoted[i]} = ?" for i in changed)
             where = " AND ".join(
-                [f"{self.columns[i]} IS ?" for i in self.pk]
-                + [f"{self.columns[i]} IS ? COLLATE BINARY" for i in self.rest]
+                [f"{self.quoted[i]} IS ?" for i in self.pk]
+                + [f"{self.quoted[i]} IS ? COLLATE BINARY" for i in self.rest]
             )
             sql = f"UPDATE {self.target} SET {sets} WHERE {where}"
             self._updates[(changed, True)] = sql

@@ -80,10 +80,10 @@ def read_wal_header(shm_fd: int) -> WalHeader | None:
     return WalHeader(first, f[2], page_size, f[6], f[7], (f[10], f[11]), backfilled)
 
 
-class _Files:
+class WalFiles:
     """Per-process descriptors on the database, ``-wal`` and ``-shm``; never closed."""
 
-    _by_key: ClassVar[dict[tuple[int, str], _Files]] = {}
+    _by_key: ClassVar[dict[tuple[int, str], WalFiles]] = {}
     _lock = threading.Lock()
 
     def __init__(self, path: str) -> None:
@@ -96,7 +96,7 @@ class _Files:
         self.retired: list[int] = []
 
     @classmethod
-    def for_path(cls, path: str) -> _Files:
+    def for_path(cls, path: str) -> WalFiles:
         key = (os.getpid(), path)
         files = cls._by_key.get(key)
         if files is None:
@@ -167,7 +167,7 @@ def pages_changed_since(path: str, since: WalHeader) -> set[int] | None:
 
     Call with the database's write lock held, so the header cannot move.
     """
-    files = _Files.for_path(path)
+    files = WalFiles.for_path(path)
     for _ in range(1000):
         now = read_wal_header(files.shm)
         if now is not None:
@@ -201,7 +201,7 @@ class Snapshot:
     def __init__(self, path: str, reader: apsw.Connection, max_retries: int = 1000) -> None:
         self.path = path
         self._reader = reader
-        self._files = _Files.for_path(path)
+        self._files = WalFiles.for_path(path)
         self.header: WalHeader | None = None
         self._pin(max_retries)
 
