@@ -394,12 +394,9 @@ def _insert_afresh(
         shape = shapes.get((table, count))
         if shape is None:
             shape = shapes[(table, count)] = replay.TableShape(conn, table, count, pk)
-        cols = [c for i, c in enumerate(shape.columns) if i not in pk]
+        cols = [c for i, c in enumerate(shape.quoted) if i not in pk]
         values = [v for i, v in enumerate(new) if i not in pk]
-        sql = (
-            f"INSERT INTO main.{quote(table)}({', '.join(quote(c) for c in cols)}) "
-            f"VALUES ({', '.join('?' * len(cols))})"
-        )
+        sql = f"INSERT INTO {shape.target}({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))})"
         try:
             conn.execute(sql, values)
         except apsw.ConstraintError as e:

@@ -46,11 +46,10 @@ class TableShape:
             for r in conn.execute(f"PRAGMA main.table_xinfo({quote(table)})")
             if r[6] == 0  # hidden 0: ordinary column; generated columns are not in changesets
         ]
-        self.by_rowid = column_count == len(cols) + 1  # no declared primary key
-        if self.by_rowid:
+        if column_count == len(cols) + 1:  # no declared primary key: recorded by rowid
             cols = ["_rowid_", *cols]
+        self.name = table
         self.usable = len(cols) == column_count
-        self.columns = cols
         self.pk = list(pk)
         self.quoted = [c if c == "_rowid_" else quote(c) for c in cols]
         self.target = f"main.{quote(table)}"
@@ -63,7 +62,6 @@ class _Table(TableShape):
 
     def __init__(self, conn: apsw.Connection, name: str, column_count: int, pk: list[int]):
         super().__init__(conn, name, column_count, pk)
-        self.name = name
         self.exists = f"SELECT 1 FROM {self.target} WHERE {self.where_key}"
         self.insert = (
             f"INSERT INTO {self.target}({', '.join(self.quoted)}) "
@@ -75,29 +73,24 @@ class _Table(TableShape):
         self.rest = [i for i in range(len(self.quoted)) if i not in pk]
         self._updates: dict[tuple[tuple[int, ...], bool], str] = {}
 
-    def update(self, changed: tuple[int, ...]) -> str:
-        """Matching the session's apply: the key, and the changed columns' old values."""
-        sql = self._updates.get((changed, False))
-        if sql is None:
-            sets = ", ".join(f"{self.quoted[i]} = ?" for i in changed)
-            where = " AND ".join(f"{self.quoted[i]} IS ?" for i in (*self.pk, *changed))
-            sql = f"UPDATE {self.target} SET {sets} WHERE {where}"
-            self._updates[(changed, False)] = sql
-        return sql
+    def update(self, changed: tuple[int, ...], whole: bool) -> str:
+        """Setting the ``changed`` columns where the row is as the transaction saw it.
 
-    def update_whole(self, changed: tuple[int, ...]) -> str:
-        """Matching the whole snapshot row.  Key columns compare as the key does (so the
-        primary key's index serves); the rest byte for byte, BINARY whatever the column's
-        collation, as a NOCASE column changed from 'a' to 'A' was changed."""
-        sql = self._updates.get((changed, True))
+        Not ``whole``, as the session's apply matches: the key and the changed columns' old
+        values.  ``whole``: the whole snapshot row, key columns as the key compares them (so the
+        primary key's index serves), the rest byte for byte, BINARY whatever the column's
+        collation, as a NOCASE column changed from 'a' to 'A' was changed.
+        """
+        sql = self._updates.get((changed, whole))
         if sql is None:
             sets = ", ".join(f"{self.quoted[i]} = ?" for i in changed)
-            where = " AND ".join(
-                [f"{self.quoted[i]} IS ?" for i in self.pk]
-                + [f"{self.quoted[i]} IS ? COLLATE BINARY" for i in self.rest]
-            )
-            sql = f"UPDATE {self.target} SET {sets} WHERE {where}"
-            self._updates[(changed, True)] = sql
+            where = [f"{self.quoted[i]} IS ?" for i in self.pk]
+            if whole:
+                where += [f"{self.quoted[i]} IS ? COLLATE BINARY" for i in self.rest]
+            else:
+                where += [f"{self.quoted[i]} IS ?" for i in changed]
+            sql = f"UPDATE {self.target} SET {sets} WHERE {' AND '.join(where)}"
+            self._updates[(changed, whole)] = sql
         return sql
 
 
@@ -241,14 +234,14 @@ def _apply_change(
             params = [new[i] for i in changed]
             if rows is None:
                 params.extend(old[i] for i in (*table.pk, *changed))
-                conn.execute(table.update(changed), params)
+                conn.execute(table.update(changed, False), params)
             else:
                 snapshot_row = rows.get(table.name, {}).get(key)
                 if snapshot_row is None:  # not read at the snapshot: nothing to compare with
                     raise conflict(table.name, key, "data")
                 params.extend(snapshot_row[i] for i in table.pk)
                 params.extend(snapshot_row[i] for i in table.rest)
-                conn.execute(table.update_whole(changed), params)
+                conn.execute(table.update(changed, True), params)
     except apsw.ConstraintError:
         return False
     if conn.changes() == 0:
