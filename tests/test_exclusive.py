@@ -11,6 +11,7 @@ import threading
 
 import pytest
 from conftest import hold_in_child, in_thread, integrity_ok, stock_apsw, wait_until
+from workers import wait_until_visible
 
 import sqlite_concurrent
 
@@ -245,6 +246,10 @@ def test_two_transactions_turning_exclusive_deadlock_and_the_younger_rolls_back(
 
     def work(conn, row, table):
         conn.execute("UPDATE t SET n = n + 1 WHERE id = ?", (row,))
+        # Each waits for the other only once the other is in the lock database, i.e. once its
+        # row lock is written (a moment after the statement); before, the first to turn
+        # exclusive would not wait, and the other's snapshot would simply be stale.
+        wait_until_visible(db, f"row:t:{row}")
         both_wrote.wait()
         conn.execute(f"CREATE TABLE {table}(x)")
         conn.commit()

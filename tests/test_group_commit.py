@@ -75,13 +75,14 @@ def _truncate_wal(path: str) -> None:
     conn.close()
 
 
-def _start(path, rows, group_commit=True, crash=None, table="t", level="row"):
+def _start(path, rows, group_commit=True, crash=None, table="t", level="row", delay=None):
     start, queue = SPAWN.Event(), SPAWN.Queue()
     if crash:
         os.environ[crashpoints.ENV] = crash
     try:
         proc = SPAWN.Process(
-            target=commit_rows, args=(start, queue, path, rows, group_commit, table, level)
+            target=commit_rows,
+            args=(start, queue, path, rows, group_commit, table, level, delay),
         )
         proc.start()
     finally:
@@ -100,7 +101,9 @@ def test_waiting_transactions_commit_together(db, group_commit):
     merge_lock = oslock.ByteLock(db + "-locks", oslock.MERGE)
     merge_lock.acquire()
     try:
-        writers = [_start(db, [i], group_commit) for i in range(4)]
+        # Row locks written at once: each transaction shows in the lock database from its
+        # statement on, even when it is never offered to others.
+        writers = [_start(db, [i], group_commit, delay=0) for i in range(4)]
         if group_commit:
             wait_until(lambda: _ready(db) == 4, "all four wait to commit")
         else:

@@ -15,6 +15,7 @@ from workers import (
     level_transfers,
     lock_two_tables,
     update_after_kill,
+    wait_until_visible,
 )
 
 import sqlite_concurrent
@@ -172,6 +173,7 @@ def test_row_waiter_conflicts_if_holder_commits_and_proceeds_if_it_rolls_back(
     )
     holder, waiter = _two(db_path)
     holder.execute("UPDATE t SET v = 1 WHERE id = 1")  # holds row:t:1
+    wait_until_visible(db_path, "row:t:1")  # written a moment after the statement
     outcome = {}
 
     def wait_for_row():

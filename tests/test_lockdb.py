@@ -7,6 +7,7 @@ import signal
 
 import pytest
 from conftest import SPAWN, stock_apsw
+from workers import wait_until_visible
 
 import sqlite_concurrent
 from sqlite_concurrent.lockdb import holder_alive, process_start_time
@@ -16,6 +17,7 @@ def _open_txn_and_wait(path, ready, queue):
     conn = sqlite_concurrent.connect(path)
     conn.execute("BEGIN")
     conn.execute("UPDATE t SET v = 1")
+    wait_until_visible(path)  # registered with its row lock, a moment after the statement
     queue.put(os.getpid())
     ready.set()
     # Killed with SIGKILL by the test while in this state.
@@ -36,7 +38,8 @@ def _locks(path):
 
 @pytest.mark.timeout(60)
 def test_holder_and_transaction_are_registered_and_removed(db_path):
-    conn = sqlite_concurrent.connect(db_path)
+    # Row locks written at once, so the transaction registers with its first statement.
+    conn = sqlite_concurrent.connect(db_path, row_lock_delay=0)
     conn.execute("CREATE TABLE t(id INTEGER PRIMARY KEY, v)")
     holders, txns = _locks(db_path)
     assert holders == [(os.getpid(), process_start_time(os.getpid()))]
@@ -74,10 +77,12 @@ def test_transaction_ids_never_repeat_even_if_the_lock_database_is_deleted(db_pa
             os.remove(db_path + suffix)
     conn = sqlite_concurrent.connect(db_path)
     conn.execute("INSERT INTO t VALUES (2, 2)")
-    txn_id = _locks(db_path)[1][0][0]
     conn.commit()
     conn.close()
-    assert txn_id > first[0]
+    (second,) = (
+        stock_apsw(db_path).execute("SELECT max(txn_id) FROM _sqlite_concurrent_commits").fetchone()
+    )
+    assert second > first[0]
 
 
 @pytest.mark.timeout(60)

@@ -178,6 +178,7 @@ def hold_locks_until_killed(start, path, ready):
     table_conn.execute("UPDATE a SET v = v + 1")
     row_conn.execute("BEGIN")
     row_conn.execute("UPDATE b SET v = v + 1 WHERE id = 1")
+    wait_until_visible(path, "row:b:1")
     ready.set()
     threading_event = __import__("threading").Event()
     threading_event.wait()
@@ -303,6 +304,26 @@ def transfers_signalling(start, path, level, seed, count, accounts, running):
     return count
 
 
+def wait_until_visible(path, resource="%", timeout=60.0):
+    """Until a lock of this process's on ``resource`` (a LIKE pattern) shows in the lock
+    database: a row-level transaction registers with its row locks, written a moment after its
+    statements (``row_lock_delay``).  Polls the file, so no timer races the publisher; the
+    timeout only bounds a broken run."""
+    import apsw
+
+    locks = apsw.Connection(path + "-locks", flags=apsw.SQLITE_OPEN_READONLY)
+    try:
+        deadline = time.monotonic() + timeout
+        sql = (
+            "SELECT 1 FROM transactions t JOIN locks l USING (txn_id) "
+            "WHERE t.pid = ? AND l.resource LIKE ?"
+        )
+        while not locks.execute(sql, (os.getpid(), resource)).fetchone():
+            assert time.monotonic() < deadline, "the transaction never showed in the lock database"
+    finally:
+        locks.close()
+
+
 @_report_errors
 def hold_transaction(start, path, statements, ready, proceed):
     """Runs ``statements`` in one transaction, sets ``ready``, and commits once ``proceed`` is
@@ -312,6 +333,7 @@ def hold_transaction(start, path, statements, ready, proceed):
     conn.execute("BEGIN")
     for sql in statements:
         conn.execute(sql)
+    wait_until_visible(path)
     ready.set()
     assert proceed.wait(60), "never told to proceed"
     conn.commit()
@@ -320,9 +342,12 @@ def hold_transaction(start, path, statements, ready, proceed):
 
 
 @_report_errors
-def commit_rows(start, path, rows, group_commit, table="t", level="row"):
+def commit_rows(start, path, rows, group_commit, table="t", level="row", row_lock_delay=None):
     """One transaction adding 1 to each of ``rows``; returns "ok" once commit() returned."""
-    conn = sqlite_concurrent.connect(path, timeout=60, group_commit=group_commit, lock_level=level)
+    extra = {} if row_lock_delay is None else {"row_lock_delay": row_lock_delay}
+    conn = sqlite_concurrent.connect(
+        path, timeout=60, group_commit=group_commit, lock_level=level, **extra
+    )
     start.wait()
     conn.execute("BEGIN")
     for row in rows:

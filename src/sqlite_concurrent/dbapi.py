@@ -34,6 +34,7 @@ from . import (
     journal,
     locks,
     merge,
+    publisher,
     rebase,
     statements,
     waits,
@@ -123,6 +124,7 @@ class Connection(Hooks):
         checkpoint_wait: float = DEFAULT_CHECKPOINT_WAIT,
         escalate_at: int = locks.DEFAULT_ESCALATE_AT,
         group_commit: bool | None = None,
+        row_lock_delay: float = locks.DEFAULT_ROW_LOCK_DELAY,
     ) -> None:
         if lock_level not in LOCK_LEVELS:
             raise ProgrammingError(
@@ -135,7 +137,11 @@ class Connection(Hooks):
             raise ProgrammingError("wal_limit must be > 0 and checkpoint_wait >= 0")
         if escalate_at < 1:
             raise ProgrammingError("escalate_at must be >= 1")
+        if not isinstance(row_lock_delay, (int, float)) or not 0 <= row_lock_delay <= 60:
+            raise ProgrammingError("row_lock_delay must be a number of seconds from 0 to 60")
         self._escalate_at = escalate_at
+        self._row_lock_delay = float(row_lock_delay)
+        self._publisher: publisher.Publisher | None = None
         self._group_commit = group_commit
         self._merger_fsyncs: bool | None = None  # synchronous FULL or EXTRA on the merger
         self.detect_types = int(detect_types)
@@ -259,6 +265,8 @@ class Connection(Hooks):
         with _holder_lock:
             reaped = self._lockdb.register_holder()
             _holder_refs[key] = _holder_refs.get(key, 0) + 1
+        self._publisher = publisher.for_db(self.path)
+        self._publisher.use()
         self._slot_id, self._slot = vfs().new_slot()
         self._journal = journal.Journal.for_db(self.path, self._lockdb.start_time)
         # Recovery on open (DESIGN 11): dead holders were reaped above; journals of processes
@@ -360,6 +368,8 @@ class Connection(Hooks):
                     del _holder_refs[key]
                     with contextlib.suppress(apsw.Error):
                         self._lockdb.unregister_holder()
+            if self._publisher is not None:
+                self._publisher.release()
             self._lockdb.close()
             self._journal.release()
             self._close_all()
@@ -433,6 +443,8 @@ class Connection(Hooks):
                     "level": self.lock_level,
                     "timeout": self.timeout,
                     "escalate_at": self._escalate_at,
+                    "row_lock_delay": self._row_lock_delay,
+                    "publisher": self._publisher,
                     "reader": self._reader,
                     "snapshot_reader": self._snapshot_conn,
                 },
@@ -480,6 +492,9 @@ class Connection(Hooks):
         try:
             pending = txn.prepare(self._table_shapes)
             if pending is not None:
+                group = self._groups()
+                if group:  # other mergers find it in the lock database
+                    txn.ensure_registered()
                 crashpoints.reach("commit.prepared")
                 merge.commit(
                     self._merger,
@@ -487,7 +502,7 @@ class Connection(Hooks):
                     self._lockdb,
                     self._journal,
                     pending,
-                    group=self._groups(),
+                    group=group,
                 )
                 committed = True
         except apsw.Error as e:
@@ -531,6 +546,7 @@ class Connection(Hooks):
         txn = self._txn
         assert txn is not None and self._exclusive is None
         try:
+            txn.ensure_registered()
             exclusive.wait_for_db(self._lockdb, txn.txn_id, self.timeout)
         except ConflictError:  # a deadlock victim: doomed, so free its locks for the others
             self._rollback_txn()
@@ -1208,6 +1224,7 @@ def connect(
     checkpoint_wait: float = DEFAULT_CHECKPOINT_WAIT,
     escalate_at: int = locks.DEFAULT_ESCALATE_AT,
     group_commit: bool | None = None,
+    row_lock_delay: float = locks.DEFAULT_ROW_LOCK_DELAY,
 ) -> Connection:
     """Open ``database`` for concurrent writers; the arguments are the stdlib's, plus ours.
 
@@ -1228,6 +1245,10 @@ def connect(
     :param group_commit: the process that merges applies every transaction waiting to commit
         in one SQLite transaction, sharing its fsync.  ``None`` (default): when commits fsync
         (``synchronous`` FULL or EXTRA); at NORMAL a WAL commit costs less than the grouping.
+    :param row_lock_delay: seconds after a statement at which its row locks are written to the
+        lock database, where other writers of those rows see them and wait, unless the
+        transaction has committed or rolled back by then (the merge checks every row either
+        way).  ``0`` writes them at once, at a cost on every statement.
     :raises OperationalError: the file cannot be opened or switched to WAL mode.
     """
     cls = factory if factory is not None else Connection
@@ -1246,6 +1267,7 @@ def connect(
         checkpoint_wait=checkpoint_wait,
         escalate_at=escalate_at,
         group_commit=group_commit,
+        row_lock_delay=row_lock_delay,
     )
 
 

@@ -83,6 +83,13 @@ ON CONFLICT(resource, txn_id) DO UPDATE SET mode = 'X'
 """
 
 
+# A transaction registers late (with its first written lock), under an id it reserved.
+_REGISTER = (
+    "INSERT OR IGNORE INTO transactions(txn_id, pid, lock_level, state, began_at) "
+    f"VALUES (?, ?, ?, '{ACTIVE}', ?)"
+)
+
+
 @dataclass(frozen=True)
 class Blocker:
     """A transaction standing between a request and its grant."""
@@ -145,6 +152,8 @@ class Grants:
 
     conn: apsw.Connection
     _guard: Any
+    pid: int
+    quiet: Any
 
     @staticmethod
     def _others_waiting(c: apsw.Connection, txn_id: int) -> list[int]:
@@ -167,19 +176,31 @@ class Grants:
             return ("", prefix, prefix[:-1] + ";")
         return ("", "", "")
 
-    def fast_grant(self, txn_id: int, requests: list[tuple[str, str]]) -> int:
-        """Grant requests in order while nothing conflicts; returns how many were granted."""
+    def fast_grant(
+        self,
+        txn_id: int,
+        requests: list[tuple[str, str]],
+        *,
+        register: tuple[str, float] | None = None,
+    ) -> int:
+        """Grant requests in order while nothing conflicts; returns how many were granted.
+
+        ``register``: (lock level, began at) of a transaction not yet in the lock database; it
+        is registered in the same write, whatever is granted.
+        """
         c = self.conn
         now = time.time()
         granted = 0
         self._guard.acquire()
         try:
-            if len(requests) == 1:  # autocommit: one statement, no BEGIN/COMMIT round trips
+            if len(requests) == 1 and register is None:  # one statement, no BEGIN/COMMIT
                 resource, mode = requests[0]
                 self._grant_one(resource, txn_id, mode, now)
                 return c.changes()
             c.execute("BEGIN IMMEDIATE")
             try:
+                if register is not None:
+                    self._cursor().execute(_REGISTER, (txn_id, self.pid, *register))
                 for resource, mode in requests:
                     self._grant_one(resource, txn_id, mode, now)
                     if not c.changes():
@@ -190,6 +211,32 @@ class Grants:
                 raise
             c.execute("COMMIT")
             return granted
+        finally:
+            self._guard.release()
+
+    def claimed_by_others(self, txn_id: int, requests: list[tuple[str, str]]) -> bool:
+        """Whether another transaction holds or awaits one of these row locks (or holds its
+        table's lock): a read, where granting them would be a write."""
+        if self.quiet():
+            return False
+        rows = [r for r, _ in requests]
+        held = [*rows, *{"table:" + _table_of_row(r) for r in rows}]
+        return (
+            self.conn.execute(
+                f"SELECT 1 FROM locks WHERE resource IN ({','.join('?' * len(held))}) "
+                "AND txn_id != ? UNION ALL SELECT 1 FROM waiters "
+                f"WHERE resource IN ({','.join('?' * len(rows))}) AND txn_id != ? LIMIT 1",
+                [*held, txn_id, *rows, txn_id],
+            ).fetchone()
+            is not None
+        )
+
+    def register(self, txn_id: int, lock_level: str, began_at: float) -> None:
+        """Register a transaction that began under a reserved id, before it waits for
+        anything."""
+        self._guard.acquire()
+        try:
+            self._cursor().execute(_REGISTER, (txn_id, self.pid, lock_level, began_at))
         finally:
             self._guard.release()
 
@@ -330,7 +377,16 @@ class Grants:
         cycle = _find_cycle(graph, txn_id)
         if not cycle:
             return []
-        victim = max(cycle)  # ids only grow: the largest began last
+        # The youngest: ids are reserved in batches per process, so they do not say which
+        # began last; the time each began does.
+        began = dict(
+            c.execute(
+                "SELECT txn_id, began_at FROM transactions "
+                f"WHERE txn_id IN ({','.join('?' * len(cycle))})",
+                cycle,
+            )
+        )
+        victim = max(cycle, key=lambda t: (began.get(t, 0.0), t))
         if victim == txn_id:
             c.execute("DELETE FROM waiters WHERE txn_id=?", (txn_id,))
             raise Victim(cycle, resource, self._others_waiting(c, txn_id))

@@ -182,6 +182,7 @@ class LockDB(Grants):
         self._index = snapshot.WalFiles.for_path(self.path)
         self._index.refresh()
         self._quiet_at: bytes | None = None
+        self._ids: Iterator[int] = iter(())
 
     @contextlib.contextmanager
     def _write(self) -> Iterator[None]:
@@ -302,6 +303,27 @@ class LockDB(Grants):
         finally:
             self._guard.release()
         return txn_id, bool(gated)
+
+    def next_id(self) -> int:
+        """An id for a transaction that registers later, if at all (see :mod:`.publisher`):
+        reserved 64 at a time, so a begin writes nothing."""
+        txn_id = next(self._ids, None)
+        if txn_id is None:
+            self._ids = iter(self.reserve_ids(64))
+            txn_id = next(self._ids)
+        return txn_id
+
+    def exclusive_queued(self) -> bool:
+        """Whether an exclusive operation holds or waits for the ``db`` lock (DESIGN 10)."""
+        if self.quiet():
+            return False
+        return (
+            self.conn.execute(
+                "SELECT 1 FROM waiters WHERE resource = 'db' AND mode = 'X' "
+                "UNION ALL SELECT 1 FROM locks WHERE resource = 'db' AND mode = 'X' LIMIT 1"
+            ).fetchone()
+            is not None
+        )
 
     def end(self, txn_id: int, changed_tables: frozenset[str] = frozenset()) -> list[int]:
         """Forget a finished transaction, release everything it held, and bump the version of

@@ -5,12 +5,16 @@
   end of the transaction.  APSW's statement cache skips the authorizer for cached statements, so
   each statement's table set is cached here by SQL text and schema version.
 - ``row``: after each statement, the rows it wrote (update hook) are X-locked; past
-  ``escalate_at`` rows of one table the whole table is X-locked instead.
+  ``escalate_at`` rows of one table the whole table is X-locked instead.  Row locks are written
+  to the lock database ``row_lock_delay`` seconds after the statement (by :mod:`.publisher`),
+  unless the transaction has finished by then; a transaction registers there with its first
+  written lock.
 - ``page``: no locks; the read set is validated at merge.
 """
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -25,6 +29,9 @@ from .rebase import LAST_INSERT_ROWID
 
 LEVELS = ("table", "page", "row")
 DEFAULT_ESCALATE_AT = 1000
+# Long enough that a transaction whose statements and commit follow each other never writes
+# its row locks; short against any wait a user would notice.
+DEFAULT_ROW_LOCK_DELAY = 0.002
 
 
 class Restart(Exception):  # noqa: N818 - a signal, not an error
@@ -73,6 +80,10 @@ class Locking:
         reader: apsw.Connection,
         snapshot_reader: apsw.Connection,
         immediate: bool = False,
+        registered: bool = True,
+        began_at: float = 0.0,
+        row_lock_delay: float = 0.0,
+        publisher: Any = None,
     ) -> None:
         self.level = level
         # BEGIN IMMEDIATE/EXCLUSIVE: lock tables for writing from the first read on, as SQLite
@@ -92,6 +103,17 @@ class Locking:
         self.escalated: set[str] = set()
         self.escalating: set[str] = set()  # past escalate_at in the running statement
         self._written: dict[str, int] = {}
+        # Deferred row locks (see :mod:`.publisher`).  ``_mutex`` orders this transaction's
+        # thread and the publisher's; nobody holds it while waiting for a lock.
+        self.registered = registered
+        self.began_at = began_at
+        self._delay = row_lock_delay
+        self._publisher = publisher if row_lock_delay > 0 else None
+        self._mutex = threading.Lock()
+        self._pending: list[tuple[str, str]] = []
+        self._scheduled = False
+        self._contended = False  # the publisher could not grant them: we wait ourselves
+        self._closed = False
 
     # -- table level ---------------------------------------------------------------------
 
@@ -171,11 +193,79 @@ class Locking:
             requests.extend((f"row:{table}:{rowid}", "X") for rowid in new)
         if not requests:
             return
-        waited = waits.acquire(self.lockdb, self.txn_id, requests, self.timeout)
+        # Ours from now on, whether written yet or not (escalation counts them).
         for table, new in new_rows.items():
             self.held_rows.setdefault(table, set()).update(new)
+        # A lock someone else has written makes this statement wait, as at once; what nobody
+        # has claimed yet is written later.
+        if (
+            self._publisher is None
+            or self._contended
+            or any(not r.startswith("row:") for r, _ in requests)  # escalation
+            or self.lockdb.claimed_by_others(self.txn_id, requests)
+        ):
+            self.acquire_pending(requests)
+            return
+        with self._mutex:
+            self._pending.extend(requests)
+            schedule, self._scheduled = not self._scheduled, True
+        if schedule:
+            self._publisher.schedule(self, self._delay)
+
+    def _registration(self) -> tuple[str, float] | None:
+        """What registering this transaction needs, the first time; ``None`` after.  Marked
+        registered before the write is tried, so that ``close`` never skips an end write."""
+        if self.registered:
+            return None
+        self.registered = True
+        return (self.level, self.began_at)
+
+    def acquire_pending(self, requests: list[tuple[str, str]] | None = None) -> None:
+        """Write every deferred lock (and ``requests``) now, waiting for them as long as
+        ``timeout``: before this transaction waits for anything, the others must be able to
+        see what it holds."""
+        with self._mutex:
+            wanted = self._pending + (requests or [])
+            self._pending = []
+            self._contended = False
+            register = self._registration()
+        if not wanted:
+            if register is not None:
+                self.lockdb.register(self.txn_id, *register)
+            return
+        waited = waits.acquire(self.lockdb, self.txn_id, wanted, self.timeout, register=register)
         if waited:
             self._check_rows_after_wait(waited)
+
+    def publish(self, lockdb: LockDB) -> None:
+        """From the publisher's thread, on its own lock-database connection: grant what was
+        deferred, unless the transaction finished first.  Never waits: what cannot be granted
+        is left for this transaction's own thread."""
+        with self._mutex:
+            self._scheduled = False
+            if self._closed or self._contended or not self._pending:
+                return
+            wanted, self._pending = self._pending, []
+            register = self._registration()
+            try:
+                granted = lockdb.fast_grant(self.txn_id, wanted, register=register)
+            except BaseException:
+                self._pending = wanted + self._pending
+                self._contended = True
+                raise
+            if granted < len(wanted):
+                self._pending = wanted[granted:] + self._pending
+                self._contended = True
+
+    def close(self) -> bool:
+        """The transaction is committing or rolling back: nothing more is published.
+
+        :returns: whether it is registered in the lock database (so its end must be written).
+        """
+        with self._mutex:
+            self._closed = True
+            self._pending = []
+            return self.registered
 
     def _check_rows_after_wait(self, waited: list[Blocker]) -> None:
         """A holder we waited for has finished.  If it committed a change to a row we wrote,

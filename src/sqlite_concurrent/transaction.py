@@ -1,6 +1,7 @@
 """The life of one write transaction (DESIGN section 3).
 
-Begin: register in the lock database, start the transaction connection and a session.  The
+Begin: register in the lock database (a row-level transaction registers later, with its first
+written lock: see :mod:`.publisher`), start the transaction connection and a session.  The
 snapshot is pinned just before the first statement (as late as possible: fewer conflicts, shorter
 WAL pins).  Commit: take the changeset, roll the transaction connection back (its dirty pages are
 never needed), then merge the changeset into the real database.
@@ -9,6 +10,7 @@ never needed), then merge the changeset into the real database.
 from __future__ import annotations
 
 import contextlib
+import time
 from typing import Any
 
 import apsw
@@ -40,11 +42,25 @@ class WriteTransaction:
         self._journal = journal
         self.path = path
         self.lockdb = lockdb
-        self.txn_id, gated = lockdb.begin(locking["level"])
+        self.level: str = locking["level"]
+        began_at = time.time()
+        # A row-level transaction waits for nothing until it writes, so it registers then;
+        # unless an exclusive operation is queued, which it must queue behind (DESIGN 10).
+        registered = self.level != "row" or lockdb.exclusive_queued()
+        if registered:
+            self.txn_id, gated = lockdb.begin(self.level)
+        else:
+            self.txn_id, gated = lockdb.next_id(), False
         crashpoints.reach("begin.registered")
         waits.owned_by_this_thread(self.txn_id)
-        self.level: str = locking["level"]
-        self.locking = Locking(lockdb=lockdb, txn_id=self.txn_id, immediate=immediate, **locking)
+        self.locking = Locking(
+            lockdb=lockdb,
+            txn_id=self.txn_id,
+            immediate=immediate,
+            registered=registered,
+            began_at=began_at,
+            **locking,
+        )
         self._snapshot_conn = snapshot_conn
         self._slot = slot
         self._snapshot_gate = snapshot_gate
@@ -130,6 +146,7 @@ class WriteTransaction:
         Returns ``None`` when it wrote nothing.
         """
         assert self.session is not None
+        self.locking.close()  # what was not published by now never will be: the merge decides
         changeset = self.session.changeset()
         self.session.close()
         self.session = None
@@ -188,15 +205,25 @@ class WriteTransaction:
             self.snapshot.release()
             self.snapshot = None
 
+    def ensure_registered(self) -> None:
+        """In the lock database, before it waits for anything or is offered to other mergers."""
+        self.locking.acquire_pending()
+
     def _finish(self) -> None:
         try:
             with contextlib.suppress(apsw.Error):
                 self._release_private()
         finally:
             waits.forget(self.txn_id)
+            registered = self.locking.close()
             if self.changed_tables:
                 crashpoints.reach("ack.before_release")
-            waits.wake(self.lockdb, self.lockdb.end(self.txn_id, self.changed_tables))
+            if registered:
+                waits.wake(self.lockdb, self.lockdb.end(self.txn_id, self.changed_tables))
+            else:
+                # Nothing to release, nobody waiting for it; a live table-level transaction
+                # still needs to know what changed.
+                self.lockdb.bump_versions_if_table_level(set(self.changed_tables))
             if self.changed_tables:
                 crashpoints.reach("ack.after_release")
 

@@ -71,15 +71,23 @@ def _pidfds(blockers: list[Blocker]) -> tuple[list[int], bool]:
 
 
 def acquire(
-    lockdb: LockDB, txn_id: int, requests: list[tuple[str, str]], timeout: float
+    lockdb: LockDB,
+    txn_id: int,
+    requests: list[tuple[str, str]],
+    timeout: float,
+    *,
+    register: tuple[str, float] | None = None,
 ) -> list[Blocker]:
     """Hold every ``(resource, mode)`` of ``requests``, waiting as long as ``timeout``.
+
+    ``register``: (lock level, began at) of a transaction not yet in the lock database, which
+    is registered in the same write as its first grants.
 
     :returns: the blockers that were waited for (empty if granted at once).
     :raises DeadlockError: this transaction was picked to break a wait-for cycle.
     :raises LockTimeoutError: still blocked after ``timeout`` seconds.
     """
-    granted = lockdb.fast_grant(txn_id, requests)
+    granted = lockdb.fast_grant(txn_id, requests, register=register)
     if granted == len(requests):
         return []
     requests = requests[granted:]
