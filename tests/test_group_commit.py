@@ -75,6 +75,30 @@ def _truncate_wal(path: str) -> None:
     conn.close()
 
 
+def _stopped(pid: int) -> bool:
+    with open(f"/proc/{pid}/stat") as f:
+        return f.read().rpartition(")")[2].split()[0] == "T"
+
+
+def _stop_outside_guard(path: str, procs) -> None:
+    """SIGSTOP ``procs`` at a moment none of them holds the lock database's write guard.
+
+    A process can be seen ready to commit a moment before its write releases the guard, and one
+    stopped inside it would block every other process's lock-database write until it resumed.
+    """
+    guard = oslock.ByteLock(path + "-locks", oslock.LOCKDB)
+    while True:
+        for proc in procs:
+            os.kill(proc.pid, signal.SIGSTOP)
+        for proc in procs:
+            wait_until(lambda pid=proc.pid: _stopped(pid), "a process is stopped")
+        if guard.try_acquire():
+            guard.release()
+            return
+        for proc in procs:
+            os.kill(proc.pid, signal.SIGCONT)
+
+
 def _start(path, rows, group_commit=True, crash=None, table="t", level="row", delay=None):
     start, queue = SPAWN.Event(), SPAWN.Queue()
     if crash:
@@ -156,8 +180,7 @@ def test_merger_killed_while_merging_others(db, point, level):
         others = [_start(db, [0, 1], table=tables[k], level=level) for k in range(3)]
         wait_until(lambda: _ready(db) == 3, "the others wait to commit")
         # Stopped processes cannot take the lock: the victim will be the one merging.
-        for proc, _ in others:
-            os.kill(proc.pid, signal.SIGSTOP)
+        _stop_outside_guard(db, [proc for proc, _ in others])
         victim, _ = _start(db, [0, 1], crash=f"{point}@1", table=tables[3], level=level)
         wait_until(lambda: _ready(db) == 4, "the victim waits to commit too")
         merge_lock.release()

@@ -237,7 +237,7 @@ class Locking:
         if waited:
             self._check_rows_after_wait(waited)
 
-    def publish(self, lockdb: LockDB) -> None:
+    def publish(self, lockdb: Callable[[], LockDB]) -> None:
         """From the publisher's thread, on its own lock-database connection: grant what was
         deferred, unless the transaction finished first.  Never waits: what cannot be granted
         is left for this transaction's own thread."""
@@ -248,7 +248,7 @@ class Locking:
             wanted, self._pending = self._pending, []
             register = self._registration()
             try:
-                granted = lockdb.fast_grant(self.txn_id, wanted, register=register)
+                granted = lockdb().fast_grant(self.txn_id, wanted, register=register)
             except BaseException:
                 self._pending = wanted + self._pending
                 self._contended = True

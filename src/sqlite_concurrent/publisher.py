@@ -23,6 +23,7 @@ import logging
 import os
 import threading
 import time
+from collections.abc import Callable
 from typing import Protocol
 
 import apsw
@@ -33,7 +34,7 @@ log = logging.getLogger("sqlite_concurrent")
 
 
 class Deferred(Protocol):
-    def publish(self, lockdb: LockDB) -> None: ...
+    def publish(self, lockdb: Callable[[], LockDB]) -> None: ...
 
 
 class Publisher:
@@ -103,13 +104,20 @@ class Publisher:
 
     def _run(self) -> None:
         lockdb: LockDB | None = None
+
+        def opened() -> LockDB:
+            # Opened on first real use, not when the first item falls due: opening takes the
+            # lock database's write guard, and most items are transactions that already ended.
+            nonlocal lockdb
+            if lockdb is None:
+                lockdb = LockDB(self._db_path)
+            return lockdb
+
         try:
             while (due := self._next_due()) is not None:
                 for item in due:
                     try:
-                        if lockdb is None:
-                            lockdb = LockDB(self._db_path)
-                        item.publish(lockdb)
+                        item.publish(opened)
                     except (apsw.Error, OSError) as e:
                         # The locks stay with their transaction, which takes them itself at
                         # its next statement; the merge decides either way.
