@@ -228,7 +228,6 @@ class Connection(Hooks):
         self._merger.setlk_timeout(int(self.timeout * 1000), 0)
         self._merger.set_update_hook(self._on_merger_write)
         self._fast_rows: tuple[set[str], dict[str, list[int]]] | None = None
-        self._fast_ids: list[int] = []
         self._merge_lock = merge.merge_lock(self.path + "-locks")
         # Only a new database needs the merge lock here: an exclusive transaction may hold it
         # for as long as its application thinks.
@@ -950,9 +949,7 @@ class Connection(Hooks):
         """
         if self._lockdb.fast_path_closed():
             return False
-        if not self._fast_ids:
-            self._fast_ids = list(self._lockdb.reserve_ids(64))
-        txn_id = self._fast_ids[0]
+        txn_id = self._lockdb.next_id()  # one that falls back to a transaction is skipped
         touched: dict[str, list[int]] = {}  # rows updated or deleted, by table
         written: set[str] = set()
         self._fast_rows = (written, touched)
@@ -975,7 +972,6 @@ class Connection(Hooks):
             raise translate(e) from e
         finally:
             self._fast_rows = None
-        self._fast_ids.pop(0)
         # One may have begun meanwhile, its snapshot perhaps before this commit.
         self._lockdb.bump_versions_if_table_level(written)
         self._after_merge(txn_id)
