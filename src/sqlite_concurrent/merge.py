@@ -107,8 +107,11 @@ def read_changeset(
     selects: dict[str, str] = {}
     found: dict[str, tuple[str, bytearray, bytearray]] = {}
     tables = set()
+    changes: list[replay.Change] = []
     for change in apsw.Changeset.iter(changeset):
         tables.add(change.name)
+        if whole:
+            changes.append(replay.Change.of(change))
         if change.opcode != apsw.SQLITE_UPDATE:
             continue
         key_cols = sorted(change.pk_columns)
@@ -123,7 +126,12 @@ def read_changeset(
         old = change.old
         assert old is not None
         key = tuple(old[i] for i in key_cols)
-        row = snapshot_conn.execute(shape.sql, key).fetchone()
+        # An update of every column that is not the key carries the whole old row: the
+        # snapshot's, since a session records each row as it was before the transaction.
+        if any(v is apsw.no_change for v in old):
+            row = snapshot_conn.execute(shape.sql, key).fetchone()
+        else:
+            row = tuple(old)
         if whole:
             rows.setdefault(change.name, {})[key] = row
             selects[change.name] = shape.sql
@@ -134,7 +142,7 @@ def read_changeset(
         journal.put_value(entry[1], key)
         entry[2].extend(row_digest(row))
     if whole:
-        return None, SnapshotRows(rows, selects), frozenset(tables)
+        return None, SnapshotRows(rows, selects, changes), frozenset(tables)
     images = [
         RowImages(table, sql, bytes(keys), bytes(digests))
         for table, (sql, keys, digests) in found.items()
@@ -149,6 +157,8 @@ class SnapshotRows:
 
     rows: replay.Rows
     selects: dict[str, str]
+    # The changeset's changes, copied out once here rather than again under the merge lock.
+    changes: list[replay.Change]
 
     def images(self) -> list[RowImages]:
         images = []
@@ -297,7 +307,11 @@ def apply_one(conn: apsw.Connection, pending: Pending) -> None:
     planned = None
     if pending.changeset:
         planned = replay.plan(
-            conn, pending.changeset, cookie=schema_version, foreign_keys=pending.foreign_keys
+            conn,
+            pending.changeset,
+            cookie=schema_version,
+            foreign_keys=pending.foreign_keys,
+            changes=pending.rows.changes if pending.rows is not None else None,
         )
     # Snapshot isolation: every updated row must be as the snapshot saw it.  With the rows at
     # hand and statements to apply them, each UPDATE checks its own row; else check first.

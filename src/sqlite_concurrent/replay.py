@@ -135,23 +135,33 @@ class Change(NamedTuple):
     old: tuple[Any, ...] | None
     new: tuple[Any, ...] | None
 
+    @classmethod
+    def of(cls, c: apsw.TableChange) -> Change:
+        return cls(c.name, c.opcode, c.column_count, frozenset(c.pk_columns), c.old, c.new)
+
 
 # Snapshot rows of the rows a transaction updates, by table and key (see ``run``).
 Rows = dict[str, dict[tuple[Any, ...], tuple[Any, ...]]]
 
 
 def plan(
-    conn: apsw.Connection, changeset: bytes, *, cookie: int, foreign_keys: bool
+    conn: apsw.Connection,
+    changeset: bytes,
+    *,
+    cookie: int,
+    foreign_keys: bool,
+    changes: list[Change] | None = None,
 ) -> list[tuple[_Table, Change]] | None:
-    """The changes of ``changeset`` with their tables, or ``None`` when it must go to
-    ``Changeset.apply`` instead (see the module docstring)."""
+    """The changes of ``changeset`` (already copied out: ``changes``) with their tables, or
+    ``None`` when it must go to ``Changeset.apply`` instead (see the module docstring)."""
     if len(changeset) > SMALL:
         return None
     schema = _schema(conn, cookie)
     planned = []
-    for c in apsw.Changeset.iter(changeset):
-        pk = frozenset(c.pk_columns)
-        key = (c.name, c.column_count, tuple(sorted(pk)))
+    if changes is None:
+        changes = [Change.of(c) for c in apsw.Changeset.iter(changeset)]
+    for c in changes:
+        key = (c.name, c.column_count, tuple(sorted(c.pk_columns)))
         table = schema.tables.get(key)
         if table is None:
             table = _Table(conn, c.name, c.column_count, list(key[2]))
@@ -162,7 +172,7 @@ def plan(
             or (foreign_keys and table.name in schema.with_keys)
         ):
             return None
-        planned.append((table, Change(c.name, c.opcode, c.column_count, pk, c.old, c.new)))
+        planned.append((table, c))
     return planned
 
 
