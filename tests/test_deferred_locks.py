@@ -3,6 +3,8 @@ register in the lock database only with their first written lock."""
 
 from __future__ import annotations
 
+import contextlib
+import os
 import threading
 
 import pytest
@@ -10,6 +12,7 @@ from conftest import in_thread, stock_apsw, wait_until
 from workers import wait_until_visible
 
 import sqlite_concurrent
+from sqlite_concurrent import publisher
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -158,3 +161,45 @@ def test_the_publisher_thread_ends_with_the_last_connection(db):
     conn.commit()
     conn.close()
     wait_until(lambda: not publishers(), "the publisher thread ends")
+
+
+def _descriptors_on(path):
+    count = 0
+    for fd in os.listdir("/proc/self/fd"):
+        with contextlib.suppress(OSError):  # the listing's own descriptor, closed by now
+            count += os.readlink(f"/proc/self/fd/{fd}") == path
+    return count
+
+
+class _Item:
+    """Queued work as a transaction leaves it: ``writes`` if it is still open, else not."""
+
+    def __init__(self, writes):
+        self.writes = writes
+        self.published = threading.Event()
+
+    def publish(self, lockdb):
+        if self.writes:
+            lockdb()
+        self.published.set()
+
+
+def test_the_publisher_opens_the_lock_database_only_to_write(db):
+    """Opening a lock-database connection takes its write guard, so the publisher opens one
+    only for locks it writes, not for transactions that ended before their locks were due:
+    a process stopped while its publisher held the guard blocked every other writer."""
+    locks = os.path.realpath(db + "-locks")
+    pub = publisher.Publisher(db)
+    pub.use()
+    try:
+        before = _descriptors_on(locks)
+        ended = _Item(writes=False)
+        pub.schedule(ended, 0)
+        assert ended.published.wait(30)
+        assert _descriptors_on(locks) == before
+        open_txn = _Item(writes=True)
+        pub.schedule(open_txn, 0)
+        assert open_txn.published.wait(30)
+        assert _descriptors_on(locks) > before
+    finally:
+        pub.release()
