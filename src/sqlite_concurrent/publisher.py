@@ -46,10 +46,15 @@ class Publisher:
     wakes every ``TICK`` seconds and publishes what has been waiting ``delay`` or longer, and it
     only needs waking when it has gone idle.  A lock is therefore visible ``delay`` to
     ``delay + TICK`` seconds after its statement.
+
+    Even a wake-up every 5 ms was about one per transaction per process at 8 writers, nearly
+    all of them finding only transactions that had ended; 25 ms measured 9% more transfers
+    (1,571 against 1,442 txn/s, five alternating pairs) and delays a lock's visibility to a
+    transaction that holds it that long anyway.
     """
 
-    TICK = 0.005
-    LINGER = 20  # empty ticks before it goes idle
+    TICK = 0.025
+    LINGER = 4  # empty ticks before it goes idle
 
     def __init__(self, db_path: str) -> None:
         self._db_path = db_path
