@@ -226,7 +226,6 @@ class Connection(Hooks):
         # a loop starve our merges (DESIGN 5).  Measured: a stock writer committing in a tight
         # loop slowed 4 of our writers' 600 commits from 6 s to 113 s without it.
         self._merger.setlk_timeout(int(self.timeout * 1000), 0)
-        self._merger.set_update_hook(self._on_merger_write)
         self._fast_rows: tuple[set[str], dict[str, list[int]]] | None = None
         self._merge_lock = merge.merge_lock(self.path + "-locks")
         # Only a new database needs the merge lock here: an exclusive transaction may hold it
@@ -954,6 +953,9 @@ class Connection(Hooks):
         written: set[str] = set()
         self._fast_rows = (written, touched)
         conn = self._merger
+        # Only while it runs: every merge would otherwise call back into Python for each row,
+        # inside the merge lock.
+        conn.set_update_hook(self._on_merger_write)
         try:
             with self._merge_lock:
                 conn.execute("BEGIN IMMEDIATE")
@@ -971,6 +973,7 @@ class Connection(Hooks):
         except apsw.Error as e:
             raise translate(e) from e
         finally:
+            conn.set_update_hook(None)
             self._fast_rows = None
         # One may have begun meanwhile, its snapshot perhaps before this commit.
         self._lockdb.bump_versions_if_table_level(written)
