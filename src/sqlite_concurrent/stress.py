@@ -265,7 +265,7 @@ def _writer_main(cfg: dict[str, Any], index: int, events: Any, results: Any, liv
         latencies = report["latencies"]
         report["start"] = time.monotonic()
         deadline = report["start"] + cfg["duration"]
-        while not stop.is_set() and time.monotonic() < deadline:
+        while not stop.value and time.monotonic() < deadline:
             attempts_before = writer.attempts
             t0 = time.monotonic()
             if writer.transaction():
@@ -387,7 +387,9 @@ def run(
         "lock_level": lock_level,
         "timeout": timeout,
     }
-    start, stop = _SPAWN.Event(), _SPAWN.Event()
+    # A flag in shared memory, not an Event: writers check it after every transaction, and an
+    # Event's check takes a lock that all of them share.
+    start, stop = _SPAWN.Event(), _SPAWN.RawValue("b", 0)
     results = _SPAWN.Queue()
     live = tuple(_SPAWN.Array("q", writers, lock=False) for _ in range(3))
     procs = [
@@ -426,9 +428,9 @@ def run(
                     if dead and now - dead_since.setdefault(i, now) > 2:
                         reports[i] = _report(i, f"writer {i} exited with {p.exitcode}")
             if should_stop is not None and should_stop():
-                stop.set()
-            if failures or (stop.is_set() and started_at is None):
-                stop.set()
+                stop.value = 1
+            if failures or (stop.value and started_at is None):
+                stop.value = 1
                 start.set()
             elif started_at is None and len(ready) == writers:
                 started_at = now
@@ -437,7 +439,7 @@ def run(
                 progress(Live(now - started_at, *(list(a) for a in live)))
     finally:
         start.set()
-        stop.set()
+        stop.value = 1
         for p in procs:
             p.join(timeout=10)
             if p.is_alive():
