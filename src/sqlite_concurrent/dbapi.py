@@ -1204,15 +1204,8 @@ def _value(conn: apsw.Connection, sql: str) -> Any:
 
 
 def _backoff_jitter(attempt: int) -> None:
-    """Sleep before retrying a conflicted transaction: random, growing, capped at 100 ms.
-
-    Not before the first retry: a conflict mostly means another transaction has just
-    committed the row, so a retry at once reads its value and is likeliest to commit (a sleep
-    there cost 5% of 8 writers' wall time in transfers).  The sleeps are for repeated losers.
-    """
-    if attempt == 0:
-        return
-    time.sleep(random.uniform(0, min(0.1, 0.001 * (2 ** (attempt - 1)))))
+    """Sleep before retrying a conflicted transaction: random, growing, capped at 100 ms."""
+    time.sleep(random.uniform(0, min(0.1, 0.001 * (2**attempt))))
 
 
 def connect(
