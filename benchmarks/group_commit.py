@@ -24,6 +24,7 @@ import time
 from pathlib import Path
 
 import apsw
+from _together import run_together
 
 import sqlite_concurrent
 from sqlite_concurrent import crashpoints, oslock, recovery
@@ -69,18 +70,12 @@ def _writer(engine, path, index, sync, duration, start, results):
 def throughput(engine: str, writers: int, sync: str, duration: float, tmp: str) -> dict:
     path = os.path.join(tmp, f"{engine}-{writers}-{sync}.db")
     _setup(path, writers)
-    start, results = SPAWN.Event(), SPAWN.Queue()
-    procs = [
-        SPAWN.Process(target=_writer, args=(engine, path, i, sync, duration, start, results))
-        for i in range(writers)
-    ]
-    for p in procs:
-        p.start()
-    time.sleep(1.0)  # let every writer open its connections before the clock starts
-    start.set()
-    done = [results.get(timeout=duration + 120) for _ in procs]
-    for p in procs:
-        p.join(60)
+    done = run_together(
+        _writer,
+        [(engine, path, i, sync, duration) for i in range(writers)],
+        timeout=duration + 120,
+        settle=1.0,  # let every writer open its connections before the clock starts
+    )
     commits = sum(c for c, _ in done)
     lat = sorted(x for _, ls in done for x in ls)
     conn = sqlite3.connect(path)

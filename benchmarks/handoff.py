@@ -16,13 +16,14 @@ from __future__ import annotations
 
 import argparse
 import fcntl
-import multiprocessing as mp
 import os
 import sqlite3
 import struct
 import sys
 import tempfile
 import time
+
+from _together import run_together
 
 _SLOT = 64  # bytes per writer in the request file
 _HEADER = struct.Struct("=QQq")  # requests made, requests done, last rowid
@@ -110,7 +111,6 @@ def _writer(mode, path, writers, index, duration, marker, start, out):
 
 
 def run(mode: str, writers: int, duration: float, marker: bool) -> dict[str, float]:
-    ctx = mp.get_context("spawn")
     with tempfile.TemporaryDirectory() as d:
         path = os.path.join(d, "handoff.db")
         setup = sqlite3.connect(path)
@@ -121,17 +121,11 @@ def run(mode: str, writers: int, duration: float, marker: bool) -> dict[str, flo
         setup.close()
         with open(path + "-handoff-box", "wb") as f:
             f.write(bytes(_SLOT * writers))
-        start, out = ctx.Event(), ctx.Queue()
-        procs = [
-            ctx.Process(target=_writer, args=(mode, path, writers, i, duration, marker, start, out))
-            for i in range(writers)
-        ]
-        for p in procs:
-            p.start()
-        start.set()
-        results = [out.get(timeout=duration + 60) for _ in procs]
-        for p in procs:
-            p.join(30)
+        results = run_together(
+            _writer,
+            [(mode, path, writers, i, duration, marker) for i in range(writers)],
+            timeout=duration + 60,
+        )
         check = sqlite3.connect(path)
         (rows,) = check.execute("SELECT count(*) FROM events").fetchone()
         check.close()

@@ -15,12 +15,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import multiprocessing as mp
 import os
 import sqlite3
 import sys
 import tempfile
 import time
+
+from _together import run_together
 
 
 def _writer(engine, path, writer, duration, think, start, out):
@@ -71,7 +72,6 @@ def _writer(engine, path, writer, duration, think, start, out):
 
 
 def run(engine, writers, duration, think):
-    ctx = mp.get_context("spawn")
     with tempfile.TemporaryDirectory() as d:
         path = os.path.join(d, "ingest.db")
         setup = sqlite3.connect(path)
@@ -79,17 +79,11 @@ def run(engine, writers, duration, think):
         setup.execute("CREATE TABLE events(id INTEGER PRIMARY KEY, writer INTEGER, seq INTEGER)")
         setup.commit()
         setup.close()
-        start, out = ctx.Event(), ctx.Queue()
-        procs = [
-            ctx.Process(target=_writer, args=(engine, path, w, duration, think, start, out))
-            for w in range(writers)
-        ]
-        for p in procs:
-            p.start()
-        start.set()
-        results = [out.get(timeout=duration + 120) for _ in procs]
-        for p in procs:
-            p.join(30)
+        results = run_together(
+            _writer,
+            [(engine, path, w, duration, think) for w in range(writers)],
+            timeout=duration + 120,
+        )
         check = sqlite3.connect(path)
         rows, distinct = check.execute("SELECT count(*), count(DISTINCT id) FROM events").fetchone()
         (ok,) = check.execute("PRAGMA integrity_check").fetchone()
