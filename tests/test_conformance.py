@@ -348,6 +348,27 @@ def test_authorizer_denies_and_ignores(mod, opened, where):
     assert conn.execute("SELECT count(*) FROM t").fetchone() == (0,)
 
 
+def test_authorizer_hears_nothing_of_the_commit_machinery(mod, opened, where):
+    # Our commit takes a changeset, whose session runs statements of its own on the
+    # transaction connection; the stdlib runs none, so the application's authorizer must
+    # not hear of them.
+    conn = _connect(mod, opened, where)
+    conn.executescript("CREATE TABLE t(id INTEGER PRIMARY KEY, a); INSERT INTO t VALUES (1, 1);")
+    heard = []
+
+    def authorize(action, arg1, arg2, dbname, source):
+        heard.append((action, arg1, arg2))
+        return mod.SQLITE_OK
+
+    conn.set_authorizer(authorize)
+    conn.execute("UPDATE t SET a = 2 WHERE id = 1")
+    heard.clear()
+    conn.commit()
+    assert not [h for h in heard if "changeset" in h or "table_xinfo" in h or h[1] == "t"]
+    conn.set_authorizer(None)
+    assert conn.execute("SELECT a FROM t").fetchall() == [(2,)]
+
+
 def test_progress_handler_aborts_a_statement(mod, opened, where):
     conn = _connect(mod, opened, where)
     conn.set_progress_handler(lambda: 1, 1)

@@ -12,6 +12,7 @@ import re
 import sqlite3
 from pathlib import Path
 
+import apsw
 import pytest
 from conftest import SPAWN, stock_apsw
 
@@ -231,3 +232,31 @@ def test_reused_transaction_connection_never_serves_stale_pages(db_path):
         assert mine == other.execute("SELECT id, v FROM c ORDER BY id").fetchall()
     conn.close()
     other.close()
+
+
+@pytest.mark.timeout(60)
+def test_a_header_field_read_alone_matches_the_whole_page(db_path):
+    # The schema cookie is read as 4 bytes instead of a page copy: the same bytes whether the
+    # page's latest version is a WAL frame or, after a checkpoint, the database file.
+    _counter_db(db_path, rows=100)
+    conn = sqlite_concurrent.connect(db_path)
+    reader = conn._snapshot_conn
+    path = os.path.abspath(db_path)
+    conn.execute("UPDATE c SET v = 7 WHERE id = 50")  # fresh frames for page 1 and a leaf
+    conn.commit()
+    for checkpoint in (False, True):
+        if checkpoint:
+            writer = stock_apsw(db_path)
+            writer.execute("SELECT count(*) FROM c").fetchall()  # opens the WAL
+            log, done = writer.wal_checkpoint(mode=apsw.SQLITE_CHECKPOINT_FULL)
+            assert log == done > 0
+            writer.close()
+        snap = snapshot_mod.Snapshot(path, reader)
+        in_wal = [p for p in range(1, snap.page_count + 1) if snap.frame_for(p)]
+        assert bool(in_wal) != checkpoint
+        for pgno in range(1, snap.page_count + 1):
+            page = snap.read_page(pgno)
+            for offset, size in ((0, 16), (40, 4), (snap.page_size - 8, 8)):
+                assert snap.read_bytes(pgno, offset, size) == page[offset : offset + size]
+        snap.release()
+    conn.close()

@@ -1136,7 +1136,8 @@ class Connection(Hooks):
             if conn is not self._reader or self._private is not None:
                 self._last_insert_rowid = conn.last_insert_rowid()
             cursor._lastrowid = self._last_insert_rowid
-        cursor._set_rows(rows, on_txn_conn)
+        # Rows already in a list outlive the transaction connection: nothing to detach.
+        cursor._set_rows(rows, on_txn_conn and not materialise and not many)
         if conn is self._reader and not materialise and self._private is None:
             self._reader_cursors.add(cursor)
         if on_txn_conn and self._txn is not None and conn.get_autocommit():

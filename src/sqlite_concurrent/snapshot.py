@@ -283,6 +283,20 @@ class Snapshot:
             raise SnapshotError(f"short read of page {pgno}")
         return data
 
+    def read_bytes(self, pgno: int, offset: int, size: int) -> bytes:
+        """``size`` bytes at ``offset`` in page ``pgno`` as of this snapshot: a header field
+        without copying the whole page."""
+        assert offset >= 0 and offset + size <= self.page_size and 1 <= pgno <= self.page_count
+        frame = self.frame_for(pgno)
+        if frame:
+            page_at = _WAL_HEADER + (frame - 1) * (self.page_size + _FRAME_HEADER) + _FRAME_HEADER
+            data = os.pread(self._files.wal, size, page_at + offset)
+        else:
+            data = os.pread(self._files.db, size, (pgno - 1) * self.page_size + offset)
+        if len(data) != size:
+            raise SnapshotError(f"short read of page {pgno}")
+        return data
+
     def release(self) -> None:
         """End the read transaction; the snapshot's frames may then be checkpointed."""
         if self._reader.in_transaction:
