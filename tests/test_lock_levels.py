@@ -225,6 +225,36 @@ def test_ten_thousand_row_locks_escalate_to_a_table_lock(db_path):
     conn.close()
 
 
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("deferred", [False, True], ids=["immediate", "deferred"])
+def test_row_locks_held_across_statements_escalate_when_they_pass_the_threshold(db_path, deferred):
+    # Each statement stays under the threshold; the locks the transaction already holds
+    # bring it over, at the fourth statement, and from then on the table lock covers it.
+    # Escalating writes at once even where row locks are otherwise deferred.
+    delay = 60 if deferred else 0
+    conn = sqlite_concurrent.connect(db_path, escalate_at=10, row_lock_delay=delay)
+    conn.execute("CREATE TABLE t(id INTEGER PRIMARY KEY, v INTEGER)")
+    conn.executemany("INSERT INTO t VALUES (?, 0)", [(i,) for i in range(40)])
+    conn.commit()
+    locks = stock_apsw(db_path + "-locks")
+
+    def held():
+        return sorted(locks.execute("SELECT resource, mode FROM locks"))
+
+    for first in (0, 3, 6):
+        conn.execute("UPDATE t SET v = 1 WHERE id BETWEEN ? AND ?", (first, first + 2))
+    assert held() == ([] if deferred else [(f"row:t:{i}", "X") for i in sorted(range(9), key=str)])
+    conn.execute("UPDATE t SET v = 1 WHERE id BETWEEN 9 AND 11")
+    assert ("table:t", "X") in held()
+    conn.execute("UPDATE t SET v = 1 WHERE id = 30")
+    assert "row:t:30" not in dict(held())
+    conn.commit()
+    assert held() == []
+    assert stock(db_path).execute("SELECT sum(v) FROM t").fetchone() == (13,)
+    locks.close()
+    conn.close()
+
+
 @pytest.mark.timeout(180)
 @pytest.mark.parametrize("level", ["row", "page", "table"])
 def test_bank_transfers_keep_the_sum_at_every_level(db_path, level):

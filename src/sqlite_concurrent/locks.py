@@ -168,29 +168,42 @@ class Locking:
         self.escalating.clear()
 
     def after_statement(self) -> None:
-        writes, self.row_writes = self.row_writes, []
-        escalating, self.escalating = self.escalating, set()
-        self._written.clear()
+        writes, escalating = self.row_writes, self.escalating
+        if self._written:
+            self._written.clear()
         if not writes and not escalating:
             return
-        requests: list[tuple[str, str]] = [("table:" + t, "X") for t in sorted(escalating)]
-        self.escalated |= escalating
+        self.row_writes = []
+        # Escalation (table locks) is rare: the usual statement asks only for row locks.
+        requests: list[tuple[str, str]] = []
+        if escalating:
+            self.escalating = set()
+            requests = [("table:" + t, "X") for t in sorted(escalating)]
+            self.escalated |= escalating
+        escalates = bool(requests)
         per_table: dict[str, list[int]] = {}
         for table, rowid in writes:
             if table not in escalating:
-                per_table.setdefault(table, []).append(rowid)
+                rowids = per_table.get(table)
+                if rowids is None:
+                    per_table[table] = [rowid]
+                else:
+                    rowids.append(rowid)
         new_rows: dict[str, list[int]] = {}
         for table, rowids in per_table.items():
             if table in self.escalated:
                 continue
-            held = self.held_rows.get(table, set())
+            held = self.held_rows.get(table, ())
             new = [r for r in dict.fromkeys(rowids) if r not in held]
             if len(held) + len(new) > self.escalate_at:
                 self.escalated.add(table)
                 requests.append(("table:" + table, "X"))
+                escalates = True
                 continue
             new_rows[table] = new
-            requests.extend((f"row:{table}:{rowid}", "X") for rowid in new)
+            prefix = f"row:{table}:"
+            for rowid in new:
+                requests.append((prefix + str(rowid), "X"))
         if not requests:
             return
         # Ours from now on, whether written yet or not (escalation counts them).
@@ -201,7 +214,7 @@ class Locking:
         if (
             self._publisher is None
             or self._contended
-            or any(not r.startswith("row:") for r, _ in requests)  # escalation
+            or escalates
             or self.lockdb.claimed_by_others(self.txn_id, requests)
         ):
             self.acquire_pending(requests)
