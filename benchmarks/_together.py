@@ -1,11 +1,14 @@
-"""Spawned writer processes that start on one signal and report over one queue: the harness the
-multi-process benchmarks share."""
+"""What the benchmarks share: spawned writer processes that start on one signal and report over
+one queue, and the JSON report each one writes."""
 
 from __future__ import annotations
 
+import json
 import multiprocessing
+import sys
 import time
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 SPAWN = multiprocessing.get_context("spawn")
@@ -36,3 +39,10 @@ def run_together(
     for p in procs:
         p.join(60)
     return results
+
+
+def write_report(path: Path, report: dict[str, Any]) -> None:
+    """Write a benchmark's JSON report, creating its folder, and say where on stderr."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(report, indent=2) + "\n")
+    print(f"\nJSON written to {path}", file=sys.stderr)

@@ -17,10 +17,8 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import multiprocessing
 import os
-import platform
 import queue as queue_mod
 import sqlite3
 import sys
@@ -28,10 +26,13 @@ import tempfile
 import time
 import traceback
 from pathlib import Path
+from typing import Any
 
-import apsw
+from _together import write_report
 
 import sqlite_concurrent
+from sqlite_concurrent.bench import environment
+from sqlite_concurrent.stress import percentile
 
 SPAWN = multiprocessing.get_context("spawn")
 MIB = 2**20
@@ -39,13 +40,20 @@ BASELINE_WAL_LIMIT = 2**50  # the gate never closes
 BUCKETS_MS = (1, 5, 10, 50, 100, 500, 1000)
 
 
-def _parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--duration", type=float, default=20.0, help="seconds per run (default 20)")
+def add_writer_options(
+    parser: argparse.ArgumentParser, *, duration: float, wal_limit_mib: float
+) -> None:
+    """The options of the writers this benchmark and ``soak_wal.py`` both run."""
+    parser.add_argument(
+        "--duration", type=float, default=duration, help=f"seconds per run (default {duration:g})"
+    )
     parser.add_argument("--writers", type=int, default=8, help="writer processes (default 8)")
     parser.add_argument("--rows", type=int, default=50, help="rows per writer (default 50)")
     parser.add_argument(
-        "--wal-limit-mib", type=float, default=4.0, help="wal_limit in MiB (default 4)"
+        "--wal-limit-mib",
+        type=float,
+        default=wal_limit_mib,
+        help=f"wal_limit in MiB (default {wal_limit_mib:g})",
     )
     parser.add_argument(
         "--checkpoint-wait", type=float, default=2.0, help="checkpoint_wait in s (default 2)"
@@ -53,6 +61,11 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--think-ms", type=float, default=2.0, help="work inside each transaction (default 2 ms)"
     )
+
+
+def _parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    add_writer_options(parser, duration=20.0, wal_limit_mib=4.0)
     parser.add_argument(
         "--stat-every-ms", type=float, default=2.0, help="WAL size sampling period (default 2 ms)"
     )
@@ -148,14 +161,15 @@ def writer_proc(start, results, path, writer, rows, duration, think, wal_limit, 
         raise
 
 
-def _wal_size(path: str) -> int:
+def wal_size(path: str) -> int:
     try:
         return os.stat(path + "-wal").st_size
     except FileNotFoundError:
         return 0
 
 
-def _setup(path: str, writers: int, rows: int) -> None:
+def setup(path: str, writers: int, rows: int) -> None:
+    """The table the writers update: ``rows`` rows of their own each."""
     conn = sqlite3.connect(path)
     conn.execute("PRAGMA journal_mode=WAL")
     conn.execute("CREATE TABLE t(id INTEGER PRIMARY KEY, v INTEGER NOT NULL, pad TEXT)")
@@ -166,19 +180,13 @@ def _setup(path: str, writers: int, rows: int) -> None:
     conn.close()
 
 
-def _pct(sorted_values: list[float], q: float) -> float:
-    if not sorted_values:
-        return 0.0
-    return sorted_values[min(len(sorted_values) - 1, int(q * len(sorted_values)))]
-
-
 def _stats_ms(values: list[float]) -> dict:
     v = sorted(values)
     out = {
         "n": len(v),
-        "p50_ms": 1000 * _pct(v, 0.50),
-        "p99_ms": 1000 * _pct(v, 0.99),
-        "p999_ms": 1000 * _pct(v, 0.999),
+        "p50_ms": 1000 * percentile(v, 50),
+        "p99_ms": 1000 * percentile(v, 99),
+        "p999_ms": 1000 * percentile(v, 99.9),
         "max_ms": 1000 * (v[-1] if v else 0.0),
         "mean_ms": 1000 * (sum(v) / len(v) if v else 0.0),
     }
@@ -186,8 +194,11 @@ def _stats_ms(values: list[float]) -> dict:
     return out
 
 
-def run(args: argparse.Namespace, path: str, wal_limit: int) -> dict:
-    _setup(path, args.writers, args.rows)
+def start_writers(
+    args: argparse.Namespace, path: str, wal_limit: int
+) -> tuple[Any, Any, list[Any]]:
+    """Spawn the writers, waiting on the returned event; also returns their results queue and
+    the processes."""
     start, results_q = SPAWN.Event(), SPAWN.Queue()
     procs = [
         SPAWN.Process(
@@ -208,6 +219,12 @@ def run(args: argparse.Namespace, path: str, wal_limit: int) -> dict:
     ]
     for p in procs:
         p.start()
+    return start, results_q, procs
+
+
+def run(args: argparse.Namespace, path: str, wal_limit: int) -> dict:
+    setup(path, args.writers, args.rows)
+    start, results_q, procs = start_writers(args, path, wal_limit)
     time.sleep(1.0)  # let the children connect and warm up before the clock starts
     start.set()
     t_start = time.monotonic()
@@ -220,7 +237,7 @@ def run(args: argparse.Namespace, path: str, wal_limit: int) -> dict:
         if time.monotonic() > deadline:
             problems.append("writers did not report within duration + 120 s")
             break
-        size = _wal_size(path)
+        size = wal_size(path)
         samples += 1
         if size < prev_size:
             drops += 1
@@ -419,19 +436,10 @@ def main(argv: list[str] | None = None) -> int:
             "workload": "BEGIN; SELECT own row; sleep think; UPDATE own row; COMMIT "
             "(synchronous=NORMAL)",
         },
-        "environment": {
-            "python": platform.python_version(),
-            "platform": platform.platform(),
-            "cpus": os.cpu_count(),
-            "stdlib_sqlite": sqlite3.sqlite_version,
-            "apsw_sqlite": apsw.sqlite_lib_version(),
-            "note": "2-core machine shared with other work; timings are noisy",
-        },
+        "environment": environment(note="2-core machine shared with other work; timings are noisy"),
         "runs": runs,
     }
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps(report, indent=2) + "\n")
-    print(f"\nJSON written to {args.json}", file=sys.stderr)
+    write_report(args.json, report)
     failed = [name for name, r in runs.items() if not _ok(r)]
     for name in failed:
         r = runs[name]

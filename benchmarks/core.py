@@ -15,18 +15,16 @@ every level's ratio is against that one stock run.
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import platform
-import sqlite3
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-import apsw
+from _together import write_report
 
 from sqlite_concurrent import stress
+from sqlite_concurrent.bench import environment
 
 
 def _csv(kind):
@@ -187,18 +185,10 @@ def main(argv: list[str] | None = None) -> int:
             "synchronous=NORMAL, "
             f"transact(retries={stress.OURS_RETRIES})",
         },
-        "environment": {
-            "python": platform.python_version(),
-            "platform": platform.platform(),
-            "cpus": os.cpu_count(),
-            "stdlib_sqlite": sqlite3.sqlite_version,
-            "apsw_sqlite": apsw.sqlite_lib_version(),
-        },
+        "environment": environment(),
         "results": [r.to_dict() for r in runs],
     }
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps(report, indent=2) + "\n")
-    print(f"\nJSON written to {args.json}", file=sys.stderr)
+    write_report(args.json, report)
     for problem in problems:
         print(f"check failed: {problem}", file=sys.stderr)
     return 1 if problems else 0

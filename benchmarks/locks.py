@@ -23,11 +23,8 @@ Floors (issue 3): 20k pairs/s from one process, p99 wake-up under 2 ms.
 from __future__ import annotations
 
 import argparse
-import json
 import multiprocessing
 import os
-import platform
-import sqlite3
 import sys
 import tempfile
 import time
@@ -35,9 +32,12 @@ from pathlib import Path
 from typing import Any
 
 import apsw
+from _together import write_report
 
 import sqlite_concurrent
 from sqlite_concurrent import waits
+from sqlite_concurrent.bench import environment
+from sqlite_concurrent.stress import percentile
 
 FLOOR_PAIRS_PER_S = 20_000
 FLOOR_P99_WAKE_MS = 2.0
@@ -79,13 +79,6 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="where to write the JSON results (default bench-results/locks.json)",
     )
     return parser.parse_args(argv)
-
-
-def _percentile(sorted_values: list[float], pct: float) -> float:
-    if not sorted_values:
-        return 0.0
-    k = min(len(sorted_values) - 1, max(0, round(pct / 100 * (len(sorted_values) - 1))))
-    return sorted_values[k]
 
 
 def _open(db: str) -> tuple[Any, Any]:
@@ -284,13 +277,13 @@ def _wake_latency(db: str, rounds: int, warmup: int) -> dict[str, Any]:
     return {
         "rounds": len(latencies),
         "warmup_rounds": warmup,
-        "p50_ms": _percentile(latencies, 50),
-        "p90_ms": _percentile(latencies, 90),
-        "p99_ms": _percentile(latencies, 99),
+        "p50_ms": percentile(latencies, 50),
+        "p90_ms": percentile(latencies, 90),
+        "p99_ms": percentile(latencies, 99),
         "max_ms": latencies[-1] if latencies else 0.0,
         "min_ms": latencies[0] if latencies else 0.0,
-        "holder_release_wake_p50_ms": _percentile(release_costs, 50),
-        "holder_release_wake_p99_ms": _percentile(release_costs, 99),
+        "holder_release_wake_p50_ms": percentile(release_costs, 50),
+        "holder_release_wake_p99_ms": percentile(release_costs, 99),
         "rounds_waiter_not_blocked": not_blocked,
         "rounds_waiter_not_seen_sleeping": not_sleeping,
         "error": error,
@@ -403,22 +396,12 @@ def main(argv: list[str] | None = None) -> int:
             "warmup_rounds": args.warmup,
             "acquire_timeout_s": ACQUIRE_TIMEOUT,
         },
-        "environment": {
-            "python": platform.python_version(),
-            "platform": platform.platform(),
-            "cpus": os.cpu_count(),
-            "stdlib_sqlite": sqlite3.sqlite_version,
-            "apsw_sqlite": apsw.sqlite_lib_version(),
-            "loadavg_before": load_before,
-            "loadavg_after": os.getloadavg(),
-        },
+        "environment": environment(loadavg_before=load_before, loadavg_after=os.getloadavg()),
         "pairs": cells,
         "wake_latency": wake,
         "floors": floors,
     }
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps(report, indent=2) + "\n")
-    print(f"\nJSON written to {args.json}", file=sys.stderr)
+    write_report(args.json, report)
     bad = [c for c in cells if c["errors"]] or wake["error"]
     return 1 if bad else 0
 

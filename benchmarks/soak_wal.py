@@ -14,11 +14,8 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import math
-import multiprocessing
 import os
-import platform
 import queue as queue_mod
 import sqlite3
 import sys
@@ -26,28 +23,19 @@ import tempfile
 import time
 from pathlib import Path
 
-import apsw
 import checkpoint  # the same writer as the pause benchmark (benchmarks/ is on sys.path)
+from _together import write_report
 
-SPAWN = multiprocessing.get_context("spawn")
+from sqlite_concurrent.bench import environment
+from sqlite_concurrent.stress import percentile
+
 MIB = 2**20
 STAT_EVERY = 0.02  # os.stat between samples, so a peak between two samples is not missed
 
 
 def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--duration", type=float, default=600.0, help="seconds (default 600)")
-    parser.add_argument("--writers", type=int, default=8, help="writer processes (default 8)")
-    parser.add_argument("--rows", type=int, default=50, help="rows per writer (default 50)")
-    parser.add_argument(
-        "--wal-limit-mib", type=float, default=64.0, help="wal_limit in MiB (default 64)"
-    )
-    parser.add_argument(
-        "--checkpoint-wait", type=float, default=2.0, help="checkpoint_wait in s (default 2)"
-    )
-    parser.add_argument(
-        "--think-ms", type=float, default=2.0, help="work inside each transaction (default 2 ms)"
-    )
+    checkpoint.add_writer_options(parser, duration=600.0, wal_limit_mib=64.0)
     parser.add_argument(
         "--sample-every", type=float, default=0.5, help="reader sample period in s (default 0.5)"
     )
@@ -61,61 +49,18 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def _percentile(sorted_values: list[float], q: float) -> float:
-    if not sorted_values:
-        return 0.0
-    return sorted_values[min(len(sorted_values) - 1, int(q * len(sorted_values)))]
-
-
 def _summary(times: list[float]) -> list[float]:
     """p50, p99, p99.9 and max, in milliseconds."""
     times = sorted(times)
-    return [1000 * _percentile(times, q) for q in (0.5, 0.99, 0.999)] + [
+    return [1000 * percentile(times, q) for q in (50, 99, 99.9)] + [
         1000 * (times[-1] if times else 0.0)
     ]
 
 
-def _wal_size(path: str) -> int:
-    try:
-        return os.stat(path + "-wal").st_size
-    except FileNotFoundError:
-        return 0
-
-
-def _setup(path: str, writers: int, rows: int) -> None:
-    conn = sqlite3.connect(path)
-    conn.execute("PRAGMA journal_mode=WAL")
-    conn.execute("CREATE TABLE t(id INTEGER PRIMARY KEY, v INTEGER NOT NULL, pad TEXT)")
-    conn.executemany(
-        "INSERT INTO t VALUES (?, 0, ?)", [(i, "x" * 200) for i in range(writers * rows)]
-    )
-    conn.commit()
-    conn.close()
-
-
 def run(args: argparse.Namespace, path: str) -> dict:
-    _setup(path, args.writers, args.rows)
+    checkpoint.setup(path, args.writers, args.rows)
     wal_limit = int(args.wal_limit_mib * MIB)
-    start, results_q = SPAWN.Event(), SPAWN.Queue()
-    procs = [
-        SPAWN.Process(
-            target=checkpoint.writer_proc,
-            args=(
-                start,
-                results_q,
-                path,
-                w,
-                args.rows,
-                args.duration,
-                args.think_ms / 1000,
-                wal_limit,
-                args.checkpoint_wait,
-            ),
-        )
-        for w in range(args.writers)
-    ]
-    for p in procs:
-        p.start()
+    start, results_q, procs = checkpoint.start_writers(args, path, wal_limit)
     # The stock reader: every snapshot it sees is a committed state (count fixed, total rising).
     reader = sqlite3.connect(path, timeout=60, isolation_level=None)
     time.sleep(1.0)  # let the children connect and warm up before the clock starts
@@ -133,7 +78,7 @@ def run(args: argparse.Namespace, path: str) -> dict:
         if now > deadline:
             reader_problems.append("writers did not report within duration + 120 s")
             break
-        size = _wal_size(path)
+        size = checkpoint.wal_size(path)
         if size < prev_size:
             drops += 1
         prev_size = size
@@ -296,19 +241,10 @@ def main(argv: list[str] | None = None) -> int:
             "workload": "BEGIN; SELECT own row; sleep think; UPDATE own row; COMMIT "
             "(synchronous=NORMAL)",
         },
-        "environment": {
-            "python": platform.python_version(),
-            "platform": platform.platform(),
-            "cpus": os.cpu_count(),
-            "stdlib_sqlite": sqlite3.sqlite_version,
-            "apsw_sqlite": apsw.sqlite_lib_version(),
-            "note": "2-core machine shared with other work; timings are noisy",
-        },
+        "environment": environment(note="2-core machine shared with other work; timings are noisy"),
         "result": res,
     }
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps(report, indent=2) + "\n")
-    print(f"\nJSON written to {args.json}", file=sys.stderr)
+    write_report(args.json, report)
     failed = (
         res["lost"] or res["writer_crashes"] or res["reader_problems"] or res["integrity"] != "ok"
     )

@@ -178,15 +178,21 @@ def report(
             "ours": f"sqlite_concurrent.connect(lock_level={lock_level!r}), synchronous=NORMAL, "
             f"transact(retries={OURS_RETRIES})",
         },
-        "environment": {
-            "python": platform.python_version(),
-            "platform": platform.platform(),
-            "cpus": os.cpu_count(),
-            "stdlib_sqlite": sqlite3.sqlite_version,
-            "apsw_sqlite": apsw.sqlite_lib_version(),
-        },
+        "environment": environment(),
         "cells": rows,
         "results": [r.to_dict() for r in results],
+    }
+
+
+def environment(**extra: Any) -> dict[str, Any]:
+    """Where a benchmark ran, for its JSON report (``extra`` adds to it)."""
+    return {
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "cpus": os.cpu_count(),
+        "stdlib_sqlite": sqlite3.sqlite_version,
+        "apsw_sqlite": apsw.sqlite_lib_version(),
+        **extra,
     }
 
 

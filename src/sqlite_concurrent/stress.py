@@ -292,7 +292,8 @@ def _writer_main(cfg: dict[str, Any], index: int, events: Any, results: Any, liv
 # -- the run -----------------------------------------------------------------------------------
 
 
-def _percentile(sorted_values: list[float], pct: float) -> float:
+def percentile(sorted_values: list[float], pct: float) -> float:
+    """Nearest-rank percentile ``pct`` (0-100) of already sorted values; 0.0 for none."""
     if not sorted_values:
         return 0.0
     rank = max(1, math.ceil(pct / 100 * len(sorted_values)))
@@ -472,9 +473,9 @@ def _summarize(result: Result, done: list[dict[str, Any]]) -> None:
     result.committed = sum(commits)
     result.elapsed_s = (max(e for _, e in spans) - min(s for s, _ in spans)) if spans else 0.0
     result.txn_per_s = result.committed / result.elapsed_s if result.elapsed_s > 0 else 0.0
-    result.p50_ms = _percentile(latencies, 50)
-    result.p95_ms = _percentile(latencies, 95)
-    result.p99_ms = _percentile(latencies, 99)
+    result.p50_ms = percentile(latencies, 50)
+    result.p95_ms = percentile(latencies, 95)
+    result.p99_ms = percentile(latencies, 99)
     result.max_ms = latencies[-1] if latencies else 0.0
     result.fewest_commits, result.most_commits = min(commits), max(commits)
     conflicts: Counter[str] = Counter()
