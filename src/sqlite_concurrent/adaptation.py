@@ -79,14 +79,15 @@ def adapt_parameters(parameters: Any) -> Any:
     ``len()`` and indexing (not iteration) once, before the statement runs.
     """
     if isinstance(parameters, dict):
-        if all(type(v) in _PLAIN for v in parameters.values()) and not _plain_adapted:
+        if not _plain_adapted and _PLAIN.issuperset(map(type, parameters.values())):
             return parameters
         return {k: _adapt_value(v) for k, v in parameters.items()}
     if type(parameters) is not tuple:
         if not hasattr(parameters, "__getitem__") or not hasattr(parameters, "__len__"):
             raise ProgrammingError("parameters are of unsupported type")
         parameters = tuple(parameters[i] for i in range(len(parameters)))
-    if not _plain_adapted and all(type(v) in _PLAIN for v in parameters):
+    # map/issuperset: the check every statement makes, without a generator's frames.
+    if not _plain_adapted and _PLAIN.issuperset(map(type, parameters)):
         return parameters
     return tuple(_adapt_value(v) for v in parameters)
 

@@ -14,15 +14,25 @@ if TYPE_CHECKING:
     from .dbapi import Connection
 
 
+_described: dict[tuple[Any, int], tuple[tuple[Any, ...], ...]] = {}
+
+
 def describe(
     raw: Sequence[tuple[Any, ...]] | None, detect_types: int = 0
 ) -> tuple[tuple[Any, ...], ...] | None:
     if not raw:
         return None
-    return tuple(
-        (adaptation.column_name(d[0], detect_types), None, None, None, None, None, None)
-        for d in raw
-    )
+    # The same query describes itself the same way every time it runs.
+    key = (raw, detect_types)
+    found = _described.get(key)
+    if found is None:
+        if len(_described) > 1024:
+            _described.clear()
+        found = _described[key] = tuple(
+            (adaptation.column_name(d[0], detect_types), None, None, None, None, None, None)
+            for d in raw
+        )
+    return found
 
 
 class Cursor:
