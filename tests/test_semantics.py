@@ -428,6 +428,36 @@ def scenario_triggers(conn):
     conn.commit()
 
 
+def scenario_triggers_between_merges_and_autocommit(conn):
+    # Autocommit statements run on the merger, where merges turn triggers off (the changeset
+    # already holds what they did): each kind must still see its triggers fire exactly once.
+    ddl(
+        conn,
+        "CREATE TABLE account(id INTEGER PRIMARY KEY, balance INTEGER NOT NULL)",
+        "CREATE TABLE audit(seq INTEGER PRIMARY KEY, account_id INTEGER, op TEXT,"
+        " old_balance INTEGER, new_balance INTEGER)",
+        "CREATE TRIGGER account_ins AFTER INSERT ON account BEGIN"
+        " INSERT INTO audit(account_id, op, new_balance) VALUES (new.id, 'ins', new.balance);"
+        " END",
+        "CREATE TRIGGER account_upd AFTER UPDATE ON account BEGIN"
+        " INSERT INTO audit(account_id, op, old_balance, new_balance)"
+        " VALUES (new.id, 'upd', old.balance, new.balance); END",
+        "CREATE TRIGGER account_del BEFORE DELETE ON account BEGIN"
+        " INSERT INTO audit(account_id, op, old_balance) VALUES (old.id, 'del', old.balance);"
+        " END",
+    )
+    conn.execute("INSERT INTO account VALUES (1, 100)")
+    for balance in (90, 80, 70):
+        conn.execute("BEGIN")
+        conn.execute("UPDATE account SET balance = ? WHERE id = 1", (balance,))
+        conn.execute("COMMIT")
+        conn.execute("UPDATE account SET balance = balance - 1 WHERE id = 1")
+    conn.execute("BEGIN")
+    conn.execute("INSERT INTO account VALUES (2, 5)")
+    conn.execute("COMMIT")
+    conn.execute("DELETE FROM account WHERE id = 2")
+
+
 def scenario_autoincrement(conn):
     ddl(conn, "CREATE TABLE ticket(id INTEGER PRIMARY KEY AUTOINCREMENT, what TEXT)")
     conn.executemany("INSERT INTO ticket(what) VALUES (?)", [("a",), ("b",), ("c",)])
@@ -556,6 +586,24 @@ def test_trigger_audit_rows_exist_exactly_once(tmp_path):
         (4, 2, "upd", 200, 230),
         (5, 1, "del", 70, None),
         (6, 3, "ins", None, 0),
+    ]
+
+
+def test_triggers_fire_once_on_autocommit_statements_between_merges(tmp_path):
+    expected, actual = run_on_both(
+        tmp_path, scenario_triggers_between_merges_and_autocommit, isolation_level=None
+    )
+    assert actual == expected
+    assert actual["audit"] == [
+        (1, 1, "ins", None, 100),
+        (2, 1, "upd", 100, 90),
+        (3, 1, "upd", 90, 89),
+        (4, 1, "upd", 89, 80),
+        (5, 1, "upd", 80, 79),
+        (6, 1, "upd", 79, 70),
+        (7, 1, "upd", 70, 69),
+        (8, 2, "ins", None, 5),
+        (9, 2, "del", 5, None),
     ]
 
 

@@ -1065,6 +1065,8 @@ class Connection(Hooks):
                 auto = self._auto_rowid_table(txn, sql) if kind == "dml" else None
                 cursor._inserted_rows = txn.rebase.start_statement(auto)
             self._user_on_merger = conn is self._merger
+            if self._user_on_merger:
+                merge.triggers_on(conn)
             for _ in range(100):
                 raw_description.clear()
                 self._table_sets.collecting.clear()
