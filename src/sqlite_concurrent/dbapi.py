@@ -454,6 +454,7 @@ class Connection(Hooks):
                 immediate=immediate,
                 info_for=self._table_info,
                 journal=self._journal,
+                denied=self._denied,
             )
         except apsw.Error as e:
             raise translate(e) from e

@@ -43,7 +43,7 @@ class Exclusive:
         self.conn = conn
         self.txn_id = txn_id
         self._lock = lock
-        if pending is not None and conn.pragma("foreign_keys") != pending.foreign_keys:
+        if pending is not None and merge.foreign_keys(conn) != pending.foreign_keys:
             conn.pragma("foreign_keys", pending.foreign_keys)  # as merge.merge does
         lock.acquire()
         try:

@@ -18,6 +18,7 @@ from typing import Any
 import apsw
 
 from . import adaptation
+from .authorizer import Denied
 from .errors import DataError, OperationalError, ProgrammingError, translate
 
 _SQL_TYPES = (type(None), int, float, str, bytes, bytearray, memoryview)
@@ -137,8 +138,12 @@ class _Aggregate:
         return _result(self._call("finalize"), self._cls)
 
 
-def _authorizer(user: Callable[..., Any], ours: Callable[..., int] | None) -> Callable[..., int]:
+def _authorizer(
+    user: Callable[..., Any], ours: Callable[..., int] | None, denied: Denied | None = None
+) -> Callable[..., int]:
     def authorize(action: int, p1: Any, p2: Any, db: Any, trigger: Any) -> int:
+        if denied is not None and denied.muted:
+            return apsw.SQLITE_OK  # our own machinery's statement, not the application's
         try:
             verdict = user(action, p1, p2, db, trigger)
         except Exception as e:
@@ -266,7 +271,7 @@ class Hooks:
 
     def _authorizer_for(self, ours: Callable[..., int] | None) -> Callable[..., int] | None:
         user = self._user_authorizer
-        return ours if user is None else _authorizer(user, ours)
+        return ours if user is None else _authorizer(user, ours, self._denied)
 
     def set_progress_handler(self, progress_handler: Callable[[], Any] | None, n: int) -> None:
         """As in the stdlib: a true result aborts the statement (``OperationalError``)."""

@@ -395,6 +395,12 @@ def apply_one(conn: apsw.Connection, pending: Pending) -> None:
     record_marker(conn, pending.txn_id)
 
 
+def foreign_keys(conn: apsw.Connection) -> bool:
+    """Whether the connection enforces foreign keys.  Asked of the connection's flags, not
+    with ``PRAGMA foreign_keys``: SQLite compiles that statement afresh every time it runs."""
+    return bool(conn.config(apsw.SQLITE_DBCONFIG_ENABLE_FKEY, -1))
+
+
 def triggers_on(conn: apsw.Connection) -> None:
     """Before the application's own statements on the merger: merges leave triggers off
     (see :func:`apply_one`), and a changeset already holds what its triggers did."""
@@ -480,7 +486,7 @@ def commit(
     # A no-op inside a transaction, so it is set first, and outside the merge lock.  It mirrors
     # the writer's own setting: with enforcement off there, the apply must not start enforcing
     # it.  (Others join a group only with the same setting.)
-    if conn.pragma("foreign_keys") != pending.foreign_keys:
+    if foreign_keys(conn) != pending.foreign_keys:
         conn.pragma("foreign_keys", pending.foreign_keys)
     if not group:
         with lock:

@@ -16,6 +16,7 @@ from typing import Any
 import apsw
 
 from . import crashpoints, merge, waits
+from .authorizer import Denied
 from .lockdb import LockDB
 from .locks import Locking
 from .overlay import Overlay, Slot
@@ -38,8 +39,10 @@ class WriteTransaction:
         immediate: bool = False,
         info_for: Any = None,
         journal: Any = None,
+        denied: Denied | None = None,
     ) -> None:
         self._journal = journal
+        self._denied = denied if denied is not None else Denied()
         self.path = path
         self.lockdb = lockdb
         self.level: str = locking["level"]
@@ -148,13 +151,13 @@ class WriteTransaction:
         assert self.session is not None
         self.locking.close()  # what was not published by now never will be: the merge decides
         # The session's own statements (a savepoint, a SELECT per table, table_xinfo) need no
-        # authorizing, and the stdlib's authorizer would never see them: eight calls into
-        # Python per transaction saved.
-        authorizer, self.conn.authorizer = self.conn.authorizer, None
+        # vetting, and the stdlib's authorizer would never see them.  Muted, not removed:
+        # setting an authorizer again expires every statement prepared on the connection.
+        self._denied.muted = True
         try:
             changeset = self.session.changeset()
         finally:
-            self.conn.authorizer = authorizer
+            self._denied.muted = False
         self.session.close()
         self.session = None
         pending = None
@@ -164,7 +167,7 @@ class WriteTransaction:
                 merge.sequence_advances(self.conn, self._snapshot_conn) if self.inserted else []
             )
             if changeset or sequences:
-                (fk,) = self.conn.execute("PRAGMA foreign_keys").fetchone()
+                fk = merge.foreign_keys(self.conn)
                 images, rows, self.changed_tables = merge.read_changeset(
                     self._snapshot_conn, changeset, shapes
                 )
