@@ -402,22 +402,25 @@ def scenario_fk_violation_fails_the_statement(conn):
     conn.commit()
 
 
+# Accounts whose every insert, update and delete a trigger records in ``audit``.
+AUDITED_ACCOUNTS = (
+    "CREATE TABLE account(id INTEGER PRIMARY KEY, balance INTEGER NOT NULL)",
+    "CREATE TABLE audit(seq INTEGER PRIMARY KEY, account_id INTEGER, op TEXT,"
+    " old_balance INTEGER, new_balance INTEGER)",
+    "CREATE TRIGGER account_ins AFTER INSERT ON account BEGIN"
+    " INSERT INTO audit(account_id, op, new_balance) VALUES (new.id, 'ins', new.balance);"
+    " END",
+    "CREATE TRIGGER account_upd AFTER UPDATE ON account BEGIN"
+    " INSERT INTO audit(account_id, op, old_balance, new_balance)"
+    " VALUES (new.id, 'upd', old.balance, new.balance); END",
+    "CREATE TRIGGER account_del BEFORE DELETE ON account BEGIN"
+    " INSERT INTO audit(account_id, op, old_balance) VALUES (old.id, 'del', old.balance);"
+    " END",
+)
+
+
 def scenario_triggers(conn):
-    ddl(
-        conn,
-        "CREATE TABLE account(id INTEGER PRIMARY KEY, balance INTEGER NOT NULL)",
-        "CREATE TABLE audit(seq INTEGER PRIMARY KEY, account_id INTEGER, op TEXT,"
-        " old_balance INTEGER, new_balance INTEGER)",
-        "CREATE TRIGGER account_ins AFTER INSERT ON account BEGIN"
-        " INSERT INTO audit(account_id, op, new_balance) VALUES (new.id, 'ins', new.balance);"
-        " END",
-        "CREATE TRIGGER account_upd AFTER UPDATE ON account BEGIN"
-        " INSERT INTO audit(account_id, op, old_balance, new_balance)"
-        " VALUES (new.id, 'upd', old.balance, new.balance); END",
-        "CREATE TRIGGER account_del BEFORE DELETE ON account BEGIN"
-        " INSERT INTO audit(account_id, op, old_balance) VALUES (old.id, 'del', old.balance);"
-        " END",
-    )
+    ddl(conn, *AUDITED_ACCOUNTS)
     conn.executemany("INSERT INTO account VALUES (?, ?)", [(1, 100), (2, 200)])
     conn.commit()
     conn.execute("UPDATE account SET balance = balance - 30 WHERE id = 1")
@@ -431,21 +434,7 @@ def scenario_triggers(conn):
 def scenario_triggers_between_merges_and_autocommit(conn):
     # Autocommit statements run on the merger, where merges turn triggers off (the changeset
     # already holds what they did): each kind must still see its triggers fire exactly once.
-    ddl(
-        conn,
-        "CREATE TABLE account(id INTEGER PRIMARY KEY, balance INTEGER NOT NULL)",
-        "CREATE TABLE audit(seq INTEGER PRIMARY KEY, account_id INTEGER, op TEXT,"
-        " old_balance INTEGER, new_balance INTEGER)",
-        "CREATE TRIGGER account_ins AFTER INSERT ON account BEGIN"
-        " INSERT INTO audit(account_id, op, new_balance) VALUES (new.id, 'ins', new.balance);"
-        " END",
-        "CREATE TRIGGER account_upd AFTER UPDATE ON account BEGIN"
-        " INSERT INTO audit(account_id, op, old_balance, new_balance)"
-        " VALUES (new.id, 'upd', old.balance, new.balance); END",
-        "CREATE TRIGGER account_del BEFORE DELETE ON account BEGIN"
-        " INSERT INTO audit(account_id, op, old_balance) VALUES (old.id, 'del', old.balance);"
-        " END",
-    )
+    ddl(conn, *AUDITED_ACCOUNTS)
     conn.execute("INSERT INTO account VALUES (1, 100)")
     for balance in (90, 80, 70):
         conn.execute("BEGIN")
