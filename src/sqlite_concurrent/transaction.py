@@ -39,10 +39,10 @@ class WriteTransaction:
         immediate: bool = False,
         info_for: Any = None,
         journal: Any = None,
-        denied: Denied | None = None,
+        denied: Denied,
     ) -> None:
         self._journal = journal
-        self._denied = denied if denied is not None else Denied()
+        self._denied = denied  # muted while the session prepares its own statements
         self.path = path
         self.lockdb = lockdb
         self.level: str = locking["level"]
