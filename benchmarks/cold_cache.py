@@ -25,6 +25,7 @@ import sqlite3
 import statistics
 import tempfile
 import time
+from typing import Any
 
 import sqlite_concurrent
 
@@ -39,8 +40,8 @@ def _make(path: str) -> None:
     conn.close()
 
 
-def _transfer(conn: object, a: int, b: int) -> None:
-    execute = conn.execute  # type: ignore[attr-defined]
+def _transfer(conn: Any, a: int, b: int) -> None:
+    execute = conn.execute
     (x,) = execute("SELECT balance FROM accounts WHERE id=?", (a,)).fetchone()
     (y,) = execute("SELECT balance FROM accounts WHERE id=?", (b,)).fetchone()
     execute("UPDATE accounts SET balance=? WHERE id=?", (x - 1, a))

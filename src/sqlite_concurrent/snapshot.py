@@ -272,27 +272,18 @@ class Snapshot:
         """Page ``pgno`` (1-based) as of this snapshot; empty bytes past the end."""
         if pgno > self.page_count:
             return b""
-        size = self.page_size
-        frame = self.frame_for(pgno)
-        if frame:
-            offset = _WAL_HEADER + (frame - 1) * (size + _FRAME_HEADER) + _FRAME_HEADER
-            data = os.pread(self._files.wal, size, offset)
-        else:
-            data = os.pread(self._files.db, size, (pgno - 1) * size)
-        if len(data) != size:
-            raise SnapshotError(f"short read of page {pgno}")
-        return data
+        return self.read_bytes(pgno, 0, self.page_size)
 
     def read_bytes(self, pgno: int, offset: int, size: int) -> bytes:
-        """``size`` bytes at ``offset`` in page ``pgno`` as of this snapshot: a header field
-        without copying the whole page."""
-        assert offset >= 0 and offset + size <= self.page_size and 1 <= pgno <= self.page_count
+        """``size`` bytes at ``offset`` in page ``pgno`` as of this snapshot (a header field
+        need not copy the whole page)."""
+        page_size = self.page_size
         frame = self.frame_for(pgno)
         if frame:
-            page_at = _WAL_HEADER + (frame - 1) * (self.page_size + _FRAME_HEADER) + _FRAME_HEADER
-            data = os.pread(self._files.wal, size, page_at + offset)
+            at = _WAL_HEADER + (frame - 1) * (page_size + _FRAME_HEADER) + _FRAME_HEADER
+            data = os.pread(self._files.wal, size, at + offset)
         else:
-            data = os.pread(self._files.db, size, (pgno - 1) * self.page_size + offset)
+            data = os.pread(self._files.db, size, (pgno - 1) * page_size + offset)
         if len(data) != size:
             raise SnapshotError(f"short read of page {pgno}")
         return data
