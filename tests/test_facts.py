@@ -206,16 +206,18 @@ def test_overlay_hides_the_real_wal_and_never_deletes_it(db_path):
 @pytest.mark.timeout(60)
 def test_page_one_is_patched_with_a_fresh_counter_per_transaction(db_path):
     _counter_db(db_path, rows=100)
-    reader = sqlite_concurrent.connect(db_path)._snapshot_conn
-    first = Overlay(snapshot_mod.Snapshot(os.path.abspath(db_path), reader))
+    conn = sqlite_concurrent.connect(db_path)
+    reader, files = conn._snapshot_conn, conn._wal_files
+    first = Overlay(snapshot_mod.Snapshot(files, reader))
     page1 = first.page(1)
     assert page1[18] == 1 and page1[19] == 1  # legacy (rollback) format: 2 fails to open
     assert page1[24:28] == page1[92:96]  # counter == version-valid-for: size is trusted
     assert int.from_bytes(page1[28:32], "big") == first.snapshot.page_count
     first.snapshot.release()
-    second = Overlay(snapshot_mod.Snapshot(os.path.abspath(db_path), reader))
+    second = Overlay(snapshot_mod.Snapshot(files, reader))
     assert second.page(1)[24:28] != page1[24:28]
     second.snapshot.release()
+    conn.close()
 
 
 @pytest.mark.timeout(60)
@@ -235,28 +237,77 @@ def test_reused_transaction_connection_never_serves_stale_pages(db_path):
 
 
 @pytest.mark.timeout(60)
-def test_a_header_field_read_alone_matches_the_whole_page(db_path):
-    # The schema cookie is read as 4 bytes instead of a page copy: the same bytes whether the
-    # page's latest version is a WAL frame or, after a checkpoint, the database file.
+def test_wal_descriptors_stay_valid_across_reconnects_restarts_and_new_files(db_path):
+    """Snapshots read the database, -wal and -shm through descriptors opened once per process
+    and file, not checked per snapshot: the process's anchor connection keeps SQLite from
+    deleting -wal/-shm when our last connection closes, a restarted (truncated) WAL is the
+    same file, and a new file at the same path gets descriptors of its own."""
     _counter_db(db_path, rows=100)
     conn = sqlite_concurrent.connect(db_path)
-    reader = conn._snapshot_conn
-    path = os.path.abspath(db_path)
-    conn.execute("UPDATE c SET v = 7 WHERE id = 50")  # fresh frames for page 1 and a leaf
-    conn.commit()
-    for checkpoint in (False, True):
-        if checkpoint:
-            writer = stock_apsw(db_path)
-            writer.execute("SELECT count(*) FROM c").fetchall()  # opens the WAL
-            log, done = writer.wal_checkpoint(mode=apsw.SQLITE_CHECKPOINT_FULL)
-            assert log == done > 0
-            writer.close()
-        snap = snapshot_mod.Snapshot(path, reader)
-        in_wal = [p for p in range(1, snap.page_count + 1) if snap.frame_for(p)]
-        assert bool(in_wal) != checkpoint
-        for pgno in range(1, snap.page_count + 1):
-            page = snap.read_page(pgno)
-            for offset, size in ((0, 16), (40, 4), (snap.page_size - 8, 8)):
-                assert snap.read_bytes(pgno, offset, size) == page[offset : offset + size]
-        snap.release()
+    with conn:
+        conn.execute("UPDATE c SET v = 1 WHERE id = 1")
+    files = snapshot_mod.WalFiles.for_path(os.path.abspath(db_path))
     conn.close()
+    assert os.path.exists(db_path + "-wal") and os.path.exists(db_path + "-shm")
+    assert os.fstat(files.wal).st_nlink == 1 and os.fstat(files.shm).st_nlink == 1
+    other = stock_apsw(db_path)
+    other.execute("SELECT count(*) FROM c").fetchall()  # opens the WAL
+    assert other.wal_checkpoint(mode=apsw.SQLITE_CHECKPOINT_TRUNCATE) == (0, 0)
+    assert os.path.getsize(db_path + "-wal") == 0
+    conn = sqlite_concurrent.connect(db_path)
+    for i in range(2, 40):  # frames only the restarted WAL (and its index) holds
+        other.execute("UPDATE c SET v = ? WHERE id = ?", (i, i))
+    with conn:
+        conn.execute("BEGIN")  # reads then come from a snapshot, not the stock reader
+        got = conn.execute("SELECT id, v FROM c WHERE id < 40 ORDER BY id").fetchall()
+        conn.execute("UPDATE c SET v = -1 WHERE id = 0")
+    assert got == [(0, 0), *[(i, i) for i in range(1, 40)]]
+    assert other.execute("SELECT v FROM c WHERE id = 0").fetchone() == (-1,)
+    assert other.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+    assert snapshot_mod.WalFiles.for_path(os.path.abspath(db_path)) is files
+    assert files.retired == []
+    conn.close()
+    other.close()
+    # Deleted and created again at the same path (test suites do this): another file, read
+    # through descriptors of its own, here from the database file itself after a checkpoint.
+    for suffix in ("", "-wal", "-shm"):
+        os.unlink(db_path + suffix)
+    _counter_db(db_path, rows=100)
+    fresh = stock_apsw(db_path)
+    fresh.execute("UPDATE c SET v = 5 WHERE id = 5")
+    assert fresh.wal_checkpoint(mode=apsw.SQLITE_CHECKPOINT_TRUNCATE) == (0, 0)
+    conn = sqlite_concurrent.connect(db_path)
+    assert conn._wal_files.identity != files.identity
+    with conn:
+        conn.execute("BEGIN")
+        assert conn.execute("SELECT sum(v), count(*) FROM c").fetchone() == (5, 100)
+        conn.execute("UPDATE c SET v = 6 WHERE id = 6")
+    assert fresh.execute("SELECT sum(v) FROM c").fetchone() == (11,)
+    conn.close()
+    fresh.close()
+
+
+@pytest.mark.timeout(60)
+def test_schema_cookie_is_the_snapshots_from_the_wal_or_the_database_file(db_path):
+    # A transaction's schema cookie comes from its snapshot's page 1 (patched, read once): the
+    # snapshot's own whether page 1's latest version is a WAL frame or, after a checkpoint,
+    # the database file, and not a later one.
+    _counter_db(db_path, rows=100)
+    conn = sqlite_concurrent.connect(db_path)
+    other = stock_apsw(db_path)
+    for checkpoint in (False, True):
+        other.execute(f"CREATE TABLE t{int(checkpoint)}(x)")  # a new cookie, on page 1
+        if checkpoint:
+            log, done = other.wal_checkpoint(mode=apsw.SQLITE_CHECKPOINT_FULL)
+            assert log == done > 0
+        (cookie,) = other.execute("PRAGMA schema_version").fetchone()
+        conn.execute("BEGIN")
+        conn.execute("SELECT count(*) FROM c").fetchall()  # pins the snapshot
+        other.execute(f"CREATE TABLE later{int(checkpoint)}(x)")
+        txn = conn._txn
+        assert bool(txn.snapshot.frame_for(1)) != checkpoint
+        assert txn.schema_version == cookie
+        assert other.execute("PRAGMA schema_version").fetchone() == (cookie + 1,)
+        conn.rollback()
+    conn.close()
+    other.close()

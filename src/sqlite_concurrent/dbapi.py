@@ -36,6 +36,7 @@ from . import (
     merge,
     publisher,
     rebase,
+    snapshot,
     statements,
     waits,
 )
@@ -78,11 +79,12 @@ _holder_lock = threading.Lock()
 # SQLite library in the process (the stdlib's), which then lets checkpoints and WAL deletion run
 # under its readers.  Measured: without it, closing our connection deleted -wal under an open
 # stdlib read transaction.
-_anchors: dict[tuple[int, str], apsw.Connection] = {}
+_anchors: dict[tuple[int, str, tuple[int, int]], apsw.Connection] = {}
 
 
-def _anchor(path: str) -> None:
-    key = (os.getpid(), path)
+def _anchor(path: str, identity: tuple[int, int]) -> None:
+    # Per file, not per path: a database deleted and created again at the same path is another.
+    key = (os.getpid(), path, identity)
     with _holder_lock:
         if key not in _anchors:
             conn = apsw.Connection(path)
@@ -245,7 +247,9 @@ class Connection(Hooks):
                 merge.ensure_marker_table(self._merger)
         first_txn_id = merge.last_marker(self._merger) + 1
         self._page_size = int(_value(self._merger, "PRAGMA page_size"))
-        _anchor(self.path)
+        st = os.stat(self.path)
+        identity = (st.st_dev, st.st_ino)
+        _anchor(self.path, identity)
         self._checkpointer = Checkpointer(
             self._merger,
             self.path + "-locks",
@@ -258,6 +262,7 @@ class Connection(Hooks):
         self._snapshot_conn = self._stock()
         # Creates -wal/-shm if absent; they then live as long as this connection does.
         self._snapshot_conn.execute("SELECT 1 FROM sqlite_schema LIMIT 1").fetchall()
+        self._wal_files = snapshot.WalFiles.for_database(self.path, identity)
         self._lockdb = LockDB(self.path, first_txn_id=first_txn_id)
         key = (os.getpid(), self.path)
         with _holder_lock:
@@ -447,6 +452,7 @@ class Connection(Hooks):
                     "snapshot_reader": self._snapshot_conn,
                 },
                 snapshot_conn=self._snapshot_conn,
+                wal_files=self._wal_files,
                 slot=self._slot,
                 conn_for=self._txn_conn_for,
                 snapshot_gate=self._checkpointer.gate,

@@ -58,6 +58,7 @@ class Overlay:
         self.read_set: set[int] = set()
         counter = _next_counter().to_bytes(4, "big")
         self._page1_patch = (counter, snapshot.page_count.to_bytes(4, "big"))
+        self._page1: bytes | None = None
 
     def page(self, pgno: int) -> bytes:
         data = self.pages.get(pgno)
@@ -70,10 +71,17 @@ class Overlay:
         self.read_set.add(pgno)
         if pgno > self.snapshot.page_count:
             return bytes(self.page_size)
-        data = self.snapshot.read_page(pgno)
         if pgno == 1:
-            data = self._patch_page1(data)
-        return data
+            return self.page1()
+        return self.snapshot.read_page(pgno)
+
+    def page1(self) -> bytes:
+        """Page 1 as the snapshot has it, patched; read once.  SQLite reads it (or its change
+        counter) at least twice a transaction, and the schema cookie comes from it too."""
+        page1 = self._page1
+        if page1 is None:
+            page1 = self._page1 = self._patch_page1(self.snapshot.read_page(1))
+        return page1
 
     def _patch_page1(self, data: bytes) -> bytes:
         counter, page_count = self._page1_patch
@@ -109,6 +117,9 @@ class Overlay:
 
     def read(self, amount: int, offset: int) -> bytes:
         size = self.page_size
+        pgno, within = divmod(offset, size)
+        if within == 0 and amount == size and pgno < self.size_pages:
+            return self.page(pgno + 1)  # the usual read: one whole page, no copies
         end = min(offset + amount, self.size_pages * size)
         out = bytearray()
         pos = offset

@@ -89,6 +89,8 @@ class WalFiles:
     def __init__(self, path: str) -> None:
         self.path = path
         self.db = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        st = os.fstat(self.db)
+        self.identity = (st.st_dev, st.st_ino)
         self.wal = -1
         self.shm = -1
         # Descriptors of -wal/-shm generations that were deleted and recreated.  Closing them
@@ -97,19 +99,40 @@ class WalFiles:
 
     @classmethod
     def for_path(cls, path: str) -> WalFiles:
+        """The descriptors on the database now at ``path`` as this process last opened it."""
         key = (os.getpid(), path)
         files = cls._by_key.get(key)
         if files is None:
             with cls._lock:
                 files = cls._by_key.get(key)
                 if files is None:
-                    files = cls._by_key[key] = cls(path)
+                    files = cls(path)
+                    files.refresh()
+                    cls._by_key[key] = files
+        return files
+
+    @classmethod
+    def for_database(cls, path: str, identity: tuple[int, int]) -> WalFiles:
+        """Descriptors on the database file ``identity`` (device, inode), which a connection of
+        this process has just opened and read at ``path``.
+
+        A file deleted and created again at the same path (test suites do it) is another
+        database: it gets descriptors of its own, and the old file's stay with it.
+        """
+        key = (os.getpid(), path)
+        with cls._lock:
+            files = cls._by_key.get(key)
+            if files is None or files.identity != identity:
+                # The old file's connections keep the old descriptors (never closed).
+                files = cls._by_key[key] = cls(path)
+            files.refresh()
         return files
 
     def refresh(self) -> None:
         """Reopen ``-wal``/``-shm`` if they were deleted (last connection closed) and recreated.
 
-        Called while the caller's own connection is open, so the files cannot vanish under us.
+        Call it while a connection of this process is open on the database and has read (so
+        the files exist): SQLite deletes them only when the last connection of all closes.
         """
         for attr, suffix in (("wal", "-wal"), ("shm", "-shm")):
             fd = getattr(self, attr)
@@ -195,19 +218,22 @@ def _cache_for(path: str, salt: tuple[int, int]) -> _WalIndexCache:
 class Snapshot:
     """A pinned, immutable view of the database's pages.
 
+    :param files: this process's descriptors on the database (``WalFiles.for_database``).
     :param reader: a stock APSW connection on the database, used only for pinning.
     """
 
-    def __init__(self, path: str, reader: apsw.Connection, max_retries: int = 1000) -> None:
-        self.path = path
+    def __init__(self, files: WalFiles, reader: apsw.Connection, max_retries: int = 1000) -> None:
+        self.path = files.path
         self._reader = reader
-        self._files = WalFiles.for_path(path)
+        self._files = files
         self.header: WalHeader | None = None
         self._pin(max_retries)
 
     def _pin(self, max_retries: int) -> None:
+        # The descriptors need no check that -wal/-shm are still the live files: SQLite deletes
+        # them only with the last connection of all, and the process's anchor connection on
+        # this database file (see ``dbapi._anchor``) stays open for the process's life.
         files = self._files
-        files.refresh()
         for _ in range(max_retries):
             before = read_wal_header(files.shm)
             if before is None:
@@ -272,19 +298,14 @@ class Snapshot:
         """Page ``pgno`` (1-based) as of this snapshot; empty bytes past the end."""
         if pgno > self.page_count:
             return b""
-        return self.read_bytes(pgno, 0, self.page_size)
-
-    def read_bytes(self, pgno: int, offset: int, size: int) -> bytes:
-        """``size`` bytes at ``offset`` in page ``pgno`` as of this snapshot (a header field
-        need not copy the whole page)."""
         page_size = self.page_size
         frame = self.frame_for(pgno)
         if frame:
             at = _WAL_HEADER + (frame - 1) * (page_size + _FRAME_HEADER) + _FRAME_HEADER
-            data = os.pread(self._files.wal, size, at + offset)
+            data = os.pread(self._files.wal, page_size, at)
         else:
-            data = os.pread(self._files.db, size, (pgno - 1) * page_size + offset)
-        if len(data) != size:
+            data = os.pread(self._files.db, page_size, (pgno - 1) * page_size)
+        if len(data) != page_size:
             raise SnapshotError(f"short read of page {pgno}")
         return data
 

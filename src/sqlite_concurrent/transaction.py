@@ -21,7 +21,7 @@ from .lockdb import LockDB
 from .locks import Locking
 from .overlay import Overlay, Slot
 from .rebase import Rebase
-from .snapshot import Snapshot
+from .snapshot import Snapshot, WalFiles
 
 
 class WriteTransaction:
@@ -32,6 +32,7 @@ class WriteTransaction:
         lockdb: LockDB,
         locking: Any,
         snapshot_conn: apsw.Connection,
+        wal_files: WalFiles,
         slot: Slot,
         conn_for: Any,
         snapshot_gate: Any,
@@ -65,6 +66,7 @@ class WriteTransaction:
             **locking,
         )
         self._snapshot_conn = snapshot_conn
+        self._wal_files = wal_files
         self._slot = slot
         self._snapshot_gate = snapshot_gate
         self._begin_sql = begin
@@ -109,7 +111,7 @@ class WriteTransaction:
         # wait for its restart.
         self._snapshot_gate.acquire(shared=True)
         try:
-            self.snapshot = Snapshot(self.path, self._snapshot_conn)
+            self.snapshot = Snapshot(self._wal_files, self._snapshot_conn)
         finally:
             self._snapshot_gate.release()
         self._schema_version = None
@@ -139,8 +141,9 @@ class WriteTransaction:
         """The snapshot's schema cookie (header offset 40).  Fixed for the transaction's life:
         schema changes cannot run inside one."""
         if self._schema_version is None:
-            assert self.snapshot is not None
-            self._schema_version = int.from_bytes(self.snapshot.read_bytes(1, 40, 4), "big")
+            overlay = self._slot.overlay
+            assert overlay is not None
+            self._schema_version = int.from_bytes(overlay.page1()[40:44], "big")
         return self._schema_version
 
     def prepare(self, shapes: dict[Any, Any]) -> merge.Pending | None:
