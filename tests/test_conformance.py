@@ -131,6 +131,24 @@ def test_factory_makes_a_subclass(mod, opened, where):
     assert conn.execute("SELECT 1").fetchone() == (1,)
 
 
+def test_execute_makes_a_plain_cursor_even_when_cursor_is_overridden(mod, opened, where):
+    class MyCursor(mod.Cursor):
+        pass
+
+    class Mine(mod.Connection):
+        def cursor(self, factory=MyCursor):
+            return super().cursor(factory)
+
+    conn = _connect(mod, opened, where, factory=Mine)
+    assert type(conn.cursor()) is MyCursor
+    cur = conn.execute("SELECT 1")
+    assert type(cur) is mod.Cursor and cur.fetchone() == (1,)
+    conn.execute("CREATE TABLE t(x)")
+    assert type(conn.executemany("INSERT INTO t VALUES (?)", [(1,), (2,)])) is mod.Cursor
+    assert conn.execute("SELECT count(*) FROM t").fetchone() == (2,)
+    assert type(conn.executescript("SELECT 1;")) is mod.Cursor
+
+
 def test_isolation_level_is_validated_and_none_commits(mod, opened, where):
     conn = _connect(mod, opened, where)
     with pytest.raises(ValueError):

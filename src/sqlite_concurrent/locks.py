@@ -174,6 +174,18 @@ class Locking:
         if not writes and not escalating:
             return
         self.row_writes = []
+        if len(writes) == 1 and not escalating:
+            # The usual write: one row, by key.  Same outcome as the general path below.
+            ((table, rowid),) = writes
+            held = self.held_rows.get(table)
+            if held is None:
+                held = self.held_rows[table] = set()
+            if table in self.escalated or rowid in held:
+                return
+            if len(held) < self.escalate_at:
+                held.add(rowid)
+                self._request([(f"row:{table}:{rowid}", "X")], escalates=False)
+                return
         # Escalation (table locks) is rare: the usual statement asks only for row locks.
         requests: list[tuple[str, str]] = []
         if escalating:
@@ -209,6 +221,9 @@ class Locking:
         # Ours from now on, whether written yet or not (escalation counts them).
         for table, new in new_rows.items():
             self.held_rows.setdefault(table, set()).update(new)
+        self._request(requests, escalates)
+
+    def _request(self, requests: list[tuple[str, str]], escalates: bool) -> None:
         # A lock someone else has written makes this statement wait, as at once; what nobody
         # has claimed yet is written later.
         if (

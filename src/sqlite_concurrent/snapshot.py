@@ -13,8 +13,7 @@ import bisect
 import os
 import struct
 import threading
-from dataclasses import dataclass
-from typing import ClassVar
+from typing import ClassVar, NamedTuple
 
 import apsw
 
@@ -45,8 +44,7 @@ def _wal_checksum(data: bytes) -> tuple[int, int]:
     return s1, s2
 
 
-@dataclass(frozen=True)
-class WalHeader:
+class WalHeader(NamedTuple):  # built on every pin: a tuple is cheaper than a frozen dataclass
     raw: bytes
     change: int
     page_size: int  # 0 means "empty WAL, take it from the database header"
@@ -64,20 +62,31 @@ def read_wal_header(shm_fd: int) -> WalHeader | None:
     buf = os.pread(shm_fd, _INDEX_HEADER_BYTES, 0)
     if len(buf) < _INDEX_HEADER_BYTES:
         return None
+    first = _valid_header(buf)
+    if first is None:
+        return None
+    f = _HDR.unpack(first)
+    sz = f[5]
+    page_size = 65536 if sz == 1 else sz
+    (backfilled,) = _CKPT_NBACKFILL.unpack_from(buf, 96)
+    return WalHeader(first, f[2], page_size, f[6], f[7], (f[10], f[11]), backfilled)
+
+
+def _valid_header(buf: bytes) -> bytes | None:
+    """The header's first copy from ``buf`` (both copies, at least), if it is whole and valid."""
+    if len(buf) < 2 * _HDR_SIZE:
+        return None
     first, second = buf[:_HDR_SIZE], buf[_HDR_SIZE : 2 * _HDR_SIZE]
     if first != second:
         return None
-    f = _HDR.unpack(first)
     if first not in _verified:
+        f = _HDR.unpack(first)
         if not f[3] or _wal_checksum(first[:40]) != (f[12], f[13]):  # isInit, aCksum
             return None
         if len(_verified) > 64:
             _verified.clear()
         _verified.add(first)
-    sz = f[5]
-    page_size = 65536 if sz == 1 else sz
-    (backfilled,) = _CKPT_NBACKFILL.unpack_from(buf, 96)
-    return WalHeader(first, f[2], page_size, f[6], f[7], (f[10], f[11]), backfilled)
+    return first
 
 
 class WalFiles:
@@ -93,6 +102,7 @@ class WalFiles:
         self.identity = (st.st_dev, st.st_ino)
         self.wal = -1
         self.shm = -1
+        self.index: _WalIndexCache | None = None  # of the current WAL generation
         # Descriptors of -wal/-shm generations that were deleted and recreated.  Closing them
         # is harmless in theory, but "never close" is the rule that keeps locks safe.
         self.retired: list[int] = []
@@ -202,17 +212,14 @@ def pages_changed_since(path: str, since: WalHeader) -> set[int] | None:
     return {pgno for _, pgno in frame_pages(files.shm, since.max_frame + 1, now.max_frame)}
 
 
-_caches: dict[tuple[int, str], _WalIndexCache] = {}
-_caches_lock = threading.Lock()
-
-
-def _cache_for(path: str, salt: tuple[int, int]) -> _WalIndexCache:
-    key = (os.getpid(), path)
-    with _caches_lock:
-        cache = _caches.get(key)
-        if cache is None or cache.salt != salt:
-            cache = _caches[key] = _WalIndexCache(salt)
-        return cache
+def _cache_for(files: WalFiles, salt: tuple[int, int]) -> _WalIndexCache:
+    cache = files.index
+    if cache is None or cache.salt != salt:
+        with WalFiles._lock:
+            cache = files.index
+            if cache is None or cache.salt != salt:
+                cache = files.index = _WalIndexCache(salt)
+    return cache
 
 
 class Snapshot:
@@ -235,7 +242,7 @@ class Snapshot:
         # this database file (see ``dbapi._anchor``) stays open for the process's life.
         files = self._files
         for _ in range(max_retries):
-            before = read_wal_header(files.shm)
+            before = _valid_header(os.pread(files.shm, 2 * _HDR_SIZE, 0))
             if before is None:
                 # Uninitialised or mid-update index: a read on the stock connection makes SQLite
                 # build it (walIndexRecover); then look again.
@@ -251,7 +258,7 @@ class Snapshot:
             after = read_wal_header(files.shm)
             # Fact (race): the header must be the same before and after the read transaction
             # starts, or we cannot know which snapshot SQLite gave the reader.
-            if after is not None and after.raw == before.raw:
+            if after is not None and after.raw == before:
                 self.header = after
                 break
             self._reader.execute("ROLLBACK")
@@ -262,7 +269,7 @@ class Snapshot:
         # read-mark 0 and the WAL can restart under it; the database file alone is then correct.
         self._use_wal = hdr.max_frame > 0 and hdr.backfilled < hdr.max_frame
         if self._use_wal:
-            self._cache = _cache_for(self.path, hdr.salt)
+            self._cache = _cache_for(files, hdr.salt)
             if self._cache.indexed < hdr.max_frame:
                 self._cache.extend(files.shm, hdr.max_frame)
         if hdr.page_size:
