@@ -125,10 +125,11 @@ def read_changeset(
             continue
         old = change.old
         assert old is not None
-        key = tuple(old[i] for i in key_cols)
+        key = tuple([old[i] for i in key_cols])
         # An update of every column that is not the key carries the whole old row: the
         # snapshot's, since a session records each row as it was before the transaction.
-        if any(v is apsw.no_change for v in old):
+        # (``in`` compares by identity first; SQLite values never equal the marker.)
+        if apsw.no_change in old:
             row = snapshot_conn.execute(shape.sql, key).fetchone()
         else:
             row = tuple(old)

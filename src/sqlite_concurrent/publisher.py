@@ -17,6 +17,7 @@ waits for it at its next statement.
 
 from __future__ import annotations
 
+import collections
 import heapq
 import itertools
 import logging
@@ -59,7 +60,11 @@ class Publisher:
     def __init__(self, db_path: str) -> None:
         self._db_path = db_path
         self._cond = threading.Condition()
-        self._due: list[tuple[float, int, Deferred]] = []
+        self._due: list[tuple[float, int, Deferred]] = []  # the thread's own heap
+        # New items: appended without the condition's lock (a deque's append is atomic), and
+        # moved into the heap by the thread.  Scheduling is then an append on every writing
+        # transaction instead of a lock, a heap push and a clock read under it.
+        self._new: collections.deque[tuple[float, int, Deferred]] = collections.deque()
         self._seq = itertools.count()
         self._thread: threading.Thread | None = None
         self._idle = False
@@ -68,15 +73,20 @@ class Publisher:
     def schedule(self, item: Deferred, delay: float) -> None:
         """Call ``item.publish(lockdb)`` from the publisher thread in ``delay`` seconds (or up
         to ``TICK`` later)."""
-        with self._cond:
-            heapq.heappush(self._due, (time.monotonic() + delay, next(self._seq), item))
-            if self._thread is None:
-                self._thread = threading.Thread(
-                    target=self._run, name=f"sqlite_concurrent-locks {self._db_path}", daemon=True
-                )
-                self._thread.start()
-            elif self._idle:
-                self._cond.notify()
+        self._new.append((time.monotonic() + delay, next(self._seq), item))
+        # Read after the append: a thread about to idle looks at ``_new`` again after setting
+        # ``_idle`` (see ``_next_due``), so one of the two always sees the other.
+        if self._thread is None or self._idle:
+            with self._cond:
+                if self._thread is None:
+                    self._thread = threading.Thread(
+                        target=self._run,
+                        name=f"sqlite_concurrent-locks {self._db_path}",
+                        daemon=True,
+                    )
+                    self._thread.start()
+                elif self._idle:
+                    self._cond.notify()
 
     def _next_due(self) -> list[Deferred] | None:
         """Wait for the next items that are due; ``None`` once nobody uses this publisher."""
@@ -84,9 +94,12 @@ class Publisher:
         with self._cond:
             while True:
                 now = time.monotonic()
+                while self._new:
+                    heapq.heappush(self._due, self._new.popleft())
                 if self._users <= 0:
                     # Every connection closed, so every transaction ended: nothing to write.
                     self._due.clear()
+                    self._new.clear()
                     self._thread = None
                     return None
                 if self._due and self._due[0][0] <= now:
@@ -99,7 +112,8 @@ class Publisher:
                     self._cond.wait(self.TICK)
                 else:
                     self._idle = True
-                    self._cond.wait()
+                    if not self._new:  # else one arrived before it could see _idle
+                        self._cond.wait()
                     self._idle = False
                     empty = 0
             due = []

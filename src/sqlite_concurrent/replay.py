@@ -234,23 +234,24 @@ def _apply_change(
             return False
         return True
     assert old is not None
-    key = tuple(old[i] for i in table.pk)
+    # List comprehensions, not generators: these run under the merge lock.
+    key = tuple([old[i] for i in table.pk])
     try:
         if op == apsw.SQLITE_DELETE:
             conn.execute(table.delete, old)
         else:
             assert new is not None
-            changed = tuple(i for i, v in enumerate(new) if v is not _NO_CHANGE)
+            changed = tuple([i for i, v in enumerate(new) if v is not _NO_CHANGE])
             params = [new[i] for i in changed]
             if rows is None:
-                params.extend(old[i] for i in (*table.pk, *changed))
+                params += [old[i] for i in (*table.pk, *changed)]
                 conn.execute(table.update(changed, False), params)
             else:
                 snapshot_row = rows.get(table.name, {}).get(key)
                 if snapshot_row is None:  # not read at the snapshot: nothing to compare with
                     raise conflict(table.name, key, "data")
-                params.extend(snapshot_row[i] for i in table.pk)
-                params.extend(snapshot_row[i] for i in table.rest)
+                params += [snapshot_row[i] for i in table.pk]
+                params += [snapshot_row[i] for i in table.rest]
                 conn.execute(table.update(changed, True), params)
     except apsw.ConstraintError:
         return False
