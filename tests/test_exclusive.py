@@ -277,6 +277,28 @@ def test_two_transactions_turning_exclusive_deadlock_and_the_younger_rolls_back(
     ]
 
 
+def test_schema_change_after_the_merger_planned_the_old_schema_is_a_conflict(db):
+    # The merge builds its statements before taking the merge lock, from what the merger knows
+    # of the transaction's schema.  A schema change in between must still fail the merge
+    # (checked under the lock), not apply statements planned for the old schema.
+    conn = sqlite_concurrent.connect(db)
+    for n in (11, 12):  # the merger now knows the schema (statements cached for it)
+        with conn:
+            conn.execute("UPDATE t SET n = ? WHERE id = 1", (n,))
+    stock = stock_apsw(db)
+    conn.execute("UPDATE t SET n = 13 WHERE id = 1")
+    stock.execute("ALTER TABLE t RENAME COLUMN n TO m")
+    stock.execute("ALTER TABLE t ADD COLUMN n DEFAULT 0")
+    with pytest.raises(sqlite_concurrent.ConflictError) as exc_info:
+        conn.commit()
+    assert exc_info.value.kind == "schema" and exc_info.value.retryable
+    assert stock.execute("SELECT m, n FROM t WHERE id = 1").fetchall() == [(12, 0)]
+    with conn:
+        conn.execute("UPDATE t SET n = 5 WHERE id = 1")
+    assert stock.execute("SELECT m, n FROM t WHERE id = 1").fetchall() == [(12, 5)]
+    conn.close()
+
+
 def test_snapshot_older_than_a_schema_change_by_a_stock_writer_is_a_retryable_conflict(db):
     conn = sqlite_concurrent.connect(db)
     conn.execute("UPDATE t SET n = 11 WHERE id = 1")

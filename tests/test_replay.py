@@ -189,7 +189,7 @@ def _by_replay(
     if planned is None:
         return False, None
     try:
-        replay.run(conn, planned, keep=None, conflict=merge.conflict, rows=rows)
+        replay.run(conn, replay.steps(planned, rows), keep=None, conflict=merge.conflict)
     except ConflictError as e:
         return True, e
     return True, None

@@ -242,6 +242,7 @@ class Pending:
     pages: PageCheck | None = None
     rebase: dict[str, frozenset[int]] | None = None  # auto rowids to assign afresh
     rows: SnapshotRows | None = None  # the snapshot rows themselves; never journaled
+    steps: list[replay.Step] | None = None  # statements for schema ``schema_version``; ditto
 
     def row_images(self) -> list[RowImages]:
         if self.images is None:
@@ -305,19 +306,20 @@ def apply_one(conn: apsw.Connection, pending: Pending) -> None:
         raise conflict(None, None, "schema")
     if pending.pages is not None:
         _validate_pages(conn, pending.pages)
-    planned = None
-    if pending.changeset:
-        planned = replay.plan(
+    # Snapshot isolation: every updated row must be as the snapshot saw it.  With the rows at
+    # hand and statements to apply them, each UPDATE checks its own row; else check first.
+    planned = pending.steps  # built before the merge lock, for this schema (see ``commit``)
+    if planned is None and pending.changeset:
+        plan = replay.plan(
             conn,
             pending.changeset,
             cookie=schema_version,
             foreign_keys=pending.foreign_keys,
             changes=pending.rows.changes if pending.rows is not None else None,
         )
-    # Snapshot isolation: every updated row must be as the snapshot saw it.  With the rows at
-    # hand and statements to apply them, each UPDATE checks its own row; else check first.
-    whole_rows = pending.rows.rows if planned is not None and pending.rows else None
-    if whole_rows is None:
+        if plan is not None:
+            planned = replay.steps(plan, pending.rows.rows if pending.rows else None)
+    if planned is None or pending.rows is None:
         for images in pending.row_images():
             for key, digest in images:
                 now = conn.execute(images.select, key).fetchone()
@@ -372,7 +374,7 @@ def apply_one(conn: apsw.Connection, pending: Pending) -> None:
             conn.config(apsw.SQLITE_DBCONFIG_ENABLE_TRIGGER, 0)
         try:
             if planned is not None:
-                replay.run(conn, planned, keep=filtering, conflict=conflict, rows=whole_rows)
+                replay.run(conn, planned, keep=filtering, conflict=conflict)
             else:
                 apsw.Changeset.apply(
                     pending.changeset,
@@ -489,6 +491,19 @@ def commit(
     # it.  (Others join a group only with the same setting.)
     if foreign_keys(conn) != pending.foreign_keys:
         conn.pragma("foreign_keys", pending.foreign_keys)
+    # The statements and their parameters depend on the transaction alone, once the merger
+    # knows its schema: built here, they keep the merge lock held for less time.
+    if pending.rows is not None and pending.changeset:
+        plan = replay.plan(
+            conn,
+            pending.changeset,
+            cookie=pending.schema_version,
+            foreign_keys=pending.foreign_keys,
+            changes=pending.rows.changes,
+            known_only=True,
+        )
+        if plan is not None:
+            pending.steps = replay.steps(plan, pending.rows.rows)
     if not group:
         with lock:
             crashpoints.reach("merge.locked")

@@ -151,12 +151,23 @@ def plan(
     cookie: int,
     foreign_keys: bool,
     changes: list[Change] | None = None,
+    known_only: bool = False,
 ) -> list[tuple[_Table, Change]] | None:
     """The changes of ``changeset`` (already copied out: ``changes``) with their tables, or
-    ``None`` when it must go to ``Changeset.apply`` instead (see the module docstring)."""
+    ``None`` when it must go to ``Changeset.apply`` instead (see the module docstring).
+
+    ``known_only``: plan only from what ``conn`` already knows of schema ``cookie`` (``None``
+    otherwise), reading nothing; so it may run before the merge lock, outside a transaction.
+    """
     if len(changeset) > SMALL:
         return None
-    schema = _schema(conn, cookie)
+    if known_only:
+        known = _schemas.get(conn)
+        if known is None or known.cookie != cookie:
+            return None
+        schema = known
+    else:
+        schema = _schema(conn, cookie)
     planned = []
     if changes is None:
         changes = [Change.of(c) for c in apsw.Changeset.iter(changeset)]
@@ -164,6 +175,8 @@ def plan(
         key = (c.name, c.column_count, tuple(sorted(c.pk_columns)))
         table = schema.tables.get(key)
         if table is None:
+            if known_only:
+                return None
             table = _Table(conn, c.name, c.column_count, list(key[2]))
             schema.tables[key] = table
         if (
@@ -176,20 +189,63 @@ def plan(
     return planned
 
 
+class Step(NamedTuple):
+    """One planned change as the statement that applies it.  Built from the transaction alone
+    (``steps``), so the merge can build them before it takes the merge lock."""
+
+    table: _Table
+    change: Change
+    sql: str | None  # None: an updated row the snapshot did not have (a ``data`` conflict)
+    params: Sequence[Any]
+    key: tuple[Any, ...] | None  # of an UPDATE or DELETE
+
+
+def steps(planned: list[tuple[_Table, Change]], rows: Rows | None) -> list[Step]:
+    """The statement and parameters of each planned change.
+
+    With ``rows``, the whole snapshot row of every updated row, an UPDATE matches the row only
+    if every column is still as the snapshot saw it (compared exactly, whatever the column's
+    collation): snapshot isolation's check and the apply in one statement.
+    """
+    out = []
+    for table, change in planned:
+        op, old, new = change.opcode, change.old, change.new
+        if op == apsw.SQLITE_INSERT:
+            assert new is not None
+            out.append(Step(table, change, table.insert, new, None))
+            continue
+        assert old is not None
+        # List comprehensions, not generators: merges build many of these.
+        key = tuple([old[i] for i in table.pk])
+        if op == apsw.SQLITE_DELETE:
+            out.append(Step(table, change, table.delete, old, key))
+            continue
+        assert new is not None
+        changed = tuple([i for i, v in enumerate(new) if v is not _NO_CHANGE])
+        params = [new[i] for i in changed]
+        if rows is None:
+            params += [old[i] for i in (*table.pk, *changed)]
+            out.append(Step(table, change, table.update(changed, False), params, key))
+            continue
+        snapshot_row = rows.get(table.name, {}).get(key)
+        if snapshot_row is None:  # not read at the snapshot: nothing to compare with
+            out.append(Step(table, change, None, (), key))
+            continue
+        params += [snapshot_row[i] for i in table.pk]
+        params += [snapshot_row[i] for i in table.rest]
+        out.append(Step(table, change, table.update(changed, True), params, key))
+    return out
+
+
 def run(
     conn: apsw.Connection,
-    planned: list[tuple[_Table, Change]],
+    planned: list[Step],
     *,
     keep: Callable[[Change], bool] | None,
     conflict: Callable[[str | None, tuple[Any, ...] | None, str], ConflictError],
-    rows: Rows | None = None,
 ) -> None:
-    """Apply planned changes with cached statements inside the caller's transaction.
-
-    ``keep`` may hold a change back (the caller then deals with it).  With ``rows``, the
-    whole snapshot row of every updated row, an UPDATE matches the row only if every column
-    is still as the snapshot saw it (compared exactly, whatever the column's collation):
-    snapshot isolation's check and the apply in one statement.
+    """Apply planned changes (``steps``) with cached statements inside the caller's
+    transaction.  ``keep`` may hold a change back (the caller then deals with it).
 
     :raises ConflictError: the first change that could not be applied; the caller rolls back
         what was applied before it.
@@ -199,60 +255,43 @@ def run(
     # UNIQUE value may come before the deletion of the row that held it), and is retried
     # while retrying makes progress.
     deferred = []
-    for table, change in planned:
-        if keep is not None and not keep(change):
+    for step in planned:
+        if keep is not None and not keep(step.change):
             continue
-        if not _apply_change(conn, table, change, conflict, rows):
-            deferred.append((table, change))
+        if not _apply(conn, step, conflict):
+            deferred.append(step)
     while deferred:
-        left = [d for d in deferred if not _apply_change(conn, *d, conflict, rows)]
+        left = [d for d in deferred if not _apply(conn, d, conflict)]
         if len(left) == len(deferred):
-            table, change = left[0]
+            table, change = left[0].table, left[0].change
             values = change.old if change.old is not None else change.new
             assert values is not None
             raise conflict(table.name, tuple(values[i] for i in table.pk), "constraint")
         deferred = left
 
 
-def _apply_change(
+def _apply(
     conn: apsw.Connection,
-    table: _Table,
-    change: Change,
+    step: Step,
     conflict: Callable[[str | None, tuple[Any, ...] | None, str], ConflictError],
-    rows: Rows | None,
 ) -> bool:
     """Apply one change; ``False`` if it failed a constraint other than its key's."""
-    op, old, new = change.opcode, change.old, change.new
-    if op == apsw.SQLITE_INSERT:
-        assert new is not None
+    table, key = step.table, step.key
+    if step.sql is None:
+        raise conflict(table.name, key, "data")
+    if key is None:  # an INSERT
         try:
-            conn.execute(table.insert, new)
+            conn.execute(step.sql, step.params)
         except apsw.ConstraintError:
+            new = step.change.new
+            assert new is not None
             key = tuple(new[i] for i in table.pk)
             if conn.execute(table.exists, key).fetchone() is not None:
                 raise conflict(table.name, key, "conflict") from None
             return False
         return True
-    assert old is not None
-    # List comprehensions, not generators: these run under the merge lock.
-    key = tuple([old[i] for i in table.pk])
     try:
-        if op == apsw.SQLITE_DELETE:
-            conn.execute(table.delete, old)
-        else:
-            assert new is not None
-            changed = tuple([i for i, v in enumerate(new) if v is not _NO_CHANGE])
-            params = [new[i] for i in changed]
-            if rows is None:
-                params += [old[i] for i in (*table.pk, *changed)]
-                conn.execute(table.update(changed, False), params)
-            else:
-                snapshot_row = rows.get(table.name, {}).get(key)
-                if snapshot_row is None:  # not read at the snapshot: nothing to compare with
-                    raise conflict(table.name, key, "data")
-                params += [snapshot_row[i] for i in table.pk]
-                params += [snapshot_row[i] for i in table.rest]
-                conn.execute(table.update(changed, True), params)
+        conn.execute(step.sql, step.params)
     except apsw.ConstraintError:
         return False
     if conn.changes() == 0:
