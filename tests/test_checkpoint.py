@@ -7,8 +7,12 @@ import os
 import sqlite3
 
 import pytest
-from conftest import SPAWN, integrity_ok
+from conftest import SPAWN, integrity_ok, stock_apsw
 from workers import timed_updates
+
+import sqlite_concurrent
+from sqlite_concurrent.checkpoint import DEFAULT_PASSIVE_FRAMES
+from sqlite_concurrent.snapshot import read_wal_header
 
 WRITERS = 8
 ROWS = 50
@@ -78,3 +82,46 @@ def test_wal_stays_bounded_under_overlapping_writers(db_path):
             assert rows[writer * ROWS + row] == count
     reader.close()
     assert integrity_ok(db_path)
+
+
+@pytest.mark.timeout(120)
+def test_connections_share_passive_checkpoints_through_the_wal_index(db_path):
+    """Each connection counts the WAL frames its own commits see; before it checkpoints it looks
+    at the WAL index, so the frames are copied into the database about once per thousand, not
+    once per thousand per connection (eight writer processes ran eight times the checkpoints)."""
+    setup = sqlite3.connect(db_path)
+    setup.execute("PRAGMA journal_mode=WAL")
+    setup.execute("CREATE TABLE t(id INTEGER PRIMARY KEY, v INTEGER NOT NULL)")
+    setup.executemany("INSERT INTO t VALUES (?, 0)", [(i,) for i in range(4)])
+    setup.commit()
+    setup.close()
+    conns = [sqlite_concurrent.connect(db_path) for _ in range(4)]
+    shm = conns[0]._wal_files.shm
+    # Always some snapshot on the WAL, as with writers that overlap: it is never reset, so
+    # every connection's count keeps growing, while checkpoints can copy up to that snapshot.
+    # Two readers take turns: the next pins the latest commit before the last lets go.  (APSW's
+    # SQLite, as ours: another SQLite library's locks in this process would not count.)
+    readers = [stock_apsw(db_path) for _ in range(2)]
+    behind = []
+    commits = 1500
+    for i in range(commits):
+        conn = conns[i % len(conns)]
+        with conn:
+            conn.execute("BEGIN")
+            conn.execute("UPDATE t SET v = v + 1 WHERE id = ?", (i % len(conns),))
+        pin, drop = readers[i % 2], readers[1 - i % 2]
+        pin.execute("BEGIN")
+        pin.execute("SELECT count(*) FROM t").fetchone()
+        if drop.in_transaction:
+            drop.execute("COMMIT")
+        header = read_wal_header(shm)
+        if header is not None:
+            behind.append(header.max_frame - header.backfilled)
+    passives = sum(c._checkpointer.passives for c in conns)
+    frames = 2 * commits  # each commit appends the row's page and the commit marker's
+    assert passives >= frames // DEFAULT_PASSIVE_FRAMES - 1, "no checkpoints: nothing tested"
+    assert passives <= frames // DEFAULT_PASSIVE_FRAMES + 1, passives
+    assert max(behind) <= DEFAULT_PASSIVE_FRAMES + 2 * len(conns)
+    assert [r[0] for r in conns[0].execute("SELECT v FROM t ORDER BY id")] == [commits // 4] * 4
+    for c in [*readers, *conns]:
+        c.close()

@@ -22,7 +22,7 @@ import time
 
 import apsw
 
-from . import oslock
+from . import oslock, snapshot
 
 DEFAULT_PASSIVE_FRAMES = 1000  # SQLite's own auto-checkpoint default
 DEFAULT_WAL_LIMIT = 64 * 2**20
@@ -41,14 +41,17 @@ class Checkpointer:
         wal_limit: int = DEFAULT_WAL_LIMIT,
         checkpoint_wait: float = DEFAULT_CHECKPOINT_WAIT,
         busy_timeout_ms: int,
+        wal_files: snapshot.WalFiles | None = None,
     ) -> None:
         self.conn = conn
+        self._wal_files = wal_files
         self.gate = oslock.ByteLock(locks_path, oslock.SNAPSHOT_GATE)
         self.wal_limit = wal_limit
         self.checkpoint_wait = checkpoint_wait
         self._busy_timeout_ms = busy_timeout_ms
         self.wal_frames = 0
         self._passive_at = DEFAULT_PASSIVE_FRAMES
+        self.passives = 0  # passive checkpoints run
         self.restarts = 0
         self.failed_restarts = 0  # gave up after waiting for readers (old transactions)
         self.collisions = 0  # another checkpoint was running: nothing waited, retry soon
@@ -69,11 +72,30 @@ class Checkpointer:
         if frames * page_size >= self.wal_limit * _TRIGGER and frames >= self._restart_at:
             self._restart(frames, page_size)
         elif frames >= self._passive_at:
+            behind = self._not_backfilled()
+            if behind is not None and behind < DEFAULT_PASSIVE_FRAMES:
+                # Another process checkpointed since: every process counts the frames its own
+                # commits see, so without this look at the shared WAL index eight writers ran
+                # eight times the checkpoints needed (measured: 112 in 8 s, 2.3 ms each, where
+                # the WAL grew by 25 thousand frames).
+                self._passive_at = frames + DEFAULT_PASSIVE_FRAMES - behind
+                return
             self._passive_at = frames + DEFAULT_PASSIVE_FRAMES
+            self.passives += 1
             # Passive never waits (nor calls the busy handler); a concurrent checkpoint in
             # another process just makes this one a no-op.
             with contextlib.suppress(apsw.BusyError):
                 self.conn.wal_checkpoint(mode=apsw.SQLITE_CHECKPOINT_PASSIVE)
+
+    def _not_backfilled(self) -> int | None:
+        """Frames of the WAL no checkpoint has copied into the database yet, from the WAL index
+        (``None`` while it is being updated)."""
+        if self._wal_files is None:
+            return None
+        header = snapshot.read_wal_header(self._wal_files.shm)
+        if header is None:
+            return None
+        return header.max_frame - header.backfilled
 
     def _restart(self, frames: int, page_size: int) -> None:
         # Another process closing the gate is already doing this; do not queue behind it.

@@ -250,19 +250,20 @@ class Connection(Hooks):
         st = os.stat(self.path)
         identity = (st.st_dev, st.st_ino)
         _anchor(self.path, identity)
-        self._checkpointer = Checkpointer(
-            self._merger,
-            self.path + "-locks",
-            wal_limit=self._wal_limit,
-            checkpoint_wait=self._checkpoint_wait,
-            busy_timeout_ms=int(self.timeout * 1000),
-        )
         self._reader = self._stock()
         self._reader.authorizer = self._authorizer_for(self._reader_authorizer)
         self._snapshot_conn = self._stock()
         # Creates -wal/-shm if absent; they then live as long as this connection does.
         self._snapshot_conn.execute("SELECT 1 FROM sqlite_schema LIMIT 1").fetchall()
         self._wal_files = snapshot.WalFiles.for_database(self.path, identity)
+        self._checkpointer = Checkpointer(
+            self._merger,
+            self.path + "-locks",
+            wal_limit=self._wal_limit,
+            checkpoint_wait=self._checkpoint_wait,
+            busy_timeout_ms=int(self.timeout * 1000),
+            wal_files=self._wal_files,
+        )
         self._lockdb = LockDB(self.path, first_txn_id=first_txn_id)
         key = (os.getpid(), self.path)
         with _holder_lock:
