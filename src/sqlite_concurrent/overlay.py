@@ -149,6 +149,10 @@ class Overlay:
         self.spilled.clear()
 
 
+def _outside_transaction() -> apsw.IOError:
+    return apsw.IOError("sqlite-concurrent: database accessed outside a transaction")
+
+
 class OverlayFile:
     """SQLite file methods for the main database of a transaction's connection.
 
@@ -162,11 +166,14 @@ class OverlayFile:
     def _overlay(self) -> Overlay:
         overlay = self._slot.overlay
         if overlay is None:
-            raise apsw.IOError("sqlite-concurrent: database accessed outside a transaction")
+            raise _outside_transaction()
         return overlay
 
     def xRead(self, amount: int, offset: int) -> bytes:  # noqa: N802 - APSW's method names
-        return self._overlay().read(amount, offset)
+        overlay = self._slot.overlay  # as _overlay(), one call fewer: pages are read a lot
+        if overlay is None:
+            raise _outside_transaction()
+        return overlay.read(amount, offset)
 
     def xWrite(self, data: bytes, offset: int) -> None:  # noqa: N802
         self._overlay().write(data, offset)

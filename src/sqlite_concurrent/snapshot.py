@@ -34,13 +34,24 @@ class SnapshotError(Exception):
     """The WAL index could not be read consistently."""
 
 
-def _wal_checksum(data: bytes) -> tuple[int, int]:
-    # walChecksumBytes in native byte order, as walIndexWriteHdr computes it.
-    s1 = s2 = 0
-    words = struct.unpack(f"={len(data) // 4}I", data)
-    for i in range(0, len(words), 2):
-        s1 = (s1 + words[i] + s2) & 0xFFFFFFFF
-        s2 = (s2 + words[i + 1] + s1) & 0xFFFFFFFF
+_HEADER_WORDS = struct.Struct("=10I")  # the 40 checksummed bytes of a WalIndexHdr
+
+
+def _wal_checksum(header: bytes) -> tuple[int, int]:
+    """walChecksumBytes of a header's first 40 bytes, in native byte order, as
+    walIndexWriteHdr computes it (unrolled: it runs on every pin that sees a new header)."""
+    w0, w1, w2, w3, w4, w5, w6, w7, w8, w9 = _HEADER_WORDS.unpack_from(header)
+    m = 0xFFFFFFFF
+    s1 = w0 & m
+    s2 = (w1 + s1) & m
+    s1 = (s1 + w2 + s2) & m
+    s2 = (s2 + w3 + s1) & m
+    s1 = (s1 + w4 + s2) & m
+    s2 = (s2 + w5 + s1) & m
+    s1 = (s1 + w6 + s2) & m
+    s2 = (s2 + w7 + s1) & m
+    s1 = (s1 + w8 + s2) & m
+    s2 = (s2 + w9 + s1) & m
     return s1, s2
 
 
@@ -81,7 +92,7 @@ def _valid_header(buf: bytes) -> bytes | None:
         return None
     if first not in _verified:
         f = _HDR.unpack(first)
-        if not f[3] or _wal_checksum(first[:40]) != (f[12], f[13]):  # isInit, aCksum
+        if not f[3] or _wal_checksum(first) != (f[12], f[13]):  # isInit, aCksum
             return None
         if len(_verified) > 64:
             _verified.clear()
