@@ -64,6 +64,7 @@ from .transaction import WriteTransaction
 
 LOCK_LEVELS = locks.LEVELS
 _MARKER_PRUNE_EVERY = 256
+_NO_ROWS: Iterator[tuple[Any, ...]] = iter(())  # exhausted for good: cursors share it
 
 T = TypeVar("T")
 
@@ -845,7 +846,8 @@ class Connection(Hooks):
         cursor.description = None
         cursor.rowcount = -1
         cursor._converters = None
-        cursor._set_rows(iter(()), False)
+        cursor._rows = _NO_ROWS
+        cursor._on_txn_conn = False
         if many:
             if not isinstance(parameters, Iterable):
                 raise TypeError("executemany() argument 2 must be iterable")
@@ -927,7 +929,9 @@ class Connection(Hooks):
 
     def _run_in_txn(self, cursor: Cursor, sql: str, parameters: Any, many: bool, kind: str) -> None:
         try:
-            self._run(cursor, self._txn_conn_checked(), sql, parameters, many, True, kind)
+            txn = self._txn
+            assert txn is not None
+            self._run(cursor, txn.connection, sql, parameters, many, True, kind)
         except _NeedsExclusive:
             self._become_exclusive()
             self._run_exclusive(cursor, sql, parameters, many, kind)
@@ -1026,10 +1030,6 @@ class Connection(Hooks):
                 except apsw.Error as e:
                     raise translate(e) from e
 
-    def _txn_conn_checked(self) -> apsw.Connection:
-        assert self._txn is not None
-        return self._txn.connection
-
     def _run(
         self,
         cursor: Cursor,
@@ -1089,9 +1089,14 @@ class Connection(Hooks):
                 acur = conn.cursor()
                 acur.exec_trace = trace
                 try:
-                    rows = self._step(
-                        cursor, conn, acur, sql, parameters, many, materialise, can_cache, kind
-                    )
+                    if many:
+                        rows = self._step_many(cursor, conn, acur, sql, parameters, can_cache)
+                    else:  # inline: every statement comes this way
+                        rows = acur.execute(sql, parameters, can_cache=can_cache)
+                        if materialise:
+                            rows = iter(list(rows))
+                            if kind == "dml":
+                                cursor.rowcount = conn.changes()
                     break
                 except locks.Reprepare:
                     can_cache = False  # the authorizer only runs when SQLite prepares
@@ -1165,31 +1170,21 @@ class Connection(Hooks):
             self._commit_txn()
 
     @staticmethod
-    def _step(
+    def _step_many(
         cursor: Cursor,
         conn: apsw.Connection,
         acur: apsw.Cursor,
         sql: str,
         parameters: Any,
-        many: bool,
-        materialise: bool,
         can_cache: bool,
-        kind: str,
     ) -> Iterator[tuple[Any, ...]]:
-        if many:
-            count = 0
-            for params in parameters:
-                for _ in acur.execute(sql, params, can_cache=can_cache):
-                    pass
-                count += conn.changes()
-            cursor.rowcount = count
-            return iter(())
-        rows: Iterator[tuple[Any, ...]] = acur.execute(sql, parameters, can_cache=can_cache)
-        if materialise:
-            rows = iter(list(rows))
-            if kind == "dml":
-                cursor.rowcount = conn.changes()
-        return rows
+        count = 0
+        for params in parameters:
+            for _ in acur.execute(sql, params, can_cache=can_cache):
+                pass
+            count += conn.changes()
+        cursor.rowcount = count
+        return _NO_ROWS
 
     def _after_txn_error(self, on_txn_conn: bool) -> None:
         """SQLite may roll a whole transaction back on some errors; follow it."""
