@@ -143,6 +143,40 @@ def test_description_is_reset_when_cursor_runs_dml_after_select(filled):
     assert cur.description is None
 
 
+def test_description_follows_a_schema_change_between_transactions(mod, filled, connect):
+    # The same SQL text, run in a transaction before and after another connection adds a
+    # column: the description is the schema's of the moment, never a remembered one.
+    other = connect()
+    query = "SELECT * FROM t WHERE id = ?"
+    for _ in range(2):
+        filled.execute("UPDATE t SET n = n + 1 WHERE id = 1")  # inside a transaction
+        assert [d[0] for d in filled.execute(query, (1,)).description] == ["id", "name", "n"]
+        filled.commit()
+    other.execute("ALTER TABLE t ADD COLUMN extra DEFAULT 'x'")
+    other.commit()
+    filled.execute("UPDATE t SET n = n + 1 WHERE id = 1")
+    cur = filled.execute(query, (99,))  # no rows: the columns still come from the new schema
+    assert [d[0] for d in cur.description] == ["id", "name", "n", "extra"]
+    cur = filled.execute(query, (1,))
+    assert [d[0] for d in cur.description] == ["id", "name", "n", "extra"]
+    assert cur.fetchall() == [(1, "a", 13, "x")]
+    returning = "UPDATE t SET n = n + 1 WHERE id = 2 RETURNING id, n AS now"
+    for now in (21, 22):
+        cur = filled.execute(returning)
+        assert [d[0] for d in cur.description] == ["id", "now"] and cur.fetchall() == [(2, now)]
+    filled.commit()
+
+
+def test_several_statements_are_refused_every_time_inside_a_transaction(filled):
+    filled.execute("UPDATE t SET n = 0 WHERE id = 3")
+    for _ in range(3):
+        with pytest.raises(sqlite3.ProgrammingError):
+            filled.execute("SELECT n FROM t WHERE id = 1; UPDATE t SET n = 0 WHERE id = 2")
+        assert filled.execute("SELECT n FROM t WHERE id = 1").fetchone() == (10,)
+    assert filled.execute("SELECT n FROM t WHERE id = 2").fetchone() == (20,)
+    filled.rollback()
+
+
 def test_rowcount_for_insert_update_delete(filled):
     cur = filled.cursor()
     cur.execute("INSERT INTO t(name, n) VALUES ('d', 40)")

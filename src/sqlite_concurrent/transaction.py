@@ -118,6 +118,17 @@ class WriteTransaction:
         self._slot.overlay = Overlay(self.snapshot, (self._journal, self.txn_id))
         crashpoints.reach("begin.pinned")
 
+    def replace_connection(self, conn: apsw.Connection) -> None:
+        """Go on on ``conn`` instead (same snapshot, same slot); only while nothing has run."""
+        assert self.fresh
+        if self.session is not None:
+            self.session.close()
+            self.session = None
+        if self.conn is not None and self.conn.in_transaction:
+            self.conn.execute("ROLLBACK")
+        self.conn = conn
+        self._start_connection()
+
     def restart(self) -> None:
         """Start over on a new snapshot, keeping the locks; only while nothing has run."""
         assert self.fresh
