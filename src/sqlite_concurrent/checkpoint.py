@@ -41,7 +41,7 @@ class Checkpointer:
         wal_limit: int = DEFAULT_WAL_LIMIT,
         checkpoint_wait: float = DEFAULT_CHECKPOINT_WAIT,
         busy_timeout_ms: int,
-        wal_files: snapshot.WalFiles | None = None,
+        wal_files: snapshot.WalFiles,
     ) -> None:
         self.conn = conn
         self._wal_files = wal_files
@@ -90,8 +90,6 @@ class Checkpointer:
     def _not_backfilled(self) -> int | None:
         """Frames of the WAL no checkpoint has copied into the database yet, from the WAL index
         (``None`` while it is being updated)."""
-        if self._wal_files is None:
-            return None
         header = snapshot.read_wal_header(self._wal_files.shm)
         if header is None:
             return None

@@ -1128,9 +1128,7 @@ class Connection(Hooks):
                 # row level without a rebase pending, so it is skipped: about 2 us a statement.
                 rows = conn.cursor().execute(sql, parameters)
                 if materialise:
-                    rows = iter(list(rows))
-                    if kind == "dml":
-                        cursor.rowcount = conn.changes()
+                    rows = self._ran_to_completion(rows, cursor, conn, kind)
             else:
                 for _ in range(100):
                     raw_description.clear()
@@ -1142,10 +1140,8 @@ class Connection(Hooks):
                             rows = self._step_many(cursor, conn, acur, sql, parameters, can_cache)
                         else:
                             rows = acur.execute(sql, parameters, can_cache=can_cache)
-                            if materialise:
-                                rows = iter(list(rows))
-                                if kind == "dml":
-                                    cursor.rowcount = conn.changes()
+                            if materialise:  # under the trace: it refuses a second statement
+                                rows = self._ran_to_completion(rows, cursor, conn, kind)
                         break
                     except locks.Reprepare:
                         can_cache = False  # the authorizer only runs when SQLite prepares
@@ -1227,6 +1223,15 @@ class Connection(Hooks):
             # that is a commit, as it would be in SQLite.
             cursor._detach_from_txn()
             self._commit_txn()
+
+    @staticmethod
+    def _ran_to_completion(
+        rows: Iterator[tuple[Any, ...]], cursor: Cursor, conn: apsw.Connection, kind: str
+    ) -> Iterator[tuple[Any, ...]]:
+        rows = iter(list(rows))
+        if kind == "dml":
+            cursor.rowcount = conn.changes()
+        return rows
 
     @staticmethod
     def _step_many(
