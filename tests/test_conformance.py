@@ -526,6 +526,32 @@ def test_ours_blob_write_inside_a_transaction_commits_with_it(tmp_path):
     other.close()
 
 
+def test_ours_blob_write_first_after_a_schema_change_commits_with_the_transaction(tmp_path):
+    """After another connection changes the schema, the transaction connection is replaced
+    when the next transaction pins its snapshot, before anything of it runs: a blob write that
+    comes first is then part of the transaction, not lost with the old connection."""
+    path = str(tmp_path / "app.db")
+    conn = sqlite_concurrent.connect(path)
+    other = sqlite_concurrent.connect(path)
+    conn.execute("CREATE TABLE t(id INTEGER PRIMARY KEY, b BLOB, n INT)")
+    conn.execute("INSERT INTO t VALUES (1, zeroblob(4), 0)")
+    conn.commit()
+    with conn:
+        conn.execute("BEGIN")
+        conn.execute("UPDATE t SET n = 1 WHERE id = 1")  # the transaction connection serves
+    other.execute("ALTER TABLE t ADD COLUMN extra")
+    other.commit()
+    conn.execute("BEGIN")
+    with conn.blobopen("t", "b", 1) as blob:
+        blob.write(b"abcd")
+    conn.execute("UPDATE t SET n = 2 WHERE id = 1")
+    assert [d[0] for d in conn.execute("SELECT * FROM t").description] == ["id", "b", "n", "extra"]
+    conn.commit()
+    assert other.execute("SELECT b, n FROM t").fetchone() == (b"abcd", 2)
+    conn.close()
+    other.close()
+
+
 def test_any_sequence_binds_by_position(mod, opened, where):
     class Seq:
         def __len__(self):

@@ -342,25 +342,25 @@ class Connection(Hooks):
             )
         return self._auto_tables[key]
 
-    def _txn_conn_for_schema(self, txn: WriteTransaction) -> apsw.Connection:
-        """The transaction connection, fit for the schema of ``txn``'s snapshot.
+    def _on_pinned(self, txn: WriteTransaction) -> None:
+        """A transaction's snapshot is pinned; nothing of it has run on its connection yet.
 
-        When the schema changed since it last ran a statement, its cached statements were
-        prepared for the old one: SQLite prepares such a statement again only when it steps it,
-        after we have read its columns (the description), so a fresh connection replaces it.
-        Only before the transaction's first statement, and the schema changes rarely.
+        When the schema changed since the transaction connection last served a snapshot, its
+        cached statements were prepared for the old one: SQLite prepares such a statement again
+        only when it steps it, after we have read its columns (the description).  A fresh
+        connection replaces it then; the schema changes rarely.
         """
         cookie = txn.schema_version
+        if cookie == self._txn_conn_cookie:
+            return
         old = self._txn_conn
-        if self._txn_conn_cookie is not None and old is not None:
-            assert txn.fresh
+        if self._txn_conn_cookie is not None and old is not None and txn.conn is old:
             self._txn_conn = None
             self._statement_shapes.clear()
             txn.replace_connection(self._open_txn_conn())
             self._opened.remove(old)
             old.close()
         self._txn_conn_cookie = cookie
-        return txn.connection
 
     def _txn_conn_for(self, txn: WriteTransaction) -> apsw.Connection:
         if self._txn_conn is None:
@@ -481,6 +481,7 @@ class Connection(Hooks):
                 wal_files=self._wal_files,
                 slot=self._slot,
                 conn_for=self._txn_conn_for,
+                on_pinned=self._on_pinned,
                 snapshot_gate=self._checkpointer.gate,
                 begin=not by_savepoint,
                 immediate=immediate,
@@ -1102,8 +1103,7 @@ class Connection(Hooks):
         try:
             if txn is not None:
                 txn.ensure_pinned()
-                if txn.schema_version != self._txn_conn_cookie:
-                    conn = self._txn_conn_for_schema(txn)
+                conn = txn.connection  # ensure_pinned may have replaced it (``_on_pinned``)
                 auto = self._auto_rowid_table(txn, sql) if kind == "dml" else None
                 cursor._inserted_rows = txn.rebase.start_statement(auto)
             self._user_on_merger = conn is self._merger

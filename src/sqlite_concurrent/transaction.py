@@ -41,6 +41,7 @@ class WriteTransaction:
         info_for: Any = None,
         journal: Any = None,
         denied: Denied,
+        on_pinned: Any = None,
     ) -> None:
         self._journal = journal
         self._denied = denied  # muted while the session prepares its own statements
@@ -67,6 +68,9 @@ class WriteTransaction:
         )
         self._snapshot_conn = snapshot_conn
         self._wal_files = wal_files
+        # Called once the snapshot (and with it the schema) is known, before anything of the
+        # transaction runs on its connection: it may replace the connection (dbapi).
+        self._on_pinned = on_pinned
         self._slot = slot
         self._snapshot_gate = snapshot_gate
         self._begin_sql = begin
@@ -116,11 +120,13 @@ class WriteTransaction:
             self._snapshot_gate.release()
         self._schema_version = None
         self._slot.overlay = Overlay(self.snapshot, (self._journal, self.txn_id))
+        if self._on_pinned is not None:
+            self._on_pinned(self)
         crashpoints.reach("begin.pinned")
 
     def replace_connection(self, conn: apsw.Connection) -> None:
-        """Go on on ``conn`` instead (same snapshot, same slot); only while nothing has run."""
-        assert self.fresh
+        """Go on on ``conn`` instead (same snapshot, same slot).  Only from ``on_pinned``: the
+        snapshot is new, so nothing of the transaction has run on the old connection."""
         if self.session is not None:
             self.session.close()
             self.session = None
