@@ -498,15 +498,21 @@ def test_read_after_own_commit_sees_it_while_a_select_is_unfinished(mod, opened,
     unfinished.close()  # what it yields now differs: the stdlib's reads ahead one row
 
 
-def test_ours_blob_write_inside_a_transaction_commits_with_it(tmp_path):
-    """A shared database: a blob write joins the open transaction, is invisible to others
-    until commit, and conflicts like any write to that row."""
+def _two_on_a_blob_table(tmp_path):
+    """Two of our connections on a shared file with ``t(id, b BLOB, n)`` holding row 1."""
     path = str(tmp_path / "app.db")
     conn = sqlite_concurrent.connect(path)
     other = sqlite_concurrent.connect(path)
-    conn.execute("CREATE TABLE t(id INTEGER PRIMARY KEY, b BLOB)")
-    conn.execute("INSERT INTO t VALUES (1, zeroblob(4))")
+    conn.execute("CREATE TABLE t(id INTEGER PRIMARY KEY, b BLOB, n INT)")
+    conn.execute("INSERT INTO t VALUES (1, zeroblob(4), 0)")
     conn.commit()
+    return conn, other
+
+
+def test_ours_blob_write_inside_a_transaction_commits_with_it(tmp_path):
+    """A shared database: a blob write joins the open transaction, is invisible to others
+    until commit, and conflicts like any write to that row."""
+    conn, other = _two_on_a_blob_table(tmp_path)
     conn.execute("BEGIN")
     with conn.blobopen("t", "b", 1) as blob:
         blob.write(b"abcd")
@@ -530,12 +536,7 @@ def test_ours_blob_write_first_after_a_schema_change_commits_with_the_transactio
     """After another connection changes the schema, the transaction connection is replaced
     when the next transaction pins its snapshot, before anything of it runs: a blob write that
     comes first is then part of the transaction, not lost with the old connection."""
-    path = str(tmp_path / "app.db")
-    conn = sqlite_concurrent.connect(path)
-    other = sqlite_concurrent.connect(path)
-    conn.execute("CREATE TABLE t(id INTEGER PRIMARY KEY, b BLOB, n INT)")
-    conn.execute("INSERT INTO t VALUES (1, zeroblob(4), 0)")
-    conn.commit()
+    conn, other = _two_on_a_blob_table(tmp_path)
     with conn:
         conn.execute("BEGIN")
         conn.execute("UPDATE t SET n = 1 WHERE id = 1")  # the transaction connection serves

@@ -354,7 +354,8 @@ class Connection(Hooks):
         if cookie == self._txn_conn_cookie:
             return
         old = self._txn_conn
-        if self._txn_conn_cookie is not None and old is not None and txn.conn is old:
+        # None while the first transaction opens it: nothing cached yet, nothing to replace.
+        if old is not None and txn.conn is old:
             self._txn_conn = None
             self._statement_shapes.clear()
             txn.replace_connection(self._open_txn_conn())
