@@ -172,14 +172,16 @@ class SnapshotRows:
         return images
 
 
-def sequence_advances(
-    txn_conn: apsw.Connection, snapshot_conn: apsw.Connection
+def sequences(
+    txn_conn: apsw.Connection, snapshot_conn: apsw.Connection, changed: frozenset[str]
 ) -> list[tuple[str, int]]:
-    """AUTOINCREMENT counters the transaction advanced.
+    """AUTOINCREMENT counters as the transaction left them: those it advanced, and those of
+    the tables it changed.
 
-    ``sqlite_sequence`` is not in a changeset.  Applying an INSERT advances it, but a row
-    inserted and deleted in the same transaction leaves no change, and SQLite still promises
-    that id is never handed out again.
+    ``sqlite_sequence`` is not in a changeset.  A row inserted and deleted in the same
+    transaction leaves no change, and SQLite still promises that id is never handed out again.
+    And applying a change does not always advance a counter as the transaction did: an UPDATE
+    of a rowid is applied as a DELETE and an INSERT, which advances it; SQLite's UPDATE does not.
     """
     has_table = txn_conn.execute(
         "SELECT 1 FROM sqlite_schema WHERE name = 'sqlite_sequence'"
@@ -190,7 +192,7 @@ def sequence_advances(
     return [
         (name, seq)
         for name, seq in txn_conn.execute("SELECT name, seq FROM sqlite_sequence")
-        if seq > before.get(name, 0)
+        if seq > before.get(name, 0) or name in changed
     ]
 
 
@@ -243,6 +245,9 @@ class Pending:
     rebase: dict[str, frozenset[int]] | None = None  # auto rowids to assign afresh
     rows: SnapshotRows | None = None  # the snapshot rows themselves; never journaled
     steps: list[replay.Step] | None = None  # statements for schema ``schema_version``; ditto
+    # Tables whose changes are keyed by rowid though they declare a key (``rowid_keys``):
+    # applied as statements only.
+    by_rowid: frozenset[str] = frozenset()
 
     def row_images(self) -> list[RowImages]:
         if self.images is None:
@@ -270,12 +275,15 @@ def encode_pending(p: Pending) -> bytes:
             [list(s) for s in p.sequences],
             pages,
             None if p.rebase is None else [[t, sorted(r)] for t, r in p.rebase.items()],
+            sorted(p.by_rowid),
         ]
     )
 
 
 def decode_pending(data: bytes) -> Pending:
-    txn_id, changeset, schema_version, images, fk, sequences, pages, rebase = journal.decode(data)
+    (txn_id, changeset, schema_version, images, fk, sequences, pages, rebase, by_rowid) = (
+        journal.decode(data)
+    )
     check = None
     if pages is not None:
         path, read, header = pages
@@ -293,6 +301,7 @@ def decode_pending(data: bytes) -> Pending:
         sequences=[(n, q) for n, q in sequences],
         pages=check,
         rebase=None if rebase is None else {t: frozenset(r) for t, r in rebase},
+        by_rowid=frozenset(by_rowid),
     )
 
 
@@ -309,22 +318,42 @@ def apply_one(conn: apsw.Connection, pending: Pending) -> None:
     # Snapshot isolation: every updated row must be as the snapshot saw it.  With the rows at
     # hand and statements to apply them, each UPDATE checks its own row; else check first.
     planned = pending.steps  # built before the merge lock, for this schema (see ``commit``)
+    # With ``planned`` None: the changes ``Changeset.apply`` cannot take, as statements.
+    by_rowid: list[replay.Step] = []
     if planned is None and pending.changeset:
+        changes = pending.rows.changes if pending.rows is not None else None
+        rows = pending.rows.rows if pending.rows else None
         plan = replay.plan(
             conn,
             pending.changeset,
             cookie=schema_version,
             foreign_keys=pending.foreign_keys,
-            changes=pending.rows.changes if pending.rows is not None else None,
+            changes=changes,
         )
         if plan is not None:
-            planned = replay.steps(plan, pending.rows.rows if pending.rows else None)
+            planned = replay.steps(plan, rows)
+        elif pending.by_rowid:
+            only = replay.plan(
+                conn,
+                pending.changeset,
+                cookie=schema_version,
+                foreign_keys=pending.foreign_keys,
+                changes=changes,
+                only=pending.by_rowid,
+            )
+            assert only is not None
+            by_rowid = replay.steps(only, rows)
     if planned is None or pending.rows is None:
         for images in pending.row_images():
             for key, digest in images:
                 now = conn.execute(images.select, key).fetchone()
                 if row_digest(now) != digest:
                     raise conflict(images.table, key, "data" if now is not None else "notfound")
+    # What the counters were before this apply: it may advance them where the transaction
+    # did not (see ``sequences``).
+    counters = (
+        dict(conn.execute("SELECT name, seq FROM sqlite_sequence")) if pending.sequences else {}
+    )
     found: list[ConflictError] = []
     held: list[tuple[str, int, tuple[Any, ...], int, tuple[int, ...]]] = []
     # Auto-assigned rowids nobody observed (DESIGN 13).  If another commit has since taken any
@@ -376,6 +405,9 @@ def apply_one(conn: apsw.Connection, pending: Pending) -> None:
             if planned is not None:
                 replay.run(conn, planned, keep=filtering, conflict=conflict)
             else:
+                if by_rowid:
+                    _apply_by_rowid(conn, pending, by_rowid, filtering)
+                    filtering = _without(pending.by_rowid, filtering)
                 apsw.Changeset.apply(
                     pending.changeset,
                     conn,
@@ -383,6 +415,8 @@ def apply_one(conn: apsw.Connection, pending: Pending) -> None:
                     conflict=on_conflict,
                     flags=_APPLY_FLAGS,
                 )
+                if by_rowid and pending.foreign_keys and _deferred_violations(conn):
+                    raise conflict(None, None, "foreign_key")
         except apsw.AbortError:
             if found:
                 raise found[0] from None
@@ -392,10 +426,31 @@ def apply_one(conn: apsw.Connection, pending: Pending) -> None:
     if held:
         _insert_afresh(conn, held)
     for name, seq in pending.sequences:
-        conn.execute("UPDATE sqlite_sequence SET seq = max(seq, ?) WHERE name = ?", (seq, name))
+        seq = max(seq, counters.get(name, 0))
+        conn.execute("UPDATE sqlite_sequence SET seq = ? WHERE name = ?", (seq, name))
         if not conn.changes():
             conn.execute("INSERT INTO sqlite_sequence(name, seq) VALUES (?, ?)", (name, seq))
     record_marker(conn, pending.txn_id)
+
+
+def _apply_by_rowid(
+    conn: apsw.Connection, pending: Pending, steps: list[replay.Step], keep: Any
+) -> None:
+    """Changes keyed by rowid, before the rest goes to ``Changeset.apply``.  Foreign keys
+    are checked at the end, as the apply checks its own: a row here may reference one there."""
+    if pending.foreign_keys:
+        conn.execute("PRAGMA defer_foreign_keys = ON")
+    replay.run(conn, steps, keep=keep, conflict=conflict)
+
+
+def _without(tables: frozenset[str], keep: Any) -> Any:
+    if keep is None:
+        return lambda change: change.name not in tables
+    return lambda change: change.name not in tables and keep(change)
+
+
+def _deferred_violations(conn: apsw.Connection) -> bool:
+    return conn.status(apsw.SQLITE_DBSTATUS_DEFERRED_FKS)[0] > 0
 
 
 def foreign_keys(conn: apsw.Connection) -> bool:

@@ -152,14 +152,17 @@ def plan(
     foreign_keys: bool,
     changes: list[Change] | None = None,
     known_only: bool = False,
+    only: frozenset[str] | None = None,
 ) -> list[tuple[_Table, Change]] | None:
     """The changes of ``changeset`` (already copied out: ``changes``) with their tables, or
     ``None`` when it must go to ``Changeset.apply`` instead (see the module docstring).
 
     ``known_only``: plan only from what ``conn`` already knows of schema ``cookie`` (``None``
     otherwise), reading nothing; so it may run before the merge lock, outside a transaction.
+    ``only``: plan the changes to these tables alone, whatever their size and shape: changes
+    that ``Changeset.apply`` cannot apply (:mod:`.rowid_keys`).
     """
-    if len(changeset) > SMALL:
+    if only is None and len(changeset) > SMALL:
         return None
     if known_only:
         known = _schemas.get(conn)
@@ -172,6 +175,8 @@ def plan(
     if changes is None:
         changes = [Change.of(c) for c in apsw.Changeset.iter(changeset)]
     for c in changes:
+        if only is not None and c.name not in only:
+            continue
         key = (c.name, c.column_count, tuple(sorted(c.pk_columns)))
         table = schema.tables.get(key)
         if table is None:
@@ -179,7 +184,10 @@ def plan(
                 return None
             table = _Table(conn, c.name, c.column_count, list(key[2]))
             schema.tables[key] = table
-        if (
+        if only is not None:
+            if not table.usable:
+                raise apsw.SchemaChangeError(f"table {c.name!r} no longer has the changed columns")
+        elif (
             not table.usable
             or table.name in schema.with_clauses
             or (foreign_keys and table.name in schema.with_keys)

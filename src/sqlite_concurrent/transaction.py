@@ -15,7 +15,7 @@ from typing import Any
 
 import apsw
 
-from . import crashpoints, merge, waits
+from . import crashpoints, merge, rowid_keys, waits
 from .authorizer import Denied
 from .lockdb import LockDB
 from .locks import Locking
@@ -83,11 +83,16 @@ class WriteTransaction:
         self.inserted = False  # any row inserted (AUTOINCREMENT counters may have moved)
         self._info_for = lambda table: info_for(self, table)
         self.changed_tables: frozenset[str] = frozenset()
+        # Rowids written in tables the session records by another key (``rowid_keys``).
+        self._keyed: dict[str, rowid_keys.KeyedTable] = {}
+        self._keyed_rowids: dict[str, set[int]] = {}
         try:
             if gated:  # an exclusive operation goes first (DESIGN 10)
                 waits.acquire(lockdb, self.txn_id, [("db", "S")], locking["timeout"])
             self.conn = conn_for(self)
             self._start_connection()
+            if self.snapshot is not None:  # pinned to open the connection
+                self._know_keyed()
         except BaseException:
             self._finish()
             raise
@@ -122,7 +127,14 @@ class WriteTransaction:
         self._slot.overlay = Overlay(self.snapshot, (self._journal, self.txn_id))
         if self._on_pinned is not None:
             self._on_pinned(self)
+        if self.conn is not None:
+            self._know_keyed()
         crashpoints.reach("begin.pinned")
+
+    def _know_keyed(self) -> None:
+        # Before any statement: the update hook may not run SQL on its connection.
+        assert self.conn is not None
+        self._keyed = rowid_keys.tables(self.conn, self.schema_version)
 
     def replace_connection(self, conn: apsw.Connection) -> None:
         """Go on on ``conn`` instead (same snapshot, same slot).  Only from ``on_pinned``: the
@@ -146,6 +158,8 @@ class WriteTransaction:
         """The transaction connection's update hook."""
         if db != "main":
             return
+        if table in self._keyed:
+            self._keyed_rowids.setdefault(table, set()).add(rowid)
         if op == apsw.SQLITE_INSERT:
             self.inserted = True
             if self.rebase.inserted(table, rowid):
@@ -181,16 +195,31 @@ class WriteTransaction:
         self.session.close()
         self.session = None
         pending = None
+        by_rowid: frozenset[str] = frozenset()
+        if self._keyed_rowids and self.snapshot is not None:
+            changeset = rowid_keys.rekey(
+                changeset,
+                self._keyed_rowids,
+                self._keyed,
+                txn_conn=self.connection,
+                snapshot_conn=self._snapshot_conn,
+            )
+            by_rowid = frozenset(self._keyed_rowids)
         if self.snapshot is not None:
-            # Only an INSERT advances an AUTOINCREMENT counter.
+            images, rows, self.changed_tables = (
+                merge.read_changeset(self._snapshot_conn, changeset, shapes)
+                if changeset
+                else (None, None, frozenset())
+            )
+            # Only an INSERT advances an AUTOINCREMENT counter; but applying a change that
+            # moves a row to a new rowid inserts, and must not advance it.
             sequences = (
-                merge.sequence_advances(self.conn, self._snapshot_conn) if self.inserted else []
+                merge.sequences(self.connection, self._snapshot_conn, self.changed_tables)
+                if self.inserted or self.changed_tables
+                else []
             )
             if changeset or sequences:
                 fk = merge.foreign_keys(self.conn)
-                images, rows, self.changed_tables = merge.read_changeset(
-                    self._snapshot_conn, changeset, shapes
-                )
                 pending = merge.Pending(
                     txn_id=self.txn_id,
                     changeset=changeset,
@@ -200,6 +229,7 @@ class WriteTransaction:
                     sequences=sequences,
                     pages=self._page_check(),
                     rows=rows,
+                    by_rowid=by_rowid,
                 )
                 if self.rebase.pending:
                     pending.rebase = self.rebase.result(set(self.changed_tables), self._info_for)
