@@ -129,8 +129,11 @@ def contents(path: str, shape: str) -> dict[str, list[Any]]:
         ]
         out = {}
         for table in tables:
-            rowid = "" if (table == "t" and shape in WITHOUT_ROWIDS) or table.startswith("t_") \
+            rowid = (
+                ""
+                if (table == "t" and shape in WITHOUT_ROWIDS) or table.startswith("t_")
                 else "rowid, "
+            )
             if shape == "fts5" and table.startswith("t_"):
                 continue  # its shadow tables: compared through t itself
             out[table] = conn.execute(f"SELECT {rowid}* FROM {table}").fetchall()

@@ -282,7 +282,7 @@ def test_whole_row_update_sees_any_change_to_the_row(tmp_path, txn_sql, other_sq
     if other_sql:
         target.execute(other_sql)
     shapes: dict[Any, Any] = {}
-    _, rows, _ = merge.read_changeset(snapshot, changeset, shapes)
+    _, rows, _, _ = merge.read_changeset(snapshot, changeset, shapes)
     assert rows is not None, "a small changeset keeps the snapshot rows"
     target.execute("BEGIN IMMEDIATE")
     used, error = _by_replay(target, changeset, rows=rows.rows)

@@ -101,6 +101,12 @@ def test_four_processes_match_the_stdlib(tmp_path, shape):
                 else results[w][at]
                 for w in range(WRITERS)
             ]
-    assert seen["ours"] == seen["stdlib"]
+    for w in range(WRITERS):
+        differ = [
+            (i, mine, theirs)
+            for i, (mine, theirs) in enumerate(zip(seen["ours"][w], seen["stdlib"][w], strict=True))
+            if mine != theirs
+        ]
+        assert not differ, f"writer {w}: (step, ours, stdlib) {differ}"
     assert rows["ours"] == rows["stdlib"]
     assert observed.get("ours") == observed.get("stdlib")

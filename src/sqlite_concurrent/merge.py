@@ -95,9 +95,9 @@ def row_digest(row: tuple[Any, ...] | None) -> bytes:
 
 def read_changeset(
     snapshot_conn: apsw.Connection, changeset: bytes, shapes: dict[Any, replay.TableShape]
-) -> tuple[list[RowImages] | None, SnapshotRows | None, frozenset[str]]:
+) -> tuple[list[RowImages] | None, SnapshotRows | None, frozenset[str], frozenset[str]]:
     """One pass over a changeset: the whole rows, as of the snapshot, of every row it updates,
-    and the tables it changes.
+    the tables it changes, and those it inserts into.
 
     A small changeset keeps the rows themselves (the merge then checks them in the UPDATE it
     applies, see ``replay.run``); a big one only their digests (``RowImages``).
@@ -107,12 +107,15 @@ def read_changeset(
     selects: dict[str, str] = {}
     found: dict[str, tuple[str, bytearray, bytearray]] = {}
     tables = set()
+    inserts = set()
     changes: list[replay.Change] = []
     for change in apsw.Changeset.iter(changeset):
         tables.add(change.name)
         if whole:
             changes.append(replay.Change.of(change))
         if change.opcode != apsw.SQLITE_UPDATE:
+            if change.opcode == apsw.SQLITE_INSERT:
+                inserts.add(change.name)
             continue
         key_cols = sorted(change.pk_columns)
         shape_key = (change.name, change.column_count, tuple(key_cols))
@@ -143,12 +146,12 @@ def read_changeset(
         journal.put_value(entry[1], key)
         entry[2].extend(row_digest(row))
     if whole:
-        return None, SnapshotRows(rows, selects, changes), frozenset(tables)
+        return None, SnapshotRows(rows, selects, changes), frozenset(tables), frozenset(inserts)
     images = [
         RowImages(table, sql, bytes(keys), bytes(digests))
         for table, (sql, keys, digests) in found.items()
     ]
-    return images, None, frozenset(tables)
+    return images, None, frozenset(tables), frozenset(inserts)
 
 
 @dataclass(frozen=True)
@@ -176,7 +179,7 @@ def sequences(
     txn_conn: apsw.Connection, snapshot_conn: apsw.Connection, changed: frozenset[str]
 ) -> list[tuple[str, int]]:
     """AUTOINCREMENT counters as the transaction left them: those it advanced, and those of
-    the tables it changed.
+    the tables ``changed`` (which its changeset inserts into).
 
     ``sqlite_sequence`` is not in a changeset.  A row inserted and deleted in the same
     transaction leaves no change, and SQLite still promises that id is never handed out again.

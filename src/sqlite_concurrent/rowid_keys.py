@@ -73,7 +73,10 @@ class KeyedTable:
             if any(cid < 0 for cid, _, _ in parts):
                 continue  # an expression: no row of ours can be looked up by it here
             where = " AND ".join(f"{quote(n)} = ? COLLATE {quote(coll)}" for _, n, coll in parts)
-            key = ([position[n] for _, n, _ in parts], f"SELECT {ROWID} FROM {target} WHERE {where}")
+            key = (
+                [position[n] for _, n, _ in parts],
+                f"SELECT {ROWID} FROM {target} WHERE {where}",
+            )
             if origin == "pk":
                 self.primary = key
             else:
@@ -159,9 +162,11 @@ def _encode_table(
     changes = []
     for rowid in sorted(rowids):
         old = snapshot_conn.execute(table.select, (rowid,)).fetchone()
-        new = new_rows[rowid] if rowid in new_rows else txn_conn.execute(
-            table.select, (rowid,)
-        ).fetchone()
+        new = (
+            new_rows[rowid]
+            if rowid in new_rows
+            else txn_conn.execute(table.select, (rowid,)).fetchone()
+        )
         if (old is None and new is None) or _same(old, new):
             continue
         changes.append((rowid, old, new))
@@ -187,7 +192,13 @@ def _encode_table(
             _put_record(out, (rowid, *old))
             _put_record(
                 out,
-                (_NO_CHANGE, *(n if not _same_value(o, n) else _NO_CHANGE for o, n in zip(old, new))),
+                (
+                    _NO_CHANGE,
+                    *(
+                        n if not _same_value(o, n) else _NO_CHANGE
+                        for o, n in zip(old, new, strict=True)
+                    ),
+                ),
             )
 
 
@@ -199,7 +210,7 @@ def _same_value(a: Any, b: Any) -> bool:
 def _same(old: Iterable[Any] | None, new: Iterable[Any] | None) -> bool:
     if old is None or new is None:
         return False
-    return all(_same_value(a, b) for a, b in zip(old, new))
+    return all(_same_value(a, b) for a, b in zip(old, new, strict=True))
 
 
 def _put_varint(out: bytearray, n: int) -> None:

@@ -206,16 +206,16 @@ class WriteTransaction:
             )
             by_rowid = frozenset(self._keyed_rowids)
         if self.snapshot is not None:
-            images, rows, self.changed_tables = (
+            images, rows, self.changed_tables, inserts = (
                 merge.read_changeset(self._snapshot_conn, changeset, shapes)
                 if changeset
-                else (None, None, frozenset())
+                else (None, None, frozenset(), frozenset())
             )
-            # Only an INSERT advances an AUTOINCREMENT counter; but applying a change that
-            # moves a row to a new rowid inserts, and must not advance it.
+            # Only an INSERT advances an AUTOINCREMENT counter; but a changed key is applied
+            # as a DELETE and an INSERT, and must not advance it.
             sequences = (
-                merge.sequences(self.connection, self._snapshot_conn, self.changed_tables)
-                if self.inserted or self.changed_tables
+                merge.sequences(self.connection, self._snapshot_conn, inserts)
+                if self.inserted or inserts
                 else []
             )
             if changeset or sequences:
