@@ -10,6 +10,8 @@ from typing import Any
 
 import apsw
 
+from . import journal_mode
+
 _READ_ACTIONS = frozenset(
     {apsw.SQLITE_READ, apsw.SQLITE_SELECT, apsw.SQLITE_FUNCTION, apsw.SQLITE_RECURSIVE}
 )
@@ -104,7 +106,13 @@ def read_only(denied: Denied):
         if action in _READ_ACTIONS:
             return apsw.SQLITE_OK
         if action == apsw.SQLITE_PRAGMA and (
-            p2 is None or (p1 or "").lower() not in HEADER_PRAGMAS
+            p2 is None
+            or (p1 or "").lower() not in HEADER_PRAGMAS
+            or (
+                (p1 or "").lower() == "journal_mode"
+                and db in (None, "main")
+                and journal_mode.keeps_wal(p2)
+            )
         ):
             return apsw.SQLITE_OK
         denied.reason = "write"

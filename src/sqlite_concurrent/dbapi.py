@@ -32,6 +32,7 @@ from . import (
     errors,
     exclusive,
     journal,
+    journal_mode,
     locks,
     merge,
     publisher,
@@ -923,6 +924,12 @@ class Connection(Hooks):
                 cursor._detach_from_txn()
                 self._commit_txn()
                 return
+        if kind == "pragma" and (mode := journal_mode.requested(sql)) is not None:
+            if mode != "wal":
+                raise NotSupportedError(journal_mode.refusal(mode))
+            # The database's own mode, not that of a transaction's private connection.
+            self._run(cursor, self._reader, sql, parameters, many, False, kind)
+            return
         if kind == "pragma" and self._is_connection_pragma(sql):
             self._run_connection_pragma(cursor, sql, parameters)
             return
@@ -939,14 +946,6 @@ class Connection(Hooks):
         if self._txn is not None:
             self._run_in_txn(cursor, sql, parameters, many, kind)
             return
-        words = statements.first_keywords(sql, 2)
-        if (
-            kind == "pragma"
-            and len(words) > 1
-            and words[1].lower() == "journal_mode"
-            and "=" in sql
-        ):
-            raise NotSupportedError("sqlite_concurrent keeps the database in WAL mode")
         try:
             self._run(cursor, self._reader, sql, parameters, many, False, kind)
         except apsw.AuthError:
