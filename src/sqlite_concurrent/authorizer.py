@@ -6,6 +6,8 @@ changeset cannot carry must not run there; a stock reader must not write behind 
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from typing import Any
 
 import apsw
@@ -43,7 +45,6 @@ CONNECTION_PRAGMAS = frozenset(
         "cache_spill",
         "case_sensitive_like",
         "cell_size_check",
-        "defer_foreign_keys",
         "foreign_keys",
         "ignore_check_constraints",
         "legacy_alter_table",
@@ -63,6 +64,14 @@ class Denied:
     def __init__(self) -> None:
         self.reason: str | None = None
         self.muted = False
+
+    @contextlib.contextmanager
+    def muting(self) -> Iterator[None]:
+        self.muted = True
+        try:
+            yield
+        finally:
+            self.muted = False
 
 
 def in_transaction(denied: Denied, report: Any = None):

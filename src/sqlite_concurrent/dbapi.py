@@ -31,6 +31,7 @@ from . import (
     crashpoints,
     errors,
     exclusive,
+    foreign_keys,
     journal,
     journal_mode,
     locks,
@@ -258,6 +259,7 @@ class Connection(Hooks):
         _anchor(self.path, identity)
         self._reader = self._stock()
         self._reader.authorizer = self._authorizer_for(self._reader_authorizer)
+        self._deferral = foreign_keys.Deferral(self._reader, self._denied)
         self._snapshot_conn = self._stock()
         # Creates -wal/-shm if absent; they then live as long as this connection does.
         self._snapshot_conn.execute("SELECT 1 FROM sqlite_schema LIMIT 1").fetchall()
@@ -490,6 +492,7 @@ class Connection(Hooks):
                 info_for=self._table_info,
                 journal=self._journal,
                 denied=self._denied,
+                defer_foreign_keys=self._deferral.take(),
             )
         except apsw.Error as e:
             raise translate(e) from e
@@ -503,6 +506,7 @@ class Connection(Hooks):
         self._txn_cursors.clear()
 
     def _rollback_txn(self) -> None:
+        self._deferral.end()
         if self._exclusive is not None:
             self._finish_exclusive(commit=False)
             return
@@ -515,11 +519,15 @@ class Connection(Hooks):
             raise translate(e) from e
 
     def _commit_txn(self) -> None:
+        """:raises IntegrityError: deferred foreign keys are violated; still open, as in SQLite."""
+        txn = self._txn
+        assert txn is not None
+        foreign_keys.check_commit(self._merger if self._exclusive is not None else txn.connection)
+        self._deferral.end()
         if self._exclusive is not None:
             self._finish_exclusive(commit=True)
             return
-        txn, self._txn = self._txn, None
-        assert txn is not None
+        self._txn = None
         self._detach_cursors()
         pending = None
         committed = False
@@ -560,6 +568,7 @@ class Connection(Hooks):
         (every other transaction has ended, new ones wait) and the merge lock."""
         txn_id, _ = self._lockdb.begin(self.lock_level)
         waits.owned_by_this_thread(txn_id)
+        self._deferral.end()  # a write transaction of its own, ended when this returns
         try:
             exclusive.wait_for_db(self._lockdb, txn_id, self.timeout)
             with self._merge_lock:
@@ -579,6 +588,7 @@ class Connection(Hooks):
         """
         txn = self._txn
         assert txn is not None and self._exclusive is None
+        foreign_keys.check_move(txn.connection)
         try:
             txn.ensure_registered()
             exclusive.wait_for_db(self._lockdb, txn.txn_id, self.timeout)
@@ -591,6 +601,8 @@ class Connection(Hooks):
             self._exclusive = exclusive.Exclusive(
                 self._merger, self._merge_lock, txn.txn_id, pending
             )
+            if txn.defer_foreign_keys:
+                foreign_keys.set_flag(self._merger, True)
         except BaseException as e:
             self._txn = None
             txn.end(False)
@@ -914,21 +926,24 @@ class Connection(Hooks):
         if self._txn is None and kind == "dml":
             self._begin()
             if self.isolation_level is None:
-                # Autocommit: the statement is its own transaction.
+                # Autocommit: the statement is its own transaction, failing as a whole.
                 try:
                     self._run_in_txn(cursor, sql, parameters, many, kind)
+                    cursor._detach_from_txn()
+                    self._commit_txn()
                 except BaseException:
                     if self._txn is not None:
                         self._rollback_txn()
                     raise
-                cursor._detach_from_txn()
-                self._commit_txn()
                 return
         if kind == "pragma" and (mode := journal_mode.requested(sql)) is not None:
             if mode != "wal":
                 raise NotSupportedError(journal_mode.refusal(mode))
             # The database's own mode, not that of a transaction's private connection.
             self._run(cursor, self._reader, sql, parameters, many, False, kind)
+            return
+        if kind == "pragma" and foreign_keys.is_defer_pragma(sql):
+            self._defer_pragma(cursor, sql, parameters)
             return
         if kind == "pragma" and self._is_connection_pragma(sql):
             self._run_connection_pragma(cursor, sql, parameters)
@@ -994,6 +1009,7 @@ class Connection(Hooks):
         if self._lockdb.fast_path_closed():
             return False
         txn_id = self._lockdb.next_id()  # one that falls back to a transaction is skipped
+        self._deferral.end()  # a write transaction of its own (or one that follows)
         touched: dict[str, list[int]] = {}  # rows updated or deleted, by table
         written: set[str] = set()
         self._fast_rows = (written, touched)
@@ -1054,6 +1070,24 @@ class Connection(Hooks):
                     conn.execute(sql, parameters).fetchall()
                 except apsw.Error as e:
                     raise translate(e) from e
+
+    def _defer_pragma(self, cursor: Cursor, sql: str, parameters: Any) -> None:
+        """PRAGMA defer_foreign_keys where the transaction's statements run, outside one on
+        the reader (see :mod:`.foreign_keys`)."""
+        txn = self._txn
+        if txn is None:
+            self._run(cursor, self._reader, sql, parameters, False, False, "pragma")
+            self._deferral.set_on_reader()
+            return
+        if self._exclusive is not None:
+            self._run(cursor, self._merger, sql, parameters, False, False, "pragma")
+            conn = self._merger
+        else:
+            self._run(cursor, txn.connection, sql, parameters, False, True, "pragma")
+            conn = txn.connection  # after the run: pinning may have replaced it
+        with self._denied.muting():
+            # Kept for a connection the transaction moves to (a new one, or the merger).
+            txn.defer_foreign_keys = foreign_keys.flag(conn)
 
     def _run(
         self,

@@ -383,7 +383,8 @@ def apply_one(conn: apsw.Connection, pending: Pending) -> None:
                     conflict=on_conflict,
                     flags=_APPLY_FLAGS,
                 )
-        except apsw.AbortError:
+        except (apsw.AbortError, apsw.ConstraintError):
+            # A foreign-key conflict is reported after the whole apply, as SQLITE_CONSTRAINT.
             if found:
                 raise found[0] from None
             raise
