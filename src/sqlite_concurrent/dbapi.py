@@ -29,6 +29,7 @@ from . import (
     authorizer,
     backup,
     crashpoints,
+    description,
     errors,
     exclusive,
     foreign_keys,
@@ -190,6 +191,7 @@ class Connection(Hooks):
         self._txn_conn_cookie: int | None = None
         self._merges = 0
         self._denied = authorizer.Denied()
+        self._columns = description.Columns(self._denied)
         self._max_sql_length = 1_000_000_000  # SQLite's default SQLITE_LIMIT_SQL_LENGTH
         self._user_authorizer: Callable[..., Any] | None = None
         self._reader_authorizer: Callable[..., int] | None = authorizer.read_only(self._denied)
@@ -1110,7 +1112,7 @@ class Connection(Hooks):
                 if statements.has_more_statements(sql, stmt_sql):
                     several.append(True)
                     return False
-                raw_description.append(acur.description)
+                raw_description.append(description.pre_step(acur))
             if self._trace is not None:
                 # Past SQLITE_LIMIT_LENGTH SQLite cannot expand it; the stdlib then traces
                 # the statement as written.
@@ -1174,6 +1176,10 @@ class Connection(Hooks):
                             rows = self._step_many(cursor, conn, acur, sql, parameters, can_cache)
                         else:
                             rows = acur.execute(sql, parameters, can_cache=can_cache)
+                            if raw_description and not on_txn_conn and can_cache:
+                                raw_description[0] = self._columns.after_step(
+                                    acur, conn, sql, parameters, raw_description[0]
+                                )
                             if materialise:  # under the trace: it refuses a second statement
                                 rows = self._ran_to_completion(rows, cursor, conn, kind)
                         break
