@@ -48,7 +48,8 @@ class _Compiled:
         version = self._conn.data_version()
         if version != self._version:
             self._version = version
-            (cookie,) = self._conn.execute("PRAGMA schema_version").fetchone()
+            row = self._conn.execute("PRAGMA schema_version").fetchone()
+            cookie = row[0] if row else None
             if cookie != self._cookie:
                 self._cookie = cookie
                 self._current.clear()

@@ -103,6 +103,7 @@ class WriteTransaction:
         self.session.config(apsw.SQLITE_SESSION_OBJCONFIG_ROWID, 1)
         self.session.attach()
         if self.defer_foreign_keys:
+            assert self.conn is not None
             with self._denied.muting():
                 foreign_keys.set_flag(self.conn, True)
 
