@@ -39,6 +39,7 @@ from . import (
     merge,
     publisher,
     rebase,
+    serialization,
     snapshot,
     statements,
     waits,
@@ -394,20 +395,24 @@ class Connection(Hooks):
                 self._rollback_txn()
         finally:
             self._closed = True
-            vfs().drop_slot(self._slot_id)
-            key = (os.getpid(), self.path)
-            with _holder_lock:
-                _holder_refs[key] -= 1
-                last = _holder_refs[key] == 0
-                if last:
-                    del _holder_refs[key]
-                    with contextlib.suppress(apsw.Error):
-                        self._lockdb.unregister_holder()
-            if self._publisher is not None:
-                self._publisher.release()
-            self._lockdb.close()
-            self._journal.release()
-            self._close_all()
+            self._leave_shared()
+
+    def _leave_shared(self) -> None:
+        """Let go of the shared database: everything of ours but the process's anchor."""
+        vfs().drop_slot(self._slot_id)
+        key = (os.getpid(), self.path)
+        with _holder_lock:
+            _holder_refs[key] -= 1
+            last = _holder_refs[key] == 0
+            if last:
+                del _holder_refs[key]
+                with contextlib.suppress(apsw.Error):
+                    self._lockdb.unregister_holder()
+        if self._publisher is not None:
+            self._publisher.release()
+        self._lockdb.close()
+        self._journal.release()
+        self._close_all()
 
     def __del__(self) -> None:
         if not getattr(self, "_closed", True):
@@ -796,6 +801,18 @@ class Connection(Hooks):
             ):
                 continue
             yield line
+
+    def serialize(self, *, name: str = "main") -> bytes:
+        """As in the stdlib: database ``name`` as bytes, as this connection sees it (with its
+        open transaction), in rollback-journal mode so that any ``deserialize`` can open it."""
+        self._check()
+        return serialization.serialize(self, name)
+
+    def deserialize(self, data: Any, /, *, name: str = "main") -> None:
+        """As in the stdlib: this connection goes on with an in-memory database holding
+        ``data``; the file, and other connections to it, are untouched."""
+        self._check()
+        serialization.deserialize(self, data, name)
 
     def backup(
         self,
