@@ -73,6 +73,8 @@ class Columns:
     ) -> Any:
         """The columns once ``acur`` ran its first step (from the statement cache), given those
         it had ``before`` it."""
+        if not before:
+            return before  # no columns (DML): compiling again cannot give it any
         compiled = self._compiled.get(conn)
         if compiled is None:
             compiled = self._compiled[conn] = _Compiled(conn)
@@ -81,8 +83,6 @@ class Columns:
         except apsw.ExecutionCompleteError:
             found = None
         if found is None:
-            if not before:
-                return before  # no columns (DML): compiling again cannot give it any
             with self._denied.muting():
                 if compiled.current(sql):
                     return before
