@@ -37,10 +37,6 @@ KNOWN = {
     "test_regression.RegressionTests.test_bind_mutating_list": (
         "parameters are copied before adapting, so one emptied by __conform__ still binds"
     ),
-    "test_dbapi.CursorTests.test_column_count": (
-        "a cached statement re-prepared after ALTER TABLE keeps its old column count in "
-        "APSW's description until it is stepped"
-    ),
     "test_dbapi.BlobTests.test_blob_closed": (
         "closing a closed blob and some dunders on it are not refused"
     ),

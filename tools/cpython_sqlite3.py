@@ -17,7 +17,7 @@ What is aliased, and why:
 * ``sqlite3`` -> ``sqlite_concurrent``: the name every test module imports.  sqlite_concurrent
   is imported first: it does ``import sqlite3 as _stdlib`` itself (and its exceptions subclass
   the stdlib's), so it must bind the real module before the alias hides it.
-* ``sqlite3.dbapi2`` -> ``sqlite_concurrent``: in the stdlib it is the same API under another
+* ``sqlite3.dbapi2`` -> ``sqlite_concurrent.dbapi2``: the same API under the stdlib's other
   name.  The 3.11 tests do not use it, but left alone ``from sqlite3.dbapi2 import connect``
   would silently test the stdlib.
 * ``sqlite3.dump`` is *not* aliased, but imported (the real one) before the alias: it is the
@@ -73,7 +73,8 @@ import sys
 import sqlite3 as stdlib_sqlite3  # the worker lends from it while the tests are imported
 import sqlite3.dump  # the real one, before the alias hides the stdlib package
 import sqlite_concurrent  # before the alias: it imports the real sqlite3 for itself
-sys.modules["sqlite3"] = sys.modules["sqlite3.dbapi2"] = sqlite_concurrent
+sys.modules["sqlite3"] = sqlite_concurrent
+sys.modules["sqlite3.dbapi2"] = sqlite_concurrent.dbapi2
 """
 
 

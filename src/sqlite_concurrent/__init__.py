@@ -111,6 +111,13 @@ __all__ = [
     "PARSE_DECLTYPES",
     "Binary",
     "Blob",
+    "Date",
+    "DateFromTicks",
+    "Time",
+    "TimeFromTicks",
+    "Timestamp",
+    "TimestampFromTicks",
+    "enable_shared_cache",
     "PrepareProtocol",
     "adapt",
     "adapters",
@@ -144,3 +151,8 @@ __all__ = [
     "paramstyle",
     "threadsafety",
 ]
+# Star imports give what the stdlib's give (it has no ``__all__``): its SQLITE_* codes too.
+__all__ += sorted(name for name in globals() if name.startswith("SQLITE_"))
+
+# Last: it re-exports every name above, as ``sqlite3.dbapi2`` does the stdlib's.
+from . import dbapi2 as dbapi2  # noqa: E402

@@ -6,9 +6,13 @@ changeset cannot carry must not run there; a stock reader must not write behind 
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from typing import Any
 
 import apsw
+
+from . import journal_mode
 
 _READ_ACTIONS = frozenset(
     {apsw.SQLITE_READ, apsw.SQLITE_SELECT, apsw.SQLITE_FUNCTION, apsw.SQLITE_RECURSIVE}
@@ -41,7 +45,6 @@ CONNECTION_PRAGMAS = frozenset(
         "cache_spill",
         "case_sensitive_like",
         "cell_size_check",
-        "defer_foreign_keys",
         "foreign_keys",
         "ignore_check_constraints",
         "legacy_alter_table",
@@ -61,6 +64,14 @@ class Denied:
     def __init__(self) -> None:
         self.reason: str | None = None
         self.muted = False
+
+    @contextlib.contextmanager
+    def muting(self) -> Iterator[None]:
+        self.muted = True
+        try:
+            yield
+        finally:
+            self.muted = False
 
 
 def in_transaction(denied: Denied, report: Any = None):
@@ -104,7 +115,13 @@ def read_only(denied: Denied):
         if action in _READ_ACTIONS:
             return apsw.SQLITE_OK
         if action == apsw.SQLITE_PRAGMA and (
-            p2 is None or (p1 or "").lower() not in HEADER_PRAGMAS
+            p2 is None
+            or (p1 or "").lower() not in HEADER_PRAGMAS
+            or (
+                (p1 or "").lower() == "journal_mode"
+                and db in (None, "main")
+                and journal_mode.keeps_wal(p2)
+            )
         ):
             return apsw.SQLITE_OK
         denied.reason = "write"

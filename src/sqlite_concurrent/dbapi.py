@@ -29,13 +29,17 @@ from . import (
     authorizer,
     backup,
     crashpoints,
+    description,
     errors,
     exclusive,
+    foreign_keys,
     journal,
+    journal_mode,
     locks,
     merge,
     publisher,
     rebase,
+    serialization,
     snapshot,
     statements,
     waits,
@@ -188,6 +192,7 @@ class Connection(Hooks):
         self._txn_conn_cookie: int | None = None
         self._merges = 0
         self._denied = authorizer.Denied()
+        self._columns = description.Columns(self._denied)
         self._max_sql_length = 1_000_000_000  # SQLite's default SQLITE_LIMIT_SQL_LENGTH
         self._user_authorizer: Callable[..., Any] | None = None
         self._reader_authorizer: Callable[..., int] | None = authorizer.read_only(self._denied)
@@ -257,6 +262,7 @@ class Connection(Hooks):
         _anchor(self.path, identity)
         self._reader = self._stock()
         self._reader.authorizer = self._authorizer_for(self._reader_authorizer)
+        self._deferral = foreign_keys.Deferral(self._reader, self._denied)
         self._snapshot_conn = self._stock()
         # Creates -wal/-shm if absent; they then live as long as this connection does.
         self._snapshot_conn.execute("SELECT 1 FROM sqlite_schema LIMIT 1").fetchall()
@@ -389,20 +395,24 @@ class Connection(Hooks):
                 self._rollback_txn()
         finally:
             self._closed = True
-            vfs().drop_slot(self._slot_id)
-            key = (os.getpid(), self.path)
-            with _holder_lock:
-                _holder_refs[key] -= 1
-                last = _holder_refs[key] == 0
-                if last:
-                    del _holder_refs[key]
-                    with contextlib.suppress(apsw.Error):
-                        self._lockdb.unregister_holder()
-            if self._publisher is not None:
-                self._publisher.release()
-            self._lockdb.close()
-            self._journal.release()
-            self._close_all()
+            self._leave_shared()
+
+    def _leave_shared(self) -> None:
+        """Let go of the shared database: everything of ours but the process's anchor."""
+        vfs().drop_slot(self._slot_id)
+        key = (os.getpid(), self.path)
+        with _holder_lock:
+            _holder_refs[key] -= 1
+            last = _holder_refs[key] == 0
+            if last:
+                del _holder_refs[key]
+                with contextlib.suppress(apsw.Error):
+                    self._lockdb.unregister_holder()
+        if self._publisher is not None:
+            self._publisher.release()
+        self._lockdb.close()
+        self._journal.release()
+        self._close_all()
 
     def __del__(self) -> None:
         if not getattr(self, "_closed", True):
@@ -489,6 +499,7 @@ class Connection(Hooks):
                 info_for=self._table_info,
                 journal=self._journal,
                 denied=self._denied,
+                defer_foreign_keys=self._deferral.take(),
             )
         except apsw.Error as e:
             raise translate(e) from e
@@ -502,6 +513,7 @@ class Connection(Hooks):
         self._txn_cursors.clear()
 
     def _rollback_txn(self) -> None:
+        self._deferral.end()
         if self._exclusive is not None:
             self._finish_exclusive(commit=False)
             return
@@ -514,11 +526,15 @@ class Connection(Hooks):
             raise translate(e) from e
 
     def _commit_txn(self) -> None:
+        """:raises IntegrityError: deferred foreign keys are violated; still open, as in SQLite."""
+        txn = self._txn
+        assert txn is not None
+        foreign_keys.check_commit(self._merger if self._exclusive is not None else txn.connection)
+        self._deferral.end()
         if self._exclusive is not None:
             self._finish_exclusive(commit=True)
             return
-        txn, self._txn = self._txn, None
-        assert txn is not None
+        self._txn = None
         self._detach_cursors()
         pending = None
         committed = False
@@ -559,6 +575,7 @@ class Connection(Hooks):
         (every other transaction has ended, new ones wait) and the merge lock."""
         txn_id, _ = self._lockdb.begin(self.lock_level)
         waits.owned_by_this_thread(txn_id)
+        self._deferral.end()  # a write transaction of its own, ended when this returns
         try:
             exclusive.wait_for_db(self._lockdb, txn_id, self.timeout)
             with self._merge_lock:
@@ -578,6 +595,7 @@ class Connection(Hooks):
         """
         txn = self._txn
         assert txn is not None and self._exclusive is None
+        foreign_keys.check_move(txn.connection)
         try:
             txn.ensure_registered()
             exclusive.wait_for_db(self._lockdb, txn.txn_id, self.timeout)
@@ -590,6 +608,8 @@ class Connection(Hooks):
             self._exclusive = exclusive.Exclusive(
                 self._merger, self._merge_lock, txn.txn_id, pending
             )
+            if txn.defer_foreign_keys:
+                foreign_keys.set_flag(self._merger, True)
         except BaseException as e:
             self._txn = None
             txn.end(False)
@@ -782,6 +802,18 @@ class Connection(Hooks):
                 continue
             yield line
 
+    def serialize(self, *, name: str = "main") -> bytes:
+        """As in the stdlib: database ``name`` as bytes, as this connection sees it (with its
+        open transaction), in rollback-journal mode so that any ``deserialize`` can open it."""
+        self._check()
+        return serialization.serialize(self, name)
+
+    def deserialize(self, data: Any, /, *, name: str = "main") -> None:
+        """As in the stdlib: this connection goes on with an in-memory database holding
+        ``data``; the file, and other connections to it, are untouched."""
+        self._check()
+        serialization.deserialize(self, data, name)
+
     def backup(
         self,
         target: Any,
@@ -913,16 +945,25 @@ class Connection(Hooks):
         if self._txn is None and kind == "dml":
             self._begin()
             if self.isolation_level is None:
-                # Autocommit: the statement is its own transaction.
+                # Autocommit: the statement is its own transaction, failing as a whole.
                 try:
                     self._run_in_txn(cursor, sql, parameters, many, kind)
+                    cursor._detach_from_txn()
+                    self._commit_txn()
                 except BaseException:
                     if self._txn is not None:
                         self._rollback_txn()
                     raise
-                cursor._detach_from_txn()
-                self._commit_txn()
                 return
+        if kind == "pragma" and (mode := journal_mode.requested(sql)) is not None:
+            if mode != "wal":
+                raise NotSupportedError(journal_mode.refusal(mode))
+            # The database's own mode, not that of a transaction's private connection.
+            self._run(cursor, self._reader, sql, parameters, many, False, kind)
+            return
+        if kind == "pragma" and foreign_keys.is_defer_pragma(sql):
+            self._defer_pragma(cursor, sql, parameters)
+            return
         if kind == "pragma" and self._is_connection_pragma(sql):
             self._run_connection_pragma(cursor, sql, parameters)
             return
@@ -939,14 +980,6 @@ class Connection(Hooks):
         if self._txn is not None:
             self._run_in_txn(cursor, sql, parameters, many, kind)
             return
-        words = statements.first_keywords(sql, 2)
-        if (
-            kind == "pragma"
-            and len(words) > 1
-            and words[1].lower() == "journal_mode"
-            and "=" in sql
-        ):
-            raise NotSupportedError("sqlite_concurrent keeps the database in WAL mode")
         try:
             self._run(cursor, self._reader, sql, parameters, many, False, kind)
         except apsw.AuthError:
@@ -995,6 +1028,7 @@ class Connection(Hooks):
         if self._lockdb.fast_path_closed():
             return False
         txn_id = self._lockdb.next_id()  # one that falls back to a transaction is skipped
+        self._deferral.end()  # a write transaction of its own (or one that follows)
         touched: dict[str, list[int]] = {}  # rows updated or deleted, by table
         written: set[str] = set()
         self._fast_rows = (written, touched)
@@ -1056,6 +1090,24 @@ class Connection(Hooks):
                 except apsw.Error as e:
                     raise translate(e) from e
 
+    def _defer_pragma(self, cursor: Cursor, sql: str, parameters: Any) -> None:
+        """PRAGMA defer_foreign_keys where the transaction's statements run, outside one on
+        the reader (see :mod:`.foreign_keys`)."""
+        txn = self._txn
+        if txn is None:
+            self._run(cursor, self._reader, sql, parameters, False, False, "pragma")
+            self._deferral.set_on_reader()
+            return
+        if self._exclusive is not None:
+            self._run(cursor, self._merger, sql, parameters, False, False, "pragma")
+            conn = self._merger
+        else:
+            self._run(cursor, txn.connection, sql, parameters, False, True, "pragma")
+            conn = txn.connection  # after the run: pinning may have replaced it
+        with self._denied.muting():
+            # Kept for a connection the transaction moves to (a new one, or the merger).
+            txn.defer_foreign_keys = foreign_keys.flag(conn)
+
     def _run(
         self,
         cursor: Cursor,
@@ -1077,7 +1129,7 @@ class Connection(Hooks):
                 if statements.has_more_statements(sql, stmt_sql):
                     several.append(True)
                     return False
-                raw_description.append(acur.description)
+                raw_description.append(description.pre_step(acur))
             if self._trace is not None:
                 # Past SQLITE_LIMIT_LENGTH SQLite cannot expand it; the stdlib then traces
                 # the statement as written.
@@ -1141,6 +1193,10 @@ class Connection(Hooks):
                             rows = self._step_many(cursor, conn, acur, sql, parameters, can_cache)
                         else:
                             rows = acur.execute(sql, parameters, can_cache=can_cache)
+                            if raw_description and not on_txn_conn and can_cache:
+                                raw_description[0] = self._columns.after_step(
+                                    acur, conn, sql, parameters, raw_description[0]
+                                )
                             if materialise:  # under the trace: it refuses a second statement
                                 rows = self._ran_to_completion(rows, cursor, conn, kind)
                         break

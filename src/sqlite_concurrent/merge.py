@@ -420,7 +420,8 @@ def apply_one(conn: apsw.Connection, pending: Pending) -> None:
                 )
                 if by_rowid and pending.foreign_keys and _deferred_violations(conn):
                     raise conflict(None, None, "foreign_key")
-        except apsw.AbortError:
+        except (apsw.AbortError, apsw.ConstraintError):
+            # A foreign-key conflict is reported after the whole apply, as SQLITE_CONSTRAINT.
             if found:
                 raise found[0] from None
             raise

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import re
+from typing import NamedTuple
 
 import apsw
 
@@ -82,3 +83,44 @@ def split(script: str) -> list[str]:
     if script[start:].strip():
         out.append(script[start:])
     return [s for s in out if first_keywords(s, 1)]
+
+
+_NAME = r'"(?:[^"]|"")*"|\[[^\]]*\]|`(?:[^`]|``)*`|[A-Za-z_][A-Za-z0-9_$]*'
+_VALUE = rf"""'(?:[^']|'')*'|{_NAME}|[-+]?[A-Za-z0-9_.]+"""
+_GAP = r"(?:\s+|--[^\n]*(?:\n|$)|/\*.*?(?:\*/|$))*"
+_PRAGMA = re.compile(
+    rf"{_GAP}PRAGMA{_GAP}(?:(?P<schema>{_NAME}){_GAP}\.{_GAP})?(?P<name>{_NAME}){_GAP}"
+    rf"(?:={_GAP}(?P<eq>{_VALUE})|\({_GAP}(?P<call>{_VALUE}){_GAP}\))?(?:{_GAP};)*{_GAP}",
+    re.S | re.I,
+)
+
+
+class Pragma(NamedTuple):
+    """One PRAGMA statement's parts, unquoted; ``name`` in lower case."""
+
+    schema: str | None
+    name: str
+    value: str | None
+
+
+def _unquote(token: str) -> str:
+    if token[:1] in ("'", '"', "`") and token[-1:] == token[:1]:
+        return token[1:-1].replace(token[0] * 2, token[0])
+    if token[:1] == "[" and token[-1:] == "]":
+        return token[1:-1]
+    return token
+
+
+@functools.lru_cache(maxsize=512)
+def pragma(sql: str) -> Pragma | None:
+    """The parts of ``sql`` if it is a single PRAGMA statement (SQLite's syntax:
+    ``PRAGMA [schema.]name [= value | (value)]``), else ``None``."""
+    m = _PRAGMA.fullmatch(sql)
+    if m is None:
+        return None
+    schema, value = m.group("schema"), m.group("eq") or m.group("call")
+    return Pragma(
+        None if schema is None else _unquote(schema),
+        _unquote(m.group("name")).lower(),
+        None if value is None else _unquote(value),
+    )

@@ -15,7 +15,7 @@ from typing import Any
 
 import apsw
 
-from . import crashpoints, merge, rowid_keys, waits
+from . import crashpoints, foreign_keys, merge, rowid_keys, waits
 from .authorizer import Denied
 from .lockdb import LockDB
 from .locks import Locking
@@ -42,8 +42,11 @@ class WriteTransaction:
         journal: Any = None,
         denied: Denied,
         on_pinned: Any = None,
+        defer_foreign_keys: bool = False,
     ) -> None:
         self._journal = journal
+        # PRAGMA defer_foreign_keys, for whichever connection the transaction runs on.
+        self.defer_foreign_keys = defer_foreign_keys
         self._denied = denied  # muted while the session prepares its own statements
         self.path = path
         self.lockdb = lockdb
@@ -104,6 +107,10 @@ class WriteTransaction:
         # Tables without a declared PRIMARY KEY are then recorded by rowid (DESIGN 8).
         self.session.config(apsw.SQLITE_SESSION_OBJCONFIG_ROWID, 1)
         self.session.attach()
+        if self.defer_foreign_keys:
+            assert self.conn is not None
+            with self._denied.muting():
+                foreign_keys.set_flag(self.conn, True)
 
     @property
     def connection(self) -> apsw.Connection:
