@@ -19,11 +19,12 @@ def db_path(tmp_path: Path) -> str:
 
 
 def stock(path: str) -> sqlite3.Connection:
-    """A stdlib connection, for processes that do not also use sqlite_concurrent on the file.
+    """A stdlib connection, for processes that have not opened the file with sqlite_concurrent.
 
-    Two SQLite libraries in one process (the stdlib's and APSW's) cannot see each other's
-    POSIX locks; see the README's limits.  In-process stock access beside our connections uses
-    :func:`stock_apsw`, which is stock SQLite through the same library.
+    Two SQLite libraries in one process (the stdlib's and APSW's) drop each other's POSIX
+    locks, so sqlite_concurrent refuses the stdlib on a file this process has opened with it
+    (see the README's limits), even after our connections to it closed.  In-process stock
+    access there uses :func:`stock_apsw`, which is stock SQLite through the same library.
     """
     conn = sqlite3.connect(path, timeout=60, isolation_level=None)
     return conn
@@ -36,7 +37,8 @@ def stock_apsw(path: str) -> apsw.Connection:
 
 
 def integrity_ok(path: str) -> bool:
-    conn = sqlite3.connect(path)
+    """PRAGMA integrity_check through APSW's SQLite: callers may have ours open on ``path``."""
+    conn = stock_apsw(path)
     try:
         return conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
     finally:

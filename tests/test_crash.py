@@ -14,7 +14,7 @@ import signal
 from pathlib import Path
 
 import pytest
-from conftest import SPAWN, integrity_ok, stock, stock_apsw
+from conftest import SPAWN, integrity_ok, stock_apsw
 from workers import crash_survivor, crash_victim
 
 import sqlite_concurrent
@@ -58,7 +58,7 @@ def test_kill_at_point(db_path, tmp_path, point, level):
     assert survivor.exitcode == 0 and isinstance(took, float), took
 
     acked = Path(ack_log).read_text().split() if Path(ack_log).exists() else []
-    conn = stock(db_path)
+    conn = stock_apsw(db_path)
     present = {tid for (tid,) in conn.execute("SELECT id FROM transfers")}
     assert set(acked) <= present, "an acknowledged commit was lost"
     assert len([t for t in present if t.startswith("s2-")]) == 30

@@ -8,7 +8,6 @@ from conftest import (
     in_thread,
     integrity_ok,
     run_workers,
-    stock,
     stock_apsw,
     wait_until,
 )
@@ -38,7 +37,7 @@ def test_eight_writers_insert_auto_ids_without_conflicts(db_path, think, autocom
     )
     assert sorted(r[0] for r in results) == list(range(WRITERS))
     assert sum(r[1] for r in results) == 0, "conflicts"
-    conn = stock(db_path)
+    conn = stock_apsw(db_path)
     rows = conn.execute("SELECT writer, seq FROM events ORDER BY writer, seq").fetchall()
     assert rows == [(w, s) for w in range(WRITERS) for s in range(ROWS)]
     ids = [i for (i,) in conn.execute("SELECT id FROM events")]
@@ -124,7 +123,7 @@ def test_table_with_a_trigger_is_never_rebased(db_path):
     setup.close()
     outcome, _ = _race(db_path, lambda conn, cur: None)
     assert outcome == ("conflict", "events", (1,))
-    assert stock(db_path).execute("SELECT event_id FROM audit").fetchall() == [(1,)]
+    assert stock_apsw(db_path).execute("SELECT event_id FROM audit").fetchall() == [(1,)]
 
 
 @pytest.mark.timeout(60)
@@ -150,7 +149,7 @@ def test_child_row_referencing_a_fresh_parent_keeps_both_consistent(db_path):
     pid = a.execute("INSERT INTO parent(name) VALUES ('a')").lastrowid
     a.execute("INSERT INTO child(parent_id) VALUES (?)", (pid,))
     a.commit()
-    check = stock(db_path)
+    check = stock_apsw(db_path)
     assert check.execute(
         "SELECT p.name FROM child c JOIN parent p ON p.id = c.parent_id"
     ).fetchall() == [("a",)]
@@ -193,7 +192,7 @@ def test_batch_of_unobserved_inserts_keeps_its_order(db_path):
     b.executemany("INSERT INTO events(writer, seq) VALUES (2, ?)", [(s,) for s in range(3)])
     b.commit()
     a.commit()
-    rows = stock(db_path).execute("SELECT writer, seq FROM events ORDER BY id").fetchall()
+    rows = stock_apsw(db_path).execute("SELECT writer, seq FROM events ORDER BY id").fetchall()
     assert rows == [(2, 0), (2, 1), (2, 2)] + [(1, s) for s in range(5)]
     a.close()
     b.close()
@@ -215,7 +214,7 @@ def test_autoincrement_rebased_id_is_above_everything_in_the_snapshot(db_path):
     b.execute("INSERT INTO seqd(v) VALUES ('b')")
     b.commit()
     a.commit()
-    rows = stock(db_path).execute("SELECT v, id FROM seqd ORDER BY id").fetchall()
+    rows = stock_apsw(db_path).execute("SELECT v, id FROM seqd ORDER BY id").fetchall()
     assert rows == [("b", 2), ("a", 3)]
     a.close()
     b.close()
@@ -255,7 +254,7 @@ def test_fast_path_respects_a_row_lock_of_a_live_transaction(db_path):
     auto.execute("UPDATE events SET seq = 20 WHERE id = 1")  # normal path, commits first
     with pytest.raises(sqlite_concurrent.ConflictError):
         holder.commit()
-    assert stock(db_path).execute("SELECT seq FROM events").fetchone() == (20,)
+    assert stock_apsw(db_path).execute("SELECT seq FROM events").fetchone() == (20,)
     holder.close()
     auto.close()
 
@@ -295,5 +294,5 @@ def test_fast_path_sees_a_lock_taken_since_it_last_looked(db_path):
     # The waiting statement's snapshot predates the holder's commit: it conflicts.
     (kind, result) = outcome[0]
     assert kind == "error" and isinstance(result, sqlite_concurrent.ConflictError), outcome
-    assert stock(db_path).execute("SELECT seq FROM events WHERE id = 1").fetchone() == (10,)
+    assert stock_apsw(db_path).execute("SELECT seq FROM events WHERE id = 1").fetchone() == (10,)
     auto.close()

@@ -7,7 +7,7 @@ import signal
 import time
 
 import pytest
-from conftest import SPAWN, integrity_ok, run_workers, stock, stock_apsw
+from conftest import SPAWN, integrity_ok, run_workers, stock_apsw
 from workers import (
     doctor,
     hammer_table,
@@ -60,7 +60,7 @@ def test_write_skew_allowed_only_at_row_level(db_path, level, allowed):
     outcomes = sorted(queue.get(timeout=60) for _ in procs)
     for p in procs:
         p.join(30)
-    conn = stock(db_path)
+    conn = stock_apsw(db_path)
     on_call = conn.execute("SELECT sum(on_call) FROM doctors").fetchone()[0]
     conn.close()
     if allowed:
@@ -87,7 +87,7 @@ def test_opposite_lock_order_is_a_deadlock_resolved_within_a_second(db_path):
     outcomes = sorted(r[0] for r in results)
     assert outcomes == ["committed", "deadlock"]
     assert max(r[1] for r in results if r[0] == "deadlock") < 1.0
-    conn = stock(db_path)
+    conn = stock_apsw(db_path)
     assert conn.execute("SELECT (SELECT v FROM a), (SELECT v FROM b)").fetchone() == (1, 1)
     conn.close()
 
@@ -106,7 +106,7 @@ def test_table_level_is_fair_under_contention(db_path):
     # FIFO waits: nobody waits for more than everyone else's turn several times over.  With
     # ~2-10 ms per turn and 7 others ahead, 2 s is a generous bound (stock SQLite: 5 s starved).
     assert max(r[2] for r in results) < 2.0, [r[2] for r in results]
-    conn = stock(db_path)
+    conn = stock_apsw(db_path)
     assert conn.execute("SELECT v FROM counter").fetchone() == (sum(commits),)
     conn.close()
 
@@ -146,7 +146,7 @@ def test_killed_lock_holder_releases_waiters_within_a_second(db_path, level, tab
     assert locks.execute("SELECT count(*) FROM locks").fetchone() == (0,)
     assert locks.execute("SELECT count(*) FROM transactions").fetchone() == (0,)
     locks.close()
-    conn = stock(db_path)
+    conn = stock_apsw(db_path)
     assert conn.execute(f"SELECT v FROM {table} WHERE id = 1").fetchone() == (10,)
     conn.close()
 
@@ -197,7 +197,7 @@ def test_row_waiter_conflicts_if_holder_commits_and_proceeds_if_it_rolls_back(
     else:
         holder.rollback()
     thread.join(30)
-    final = stock(db_path).execute("SELECT v FROM t").fetchone()
+    final = stock_apsw(db_path).execute("SELECT v FROM t").fetchone()
     if holder_commits:
         assert outcome["result"] == ("data", "t", (1,), False)
         assert final == (1,)
@@ -221,7 +221,7 @@ def test_ten_thousand_row_locks_escalate_to_a_table_lock(db_path):
     assert held == {"table:big": "X"}
     conn.commit()
     assert elapsed < 5.0  # generous: escalation keeps it from 10k lock rows
-    assert stock(db_path).execute("SELECT sum(v) FROM big").fetchone() == (10_000,)
+    assert stock_apsw(db_path).execute("SELECT sum(v) FROM big").fetchone() == (10_000,)
     conn.close()
 
 
@@ -250,7 +250,7 @@ def test_row_locks_held_across_statements_escalate_when_they_pass_the_threshold(
     assert "row:t:30" not in dict(held())
     conn.commit()
     assert held() == []
-    assert stock(db_path).execute("SELECT sum(v) FROM t").fetchone() == (13,)
+    assert stock_apsw(db_path).execute("SELECT sum(v) FROM t").fetchone() == (13,)
     locks.close()
     conn.close()
 
@@ -267,7 +267,7 @@ def test_bank_transfers_keep_the_sum_at_every_level(db_path, level):
         level_transfers, [(db_path, level, seed, 100, 100) for seed in range(4)], timeout=170
     )
     assert results == [100] * 4
-    check = stock(db_path)
+    check = stock_apsw(db_path)
     assert check.execute("SELECT sum(balance), count(*) FROM accounts").fetchone() == (100_000, 100)
     check.close()
     assert integrity_ok(db_path)

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import sqlite3
-
 import pytest
-from conftest import SPAWN, integrity_ok, run_workers, stock
+from conftest import SPAWN, integrity_ok, run_workers, stock_apsw
 from workers import disjoint_updates
 
 import sqlite_concurrent
@@ -43,7 +41,7 @@ def test_eight_processes_update_disjoint_rows_in_parallel(db_path):
         disjoint_updates, [(db_path, w, ROWS, TXNS, 0.002) for w in range(WRITERS)], timeout=170
     )
     assert all(r[0] != "error" for r in results), results
-    conn = stock(db_path)
+    conn = stock_apsw(db_path)
     per_writer = conn.execute(
         "SELECT id / ?, sum(v) FROM t GROUP BY id / ? ORDER BY 1", (ROWS, ROWS)
     ).fetchall()
@@ -108,6 +106,6 @@ def test_second_writer_commits_while_first_transaction_is_open(db_path):
     b.join(10)
     assert results == ["committed", "committed"]
     assert (a.exitcode, b.exitcode) == (0, 0)
-    conn = sqlite3.connect(db_path)
+    conn = stock_apsw(db_path)
     assert conn.execute("SELECT id, v FROM t ORDER BY id").fetchall() == [(0, 10), (1, 1)]
     conn.close()

@@ -3,11 +3,10 @@
 Each scenario script runs once on the stdlib ``sqlite3`` module and once on ``sqlite_concurrent``,
 on separate files; the final contents of every user table must be identical.
 
-A stdlib connection is only opened in this process after every sqlite_concurrent connection on
-that file is closed.  The stdlib and APSW each carry their own copy of SQLite, and POSIX locks do
-not tell two copies in one process apart: closing the stdlib connection would believe it is the
-last one, checkpoint and delete the WAL under ours.  While ours are open, the stdlib view is taken
-from another process (``stdlib_in_other_process``).
+Files are read back through APSW's SQLite (stock SQLite, the library ours uses), or by the stdlib
+from another process (``stdlib_in_other_process``): the stdlib and APSW each carry their own copy
+of SQLite, which drop each other's POSIX locks, so sqlite_concurrent refuses a stdlib connection
+to a file this process has opened with it.
 """
 
 from __future__ import annotations
@@ -19,6 +18,7 @@ import subprocess
 import sys
 
 import pytest
+from conftest import stock_apsw
 
 import sqlite_concurrent
 
@@ -55,9 +55,8 @@ def dump(path):
     A table with a declared non-INTEGER key keeps its rowid as an implementation detail (a
     changeset, like VACUUM, does not preserve it), so it is left out there.
 
-    Opens a stdlib connection, so no sqlite_concurrent connection may be open on ``path``.
     """
-    c = sqlite3.connect(path)
+    c = stock_apsw(path)
     try:
         tables = [
             r[0]
@@ -72,7 +71,10 @@ def dump(path):
             (declared_pk,) = c.execute(
                 "SELECT count(*) FROM pragma_table_info(?) WHERE pk > 0", (name,)
             ).fetchone()
-            ncols = len(c.execute(f'SELECT * FROM "{name}" LIMIT 0').description)
+            # The columns SELECT * returns: all but the hidden ones of virtual tables.
+            (ncols,) = c.execute(
+                "SELECT count(*) FROM pragma_table_xinfo(?) WHERE hidden != 1", (name,)
+            ).fetchone()
             order = ", ".join(str(i + 1) for i in range(ncols))
             if declared_pk:
                 sql = f'SELECT * FROM "{name}" ORDER BY {order}'
@@ -92,7 +94,7 @@ def dump(path):
 
 
 def check_file_health(path, *, wal):
-    c = sqlite3.connect(path)
+    c = stock_apsw(path)
     try:
         assert c.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
         assert c.execute("PRAGMA foreign_key_check").fetchall() == []

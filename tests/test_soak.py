@@ -13,7 +13,7 @@ import signal
 from pathlib import Path
 
 import pytest
-from conftest import SPAWN, integrity_ok, stock, stock_apsw
+from conftest import SPAWN, integrity_ok, stock_apsw
 from test_crash import ACCOUNTS, BALANCE, _setup
 from workers import soak_writer
 
@@ -64,7 +64,7 @@ def test_kill_random_writers_and_restart_them(db_path, tmp_path, level):
     assert all(p.exitcode == 0 for p in procs), [p.exitcode for p in procs]
 
     acked = set().union(*(_acked(log) for log in logs))
-    conn = stock(db_path)
+    conn = stock_apsw(db_path)
     present = {t for (t,) in conn.execute("SELECT id FROM transfers")}
     assert acked <= present, f"{len(acked - present)} acknowledged transfers lost"
     assert conn.execute("SELECT sum(balance), count(*) FROM accounts").fetchone() == (

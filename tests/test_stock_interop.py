@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 
 import pytest
 from conftest import SPAWN, integrity_ok, stock, stock_apsw
@@ -14,15 +16,23 @@ WRITERS = 4
 ROWS = 10
 TXNS = 150
 
+# In another process: the stdlib is refused on a file this one has opened with sqlite_concurrent.
+_SETUP = """
+import sys, sqlite_concurrent
+conn = sqlite_concurrent.connect(sys.argv[1])
+conn.execute("CREATE TABLE t(id INTEGER PRIMARY KEY, v INTEGER NOT NULL)")
+conn.execute("CREATE TABLE stock_log(id INTEGER PRIMARY KEY, n INTEGER)")
+conn.executemany("INSERT INTO t VALUES (?, 0)", [(i,) for i in range(int(sys.argv[2]))])
+conn.commit()
+conn.close()
+"""
+
 
 @pytest.mark.timeout(180)
 def test_stock_reader_and_writer_alongside_our_writers(db_path):
-    conn = sqlite_concurrent.connect(db_path)
-    conn.execute("CREATE TABLE t(id INTEGER PRIMARY KEY, v INTEGER NOT NULL)")
-    conn.execute("CREATE TABLE stock_log(id INTEGER PRIMARY KEY, n INTEGER)")
-    conn.executemany("INSERT INTO t VALUES (?, 0)", [(i,) for i in range(WRITERS * ROWS)])
-    conn.commit()
-    conn.close()
+    subprocess.run(
+        [sys.executable, "-c", _SETUP, db_path, str(WRITERS * ROWS)], check=True, timeout=60
+    )
 
     # Held open for the whole test: SQLite itself then never deletes -wal, so an inode change
     # would mean our code deleted or replaced it.

@@ -7,7 +7,7 @@ from __future__ import annotations
 import threading
 
 import pytest
-from conftest import SPAWN, integrity_ok, stock
+from conftest import SPAWN, integrity_ok, stock_apsw
 from workers import transfers_signalling
 
 import sqlite_concurrent
@@ -68,7 +68,7 @@ def test_two_threads_and_a_process_transfer_concurrently(db_path, level):
     assert queue.get(timeout=170) == 200
     other.join(30)
     assert errors == [] and len(done) == 120 and other.exitcode == 0
-    check = stock(db_path)
+    check = stock_apsw(db_path)
     assert check.execute("SELECT sum(balance), count(*) FROM accounts").fetchone() == (
         100 * ACCOUNTS,
         ACCOUNTS,

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from conftest import SPAWN, integrity_ok, stock
+from conftest import SPAWN, integrity_ok, stock_apsw
 from workers import transfers
 
 import sqlite_concurrent
@@ -34,7 +34,7 @@ def test_transfers_from_four_processes_keep_the_sum(db_path):
         p.start()
     start.set()
     # While they run, a stock reader checks that every committed state it sees keeps the sum.
-    reader = stock(db_path)
+    reader = stock_apsw(db_path)
     sums = set()
     while any(p.is_alive() for p in procs) and queue.empty():
         sums.add(reader.execute("SELECT sum(balance), count(*) FROM accounts").fetchone())

@@ -40,6 +40,7 @@ from .errors import (
     ProgrammingError,
     Warning,
 )
+from .foreign import install as _refuse_stdlib_on_our_files
 from .row import Row
 
 __version__ = "0.1.0"
@@ -53,6 +54,9 @@ PARSE_DECLTYPES = _stdlib.PARSE_DECLTYPES
 PARSE_COLNAMES = _stdlib.PARSE_COLNAMES
 version = "2.6.0"  # the DB-API module version the stdlib reports
 version_info = (2, 6, 0)
+
+# The stdlib's SQLite on a file ours has open loses commits (foreign.py): refused from import on.
+_refuse_stdlib_on_our_files()
 
 # SQLite's result, authorizer-action and limit codes, under the stdlib's names.
 globals().update({k: v for k, v in vars(_stdlib).items() if k.startswith("SQLITE_")})

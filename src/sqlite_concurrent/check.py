@@ -1,7 +1,8 @@
 """The ``check`` command's findings: is a database and its sidecar files sound?
 
-:func:`run` reads, never writes: PRAGMA integrity_check on the database (stdlib ``sqlite3``,
-read-only), the lock database ``DB-locks`` (through :mod:`.status`, APSW, read-only), the
+:func:`run` reads, never writes: PRAGMA integrity_check on the database (APSW, read-only, so
+that a process using sqlite_concurrent on the database can check it too: see
+:mod:`.foreign`), the lock database ``DB-locks`` (through :mod:`.status`, APSW, read-only), the
 journals ``DB-journal<PID>`` of dead processes, and the size of the WAL.  Each finding is ok,
 warn or FAIL; :mod:`.display` turns them into a table and a verdict.
 """
@@ -11,13 +12,15 @@ from __future__ import annotations
 import contextlib
 import glob
 import os
-import sqlite3
 import urllib.parse
 from pathlib import Path
 from typing import NamedTuple
 
+import apsw
+
 from . import status, stress
 from .checkpoint import DEFAULT_WAL_LIMIT
+from .errors import translate
 
 OK, WARN, FAIL = "ok", "warn", "FAIL"
 
@@ -34,11 +37,13 @@ class UnreadableDatabaseError(Exception):
     """The database itself could not be read; the message says why, in one line."""
 
 
-def _open_read_only(path: Path, timeout: float) -> sqlite3.Connection:
+def _open_read_only(path: Path, timeout: float) -> apsw.Connection:
     # Read-only: a check must not write, not even the checkpoint SQLite runs when the last
     # read-write connection to a WAL database closes.
     uri = f"file:{urllib.parse.quote(str(path.resolve()))}?mode=ro"
-    return sqlite3.connect(uri, uri=True, timeout=timeout)
+    conn = apsw.Connection(uri, flags=apsw.SQLITE_OPEN_READONLY | apsw.SQLITE_OPEN_URI)
+    conn.set_busy_timeout(int(timeout * 1000))
+    return conn
 
 
 def _lock_database(db: Path, timeout: float) -> tuple[str, str]:
@@ -104,8 +109,9 @@ def run(db: Path, timeout: float) -> list[Finding]:
             pages = conn.execute("PRAGMA page_count").fetchone()[0]
             size = conn.execute("PRAGMA page_size").fetchone()[0]
             problems = [row[0] for row in conn.execute("PRAGMA integrity_check")]
-    except sqlite3.Error as e:
-        raise UnreadableDatabaseError(stress.describe_sqlite_error(str(db), e, timeout)) from None
+    except apsw.Error as e:
+        reason = stress.describe_sqlite_error(str(db), translate(e), timeout)
+        raise UnreadableDatabaseError(reason) from None
     findings = [Finding("database", OK, f"{pages:,} pages of {size:,} bytes, journal_mode {mode}")]
     if problems == ["ok"]:
         findings.append(Finding("integrity_check", OK, "ok"))

@@ -32,6 +32,7 @@ from . import (
     description,
     errors,
     exclusive,
+    foreign,
     foreign_keys,
     journal,
     journal_mode,
@@ -220,6 +221,7 @@ class Connection(Hooks):
         return conn
 
     def _open_private(self, flags: int) -> None:
+        foreign.check_open(self.path)
         conn = apsw.Connection(self.path, flags=flags)
         self._opened.append(conn)
         conn.set_busy_timeout(int(self.timeout * 1000))
@@ -232,6 +234,7 @@ class Connection(Hooks):
             error.sqlite_errorcode = apsw.SQLITE_CANTOPEN  # type: ignore[attr-defined]
             error.sqlite_errorname = "SQLITE_CANTOPEN_ISDIR"  # type: ignore[attr-defined]
             raise error
+        foreign.check_open(self.path)
         self._merger = self._stock()
         # Wait for the WAL write lock in the kernel (SQLite's blocking-lock support, compiled into
         # APSW's SQLite) rather than in the sleeping busy handler, which lets a stock writer in

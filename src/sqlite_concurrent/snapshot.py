@@ -10,6 +10,7 @@ descriptors that are opened once per process and never closed (DESIGN section 6,
 from __future__ import annotations
 
 import bisect
+import contextlib
 import os
 import struct
 import threading
@@ -148,6 +149,18 @@ class WalFiles:
                 files = cls._by_key[key] = cls(path)
             files.refresh()
         return files
+
+    @classmethod
+    def identities(cls) -> set[tuple[int, int]]:
+        """(device, inode) of every file this process's descriptors here are open on."""
+        # No lock: a copy of the values is atomic, and audit hooks call this from anywhere.
+        found = set()
+        for files in list(cls._by_key.values()):
+            for fd in (files.db, files.wal, files.shm):
+                with contextlib.suppress(OSError):  # closed meanwhile
+                    st = os.fstat(fd)
+                    found.add((st.st_dev, st.st_ino))
+        return found
 
     def refresh(self) -> None:
         """Reopen ``-wal``/``-shm`` if they were deleted (last connection closed) and recreated.

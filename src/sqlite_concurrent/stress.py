@@ -107,7 +107,7 @@ def _open_stock(path: str, timeout: float) -> sqlite3.Connection:
     return sqlite3.connect(path, timeout=timeout, isolation_level=None)
 
 
-def describe_sqlite_error(path: str, e: sqlite3.Error, timeout: float) -> str:
+def describe_sqlite_error(path: str, e: BaseException, timeout: float) -> str:
     """One line saying why ``path`` could not be used, with what to do about it."""
     text = str(e)
     if "locked" in text or "busy" in text:
