@@ -7,6 +7,8 @@ from __future__ import annotations
 import sqlite3
 from typing import Any
 
+import apsw
+
 import sqlite_concurrent
 
 # Every shape has columns a, b and v; what differs is the key and what hangs on the table.
@@ -117,8 +119,9 @@ def run_script(conn: Any, script: list[tuple[str, Any, str]]) -> list[Any]:
 
 
 def contents(path: str, shape: str) -> dict[str, list[Any]]:
-    """Every table's rows (with rowids where the table has them), read by the stdlib."""
-    conn = sqlite3.connect(path)
+    """Every table's rows (with rowids where the table has them), read through APSW's SQLite
+    (the stdlib's may not open a file this process has open through ours)."""
+    conn = apsw.Connection(path, flags=apsw.SQLITE_OPEN_READONLY)
     try:
         tables = [
             r[0]
@@ -213,7 +216,7 @@ def _retryable(seen: Any) -> bool:
 
 
 def rowid_of(path: str, key: int) -> Any:
-    conn = sqlite3.connect(path)
+    conn = apsw.Connection(path, flags=apsw.SQLITE_OPEN_READONLY)
     try:
         row = conn.execute("SELECT rowid FROM t WHERE a = ?", (key,)).fetchone()
         return row and row[0]
