@@ -9,7 +9,6 @@ a changeset cannot carry to the merger under the merge lock.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 import random
@@ -31,12 +30,12 @@ from . import (
     crashpoints,
     errors,
     exclusive,
+    holding,
     journal,
     locks,
     merge,
     publisher,
     rebase,
-    snapshot,
     statements,
     waits,
 )
@@ -69,28 +68,6 @@ _NO_ROWS: Iterator[tuple[Any, ...]] = iter(())  # exhausted for good: cursors sh
 T = TypeVar("T")
 
 log = logging.getLogger("sqlite_concurrent")
-
-# Holders are per process; several connections in one process share the row.
-_holder_refs: dict[tuple[int, str], int] = {}
-_holder_lock = threading.Lock()
-
-# One connection per process and database that is never closed.  While it is open, APSW's SQLite
-# holds locks on the file and so defers closing any descriptor on it (unixClose's pUnused list);
-# a close would drop every POSIX lock this process holds on the file, including those of another
-# SQLite library in the process (the stdlib's), which then lets checkpoints and WAL deletion run
-# under its readers.  Measured: without it, closing our connection deleted -wal under an open
-# stdlib read transaction.
-_anchors: dict[tuple[int, str, tuple[int, int]], apsw.Connection] = {}
-
-
-def _anchor(path: str, identity: tuple[int, int]) -> None:
-    # Per file, not per path: a database deleted and created again at the same path is another.
-    key = (os.getpid(), path, identity)
-    with _holder_lock:
-        if key not in _anchors:
-            conn = apsw.Connection(path)
-            conn.execute("SELECT 1 FROM sqlite_schema LIMIT 1").fetchall()
-            _anchors[key] = conn
 
 
 class Connection(Hooks):
@@ -193,16 +170,17 @@ class Connection(Hooks):
         self._reader_authorizer: Callable[..., int] | None = authorizer.read_only(self._denied)
         self._txn_authorizer: Callable[..., int] | None = None
         self._opened: list[apsw.Connection] = []
+        self._holding: holding.Holding | None = None  # what the process holds for the file
         try:
             if private is not None:
                 self._open_private(private)
             else:
                 self._open()
         except apsw.Error as e:
-            self._close_all()
+            self._abandon_open()
             raise translate(e) from e
         except BaseException:
-            self._close_all()
+            self._abandon_open()
             raise
         self._closed = False
 
@@ -227,6 +205,9 @@ class Connection(Hooks):
             error.sqlite_errorcode = apsw.SQLITE_CANTOPEN  # type: ignore[attr-defined]
             error.sqlite_errorname = "SQLITE_CANTOPEN_ISDIR"  # type: ignore[attr-defined]
             raise error
+        # Counted before anything opens the file: descriptors of a last close still under
+        # way must close before this connection takes locks on it (DESIGN 6).
+        self._holding = holding.acquire(self.path)
         self._merger = self._stock()
         # Wait for the WAL write lock in the kernel (SQLite's blocking-lock support, compiled into
         # APSW's SQLite) rather than in the sleeping busy handler, which lets a stock writer in
@@ -253,14 +234,14 @@ class Connection(Hooks):
         first_txn_id = merge.last_marker(self._merger) + 1
         self._page_size = int(_value(self._merger, "PRAGMA page_size"))
         st = os.stat(self.path)
-        identity = (st.st_dev, st.st_ino)
-        _anchor(self.path, identity)
         self._reader = self._stock()
         self._reader.authorizer = self._authorizer_for(self._reader_authorizer)
         self._snapshot_conn = self._stock()
         # Creates -wal/-shm if absent; they then live as long as this connection does.
         self._snapshot_conn.execute("SELECT 1 FROM sqlite_schema LIMIT 1").fetchall()
-        self._wal_files = snapshot.WalFiles.for_database(self.path, identity)
+        # Per file, not per path: a database deleted and created again at the same path is
+        # another.
+        self._wal_files = self._holding.files((st.st_dev, st.st_ino))
         self._checkpointer = Checkpointer(
             self._merger,
             self.path + "-locks",
@@ -270,12 +251,9 @@ class Connection(Hooks):
             wal_files=self._wal_files,
         )
         self._lockdb = LockDB(self.path, first_txn_id=first_txn_id)
-        key = (os.getpid(), self.path)
-        with _holder_lock:
-            reaped = self._lockdb.register_holder()
-            _holder_refs[key] = _holder_refs.get(key, 0) + 1
-        self._publisher = publisher.for_db(self.path)
-        self._publisher.use()
+        self._opened.append(self._lockdb.conn)
+        reaped = self._lockdb.register_holder()
+        self._publisher = self._holding.publisher
         self._slot_id, self._slot = vfs().new_slot()
         self._journal = journal.Journal.for_db(self.path, self._lockdb.start_time)
         # Recovery on open (DESIGN 11): dead holders were reaped above; journals of processes
@@ -369,40 +347,42 @@ class Connection(Hooks):
             txn.ensure_pinned()
         return self._open_txn_conn()
 
-    def _close_all(self) -> None:
-        for conn in reversed(self._opened):
-            with contextlib.suppress(apsw.Error):
-                conn.close()
-        self._opened.clear()
+    def _abandon_open(self) -> None:
+        if self._holding is None:
+            holding.close_all(self._opened)
+            return
+        # Each is set once opened, in this order.
+        if hasattr(self, "_slot_id"):
+            vfs().drop_slot(self._slot_id)
+        if hasattr(self, "_journal"):
+            self._journal.release()
+        self._holding.leave(self._opened, getattr(self, "_lockdb", None))
 
     def close(self) -> None:
-        """Close the connection; an open transaction is rolled back, as in the stdlib."""
+        """Close the connection; an open transaction is rolled back, as in the stdlib.
+
+        Closing the process's last connection to the database lets go of everything the process
+        holds for it (see :mod:`.holding`): unless another process has it open, the database
+        file then holds every commit, as after the stdlib's last close.
+        """
         if self._closed:
             return
         self._check_thread()
         if self._private is not None:
             self._closed = True
-            self._close_all()  # SQLite rolls an open transaction back
+            holding.close_all(self._opened)  # SQLite rolls an open transaction back
             return
+        assert self._holding is not None
         try:
             if self._txn is not None:
                 self._rollback_txn()
         finally:
             self._closed = True
-            vfs().drop_slot(self._slot_id)
-            key = (os.getpid(), self.path)
-            with _holder_lock:
-                _holder_refs[key] -= 1
-                last = _holder_refs[key] == 0
-                if last:
-                    del _holder_refs[key]
-                    with contextlib.suppress(apsw.Error):
-                        self._lockdb.unregister_holder()
-            if self._publisher is not None:
-                self._publisher.release()
-            self._lockdb.close()
-            self._journal.release()
-            self._close_all()
+            try:
+                vfs().drop_slot(self._slot_id)
+                self._journal.release()
+            finally:
+                self._holding.leave(self._opened, self._lockdb)
 
     def __del__(self) -> None:
         if not getattr(self, "_closed", True):
