@@ -300,7 +300,7 @@ def test_wal_descriptors_stay_valid_across_reconnects_restarts_and_new_files(db_
     fresh.execute("UPDATE c SET v = 5 WHERE id = 5")
     assert fresh.wal_checkpoint(mode=apsw.SQLITE_CHECKPOINT_TRUNCATE) == (0, 0)
     conn = sqlite_concurrent.connect(db_path)
-    assert conn._wal_files.identity != files.identity
+    assert conn._wal_files is not files  # the inode number may well be the same again
     with conn:
         conn.execute("BEGIN")
         assert conn.execute("SELECT sum(v), count(*) FROM c").fetchone() == (5, 100)
