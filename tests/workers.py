@@ -391,3 +391,20 @@ def read_rows(start, path, sql):
     finally:
         conn.close()
 
+
+def fork_holding_merge_lock(queue, path):
+    """Open an exclusive transaction (it holds the merge lock), fork a child that just lives
+    on, report the child's pid, and wait to be killed."""
+    import signal
+
+    conn = sqlite_concurrent.connect(path, timeout=60)
+    conn.execute("BEGIN")
+    conn.execute("CREATE TABLE held_by_the_dead(x)")
+    pid = os.fork()
+    if pid == 0:
+        signal.alarm(120)  # the test kills it sooner
+        while True:
+            signal.pause()
+    queue.put(pid)
+    while True:
+        signal.pause()

@@ -169,7 +169,7 @@ class Connection(Hooks):
         self._user_authorizer: Callable[..., Any] | None = None
         self._reader_authorizer: Callable[..., int] | None = authorizer.read_only(self._denied)
         self._txn_authorizer: Callable[..., int] | None = None
-        self._opened: list[apsw.Connection] = []
+        self._opened = holding.Handles()
         self._holding: holding.Holding | None = None  # what the process holds for the file
         try:
             if private is not None:
@@ -208,6 +208,7 @@ class Connection(Hooks):
         # Counted before anything opens the file: descriptors of a last close still under
         # way must close before this connection takes locks on it (DESIGN 6).
         self._holding = holding.acquire(self.path)
+        self._holding.track(self._opened)
         self._merger = self._stock()
         # Wait for the WAL write lock in the kernel (SQLite's blocking-lock support, compiled into
         # APSW's SQLite) rather than in the sleeping busy handler, which lets a stock writer in
@@ -363,9 +364,14 @@ class Connection(Hooks):
 
         Closing the process's last connection to the database lets go of everything the process
         holds for it (see :mod:`.holding`): unless another process has it open, the database
-        file then holds every commit, as after the stdlib's last close.
+        file then holds every commit, as after the stdlib's last close.  A connection inherited
+        across fork() closes quietly, leaving all of it to the process that opened it.
         """
         if self._closed:
+            return
+        if self._inherited():
+            self._closed = True
+            holding.settle()
             return
         self._check_thread()
         if self._private is not None:
@@ -384,8 +390,12 @@ class Connection(Hooks):
             finally:
                 self._holding.leave(self._opened, self._lockdb)
 
+    def _inherited(self) -> bool:
+        return self._holding is not None and self._holding.inherited
+
     def __del__(self) -> None:
-        if not getattr(self, "_closed", True):
+        # One inherited across fork() is its parent's to close.
+        if not getattr(self, "_closed", True) and not self._inherited():
             warnings.warn(
                 f"unclosed sqlite_concurrent connection to {self.path}",
                 ResourceWarning,
@@ -408,6 +418,14 @@ class Connection(Hooks):
             raise ProgrammingError("Base Connection.__init__ not called.")
         if closed:
             raise ProgrammingError("Cannot operate on a closed database.")
+        held = self._holding
+        if held is not None and held.inherited:
+            raise ProgrammingError(
+                f"this connection was opened by process {held.pid}, and this process "
+                f"({os.getpid()}) is a fork of it: a SQLite connection cannot be used across "
+                "fork() (https://sqlite.org/howtocorrupt.html, section 2.6); open a new "
+                "connection in this process"
+            )
         self._check_thread()
 
     # -- transactions ---------------------------------------------------------------------

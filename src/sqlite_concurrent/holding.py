@@ -14,6 +14,23 @@ after the anchor, and none of them while anything else in the process has the da
 open (the stdlib's own copy of SQLite, say): our last close would checkpoint and delete the WAL
 under it and take its locks with ours.  The anchor and descriptors then stay until the process
 exits, as they would without this module.
+
+A forked child inherits its parent's connections but none of its POSIX locks and none of its
+threads, and SQLite forbids carrying a connection across fork()
+(https://sqlite.org/howtocorrupt.html, section 2.6).  Inherited connections refuse to work and
+close quietly, touching nothing the parent relies on (its holder row, journal, locks).  Before
+the child opens a connection of its own, the inherited SQLite connections are closed
+(:func:`settle`): SQLite keeps its lock bookkeeping per file, not per process, so a fresh
+connection would count itself among the inherited ones and take no lock of its own in the
+kernel (measured: the child then held no lock in /proc/locks), and the parent's last close
+could delete the WAL under it.  Closing an idle inherited connection changes nothing for the
+parent: the child has no lock to drop, and SQLite's close checkpoints only if it gets the
+database to itself.  One caught in a write transaction on the database or its lock database (an
+exclusive transaction, or another thread merging, when the process forked) is kept open and
+never touched: rolling it back would rewrite parts of the WAL index the parent is still using.
+SQLite's bookkeeping then stays wrong in the child, so the child refuses to open that database
+(:class:`OperationalError`) rather than run without locks.  A transaction's own connection
+reads through the overlay VFS, not the file, and takes no part in this.
 """
 
 from __future__ import annotations
@@ -21,15 +38,30 @@ from __future__ import annotations
 import contextlib
 import os
 import threading
+import weakref
 
 import apsw
 
 from . import oslock, snapshot
+from .errors import OperationalError
 from .lockdb import LockDB
+from .overlay import VFS_NAME
 from .publisher import Publisher
 
 _cond = threading.Condition()  # guards the registry below and every Holding's counts
 _held: dict[str, Holding] = {}  # by absolute path
+_inherited: list[Holding] = []  # in a forked child: the parent's, not yet settled
+_kept: list[apsw.Connection] = []  # inherited connections that must never be closed
+_unusable: dict[str, int] = {}  # in a forked child: databases it must not open -> parent pid
+_unsettled = False  # in a forked child, until settle() has run
+_settle_lock = threading.Lock()
+
+
+class Handles(list[apsw.Connection]):
+    """The SQLite connections one connection of ours has open, known weakly to its holding (a
+    forked child must find them)."""
+
+    __slots__ = ("__weakref__",)
 
 
 class Holding:
@@ -37,13 +69,21 @@ class Holding:
 
     def __init__(self, path: str) -> None:
         self.path = path
+        self.pid = os.getpid()
         self.users = 0  # connections open or opening
+        self.inherited = False  # set in a forked child: none of this is the child's
         self.publisher = Publisher(path)
         self._releasing = False
         self._lock = threading.Lock()  # opening anchors
         # Database file (device, inode) -> its anchor and the -wal the anchor opened.
         self._anchors: dict[tuple[int, int], tuple[apsw.Connection, tuple[int, int]]] = {}
         self._files: dict[int, snapshot.WalFiles] = {}  # every generation handed out, by id
+        self._handles: weakref.WeakValueDictionary[int, Handles] = weakref.WeakValueDictionary()
+        self._frozen: list[apsw.Connection] = []  # in a forked child: all it inherited
+
+    def track(self, handles: Handles) -> None:
+        """Know ``handles`` (a connection's own SQLite connections) until it leaves."""
+        self._handles[id(handles)] = handles
 
     def files(self, identity: tuple[int, int]) -> snapshot.WalFiles:
         """The descriptors snapshots of the database file ``identity`` (device, inode) read
@@ -65,12 +105,13 @@ class Holding:
             self._files[id(files)] = files
         return files
 
-    def leave(self, handles: list[apsw.Connection], lockdb: LockDB | None) -> None:
+    def leave(self, handles: Handles, lockdb: LockDB | None) -> None:
         """A connection of ours closes, its own work done (rollback, journal): its SQLite
         connections close, and with the last connection of the process the holder row goes
         and everything else held for the database (see the module's docstring)."""
         with _cond:
             self.users -= 1
+            self._handles.pop(id(handles), None)
             last = self._releasing = self.users == 0
         try:
             if lockdb is not None:
@@ -132,8 +173,37 @@ class Holding:
         ours = {fd for f in self._files.values() for fd in (f.db, f.wal, f.shm, *f.retired)}
         return sum(fd not in ours and _identity(fd) == wal for fd in listed) > 1  # the anchor's
 
+    def freeze(self) -> None:
+        """In a forked child: take hold of every inherited SQLite connection, so that none is
+        closed by garbage collection before :func:`settle` decides how."""
+        self.inherited = True
+        frozen = [conn for handles in list(self._handles.values()) for conn in handles]
+        frozen += [anchor for anchor, _ in self._anchors.values()]
+        if self.publisher.lockdb is not None:
+            frozen.append(self.publisher.lockdb.conn)
+        self._frozen = frozen
 
-def close_all(handles: list[apsw.Connection]) -> None:
+    def abandon(self) -> bool:
+        """In a forked child: close the inherited SQLite connections that are idle; keep the
+        others open for good.  Returns whether one on the database's files had to be kept
+        (see the module's docstring)."""
+        frozen, self._frozen = self._frozen, []
+        kept = False
+        for conn in frozen:
+            try:
+                if conn.txn_state() != apsw.SQLITE_TXN_WRITE:
+                    conn.close()
+                    continue
+            except apsw.ConnectionClosedError:
+                continue
+            except apsw.Error:  # among others, in use by a thread that did not survive fork()
+                pass
+            _kept.append(conn)
+            kept = kept or conn.open_vfs != VFS_NAME
+        return kept
+
+
+def close_all(handles: Handles) -> None:
     for conn in reversed(handles):
         with contextlib.suppress(apsw.Error):
             conn.close()
@@ -161,6 +231,14 @@ def acquire(path: str) -> Holding:
     """Count a connection opening the database at ``path`` (absolute).  Call it before the
     connection opens anything on the file, and :meth:`Holding.leave` once when it closes (or
     fails to open)."""
+    settle()
+    if path in _unusable:
+        raise OperationalError(
+            f"cannot open {path} in process {os.getpid()}: it was forked from process "
+            f"{_unusable[path]} while a write transaction was open on this database, so SQLite's "
+            "locks on it cannot be trusted here (https://sqlite.org/howtocorrupt.html, section "
+            "2.6); open it in a process forked outside write transactions, or spawned"
+        )
     with _cond:
         while True:
             holding = _held.get(path)
@@ -176,8 +254,8 @@ def acquire(path: str) -> Holding:
 def held(path: str) -> bool:
     """Whether this process has the database file at ``path`` open through this library now:
     a connection of ours is open or opening on it, or its anchor and descriptors stayed after
-    the last close because something else in the process had the database open.  Costs a
-    ``stat``."""
+    the last close because something else in the process had the database open.  What a
+    forked child inherited does not count.  Costs a ``stat``."""
     try:
         st = os.stat(path)
     except OSError:
@@ -188,3 +266,38 @@ def held(path: str) -> bool:
         if os.path.abspath(path) in _held:
             return True
         return any(identity in h._anchors for h in _held.values())
+
+
+def settle() -> None:
+    """In a forked child, close the inherited SQLite connections (see the module's docstring);
+    the first connection the child opens does it first.  Elsewhere nothing to do."""
+    global _unsettled
+    if not _unsettled:
+        return
+    # Held throughout: no connection may open while inherited ones are still closing (their
+    # close would release locks the new one believes it shares).
+    with _settle_lock:
+        if not _unsettled:
+            return
+        with _cond:
+            pending = list(_inherited)
+            _inherited.clear()
+        for holding in pending:
+            if holding.abandon():
+                _unusable[holding.path] = holding.pid
+        _unsettled = False
+
+
+def _forked() -> None:
+    global _cond, _settle_lock, _unsettled
+    # Threads do not survive fork(): a lock one of them held would stay held in the child.
+    _cond = threading.Condition()
+    _settle_lock = threading.Lock()
+    for holding in _held.values():
+        holding.freeze()
+        _inherited.append(holding)
+    _held.clear()
+    _unsettled = bool(_inherited)
+
+
+os.register_at_fork(after_in_child=_forked)

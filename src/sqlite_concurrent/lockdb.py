@@ -124,6 +124,13 @@ def holder_alive(pid: int, start_time: int) -> bool:
     return now is not None and (now == start_time or now == 0 or start_time == 0)
 
 
+def _forked() -> None:
+    # The parent's connections are not the child's (they hold no lock here and are never closed
+    # through LockDB.close), and a thread may have held the lock at fork().
+    LockDB._open_lock = threading.Lock()
+    LockDB._open_here.clear()
+
+
 @dataclass(frozen=True)
 class Reaped:
     pid: int
@@ -538,3 +545,6 @@ class LockDB(Grants):
     def open_in_process(db_path: str) -> bool:
         """Whether a lock-database connection of this process to ``db_path``'s is open."""
         return LockDB._open_here[db_path + "-locks"] > 0
+
+
+os.register_at_fork(after_in_child=_forked)

@@ -11,7 +11,9 @@ descriptor, so each lock also has a process-local mutex.
 
 The descriptor is opened once per process and closed only when the process lets go of the
 database (:func:`forget`): closing any descriptor on a file drops every POSIX lock this process
-holds on it, including the lock database's own (DESIGN 6).
+holds on it, including the lock database's own (DESIGN 6).  A forked child closes its inherited
+copies at once: the open file description (and any OFD lock on it) lives as long as any copy, so
+a parent that died holding the merge lock would otherwise keep it held for the child's lifetime.
 """
 
 from __future__ import annotations
@@ -39,8 +41,15 @@ _registry_lock = threading.Lock()
 
 
 def _forked() -> None:
-    global _generation
+    global _generation, _registry_lock
     _generation += 1
+    # Threads do not survive fork(): a mutex or the registry lock one of them held would stay
+    # held in the child for good.
+    _registry_lock = threading.Lock()
+    _mutexes.clear()
+    for fd in _fds.values():
+        os.close(fd)  # the child holds no POSIX lock yet: nothing of its own can drop
+    _fds.clear()
 
 
 os.register_at_fork(after_in_child=_forked)

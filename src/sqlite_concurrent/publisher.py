@@ -69,7 +69,8 @@ class Publisher:
         self._thread: threading.Thread | None = None
         self._idle = False
         self._stopped = False
-        # The thread's own connection to the lock database, opened on first real use.
+        # The thread's own connection to the lock database, opened on first real use; an
+        # attribute, not a local, so that a forked child can find and settle it (holding.py).
         self.lockdb: LockDB | None = None
 
     def schedule(self, item: Deferred, delay: float) -> None:

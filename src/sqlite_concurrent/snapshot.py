@@ -101,6 +101,11 @@ def _valid_header(buf: bytes) -> bytes | None:
     return first
 
 
+def _forked() -> None:
+    # Another thread may have held it at fork(); it would never be released in the child.
+    WalFiles._lock = threading.Lock()
+
+
 class WalFiles:
     """Per-process descriptors on the database, ``-wal`` and ``-shm``.
 
@@ -191,6 +196,9 @@ class WalFiles:
             if fd >= 0:
                 self.retired.append(fd)
             setattr(self, attr, os.open(self.path + suffix, os.O_RDONLY | os.O_CLOEXEC))
+
+
+os.register_at_fork(after_in_child=_forked)
 
 
 class _WalIndexCache:
