@@ -190,9 +190,8 @@ def test_the_publisher_opens_the_lock_database_only_to_write(db):
     a process stopped while its publisher held the guard blocked every other writer."""
     locks = os.path.realpath(db + "-locks")
     pub = publisher.Publisher(db)
-    pub.use()
+    before = _descriptors_on(locks)
     try:
-        before = _descriptors_on(locks)
         ended = _Item(writes=False)
         pub.schedule(ended, 0)
         assert ended.published.wait(30)
@@ -202,4 +201,5 @@ def test_the_publisher_opens_the_lock_database_only_to_write(db):
         assert open_txn.published.wait(30)
         assert _descriptors_on(locks) > before
     finally:
-        pub.release()
+        pub.stop()
+    assert pub.lockdb is None  # stopped: its thread has closed its connection

@@ -69,10 +69,12 @@ def _commit_frames(path: str) -> int:
     return count
 
 
-def _truncate_wal(path: str) -> None:
+def _empty_wal_kept(path: str):
+    """Truncate the WAL and return a stock connection to close after counting the commits in
+    it: open, it keeps the last writer's close from checkpointing and deleting the WAL."""
     conn = stock_apsw(path)
     conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
-    conn.close()
+    return conn
 
 
 def _stopped(pid: int) -> bool:
@@ -121,7 +123,7 @@ _keep: list = []
 
 @pytest.mark.parametrize("group_commit", [True, False])
 def test_waiting_transactions_commit_together(db, group_commit):
-    _truncate_wal(db)
+    keeper = _empty_wal_kept(db)
     merge_lock = oslock.ByteLock(db + "-locks", oslock.MERGE)
     merge_lock.acquire()
     try:
@@ -146,6 +148,7 @@ def test_waiting_transactions_commit_together(db, group_commit):
     conn.close()
     # One SQLite commit for the four, or one each without grouping.
     assert _commit_frames(db) == (1 if group_commit else 4)
+    keeper.close()
     assert integrity_ok(db)
 
 
@@ -172,7 +175,7 @@ def test_merger_killed_while_merging_others(db, point, level):
         setup.execute(f"INSERT INTO {name} VALUES (0, 0), (1, 0)")
     setup.commit()
     setup.close()
-    _truncate_wal(db)
+    keeper = _empty_wal_kept(db)
     merge_lock = oslock.ByteLock(db + "-locks", oslock.MERGE)
     merge_lock.acquire()
     released = False
@@ -220,6 +223,7 @@ def test_merger_killed_while_merging_others(db, point, level):
     # The victim's group committed everything ready when it died after the commit; else the
     # newcomer's group did.  Either way once, and the newcomer's own commit is the only other.
     assert _commit_frames(db) == (2 if point == "merge.after_commit" else 1)
+    keeper.close()
 
     # The next process to open the database cleans up after the victim.
     sqlite_concurrent.connect(db).close()

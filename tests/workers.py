@@ -359,3 +359,52 @@ def commit_rows(start, path, rows, group_commit, table="t", level="row", row_loc
 
 def exit_now():
     """A process that exits at once: its pid is then a dead one."""
+
+
+@_report_errors
+def hold_connection_then_write(start, path, ready, proceed, in_transaction):
+    """Keep a connection (and, if asked, a transaction that has read) open while the test's
+    process closes its own; then write on.  Returns (rows seen first, rows after committing)."""
+    conn = sqlite_concurrent.connect(path, timeout=60)
+    start.wait()
+    if in_transaction:
+        conn.execute("BEGIN")
+    (first,) = conn.execute("SELECT count(*) FROM t").fetchone()
+    ready.set()
+    assert proceed.wait(60), "never told to proceed"
+    conn.executemany("INSERT INTO t VALUES (?, ?)", [(100 + i, f"held {i}") for i in range(5)])
+    conn.commit()
+    (after,) = conn.execute("SELECT count(*) FROM t").fetchone()
+    conn.close()
+    return first, after
+
+
+@_report_errors
+def read_rows(start, path, sql):
+    """What a fresh process sees, through the stdlib."""
+    import sqlite3
+
+    start.wait()
+    conn = sqlite3.connect(path)
+    try:
+        return conn.execute(sql).fetchall()
+    finally:
+        conn.close()
+
+
+def fork_holding_merge_lock(queue, path):
+    """Open an exclusive transaction (it holds the merge lock), fork a child that just lives
+    on, report the child's pid, and wait to be killed."""
+    import signal
+
+    conn = sqlite_concurrent.connect(path, timeout=60)
+    conn.execute("BEGIN")
+    conn.execute("CREATE TABLE held_by_the_dead(x)")
+    pid = os.fork()
+    if pid == 0:
+        signal.alarm(120)  # the test kills it sooner
+        while True:
+            signal.pause()
+    queue.put(pid)
+    while True:
+        signal.pause()

@@ -9,7 +9,6 @@ a changeset cannot carry to the merger under the merge lock.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 import random
@@ -34,6 +33,7 @@ from . import (
     exclusive,
     foreign,
     foreign_keys,
+    holding,
     journal,
     journal_mode,
     locks,
@@ -41,7 +41,6 @@ from . import (
     publisher,
     rebase,
     serialization,
-    snapshot,
     statements,
     waits,
 )
@@ -74,28 +73,6 @@ _NO_ROWS: Iterator[tuple[Any, ...]] = iter(())  # exhausted for good: cursors sh
 T = TypeVar("T")
 
 log = logging.getLogger("sqlite_concurrent")
-
-# Holders are per process; several connections in one process share the row.
-_holder_refs: dict[tuple[int, str], int] = {}
-_holder_lock = threading.Lock()
-
-# One connection per process and database that is never closed.  While it is open, APSW's SQLite
-# holds locks on the file and so defers closing any descriptor on it (unixClose's pUnused list);
-# a close would drop every POSIX lock this process holds on the file, including those of another
-# SQLite library in the process (the stdlib's), which then lets checkpoints and WAL deletion run
-# under its readers.  Measured: without it, closing our connection deleted -wal under an open
-# stdlib read transaction.
-_anchors: dict[tuple[int, str, tuple[int, int]], apsw.Connection] = {}
-
-
-def _anchor(path: str, identity: tuple[int, int]) -> None:
-    # Per file, not per path: a database deleted and created again at the same path is another.
-    key = (os.getpid(), path, identity)
-    with _holder_lock:
-        if key not in _anchors:
-            conn = apsw.Connection(path)
-            conn.execute("SELECT 1 FROM sqlite_schema LIMIT 1").fetchall()
-            _anchors[key] = conn
 
 
 class Connection(Hooks):
@@ -198,17 +175,18 @@ class Connection(Hooks):
         self._user_authorizer: Callable[..., Any] | None = None
         self._reader_authorizer: Callable[..., int] | None = authorizer.read_only(self._denied)
         self._txn_authorizer: Callable[..., int] | None = None
-        self._opened: list[apsw.Connection] = []
+        self._opened = holding.Handles()
+        self._holding: holding.Holding | None = None  # what the process holds for the file
         try:
             if private is not None:
                 self._open_private(private)
             else:
                 self._open()
         except apsw.Error as e:
-            self._close_all()
+            self._abandon_open()
             raise translate(e) from e
         except BaseException:
-            self._close_all()
+            self._abandon_open()
             raise
         self._closed = False
 
@@ -235,6 +213,10 @@ class Connection(Hooks):
             error.sqlite_errorname = "SQLITE_CANTOPEN_ISDIR"  # type: ignore[attr-defined]
             raise error
         foreign.check_open(self.path)
+        # Counted before anything opens the file: descriptors of a last close still under
+        # way must close before this connection takes locks on it (DESIGN 6).
+        self._holding = holding.acquire(self.path)
+        self._holding.track(self._opened)
         self._merger = self._stock()
         # Wait for the WAL write lock in the kernel (SQLite's blocking-lock support, compiled into
         # APSW's SQLite) rather than in the sleeping busy handler, which lets a stock writer in
@@ -261,15 +243,15 @@ class Connection(Hooks):
         first_txn_id = merge.last_marker(self._merger) + 1
         self._page_size = int(_value(self._merger, "PRAGMA page_size"))
         st = os.stat(self.path)
-        identity = (st.st_dev, st.st_ino)
-        _anchor(self.path, identity)
         self._reader = self._stock()
         self._reader.authorizer = self._authorizer_for(self._reader_authorizer)
         self._deferral = foreign_keys.Deferral(self._reader, self._denied)
         self._snapshot_conn = self._stock()
         # Creates -wal/-shm if absent; they then live as long as this connection does.
         self._snapshot_conn.execute("SELECT 1 FROM sqlite_schema LIMIT 1").fetchall()
-        self._wal_files = snapshot.WalFiles.for_database(self.path, identity)
+        # Per file, not per path: a database deleted and created again at the same path is
+        # another.
+        self._wal_files = self._holding.files((st.st_dev, st.st_ino))
         self._checkpointer = Checkpointer(
             self._merger,
             self.path + "-locks",
@@ -279,12 +261,9 @@ class Connection(Hooks):
             wal_files=self._wal_files,
         )
         self._lockdb = LockDB(self.path, first_txn_id=first_txn_id)
-        key = (os.getpid(), self.path)
-        with _holder_lock:
-            reaped = self._lockdb.register_holder()
-            _holder_refs[key] = _holder_refs.get(key, 0) + 1
-        self._publisher = publisher.for_db(self.path)
-        self._publisher.use()
+        self._opened.append(self._lockdb.conn)
+        reaped = self._lockdb.register_holder()
+        self._publisher = self._holding.publisher
         self._slot_id, self._slot = vfs().new_slot()
         self._journal = journal.Journal.for_db(self.path, self._lockdb.start_time)
         # Recovery on open (DESIGN 11): dead holders were reaped above; journals of processes
@@ -378,21 +357,37 @@ class Connection(Hooks):
             txn.ensure_pinned()
         return self._open_txn_conn()
 
-    def _close_all(self) -> None:
-        for conn in reversed(self._opened):
-            with contextlib.suppress(apsw.Error):
-                conn.close()
-        self._opened.clear()
+    def _abandon_open(self) -> None:
+        if self._holding is None:
+            holding.close_all(self._opened)
+            return
+        # Each is set once opened, in this order.
+        if hasattr(self, "_slot_id"):
+            vfs().drop_slot(self._slot_id)
+        if hasattr(self, "_journal"):
+            self._journal.release()
+        self._holding.leave(self._opened, getattr(self, "_lockdb", None))
 
     def close(self) -> None:
-        """Close the connection; an open transaction is rolled back, as in the stdlib."""
+        """Close the connection; an open transaction is rolled back, as in the stdlib.
+
+        Closing the process's last connection to the database lets go of everything the process
+        holds for it (see :mod:`.holding`): unless another process has it open, the database
+        file then holds every commit, as after the stdlib's last close.  A connection inherited
+        across fork() closes quietly, leaving all of it to the process that opened it.
+        """
         if self._closed:
+            return
+        if self._inherited():
+            self._closed = True
+            holding.settle()
             return
         self._check_thread()
         if self._private is not None:
             self._closed = True
-            self._close_all()  # SQLite rolls an open transaction back
+            holding.close_all(self._opened)  # SQLite rolls an open transaction back
             return
+        assert self._holding is not None
         try:
             if self._txn is not None:
                 self._rollback_txn()
@@ -401,24 +396,21 @@ class Connection(Hooks):
             self._leave_shared()
 
     def _leave_shared(self) -> None:
-        """Let go of the shared database: everything of ours but the process's anchor."""
-        vfs().drop_slot(self._slot_id)
-        key = (os.getpid(), self.path)
-        with _holder_lock:
-            _holder_refs[key] -= 1
-            last = _holder_refs[key] == 0
-            if last:
-                del _holder_refs[key]
-                with contextlib.suppress(apsw.Error):
-                    self._lockdb.unregister_holder()
-        if self._publisher is not None:
-            self._publisher.release()
-        self._lockdb.close()
-        self._journal.release()
-        self._close_all()
+        """Let go of the shared database, as the last step of ``close`` does."""
+        assert self._holding is not None
+        try:
+            vfs().drop_slot(self._slot_id)
+            self._journal.release()
+        finally:
+            self._holding.leave(self._opened, self._lockdb)
+            self._holding = None
+
+    def _inherited(self) -> bool:
+        return self._holding is not None and self._holding.inherited
 
     def __del__(self) -> None:
-        if not getattr(self, "_closed", True):
+        # One inherited across fork() is its parent's to close.
+        if not getattr(self, "_closed", True) and not self._inherited():
             warnings.warn(
                 f"unclosed sqlite_concurrent connection to {self.path}",
                 ResourceWarning,
@@ -441,6 +433,14 @@ class Connection(Hooks):
             raise ProgrammingError("Base Connection.__init__ not called.")
         if closed:
             raise ProgrammingError("Cannot operate on a closed database.")
+        held = self._holding
+        if held is not None and held.inherited:
+            raise ProgrammingError(
+                f"this connection was opened by process {held.pid}, and this process "
+                f"({os.getpid()}) is a fork of it: a SQLite connection cannot be used across "
+                "fork() (https://sqlite.org/howtocorrupt.html, section 2.6); open a new "
+                "connection in this process"
+            )
         self._check_thread()
 
     # -- transactions ---------------------------------------------------------------------

@@ -218,8 +218,17 @@ def read_record(path: str, offset: int, length: int, txn_id: int) -> bytes:
     return data[_REC.size : _REC.size + n]
 
 
+def _forked() -> None:
+    # Another thread may have held it at fork(); it would never be released in the child.
+    Journal._registry = threading.Lock()
+
+
 class Journal:
-    """This process's journal for one database, shared by its connections and threads."""
+    """This process's journal for one database, shared by its connections and threads.
+
+    A forked child has its own (its pid names the file); the parent's, inherited, is never
+    touched there.
+    """
 
     _instances: ClassVar[dict[tuple[int, str], Journal]] = {}
     _registry: ClassVar[threading.Lock] = threading.Lock()
@@ -298,6 +307,9 @@ class Journal:
             if not self._waiting and self._fd >= 0 and self._size > HEADER_SIZE:
                 os.ftruncate(self._fd, HEADER_SIZE)
                 self._size = HEADER_SIZE
+
+
+os.register_at_fork(after_in_child=_forked)
 
 
 # -- recovery -------------------------------------------------------------------------------

@@ -18,13 +18,16 @@ Schema (version 1).  ``locks`` and ``waiters`` are already here so the lock leve
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import dataclasses
 import os
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import ClassVar
 
 import apsw
 
@@ -121,6 +124,13 @@ def holder_alive(pid: int, start_time: int) -> bool:
     return now is not None and (now == start_time or now == 0 or start_time == 0)
 
 
+def _forked() -> None:
+    # The parent's connections are not the child's (they hold no lock here and are never closed
+    # through LockDB.close), and a thread may have held the lock at fork().
+    LockDB._open_lock = threading.Lock()
+    LockDB._open_here.clear()
+
+
 @dataclass(frozen=True)
 class Reaped:
     pid: int
@@ -133,10 +143,22 @@ class Reaped:
 class LockDB(Grants):
     """One connection to the lock database.  Not shared between threads."""
 
+    # Open ones in this process, per lock database: the process's own descriptors on the file
+    # may close only while none is (closing drops their POSIX locks, DESIGN 6; holding.py).
+    _open_here: ClassVar[collections.Counter[str]] = collections.Counter()
+    _open_lock: ClassVar[threading.Lock] = threading.Lock()
+
     def __init__(self, db_path: str, *, first_txn_id: int = 1) -> None:
         self.path = db_path + "-locks"
         created = not os.path.exists(self.path)
-        self.conn = apsw.Connection(self.path)
+        with LockDB._open_lock:
+            LockDB._open_here[self.path] += 1
+        self._counted = True
+        try:
+            self.conn = apsw.Connection(self.path)
+        except BaseException:
+            self._uncount()
+            raise
         self.conn.set_busy_timeout(60_000)  # safety net only: writers serialize on _guard
         self._guard = oslock.ByteLock(self.path, oslock.LOCKDB)
         with self._guard:
@@ -509,3 +531,20 @@ class LockDB(Grants):
 
     def close(self) -> None:
         self.conn.close()
+        self._uncount()
+
+    def _uncount(self) -> None:
+        if self._counted:
+            self._counted = False
+            with LockDB._open_lock:
+                LockDB._open_here[self.path] -= 1
+                if LockDB._open_here[self.path] <= 0:
+                    del LockDB._open_here[self.path]
+
+    @staticmethod
+    def open_in_process(db_path: str) -> bool:
+        """Whether a lock-database connection of this process to ``db_path``'s is open."""
+        return LockDB._open_here[db_path + "-locks"] > 0
+
+
+os.register_at_fork(after_in_child=_forked)

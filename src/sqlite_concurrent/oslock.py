@@ -9,8 +9,11 @@ SQLite's POSIX locks on that file.  OFD locks belong to the open file descriptio
 process, and closing another descriptor does not drop them.  Threads of one process share the
 descriptor, so each lock also has a process-local mutex.
 
-The descriptor is opened once per process and never closed: closing any descriptor on a file
-drops every POSIX lock this process holds on it, including the lock database's own (DESIGN 6).
+The descriptor is opened once per process and closed only when the process lets go of the
+database (:func:`forget`): closing any descriptor on a file drops every POSIX lock this process
+holds on it, including the lock database's own (DESIGN 6).  A forked child closes its inherited
+copies at once: the open file description (and any OFD lock on it) lives as long as any copy, so
+a parent that died holding the merge lock would otherwise keep it held for the child's lifetime.
 """
 
 from __future__ import annotations
@@ -31,17 +34,41 @@ LOCKDB = 1
 SNAPSHOT_GATE = 2
 
 _fds: dict[tuple[int, str], int] = {}
-_generation = 0  # bumped in a forked child: descriptors must be reopened there
+# Bumped in a forked child and when a descriptor is closed: ByteLocks look theirs up again.
+_generation = 0
+_mutexes: dict[tuple[str, int], threading.Lock] = {}
+_registry_lock = threading.Lock()
 
 
 def _forked() -> None:
-    global _generation
+    global _generation, _registry_lock
     _generation += 1
+    # Threads do not survive fork(): a mutex or the registry lock one of them held would stay
+    # held in the child for good.
+    _registry_lock = threading.Lock()
+    _mutexes.clear()
+    for fd in _fds.values():
+        os.close(fd)  # the child holds no POSIX lock yet: nothing of its own can drop
+    _fds.clear()
 
 
 os.register_at_fork(after_in_child=_forked)
-_mutexes: dict[tuple[str, int], threading.Lock] = {}
-_registry_lock = threading.Lock()
+
+
+def forget(path: str) -> None:
+    """Close this process's descriptor on ``path``.
+
+    Only when no lock of this module on the file is held and no SQLite connection of this
+    process has the file open: closing it drops the process's POSIX locks on the file.
+    """
+    global _generation
+    with _registry_lock:
+        fd = _fds.pop((os.getpid(), path), None)
+        for key in [k for k in _mutexes if k[0] == path]:
+            del _mutexes[key]
+        _generation += 1
+    if fd is not None:
+        os.close(fd)
 
 
 def _flock_struct(kind: int, offset: int) -> bytes:

@@ -8,6 +8,7 @@ overlay and never reach the real file.  Locks always succeed: nobody else sees t
 from __future__ import annotations
 
 import itertools
+import os
 import random
 import threading
 from typing import Any
@@ -234,6 +235,9 @@ class OverlayVFS(apsw.VFS):
             slot = self.slots[slot_id] = Slot()
         return slot_id, slot
 
+    def forked(self) -> None:
+        self._lock = threading.Lock()
+
     def drop_slot(self, slot_id: int) -> None:
         with self._lock:
             self.slots.pop(slot_id, None)
@@ -262,6 +266,18 @@ class OverlayVFS(apsw.VFS):
 
 _vfs: OverlayVFS | None = None
 _vfs_lock = threading.Lock()
+
+
+def _forked() -> None:
+    # Threads do not survive fork(): a lock one of them held would stay held in the child.
+    global _vfs_lock, _counter_lock
+    _vfs_lock = threading.Lock()
+    _counter_lock = threading.Lock()
+    if _vfs is not None:
+        _vfs.forked()
+
+
+os.register_at_fork(after_in_child=_forked)
 
 
 def vfs() -> OverlayVFS:

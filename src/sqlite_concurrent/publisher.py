@@ -7,9 +7,10 @@ lock-database writes of a two-row transaction, and kept the run 25-45% below wha
 without them (measured: 8 writers, transfers).  Most transactions commit within a millisecond of
 their last statement, when nobody could have waited for those locks yet.
 
-So a statement's row locks are queued here, per process and database, and written by this
-module's thread ``delay`` seconds later unless the transaction has finished by then.  A
-transaction that waits for a lock itself, or turns exclusive, writes all of its locks first
+So a statement's row locks are queued here, per process and database (the process's
+:class:`~.holding.Holding` owns the publisher), and written by this module's thread ``delay``
+seconds later unless the transaction has finished by then.  A transaction that waits for a
+lock itself, or turns exclusive, writes all of its locks first
 (:meth:`.locks.Locking.acquire_pending`), so the wait-for graph still has every edge a deadlock
 needs.  A lock that cannot be granted when its time comes is left to its transaction, which
 waits for it at its next statement.
@@ -21,7 +22,6 @@ import collections
 import heapq
 import itertools
 import logging
-import os
 import threading
 import time
 from collections.abc import Callable
@@ -68,7 +68,10 @@ class Publisher:
         self._seq = itertools.count()
         self._thread: threading.Thread | None = None
         self._idle = False
-        self._users = 0
+        self._stopped = False
+        # The thread's own connection to the lock database, opened on first real use; an
+        # attribute, not a local, so that a forked child can find and settle it (holding.py).
+        self.lockdb: LockDB | None = None
 
     def schedule(self, item: Deferred, delay: float) -> None:
         """Call ``item.publish(lockdb)`` from the publisher thread in ``delay`` seconds (or up
@@ -96,7 +99,7 @@ class Publisher:
                 now = time.monotonic()
                 while self._new:
                     heapq.heappush(self._due, self._new.popleft())
-                if self._users <= 0:
+                if self._stopped:
                     # Every connection closed, so every transaction ended: nothing to write.
                     self._due.clear()
                     self._new.clear()
@@ -122,15 +125,12 @@ class Publisher:
             return due
 
     def _run(self) -> None:
-        lockdb: LockDB | None = None
-
         def opened() -> LockDB:
             # Opened on first real use, not when the first item falls due: opening takes the
             # lock database's write guard, and most items are transactions that already ended.
-            nonlocal lockdb
-            if lockdb is None:
-                lockdb = LockDB(self._db_path)
-            return lockdb
+            if self.lockdb is None:
+                self.lockdb = LockDB(self._db_path)
+            return self.lockdb
 
         try:
             while (due := self._next_due()) is not None:
@@ -142,29 +142,16 @@ class Publisher:
                         # its next statement; the merge decides either way.
                         log.warning("sqlite_concurrent: could not publish row locks: %s", e)
         finally:
+            lockdb, self.lockdb = self.lockdb, None
             if lockdb is not None:
                 lockdb.close()
 
-    def use(self) -> None:
+    def stop(self) -> None:
+        """Every connection to the database has closed: end the thread, and return once it
+        has ended and closed its lock-database connection."""
         with self._cond:
-            self._users += 1
-
-    def release(self) -> None:
-        """One user fewer; with none left the thread ends once nothing is due."""
-        with self._cond:
-            self._users -= 1
+            self._stopped = True
+            thread = self._thread  # it ends only after seeing ``_stopped``, set just now
             self._cond.notify()
-
-
-_publishers: dict[tuple[int, str], Publisher] = {}
-_publishers_lock = threading.Lock()
-
-
-def for_db(db_path: str) -> Publisher:
-    """This process's publisher for ``db_path`` (a forked child gets its own)."""
-    key = (os.getpid(), db_path)
-    with _publishers_lock:
-        found = _publishers.get(key)
-        if found is None:
-            found = _publishers[key] = Publisher(db_path)
-        return found
+        if thread is not None:
+            thread.join()

@@ -4,7 +4,8 @@ A stock APSW connection holds a read transaction for the snapshot's lifetime; SQ
 protocol then keeps checkpoints from backfilling, and the WAL from restarting over, any frame the
 snapshot can see.  We locate pages ourselves through the WAL index in ``-shm``
 (https://sqlite.org/walformat.html, "The WAL-Index Format"), reading with ``os.pread`` on
-descriptors that are opened once per process and never closed (DESIGN section 6, "lost locks").
+descriptors that are opened once per process and closed only when the process lets go of the
+database (DESIGN section 6, "lost locks"; see :mod:`.holding`).
 """
 
 from __future__ import annotations
@@ -101,8 +102,17 @@ def _valid_header(buf: bytes) -> bytes | None:
     return first
 
 
+def _forked() -> None:
+    # Another thread may have held it at fork(); it would never be released in the child.
+    WalFiles._lock = threading.Lock()
+
+
 class WalFiles:
-    """Per-process descriptors on the database, ``-wal`` and ``-shm``; never closed."""
+    """Per-process descriptors on the database, ``-wal`` and ``-shm``.
+
+    Closed only once no SQLite connection of this process relies on POSIX locks on these files
+    (closing any descriptor drops them all, DESIGN 6): see :meth:`forget`.
+    """
 
     _by_key: ClassVar[dict[tuple[int, str], WalFiles]] = {}
     _lock = threading.Lock()
@@ -115,8 +125,8 @@ class WalFiles:
         self.wal = -1
         self.shm = -1
         self.index: _WalIndexCache | None = None  # of the current WAL generation
-        # Descriptors of -wal/-shm generations that were deleted and recreated.  Closing them
-        # is harmless in theory, but "never close" is the rule that keeps locks safe.
+        # Descriptors of -wal/-shm generations that were deleted and recreated; closed with
+        # the others, never while connections rely on locks on these files.
         self.retired: list[int] = []
 
     @classmethod
@@ -145,7 +155,7 @@ class WalFiles:
         with cls._lock:
             files = cls._by_key.get(key)
             if files is None or files.identity != identity:
-                # The old file's connections keep the old descriptors (never closed).
+                # The old file's connections keep the old descriptors until the process lets go.
                 files = cls._by_key[key] = cls(path)
             files.refresh()
         return files
@@ -162,6 +172,30 @@ class WalFiles:
                     found.add((st.st_dev, st.st_ino))
         return found
 
+    @classmethod
+    def forget(cls, path: str, files: WalFiles | None = None) -> None:
+        """Close this process's descriptors for ``path`` (or just ``files``, one generation of
+        them) and forget them: the next use opens new ones.
+
+        Only when no SQLite connection of this process has these files open: closing a
+        descriptor drops every POSIX lock the process holds on the file (DESIGN 6).
+        """
+        key = (os.getpid(), path)
+        with cls._lock:
+            found = cls._by_key.get(key)
+            if found is not None and (files is None or found is files):
+                del cls._by_key[key]
+        closing = files if files is not None else found
+        if closing is not None:
+            closing._close()
+
+    def _close(self) -> None:
+        for fd in (self.db, self.wal, self.shm, *self.retired):
+            if fd >= 0:
+                os.close(fd)
+        self.db = self.wal = self.shm = -1
+        self.retired = []
+
     def refresh(self) -> None:
         """Reopen ``-wal``/``-shm`` if they were deleted (last connection closed) and recreated.
 
@@ -175,6 +209,9 @@ class WalFiles:
             if fd >= 0:
                 self.retired.append(fd)
             setattr(self, attr, os.open(self.path + suffix, os.O_RDONLY | os.O_CLOEXEC))
+
+
+os.register_at_fork(after_in_child=_forked)
 
 
 class _WalIndexCache:
@@ -263,7 +300,7 @@ class Snapshot:
     def _pin(self, max_retries: int) -> None:
         # The descriptors need no check that -wal/-shm are still the live files: SQLite deletes
         # them only with the last connection of all, and the process's anchor connection on
-        # this database file (see ``dbapi._anchor``) stays open for the process's life.
+        # this database file (see :mod:`.holding`) stays open while any connection of ours is.
         files = self._files
         for _ in range(max_retries):
             before = _valid_header(os.pread(files.shm, 2 * _HDR_SIZE, 0))

@@ -29,6 +29,14 @@ from .lockdb import LockDB
 _thread_of_txn: dict[int, int] = {}
 
 
+def _forked() -> None:
+    # The parent's transactions are not the child's, though its thread ids may be the same.
+    _thread_of_txn.clear()
+
+
+os.register_at_fork(after_in_child=_forked)
+
+
 def owned_by_this_thread(txn_id: int) -> None:
     _thread_of_txn[txn_id] = threading.get_ident()
 
