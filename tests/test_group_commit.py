@@ -17,7 +17,7 @@ from conftest import SPAWN, integrity_ok, stock_apsw, wait_until
 from workers import commit_rows
 
 import sqlite_concurrent
-from sqlite_concurrent import crashpoints, journal, oslock
+from sqlite_concurrent import crashpoints, journal, merge, oslock
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -145,8 +145,17 @@ def test_waiting_transactions_commit_together(db, group_commit):
     assert conn.execute("SELECT id, v FROM t WHERE v != 0 ORDER BY id").fetchall() == [
         (i, 1) for i in range(4)
     ]
+    # Commit markers only for the transactions a merger committed for another process (three
+    # of the four); without grouping every process commits its own, and the schema stays the
+    # application's.
+    markers = merge.MARKER_TABLE
+    tables = [r[0] for r in conn.execute("SELECT name FROM sqlite_schema WHERE type='table'")]
+    if group_commit:
+        assert conn.execute(f"SELECT count(*) FROM {markers}").fetchone() == (3,)
+    else:
+        assert markers not in tables
     conn.close()
-    # One SQLite commit for the four, or one each without grouping.
+    # One SQLite commit for the four (the marker table created in it), or one each.
     assert _commit_frames(db) == (1 if group_commit else 4)
     keeper.close()
     assert integrity_ok(db)

@@ -93,10 +93,10 @@ def _into_ours(
     def replace_all() -> None:
         conn = target._merger
         _copy(source._reader, conn, pages, progress, name, sleep)
-        # The copy carries the source's commit markers; ids here come from this lock
-        # database, so they would collide.  No transaction is live to need one.
-        merge.ensure_marker_table(conn)
-        conn.execute(f"DELETE FROM {merge.MARKER_TABLE}")
+        # The copy carries the source's commit markers, if it has any; ids here come from this
+        # lock database, so they would collide.  No transaction is live to need one.
+        if merge.has_marker_table(conn):
+            conn.execute(f"DELETE FROM {merge.MARKER_TABLE}")
         mode = conn.execute("PRAGMA journal_mode").fetchone()
         if mode is None or mode[0] != "wal":
             conn.execute("PRAGMA journal_mode=WAL")

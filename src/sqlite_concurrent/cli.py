@@ -480,9 +480,10 @@ def recover_command(
 ) -> None:
     """Release the locks and transactions of processes that died, and report them.
 
-    For each dead process: the locks released, its transactions that committed (their commit
-    marker is in the database: nothing to do) and those that never did (nothing of them is
-    visible).  Every connection does the same when it opens; this is the on-demand version.
+    For each dead process: the locks released, its transactions that another process's merge
+    committed for it (their commit marker is in the database), and the others, each committed
+    in full by the process itself or not at all.  Every connection does the same when it
+    opens; this is the on-demand version.
     """
     _sqlite_file(db, "database")
     try:

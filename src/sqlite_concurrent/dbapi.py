@@ -227,9 +227,7 @@ class Connection(Hooks):
         self._merge_lock = merge.merge_lock(self.path + "-locks")
         # Only a new database needs the merge lock here: an exclusive transaction may hold it
         # for as long as its application thinks.
-        if _value(self._merger, "PRAGMA journal_mode") != "wal" or not merge.has_marker_table(
-            self._merger
-        ):
+        if _value(self._merger, "PRAGMA journal_mode") != "wal":
             with self._merge_lock:
                 mode = _value(self._merger, "PRAGMA journal_mode")
                 if mode != "wal":
@@ -239,7 +237,6 @@ class Connection(Hooks):
                         raise OperationalError(
                             f"could not switch {self.path} to WAL mode (it is in {mode!r} mode)"
                         )
-                merge.ensure_marker_table(self._merger)
         first_txn_id = merge.last_marker(self._merger) + 1
         self._page_size = int(_value(self._merger, "PRAGMA page_size"))
         st = os.stat(self.path)
@@ -1047,7 +1044,6 @@ class Connection(Hooks):
                     if self.lock_level == "row" and self._lockdb.locked_by_others(written, touched):
                         conn.execute("ROLLBACK")
                         return False
-                    merge.record_marker(conn, txn_id)
                     conn.execute("COMMIT")
                 except BaseException:
                     if conn.in_transaction:

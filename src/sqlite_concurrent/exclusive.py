@@ -50,14 +50,13 @@ class Exclusive:
             conn.execute("BEGIN IMMEDIATE")
             try:
                 if pending is not None:
-                    merge.apply_one(conn, pending)  # records the marker too
+                    merge.apply_one(conn, pending)
             except BaseException:
                 conn.execute("ROLLBACK")
                 raise
         except BaseException:
             lock.release()
             raise
-        self._marked = pending is not None
 
     @property
     def open(self) -> bool:
@@ -65,7 +64,7 @@ class Exclusive:
         return self.conn.in_transaction
 
     def finish(self, commit: bool) -> bool:
-        """Commit (with the marker) or roll back, and let go of the merge lock.
+        """Commit or roll back, and let go of the merge lock.
 
         :returns: whether it committed.
         """
@@ -77,8 +76,6 @@ class Exclusive:
                 raise OperationalError(
                     "cannot commit: SQLite rolled the transaction back after an error"
                 )
-            if not self._marked:
-                merge.record_marker(conn, self.txn_id)
             conn.execute("COMMIT")
             return True
         finally:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import struct
 import time
+import weakref
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -199,6 +200,32 @@ def sequences(
     ]
 
 
+_digests: weakref.WeakKeyDictionary[apsw.Connection, tuple[int, bytes]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def schema_digest(conn: apsw.Connection, cookie: int) -> bytes:
+    """The main database's schema apart from the marker table, as ``conn`` sees it at schema
+    ``cookie`` (read once per connection and cookie).
+
+    The marker table is created only when a merge first commits another process's transaction
+    (``_apply_group``); that changes the schema cookie, which must not fail every transaction
+    whose snapshot came before it, so the merge compares this instead when the cookie differs.
+    """
+    known = _digests.get(conn)
+    if known is not None and known[0] == cookie:
+        return known[1]
+    rows = conn.execute(
+        "SELECT type, name, tbl_name, sql FROM main.sqlite_schema WHERE name <> ? "
+        "ORDER BY type, name",
+        (MARKER_TABLE,),
+    ).fetchall()
+    digest = row_digest(tuple(rows))
+    _digests[conn] = (cookie, digest)
+    return digest
+
+
 def has_marker_table(conn: apsw.Connection) -> bool:
     return (
         conn.execute(
@@ -208,19 +235,18 @@ def has_marker_table(conn: apsw.Connection) -> bool:
     )
 
 
-def ensure_marker_table(conn: apsw.Connection) -> None:
-    if not has_marker_table(conn):
-        conn.execute(_MARKER_DDL)
-
-
 def last_marker(conn: apsw.Connection) -> int:
+    if not has_marker_table(conn):
+        return 0
     row = conn.execute(f"SELECT max(txn_id) FROM {MARKER_TABLE}").fetchone()
     return (row[0] or 0) if row else 0
 
 
 def is_committed(conn: apsw.Connection, txn_id: int) -> bool:
+    """Whether another process committed ``txn_id`` for its owner (its marker exists)."""
     return (
-        conn.execute(f"SELECT 1 FROM {MARKER_TABLE} WHERE txn_id=?", (txn_id,)).fetchone()
+        has_marker_table(conn)
+        and conn.execute(f"SELECT 1 FROM {MARKER_TABLE} WHERE txn_id=?", (txn_id,)).fetchone()
         is not None
     )
 
@@ -247,6 +273,7 @@ class Pending:
     pages: PageCheck | None = None
     rebase: dict[str, frozenset[int]] | None = None  # auto rowids to assign afresh
     rows: SnapshotRows | None = None  # the snapshot rows themselves; never journaled
+    schema_digest: bytes = b""  # see ``schema_digest``
     steps: list[replay.Step] | None = None  # statements for schema ``schema_version``; ditto
     # Tables whose changes are keyed by rowid though they declare a key (``rowid_keys``):
     # applied as statements only.
@@ -279,12 +306,13 @@ def encode_pending(p: Pending) -> bytes:
             pages,
             None if p.rebase is None else [[t, sorted(r)] for t, r in p.rebase.items()],
             sorted(p.by_rowid),
+            p.schema_digest,
         ]
     )
 
 
 def decode_pending(data: bytes) -> Pending:
-    (txn_id, changeset, schema_version, images, fk, sequences, pages, rebase, by_rowid) = (
+    (txn_id, changeset, schema_version, images, fk, sequences, pages, rebase, by_rowid, digest) = (
         journal.decode(data)
     )
     check = None
@@ -305,6 +333,7 @@ def decode_pending(data: bytes) -> Pending:
         pages=check,
         rebase=None if rebase is None else {t: frozenset(r) for t, r in rebase},
         by_rowid=frozenset(by_rowid),
+        schema_digest=digest,
     )
 
 
@@ -314,7 +343,9 @@ def apply_one(conn: apsw.Connection, pending: Pending) -> None:
     :raises ConflictError: nothing of this transaction was applied.
     """
     (schema_version,) = conn.execute("PRAGMA main.schema_version").fetchone()
-    if schema_version != pending.schema_version:
+    if schema_version != pending.schema_version and (
+        not pending.schema_digest or schema_digest(conn, schema_version) != pending.schema_digest
+    ):
         raise conflict(None, None, "schema")
     if pending.pages is not None:
         _validate_pages(conn, pending.pages)
@@ -434,7 +465,6 @@ def apply_one(conn: apsw.Connection, pending: Pending) -> None:
         conn.execute("UPDATE sqlite_sequence SET seq = ? WHERE name = ?", (seq, name))
         if not conn.changes():
             conn.execute("INSERT INTO sqlite_sequence(name, seq) VALUES (?, ?)", (name, seq))
-    record_marker(conn, pending.txn_id)
 
 
 def _apply_by_rowid(
@@ -471,7 +501,12 @@ def triggers_on(conn: apsw.Connection) -> None:
 
 
 def record_marker(conn: apsw.Connection, txn_id: int) -> None:
-    """Inside the caller's write transaction: ``txn_id`` commits with it, exactly once."""
+    """Inside the caller's write transaction: ``txn_id`` commits with it, exactly once.
+
+    Only for a transaction that another process commits for its owner (group commit): the
+    owner, should that merger die, learns the outcome from the marker.  A process that commits
+    its own transaction learns the outcome from SQLite, and needs none.
+    """
     conn.execute(
         f"INSERT INTO {MARKER_TABLE}(txn_id, committed_at) VALUES (?, ?)", (txn_id, time.time())
     )
@@ -635,6 +670,11 @@ def _apply_group(
     conn.execute("BEGIN IMMEDIATE")
     alone = len(batch) == 1  # no savepoint needed: a conflict rolls everything back
     try:
+        if not alone and not has_marker_table(conn):
+            # Created the first time a merge commits another's transaction, in the same
+            # SQLite transaction; not before, so that a database none of whose transactions
+            # needed one shows nothing of ours.
+            conn.execute(_MARKER_DDL)
         for p in batch:
             if alone:
                 try:
@@ -652,6 +692,8 @@ def _apply_group(
             conn.execute("SAVEPOINT sqlite_concurrent_txn")
             try:
                 apply_one(conn, p)
+                if p is not own:
+                    record_marker(conn, p.txn_id)
             except ConflictError as e:
                 outcomes[p.txn_id] = e
             except apsw.Error as e:
@@ -699,5 +741,7 @@ def decode_conflict(data: bytes | None) -> ConflictError:
 
 def prune_markers(conn: apsw.Connection, lock: oslock.ByteLock, below: int) -> None:
     """Forget the commit markers of transactions that can no longer be in doubt."""
+    if not has_marker_table(conn):
+        return
     with lock:
         conn.execute(f"DELETE FROM {MARKER_TABLE} WHERE txn_id < ?", (below,))

@@ -1,13 +1,13 @@
 """Cleaning up after processes that died (DESIGN section 11).
 
 A dead process's SQLite work needs nothing from us: its merge either committed (SQLite's WAL
-made it durable) or did not (SQLite discards it), and the commit marker, written in the same
-SQLite transaction, says which.  What it leaves behind is in the lock database (its holder row,
-its transactions, their locks and queue places) and its journal.  Recovery releases the former,
-deletes the journal (or quarantines it when it cannot be trusted; nothing in it is ever
-applied) and reports, for each transaction, whether it committed.  It runs whenever a
-connection opens, whenever a lock waiter sees a holder die, and on demand
-(``sqlite-concurrent recover``).
+made it durable) or did not (SQLite discards it); where another process merged it, the commit
+marker written in the same SQLite transaction says which.  What it leaves behind is in the lock
+database (its holder row, its transactions, their locks and queue places) and its journal.
+Recovery releases the former, deletes the journal (or quarantines it when it cannot be trusted;
+nothing in it is ever applied) and reports, for each transaction, whether another process
+committed it.  It runs whenever a connection opens, whenever a lock waiter sees a holder die,
+and on demand (``sqlite-concurrent recover``).
 """
 
 from __future__ import annotations
@@ -25,8 +25,11 @@ from .lockdb import LockDB
 class Recovered:
     pid: int
     locks_released: int
-    committed: tuple[int, ...]  # its transactions whose commit marker exists
-    discarded: tuple[int, ...]  # the others: never committed, nothing of them is visible
+    # Its transactions that another process's merge committed for it (their marker exists).
+    committed: tuple[int, ...]
+    # The others: each committed in full by the process itself before it died, or not at all
+    # (a process that commits its own transaction writes no marker: SQLite tells it the outcome).
+    discarded: tuple[int, ...]
     journal: str = "none"  # its journal: "none", "deleted", "quarantined" or "left"
     journal_detail: str = ""  # why it was quarantined, and where it went
 

@@ -237,6 +237,7 @@ class WriteTransaction:
                     pages=self._page_check(),
                     rows=rows,
                     by_rowid=by_rowid,
+                    schema_digest=merge.schema_digest(self.connection, self.schema_version),
                 )
                 if self.rebase.pending:
                     pending.rebase = self.rebase.result(set(self.changed_tables), self._info_for)
