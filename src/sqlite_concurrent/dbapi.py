@@ -19,7 +19,7 @@ import urllib.parse
 import warnings
 import weakref
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 import apsw
 
@@ -41,6 +41,7 @@ from . import (
     publisher,
     rebase,
     serialization,
+    shared_memory,
     statements,
     waits,
 )
@@ -198,9 +199,9 @@ class Connection(Hooks):
         conn.set_busy_timeout(int(self.timeout * 1000))
         return conn
 
-    def _open_private(self, flags: int) -> None:
+    def _open_private(self, private: _Private) -> None:
         foreign.check_open(self.path)
-        conn = apsw.Connection(self.path, flags=flags)
+        conn = apsw.Connection(private.name, flags=private.flags, vfs=private.vfs)
         self._opened.append(conn)
         conn.set_busy_timeout(int(self.timeout * 1000))
         self._private = self._reader = self._merger = conn
@@ -1368,7 +1369,9 @@ def connect(
         ``None`` runs each statement in its own transaction unless ``BEGIN`` was executed.
     :param factory: a :class:`Connection` subclass to make instead.
     :param uri: ``database`` is a ``file:`` URI.  ``mode=memory`` and ``mode=ro`` (or
-        ``immutable=1``) give a private connection, as ``":memory:"`` and ``""`` do.
+        ``immutable=1``) give a private connection, as ``":memory:"`` and ``""`` do; with
+        ``cache=shared`` a memory database is shared by this process's connections that name
+        it, as in the stdlib (shared_memory.py).
     :param lock_level: ``"row"`` (default): writers conflict only on rows they both wrote
         (snapshot isolation); ``"page"`` and ``"table"`` are serializable.
     :param wal_limit: WAL size in bytes past which new transactions are held back (for at
@@ -1407,8 +1410,16 @@ def connect(
 _PRIVATE_FLAGS = apsw.SQLITE_OPEN_READWRITE | apsw.SQLITE_OPEN_CREATE | apsw.SQLITE_OPEN_URI
 
 
-def _target(database: Any, uri: bool) -> tuple[str, int | None]:
-    """The database file to share, or a name for a private connection and its open flags.
+class _Private(NamedTuple):
+    """How SQLite opens a database no other process can reach."""
+
+    name: str
+    flags: int = _PRIVATE_FLAGS
+    vfs: str | None = None
+
+
+def _target(database: Any, uri: bool) -> tuple[str, _Private | None]:
+    """The database file to share, or the database as named and how to open it privately.
 
     Nothing but a file on disk can be shared by processes; memory databases, temporary ones
     ("") and read-only URIs need none of our machinery, so they get a plain connection.
@@ -1421,17 +1432,21 @@ def _target(database: Any, uri: bool) -> tuple[str, int | None]:
         )
     path = os.fspath(database)
     if path in ("", ":memory:"):
-        return path, _PRIVATE_FLAGS
+        return path, _Private(path)
     if not (uri and path.startswith("file:")):
         return path, None
     parsed = urllib.parse.urlsplit(path)
     params = dict(urllib.parse.parse_qsl(parsed.query))
+    shared = shared_memory.memdb_name(urllib.parse.unquote(parsed.path), params)
+    if shared is not None:
+        flags = apsw.SQLITE_OPEN_READWRITE | apsw.SQLITE_OPEN_CREATE
+        return path, _Private(shared, flags, shared_memory.MEMDB)
     if (
         params.get("mode") in ("memory", "ro")
         or params.get("immutable") == "1"
         or parsed.path in ("", ":memory:")
     ):
-        return path, _PRIVATE_FLAGS
+        return path, _Private(path)
     unknown = set(params) - {"mode", "cache", "psow", "nolock", "vfs"} or (
         {"nolock", "vfs"} & set(params)
     )
