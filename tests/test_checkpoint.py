@@ -118,7 +118,7 @@ def test_connections_share_passive_checkpoints_through_the_wal_index(db_path):
         if header is not None:
             behind.append(header.max_frame - header.backfilled)
     passives = sum(c._checkpointer.passives for c in conns)
-    frames = 2 * commits  # each commit appends the row's page and the commit marker's
+    frames = commits  # each commit appends the row's page
     assert passives >= frames // DEFAULT_PASSIVE_FRAMES - 1, "no checkpoints: nothing tested"
     assert passives <= frames // DEFAULT_PASSIVE_FRAMES + 1, passives
     assert max(behind) <= DEFAULT_PASSIVE_FRAMES + 2 * len(conns)

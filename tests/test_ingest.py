@@ -221,20 +221,23 @@ def test_autoincrement_rebased_id_is_above_everything_in_the_snapshot(db_path):
 
 
 @pytest.mark.timeout(60)
-def test_autocommit_statement_takes_the_fast_path_with_a_marker(db_path):
+def test_autocommit_statement_takes_the_fast_path(db_path):
+    """The statement itself runs on the database, between the merge's BEGIN IMMEDIATE and
+    COMMIT (a merged transaction would send its changes as rebuilt statements instead), and
+    leaves no transaction in the lock database and no commit marker."""
     _events(db_path)
     conn = sqlite_concurrent.connect(db_path, isolation_level=None)
-    before = (
-        stock_apsw(db_path).execute("SELECT count(*) FROM _sqlite_concurrent_commits").fetchone()
-    )
-    cur = conn.execute("INSERT INTO events(writer, seq) VALUES (1, 1)")
+    heard: list[str] = []
+    conn.set_trace_callback(heard.append)
+    sql = "INSERT INTO events(writer, seq) VALUES (1, 1)"
+    cur = conn.execute(sql)
     assert cur.rowcount == 1 and cur.lastrowid == 1 and not conn.in_transaction
-    after = (
-        stock_apsw(db_path).execute("SELECT count(*) FROM _sqlite_concurrent_commits").fetchone()
-    )
-    assert after[0] == before[0] + 1
+    assert heard == ["BEGIN IMMEDIATE", sql, "COMMIT"]
     assert stock_apsw(db_path + "-locks").execute(
         "SELECT count(*) FROM transactions"
+    ).fetchone() == (0,)
+    assert stock_apsw(db_path).execute(
+        "SELECT count(*) FROM sqlite_schema WHERE name = '_sqlite_concurrent_commits'"
     ).fetchone() == (0,)
     conn.close()
 
