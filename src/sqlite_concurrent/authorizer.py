@@ -10,7 +10,7 @@ from typing import Any
 
 import apsw
 
-_READ_ACTIONS = frozenset(
+READ_ACTIONS = frozenset(
     {apsw.SQLITE_READ, apsw.SQLITE_SELECT, apsw.SQLITE_FUNCTION, apsw.SQLITE_RECURSIVE}
 )
 _ROW_WRITES = frozenset({apsw.SQLITE_INSERT, apsw.SQLITE_UPDATE, apsw.SQLITE_DELETE})
@@ -74,7 +74,7 @@ def in_transaction(denied: Denied, report: Any = None):
     ) -> int:
         if denied.muted:
             return apsw.SQLITE_OK
-        if action in _READ_ACTIONS or action in _ROW_WRITES:
+        if action in READ_ACTIONS or action in _ROW_WRITES:
             if action in _ROW_WRITES and p1 in _SCHEMA_TABLES:
                 denied.reason = "a schema change"
                 return apsw.SQLITE_DENY
@@ -101,7 +101,7 @@ def read_only(denied: Denied):
     def authorize(
         action: int, p1: str | None, p2: str | None, db: str | None, trigger: str | None
     ) -> int:
-        if action in _READ_ACTIONS:
+        if action in READ_ACTIONS:
             return apsw.SQLITE_OK
         if action == apsw.SQLITE_PRAGMA and (
             p2 is None or (p1 or "").lower() not in HEADER_PRAGMAS

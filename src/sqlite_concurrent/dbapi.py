@@ -28,6 +28,7 @@ from . import (
     adaptation,
     authorizer,
     backup,
+    connstate,
     crashpoints,
     errors,
     exclusive,
@@ -178,6 +179,8 @@ class Connection(Hooks):
         self.text_factory: Any = str
         self._trace: Callable[[str], Any] | None = None
         self._user_on_merger = False  # a statement of the application runs on the merger
+        self._merger_quiet = False  # our own look at the merger: no trace
+        self._state = connstate.ConnectionState()  # TEMP objects and attached databases
         # User functions, aggregates and collations: replayed on every connection we open.
         self._registrations: list[Callable[[apsw.Connection], None]] = []
         self._connection_pragmas: list[str] = []
@@ -525,7 +528,7 @@ class Connection(Hooks):
         try:
             pending = txn.prepare(self._table_shapes)
             if pending is not None:
-                group = self._groups()
+                group = self._groups() and not self._state.has_triggers
                 if group:  # other mergers find it in the lock database
                     txn.ensure_registered()
                 crashpoints.reach("commit.prepared")
@@ -619,6 +622,8 @@ class Connection(Hooks):
             raise translate(e) from e
         finally:
             txn.end(committed)
+            if not committed:
+                self._refresh_local()  # the TEMP objects it created are gone again
         if committed:
             self._after_merge(txn.txn_id)
 
@@ -900,6 +905,11 @@ class Connection(Hooks):
                 raise OperationalError("cannot rollback - no transaction is active")
             self._rollback_txn()
             return
+        if self._exclusive is None and self._state.has_local and kind != "savepoint":
+            probe = self._probe(sql, parameters, many)
+            if probe is not None and probe.local:
+                self._execute_local(cursor, sql, parameters, many, kind, probe.writes)
+                return
         if self._txn is None and kind == "savepoint":
             self._begin(by_savepoint=True)  # as in SQLite, it starts a transaction
         if (
@@ -950,8 +960,54 @@ class Connection(Hooks):
         try:
             self._run(cursor, self._reader, sql, parameters, many, False, kind)
         except apsw.AuthError:
-            # The reader refused a write: a changeset cannot carry it (DESIGN 10).
-            self._exclusive_alone(cursor, sql, parameters, many, kind)
+            # The reader refused a write: a changeset cannot carry it (DESIGN 10), unless it
+            # writes nothing but TEMP objects (``CREATE TEMP TABLE``), which need no one to wait.
+            probe = self._probe(sql, parameters, many)
+            if probe is not None and probe.local:
+                self._execute_local(cursor, sql, parameters, many, kind, probe.writes)
+            else:
+                self._exclusive_alone(cursor, sql, parameters, many, kind)
+
+    def _probe(self, sql: str, parameters: Any, many: bool) -> connstate.Probe | None:
+        """What ``sql`` touches, as preparing it on the merger shows (:mod:`.connstate`)."""
+        state = self._state
+        if not state.listening:
+            state.listening = True
+            self._merger.authorizer = self._merger_authorizer()
+        if many:
+            parameters = parameters[0] if parameters else ()
+        return state.probe(self._merger, sql, parameters)
+
+    def _execute_local(
+        self, cursor: Cursor, sql: str, parameters: Any, many: bool, kind: str, writes: bool
+    ) -> None:
+        """Run a statement that touches TEMP objects (or an attached in-memory database) on the
+        merger, the one connection that has them (:mod:`.connstate`).
+
+        Outside a transaction it runs at once if it writes nothing the other connections
+        share, and alone (an exclusive operation) if it does.  A transaction it is part of
+        becomes exclusive first, so that the TEMP rows it writes commit or roll back with the
+        rest, as they would on the stdlib's one connection.
+        """
+        implicit = kind == "dml" and self.isolation_level is not None  # the stdlib's BEGIN
+        if self._txn is None and not implicit:
+            if writes:
+                self._exclusive_alone(cursor, sql, parameters, many, kind)
+            else:
+                self._run(cursor, self._merger, sql, parameters, many, False, kind)
+            return
+        if self._txn is None:
+            self._begin()
+        self._become_exclusive()
+        self._run_exclusive(cursor, sql, parameters, many, kind)
+
+    def _refresh_local(self) -> None:
+        """After a statement on the merger that may have created or dropped TEMP objects."""
+        self._merger_quiet = True
+        try:
+            self._state.refresh(self._merger)
+        finally:
+            self._merger_quiet = False
 
     def _run_in_txn(self, cursor: Cursor, sql: str, parameters: Any, many: bool, kind: str) -> None:
         try:
@@ -1211,6 +1267,8 @@ class Connection(Hooks):
                 if len(self._statement_shapes) > 4096:
                     self._statement_shapes.clear()
                 self._statement_shapes[sql] = (txn.schema_version, cursor.description)
+        if conn is self._merger and self._private is None and statements.may_change_schema(sql):
+            self._refresh_local()
         if not many:
             if conn is not self._reader or self._private is not None:
                 self._last_insert_rowid = conn.last_insert_rowid()

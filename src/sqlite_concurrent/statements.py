@@ -58,6 +58,16 @@ def kind(sql: str) -> str:
     return "other"
 
 
+_SCHEMA_WORDS = frozenset({"CREATE", "DROP", "ALTER", "ROLLBACK", "DETACH"})
+
+
+@functools.lru_cache(maxsize=2048)
+def may_change_schema(sql: str) -> bool:
+    """Whether ``sql`` may create or drop objects (``ROLLBACK TO`` undoes a ``CREATE``)."""
+    words = first_keywords(sql, 1)
+    return bool(words) and words[0] in _SCHEMA_WORDS
+
+
 _TAIL = re.compile(r"(?:\s+|;|--[^\n]*(?:\n|$)|/\*.*?(?:\*/|$))*", re.S)
 
 
