@@ -589,9 +589,9 @@ class Connection(Hooks):
             raise
         self._detach_cursors()
         try:
-            pending = txn.prepare(self._table_shapes)
+            pending = txn.prepare(self._table_shapes, moving=True)
             self._exclusive = exclusive.Exclusive(
-                self._merger, self._merge_lock, txn.txn_id, pending
+                self._merger, self._merge_lock, txn.txn_id, pending, txn.saved
             )
         except BaseException as e:
             self._txn = None
@@ -603,13 +603,20 @@ class Connection(Hooks):
     def _run_exclusive(
         self, cursor: Cursor, sql: str, parameters: Any, many: bool, kind: str
     ) -> None:
-        assert self._exclusive is not None
+        assert self._exclusive is not None and self._txn is not None
         try:
             self._run(cursor, self._merger, sql, parameters, many, False, kind)
         finally:
             if self._exclusive is not None and not self._exclusive.open:
                 # SQLite rolled the whole transaction back (as it does after some errors).
                 self._finish_exclusive(commit=False)
+        if kind in _SAVEPOINT_KINDS and self._exclusive is not None:
+            stack = self._txn.savepoints
+            stack.ran(sql)
+            if stack.ended:
+                # The merger's transaction began with BEGIN, so SQLite goes on; on the
+                # transaction connection, as in the stdlib, this RELEASE was the commit.
+                self._finish_exclusive(commit=True)
 
     def _finish_exclusive(self, *, commit: bool) -> None:
         excl, self._exclusive = self._exclusive, None
@@ -905,7 +912,7 @@ class Connection(Hooks):
                 raise OperationalError("cannot rollback - no transaction is active")
             self._rollback_txn()
             return
-        if self._exclusive is None and self._state.has_local and kind != "savepoint":
+        if self._exclusive is None and self._state.has_local and kind not in _SAVEPOINT_KINDS:
             probe = self._probe(sql, parameters, many)
             if probe is not None and probe.local:
                 self._execute_local(cursor, sql, parameters, many, kind, probe.writes)
@@ -1010,13 +1017,16 @@ class Connection(Hooks):
             self._merger_quiet = False
 
     def _run_in_txn(self, cursor: Cursor, sql: str, parameters: Any, many: bool, kind: str) -> None:
+        txn = self._txn
+        assert txn is not None
         try:
-            txn = self._txn
-            assert txn is not None
             self._run(cursor, txn.connection, sql, parameters, many, True, kind)
         except _NeedsExclusive:
             self._become_exclusive()
             self._run_exclusive(cursor, sql, parameters, many, kind)
+            return
+        if kind in _SAVEPOINT_KINDS:
+            txn.savepoints.ran(sql)  # a RELEASE may have committed it (see ``_run``): harmless
 
     def _execute_private(
         self,
@@ -1331,6 +1341,7 @@ class _NeedsExclusive(Exception):  # noqa: N818 - a signal, not an error
 
 
 _LEVELS = ("", "DEFERRED", "IMMEDIATE", "EXCLUSIVE")
+_SAVEPOINT_KINDS = frozenset({"savepoint", "release", "rollback_to"})
 
 
 def _value(conn: apsw.Connection, sql: str) -> Any:

@@ -33,9 +33,9 @@ def first_keywords(sql: str, count: int = 2) -> list[str]:
 
 @functools.lru_cache(maxsize=2048)
 def kind(sql: str) -> str:
-    """One of ``begin``, ``commit``, ``rollback``, ``savepoint``, ``dml``, ``pragma``,
-    ``exclusive`` (VACUUM, REINDEX), ``other``."""
-    words = first_keywords(sql)
+    """One of ``begin``, ``commit``, ``rollback``, ``savepoint``, ``release``,
+    ``rollback_to``, ``dml``, ``pragma``, ``exclusive`` (VACUUM, REINDEX), ``other``."""
+    words = first_keywords(sql, 3)
     if not words:
         return "other"
     head = words[0]
@@ -44,8 +44,11 @@ def kind(sql: str) -> str:
     if head in ("COMMIT", "END"):
         return "commit"
     if head == "ROLLBACK":
-        # ROLLBACK TO [SAVEPOINT] x is a statement inside the transaction, not its end.
-        return "other" if len(words) > 1 and words[1] == "TO" else "rollback"
+        # ROLLBACK [TRANSACTION] TO [SAVEPOINT] x is a statement inside the transaction, not
+        # its end.
+        return "rollback_to" if "TO" in words[1:3] else "rollback"
+    if head == "RELEASE":
+        return "release"
     if head in DML:
         return "dml"
     if head == "SAVEPOINT":

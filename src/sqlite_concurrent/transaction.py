@@ -15,7 +15,7 @@ from typing import Any
 
 import apsw
 
-from . import crashpoints, merge, waits
+from . import crashpoints, merge, savepoints, waits
 from .authorizer import Denied
 from .lockdb import LockDB
 from .locks import Locking
@@ -83,6 +83,8 @@ class WriteTransaction:
         self.inserted = False  # any row inserted (AUTOINCREMENT counters may have moved)
         self._info_for = lambda table: info_for(self, table)
         self.changed_tables: frozenset[str] = frozenset()
+        self.savepoints = savepoints.Stack(begun_by_savepoint=not begin)
+        self.saved: savepoints.Saved | None = None  # its savepoints, as it moved (``prepare``)
         try:
             if gated:  # an exclusive operation goes first (DESIGN 10)
                 waits.acquire(lockdb, self.txn_id, [("db", "S")], locking["timeout"])
@@ -163,8 +165,11 @@ class WriteTransaction:
             self._schema_version = int.from_bytes(overlay.page1()[40:44], "big")
         return self._schema_version
 
-    def prepare(self, shapes: dict[Any, Any]) -> merge.Pending | None:
+    def prepare(self, shapes: dict[Any, Any], *, moving: bool = False) -> merge.Pending | None:
         """Turn the transaction into a changeset and let go of its private state.
+
+        ``moving``: it goes on on the merger (DESIGN 10), so its open savepoints are captured
+        too (``saved``), and then its rowids are kept as they are (they name rows in those).
 
         Returns ``None`` when it wrote nothing.
         """
@@ -176,10 +181,24 @@ class WriteTransaction:
         self._denied.muted = True
         try:
             changeset = self.session.changeset()
+            keep = moving and bool(self.savepoints.names)
+            pending = self._pending(changeset, shapes, rebase=not keep)
+            if keep:
+                self.saved = savepoints.capture(
+                    self.connection, self.session, self.savepoints.names
+                )
         finally:
             self._denied.muted = False
         self.session.close()
         self.session = None
+        # Page-level validation compares against frames after the snapshot, so the snapshot
+        # (and with it the WAL) stays pinned until the merge is done.
+        self._release_private(keep_snapshot=pending is not None and self.level == "page")
+        return pending
+
+    def _pending(
+        self, changeset: bytes, shapes: dict[Any, Any], *, rebase: bool
+    ) -> merge.Pending | None:
         pending = None
         if self.snapshot is not None:
             # Only an INSERT advances an AUTOINCREMENT counter.
@@ -201,11 +220,8 @@ class WriteTransaction:
                     pages=self._page_check(),
                     rows=rows,
                 )
-                if self.rebase.pending:
+                if rebase and self.rebase.pending:
                     pending.rebase = self.rebase.result(set(self.changed_tables), self._info_for)
-        # Page-level validation compares against frames after the snapshot, so the snapshot
-        # (and with it the WAL) stays pinned until the merge is done.
-        self._release_private(keep_snapshot=pending is not None and self.level == "page")
         return pending
 
     def _page_check(self) -> merge.PageCheck | None:
