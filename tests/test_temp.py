@@ -243,3 +243,32 @@ def test_ours_temp_trigger_never_fires_for_another_process_s_rows(db_path):
     assert ours.execute("SELECT * FROM t").fetchall() == [(0, 1)]
     assert ours.execute("SELECT * FROM heard").fetchall() == []
     ours.close()
+
+
+@ISOLATION
+def test_lastrowid_is_the_connection_s_across_temp_and_schema_statements(
+    tmp_path, isolation_level
+):
+    """SQLite keeps the last inserted rowid per connection; statements that run on the merger
+    (TEMP ones, schema changes) or in a new transaction see the one the stdlib would."""
+    same_as_stdlib(
+        tmp_path,
+        [
+            "CREATE TABLE m(x)",
+            "ids: INSERT INTO m VALUES (1)",
+            "ids: INSERT INTO m VALUES (2)",
+            "commit",
+            "ids: CREATE TEMP TABLE t(a)",
+            "ids: SELECT 1",
+            "ids: INSERT INTO t VALUES (7)",
+            "commit",
+            "ids: SELECT last_insert_rowid()",
+            "BEGIN",
+            "SELECT last_insert_rowid()",
+            "ids: SELECT * FROM m",
+            "ids: CREATE TABLE z(y)",
+            "COMMIT",
+            "ids: SELECT 1",
+        ],
+        isolation_level=isolation_level,
+    )

@@ -1176,6 +1176,10 @@ class Connection(Hooks):
             self._user_on_merger = conn is self._merger
             if self._user_on_merger:
                 merge.triggers_on(conn)
+            if conn is not self._reader and self._private is None:
+                # SQLite keeps it per connection; the stdlib's one connection has one value
+                # (the merger's may be a commit marker's rowid).
+                conn.set_last_insert_rowid(self._last_insert_rowid)
             known = None
             if (
                 txn is not None
