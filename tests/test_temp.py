@@ -246,9 +246,7 @@ def test_ours_temp_trigger_never_fires_for_another_process_s_rows(db_path):
 
 
 @ISOLATION
-def test_lastrowid_is_the_connection_s_across_temp_and_schema_statements(
-    tmp_path, isolation_level
-):
+def test_lastrowid_is_the_connection_s_across_temp_and_schema_statements(tmp_path, isolation_level):
     """SQLite keeps the last inserted rowid per connection; statements that run on the merger
     (TEMP ones, schema changes) or in a new transaction see the one the stdlib would."""
     same_as_stdlib(

@@ -78,6 +78,10 @@ def in_transaction(denied: Denied, report: Any = None):
             if action in _ROW_WRITES and p1 in _SCHEMA_TABLES:
                 denied.reason = "a schema change"
                 return apsw.SQLITE_DENY
+            if action in _ROW_WRITES and db not in (None, "main"):
+                # Attached here for reading; only the merger writes it (see connstate).
+                denied.reason = "a write to an attached database"
+                return apsw.SQLITE_DENY
             if report is not None:
                 # For a function p2 is its name (last_insert_rowid() observes inserted rowids).
                 report(action, p2 if action == apsw.SQLITE_FUNCTION else p1, db, None)
@@ -101,7 +105,7 @@ def read_only(denied: Denied):
     def authorize(
         action: int, p1: str | None, p2: str | None, db: str | None, trigger: str | None
     ) -> int:
-        if action in READ_ACTIONS:
+        if action in READ_ACTIONS or denied.muted:
             return apsw.SQLITE_OK
         if action == apsw.SQLITE_PRAGMA and (
             p2 is None or (p1 or "").lower() not in HEADER_PRAGMAS

@@ -66,6 +66,21 @@ class ConnectionState:
         """Whether statements must be probed: the merger holds something the others lack."""
         return bool(self._local_names) or len(self.local_dbs) > 1
 
+    def attached(self, name: str, path: str) -> bool:
+        """The merger attached ``name`` (``path`` empty: in memory).  Returns whether it is a
+        file that the other connections attach too."""
+        if path:
+            self.files[name] = path
+            return True
+        self.local_dbs.add(name.lower())
+        return False
+
+    def detached(self, name: str) -> str | None:
+        """The merger detached ``name``.  Returns the file's path if the other connections
+        have it attached too."""
+        self.local_dbs.discard(name.lower())
+        return self.files.pop(name, None)
+
     @property
     def has_triggers(self) -> bool:
         """Whether the merger holds TEMP triggers.  SQLite leaves them on where a connection
@@ -83,7 +98,14 @@ class ConnectionState:
         local = (
             (db is not None and db.lower() in self.local_dbs)
             or (source is not None and source.lower() in self._local_sources)
-            or (action == apsw.SQLITE_PRAGMA and p2 is not None and p2.lower() in self._local_names)
+            or (
+                action == apsw.SQLITE_PRAGMA
+                and (
+                    (p2 is not None and p2.lower() in self._local_names)
+                    or (p1 or "").lower() == "database_list"  # only the merger has them all
+                )
+            )
+            or (action == apsw.SQLITE_READ and (p1 or "").lower() == "pragma_database_list")
         )
         if local or (action in _ROW_WRITES and p1 is not None and p1.lower() in self._triggered):
             # A write to a table with a TEMP trigger runs where the trigger is: its changes
@@ -124,7 +146,10 @@ class ConnectionState:
         names: set[str] = set()
         sources: set[str] = set()
         triggered: set[str] = set()
-        for db in self.local_dbs:
+        # Only those SQLite has opened: reading TEMP's schema would open it, and then
+        # ``PRAGMA database_list`` would show it where the stdlib's does not.
+        opened = {row[1].lower() for row in merger.execute("PRAGMA database_list")}
+        for db in self.local_dbs & opened:
             sql = f"SELECT type, name, tbl_name FROM {quote(db)}.sqlite_master"
             for kind, name, table in merger.execute(sql):
                 names.add(name.lower())

@@ -37,6 +37,7 @@ from . import (
     merge,
     publisher,
     rebase,
+    replay,
     snapshot,
     statements,
     waits,
@@ -211,8 +212,10 @@ class Connection(Hooks):
 
     # -- opening and closing ------------------------------------------------------------
 
-    def _stock(self) -> apsw.Connection:
-        conn = apsw.Connection(self.path)
+    def _stock(
+        self, flags: int = apsw.SQLITE_OPEN_READWRITE | apsw.SQLITE_OPEN_CREATE
+    ) -> apsw.Connection:
+        conn = apsw.Connection(self.path, flags=flags)
         self._opened.append(conn)
         conn.set_busy_timeout(int(self.timeout * 1000))
         return conn
@@ -230,7 +233,8 @@ class Connection(Hooks):
             error.sqlite_errorcode = apsw.SQLITE_CANTOPEN  # type: ignore[attr-defined]
             error.sqlite_errorname = "SQLITE_CANTOPEN_ISDIR"  # type: ignore[attr-defined]
             raise error
-        self._merger = self._stock()
+        # URI filenames in ATTACH work as in the stdlib's SQLite (built with SQLITE_USE_URI).
+        self._merger = self._stock(_PRIVATE_FLAGS)
         # Wait for the WAL write lock in the kernel (SQLite's blocking-lock support, compiled into
         # APSW's SQLite) rather than in the sleeping busy handler, which lets a stock writer in
         # a loop starve our merges (DESIGN 5).  Measured: a stock writer committing in a tight
@@ -312,6 +316,8 @@ class Connection(Hooks):
             conn.execute(pragma)
         for register in self._registrations:
             register(conn)
+        for name, path in self._state.files.items():
+            conn.execute("ATTACH DATABASE ? AS ?", (_copy_uri(path), name))
         self._txn_authorizer = authorizer.in_transaction(
             self._denied, locks.authorizer_hook(self._table_sets)
         )
@@ -629,8 +635,9 @@ class Connection(Hooks):
             raise translate(e) from e
         finally:
             txn.end(committed)
-            if not committed:
-                self._refresh_local()  # the TEMP objects it created are gone again
+            # Rolled back, the TEMP objects it created are gone again; committed, its schema
+            # changes are now there for the reader to see.
+            self._after_schema_change()
         if committed:
             self._after_merge(txn.txn_id)
 
@@ -753,9 +760,10 @@ class Connection(Hooks):
         self._check()
         return Blob._open_on(self, table, column, row, readonly, name)
 
-    def _current_connection(self) -> apsw.Connection:
-        """The SQLite connection a statement would run on now (a transaction's is pinned)."""
-        if self._exclusive is not None:
+    def _current_connection(self, schema: str = "main") -> apsw.Connection:
+        """The SQLite connection a statement reading ``schema`` would run on now (a
+        transaction's is pinned)."""
+        if self._exclusive is not None or schema.lower() in self._state.local_dbs:
             return self._merger
         if self._txn is not None:
             self._txn.ensure_pinned()
@@ -769,7 +777,10 @@ class Connection(Hooks):
         if own:
             self._begin()
         try:
-            blob = self._current_connection().blob_open(*where, True)
+            if where[0].lower() != "main" and self._exclusive is None:
+                # TEMP and attached databases are written on the merger (see connstate).
+                self._become_exclusive()
+            blob = self._current_connection(where[0]).blob_open(*where, True)
             try:
                 blob.seek(offset)
                 blob.write(data)
@@ -912,6 +923,9 @@ class Connection(Hooks):
                 raise OperationalError("cannot rollback - no transaction is active")
             self._rollback_txn()
             return
+        if kind in ("attach", "detach"):
+            self._attach_or_detach(cursor, sql, parameters, many, kind)
+            return
         if self._exclusive is None and self._state.has_local and kind not in _SAVEPOINT_KINDS:
             probe = self._probe(sql, parameters, many)
             if probe is not None and probe.local:
@@ -1007,6 +1021,81 @@ class Connection(Hooks):
             self._begin()
         self._become_exclusive()
         self._run_exclusive(cursor, sql, parameters, many, kind)
+
+    def _attach_or_detach(
+        self, cursor: Cursor, sql: str, parameters: Any, many: bool, kind: str
+    ) -> None:
+        """ATTACH or DETACH on the merger, which has every attached database, then the same
+        on the reader and the transaction connection for a database file (:mod:`.connstate`)."""
+        merger = self._merger
+        before = merger.db_names()
+        self._run(cursor, merger, sql, parameters, many, False, kind)
+        after = merger.db_names()
+        for name in after:
+            if name not in before:
+                self._copy_attachment(name, merger.db_filename(name))
+        for name in before:
+            if name not in after:
+                self._drop_attachment(name)
+
+    def _copy_attachment(self, name: str, path: str) -> None:
+        if not self._state.attached(name, path):
+            self._refresh_local()  # an in-memory database: the merger's alone
+            return
+        try:
+            self._muted(self._reader, "ATTACH DATABASE ? AS ?", (path, name))
+            if self._txn_conn is not None:
+                self._muted(self._txn_conn, "ATTACH DATABASE ? AS ?", (_copy_uri(path), name))
+        except apsw.Error as e:
+            self._state.detached(name)
+            for conn in (self._txn_conn, self._reader, self._merger):
+                if conn is not None and name in conn.db_names():
+                    with contextlib.suppress(apsw.Error):
+                        self._muted(conn, "DETACH DATABASE ?", (name,))
+            raise translate(e) from e
+
+    def _drop_attachment(self, name: str) -> None:
+        path = self._state.detached(name)
+        if path is None:
+            self._refresh_local()
+            return
+        copies = [
+            conn
+            for conn in (self._txn_conn, self._reader)
+            if conn is not None and name in conn.db_names()
+        ]
+        if any(conn.txn_state(name) != apsw.SQLITE_TXN_NONE for conn in copies):
+            # In use (an unfinished SELECT, or the open transaction read it): SQLite's one
+            # connection would refuse, so the merger takes it back.
+            self._muted(self._merger, "ATTACH DATABASE ? AS ?", (path, name))
+            self._state.attached(name, path)
+            raise OperationalError(f"database {name} is locked")
+        for conn in copies:
+            self._muted(conn, "DETACH DATABASE ?", (name,))
+
+    def _reload_schema(self, conn: apsw.Connection, schema: str) -> None:
+        """Make ``conn`` read ``schema``'s schema again if another connection changed it."""
+        with contextlib.suppress(apsw.Error):
+            self._muted(conn, f"SELECT 1 FROM {replay.quote(schema)}.sqlite_master LIMIT 1", ())
+
+    def _muted(self, conn: apsw.Connection, sql: str, parameters: Any) -> None:
+        """Run our own statement where authorizers would refuse the application's."""
+        self._denied.muted = True
+        try:
+            conn.execute(sql, parameters).fetchall()
+        finally:
+            self._denied.muted = False
+
+    def _after_schema_change(self) -> None:
+        """A statement on the merger may have changed a schema the other connections cache."""
+        self._refresh_local()
+        # The schema cookie that keys these is main's; an attached database has its own.
+        self._statement_shapes.clear()
+        self._txn_conn_cookie = None
+        # SQLite notices a changed schema when it runs a statement, after the application may
+        # have read its columns: the reader loads the new one now.
+        for schema in ("main", *self._state.files):
+            self._reload_schema(self._reader, schema)
 
     def _refresh_local(self) -> None:
         """After a statement on the merger that may have created or dropped TEMP objects."""
@@ -1282,7 +1371,7 @@ class Connection(Hooks):
                     self._statement_shapes.clear()
                 self._statement_shapes[sql] = (txn.schema_version, cursor.description)
         if conn is self._merger and self._private is None and statements.may_change_schema(sql):
-            self._refresh_local()
+            self._after_schema_change()
         if not many:
             if conn is not self._reader or self._private is not None:
                 self._last_insert_rowid = conn.last_insert_rowid()
@@ -1423,6 +1512,12 @@ def connect(
 
 
 _PRIVATE_FLAGS = apsw.SQLITE_OPEN_READWRITE | apsw.SQLITE_OPEN_CREATE | apsw.SQLITE_OPEN_URI
+
+
+def _copy_uri(path: str) -> str:
+    """An attached file for the transaction connection: through the default VFS, since the
+    overlay VFS (its main database's, which attached files inherit) hides -wal files."""
+    return f"file:{urllib.parse.quote(path)}?vfs={apsw.vfs_names()[0]}"
 
 
 def _target(database: Any, uri: bool) -> tuple[str, int | None]:

@@ -34,7 +34,8 @@ def first_keywords(sql: str, count: int = 2) -> list[str]:
 @functools.lru_cache(maxsize=2048)
 def kind(sql: str) -> str:
     """One of ``begin``, ``commit``, ``rollback``, ``savepoint``, ``release``,
-    ``rollback_to``, ``dml``, ``pragma``, ``exclusive`` (VACUUM, REINDEX), ``other``."""
+    ``rollback_to``, ``dml``, ``pragma``, ``attach``, ``detach``, ``exclusive`` (VACUUM,
+    REINDEX), ``other``."""
     words = first_keywords(sql, 3)
     if not words:
         return "other"
@@ -55,6 +56,8 @@ def kind(sql: str) -> str:
         return "savepoint"
     if head == "PRAGMA":
         return "pragma"
+    if head in ("ATTACH", "DETACH"):
+        return head.lower()
     if head in ("VACUUM", "REINDEX"):
         # They rewrite pages without asking the authorizer (plain REINDEX never does).
         return "exclusive"
