@@ -12,8 +12,9 @@ from __future__ import annotations
 import sqlite3
 
 import pytest
-from conftest import SPAWN
+from conftest import SPAWN, run_workers
 from stdlib_steps import outcome, same_as_stdlib
+from workers import temp_attached_savepoints
 
 import sqlite_concurrent
 
@@ -289,3 +290,22 @@ def test_blob_of_a_table_created_since_the_last_read(tmp_path, mod):
             assert blob.read() == bytes(4)
     finally:
         conn.close()
+
+
+def test_ours_four_processes_with_temp_tables_attached_files_and_savepoints(tmp_path):
+    path, other = str(tmp_path / "app.db"), str(tmp_path / "other.db")
+    setup = sqlite_concurrent.connect(path)
+    setup.execute("CREATE TABLE m(writer, i)")
+    setup.execute(f"ATTACH '{other}' AS other")
+    setup.execute("CREATE TABLE other.log(writer, i)")
+    setup.commit()
+    setup.close()
+    results = run_workers(temp_attached_savepoints, [(path, other, w, 10) for w in range(4)])
+    assert sorted(results) == [(w, 10) for w in range(4)]
+    check = sqlite3.connect(path)
+    check.execute(f"ATTACH '{other}' AS other")
+    expected = [(w, i) for w in range(4) for i in range(10)]
+    assert check.execute("SELECT * FROM m ORDER BY writer, i").fetchall() == expected
+    assert check.execute("SELECT * FROM other.log ORDER BY writer, i").fetchall() == expected
+    assert check.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+    check.close()

@@ -270,3 +270,18 @@ def test_lastrowid_is_the_connection_s_across_temp_and_schema_statements(tmp_pat
         ],
         isolation_level=isolation_level,
     )
+
+
+@ISOLATION
+def test_temp_table_read_for_no_column(tmp_path, isolation_level):
+    same_as_stdlib(
+        tmp_path,
+        [
+            "CREATE TEMP TABLE t(a)",
+            "INSERT INTO t VALUES (1)",
+            "SELECT count(*) FROM t",
+            "SELECT 1 FROM t",
+            "SELECT EXISTS (SELECT 1 FROM t)",
+        ],
+        isolation_level=isolation_level,
+    )

@@ -97,6 +97,12 @@ class ConnectionState:
             db = p1  # ALTER TABLE names the schema first
         local = (
             (db is not None and db.lower() in self.local_dbs)
+            # A table read for no column (``count(*)``) comes without its schema.
+            or (
+                db is None
+                and action == apsw.SQLITE_READ
+                and (p1 or "").lower() in self._local_names
+            )
             or (source is not None and source.lower() in self._local_sources)
             or (
                 action == apsw.SQLITE_PRAGMA

@@ -311,6 +311,7 @@ class Connection(Hooks):
         # cost 60-80 us on every transaction through Python VFS calls, and saved a third of
         # the peak only: SQLite's session keeps every changed row's old values in memory anyway.
         conn.execute("PRAGMA temp_store=MEMORY")
+        conn.set_busy_timeout(int(self.timeout * 1000))  # an attached file may be locked
         conn.execute("PRAGMA cache_size=-16384")  # dirty pages past it spill to the overlay
         for pragma in self._connection_pragmas:
             conn.execute(pragma)
@@ -727,11 +728,13 @@ class Connection(Hooks):
         if retries < 0:
             raise ProgrammingError("retries must be >= 0")
         for attempt in range(retries + 1):
-            if self._private is not None:
-                self._private.execute("BEGIN")
-            else:
-                self._begin()
             try:
+                # Inside: waiting at its start (behind an exclusive operation) can make it a
+                # deadlock victim, which is as retryable as any conflict.
+                if self._private is not None:
+                    self._private.execute("BEGIN")
+                else:
+                    self._begin()
                 result = fn(self, *args, **kwargs)
                 self.commit()
                 return result
