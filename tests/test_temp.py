@@ -285,3 +285,25 @@ def test_temp_table_read_for_no_column(tmp_path, isolation_level):
         ],
         isolation_level=isolation_level,
     )
+
+
+@ISOLATION
+def test_errors_of_statements_on_temp_tables(tmp_path, isolation_level):
+    same_as_stdlib(
+        tmp_path,
+        [
+            "CREATE TABLE m(x)",
+            "CREATE TEMP TABLE t(a)",
+            "SELECT nosuch FROM t",
+            "INSERT INTO t(nosuch) VALUES (1)",
+            "SELECT * FROM t WHERE",
+            "BEGIN",
+            "INSERT INTO m VALUES (1)",
+            "UPDATE t SET nosuch = 1",
+            "SELECT * FROM m",
+            "in_transaction",
+            "COMMIT",
+            "CREATE TEMP TABLE t(b)",
+        ],
+        isolation_level=isolation_level,
+    )

@@ -128,10 +128,13 @@ class ConnectionState:
         return True
 
     def probe(self, merger: apsw.Connection, sql: str, parameters: Any) -> Probe | None:
-        """Prepare ``sql`` on the merger without running it; ``None`` if it does not prepare
-        (the statement then fails where it runs, with SQLite's own error).
+        """Prepare ``sql`` on the merger without running it; ``None`` if its parameters do
+        not bind, or SQLite is busy (the statement then fails where it runs, as it would).
 
         The merger's authorizer must be listening (``listening``, installed by the caller).
+
+        :raises apsw.SQLError: it does not prepare.  The merger holds every schema the
+            connection has, so this is the error the stdlib's one connection gives.
         """
         probe = self._probe = Probe()
         cursor = merger.cursor()
@@ -140,6 +143,8 @@ class ConnectionState:
             cursor.execute(sql, parameters, can_cache=False)
         except apsw.ExecTraceAbort:
             return probe
+        except apsw.SQLError:
+            raise
         except (apsw.Error, KeyError, TypeError, ValueError, OverflowError):
             return None
         finally:

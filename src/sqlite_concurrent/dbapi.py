@@ -1000,7 +1000,10 @@ class Connection(Hooks):
             self._merger.authorizer = self._merger_authorizer()
         if many:
             parameters = parameters[0] if parameters else ()
-        return state.probe(self._merger, sql, parameters)
+        try:
+            return state.probe(self._merger, sql, parameters)
+        except apsw.SQLError as e:
+            raise translate(e) from e
 
     def _execute_local(
         self, cursor: Cursor, sql: str, parameters: Any, many: bool, kind: str, writes: bool
