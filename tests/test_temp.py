@@ -307,3 +307,22 @@ def test_errors_of_statements_on_temp_tables(tmp_path, isolation_level):
         ],
         isolation_level=isolation_level,
     )
+
+
+@ISOLATION
+def test_table_valued_pragmas_see_temp_tables(tmp_path, isolation_level):
+    same_as_stdlib(
+        tmp_path,
+        [
+            "CREATE TABLE m(x)",
+            "CREATE TEMP TABLE t(a, b)",
+            "SELECT name FROM pragma_table_info('t')",
+            "SELECT name FROM pragma_table_info('m')",
+            "BEGIN",
+            "INSERT INTO m VALUES (1)",
+            "SELECT name FROM pragma_table_info('t')",
+            "COMMIT",
+            "SELECT * FROM m",
+        ],
+        isolation_level=isolation_level,
+    )

@@ -111,7 +111,9 @@ class ConnectionState:
                     or (p1 or "").lower() == "database_list"  # only the merger has them all
                 )
             )
-            or (action == apsw.SQLITE_READ and (p1 or "").lower() == "pragma_database_list")
+            # A table-valued pragma names its table in an argument the authorizer never sees;
+            # pragma_database_list lists what only the merger has.
+            or (action == apsw.SQLITE_READ and (p1 or "").lower().startswith("pragma_"))
         )
         if local or (action in _ROW_WRITES and p1 is not None and p1.lower() in self._triggered):
             # A write to a table with a TEMP trigger runs where the trigger is: its changes
