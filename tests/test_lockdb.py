@@ -11,7 +11,7 @@ from workers import wait_until_visible
 
 import sqlite_concurrent
 from sqlite_concurrent import merge
-from sqlite_concurrent.lockdb import holder_alive, process_start_time
+from sqlite_concurrent.lockdb import LockDB, holder_alive, process_start_time
 
 
 def _open_txn_and_wait(path, ready, queue):
@@ -110,3 +110,27 @@ def test_pid_reuse_is_told_apart_by_start_time():
     me = os.getpid()
     assert holder_alive(me, process_start_time(me))
     assert not holder_alive(me, process_start_time(me) + 1)
+
+
+def test_a_transaction_queued_behind_an_exclusive_operation_wakes_it(db_path):
+    """A transaction that begins while an exclusive operation waits keeps it waiting (it is
+    live) until it queues behind it for ``db`` in S mode; queuing must wake the operation, or
+    it sleeps until its timeout with nothing in its way."""
+    sqlite_concurrent.connect(db_path).close()
+    ldb = LockDB(db_path)
+    try:
+        first, _ = ldb.begin("row")
+        excl, _ = ldb.begin("row")
+        blockers, _ = ldb.try_acquire(excl, [("db", "X")], queue=True)
+        assert [b.txn_id for b in blockers] == [first]
+        late, gated = ldb.begin("row")
+        assert gated
+        ldb.end(first)
+        blockers, _ = ldb.try_acquire(excl, [("db", "X")], queue=True)
+        assert [b.txn_id for b in blockers] == [late]  # live, not queued yet
+        blockers, wake = ldb.try_acquire(late, [("db", "S")], queue=True)
+        assert [b.txn_id for b in blockers] == [excl]
+        assert excl in wake
+        assert ldb.try_acquire(excl, [("db", "X")], queue=True)[0] == []
+    finally:
+        ldb.close()

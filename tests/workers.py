@@ -408,3 +408,32 @@ def fork_holding_merge_lock(queue, path):
     queue.put(pid)
     while True:
         signal.pause()
+
+
+@_report_errors
+def temp_attached_savepoints(start, path, other, writer, txns):
+    """Transactions that use a TEMP table, an attached file and savepoints at once, so each
+    one moves onto the merger with its savepoints; returns (writer, TEMP rows seen).
+
+    Two that both move wait for each other (each waits for the other to end): the younger
+    gets ``DeadlockError`` and ``transact`` runs it again."""
+    conn = sqlite_concurrent.connect(path, timeout=60)
+    conn.execute(f"ATTACH '{other}' AS other")
+    conn.execute("CREATE TEMP TABLE seen(i)")
+
+    def body(conn, i):
+        conn.execute("SAVEPOINT a")
+        conn.execute("INSERT INTO m(writer, i) VALUES (?, ?)", (writer, i))
+        conn.execute("INSERT INTO seen VALUES (?)", (i,))
+        conn.execute("INSERT INTO other.log(writer, i) VALUES (?, ?)", (writer, i))
+        conn.execute("SAVEPOINT b")
+        conn.execute("INSERT INTO m(writer, i) VALUES (?, ?)", (writer, -1 - i))
+        conn.execute("ROLLBACK TO b")
+        conn.execute("RELEASE a")
+
+    start.wait()
+    for i in range(txns):
+        conn.transact(body, i, retries=100)
+    seen = conn.execute("SELECT count(*) FROM seen").fetchone()[0]
+    conn.close()
+    return writer, seen

@@ -14,7 +14,7 @@ import apsw
 
 from . import journal_mode
 
-_READ_ACTIONS = frozenset(
+READ_ACTIONS = frozenset(
     {apsw.SQLITE_READ, apsw.SQLITE_SELECT, apsw.SQLITE_FUNCTION, apsw.SQLITE_RECURSIVE}
 )
 _ROW_WRITES = frozenset({apsw.SQLITE_INSERT, apsw.SQLITE_UPDATE, apsw.SQLITE_DELETE})
@@ -85,9 +85,13 @@ def in_transaction(denied: Denied, report: Any = None):
     ) -> int:
         if denied.muted:
             return apsw.SQLITE_OK
-        if action in _READ_ACTIONS or action in _ROW_WRITES:
+        if action in READ_ACTIONS or action in _ROW_WRITES:
             if action in _ROW_WRITES and p1 in _SCHEMA_TABLES:
                 denied.reason = "a schema change"
+                return apsw.SQLITE_DENY
+            if action in _ROW_WRITES and db not in (None, "main"):
+                # Attached here for reading; only the merger writes it (see connstate).
+                denied.reason = "a write to an attached database"
                 return apsw.SQLITE_DENY
             if report is not None:
                 # For a function p2 is its name (last_insert_rowid() observes inserted rowids).
@@ -112,7 +116,7 @@ def read_only(denied: Denied):
     def authorize(
         action: int, p1: str | None, p2: str | None, db: str | None, trigger: str | None
     ) -> int:
-        if action in _READ_ACTIONS:
+        if action in READ_ACTIONS or denied.muted:
             return apsw.SQLITE_OK
         if action == apsw.SQLITE_PRAGMA and (
             p2 is None

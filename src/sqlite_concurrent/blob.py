@@ -56,12 +56,18 @@ class Blob:
     def _open(self, conn: apsw.Connection, writeable: bool) -> apsw.Blob:
         name, table, column, row = self._where
         try:
-            return conn.blob_open(name, table, column, row, writeable)
+            try:
+                return conn.blob_open(name, table, column, row, writeable)
+            except apsw.SQLError:
+                # blob_open looks the table up in the schema this SQLite connection last
+                # loaded, which another of ours may have changed since; a statement reloads it.
+                self._conn._reload_schema(conn, name)
+                return conn.blob_open(name, table, column, row, writeable)
         except apsw.Error as e:
             raise translate(e) from e
 
     def _reading(self) -> apsw.Blob:
-        return self._open(self._conn._current_connection(), False)
+        return self._open(self._conn._current_connection(self._where[0]), False)
 
     def _check(self) -> None:
         if self._closed:

@@ -9,6 +9,7 @@ a changeset cannot carry to the merger under the merge lock.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import random
@@ -27,6 +28,7 @@ from . import (
     adaptation,
     authorizer,
     backup,
+    connstate,
     crashpoints,
     description,
     errors,
@@ -40,6 +42,7 @@ from . import (
     merge,
     publisher,
     rebase,
+    replay,
     serialization,
     shared_memory,
     statements,
@@ -161,6 +164,8 @@ class Connection(Hooks):
         self.text_factory: Any = str
         self._trace: Callable[[str], Any] | None = None
         self._user_on_merger = False  # a statement of the application runs on the merger
+        self._merger_quiet = False  # our own look at the merger: no trace
+        self._state = connstate.ConnectionState()  # TEMP objects and attached databases
         # User functions, aggregates and collations: replayed on every connection we open.
         self._registrations: list[Callable[[apsw.Connection], None]] = []
         self._connection_pragmas: list[str] = []
@@ -193,8 +198,10 @@ class Connection(Hooks):
 
     # -- opening and closing ------------------------------------------------------------
 
-    def _stock(self) -> apsw.Connection:
-        conn = apsw.Connection(self.path)
+    def _stock(
+        self, flags: int = apsw.SQLITE_OPEN_READWRITE | apsw.SQLITE_OPEN_CREATE
+    ) -> apsw.Connection:
+        conn = apsw.Connection(self.path, flags=flags)
         self._opened.append(conn)
         conn.set_busy_timeout(int(self.timeout * 1000))
         return conn
@@ -218,7 +225,8 @@ class Connection(Hooks):
         # way must close before this connection takes locks on it (DESIGN 6).
         self._holding = holding.acquire(self.path)
         self._holding.track(self._opened)
-        self._merger = self._stock()
+        # URI filenames in ATTACH work as in the stdlib's SQLite (built with SQLITE_USE_URI).
+        self._merger = self._stock(_PRIVATE_FLAGS)
         # Wait for the WAL write lock in the kernel (SQLite's blocking-lock support, compiled into
         # APSW's SQLite) rather than in the sleeping busy handler, which lets a stock writer in
         # a loop starve our merges (DESIGN 5).  Measured: a stock writer committing in a tight
@@ -290,11 +298,14 @@ class Connection(Hooks):
         # cost 60-80 us on every transaction through Python VFS calls, and saved a third of
         # the peak only: SQLite's session keeps every changed row's old values in memory anyway.
         conn.execute("PRAGMA temp_store=MEMORY")
+        conn.set_busy_timeout(int(self.timeout * 1000))  # an attached file may be locked
         conn.execute("PRAGMA cache_size=-16384")  # dirty pages past it spill to the overlay
         for pragma in self._connection_pragmas:
             conn.execute(pragma)
         for register in self._registrations:
             register(conn)
+        for name, path in self._state.files.items():
+            conn.execute("ATTACH DATABASE ? AS ?", (_copy_uri(path), name))
         self._txn_authorizer = authorizer.in_transaction(
             self._denied, locks.authorizer_hook(self._table_sets)
         )
@@ -542,7 +553,7 @@ class Connection(Hooks):
         try:
             pending = txn.prepare(self._table_shapes)
             if pending is not None:
-                group = self._groups()
+                group = self._groups() and not self._state.has_triggers
                 if group:  # other mergers find it in the lock database
                     txn.ensure_registered()
                 crashpoints.reach("commit.prepared")
@@ -605,9 +616,9 @@ class Connection(Hooks):
             raise
         self._detach_cursors()
         try:
-            pending = txn.prepare(self._table_shapes)
+            pending = txn.prepare(self._table_shapes, moving=True)
             self._exclusive = exclusive.Exclusive(
-                self._merger, self._merge_lock, txn.txn_id, pending
+                self._merger, self._merge_lock, txn.txn_id, pending, txn.saved
             )
             if txn.defer_foreign_keys:
                 foreign_keys.set_flag(self._merger, True)
@@ -621,13 +632,20 @@ class Connection(Hooks):
     def _run_exclusive(
         self, cursor: Cursor, sql: str, parameters: Any, many: bool, kind: str
     ) -> None:
-        assert self._exclusive is not None
+        assert self._exclusive is not None and self._txn is not None
         try:
             self._run(cursor, self._merger, sql, parameters, many, False, kind)
         finally:
             if self._exclusive is not None and not self._exclusive.open:
                 # SQLite rolled the whole transaction back (as it does after some errors).
                 self._finish_exclusive(commit=False)
+        if kind in _SAVEPOINT_KINDS and self._exclusive is not None:
+            stack = self._txn.savepoints
+            stack.ran(sql)
+            if stack.ended:
+                # The merger's transaction began with BEGIN, so SQLite goes on; on the
+                # transaction connection, as in the stdlib, this RELEASE was the commit.
+                self._finish_exclusive(commit=True)
 
     def _finish_exclusive(self, *, commit: bool) -> None:
         excl, self._exclusive = self._exclusive, None
@@ -640,6 +658,9 @@ class Connection(Hooks):
             raise translate(e) from e
         finally:
             txn.end(committed)
+            # Rolled back, the TEMP objects it created are gone again; committed, its schema
+            # changes are now there for the reader to see.
+            self._after_schema_change()
         if committed:
             self._after_merge(txn.txn_id)
 
@@ -729,11 +750,13 @@ class Connection(Hooks):
         if retries < 0:
             raise ProgrammingError("retries must be >= 0")
         for attempt in range(retries + 1):
-            if self._private is not None:
-                self._private.execute("BEGIN")
-            else:
-                self._begin()
             try:
+                # Inside: waiting at its start (behind an exclusive operation) can make it a
+                # deadlock victim, which is as retryable as any conflict.
+                if self._private is not None:
+                    self._private.execute("BEGIN")
+                else:
+                    self._begin()
                 result = fn(self, *args, **kwargs)
                 self.commit()
                 return result
@@ -762,9 +785,10 @@ class Connection(Hooks):
         self._check()
         return Blob._open_on(self, table, column, row, readonly, name)
 
-    def _current_connection(self) -> apsw.Connection:
-        """The SQLite connection a statement would run on now (a transaction's is pinned)."""
-        if self._exclusive is not None:
+    def _current_connection(self, schema: str = "main") -> apsw.Connection:
+        """The SQLite connection a statement reading ``schema`` would run on now (a
+        transaction's is pinned)."""
+        if self._exclusive is not None or schema.lower() in self._state.local_dbs:
             return self._merger
         if self._txn is not None:
             self._txn.ensure_pinned()
@@ -778,7 +802,10 @@ class Connection(Hooks):
         if own:
             self._begin()
         try:
-            blob = self._current_connection().blob_open(*where, True)
+            if where[0].lower() != "main" and self._exclusive is None:
+                # TEMP and attached databases are written on the merger (see connstate).
+                self._become_exclusive()
+            blob = self._current_connection(where[0]).blob_open(*where, True)
             try:
                 blob.seek(offset)
                 blob.write(data)
@@ -933,6 +960,14 @@ class Connection(Hooks):
                 raise OperationalError("cannot rollback - no transaction is active")
             self._rollback_txn()
             return
+        if kind in ("attach", "detach"):
+            self._attach_or_detach(cursor, sql, parameters, many, kind)
+            return
+        if self._exclusive is None and self._state.has_local and kind not in _SAVEPOINT_KINDS:
+            probe = self._probe(sql, parameters, many)
+            if probe is not None and probe.local:
+                self._execute_local(cursor, sql, parameters, many, kind, probe.writes)
+                return
         if self._txn is None and kind == "savepoint":
             self._begin(by_savepoint=True)  # as in SQLite, it starts a transaction
         if (
@@ -984,17 +1019,144 @@ class Connection(Hooks):
         try:
             self._run(cursor, self._reader, sql, parameters, many, False, kind)
         except apsw.AuthError:
-            # The reader refused a write: a changeset cannot carry it (DESIGN 10).
-            self._exclusive_alone(cursor, sql, parameters, many, kind)
+            # The reader refused a write: a changeset cannot carry it (DESIGN 10), unless it
+            # writes nothing but TEMP objects (``CREATE TEMP TABLE``), which need no one to wait.
+            probe = self._probe(sql, parameters, many)
+            if probe is not None and probe.local:
+                self._execute_local(cursor, sql, parameters, many, kind, probe.writes)
+            else:
+                self._exclusive_alone(cursor, sql, parameters, many, kind)
+
+    def _probe(self, sql: str, parameters: Any, many: bool) -> connstate.Probe | None:
+        """What ``sql`` touches, as preparing it on the merger shows (:mod:`.connstate`)."""
+        state = self._state
+        if not state.listening:
+            state.listening = True
+            self._merger.authorizer = self._merger_authorizer()
+        if many:
+            parameters = parameters[0] if parameters else ()
+        try:
+            return state.probe(self._merger, sql, parameters)
+        except apsw.SQLError as e:
+            raise translate(e) from e
+
+    def _execute_local(
+        self, cursor: Cursor, sql: str, parameters: Any, many: bool, kind: str, writes: bool
+    ) -> None:
+        """Run a statement that touches TEMP objects (or an attached in-memory database) on the
+        merger, the one connection that has them (:mod:`.connstate`).
+
+        Outside a transaction it runs at once if it writes nothing the other connections
+        share, and alone (an exclusive operation) if it does.  A transaction it is part of
+        becomes exclusive first, so that the TEMP rows it writes commit or roll back with the
+        rest, as they would on the stdlib's one connection.
+        """
+        implicit = kind == "dml" and self.isolation_level is not None  # the stdlib's BEGIN
+        if self._txn is None and not implicit:
+            if writes:
+                self._exclusive_alone(cursor, sql, parameters, many, kind)
+            else:
+                self._run(cursor, self._merger, sql, parameters, many, False, kind)
+            return
+        if self._txn is None:
+            self._begin()
+        self._become_exclusive()
+        self._run_exclusive(cursor, sql, parameters, many, kind)
+
+    def _attach_or_detach(
+        self, cursor: Cursor, sql: str, parameters: Any, many: bool, kind: str
+    ) -> None:
+        """ATTACH or DETACH on the merger, which has every attached database, then the same
+        on the reader and the transaction connection for a database file (:mod:`.connstate`)."""
+        merger = self._merger
+        before = merger.db_names()
+        self._run(cursor, merger, sql, parameters, many, False, kind)
+        after = merger.db_names()
+        for name in after:
+            if name not in before:
+                self._copy_attachment(name, merger.db_filename(name))
+        for name in before:
+            if name not in after:
+                self._drop_attachment(name)
+
+    def _copy_attachment(self, name: str, path: str) -> None:
+        if not self._state.attached(name, path):
+            self._refresh_local()  # an in-memory database: the merger's alone
+            return
+        try:
+            self._muted(self._reader, "ATTACH DATABASE ? AS ?", (path, name))
+            if self._txn_conn is not None:
+                self._muted(self._txn_conn, "ATTACH DATABASE ? AS ?", (_copy_uri(path), name))
+        except apsw.Error as e:
+            self._state.detached(name)
+            for conn in (self._txn_conn, self._reader, self._merger):
+                if conn is not None and name in conn.db_names():
+                    with contextlib.suppress(apsw.Error):
+                        self._muted(conn, "DETACH DATABASE ?", (name,))
+            raise translate(e) from e
+
+    def _drop_attachment(self, name: str) -> None:
+        path = self._state.detached(name)
+        if path is None:
+            self._refresh_local()
+            return
+        copies = [
+            conn
+            for conn in (self._txn_conn, self._reader)
+            if conn is not None and name in conn.db_names()
+        ]
+        if any(conn.txn_state(name) != apsw.SQLITE_TXN_NONE for conn in copies):
+            # In use (an unfinished SELECT, or the open transaction read it): SQLite's one
+            # connection would refuse, so the merger takes it back.
+            self._muted(self._merger, "ATTACH DATABASE ? AS ?", (path, name))
+            self._state.attached(name, path)
+            raise OperationalError(f"database {name} is locked")
+        for conn in copies:
+            self._muted(conn, "DETACH DATABASE ?", (name,))
+
+    def _reload_schema(self, conn: apsw.Connection, schema: str) -> None:
+        """Make ``conn`` read ``schema``'s schema again if another connection changed it."""
+        with contextlib.suppress(apsw.Error):
+            self._muted(conn, f"SELECT 1 FROM {replay.quote(schema)}.sqlite_master LIMIT 1", ())
+
+    def _muted(self, conn: apsw.Connection, sql: str, parameters: Any) -> None:
+        """Run our own statement where authorizers would refuse the application's."""
+        self._denied.muted = True
+        try:
+            conn.execute(sql, parameters).fetchall()
+        finally:
+            self._denied.muted = False
+
+    def _after_schema_change(self) -> None:
+        """A statement on the merger may have changed a schema the other connections cache."""
+        self._refresh_local()
+        # The schema cookie that keys these is main's; an attached database has its own.
+        self._statement_shapes.clear()
+        self._txn_conn_cookie = None
+        # SQLite notices a changed schema when it runs a statement, after the application may
+        # have read its columns: the reader loads the new one now.
+        for schema in ("main", *self._state.files):
+            self._reload_schema(self._reader, schema)
+
+    def _refresh_local(self) -> None:
+        """After a statement on the merger that may have created or dropped TEMP objects."""
+        self._merger_quiet = True
+        try:
+            self._state.refresh(self._merger)
+        finally:
+            self._merger_quiet = False
 
     def _run_in_txn(self, cursor: Cursor, sql: str, parameters: Any, many: bool, kind: str) -> None:
+        txn = self._txn
+        assert txn is not None
         try:
-            txn = self._txn
-            assert txn is not None
             self._run(cursor, txn.connection, sql, parameters, many, True, kind)
         except _NeedsExclusive:
             self._become_exclusive()
             self._run_exclusive(cursor, sql, parameters, many, kind)
+            return
+        if kind in _SAVEPOINT_KINDS:
+            txn.savepoints.ran(sql)  # a RELEASE may have committed it (see ``_run``): harmless
 
     def _execute_private(
         self,
@@ -1162,6 +1324,10 @@ class Connection(Hooks):
             self._user_on_merger = conn is self._merger
             if self._user_on_merger:
                 merge.triggers_on(conn)
+            if conn is not self._reader and self._private is None:
+                # SQLite keeps it per connection; the stdlib's one connection has one value
+                # (the merger's may be a commit marker's rowid).
+                conn.set_last_insert_rowid(self._last_insert_rowid)
             known = None
             if (
                 txn is not None
@@ -1267,6 +1433,8 @@ class Connection(Hooks):
                 if len(self._statement_shapes) > 4096:
                     self._statement_shapes.clear()
                 self._statement_shapes[sql] = (txn.schema_version, cursor.description)
+        if conn is self._merger and self._private is None and statements.may_change_schema(sql):
+            self._after_schema_change()
         if not many:
             if conn is not self._reader or self._private is not None:
                 self._last_insert_rowid = conn.last_insert_rowid()
@@ -1329,6 +1497,7 @@ class _NeedsExclusive(Exception):  # noqa: N818 - a signal, not an error
 
 
 _LEVELS = ("", "DEFERRED", "IMMEDIATE", "EXCLUSIVE")
+_SAVEPOINT_KINDS = frozenset({"savepoint", "release", "rollback_to"})
 
 
 def _value(conn: apsw.Connection, sql: str) -> Any:
@@ -1408,6 +1577,12 @@ def connect(
 
 
 _PRIVATE_FLAGS = apsw.SQLITE_OPEN_READWRITE | apsw.SQLITE_OPEN_CREATE | apsw.SQLITE_OPEN_URI
+
+
+def _copy_uri(path: str) -> str:
+    """An attached file for the transaction connection: through the default VFS, since the
+    overlay VFS (its main database's, which attached files inherit) hides -wal files."""
+    return f"file:{urllib.parse.quote(path)}?vfs={apsw.vfs_names()[0]}"
 
 
 class _Private(NamedTuple):

@@ -9,14 +9,15 @@ live transaction's snapshot predates the schema change, and nobody's work is bro
 A transaction that has already written through its overlay when it meets such a statement
 becomes exclusive: its changeset so far is applied on the merger, inside a write transaction
 that stays open (under the merge lock) until commit or rollback, and its remaining statements
-run there, on the latest database.
+run there, on the latest database.  Its open savepoints are opened again there, each over the
+work it covers (:mod:`.savepoints`).
 """
 
 from __future__ import annotations
 
 import apsw
 
-from . import merge, oslock, waits
+from . import merge, oslock, savepoints, waits
 from .errors import OperationalError
 from .lockdb import LockDB
 
@@ -39,6 +40,7 @@ class Exclusive:
         lock: oslock.ByteLock,
         txn_id: int,
         pending: merge.Pending | None,
+        saved: savepoints.Saved | None = None,
     ) -> None:
         self.conn = conn
         self.txn_id = txn_id
@@ -49,8 +51,12 @@ class Exclusive:
         try:
             conn.execute("BEGIN IMMEDIATE")
             try:
+                base = savepoints.sequences(conn) if saved is not None else {}
                 if pending is not None:
                     merge.apply_one(conn, pending)
+                if saved is not None:
+                    changeset = pending.changeset if pending is not None else b""
+                    savepoints.restore(conn, changeset, saved, base)
             except BaseException:
                 conn.execute("ROLLBACK")
                 raise

@@ -340,7 +340,11 @@ class Grants:
                                     "VALUES (?, ?, ?, ?)",
                                     (txn_id, resource, mode, time.time()),
                                 )
-                            wake = self._break_deadlock(c, txn_id, resource)
+                                if resource == "db":
+                                    # Queued behind an exclusive operation, it no longer keeps
+                                    # that one waiting (_BLOCKERS), which must look again.
+                                    wake = self._db_waiters(c, txn_id)
+                            wake = wake + self._break_deadlock(c, txn_id, resource)
                         break
                     c.execute(
                         "INSERT INTO locks(resource, txn_id, mode, granted_at) VALUES (?, ?, ?, ?) "
@@ -361,6 +365,16 @@ class Grants:
         finally:
             self._guard.release()
         return blockers, wake
+
+    @staticmethod
+    def _db_waiters(c: apsw.Connection, txn_id: int) -> list[int]:
+        return [
+            t
+            for (t,) in c.execute(
+                "SELECT txn_id FROM waiters WHERE resource = 'db' AND mode = 'X' AND txn_id != ?",
+                (txn_id,),
+            )
+        ]
 
     def _wait_for_graph(self, c: apsw.Connection) -> dict[int, set[int]]:
         graph: dict[int, set[int]] = {}

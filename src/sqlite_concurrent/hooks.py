@@ -19,6 +19,7 @@ import apsw
 
 from . import adaptation
 from .authorizer import Denied
+from .connstate import ConnectionState
 from .errors import DataError, OperationalError, ProgrammingError, translate
 
 _SQL_TYPES = (type(None), int, float, str, bytes, bytearray, memoryview)
@@ -177,6 +178,8 @@ class Hooks:
     _user_authorizer: Callable[..., Any] | None
     _reader_authorizer: Callable[..., int] | None
     _txn_authorizer: Callable[..., int] | None
+    _state: ConnectionState
+    _merger_quiet: bool
 
     def _check(self) -> None:
         raise NotImplementedError
@@ -259,15 +262,25 @@ class Hooks:
         self._reader.authorizer = self._authorizer_for(self._reader_authorizer)
         if self._txn_conn is not None:
             self._txn_conn.authorizer = self._authorizer_for(self._txn_authorizer)
-        if user is None:
-            self._merger.authorizer = None
-        else:
-            checked = _authorizer(user, None)
+        self._merger.authorizer = self._merger_authorizer()
 
-            def on_merger(*args: Any) -> int:
-                return checked(*args) if self._user_on_merger else apsw.SQLITE_OK
+    def _merger_authorizer(self) -> Callable[..., int] | None:
+        """The application's authorizer for its own statements on the merger, after the
+        connection state's probe (:mod:`.connstate`) when that listens."""
+        user = self._user_authorizer
+        hear = self._state.hear if self._state.listening else None
+        if user is None and hear is None:
+            return None
+        checked = _authorizer(user, None) if user is not None else None
 
-            self._merger.authorizer = on_merger
+        def on_merger(*args: Any) -> int:
+            if hear is not None and hear(*args):
+                return apsw.SQLITE_OK
+            if checked is not None and self._user_on_merger:
+                return checked(*args)
+            return apsw.SQLITE_OK
+
+        return on_merger
 
     def _authorizer_for(self, ours: Callable[..., int] | None) -> Callable[..., int] | None:
         user = self._user_authorizer
@@ -310,6 +323,8 @@ class Hooks:
                 self._merger.trace_v2(apsw.SQLITE_TRACE_STMT, self._on_merger_statement)
 
     def _on_merger_statement(self, event: dict[str, Any]) -> None:
+        if self._merger_quiet:
+            return  # our own look at the connection's state, not part of any commit
         if self._user_on_merger and not event["trigger"]:
             return  # the application's own statement: already heard, expanded
         self._traced(event["sql"])

@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 
 import apsw
 
+from .replay import quote
+
 _NAME = r'(?:"(?:[^"]|"")+"|`[^`]+`|\[[^\]]+\]|[A-Za-z_][A-Za-z0-9_$]*)'
 _INSERT = re.compile(
     rf"\s*(?:INSERT(?:\s+OR\s+\w+)?|REPLACE)\s+INTO\s+(?:{_NAME}\s*\.\s*)?(?P<table>{_NAME})"
@@ -43,13 +45,13 @@ class TableInfo:
 
 
 def table_info(conn: apsw.Connection, table: str) -> TableInfo | None:
-    listed = conn.execute(
-        "SELECT * FROM pragma_table_list(?) WHERE schema = 'main'", (table,)
-    ).fetchone()
+    # PRAGMA main.x, not pragma_x(): the table-valued form reads every attached database's
+    # schema, opening a read transaction on each that then lasts as long as the transaction's.
+    listed = conn.execute(f"PRAGMA main.table_list({quote(table)})").fetchone()
     if listed is None or listed[2] != "table":
         return None
     without_rowid = bool(listed[4])
-    cols = [r for r in conn.execute("SELECT * FROM pragma_table_xinfo(?)", (table,)) if r[6] == 0]
+    cols = [r for r in conn.execute(f"PRAGMA main.table_xinfo({quote(table)})") if r[6] == 0]
     pks = [r for r in cols if r[5]]
     alias = None
     if len(pks) == 1 and pks[0][2].upper() == "INTEGER" and not without_rowid:
@@ -57,9 +59,7 @@ def table_info(conn: apsw.Connection, table: str) -> TableInfo | None:
     has_triggers = conn.execute(
         "SELECT 1 FROM sqlite_schema WHERE type='trigger' AND tbl_name=?", (table,)
     ).fetchone()
-    parents = frozenset(
-        r[2] for r in conn.execute("SELECT * FROM pragma_foreign_key_list(?)", (table,))
-    )
+    parents = frozenset(r[2] for r in conn.execute(f"PRAGMA main.foreign_key_list({quote(table)})"))
     return TableInfo(
         rebasable=not without_rowid and not has_triggers,
         alias=alias,

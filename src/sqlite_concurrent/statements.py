@@ -34,9 +34,10 @@ def first_keywords(sql: str, count: int = 2) -> list[str]:
 
 @functools.lru_cache(maxsize=2048)
 def kind(sql: str) -> str:
-    """One of ``begin``, ``commit``, ``rollback``, ``savepoint``, ``dml``, ``pragma``,
-    ``exclusive`` (VACUUM, REINDEX), ``other``."""
-    words = first_keywords(sql)
+    """One of ``begin``, ``commit``, ``rollback``, ``savepoint``, ``release``,
+    ``rollback_to``, ``dml``, ``pragma``, ``attach``, ``detach``, ``exclusive`` (VACUUM,
+    REINDEX), ``other``."""
+    words = first_keywords(sql, 3)
     if not words:
         return "other"
     head = words[0]
@@ -45,18 +46,33 @@ def kind(sql: str) -> str:
     if head in ("COMMIT", "END"):
         return "commit"
     if head == "ROLLBACK":
-        # ROLLBACK TO [SAVEPOINT] x is a statement inside the transaction, not its end.
-        return "other" if len(words) > 1 and words[1] == "TO" else "rollback"
+        # ROLLBACK [TRANSACTION] TO [SAVEPOINT] x is a statement inside the transaction, not
+        # its end.
+        return "rollback_to" if "TO" in words[1:3] else "rollback"
+    if head == "RELEASE":
+        return "release"
     if head in DML:
         return "dml"
     if head == "SAVEPOINT":
         return "savepoint"
     if head == "PRAGMA":
         return "pragma"
+    if head in ("ATTACH", "DETACH"):
+        return head.lower()
     if head in ("VACUUM", "REINDEX"):
         # They rewrite pages without asking the authorizer (plain REINDEX never does).
         return "exclusive"
     return "other"
+
+
+_SCHEMA_WORDS = frozenset({"CREATE", "DROP", "ALTER", "ROLLBACK", "DETACH"})
+
+
+@functools.lru_cache(maxsize=2048)
+def may_change_schema(sql: str) -> bool:
+    """Whether ``sql`` may create or drop objects (``ROLLBACK TO`` undoes a ``CREATE``)."""
+    words = first_keywords(sql, 1)
+    return bool(words) and words[0] in _SCHEMA_WORDS
 
 
 _TAIL = re.compile(r"(?:\s+|;|--[^\n]*(?:\n|$)|/\*.*?(?:\*/|$))*", re.S)

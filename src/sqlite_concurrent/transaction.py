@@ -15,7 +15,7 @@ from typing import Any
 
 import apsw
 
-from . import crashpoints, foreign_keys, merge, rowid_keys, waits
+from . import crashpoints, foreign_keys, merge, rowid_keys, savepoints, waits
 from .authorizer import Denied
 from .lockdb import LockDB
 from .locks import Locking
@@ -89,6 +89,8 @@ class WriteTransaction:
         # Rowids written in tables the session records by another key (``rowid_keys``).
         self._keyed: dict[str, rowid_keys.KeyedTable] = {}
         self._keyed_rowids: dict[str, set[int]] = {}
+        self.savepoints = savepoints.Stack(begun_by_savepoint=not begin)
+        self.saved: savepoints.Saved | None = None  # its savepoints, as it moved (``prepare``)
         try:
             if gated:  # an exclusive operation goes first (DESIGN 10)
                 waits.acquire(lockdb, self.txn_id, [("db", "S")], locking["timeout"])
@@ -184,8 +186,11 @@ class WriteTransaction:
             self._schema_version = int.from_bytes(overlay.page1()[40:44], "big")
         return self._schema_version
 
-    def prepare(self, shapes: dict[Any, Any]) -> merge.Pending | None:
+    def prepare(self, shapes: dict[Any, Any], *, moving: bool = False) -> merge.Pending | None:
         """Turn the transaction into a changeset and let go of its private state.
+
+        ``moving``: it goes on on the merger (DESIGN 10), so its open savepoints are captured
+        too (``saved``), and then its rowids are kept as they are (they name rows in those).
 
         Returns ``None`` when it wrote nothing.
         """
@@ -197,10 +202,24 @@ class WriteTransaction:
         self._denied.muted = True
         try:
             changeset = self.session.changeset()
+            keep = moving and bool(self.savepoints.names)
+            pending = self._pending(changeset, shapes, rebase=not keep)
+            if keep:
+                self.saved = savepoints.capture(
+                    self.connection, self.session, self.savepoints.names
+                )
         finally:
             self._denied.muted = False
         self.session.close()
         self.session = None
+        # Page-level validation compares against frames after the snapshot, so the snapshot
+        # (and with it the WAL) stays pinned until the merge is done.
+        self._release_private(keep_snapshot=pending is not None and self.level == "page")
+        return pending
+
+    def _pending(
+        self, changeset: bytes, shapes: dict[Any, Any], *, rebase: bool
+    ) -> merge.Pending | None:
         pending = None
         by_rowid: frozenset[str] = frozenset()
         if self._keyed_rowids and self.snapshot is not None:
@@ -239,11 +258,8 @@ class WriteTransaction:
                     by_rowid=by_rowid,
                     schema_digest=merge.schema_digest(self.connection, self.schema_version),
                 )
-                if self.rebase.pending:
+                if rebase and self.rebase.pending:
                     pending.rebase = self.rebase.result(set(self.changed_tables), self._info_for)
-        # Page-level validation compares against frames after the snapshot, so the snapshot
-        # (and with it the WAL) stays pinned until the merge is done.
-        self._release_private(keep_snapshot=pending is not None and self.level == "page")
         return pending
 
     def _page_check(self) -> merge.PageCheck | None:
