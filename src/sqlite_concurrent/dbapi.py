@@ -1435,9 +1435,10 @@ class Connection(Hooks):
                 self._statement_shapes[sql] = (txn.schema_version, cursor.description)
         if conn is self._merger and self._private is None and statements.may_change_schema(sql):
             self._after_schema_change()
+        if conn is not self._reader or self._private is not None:
+            # The connection's value moves with executemany too; the cursor's does not.
+            self._last_insert_rowid = conn.last_insert_rowid()
         if not many:
-            if conn is not self._reader or self._private is not None:
-                self._last_insert_rowid = conn.last_insert_rowid()
             cursor._lastrowid = self._last_insert_rowid
         # Rows already in a list outlive the transaction connection: nothing to detach.
         cursor._set_rows(rows, on_txn_conn and not materialise and not many)

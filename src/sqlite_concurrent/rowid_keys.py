@@ -48,7 +48,7 @@ class KeyedTable:
         target = f"main.{quote(name)}"
         self.columns = [
             r[1]
-            for r in conn.execute("SELECT * FROM pragma_table_xinfo(?)", (name,))
+            for r in conn.execute("SELECT * FROM pragma_table_xinfo(?, 'main')", (name,))
             if r[6] == 0  # generated columns are not in changesets
         ]
         position = {c: i for i, c in enumerate(self.columns)}
@@ -61,13 +61,13 @@ class KeyedTable:
         self.keys: list[tuple[list[int], str]] = []
         self.primary: tuple[list[int], str] | None = None
         for _, index, unique, origin, _partial in conn.execute(
-            "SELECT * FROM pragma_index_list(?)", (name,)
+            "SELECT * FROM pragma_index_list(?, 'main')", (name,)
         ):
             if not unique:
                 continue
             parts = [
                 (r[1], r[2], r[4])  # cid, name, collation
-                for r in conn.execute("SELECT * FROM pragma_index_xinfo(?)", (index,))
+                for r in conn.execute("SELECT * FROM pragma_index_xinfo(?, 'main')", (index,))
                 if r[5]  # key columns, not the rowid the index stores
             ]
             if any(cid < 0 for cid, _, _ in parts):
@@ -97,13 +97,28 @@ def tables(conn: apsw.Connection, cookie: int) -> dict[str, KeyedTable]:
     found = {
         name: KeyedTable(conn, name)
         for (name,) in conn.execute(
-            "SELECT l.name FROM pragma_table_list AS l WHERE l.schema = 'main' "
-            "AND l.type = 'table' AND NOT l.wr AND EXISTS "
-            "(SELECT 1 FROM pragma_index_list(l.name) AS i WHERE i.origin = 'pk')"
+            # Qualified throughout: an unqualified look-up reads every attached schema too,
+            # and the read lock it takes would keep the application from detaching one.
+            "SELECT m.name FROM main.sqlite_schema AS m WHERE m.type = 'table' AND EXISTS "
+            "(SELECT 1 FROM pragma_index_list(m.name, 'main') AS i WHERE i.origin = 'pk')"
         )
+        if _has_rowid(conn, name)
     }
     _tables[conn] = (cookie, found)
     return found
+
+
+def _has_rowid(conn: apsw.Connection, table: str) -> bool:
+    """Whether ``table`` is a rowid table: its key index then stores the rowid after the key
+    (cid -1), where a WITHOUT ROWID table's stores its other columns."""
+    return (
+        conn.execute(
+            "SELECT 1 FROM pragma_index_list(?, 'main') AS i, pragma_index_xinfo(i.name, 'main') "
+            "AS x WHERE i.origin = 'pk' AND x.key = 0 AND x.cid = -1",
+            (table,),
+        ).fetchone()
+        is not None
+    )
 
 
 def rekey(
