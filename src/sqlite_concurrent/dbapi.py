@@ -220,10 +220,10 @@ class Connection(Hooks):
             error.sqlite_errorcode = apsw.SQLITE_CANTOPEN  # type: ignore[attr-defined]
             error.sqlite_errorname = "SQLITE_CANTOPEN_ISDIR"  # type: ignore[attr-defined]
             raise error
-        foreign.check_open(self.path)
         # Counted before anything opens the file: descriptors of a last close still under
-        # way must close before this connection takes locks on it (DESIGN 6).
-        self._holding = holding.acquire(self.path)
+        # way must close before this connection takes locks on it (DESIGN 6).  Descriptors
+        # another library has on it are looked for then, while no thread of ours has any.
+        self._holding = holding.acquire(self.path, first=foreign.check_open)
         self._holding.track(self._opened)
         # URI filenames in ATTACH work as in the stdlib's SQLite (built with SQLITE_USE_URI).
         self._merger = self._stock(_PRIVATE_FLAGS)

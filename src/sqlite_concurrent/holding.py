@@ -39,6 +39,7 @@ import contextlib
 import os
 import threading
 import weakref
+from collections.abc import Callable
 
 import apsw
 
@@ -227,10 +228,15 @@ def _identity(fd: int) -> tuple[int, int] | None:
     return st.st_dev, st.st_ino
 
 
-def acquire(path: str) -> Holding:
+def acquire(path: str, first: Callable[[str], None] | None = None) -> Holding:
     """Count a connection opening the database at ``path`` (absolute).  Call it before the
     connection opens anything on the file, and :meth:`Holding.leave` once when it closes (or
-    fails to open)."""
+    fails to open).
+
+    ``first`` runs when the process holds nothing of the file yet, while no other thread of
+    ours can be opening or closing it (so every descriptor on it is someone else's); what it
+    raises refuses the open.
+    """
     settle()
     if path in _unusable:
         raise OperationalError(
@@ -243,6 +249,8 @@ def acquire(path: str) -> Holding:
         while True:
             holding = _held.get(path)
             if holding is None:
+                if first is not None:
+                    first(path)
                 holding = _held[path] = Holding(path)
             if not holding._releasing:
                 break
