@@ -293,3 +293,34 @@ def test_ours_a_row_changed_and_changed_back_conflicts_like_any_written_row(
     finally:
         conn.close()
         other.close()
+
+
+@pytest.mark.parametrize("end", ["RELEASE b", "ROLLBACK TO b", "ROLLBACK TO a"])
+def test_savepoints_over_rows_of_a_table_whose_key_is_not_the_rowid(
+    tmp_path, isolation_level, end
+):
+    """Such a table's changes are kept by rowid (``rowid_keys``); its rows at each savepoint,
+    rowids, displaced rows and NULL keys included, move with the transaction as well."""
+    same_as_stdlib(
+        tmp_path,
+        [
+            "CREATE TABLE k(a TEXT, b TEXT, v UNIQUE, PRIMARY KEY (a, b))",
+            "INSERT INTO k VALUES ('x', 'y', 1), ('z', NULL, 2)",
+            "commit",
+            "SAVEPOINT a",
+            "ids: INSERT INTO k VALUES ('p', 'q', 3)",
+            "ids: INSERT OR REPLACE INTO k VALUES ('r', 's', 2)",  # displaces the NULL-key row
+            "SAVEPOINT b",
+            "ids: INSERT INTO k VALUES ('n', NULL, 4)",
+            "UPDATE k SET rowid = 50 WHERE a = 'x'",
+            "DELETE FROM k WHERE a = 'p'",
+            "CREATE TABLE t(x)",
+            "SELECT rowid, * FROM k ORDER BY rowid",
+            end,
+            "SELECT rowid, * FROM k ORDER BY rowid",
+            "RELEASE a",
+            "commit",
+            "SELECT rowid, * FROM k ORDER BY rowid",
+        ],
+        isolation_level=isolation_level,
+    )

@@ -128,8 +128,9 @@ def rekey(
     *,
     txn_conn: apsw.Connection,
     snapshot_conn: apsw.Connection,
-) -> bytes:
-    """``changeset`` with the changes to ``keyed`` tables rebuilt by rowid (module docstring).
+) -> tuple[bytes, dict[str, set[int]]]:
+    """``changeset`` with the changes to ``keyed`` tables rebuilt by rowid (module docstring),
+    and every rowid of theirs the transaction touched, displaced rows included.
 
     ``touched``: rowids the update hook reported, per keyed table; ``txn_conn`` still has the
     transaction open and ``snapshot_conn`` its snapshot.
@@ -154,7 +155,7 @@ def rekey(
     out = bytearray(others.output())
     for name in sorted(rowids):
         _encode_table(out, keyed[name], rowids[name], txn_conn, snapshot_conn)
-    return bytes(out)
+    return bytes(out), rowids
 
 
 def _encode_table(

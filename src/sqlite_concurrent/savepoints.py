@@ -135,6 +135,11 @@ class Stack:
         return self.begun_by_savepoint and not self.names
 
 
+# Rows of tables whose changes a changeset cannot carry with their rowids (``rowid_keys``), by
+# table and rowid (None: no row there), as they stood at a point of the transaction.
+KeyedRows = dict[tuple[Any, int], Any]
+
+
 @dataclass
 class Level:
     """One open savepoint: the changes from the snapshot up to where it began."""
@@ -142,6 +147,7 @@ class Level:
     name: str
     changeset: bytes
     sequences: dict[str, int]
+    keyed: KeyedRows = field(default_factory=dict)
 
 
 @dataclass
@@ -150,6 +156,8 @@ class Saved:
 
     levels: list[Level] = field(default_factory=list)
     sequences: dict[str, int] = field(default_factory=dict)  # at the end of its work so far
+    keyed: KeyedRows = field(default_factory=dict)  # likewise
+    keyed_tables: Any = None  # ``rowid_keys.KeyedTable`` by name, for the rows in ``keyed``
 
 
 def sequences(conn: apsw.Connection) -> dict[str, int]:
@@ -160,15 +168,34 @@ def sequences(conn: apsw.Connection) -> dict[str, int]:
     return dict(conn.execute("SELECT name, seq FROM main.sqlite_sequence"))
 
 
-def capture(conn: apsw.Connection, session: apsw.Session, names: list[str]) -> Saved:
+def capture(
+    conn: apsw.Connection,
+    session: apsw.Session,
+    names: list[str],
+    keyed: Any = None,
+    rowids: dict[str, set[int]] | None = None,
+) -> Saved:
     """On the transaction connection, at the end of its work: the state at each savepoint.
+
+    ``keyed`` and ``rowids``: the ``rowid_keys`` tables the transaction wrote and the rowids
+    it touched in them; their rows are kept as they are, not as changesets.
 
     Leaves the connection rolled back to the outermost savepoint; the caller rolls it all back.
     """
-    saved = Saved(sequences=sequences(conn))
+
+    def keyed_rows() -> KeyedRows:
+        return {
+            (name, rowid): conn.execute(keyed[name].select, (rowid,)).fetchone()
+            for name, ids in (rowids or {}).items()
+            for rowid in ids
+        }
+
+    saved = Saved(sequences=sequences(conn), keyed=keyed_rows(), keyed_tables=keyed)
     for at in range(len(names) - 1, -1, -1):
         conn.execute(f"ROLLBACK TO {quote(names[at])}")
-        saved.levels.append(Level(names[at], session.changeset(), sequences(conn)))
+        saved.levels.append(
+            Level(names[at], session.changeset(), sequences(conn), keyed_rows())
+        )
         if at:
             # The next ROLLBACK TO of the same name must reach the savepoint below this one.
             conn.execute(f"RELEASE {quote(names[at])}")
@@ -188,17 +215,50 @@ def restore(conn: apsw.Connection, applied: bytes, saved: Saved, base: dict[str,
     if conn.config(apsw.SQLITE_DBCONFIG_ENABLE_TRIGGER, -1):
         conn.config(apsw.SQLITE_DBCONFIG_ENABLE_TRIGGER, 0)  # changesets hold trigger effects
     current = applied
-    for level in [*saved.levels, Level("", applied, saved.sequences)]:
+    skip = frozenset(saved.keyed_tables or ())
+    rows = saved.keyed
+    for level in [*saved.levels, Level("", applied, saved.sequences, saved.keyed)]:
         if level.changeset != current:
-            _apply(conn, apsw.Changeset.invert(current))
-            _apply(conn, level.changeset)
+            _apply(conn, apsw.Changeset.invert(current), skip)
+            _apply(conn, level.changeset, skip)
             current = level.changeset
+        if level.keyed != rows:
+            _set_rows(conn, saved.keyed_tables, rows, level.keyed)
+            rows = level.keyed
         _set_sequences(conn, base, level.sequences)
         if level.name:
             conn.execute(f"SAVEPOINT {quote(level.name)}")
 
 
-def _apply(conn: apsw.Connection, changeset: bytes) -> None:
+def _set_rows(conn: apsw.Connection, tables: Any, have: KeyedRows, want: KeyedRows) -> None:
+    """Put the transaction's rows of ``rowid_keys`` tables as they were at a savepoint.  Plain
+    statements, no REPLACE: a row of another transaction in the way is a conflict."""
+    changed = [(key, row) for key, row in want.items() if row != have.get(key)]
+    for (name, rowid), row in changed:  # rows gone first, so their keys are free
+        if row is None:
+            conn.execute(f"DELETE FROM main.{quote(name)} WHERE _rowid_ = ?", (rowid,))
+    for (name, rowid), row in changed:
+        if row is None:
+            continue
+        table = tables[name]
+        cols = ", ".join(quote(c) for c in table.columns)
+        marks = ", ".join("?" * (len(table.columns) + 1))
+        try:
+            if have.get((name, rowid)) is not None:
+                sets = ", ".join(f"{quote(c)} = ?" for c in table.columns)
+                conn.execute(
+                    f"UPDATE main.{quote(name)} SET {sets} WHERE _rowid_ = ?", (*row, rowid)
+                )
+            else:
+                conn.execute(
+                    f"INSERT INTO main.{quote(name)}(_rowid_, {cols}) VALUES ({marks})",
+                    (rowid, *row),
+                )
+        except apsw.ConstraintError:
+            raise conflict(name, (rowid,), "constraint") from None
+
+
+def _apply(conn: apsw.Connection, changeset: bytes, skip: frozenset[str] = frozenset()) -> None:
     if not changeset:
         return
     found: list[Any] = []
@@ -217,7 +277,11 @@ def _apply(conn: apsw.Connection, changeset: bytes) -> None:
 
     try:
         apsw.Changeset.apply(
-            changeset, conn, conflict=on_conflict, flags=apsw.SQLITE_CHANGESETAPPLY_FKNOACTION
+            changeset,
+            conn,
+            filter=(lambda table: table not in skip) if skip else None,
+            conflict=on_conflict,
+            flags=apsw.SQLITE_CHANGESETAPPLY_FKNOACTION,
         )
     except (apsw.AbortError, apsw.ConstraintError):  # the latter after a foreign key
         if found:

@@ -205,8 +205,9 @@ class WriteTransaction:
             keep = moving and bool(self.savepoints.names)
             pending = self._pending(changeset, shapes, rebase=not keep)
             if keep:
+                keyed = {name: self._keyed[name] for name in self._keyed_rowids}
                 self.saved = savepoints.capture(
-                    self.connection, self.session, self.savepoints.names
+                    self.connection, self.session, self.savepoints.names, keyed, self._keyed_rowids
                 )
         finally:
             self._denied.muted = False
@@ -223,7 +224,7 @@ class WriteTransaction:
         pending = None
         by_rowid: frozenset[str] = frozenset()
         if self._keyed_rowids and self.snapshot is not None:
-            changeset = rowid_keys.rekey(
+            changeset, self._keyed_rowids = rowid_keys.rekey(
                 changeset,
                 self._keyed_rowids,
                 self._keyed,
