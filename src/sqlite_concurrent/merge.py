@@ -7,6 +7,7 @@ if and only if its marker row exists.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import struct
 import time
@@ -355,26 +356,20 @@ def apply_one(conn: apsw.Connection, pending: Pending) -> None:
     # With ``planned`` None: the changes ``Changeset.apply`` cannot take, as statements.
     by_rowid: list[replay.Step] = []
     if planned is None and pending.changeset:
-        changes = pending.rows.changes if pending.rows is not None else None
         rows = pending.rows.rows if pending.rows else None
-        plan = replay.plan(
+        plan = functools.partial(
+            replay.plan,
             conn,
             pending.changeset,
             cookie=schema_version,
             foreign_keys=pending.foreign_keys,
-            changes=changes,
+            changes=pending.rows.changes if pending.rows is not None else None,
         )
-        if plan is not None:
-            planned = replay.steps(plan, rows)
+        whole = plan()
+        if whole is not None:
+            planned = replay.steps(whole, rows)
         elif pending.by_rowid:
-            only = replay.plan(
-                conn,
-                pending.changeset,
-                cookie=schema_version,
-                foreign_keys=pending.foreign_keys,
-                changes=changes,
-                only=pending.by_rowid,
-            )
+            only = plan(only=pending.by_rowid)
             assert only is not None
             by_rowid = replay.steps(only, rows)
     if planned is None or pending.rows is None:
