@@ -108,3 +108,21 @@ def test_foreign_keys_between_keyed_and_plain_tables(tmp_path):
         return errors, conn.execute("SELECT * FROM child").fetchall()
 
     _both(tmp_path, work)
+
+
+def test_a_column_named_rowid_keeps_the_table_writable(tmp_path):
+    """Such a column hides the rowid from statements, so that table's changes stay keyed by
+    its primary key; writing it (and every other table) still works."""
+
+    def work(conn):
+        conn.execute("CREATE TABLE t (k TEXT PRIMARY KEY, _rowid_ INT)")
+        conn.execute("CREATE TABLE u (k TEXT PRIMARY KEY)")
+        conn.commit()
+        conn.execute("INSERT INTO t VALUES ('a', 5)")
+        conn.execute("INSERT INTO u VALUES ('b')")
+        conn.commit()
+        return conn.execute("SELECT * FROM t").fetchall(), conn.execute(
+            "SELECT * FROM u"
+        ).fetchall()
+
+    assert _both(tmp_path, work) == ([("a", 5)], [("b",)])

@@ -52,9 +52,9 @@ class KeyedTable:
             if r[6] == 0  # generated columns are not in changesets
         ]
         position = {c: i for i, c in enumerate(self.columns)}
-        if ROWID in {c.lower() for c in self.columns}:
-            # Then ``_rowid_`` names the column and the merge could not address the rowid.
-            raise apsw.SQLError(f"table {name!r} has a column named {ROWID}")
+        # A column named ``_rowid_`` hides the rowid from the merge's statements: such a table
+        # stays with the session's record by key.
+        self.addressable = ROWID not in {c.lower() for c in self.columns}
         cols = ", ".join(quote(c) for c in self.columns)
         self.select = f"SELECT {cols} FROM {target} WHERE {ROWID} = ?"
         # Each unique key: its columns' positions and the lookup of a row by it.
@@ -95,14 +95,18 @@ def tables(conn: apsw.Connection, cookie: int) -> dict[str, KeyedTable]:
     if known is not None and known[0] == cookie:
         return known[1]
     found = {
-        name: KeyedTable(conn, name)
-        for (name,) in conn.execute(
-            # Qualified throughout: an unqualified look-up reads every attached schema too,
-            # and the read lock it takes would keep the application from detaching one.
-            "SELECT m.name FROM main.sqlite_schema AS m WHERE m.type = 'table' AND EXISTS "
-            "(SELECT 1 FROM pragma_index_list(m.name, 'main') AS i WHERE i.origin = 'pk')"
+        table.name: table
+        for table in (
+            KeyedTable(conn, name)
+            for (name,) in conn.execute(
+                # Qualified throughout: an unqualified look-up reads every attached schema too,
+                # and the read lock it takes would keep the application from detaching one.
+                "SELECT m.name FROM main.sqlite_schema AS m WHERE m.type = 'table' AND EXISTS "
+                "(SELECT 1 FROM pragma_index_list(m.name, 'main') AS i WHERE i.origin = 'pk')"
+            )
+            if _has_rowid(conn, name)
         )
-        if _has_rowid(conn, name)
+        if table.addressable
     }
     _tables[conn] = (cookie, found)
     return found
