@@ -301,12 +301,26 @@ def baseline(
 _QUOTED = re.compile(r"(?<!\w)('[^']*'|\"[^\"]*\")(?!\w)")  # not the "'" of "can't"
 _NUMBER = re.compile(r"\b0x[0-9a-fA-F]+\b|\b\d+(\.\d+)?\b")
 _TAIL_NAME = re.compile(r"(: )[\w.\[\]`\"'()-]+$")  # "no such table: main.foo"
+_MODULE = re.compile(r"\b(?:\w+\.)+(\w*(?:Error|Exception|Warning))\b")  # the class alone
 _PATH = re.compile(r"(/[\w.@+-]+){2,}")
 
 
+# An exception shown inside an assertion, e.g. click's <Result OperationalError('...')>.
+_EMBEDDED = re.compile(r"\b(\w*(?:Error|Exception))\((['\"])(.*?)\2\)")
+# Signs of one known difference that assertion messages show in many shapes.
+_SIGNS = {"_sqlite_con": "a _sqlite_concurrent_* table shows in the schema"}
+
+
 def cause(message: str) -> str:
-    """The message with names, numbers and paths taken out, to group failures by."""
-    text = _PATH.sub("<path>", message.strip())
+    """The gist of a message, names, numbers and paths taken out, to group failures by."""
+    for sign, label in _SIGNS.items():
+        if sign in message:
+            return label
+    embedded = _EMBEDDED.search(message)
+    first = message.strip().splitlines()[0] if message.strip() else ""
+    if embedded and not _EMBEDDED.match(first):
+        first = f"{embedded.group(1)}: {embedded.group(3)}"
+    text = _MODULE.sub(r"\1", _PATH.sub("<path>", first.strip()))
     text = _QUOTED.sub("<x>", text)
     text = _TAIL_NAME.sub(r"\1<x>", text)
     text = _NUMBER.sub("<n>", text)
@@ -420,7 +434,8 @@ def main(doc: str, runner: str, release: Release) -> None:
             print(f"  {c['count']:>5}  {c['cause']}")
         if args.failures:
             for r in result["regressions"]:
-                print(f"  {r['outcome'].upper()} {r['id']}: {r['message'][:300]}")
+                message = " / ".join(r["message"].splitlines())[:300]
+                print(f"  {r['outcome'].upper()} {r['id']}: {message}")
         sys.stdout.flush()
     if args.json:
         args.json.write_text(json.dumps(report, indent=1) + "\n")

@@ -34,12 +34,13 @@ def emit(event: str, test_id: str, **fields: Any) -> None:
 
 
 def end(test_id: str, outcome: str, message: str = "", traceback: str = "") -> None:
-    fields: dict[str, Any] = {"outcome": outcome, "message": first_line(message)}
+    fields: dict[str, Any] = {"outcome": outcome, "message": head(message)}
     if traceback:
         fields["traceback"] = traceback[-TRACEBACK_CHARS:]
     emit("end", test_id, **fields)
 
 
-def first_line(text: str) -> str:
-    lines = [line for line in str(text).strip().splitlines() if line.strip()]
-    return lines[0].strip() if lines else ""
+def head(text: str, lines: int = 8, chars: int = 800) -> str:
+    """The start of a message: an assertion's explanation follows its first line."""
+    kept = [line.rstrip() for line in str(text).strip().splitlines() if line.strip()]
+    return "\n".join(kept[:lines])[:chars]
