@@ -1,6 +1,6 @@
 """Run sqlite-utils' own test suite with sqlite_concurrent in place of ``sqlite3``.
 
-    python tools/sqlite_utils_suite.py [--stdlib] [--json PATH] [--suite NAME]
+    python tools/sqlite_utils_suite.py [--stdlib] [--json PATH] [--suite NAME] [--failures]
                                        [--fresh-baseline] [--timeout S]
 
 e.g. ``/work/main/.venv/bin/python tools/sqlite_utils_suite.py --json sqlite-utils.json``.
