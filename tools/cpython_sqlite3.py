@@ -10,26 +10,11 @@ refusal hides everything else those tests would find.
 
 How the tests are pointed at our module
 ---------------------------------------
-The test modules only ever ``import sqlite3`` (as ``sqlite``) and look everything up on that
-module object, so replacing ``sys.modules["sqlite3"]`` before they are imported is enough.
-What is aliased, and why:
-
-* ``sqlite3`` -> ``sqlite_concurrent``: the name every test module imports.  sqlite_concurrent
-  is imported first: it does ``import sqlite3 as _stdlib`` itself (and its exceptions subclass
-  the stdlib's), so it must bind the real module before the alias hides it.
-* ``sqlite3.dbapi2`` -> ``sqlite_concurrent.dbapi2``: the same API under the stdlib's other
-  name.  The 3.11 tests do not use it, but left alone ``from sqlite3.dbapi2 import connect``
-  would silently test the stdlib.
-* ``sqlite3.dump`` is *not* aliased, but imported (the real one) before the alias: it is the
-  stdlib's private iterdump helper, which only the stdlib's C ``Connection.iterdump()``
-  imports, lazily and by name; after the alias that import would search our package instead.
-  The tests only reach dumping through ``connection.iterdump()``, i.e. through our code.
-* ``_sqlite3`` is left alone: the package only imports it to skip itself if SQLite is absent.
-
-The alias is installed by a generated ``sitecustomize`` on the workers' PYTHONPATH rather than
-in the worker's code, so that a Python a test starts itself gets it too
-(``MultiprocessTests`` runs ``import sqlite3`` in a child interpreter that must lock the same
-file as the parent).
+Through ``tools/swap.py``: a generated ``sitecustomize`` on the workers' PYTHONPATH aliases
+``sqlite3`` (and ``sqlite3.dbapi2``) to sqlite_concurrent before the tests import it, so that a
+Python a test starts itself gets it too (``MultiprocessTests`` runs ``import sqlite3`` in a child
+interpreter that must lock the same file as the parent).  Its docstring says what is aliased
+and why.
 
 Several test modules read module attributes at import time (``test_dbapi``'s ``cx_limit`` has
 ``sqlite.SQLITE_LIMIT_SQL_LENGTH`` as a default argument, and six modules import it), so one
@@ -65,18 +50,10 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import swap
+
 PACKAGE = "test.test_sqlite3"
 OUTCOMES = ("passed", "failed", "errors", "skipped")
-
-SITECUSTOMIZE = """\
-import sys
-import sqlite3 as stdlib_sqlite3  # the worker lends from it while the tests are imported
-import sqlite3.dump  # the real one, before the alias hides the stdlib package
-import sqlite_concurrent  # before the alias: it imports the real sqlite3 for itself
-sys.modules["sqlite3"] = sqlite_concurrent
-sys.modules["sqlite3.dbapi2"] = sqlite_concurrent.dbapi2
-"""
-
 
 # -- worker: runs one test module, streaming one JSON line per event ------------------------
 
@@ -345,8 +322,7 @@ def main() -> None:
         return
     names = test_modules()
     with tempfile.TemporaryDirectory(prefix="cpython_sqlite3-") as tmp:
-        (Path(tmp) / "shim").mkdir()
-        (Path(tmp) / "shim" / "sitecustomize.py").write_text(SITECUSTOMIZE)
+        swap.write_shim(Path(tmp) / "shim", swap=True)
         with concurrent.futures.ThreadPoolExecutor(args.jobs) as pool:
             runs = pool.map(lambda m: run_module(m, Path(tmp), args), names)
             modules = dict(zip(names, runs, strict=True))
