@@ -1149,6 +1149,8 @@ class Connection(Hooks):
     def _run_in_txn(self, cursor: Cursor, sql: str, parameters: Any, many: bool, kind: str) -> None:
         txn = self._txn
         assert txn is not None
+        if many:  # shared with the run on the merger below, should it come to that
+            parameters = _Remaining(parameters)
         try:
             self._run(cursor, txn.connection, sql, parameters, many, True, kind)
         except _NeedsExclusive:
@@ -1349,6 +1351,8 @@ class Connection(Hooks):
                 if materialise:
                     rows = self._ran_to_completion(rows, cursor, conn, kind)
             else:
+                if many and not isinstance(parameters, _Remaining):
+                    parameters = _Remaining(parameters)  # a retry goes on where it stopped
                 for _ in range(100):
                     raw_description.clear()
                     self._table_sets.collecting.clear()
@@ -1468,12 +1472,11 @@ class Connection(Hooks):
         parameters: Any,
         can_cache: bool,
     ) -> Iterator[tuple[Any, ...]]:
-        count = 0
         for params in parameters:
             for _ in acur.execute(sql, params, can_cache=can_cache):
                 pass
-            count += conn.changes()
-        cursor.rowcount = count
+            parameters.count += conn.changes()
+        cursor.rowcount = parameters.count
         return _NO_ROWS
 
     def _after_txn_error(self, on_txn_conn: bool) -> None:
@@ -1491,6 +1494,32 @@ class Statement:
 
     def __new__(cls, *args: Any, **kwargs: Any) -> Statement:
         raise TypeError(f"cannot create '{cls.__module__}.{cls.__qualname__}' instances")
+
+
+class _Remaining:
+    """The parameter sets of an ``executemany`` not yet run, across retries of the statement.
+
+    A retry (``locks.Reprepare``) is signalled from the exec trace, before SQLite runs the set
+    at hand: the sets before it ran and stay done, so running them again would insert their
+    rows twice.  (``locks.Restart`` only comes at the first set, whose tables need locks.)
+    """
+
+    _NONE: Any = object()
+
+    def __init__(self, parameters: Iterable[Any]) -> None:
+        self._sets = iter(parameters)
+        self._current = self._NONE
+        self.count = 0  # rows changed by the sets done
+
+    def __iter__(self) -> Iterator[Any]:
+        while True:
+            if self._current is self._NONE:
+                try:
+                    self._current = next(self._sets)
+                except StopIteration:
+                    return
+            yield self._current
+            self._current = self._NONE  # reached only once the set has run
 
 
 class _NeedsExclusive(Exception):  # noqa: N818 - a signal, not an error
