@@ -51,7 +51,7 @@ class Exclusive:
         try:
             conn.execute("BEGIN IMMEDIATE")
             try:
-                base = savepoints.sequences(conn) if saved is not None else {}
+                base = merge.counters(conn) if saved is not None else {}
                 if pending is not None:
                     merge.apply_one(conn, pending)
                 if saved is not None:

@@ -188,17 +188,21 @@ def sequences(
     And applying a change does not always advance a counter as the transaction did: an UPDATE
     of a rowid is applied as a DELETE and an INSERT, which advances it; SQLite's UPDATE does not.
     """
-    has_table = txn_conn.execute(
-        "SELECT 1 FROM sqlite_schema WHERE name = 'sqlite_sequence'"
-    ).fetchone()
-    if not has_table:
+    now = counters(txn_conn)
+    if not now:
         return []
-    before = dict(snapshot_conn.execute("SELECT name, seq FROM sqlite_sequence"))
+    before = counters(snapshot_conn)
     return [
-        (name, seq)
-        for name, seq in txn_conn.execute("SELECT name, seq FROM sqlite_sequence")
-        if seq > before.get(name, 0) or name in changed
+        (name, seq) for name, seq in now.items() if seq > before.get(name, 0) or name in changed
     ]
+
+
+def counters(conn: apsw.Connection) -> dict[str, int]:
+    """``sqlite_sequence`` as ``conn`` sees it (AUTOINCREMENT counters), empty without one."""
+    exists = "SELECT 1 FROM main.sqlite_schema WHERE name = 'sqlite_sequence'"
+    if not conn.execute(exists).fetchone():
+        return {}
+    return dict(conn.execute("SELECT name, seq FROM main.sqlite_sequence"))
 
 
 _digests: weakref.WeakKeyDictionary[apsw.Connection, tuple[int, bytes]] = (
@@ -380,9 +384,7 @@ def apply_one(conn: apsw.Connection, pending: Pending) -> None:
                     raise conflict(images.table, key, "data" if now is not None else "notfound")
     # What the counters were before this apply: it may advance them where the transaction
     # did not (see ``sequences``).
-    counters = (
-        dict(conn.execute("SELECT name, seq FROM sqlite_sequence")) if pending.sequences else {}
-    )
+    before = counters(conn) if pending.sequences else {}
     found: list[ConflictError] = []
     held: list[tuple[str, int, tuple[Any, ...], int, tuple[int, ...]]] = []
     # Auto-assigned rowids nobody observed (DESIGN 13).  If another commit has since taken any
@@ -456,7 +458,7 @@ def apply_one(conn: apsw.Connection, pending: Pending) -> None:
     if held:
         _insert_afresh(conn, held)
     for name, seq in pending.sequences:
-        seq = max(seq, counters.get(name, 0))
+        seq = max(seq, before.get(name, 0))
         conn.execute("UPDATE sqlite_sequence SET seq = ? WHERE name = ?", (seq, name))
         if not conn.changes():
             conn.execute("INSERT INTO sqlite_sequence(name, seq) VALUES (?, ?)", (name, seq))

@@ -32,7 +32,7 @@ from typing import Any
 import apsw
 
 from .errors import NotSupportedError
-from .merge import conflict
+from .merge import conflict, counters
 from .replay import quote
 
 _TOKEN = re.compile(
@@ -160,14 +160,6 @@ class Saved:
     keyed_tables: Any = None  # ``rowid_keys.KeyedTable`` by name, for the rows in ``keyed``
 
 
-def sequences(conn: apsw.Connection) -> dict[str, int]:
-    """``sqlite_sequence`` as it stands (AUTOINCREMENT counters)."""
-    exists = "SELECT 1 FROM main.sqlite_schema WHERE name = 'sqlite_sequence'"
-    if not conn.execute(exists).fetchone():
-        return {}
-    return dict(conn.execute("SELECT name, seq FROM main.sqlite_sequence"))
-
-
 def capture(
     conn: apsw.Connection,
     session: apsw.Session,
@@ -190,11 +182,11 @@ def capture(
             for rowid in ids
         }
 
-    saved = Saved(sequences=sequences(conn), keyed=keyed_rows(), keyed_tables=keyed)
+    saved = Saved(sequences=counters(conn), keyed=keyed_rows(), keyed_tables=keyed)
     for at in range(len(names) - 1, -1, -1):
         conn.execute(f"ROLLBACK TO {quote(names[at])}")
         saved.levels.append(
-            Level(names[at], session.changeset(), sequences(conn), keyed_rows())
+            Level(names[at], session.changeset(), counters(conn), keyed_rows())
         )
         if at:
             # The next ROLLBACK TO of the same name must reach the savepoint below this one.
@@ -291,7 +283,7 @@ def _apply(conn: apsw.Connection, changeset: bytes, skip: frozenset[str] = froze
 
 def _set_sequences(conn: apsw.Connection, base: dict[str, int], want: dict[str, int]) -> None:
     """Each counter as the transaction had it, never below where others had taken it."""
-    now = sequences(conn)
+    now = counters(conn)
     target = {name: max(base.get(name, 0), want.get(name, 0)) for name in {*base, *want}}
     for name in now.keys() - target.keys():
         conn.execute("DELETE FROM main.sqlite_sequence WHERE name = ?", (name,))
