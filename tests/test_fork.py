@@ -167,9 +167,7 @@ def test_the_child_closing_an_inherited_connection_leaves_the_parent_undisturbed
     for i in range(4, 10):
         conn.execute("INSERT INTO t VALUES (?, 'parent')", (i,))
         conn.commit()
-    assert _fresh_process_rows(db_path, "SELECT id FROM t ORDER BY id") == [
-        (i,) for i in range(10)
-    ]
+    assert _fresh_process_rows(db_path, "SELECT id FROM t ORDER BY id") == [(i,) for i in range(10)]
     conn.close()
     assert integrity_ok(db_path)
 

@@ -199,7 +199,7 @@ def test_row_waiter_conflicts_if_holder_commits_and_proceeds_if_it_rolls_back(
     thread.join(30)
     final = stock_apsw(db_path).execute("SELECT v FROM t").fetchone()
     if holder_commits:
-        assert outcome["result"] == ("data", "t", (1,), False)
+        assert outcome["result"] == ("data", "t", (1,), True)  # to be rolled back
         assert final == (1,)
     else:
         assert outcome["result"] == "committed"

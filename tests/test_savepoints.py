@@ -296,9 +296,7 @@ def test_ours_a_row_changed_and_changed_back_conflicts_like_any_written_row(
 
 
 @pytest.mark.parametrize("end", ["RELEASE b", "ROLLBACK TO b", "ROLLBACK TO a"])
-def test_savepoints_over_rows_of_a_table_whose_key_is_not_the_rowid(
-    tmp_path, isolation_level, end
-):
+def test_savepoints_over_rows_of_a_table_whose_key_is_not_the_rowid(tmp_path, isolation_level, end):
     """Such a table's changes are kept by rowid (``rowid_keys``); its rows at each savepoint,
     rowids, displaced rows and NULL keys included, move with the transaction as well."""
     same_as_stdlib(

@@ -155,9 +155,7 @@ def ours(ours_factory):
 
 
 def marker_count(conn):
-    exists = conn.execute(
-        "SELECT 1 FROM sqlite_schema WHERE name = ?", (MARKER_TABLE,)
-    ).fetchone()
+    exists = conn.execute("SELECT 1 FROM sqlite_schema WHERE name = ?", (MARKER_TABLE,)).fetchone()
     return conn.execute(f"SELECT count(*) FROM {MARKER_TABLE}").fetchone()[0] if exists else 0
 
 

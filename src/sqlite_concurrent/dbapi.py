@@ -153,6 +153,10 @@ class Connection(Hooks):
         self._thread = threading.get_ident()
         self._txn: WriteTransaction | None = None
         self._exclusive: exclusive.Exclusive | None = None  # the open transaction went exclusive
+        # A conflict or lock timeout rolled the application's open transaction back: until
+        # the application ends it, statements fail instead of starting a new transaction
+        # that a later commit() would commit without the work before the error.
+        self._aborted: errors.OperationalError | None = None
         self._txn_conn: apsw.Connection | None = None
         self._txn_cursors: weakref.WeakSet[Cursor] = weakref.WeakSet()
         # Cursors part-way through a SELECT on the reader: its read transaction stays open
@@ -397,6 +401,7 @@ class Connection(Hooks):
             holding.close_all(self._opened)  # SQLite rolls an open transaction back
             return
         assert self._holding is not None
+        self._aborted = None
         try:
             if self._txn is not None:
                 self._rollback_txn()
@@ -479,7 +484,20 @@ class Connection(Hooks):
     def _in_txn(self) -> bool:
         if self._private is not None:
             return not self._private.get_autocommit()
-        return self._txn is not None
+        return self._txn is not None or self._aborted is not None
+
+    def _abort_txn(self, error: errors.OperationalError) -> None:
+        """Roll the open transaction back on the application's behalf (it is doomed, and its
+        locks are wanted) and remember why until the application ends it."""
+        self._rollback_txn()
+        self._aborted = error
+
+    def _end_aborted(self, *, commit: bool) -> None:
+        """End a transaction :meth:`_abort_txn` rolled back: a rollback is what already
+        happened; a commit fails, since nothing of it can be committed."""
+        error, self._aborted = self._aborted, None
+        if commit and error is not None:
+            raise errors.still_aborted(error, "nothing was committed")
 
     def _begin(
         self, *, by_savepoint: bool = False, immediate: bool | None = None
@@ -611,8 +629,8 @@ class Connection(Hooks):
         try:
             txn.ensure_registered()
             exclusive.wait_for_db(self._lockdb, txn.txn_id, self.timeout)
-        except ConflictError:  # a deadlock victim: doomed, so free its locks for the others
-            self._rollback_txn()
+        except ConflictError as e:  # a deadlock victim: doomed, so free its locks for the others
+            self._abort_txn(e)
             raise
         self._detach_cursors()
         try:
@@ -701,6 +719,8 @@ class Connection(Hooks):
         self._check()
         if self._private is not None:
             self._end_private("COMMIT")
+        elif self._aborted is not None:
+            self._end_aborted(commit=True)
         elif self._txn is not None:
             self._commit_txn()
 
@@ -708,6 +728,8 @@ class Connection(Hooks):
         self._check()
         if self._private is not None:
             self._end_private("ROLLBACK")
+        elif self._aborted is not None:
+            self._end_aborted(commit=False)
         elif self._txn is not None:
             self._rollback_txn()
 
@@ -798,6 +820,8 @@ class Connection(Hooks):
     def _blob_write(self, where: tuple[str, str, str, int], offset: int, data: bytes) -> None:
         """A write through a blob handle of a shared database: inside the open transaction,
         or in one of its own."""
+        if self._aborted is not None:
+            raise errors.still_aborted(self._aborted, "roll it back before the next write")
         own = self._txn is None
         if own:
             self._begin()
@@ -812,8 +836,10 @@ class Connection(Hooks):
             finally:
                 blob.close()
         except BaseException:
-            if own and self._txn is not None:
-                self._rollback_txn()
+            if own:
+                self._aborted = None  # the write was the whole transaction
+                if self._txn is not None:
+                    self._rollback_txn()
             raise
         if own:
             self._commit_txn()
@@ -944,6 +970,11 @@ class Connection(Hooks):
         if self._private is not None:
             self._execute_private(cursor, self._private, sql, parameters, many, kind)
             return
+        if self._aborted is not None:
+            if kind in ("commit", "rollback"):
+                self._end_aborted(commit=kind == "commit")
+                return
+            raise errors.still_aborted(self._aborted, "roll it back before the next statement")
         if kind == "begin":
             if self._txn is not None:
                 raise OperationalError("cannot start a transaction within a transaction")
@@ -987,6 +1018,7 @@ class Connection(Hooks):
                     cursor._detach_from_txn()
                     self._commit_txn()
                 except BaseException:
+                    self._aborted = None  # the statement was the whole transaction
                     if self._txn is not None:
                         self._rollback_txn()
                     raise
@@ -1398,15 +1430,15 @@ class Connection(Hooks):
             if conn is self._reader and reason is not None and self._private is None:
                 raise  # our read-only guard: the caller runs it as an exclusive operation
             raise translate(e) from e
-        except ConflictError:
+        except ConflictError as e:
             # Doomed (stale snapshot, or a deadlock victim): free its locks for the others now.
             if self._txn is not None and on_txn_conn:
-                self._rollback_txn()
+                self._abort_txn(e)
             raise
-        except LockTimeoutError:
+        except LockTimeoutError as e:
             # Row locks are taken after the statement ran; it cannot be undone alone.
             if self._txn is not None and on_txn_conn and not table_level:
-                self._rollback_txn()
+                self._abort_txn(e)
             raise
         except apsw.Error as e:
             self._after_txn_error(on_txn_conn)

@@ -6,6 +6,7 @@ Every class subclasses its stdlib ``sqlite3`` namesake, so existing
 
 from __future__ import annotations
 
+import copy
 import sqlite3
 from typing import Any
 
@@ -140,6 +141,15 @@ class LockTimeoutError(OperationalError):
 
 def _rebuild_timeout(message: str, resource: str, holder_pid: int) -> LockTimeoutError:
     return LockTimeoutError(message, resource=resource, holder_pid=holder_pid)
+
+
+def still_aborted(error: OperationalError, advice: str) -> OperationalError:
+    """The error that rolled a transaction back, again, for a statement or commit that came
+    after it: same class and attributes (a retry loop catches it as it caught the first)."""
+    again = copy.copy(error)
+    again.args = (f"the transaction was rolled back by an earlier error ({error}); {advice}",)
+    again.__traceback__ = None
+    return again
 
 
 def _rebuild_conflict(

@@ -185,9 +185,7 @@ def capture(
     saved = Saved(sequences=counters(conn), keyed=keyed_rows(), keyed_tables=keyed)
     for at in range(len(names) - 1, -1, -1):
         conn.execute(f"ROLLBACK TO {quote(names[at])}")
-        saved.levels.append(
-            Level(names[at], session.changeset(), counters(conn), keyed_rows())
-        )
+        saved.levels.append(Level(names[at], session.changeset(), counters(conn), keyed_rows()))
         if at:
             # The next ROLLBACK TO of the same name must reach the savepoint below this one.
             conn.execute(f"RELEASE {quote(names[at])}")

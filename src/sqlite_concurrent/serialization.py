@@ -84,6 +84,7 @@ def _become_private(connection: Connection, memory: apsw.Connection) -> None:
     """Leave the shared database (as ``close`` does) and go on with ``memory`` alone, keeping
     what the application set on the connection."""
     in_transaction = connection._txn is not None
+    connection._aborted = None
     if in_transaction:
         connection._rollback_txn()
     for cursor in list(connection._reader_cursors):

@@ -139,7 +139,7 @@ class WalFiles:
                 files = cls._by_key.get(key)
                 if files is None:
                     files = cls(path)
-                    files.refresh()
+                    files._refresh()
                     cls._by_key[key] = files
         return files
 
@@ -157,7 +157,7 @@ class WalFiles:
             if files is None or files.identity != identity:
                 # The old file's connections keep the old descriptors until the process lets go.
                 files = cls._by_key[key] = cls(path)
-            files.refresh()
+            files._refresh()
         return files
 
     @classmethod
@@ -185,16 +185,19 @@ class WalFiles:
             found = cls._by_key.get(key)
             if found is not None and (files is None or found is files):
                 del cls._by_key[key]
-        closing = files if files is not None else found
-        if closing is not None:
-            closing._close()
+            closing = files if files is not None else found
+            if closing is not None:
+                closing._close()
 
     def _close(self) -> None:
-        for fd in (self.db, self.wal, self.shm, *self.retired):
-            if fd >= 0:
-                os.close(fd)
+        # Under ``_lock``: a descriptor closed twice could be a number meanwhile reused for
+        # another file, whose POSIX locks that second close would drop.
+        fds = (self.db, self.wal, self.shm, *self.retired)
         self.db = self.wal = self.shm = -1
         self.retired = []
+        for fd in fds:
+            if fd >= 0:
+                os.close(fd)
 
     def refresh(self) -> None:
         """Reopen ``-wal``/``-shm`` if they were deleted (last connection closed) and recreated.
@@ -202,6 +205,10 @@ class WalFiles:
         Call it while a connection of this process is open on the database and has read (so
         the files exist): SQLite deletes them only when the last connection of all closes.
         """
+        with WalFiles._lock:  # two threads must not both retire (and later close) one descriptor
+            self._refresh()
+
+    def _refresh(self) -> None:
         for attr, suffix in (("wal", "-wal"), ("shm", "-shm")):
             fd = getattr(self, attr)
             if fd >= 0 and os.fstat(fd).st_nlink > 0:
