@@ -7,6 +7,8 @@ overlay and never reach the real file.  Locks always succeed: nobody else sees t
 
 from __future__ import annotations
 
+import atexit
+import contextlib
 import itertools
 import os
 import random
@@ -280,6 +282,17 @@ def _forked() -> None:
 os.register_at_fork(after_in_child=_forked)
 
 
+def _close_at_exit() -> None:
+    """Close the connections still open on the overlay while the interpreter can run their
+    Python file objects.  One left in a reference cycle (an exception's traceback keeps
+    frames alive) would otherwise close in the final garbage collection, after APSW's module
+    state is gone, and the process would crash instead of exiting."""
+    for conn in apsw.connections():
+        if conn.open_vfs == VFS_NAME:
+            with contextlib.suppress(apsw.Error):
+                conn.close()
+
+
 def vfs() -> OverlayVFS:
     """The interpreter's overlay VFS, registered with SQLite on first use.
 
@@ -289,4 +302,5 @@ def vfs() -> OverlayVFS:
     with _vfs_lock:
         if _vfs is None:
             _vfs = OverlayVFS()
+            atexit.register(_close_at_exit)
         return _vfs
