@@ -14,7 +14,7 @@ The slice: the test apps ``backends transactions migrations schema introspection
 databases: a generated settings module gives both aliases (``default``, ``other``) the
 ``sqlite3`` ENGINE, a ``NAME`` and a ``TEST`` ``NAME`` that are files in the run directory, and
 a test runner that records each test's outcome (``tools/suite_plugins/suite_events_django.py``).
-Two suites:
+Four suites:
 
 * ``django``: ``runtests.py --parallel 1``, one process;
 * ``django-parallel2``: ``runtests.py --parallel 2``: Django copies each test database file for
@@ -23,7 +23,9 @@ Two suites:
   closes every connection its threads used that is not the one it saw before its first query;
   a forked worker starts with that one closed (None), so the test closes the worker's own
   connection and every later test of that worker fails with "Cannot operate on a closed
-  database", on the stdlib too (936 of them).
+  database", on the stdlib too (936 of them);
+* ``django-backend`` and ``django-backend-parallel2``: the same two with nothing swapped in:
+  the run with ours names our backend, ``"ENGINE": "sqlite_concurrent.django"``.
 
 ``--stdlib`` runs only the baselines (refreshing the cached ones).  Each run has ``--timeout``
 seconds (default 2400); Django's runner has no per-test limit, so a test that hangs costs the
@@ -39,9 +41,16 @@ import suites
 APPS = ["backends", "transactions", "migrations", "schema", "introspection"]
 
 SETTINGS = """\
+import os
+
+ENGINE = (
+    "sqlite_concurrent.django"
+    if {backend!r} and os.environ.get({side!r}) == "ours"
+    else "django.db.backends.sqlite3"
+)
 DATABASES = {{
     alias: {{
-        "ENGINE": "django.db.backends.sqlite3",
+        "ENGINE": ENGINE,
         "NAME": {rundir!r} + f"/{{alias}}.sqlite3",
         "TEST": {{"NAME": {rundir!r} + f"/test_{{alias}}.sqlite3"}},
     }}
@@ -59,11 +68,12 @@ TEST_RUNNER = "suite_events_django.EventsRunner"
 FORKED_EXCLUDE = ["backends.sqlite.tests.ThreadSharing.test_database_sharing_in_threads"]
 
 
-def command(parallel: int):
+def command(parallel: int, *, backend: bool = False):
     exclude = FORKED_EXCLUDE if parallel > 1 else []
 
     def make(source: suites.Sdist, rundir: Path) -> suites.Command:
-        (rundir / "suite_settings.py").write_text(SETTINGS.format(rundir=str(rundir)))
+        settings = SETTINGS.format(rundir=str(rundir), backend=backend, side=suites.SIDE_VARIABLE)
+        (rundir / "suite_settings.py").write_text(settings)
         return suites.Command(
             args=[
                 str(source.path / "tests" / "runtests.py"),
@@ -93,6 +103,20 @@ RELEASE = suites.Release(
         ),
         suites.Suite(
             "django-parallel2", " ".join(APPS) + " on files, --parallel 2", command(2), timeout=2400
+        ),
+        suites.Suite(
+            "django-backend",
+            " ".join(APPS) + " on files, --parallel 1, ENGINE sqlite_concurrent.django",
+            command(1, backend=True),
+            timeout=2400,
+            swap=False,
+        ),
+        suites.Suite(
+            "django-backend-parallel2",
+            " ".join(APPS) + " on files, --parallel 2, ENGINE sqlite_concurrent.django",
+            command(2, backend=True),
+            timeout=2400,
+            swap=False,
         ),
     ],
 )

@@ -56,6 +56,7 @@ TOOLS = Path(__file__).resolve().parent
 ROOT = TOOLS.parent
 PLUGINS = TOOLS / "suite_plugins"
 EVENTS_VARIABLE = "SQLITE_CONCURRENT_SUITE_EVENTS"  # as in suite_plugins/suite_events.py
+SIDE_VARIABLE = "SQLITE_CONCURRENT_SUITE_SIDE"  # "stdlib" or "ours": which run this is
 OUTCOMES = ("passed", "failed", "errors", "skipped")
 CAUSES_SHOWN = 8
 # How a pytest suite is run: outcomes recorded, nothing cached into the sdist, each test limited.
@@ -83,6 +84,9 @@ class Suite:
     command: Callable[[Sdist, Path], Command]  # the unpacked sdist, the run's directory
     memory_as_file: bool = False
     timeout: float = 1800.0
+    # False: the run with ours does not swap the module in; the suite's own settings pick our
+    # integration (a Django backend, a SQLAlchemy dialect) from SIDE_VARIABLE instead.
+    swap: bool = True
 
 
 @dataclass(frozen=True)
@@ -201,7 +205,9 @@ def run(
     shutil.rmtree(rundir, ignore_errors=True)
     rundir.mkdir(parents=True)
     command = suite.command(source, rundir)
-    shim = swap.write_shim(rundir / "shim", swap=not stdlib, memory_as_file=suite.memory_as_file)
+    shim = swap.write_shim(
+        rundir / "shim", swap=suite.swap and not stdlib, memory_as_file=suite.memory_as_file
+    )
     # Three directories apart: a test that prints temporary paths relative to the current
     # directory must not see them shortened.
     for directory in ("memory", "tmp", "cwd"):
@@ -213,6 +219,7 @@ def run(
         **command.env,
         "PYTHONPATH": os.pathsep.join(map(str, path)),
         EVENTS_VARIABLE: str(events),
+        SIDE_VARIABLE: "stdlib" if stdlib else "ours",
         swap.MEMORY_DIR_VARIABLE: str(rundir / "memory"),
         "TMPDIR": str(rundir / "tmp"),
         "PYTHONFAULTHANDLER": "1",  # a crash leaves its stack in the log
