@@ -42,7 +42,6 @@ class SQLiteCursorWrapper(Database.Cursor):
 
 
 class DatabaseWrapper(_django_sqlite3.DatabaseWrapper):
-    display_name = "SQLite (sqlite_concurrent)"
     Database = Database
     creation_class = DatabaseCreation
 
