@@ -47,6 +47,10 @@ SHAPES: dict[str, str] = {
         "CREATE TABLE t (a TEXT PRIMARY KEY, b REFERENCES p(k) ON DELETE CASCADE, v)"
     ),
     "fts5": "CREATE VIRTUAL TABLE t USING fts5(a, b, v)",
+    # Past SQLite's expression depth (1000) when a whole row is matched term by term.
+    "wide": "CREATE TABLE t (a TEXT PRIMARY KEY, b, v, "
+    + ", ".join(f"x{i} DEFAULT {i}" for i in range(1200))
+    + ")",
 }
 
 # Tables whose rows are compared with their rowids (what a table scan orders by).

@@ -37,6 +37,16 @@ def quote(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
+def conjunction(terms: Sequence[str]) -> str:
+    """``terms`` joined by AND, nested in balanced parentheses past a few dozen: SQLite parses
+    a flat chain of n ANDs into an expression tree n deep and refuses one deeper than
+    SQLITE_MAX_EXPR_DEPTH (1000), which a wide table's whole-row match would pass."""
+    if len(terms) <= 64:
+        return " AND ".join(terms)
+    half = len(terms) // 2
+    return f"({conjunction(terms[:half])}) AND ({conjunction(terms[half:])})"
+
+
 class TableShape:
     """A table's columns as a changeset numbers them, and a SELECT of them by primary key."""
 
@@ -53,7 +63,7 @@ class TableShape:
         self.pk = list(pk)
         self.quoted = [c if c == "_rowid_" else quote(c) for c in cols]
         self.target = f"main.{quote(table)}"
-        self.where_key = " AND ".join(f"{self.quoted[i]} IS ?" for i in self.pk)
+        self.where_key = conjunction([f"{self.quoted[i]} IS ?" for i in self.pk])
         self.sql = f"SELECT {', '.join(self.quoted)} FROM {self.target} WHERE {self.where_key}"
 
 
@@ -67,8 +77,8 @@ class _Table(TableShape):
             f"INSERT INTO {self.target}({', '.join(self.quoted)}) "
             f"VALUES ({', '.join('?' * len(self.quoted))})"
         )
-        self.delete = f"DELETE FROM {self.target} WHERE " + " AND ".join(
-            f"{c} IS ?" for c in self.quoted
+        self.delete = f"DELETE FROM {self.target} WHERE " + conjunction(
+            [f"{c} IS ?" for c in self.quoted]
         )
         self.rest = [i for i in range(len(self.quoted)) if i not in pk]
         self._updates: dict[tuple[tuple[int, ...], bool], str] = {}
@@ -89,7 +99,7 @@ class _Table(TableShape):
                 where += [f"{self.quoted[i]} IS ? COLLATE BINARY" for i in self.rest]
             else:
                 where += [f"{self.quoted[i]} IS ?" for i in changed]
-            sql = f"UPDATE {self.target} SET {sets} WHERE {' AND '.join(where)}"
+            sql = f"UPDATE {self.target} SET {sets} WHERE {conjunction(where)}"
             self._updates[(changed, whole)] = sql
         return sql
 

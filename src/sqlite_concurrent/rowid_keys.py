@@ -31,7 +31,7 @@ from typing import Any
 
 import apsw
 
-from .replay import quote
+from .replay import conjunction, quote
 
 ROWID = "_rowid_"
 
@@ -72,7 +72,7 @@ class KeyedTable:
             ]
             if any(cid < 0 for cid, _, _ in parts):
                 continue  # an expression: no row of ours can be looked up by it here
-            where = " AND ".join(f"{quote(n)} = ? COLLATE {quote(coll)}" for _, n, coll in parts)
+            where = conjunction([f"{quote(n)} = ? COLLATE {quote(coll)}" for _, n, coll in parts])
             key = (
                 [position[n] for _, n, _ in parts],
                 f"SELECT {ROWID} FROM {target} WHERE {where}",
