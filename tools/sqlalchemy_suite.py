@@ -9,7 +9,8 @@ pytest plugin they need (``test/conftest.py`` puts the sdist's ``lib/`` first on
 the SQLAlchemy tested is the one the tests were written for).  They run in a virtualenv of
 their own under ``~/.cache/sqlite-concurrent-suites`` (see ``tools/suites.py`` for the layout,
 the baseline and the report), first with the stdlib ``sqlite3`` as the baseline, then with
-sqlite_concurrent swapped in (``tools/swap.py``).
+sqlite_concurrent swapped in (``tools/swap.py``).  Suite ``sqlalchemy-dialect`` swaps nothing:
+the run with ours names our dialect, ``--dburi sqlite+sqlite_concurrent:///...``.
 
 The slice (suite ``sqlalchemy``): the SQLite dialect's tests (``test/dialect/sqlite/``), the
 dialect compliance suite (``test/dialect/test_suite.py``) and the engine and ORM transaction
@@ -38,30 +39,45 @@ SELECTION = [
 ]
 
 
-def command(source: suites.Sdist, rundir: Path) -> suites.Command:
-    return suites.Command(
-        args=[
-            "-m",
-            "pytest",
-            *(str(source.path / s) for s in SELECTION),
-            "--rootdir",
-            str(source.path),  # where the plugin reads setup.cfg's [sqla_testing]
-            "--dburi",
-            f"sqlite:///{rundir / 'querytest.db'}",
-            *suites.PYTEST_ARGS,
-            "--maxfail",
-            "1000000",
-        ],
-    )
+def command(*, dialect: bool = False):
+    def make(source: suites.Sdist, rundir: Path) -> suites.Command:
+        ours = dialect and rundir.name == "ours"  # the run's directory says which side it is
+        driver = "sqlite+sqlite_concurrent" if ours else "sqlite"
+        return suites.Command(
+            args=[
+                "-m",
+                "pytest",
+                *(str(source.path / s) for s in SELECTION),
+                "--rootdir",
+                str(source.path),  # where the plugin reads setup.cfg's [sqla_testing]
+                "--dburi",
+                f"{driver}:///{rundir / 'querytest.db'}",
+                *(["-p", "sqlalchemy_dialect"] if ours else []),
+                *suites.PYTEST_ARGS,
+                "--maxfail",
+                "1000000",
+            ],
+        )
+
+    return make
 
 
 RELEASE = suites.Release(
     name="SQLAlchemy",
     version="2.1.9",
     requirements=lambda source: ["typing-extensions>=4.6", "pytest", "pytest-timeout"],
-    suites=[suites.Suite("sqlalchemy", " ".join(SELECTION) + " on a file", command, timeout=2400)],
-    # Test classes are named per backend and SQLite version: AttachedDBTest_sqlite+pysqlite_3_40_1
-    test_name=lambda test_id: re.sub(r"(_sqlite\+\w+?)(_\d+)+(?=::)", r"\1", test_id),
+    suites=[
+        suites.Suite("sqlalchemy", " ".join(SELECTION) + " on a file", command(), timeout=2400),
+        suites.Suite(
+            "sqlalchemy-dialect",
+            " ".join(SELECTION) + " on a file, sqlite+sqlite_concurrent:// against sqlite://",
+            command(dialect=True),
+            timeout=2400,
+            swap=False,
+        ),
+    ],
+    # Test classes are named per driver and SQLite version: AttachedDBTest_sqlite+pysqlite_3_40_1
+    test_name=lambda test_id: re.sub(r"_sqlite\+\w+?(_\d+)+(?=::)", "_sqlite", test_id),
 )
 
 if __name__ == "__main__":
