@@ -129,3 +129,23 @@ def test_two_members_of_a_group(umask: int, steps: list[Step], journal_mode: str
     first = User(OWNER.uid, OWNER.gid, OWNER.groups, umask)
     second = User(MEMBER.uid, MEMBER.gid, MEMBER.groups, umask)
     check(setup, {"first": first, "second": second}, steps)
+
+
+def test_user_who_cannot_write_the_directory_is_told_why() -> None:
+    """While another process has the database open, the stdlib writes through its existing
+    -wal and -shm; ours also needs a journal of its own beside the database, so the user gets
+    an OperationalError that names it (the README's limits)."""
+    require_root()
+    with directory(0, 0, 0o755) as where:
+        db = os.path.join(where, "app.db")
+        make_database(db, 0, 0, 0o666, "wal")
+        holder = Actor(ROOT, "ours", db)
+        user = Actor(OWNER, "ours", db)
+        try:
+            assert holder.do("open") == "ok"
+            reply = user.do("open")
+        finally:
+            user.stop()
+            holder.stop()
+    assert reply.startswith(f"OperationalError: cannot create {db}-journal{user.pid}: "), reply
+    assert "write permission on its directory" in reply

@@ -43,10 +43,17 @@ def create(path: str, db_path: str, flags: int = os.O_RDWR) -> int:
     """A new file at ``path``, with ``db_path``'s permission bits and, as root, its owner.
 
     :raises FileExistsError: something (a file, a directory, a link) is already there.
+    :raises OperationalError: the directory is not writable.
     """
     st = os.stat(db_path)
     mode = st.st_mode & 0o777
-    fd = os.open(path, flags | _CREATE, mode)
+    try:
+        fd = os.open(path, flags | _CREATE, mode)
+    except PermissionError:
+        raise OperationalError(
+            f"cannot create {path}: permission denied; sqlite_concurrent keeps files beside "
+            "the database, so each of its users needs write permission on its directory"
+        ) from None
     try:
         os.fchmod(fd, mode)  # the umask narrowed it; SQLite's robust_open widens it back too
         if os.geteuid() == 0:
@@ -61,15 +68,29 @@ def create(path: str, db_path: str, flags: int = os.O_RDWR) -> int:
 def open_existing(path: str, flags: int = os.O_RDWR) -> int:
     """Open an existing sidecar without following a link at ``path``.
 
-    :raises OperationalError: ``path`` is a symbolic link.
+    :raises OperationalError: ``path`` is a symbolic link, or not ours to open.
     :raises FileNotFoundError: nothing is there.
     """
     try:
         return os.open(path, flags | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except PermissionError:
+        raise _denied(path) from None
     except OSError as e:
         if e.errno == errno.ELOOP:
             raise refused(path) from None
         raise
+
+
+def _denied(path: str) -> OperationalError:
+    try:
+        st = os.stat(path)
+        whose = f" (mode {stat.S_IMODE(st.st_mode):o}, uid {st.st_uid}, gid {st.st_gid})"
+    except OSError:
+        whose = ""
+    return OperationalError(
+        f"cannot open {path}: permission denied{whose}; give it the database file's owner, "
+        "group and mode, or delete it while no process has the database open"
+    )
 
 
 def open_or_create(path: str, db_path: str) -> int:
