@@ -166,3 +166,20 @@ def test_database_reached_through_a_link_keeps_its_sidecars_beside_the_file(
         assert os.path.exists(db + suffix)
     by_name.close()
     by_link.close()
+
+
+@pytest.mark.usefixtures("small_budget")
+def test_file_left_at_our_journal_name_is_set_aside_not_truncated(db: str) -> None:
+    """A dead process that had this pid left it: it is disposed of like any dead process's
+    journal (something that is not a journal is quarantined), and ours is created anew."""
+    left = journal.path_for(db, os.getpid())
+    with open(left, "wb") as f:
+        f.write(b"not a journal, and not ours to truncate")
+    conn = sqlite_concurrent.connect(db)
+    _big_transaction(conn)
+    quarantined = [p for p in os.listdir(os.path.dirname(db)) if ".quarantined-" in p]
+    assert len(quarantined) == 1
+    with open(os.path.join(os.path.dirname(db), quarantined[0]), "rb") as f:
+        assert f.read() == b"not a journal, and not ours to truncate"
+    assert os.stat(left).st_mode & 0o777 == os.stat(db).st_mode & 0o777
+    conn.close()
