@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import os
 import sqlite3
+from pathlib import Path
 
 import pytest
 
 import sqlite_concurrent
-from sqlite_concurrent import journal, overlay, status
+from sqlite_concurrent import check, journal, overlay, status
 
 
 @pytest.fixture
@@ -132,7 +133,6 @@ def test_dangling_lock_database_link_creates_nothing(db: str, tmp_path, suffix: 
     _works_once_removed(db, link)
 
 
-
 @pytest.mark.parametrize("suffix", ["-locks", "-locks-wal"])
 def test_status_reads_nothing_through_a_link(db: str, target: str, suffix: str) -> None:
     link = db + suffix
@@ -183,3 +183,21 @@ def test_file_left_at_our_journal_name_is_set_aside_not_truncated(db: str) -> No
         assert f.read() == b"not a journal, and not ours to truncate"
     assert os.stat(left).st_mode & 0o777 == os.stat(db).st_mode & 0o777
     conn.close()
+
+
+def test_status_and_check_through_a_link_to_the_database_see_its_lock_database(
+    db: str, tmp_path
+) -> None:
+    link = str(tmp_path / "link.db")
+    os.symlink(db, link)
+    conn = sqlite_concurrent.connect(db)
+    conn.execute("INSERT INTO t(b) VALUES (1)")
+    try:
+        view = status.read(link)
+        assert [h.pid for h in view.holders] == [os.getpid()]
+        findings = check.run(Path(link), 5.0)
+        lock = [f for f in findings if f.name == "lock database"]
+        assert [f.outcome for f in lock] == [check.OK], lock
+        assert "1 holder" in lock[0].detail, lock
+    finally:
+        conn.close()

@@ -272,6 +272,7 @@ def read(
 
     :raises StatusError: the lock database exists but cannot be read as one.
     """
+    db_path = os.path.realpath(db_path)  # as connect() resolves it to place the sidecars
     lock_path = f"{db_path}-locks"
     try:
         sidecar.ensure_sqlite_files(lock_path)
