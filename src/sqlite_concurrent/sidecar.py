@@ -13,6 +13,7 @@ alone.  Nothing here truncates or chmods a file it did not just create (``O_EXCL
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import stat
@@ -60,7 +61,8 @@ def create(path: str, db_path: str, flags: int = os.O_RDWR) -> int:
             os.fchown(fd, st.st_uid, st.st_gid)
     except BaseException:
         os.close(fd)
-        os.unlink(path)
+        with contextlib.suppress(OSError):
+            os.unlink(path)
         raise
     return fd
 
