@@ -103,6 +103,7 @@ def run(db: Path, timeout: float) -> list[Finding]:
 
     :raises UnreadableDatabaseError: the database could not be opened or read at all.
     """
+    db = db.resolve()  # its sidecars are beside the file a link names, as connect() puts them
     try:
         with contextlib.closing(_open_read_only(db, timeout)) as conn:
             mode = conn.execute("PRAGMA journal_mode").fetchone()[0]

@@ -140,7 +140,9 @@ class Connection(Hooks):
         self._wal_limit = wal_limit
         self._checkpoint_wait = checkpoint_wait
         self._closed = True  # until fully open, so __del__ and close() are safe
-        self.path = path if private is not None else os.path.abspath(path)
+        # Links resolved, as SQLite resolves them to place -wal and -shm: our sidecars go beside
+        # the same file, and every name for the database finds the same -locks.
+        self.path = path if private is not None else os.path.realpath(path)
         # A database no other process can reach (":memory:", "", a memory or read-only URI):
         # one stock connection does everything, as the stdlib's would.
         self._private: apsw.Connection | None = None

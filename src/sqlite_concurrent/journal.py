@@ -33,6 +33,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
+from . import sidecar
+from .errors import OperationalError
+
 MAGIC = b"SQLCJNL\0"
 VERSION = 1
 HEADER_SIZE = 64
@@ -200,10 +203,15 @@ def read_record(path: str, offset: int, length: int, txn_id: int) -> bytes:
     :raises JournalError: it is not there, or not intact.
     """
     try:
-        with open(path, "rb") as f:
-            data = os.pread(f.fileno(), length, offset)
+        fd = sidecar.open_existing(path, os.O_RDONLY)
+    except (OSError, OperationalError) as e:
+        raise JournalError("missing", str(e)) from e
+    try:
+        data = os.pread(fd, length, offset)
     except OSError as e:
         raise JournalError("missing", str(e)) from e
+    finally:
+        os.close(fd)
     if len(data) != length:
         raise JournalError("truncated", f"record at {offset}")
     kind, found, n = _REC.unpack_from(data)
@@ -270,12 +278,27 @@ class Journal:
 
     def _open(self) -> int:
         if self._fd < 0:
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
-            with contextlib.suppress(OSError):
-                os.fchmod(fd, os.stat(self.db_path).st_mode & 0o666)
+            fd = self._create()
             os.pwrite(fd, _header(self.db_path, self.pid, self._start_time), 0)
             self._fd, self._size = fd, HEADER_SIZE
         return self._fd
+
+    def _create(self) -> int:
+        try:
+            return sidecar.create(self.path, self.db_path)
+        except FileExistsError:
+            pass
+        # Left by a process that had this pid before us and died: nobody's now.  A link is
+        # refused, never written through.
+        sidecar.refuse_link(self.path)
+        dispose(self.db_path, self.pid)
+        try:
+            return sidecar.create(self.path, self.db_path)
+        except FileExistsError:
+            raise OperationalError(
+                f"{self.path} exists and could not be removed: a journal left by a dead "
+                "process with this pid; move it away"
+            ) from None
 
     def _append(self, txn_id: int, record: bytes) -> int:
         """Write ``record`` at the end; ``txn_id`` keeps the file from shrinking meanwhile."""
@@ -354,13 +377,18 @@ def orphans(db_path: str) -> list[int]:
             found.append(pid)
             continue
         try:
-            with open(os.path.join(directory, name), "rb") as f:
-                header = parse_header(f.read(HEADER_SIZE), db_path)
-        except (OSError, JournalError):
+            header = parse_header(_read(os.path.join(directory, name), HEADER_SIZE), db_path)
+        except (OSError, JournalError, OperationalError):
             continue  # a live process may be writing it right now
         if header.start_time not in (0, start):
             found.append(pid)  # the pid was reused: its writer is gone
     return found
+
+
+def _read(path: str, size: int = -1) -> bytes:
+    """The file's bytes (the first ``size`` of them), never through a link."""
+    with os.fdopen(sidecar.open_existing(path, os.O_RDONLY), "rb") as f:
+        return f.read(size)
 
 
 def dispose(db_path: str, pid: int) -> Disposal | None:
@@ -372,11 +400,10 @@ def dispose(db_path: str, pid: int) -> Disposal | None:
     """
     path = path_for(db_path, pid)
     try:
-        with open(path, "rb") as f:
-            data = f.read()
+        data = _read(path)
     except FileNotFoundError:
         return None
-    except OSError as e:
+    except (OSError, OperationalError) as e:
         return Disposal(path, pid, "left", reason=str(e))
     try:
         if data:  # empty: created, then the process died before writing the header

@@ -31,10 +31,13 @@ from typing import ClassVar
 
 import apsw
 
-from . import journal, oslock, snapshot
+from . import journal, oslock, sidecar, snapshot
 from .grants import ACTIVE, COMMITTED, COMMITTING, CONFLICTED, READY, Grants
 
 SCHEMA_VERSION = 3
+
+# A link planted at -locks is refused (sidecar.py) rather than written through.
+_OPEN_FLAGS = apsw.SQLITE_OPEN_READWRITE | apsw.SQLITE_OPEN_CREATE | apsw.SQLITE_OPEN_NOFOLLOW
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value) WITHOUT ROWID;
@@ -150,12 +153,16 @@ class LockDB(Grants):
 
     def __init__(self, db_path: str, *, first_txn_id: int = 1) -> None:
         self.path = db_path + "-locks"
-        created = not os.path.exists(self.path)
         with LockDB._open_lock:
             LockDB._open_here[self.path] += 1
         self._counted = True
         try:
-            self.conn = apsw.Connection(self.path)
+            # Our lock descriptor creates the file as SQLite creates a -wal (sidecar.py);
+            # SQLite gives -locks-wal and -locks-shm the mode and owner of -locks in turn.
+            oslock.hold_open(self.path)
+            sidecar.ensure_sqlite_files(self.path)
+            created = os.stat(self.path).st_size == 0
+            self.conn = apsw.Connection(self.path, flags=_OPEN_FLAGS)
         except BaseException:
             self._uncount()
             raise
@@ -169,9 +176,6 @@ class LockDB(Grants):
                 self.conn.execute("PRAGMA page_size=1024")
             self.conn.execute("PRAGMA journal_mode=WAL")
             self.conn.execute("PRAGMA synchronous=OFF")
-            if created:
-                with contextlib.suppress(OSError):
-                    os.chmod(self.path, os.stat(db_path).st_mode & 0o7777)
             with self._write():
                 self.conn.execute(_SCHEMA)
                 # Version 3: where each transaction waiting to commit left its merge record

@@ -23,6 +23,8 @@ import os
 import struct
 import threading
 
+from . import sidecar
+
 # Linux F_OFD_* values (include/uapi/asm-generic/fcntl.h); Python exposes them on 3.9+ Linux.
 _F_OFD_SETLK = getattr(fcntl, "F_OFD_SETLK", 37)
 _F_OFD_SETLKW = getattr(fcntl, "F_OFD_SETLKW", 38)
@@ -76,6 +78,11 @@ def _flock_struct(kind: int, offset: int) -> bytes:
     return struct.pack("hhqqi4x", kind, os.SEEK_SET, offset, 1, 0)
 
 
+def hold_open(path: str) -> None:
+    """Open (creating it if need be) the process's descriptor on ``path`` now."""
+    _fd(path)
+
+
 def _fd(path: str) -> int:
     key = (os.getpid(), path)
     fd = _fds.get(key)
@@ -83,7 +90,9 @@ def _fd(path: str) -> int:
         with _registry_lock:
             fd = _fds.get(key)
             if fd is None:
-                fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+                # Created as SQLite creates the database's -wal (sidecar.py): the file is the
+                # lock database too, and every user of the database must be able to open it.
+                fd = sidecar.open_or_create(path, path.removesuffix("-locks"))
                 _fds[key] = fd
     return fd
 

@@ -41,6 +41,7 @@ def recover(db_path: str) -> list[Recovered]:
 
     :raises apsw.Error: the database or its lock database cannot be opened.
     """
+    db_path = os.path.realpath(db_path)  # as connect() resolves it to place the sidecars
     reaped = []
     if os.path.exists(db_path + "-locks"):
         lockdb = LockDB(db_path)

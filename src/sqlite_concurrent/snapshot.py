@@ -19,6 +19,8 @@ from typing import ClassVar, NamedTuple
 
 import apsw
 
+from . import sidecar
+
 # WalIndexHdr: iVersion, unused, iChange, isInit, bigEndCksum, szPage, mxFrame, nPage,
 # aFrameCksum[2], aSalt[2], aCksum[2]; two copies at offsets 0 and 48, native byte order.
 _HDR = struct.Struct("=IIIBBHII2I2I2I")
@@ -215,7 +217,8 @@ class WalFiles:
                 continue
             if fd >= 0:
                 self.retired.append(fd)
-            setattr(self, attr, os.open(self.path + suffix, os.O_RDONLY | os.O_CLOEXEC))
+            # Never through a link, as SQLite opened them (sidecar.py).
+            setattr(self, attr, sidecar.open_existing(self.path + suffix, os.O_RDONLY))
 
 
 os.register_at_fork(after_in_child=_forked)

@@ -29,7 +29,9 @@ from rich.console import Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
+from . import sidecar
 from .checkpoint import DEFAULT_WAL_LIMIT
+from .errors import OperationalError
 from .lockdb import holder_alive
 
 # Bump when a key of :meth:`Status.to_json` changes meaning or disappears (adding keys is fine).
@@ -188,7 +190,9 @@ def _open(path: str, immutable: bool, timeout: float) -> apsw.Connection:
     uri = f"file:{urllib.parse.quote(os.path.abspath(path))}?mode=ro"
     if immutable:
         uri += "&immutable=1"
-    conn = apsw.Connection(uri, flags=apsw.SQLITE_OPEN_READONLY | apsw.SQLITE_OPEN_URI)
+    # Never through a link planted at -locks (sidecar.py), even to read.
+    flags = apsw.SQLITE_OPEN_READONLY | apsw.SQLITE_OPEN_URI | apsw.SQLITE_OPEN_NOFOLLOW
+    conn = apsw.Connection(uri, flags=flags)
     conn.set_busy_timeout(int(timeout * 1000))
     return conn
 
@@ -268,7 +272,12 @@ def read(
 
     :raises StatusError: the lock database exists but cannot be read as one.
     """
+    db_path = os.path.realpath(db_path)  # as connect() resolves it to place the sidecars
     lock_path = f"{db_path}-locks"
+    try:
+        sidecar.ensure_sqlite_files(lock_path)
+    except OperationalError as e:
+        raise StatusError(str(e)) from None
     try:
         wal_bytes, wal_exists = os.stat(f"{db_path}-wal").st_size, True
     except FileNotFoundError:
