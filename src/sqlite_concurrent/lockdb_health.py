@@ -29,7 +29,7 @@ from dataclasses import dataclass
 
 import apsw
 
-from . import oslock, snapshot
+from . import oslock
 from .errors import OperationalError
 
 log = logging.getLogger("sqlite_concurrent")
@@ -176,11 +176,6 @@ def ensure_usable(db_path: str, *, open_here: bool = False) -> Quarantined | Non
             raise _in_use(locks, reason, f"this process (pid {os.getpid()})")
         moved = _quarantine(db_path, before, reason)
         if moved is not None:
-            # Descriptors this process kept on the old file (a lock database opened by
-            # recover(), say) would lock the quarantined file instead of the fresh one.  None
-            # of its SQLite connections has it open (else open_here), so closing drops nothing.
-            oslock.forget(locks)
-            snapshot.WalFiles.forget(locks)
             log.warning(
                 "sqlite_concurrent: lock database %s moved to %s: %s; a fresh one replaces it",
                 moved.path,
