@@ -18,9 +18,9 @@ from typing import NamedTuple
 
 import apsw
 
-from . import status, stress
+from . import lockdb_health, status, stress
 from .checkpoint import DEFAULT_WAL_LIMIT
-from .errors import translate
+from .errors import OperationalError, translate
 
 OK, WARN, FAIL = "ok", "warn", "FAIL"
 
@@ -48,6 +48,9 @@ def _open_read_only(path: Path, timeout: float) -> apsw.Connection:
 
 def _lock_database(db: Path, timeout: float) -> tuple[str, str]:
     """(status, detail) of the ``-locks`` sidecar: its four tables readable, who holds what."""
+    problem = _lock_database_unusable(db)
+    if problem is not None:
+        return FAIL, problem
     try:
         view = status.read(str(db), timeout=timeout)
     except status.StatusError as e:
@@ -63,6 +66,24 @@ def _lock_database(db: Path, timeout: float) -> tuple[str, str]:
         pids = ", ".join(map(str, dead[:5]))
         return WARN, f"{detail}; dead holders (pid {pids}) are reaped on the next open"
     return OK, detail
+
+
+def _lock_database_unusable(db: Path) -> str | None:
+    """Why a connection of this user would fail on the lock database: it is damaged or not
+    ours, or this user cannot write it (or create it in the database's directory)."""
+    locks = f"{db}-locks"
+    try:
+        reason = lockdb_health.damage(locks)
+    except OperationalError as e:
+        return str(e)
+    if reason is not None:
+        return f"{locks}: {reason}; `recover` moves it aside once no process has it open"
+    for path in (locks, locks + "-wal", locks + "-shm"):
+        if os.path.exists(path) and not os.access(path, os.R_OK | os.W_OK):
+            return f"{path} is not writable by this user (uid {os.getuid()}): its connections fail"
+    if not os.path.exists(locks) and not os.access(db.parent, os.W_OK | os.X_OK):
+        return f"{db.parent} is not writable by this user: its connections cannot create {locks}"
+    return None
 
 
 def _journals(db: Path) -> tuple[str, str]:

@@ -17,10 +17,12 @@ locks (see the README's limits).
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import math
 import os
 import signal
+import sqlite3
 import tempfile
 import threading
 import time
@@ -32,7 +34,8 @@ import apsw
 import typer
 from rich.console import Console
 
-from . import bench, check, display, recovery, status, stress
+from . import bench, check, display, lockdb_health, recovery, status, stress
+from .errors import translate
 from .workloads import WORKLOADS
 
 app = typer.Typer(
@@ -67,6 +70,28 @@ def _fail(message: str, code: int = EXIT_BAD_INPUT) -> typer.Exit:
     return typer.Exit(code)
 
 
+def _one_line(command: Callable[..., None]) -> Callable[..., None]:
+    """A library error (any ``sqlite3.Error``) or an OS error that ends a command is one
+    ``error:`` line and exit status 2, never a traceback."""
+
+    @functools.wraps(command)
+    def run(*args: Any, **kwargs: Any) -> None:
+        try:
+            command(*args, **kwargs)
+        except (sqlite3.Error, apsw.Error, OSError) as e:
+            raise _fail(_message(e)) from None
+
+    return run
+
+
+def _message(e: BaseException) -> str:
+    if isinstance(e, apsw.Error):
+        return str(translate(e))
+    if isinstance(e, OSError) and e.filename is not None:
+        return f"{e.strerror or e}: {e.filename}"
+    return str(e)
+
+
 @contextlib.contextmanager
 def _ctrl_c_stops() -> Iterator[Callable[[], bool]]:
     """While inside, Ctrl-C sets a flag (returned as a callable) instead of raising, so a run
@@ -98,6 +123,7 @@ def main() -> None:
 
 
 @app.command()
+@_one_line
 def demo(
     duration: Annotated[
         float, typer.Option("--duration", help="Seconds to run each engine (the demo runs two).")
@@ -159,6 +185,7 @@ def _write(path: Path, text: str) -> None:
 
 
 @app.command("stress")
+@_one_line
 def stress_command(
     db: Annotated[
         Path,
@@ -265,6 +292,7 @@ def _csv(text: str, kind: Callable[[str], Any], option: str) -> list[Any]:
 
 
 @app.command("bench")
+@_one_line
 def bench_command(
     workloads: Annotated[
         str,
@@ -385,6 +413,7 @@ def _sqlite_file(path: Path, what: str) -> None:
 
 
 @app.command("check")
+@_one_line
 def check_command(
     db: Annotated[
         Path, typer.Argument(help="The SQLite database to check.", show_default=False, metavar="DB")
@@ -416,6 +445,7 @@ def check_command(
 
 
 @app.command("status")
+@_one_line
 def status_command(
     db: Annotated[
         Path,
@@ -465,6 +495,7 @@ def status_command(
 
 
 @app.command("recover")
+@_one_line
 def recover_command(
     db: Annotated[
         Path,
@@ -483,13 +514,22 @@ def recover_command(
     For each dead process: the locks released, its transactions that another process's merge
     committed for it (their commit marker is in the database), and the others, each committed
     in full by the process itself or not at all.  Every connection does the same when it
-    opens; this is the on-demand version.
+    opens; this is the on-demand version.  A lock database that is damaged or another
+    application's is moved aside (and a fresh one started) once no live process has it open.
     """
     _sqlite_file(db, "database")
     try:
+        moved = lockdb_health.ensure_usable(str(db))
         report = recovery.recover(str(db))
-    except apsw.Error as e:
-        raise _fail(f"cannot recover {db}: {e}") from None
+    except (sqlite3.Error, apsw.Error) as e:
+        raise _fail(f"cannot recover {db}: {translate(e)}") from None
+    if moved is not None:
+        # On stderr: --json keeps stdout for the report alone.
+        Console(stderr=True, highlight=False).print(
+            f"{moved.path}: {moved.reason}; moved to {moved.moved_to}, a fresh one starts",
+            markup=False,
+            soft_wrap=True,
+        )
     if as_json:
         typer.echo(display.recovered_json(report))
         return

@@ -38,6 +38,7 @@ from . import (
     holding,
     journal,
     journal_mode,
+    lockdb_health,
     locks,
     merge,
     publisher,
@@ -63,6 +64,8 @@ from .errors import (
     NotSupportedError,
     OperationalError,
     ProgrammingError,
+    from_os_error,
+    surfaced,
     translate,
 )
 from .hooks import Hooks
@@ -197,6 +200,9 @@ class Connection(Hooks):
         except apsw.Error as e:
             self._abandon_open()
             raise translate(e) from e
+        except OSError as e:
+            self._abandon_open()
+            raise from_os_error(e, self.path) from e
         except BaseException:
             self._abandon_open()
             raise
@@ -229,7 +235,7 @@ class Connection(Hooks):
         # Counted before anything opens the file: descriptors of a last close still under
         # way must close before this connection takes locks on it (DESIGN 6).  Descriptors
         # another library has on it are looked for then, while no thread of ours has any.
-        self._holding = holding.acquire(self.path, first=foreign.check_open)
+        self._holding = holding.acquire(self.path, first=_first_open)
         self._holding.track(self._opened)
         # URI filenames in ATTACH work as in the stdlib's SQLite (built with SQLITE_USE_URI).
         self._merger = self._stock(_PRIVATE_FLAGS)
@@ -383,6 +389,7 @@ class Connection(Hooks):
             self._journal.release()
         self._holding.leave(self._opened, getattr(self, "_lockdb", None))
 
+    @surfaced
     def close(self) -> None:
         """Close the connection; an open transaction is rolled back, as in the stdlib.
 
@@ -415,6 +422,9 @@ class Connection(Hooks):
         """Let go of the shared database, as the last step of ``close`` does."""
         assert self._holding is not None
         try:
+            # What an earlier end could not release (a full disk), if it can now.
+            with contextlib.suppress(apsw.Error):
+                waits.wake(self._lockdb, self._lockdb.end_unended())
             vfs().drop_slot(self._slot_id)
             self._journal.release()
         finally:
@@ -508,6 +518,7 @@ class Connection(Hooks):
             immediate = self.isolation_level in ("IMMEDIATE", "EXCLUSIVE")
         assert self._snapshot_conn is not None  # not a private database
         try:
+            waits.wake(self._lockdb, self._lockdb.end_unended())
             self._txn = WriteTransaction(
                 path=self.path,
                 lockdb=self._lockdb,
@@ -589,9 +600,25 @@ class Connection(Hooks):
         except apsw.Error as e:
             raise translate(e) from e
         finally:
-            txn.end(committed)
+            self._end(txn, committed)
         if pending is not None:
             self._after_merge(pending.txn_id)
+
+    def _end(self, txn: WriteTransaction, committed: bool) -> None:
+        """End ``txn``.  Once it committed, the commit stands: failing to release its locks
+        (the lock database's disk is full) is logged, and the release is retried by this
+        connection's next transaction or its close."""
+        try:
+            txn.end(committed)
+        except (apsw.Error, OSError) as e:
+            if not committed:
+                raise
+            log.warning(
+                "sqlite_concurrent: transaction %d committed, but releasing its locks failed "
+                "(retried later): %s",
+                txn.txn_id,
+                translate(e) if isinstance(e, apsw.Error) else e,
+            )
 
     # -- exclusive operations (DESIGN 10) ----------------------------------------------------
 
@@ -677,7 +704,7 @@ class Connection(Hooks):
         except apsw.Error as e:
             raise translate(e) from e
         finally:
-            txn.end(committed)
+            self._end(txn, committed)
             # Rolled back, the TEMP objects it created are gone again; committed, its schema
             # changes are now there for the reader to see.
             self._after_schema_change()
@@ -712,6 +739,7 @@ class Connection(Hooks):
             oldest = _value(self._lockdb.conn, "SELECT min(txn_id) FROM transactions")
             merge.prune_markers(self._merger, self._merge_lock, min(oldest or txn_id, txn_id))
 
+    @surfaced
     def commit(self) -> None:
         """Merge the open transaction into the database.
 
@@ -726,6 +754,7 @@ class Connection(Hooks):
         elif self._txn is not None:
             self._commit_txn()
 
+    @surfaced
     def rollback(self) -> None:
         self._check()
         if self._private is not None:
@@ -802,6 +831,7 @@ class Connection(Hooks):
 
     # -- blobs, dumping and backing up -------------------------------------------------------
 
+    @surfaced
     def blobopen(
         self, table: str, column: str, row: int, /, *, readonly: bool = False, name: str = "main"
     ) -> Blob:
@@ -858,18 +888,21 @@ class Connection(Hooks):
                 continue
             yield line
 
+    @surfaced
     def serialize(self, *, name: str = "main") -> bytes:
         """As in the stdlib: database ``name`` as bytes, as this connection sees it (with its
         open transaction), in rollback-journal mode so that any ``deserialize`` can open it."""
         self._check()
         return serialization.serialize(self, name)
 
+    @surfaced
     def deserialize(self, data: Any, /, *, name: str = "main") -> None:
         """As in the stdlib: this connection goes on with an in-memory database holding
         ``data``; the file, and other connections to it, are untouched."""
         self._check()
         serialization.deserialize(self, data, name)
 
+    @surfaced
     def backup(
         self,
         target: Any,
@@ -890,6 +923,7 @@ class Connection(Hooks):
         self._check()
         return self._total_changes
 
+    @surfaced
     def executescript(self, sql_script: str, *, cursor: Cursor | None = None) -> Cursor:
         """As in the stdlib: commit any open transaction, then run each statement as it
         comes (a SELECT to its last row), in autocommit mode unless the script says BEGIN."""
@@ -949,6 +983,7 @@ class Connection(Hooks):
         self._execute(cursor, sql, seq_of_parameters, many=True)
         return cursor
 
+    @surfaced
     def _execute(self, cursor: Cursor, sql: str, parameters: Any, *, many: bool) -> None:
         if not isinstance(sql, str):
             raise TypeError(f"execute() argument 1 must be str, not {type(sql).__name__}")
@@ -1574,6 +1609,14 @@ def _value(conn: apsw.Connection, sql: str) -> Any:
 def _backoff_jitter(attempt: int) -> None:
     """Sleep before retrying a conflicted transaction: random, growing, capped at 100 ms."""
     time.sleep(random.uniform(0, min(0.1, 0.001 * (2**attempt))))
+
+
+def _first_open(path: str) -> None:
+    """Before the process opens anything of the database at ``path``: no other library may
+    have it open, and its lock database must be usable (a damaged one is set aside now, while
+    no descriptor of ours is on it)."""
+    foreign.check_open(path)
+    lockdb_health.ensure_usable(path)
 
 
 def connect(

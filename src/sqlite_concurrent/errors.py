@@ -7,8 +7,10 @@ Every class subclasses its stdlib ``sqlite3`` namesake, so existing
 from __future__ import annotations
 
 import copy
+import functools
 import sqlite3
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import apsw
 
@@ -27,6 +29,8 @@ __all__ = [
     "ProgrammingError",
     "Warning",
 ]
+
+T = TypeVar("T")
 
 
 class Warning(sqlite3.Warning):
@@ -197,6 +201,9 @@ def translate(exc: BaseException) -> BaseException:
     head, sep, tail = message.partition(": ")
     if sep and head.endswith("Error"):
         message = tail
+    lock_database = getattr(exc, "lock_database", None)  # set by LockDB
+    if lock_database is not None:
+        message = f"{message} (lock database {lock_database})"
     new = cls(message)
     code = getattr(exc, "extendedresult", None) or getattr(exc, "result", None)
     if isinstance(code, int):
@@ -205,3 +212,27 @@ def translate(exc: BaseException) -> BaseException:
             code, apsw.mapping_result_codes.get(code & 0xFF, "SQLITE_ERROR")
         )
     return new
+
+
+def from_os_error(exc: OSError, near: str) -> OperationalError:
+    """The stdlib's class for a file a sidecar of the database ``near`` could not be used
+    through: the file (where the OS names it) and the OS's reason."""
+    where = exc.filename if exc.filename is not None else f"a file of {near}"
+    return OperationalError(f"{exc.strerror or exc}: {where}")
+
+
+def surfaced(method: Callable[..., T]) -> Callable[..., T]:
+    """Wrap a public method of an object with a ``path`` so that nothing but the stdlib's
+    classes leaves it: APSW's exceptions become their stdlib class (:func:`translate`), an
+    ``OSError`` on one of our files an :class:`OperationalError` naming it."""
+
+    @functools.wraps(method)
+    def wrapper(self: Any, *args: Any, **kwargs: Any) -> T:
+        try:
+            return method(self, *args, **kwargs)
+        except apsw.Error as e:
+            raise translate(e) from e
+        except OSError as e:
+            raise from_os_error(e, getattr(self, "path", "the database")) from e
+
+    return wrapper

@@ -23,6 +23,7 @@ deleted when the process's last connection to the database closes.
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import os
 import struct
@@ -303,9 +304,15 @@ class Journal:
     def _append(self, txn_id: int, record: bytes) -> int:
         """Write ``record`` at the end; ``txn_id`` keeps the file from shrinking meanwhile."""
         with self._lock:
-            fd = self._open()
-            offset = self._size
-            os.pwrite(fd, record, offset)
+            try:
+                fd = self._open()
+                offset = self._size
+                # A full disk can first show as a short write, then as ENOSPC.
+                if os.pwrite(fd, record, offset) != len(record):
+                    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+            except OSError as e:
+                e.filename = self.path
+                raise
             self._size += len(record)
             self._waiting.add(txn_id)
         return offset

@@ -31,7 +31,7 @@ from typing import ClassVar
 
 import apsw
 
-from . import journal, oslock, sidecar, snapshot
+from . import journal, lockdb_health, oslock, sidecar, snapshot
 from .grants import ACTIVE, COMMITTED, COMMITTING, CONFLICTED, READY, Grants
 
 SCHEMA_VERSION = 3
@@ -152,7 +152,25 @@ class LockDB(Grants):
     _open_lock: ClassVar[threading.Lock] = threading.Lock()
 
     def __init__(self, db_path: str, *, first_txn_id: int = 1) -> None:
+        """:raises OperationalError: the lock database is damaged, not ours, or unusable."""
         self.path = db_path + "-locks"
+        try:
+            self._open(db_path, first_txn_id)
+        except BaseException as e:
+            self._abandon()
+            if isinstance(e, (apsw.Error, OSError)):
+                raise lockdb_health.failed(self.path, e) from e
+            raise
+
+    def _abandon(self) -> None:
+        conn = getattr(self, "conn", None)
+        if conn is not None:
+            with contextlib.suppress(apsw.Error):
+                conn.close()
+        self._uncount()
+
+    def _open(self, db_path: str, first_txn_id: int) -> None:
+        self._counted = False
         with LockDB._open_lock:
             LockDB._open_here[self.path] += 1
         self._counted = True
@@ -177,7 +195,14 @@ class LockDB(Grants):
             self.conn.execute("PRAGMA journal_mode=WAL")
             self.conn.execute("PRAGMA synchronous=OFF")
             with self._write():
+                foreign = lockdb_health.foreign_tables(self.conn)
+                if foreign is not None:
+                    raise lockdb_health.damaged(self.path, foreign)
                 self.conn.execute(_SCHEMA)
+                # Tells our lock databases from other SQLite files at a glance (lockdb_health).
+                app_id = self.conn.execute("PRAGMA application_id").fetchall()[0][0]
+                if app_id != lockdb_health.APPLICATION_ID:
+                    self.conn.execute(f"PRAGMA application_id={lockdb_health.APPLICATION_ID}")
                 # Version 3: where each transaction waiting to commit left its merge record
                 # (group commit), and the outcome a merger recorded for it.
                 have = {r[1] for r in self.conn.execute("PRAGMA table_info(transactions)")}
@@ -208,18 +233,40 @@ class LockDB(Grants):
         self._index = snapshot.WalFiles.for_path(self.path)
         self._index.refresh()
         self._quiet_at: bytes | None = None  # both header copies, as last seen quiet
+        # Ended, but the lock database could not be written then: txn_id -> changed tables.
+        self._unended: dict[int, frozenset[str]] = {}
         self._ids: Iterator[int] = iter(())
 
     @contextlib.contextmanager
     def _write(self) -> Iterator[None]:
         """A write transaction; the caller must hold ``_guard``."""
-        self.conn.execute("BEGIN IMMEDIATE")
         try:
-            yield
-        except BaseException:
-            self.conn.execute("ROLLBACK")
+            self.conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield
+            except BaseException:
+                self.conn.execute("ROLLBACK")
+                raise
+            self._commit()
+        except apsw.Error as e:
+            self._mark(e)
             raise
-        self.conn.execute("COMMIT")
+
+    def _commit(self) -> None:
+        """COMMIT; one that fails (a full disk) rolls back, so that the connection never keeps
+        the lock database's write lock."""
+        try:
+            self.conn.execute("COMMIT")
+        except BaseException:
+            if not self.conn.get_autocommit():
+                with contextlib.suppress(apsw.Error):
+                    self.conn.execute("ROLLBACK")
+            raise
+
+    def _mark(self, e: apsw.Error) -> None:
+        """Mark ``e`` as the lock database's: leaving the library, its message names the file
+        (:func:`.errors.translate`)."""
+        e.lock_database = self.path  # type: ignore[attr-defined]
 
     @contextlib.contextmanager
     def writing(self) -> Iterator[apsw.Connection]:
@@ -241,8 +288,11 @@ class LockDB(Grants):
             except BaseException:
                 conn.execute("ROLLBACK")
                 raise
-            conn.execute("COMMIT")
+            self._commit()
             return rowid
+        except apsw.Error as e:
+            self._mark(e)
+            raise
         finally:
             self._guard.release()
 
@@ -326,6 +376,9 @@ class LockDB(Grants):
                 "AND mode = 'X')",
                 (self.pid, lock_level, ACTIVE, time.time()),
             ).fetchall()
+        except apsw.Error as e:
+            self._mark(e)
+            raise
         finally:
             self._guard.release()
         return txn_id, bool(gated)
@@ -355,30 +408,48 @@ class LockDB(Grants):
         """Forget a finished transaction, release everything it held, and bump the version of
         each table it changed (table-level transactions use them to detect stale snapshots).
 
-        Returns the waiting transactions to wake.
+        Returns the waiting transactions to wake.  If the lock database cannot be written (a
+        full disk), the error propagates and the transaction stays to be ended with the next
+        ``end`` or ``begin`` of this connection (:meth:`end_unended`).
         """
+        unended = self._unended
+        if unended:
+            unended[txn_id] = changed_tables | unended.get(txn_id, frozenset())
         conn = self.conn
         self._guard.acquire()
         try:
             conn.execute("BEGIN IMMEDIATE")
             try:
-                self._drop_txn(conn, txn_id)
-                # Only a live table-level transaction can hold a snapshot older than this
-                # commit (one that registers later pins after it): else nothing to bump, and
-                # the lock database's commit writes one page less.
-                if changed_tables and self._table_level_live(conn):
-                    for name in changed_tables:
-                        conn.execute(_BUMP_VERSION, (name,))
-                # Even with no lock rows it held ``db`` in S mode, implicitly: an exclusive
-                # operation may be waiting for it.
-                wake = self._others_waiting(conn, txn_id)
+                wake = []
+                for each, changed in list(unended.items()) or [(txn_id, changed_tables)]:
+                    self._drop_txn(conn, each)
+                    # Only a live table-level transaction can hold a snapshot older than this
+                    # commit (one that registers later pins after it): else nothing to bump,
+                    # and the lock database's commit writes one page less.
+                    if changed and self._table_level_live(conn):
+                        for name in changed:
+                            conn.execute(_BUMP_VERSION, (name,))
+                    # Even with no lock rows it held ``db`` in S mode, implicitly: an
+                    # exclusive operation may be waiting for it.
+                    wake += self._others_waiting(conn, each)
             except BaseException:
                 conn.execute("ROLLBACK")
                 raise
-            conn.execute("COMMIT")
+            self._commit()
+        except apsw.Error as e:
+            self._mark(e)
+            unended.setdefault(txn_id, changed_tables)
+            raise
         finally:
             self._guard.release()
+        unended.clear()
         return wake
+
+    def end_unended(self) -> list[int]:
+        """End the transactions an earlier :meth:`end` could not; returns those to wake."""
+        if not self._unended:
+            return []
+        return self.end(*next(iter(self._unended.items())))
 
     def reserve_ids(self, count: int) -> range:
         """Transaction ids for statements that commit inside the merge lock (the autocommit
@@ -526,6 +597,7 @@ class LockDB(Grants):
 
     def unregister_holder(self) -> None:
         """Drop this process's holder row if it has no transactions left."""
+        self.end_unended()
         with self.writing() as c:
             c.execute(
                 "DELETE FROM holders WHERE pid=? AND start_time=? AND NOT EXISTS "

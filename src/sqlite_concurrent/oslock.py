@@ -28,12 +28,15 @@ from . import sidecar
 # Linux F_OFD_* values (include/uapi/asm-generic/fcntl.h); Python exposes them on 3.9+ Linux.
 _F_OFD_SETLK = getattr(fcntl, "F_OFD_SETLK", 37)
 _F_OFD_SETLKW = getattr(fcntl, "F_OFD_SETLKW", 38)
+F_OFD_GETLK = getattr(fcntl, "F_OFD_GETLK", 36)
+F_OFD_SETLK, F_OFD_SETLKW = _F_OFD_SETLK, _F_OFD_SETLKW
 
 _BASE = 1 << 40  # far past every byte SQLite locks
 
 MERGE = 0
 LOCKDB = 1
 SNAPSHOT_GATE = 2
+QUARANTINE = 3  # held while a damaged lock database is moved aside (lockdb_health)
 
 _fds: dict[tuple[int, str], int] = {}
 # Bumped in a forked child and when a descriptor is closed: ByteLocks look theirs up again.
@@ -71,6 +74,11 @@ def forget(path: str) -> None:
         _generation += 1
     if fd is not None:
         os.close(fd)
+
+
+def offset(slot: int) -> int:
+    """The byte of ``slot``'s lock in the lock database file."""
+    return _BASE + slot
 
 
 def _flock_struct(kind: int, offset: int) -> bytes:

@@ -17,7 +17,8 @@ from dataclasses import dataclass
 
 import apsw
 
-from . import journal, merge
+from . import journal, lockdb_health, merge
+from .errors import translate
 from .lockdb import LockDB
 
 
@@ -39,9 +40,14 @@ def recover(db_path: str) -> list[Recovered]:
     report what each left.  Journals whose process is gone but which the lock database does not
     know (it was deleted, or the process died before registering) are disposed of too.
 
-    :raises apsw.Error: the database or its lock database cannot be opened.
+    A lock database that is damaged or another application's is moved aside first when no
+    live process uses it (:func:`.lockdb_health.ensure_usable`, which logs a warning).
+
+    :raises OperationalError: the lock database is damaged but in use, or cannot be used.
+    :raises DatabaseError: the database cannot be opened.
     """
     db_path = os.path.realpath(db_path)  # as connect() resolves it to place the sidecars
+    lockdb_health.ensure_usable(db_path, open_here=LockDB.open_in_process(db_path))
     reaped = []
     if os.path.exists(db_path + "-locks"):
         lockdb = LockDB(db_path)
@@ -54,7 +60,10 @@ def recover(db_path: str) -> list[Recovered]:
     loose = [(pid, d) for pid, d in loose if pid not in known and d is not None]
     if not reaped and not loose:
         return []
-    db = apsw.Connection(db_path, flags=apsw.SQLITE_OPEN_READONLY)
+    try:
+        db = apsw.Connection(db_path, flags=apsw.SQLITE_OPEN_READONLY)
+    except apsw.Error as e:
+        raise translate(e) from e
     try:
         report = []
         entries = [(r.pid, r.locks, r.txn_ids, r.journal) for r in reaped]
