@@ -41,6 +41,7 @@ class Cursor:
     arraysize = 1
 
     def __init__(self, connection: Connection) -> None:
+        _check_unlocked(self)
         # Duck-typed: importing dbapi here (a cycle) cost 14 us on every cursor.
         if not hasattr(connection, "_execute"):
             raise TypeError(f"argument 1 must be a Connection, not {type(connection).__name__}")
@@ -53,6 +54,7 @@ class Cursor:
         self._rows: Iterator[tuple[Any, ...]] = iter(())
         self._converters: list[Callable[[bytes], Any] | None] | None = None
         self._on_txn_conn = False
+        self._locked = False
         self._closed = False
 
     def _check(self) -> None:
@@ -60,6 +62,7 @@ class Cursor:
             raise ProgrammingError("Base Cursor.__init__ not called.")
         if self._closed:
             raise ProgrammingError("Cannot operate on a closed cursor.")
+        _check_unlocked(self)
         self.connection._check()
 
     @property
@@ -75,18 +78,30 @@ class Cursor:
 
     def execute(self, sql: str, parameters: Sequence[Any] | dict[str, Any] = ()) -> Cursor:
         self._check()
-        self.connection._execute(self, sql, parameters, many=False)
+        self._locked = True
+        try:
+            self.connection._execute(self, sql, parameters, many=False)
+        finally:
+            self._locked = False
         return self
 
     def executemany(self, sql: str, seq_of_parameters: Iterable[Any]) -> Cursor:
         self._check()
-        self.connection._execute(self, sql, seq_of_parameters, many=True)
+        self._locked = True
+        try:
+            self.connection._execute(self, sql, seq_of_parameters, many=True)
+        finally:
+            self._locked = False
         return self
 
     def executescript(self, sql_script: str) -> Cursor:
         """As in the stdlib: commit what is open, then run the script's statements."""
         self._check()
-        self.connection.executescript(sql_script, cursor=self)
+        self._locked = True
+        try:
+            self.connection.executescript(sql_script, cursor=self)
+        finally:
+            self._locked = False
         return self
 
     def _set_rows(self, rows: Iterator[tuple[Any, ...]], on_txn_conn: bool) -> None:
@@ -112,12 +127,21 @@ class Cursor:
         except apsw.Error as e:
             raise translate(e) from e
         text_factory = self.connection.text_factory
-        if self._converters is not None:
-            row = adaptation.convert_row(row, self._converters, text_factory)
-        elif text_factory is not str:
-            row = tuple(text_factory(v.encode()) if isinstance(v, str) else v for v in row)
+        if self._converters is not None or text_factory is not str:
+            # As the stdlib's: converters and text factories must not use this cursor; its
+            # row factory may.
+            self._locked = True
+            try:
+                row = self._convert(row, text_factory)
+            finally:
+                self._locked = False
         factory = self.row_factory
         return factory(self, row) if factory is not None else row
+
+    def _convert(self, row: tuple[Any, ...], text_factory: Callable[[bytes], Any]) -> Any:
+        if self._converters is not None:
+            return adaptation.convert_row(row, self._converters, text_factory)
+        return tuple(text_factory(v.encode()) if isinstance(v, str) else v for v in row)
 
     def fetchone(self) -> Any:
         self._check()
@@ -152,7 +176,10 @@ class Cursor:
         return row
 
     def close(self) -> None:
-        self.connection._check_thread()
+        _check_unlocked(self)
+        if getattr(self, "_closed", None) is None:
+            raise ProgrammingError("Base Cursor.__init__ not called.")
+        self.connection._check()
         self._rows = iter(())
         self._closed = True
 
@@ -161,3 +188,11 @@ class Cursor:
 
     def setoutputsize(self, size: Any, column: Any = None) -> None:
         pass
+
+
+def _check_unlocked(cursor: Cursor) -> None:
+    # The stdlib's guard against a cursor used while it runs a statement or converts a row
+    # (from a parameter generator, an adapter or a converter): the statement would be reset
+    # under it.
+    if getattr(cursor, "_locked", False):
+        raise ProgrammingError("Recursive use of cursors not allowed.")
