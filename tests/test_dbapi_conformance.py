@@ -140,3 +140,122 @@ def test_closing_a_cursor_of_a_closed_connection(where, tmp_path):
         "ProgrammingError",
         "Cannot operate on a closed database.",
     )
+
+
+def test_an_uninitialised_connection_refuses_everything():
+    def run(mod, db):
+        cx = mod.Connection.__new__(mod.Connection)
+        return [
+            outcome(f)
+            for f in (
+                lambda: cx.isolation_level,
+                lambda: setattr(cx, "isolation_level", None),
+                lambda: cx.total_changes,
+                lambda: cx.in_transaction,
+                lambda: cx.iterdump(),
+                lambda: cx.cursor(),
+                lambda: cx.close(),
+                lambda: cx.execute("select 1"),
+                lambda: cx(),
+            )
+        ]
+
+    results = [run(mod, "") for mod in MODULES]
+    assert results[1] == results[0]
+    uninitialised = ("raised", "ProgrammingError", "Base Connection.__init__ not called.")
+    assert set(results[0]) == {uninitialised}
+
+
+def test_calling_a_connection(where, tmp_path):
+    def run(mod, db):
+        con = mod.connect(db)
+        got = [outcome(lambda a=a, k=k: con(*a, **k)) for a, k in _CALLS]
+        got.append(outcome(lambda: type(con("select 1")).__name__))
+        con.close()
+        got.append(outcome(con))
+        return got
+
+    result = same(run, where, tmp_path)
+    assert result[-1] == ("raised", "ProgrammingError", "Cannot operate on a closed database.")
+
+
+_CALLS = [((), {}), ((1,), {}), (("a", "b"), {}), ((), {"sql": "select 1"})]
+
+
+def test_init_again_on_an_open_connection(where, tmp_path):
+    """A failed second ``__init__`` leaves it uninitialised; cursors of the first database
+    go on reading it."""
+
+    def run(mod, db):
+        cx = mod.connect(db)
+        cx.execute("create table t(x)")
+        cx.executemany("insert into t values (?)", [(1,), (2,), (3,)])
+        cx.commit()
+        cur = cx.execute("select x from t order by x")
+        first = cur.fetchone()
+        # Ours goes on to say the path is a directory.
+        out = [outcome(lambda: cx.__init__(str(tmp_path)))[:2]]
+        out.append(outcome(lambda: cx.execute("select 1")))
+        cx.__init__(":memory:")
+        out.append(outcome(lambda: cx.execute("select count(*) from sqlite_schema").fetchall()))
+        out.append((first, outcome(cur.fetchall)))
+        cx.close()
+        return out
+
+    result = same(run, where, tmp_path)
+    assert result[0] == ("raised", "OperationalError")
+    assert result[1] == ("raised", "ProgrammingError", "Base Connection.__init__ not called.")
+    assert result[2] == ("value", [(0,)])
+    assert result[3] == ((1,), ("value", [(2,), (3,)]))
+
+
+def test_row_and_cursor_factories_check_the_real_type(where, tmp_path):
+    def run(mod, db):
+        con = mod.connect(db)
+
+        class FakeCursor(str):
+            __class__ = mod.Cursor
+
+        cur = con.cursor()
+        got = [
+            outcome(lambda: con.cursor(FakeCursor)),
+            outcome(lambda: mod.Row(FakeCursor(), ())),
+            outcome(lambda: mod.Row(cur, [1])),
+            outcome(lambda: mod.Row(cur)),
+            outcome(lambda: mod.Row(cur, (1,), x=1)),
+            outcome(lambda: tuple(mod.Row(cur, (1,)))),
+        ]
+        con.close()
+        # Our message names our Cursor class; the rest is the stdlib's.
+        return [
+            (r[0], r[1], r[2].replace("sqlite_concurrent.Cursor", "sqlite3.Cursor"))
+            if r[0] == "raised"
+            else r
+            for r in got
+        ]
+
+    result = same(run, where, tmp_path)
+    assert [r[1] for r in result[:5]] == ["TypeError"] * 5
+
+
+def test_a_closed_blob_refuses_its_context_manager(where, tmp_path):
+    def run(mod, db):
+        cx = mod.connect(db)
+        cx.execute("create table test(b blob)")
+        cx.execute("insert into test values (zeroblob(10))")
+        cx.commit()
+        blob = cx.blobopen("test", "b", 1)
+        blob.close()
+        got = [
+            outcome(blob.close),
+            outcome(blob.__enter__),
+            outcome(lambda: blob.__exit__(None, None, None)),
+        ]
+        cx.close()
+        return got
+
+    assert same(run, where, tmp_path) == [
+        ("value", None),
+        ("raised", "ProgrammingError", "Cannot operate on a closed blob."),
+        ("raised", "ProgrammingError", "Cannot operate on a closed blob."),
+    ]

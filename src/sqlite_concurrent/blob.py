@@ -127,6 +127,8 @@ class Blob:
         return self
 
     def __exit__(self, *exc: object) -> None:
+        # Unlike close(), which may be repeated, as in the stdlib.
+        self._check()
         self.close()
 
     # -- the sequence part -----------------------------------------------------------------

@@ -97,6 +97,8 @@ class Connection(Hooks):
     ProgrammingError = ProgrammingError
     NotSupportedError = NotSupportedError
 
+    _closed: bool  # absent until __init__ runs: "Base Connection.__init__ not called"
+
     def __init__(
         self,
         database: str | bytes | os.PathLike[str],
@@ -115,6 +117,11 @@ class Connection(Hooks):
         group_commit: bool | None = None,
         row_lock_delay: float = locks.DEFAULT_ROW_LOCK_DELAY,
     ) -> None:
+        if getattr(self, "_closed", None) is not None:
+            # Run again, as the stdlib allows: the open connection closes, and this one is
+            # uninitialised until the new database opens.
+            self._close_for_init()
+            del self._closed
         if lock_level not in LOCK_LEVELS:
             raise ProgrammingError(
                 f"lock_level must be one of {', '.join(LOCK_LEVELS)}, not {lock_level!r}"
@@ -194,9 +201,11 @@ class Connection(Hooks):
                 self._open()
         except apsw.Error as e:
             self._abandon_open()
+            del self._closed  # uninitialised, as the stdlib's is after a failed __init__
             raise translate(e) from e
         except BaseException:
             self._abandon_open()
+            del self._closed
             raise
         self._closed = False
 
@@ -389,7 +398,7 @@ class Connection(Hooks):
         file then holds every commit, as after the stdlib's last close.  A connection inherited
         across fork() closes quietly, leaving all of it to the process that opened it.
         """
-        if self._closed:
+        if self._initialised_closed():
             return
         if self._inherited():
             self._closed = True
@@ -408,6 +417,16 @@ class Connection(Hooks):
         finally:
             self._closed = True
             self._leave_shared()
+
+    def _close_for_init(self) -> None:
+        if self._private is not None and not self._closed:
+            # As sqlite3_close_v2, which the stdlib closes with: cursors still reading keep
+            # the database until they are done; SQLite closes it when the last one goes.
+            self._closed = True
+            return
+        for cursor in list(self._reader_cursors):
+            cursor._materialise()  # the rows they would still have read, as above
+        self.close()
 
     def _leave_shared(self) -> None:
         """Let go of the shared database, as the last step of ``close`` does."""
@@ -441,12 +460,19 @@ class Connection(Hooks):
                 f"{threading.get_ident()}."
             )
 
-    def _check(self) -> None:
+    def _initialised_closed(self) -> bool:
         closed = getattr(self, "_closed", None)
         if closed is None:
             raise ProgrammingError("Base Connection.__init__ not called.")
-        if closed:
+        return bool(closed)
+
+    def _check_open(self) -> None:
+        """The stdlib's check of attributes that any thread may read."""
+        if self._initialised_closed():
             raise ProgrammingError("Cannot operate on a closed database.")
+
+    def _check(self) -> None:
+        self._check_open()
         held = self._holding
         if held is not None and held.inherited:
             raise ProgrammingError(
@@ -461,11 +487,13 @@ class Connection(Hooks):
 
     @property
     def isolation_level(self) -> str | None:
+        self._check_open()
         return self._isolation_level
 
     @isolation_level.setter
     def isolation_level(self, value: str | None) -> None:
         """As in the stdlib: validated, and ``None`` (autocommit) commits what is open."""
+        self._initialised_closed()
         if value is not None and not isinstance(value, str):
             raise TypeError("isolation_level must be str or None")
         if value is not None and str.upper(value) not in _LEVELS:
@@ -846,7 +874,10 @@ class Connection(Hooks):
 
     def iterdump(self) -> Iterator[str]:
         """The database as SQL text, as the stdlib dumps it, without our commit markers."""
-        self._check()
+        self._check()  # now, not at the first line: this is not a generator
+        return self._dump()
+
+    def _dump(self) -> Iterator[str]:
         marker = merge.MARKER_TABLE
         for line in _stdlib_dump._iterdump(self):  # type: ignore[attr-defined]
             if marker in line and (
@@ -915,15 +946,20 @@ class Connection(Hooks):
     def cursor(self, factory: Callable[[Connection], Cursor] = Cursor) -> Cursor:
         self._check()
         cursor = factory(self)
-        if not isinstance(cursor, Cursor):
+        if not issubclass(type(cursor), Cursor):  # ``__class__`` cannot fake it
             raise TypeError("factory must return a cursor, not " + type(cursor).__name__)
         return cursor
 
-    def __call__(self, sql: str) -> Statement:
+    def __call__(self, *args: Any, **kwargs: Any) -> Statement:
         """The stdlib's (undocumented) statement factory: checks ``sql`` as ``execute`` would."""
-        self._check()
+        self._check()  # before the arguments, as the stdlib's
+        if kwargs:
+            raise TypeError("sqlite3.Connection() takes no keyword arguments")
+        if len(args) != 1:
+            raise TypeError(f"function takes exactly 1 argument ({len(args)} given)")
+        sql = args[0]
         if not isinstance(sql, str):
-            raise TypeError(f"argument must be str, not {type(sql).__name__}")
+            raise TypeError(f"argument 1 must be str, not {type(sql).__name__}")
         if len(sql) > self._max_sql_length:
             raise DataError("query string is too large")
         if "\0" in sql:
