@@ -259,3 +259,79 @@ def test_a_closed_blob_refuses_its_context_manager(where, tmp_path):
         ("raised", "ProgrammingError", "Cannot operate on a closed blob."),
         ("raised", "ProgrammingError", "Cannot operate on a closed blob."),
     ]
+
+
+def test_parameters_are_read_and_adapted_one_by_one(where, tmp_path):
+    def run(mod, db):
+        class X:
+            def __conform__(self, protocol):
+                parameters.clear()
+                return "..."
+
+        parameters = [X(), 0]
+        con = mod.connect(db)
+        con.execute("create table foo(bar, baz)")
+        got = outcome(lambda: con.execute("insert into foo values (?, ?)", parameters))
+        con.rollback()
+        con.close()
+        return got
+
+    assert same(run, where, tmp_path) == ("raised", "IndexError", "list index out of range")
+
+
+def test_a_type_error_in_conform_means_cannot_adapt(where, tmp_path):
+    def run(mod, db):
+        class BadConform:
+            def __init__(self, exc):
+                self.exc = exc
+
+            def __conform__(self, protocol):
+                raise self.exc
+
+        con = mod.connect(db)
+        con.execute("create table test(bad)")
+        got = []
+        for params in ((BadConform(TypeError),), {"val": BadConform(TypeError)}):
+            sql = (
+                "insert into test values (?)"
+                if isinstance(params, tuple)
+                else ("insert into test values (:val)")
+            )
+            try:
+                con.execute(sql, params)
+                got.append("no error")
+            except mod.ProgrammingError:
+                got.append("ProgrammingError")
+        with pytest.raises(KeyboardInterrupt):
+            con.execute("insert into test values (?)", (BadConform(KeyboardInterrupt),))
+        con.rollback()
+        con.close()
+        return got
+
+    assert same(run, where, tmp_path) == ["ProgrammingError", "ProgrammingError"]
+
+
+def test_adapt_asks_the_protocol_first():
+    def run(mod):
+        class CustomProto:
+            def __adapt__(self):
+                return "adapted"
+
+        class Refuses:
+            def __adapt__(self):
+                raise TypeError("no")
+
+        class Conforms:
+            def __conform__(self, proto):
+                return "conformed"
+
+        return [
+            outcome(lambda: mod.adapt(1.0, CustomProto)),
+            outcome(lambda: mod.adapt(1.0, Refuses, "alt")),
+            outcome(lambda: mod.adapt(Conforms(), Refuses)),
+            outcome(lambda: mod.adapt(1.0, Refuses)),
+        ]
+
+    results = [run(mod) for mod in MODULES]
+    assert results[1] == results[0]
+    assert results[0][0] == ("value", "adapted")
