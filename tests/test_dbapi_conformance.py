@@ -335,3 +335,30 @@ def test_adapt_asks_the_protocol_first():
     results = [run(mod) for mod in MODULES]
     assert results[1] == results[0]
     assert results[0][0] == ("value", "adapted")
+
+
+def test_text_that_is_not_utf8_names_its_column(where, tmp_path):
+    def run(mod, db):
+        con = mod.connect(db)
+        con.execute("create table t(a)")
+        got = [
+            outcome(
+                lambda: con.execute(
+                    "select 'xxx' || ? || 'yyy' colname", (bytes([250]),)
+                ).fetchone()
+            ),
+            outcome(
+                lambda: con.execute(
+                    "insert into t select 'xxx' || ? || 'yyy' returning a", (bytes([250]),)
+                ).fetchall()
+            ),
+        ]
+        con.rollback()
+        con.close()
+        return got
+
+    text = "Could not decode to UTF-8 column '{}' with text 'xxx\ufffdyyy'"
+    assert same(run, where, tmp_path) == [
+        ("raised", "OperationalError", text.format("colname")),
+        ("raised", "OperationalError", text.format("a")),
+    ]

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 import apsw
 
 from . import adaptation
-from .errors import ProgrammingError, translate
+from .errors import OperationalError, ProgrammingError, translate
 
 if TYPE_CHECKING:
     from .dbapi import Connection
@@ -126,6 +126,8 @@ class Cursor:
             return None
         except apsw.Error as e:
             raise translate(e) from e
+        except UnicodeDecodeError as e:
+            raise undecodable(e, self.description) from e
         text_factory = self.connection.text_factory
         if self._converters is not None or text_factory is not str:
             # As the stdlib's: converters and text factories must not use this cursor; its
@@ -188,6 +190,22 @@ class Cursor:
 
     def setoutputsize(self, size: Any, column: Any = None) -> None:
         pass
+
+
+def undecodable(
+    error: UnicodeDecodeError, description: Sequence[Sequence[Any]] | None
+) -> OperationalError:
+    """The stdlib's error for a TEXT value that is not UTF-8, naming the column and the text.
+
+    SQLite's text reaches us already decoded, and the decoder does not say which column it
+    was decoding: with several columns the message names them all.
+    """
+    names = [str(d[0]) for d in description or ()]
+    column = f"'{names[0]}'" if len(names) == 1 else "of " + ", ".join(f"'{n}'" for n in names)
+    # As the stdlib formats it: the raw bytes read as ASCII, the rest replaced.
+    raw = error.object if isinstance(error.object, bytes) else bytes(error.object)
+    text = raw.split(b"\0", 1)[0].decode("ascii", "replace")
+    return OperationalError(f"Could not decode to UTF-8 column {column} with text '{text}'")
 
 
 def _check_unlocked(cursor: Cursor) -> None:

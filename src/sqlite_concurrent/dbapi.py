@@ -50,7 +50,7 @@ from . import (
 )
 from .blob import Blob
 from .checkpoint import DEFAULT_CHECKPOINT_WAIT, DEFAULT_WAL_LIMIT, Checkpointer
-from .cursor import Cursor, describe
+from .cursor import Cursor, describe, undecodable
 from .errors import (
     ConflictError,
     DatabaseError,
@@ -1487,6 +1487,8 @@ class Connection(Hooks):
             raise ProgrammingError(str(e)) from e
         except OverflowError as e:
             raise OverflowError("Python int too large to convert to SQLite INTEGER") from e
+        except UnicodeDecodeError as e:  # a statement run to completion here
+            raise undecodable(e, raw_description[0] if raw_description else None) from e
         finally:
             self._user_on_merger = False
         if kind == "dml" and cursor.rowcount > 0:
