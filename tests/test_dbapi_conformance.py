@@ -5,7 +5,12 @@ the same.  ``where`` runs each on a private database and on a shared file.
 
 from __future__ import annotations
 
+import contextlib
+import os
 import sqlite3
+import subprocess
+import sys
+import urllib.parse
 from collections.abc import Callable
 from typing import Any
 
@@ -362,3 +367,52 @@ def test_text_that_is_not_utf8_names_its_column(where, tmp_path):
         ("raised", "OperationalError", text.format("colname")),
         ("raised", "OperationalError", text.format("a")),
     ]
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="needs a filesystem taking any bytes")
+@pytest.mark.parametrize("as_uri", [False, True], ids=["path", "uri"])
+def test_a_path_that_is_not_utf8(tmp_path, as_uri):
+    def run(mod, directory):
+        path = os.path.join(directory, os.fsdecode(b"db\xe7w\xf0"))
+        name = "file:" + urllib.parse.quote(os.fsencode(path)) if as_uri else path
+        with contextlib.closing(mod.connect(name, uri=as_uri)) as cx:
+            cx.execute("create table t(x)")
+            cx.execute("insert into t values (1)")
+            cx.commit()
+            with contextlib.closing(mod.connect(name, uri=as_uri)) as other:
+                other.execute("insert into t values (2)")
+                other.commit()
+            # Another process writes; ours lets it while this connection's transaction is
+            # open, the stdlib's only after.
+            if mod is sqlite_concurrent:
+                cx.execute("insert into t values (3)")
+            subprocess.run(
+                [sys.executable, "-c", _CHILD, mod.__name__, os.fsencode(name), str(as_uri)],
+                check=True,
+                timeout=60,
+                env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},
+            )
+            if mod is sqlite3:
+                cx.execute("insert into t values (3)")
+            cx.commit()
+            cx.execute("update t set x = x * 10")
+            cx.commit()
+            rows = cx.execute("select x from t order by x").fetchall()
+        return rows, os.path.exists(path)
+
+    results = []
+    for mod in MODULES:
+        directory = tmp_path / mod.__name__
+        directory.mkdir()
+        results.append(run(mod, str(directory)))
+    assert results[1] == results[0] == ([(10,), (20,), (30,), (40,)], True)
+
+
+_CHILD = """
+import contextlib, importlib, os, sys
+mod = importlib.import_module(sys.argv[1])
+name = os.fsdecode(sys.argv[2].encode(errors="surrogateescape"))
+with contextlib.closing(mod.connect(name, uri=sys.argv[3] == "True", timeout=30)) as cx:
+    cx.execute("insert into t values (4)")
+    cx.commit()
+"""

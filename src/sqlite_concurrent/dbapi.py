@@ -33,6 +33,7 @@ from . import (
     description,
     errors,
     exclusive,
+    filenames,
     foreign,
     foreign_keys,
     holding,
@@ -214,7 +215,7 @@ class Connection(Hooks):
     def _stock(
         self, flags: int = apsw.SQLITE_OPEN_READWRITE | apsw.SQLITE_OPEN_CREATE
     ) -> apsw.Connection:
-        conn = apsw.Connection(self.path, flags=flags)
+        conn = apsw.Connection(*filenames.for_sqlite(self.path, flags))
         self._opened.append(conn)
         conn.set_busy_timeout(int(self.timeout * 1000))
         return conn
@@ -298,7 +299,7 @@ class Connection(Hooks):
         conn = self._txn_conn
         if conn is not None:
             return conn
-        uri = "file:" + urllib.parse.quote(self.path) + f"?sc_slot={self._slot_id}"
+        uri = filenames.uri(filenames.for_overlay(self.path), f"sc_slot={self._slot_id}")
         conn = apsw.Connection(
             uri,
             flags=apsw.SQLITE_OPEN_READWRITE | apsw.SQLITE_OPEN_URI,
@@ -1682,7 +1683,7 @@ _PRIVATE_FLAGS = apsw.SQLITE_OPEN_READWRITE | apsw.SQLITE_OPEN_CREATE | apsw.SQL
 def _copy_uri(path: str) -> str:
     """An attached file for the transaction connection: through the default VFS, since the
     overlay VFS (its main database's, which attached files inherit) hides -wal files."""
-    return f"file:{urllib.parse.quote(path)}?vfs={apsw.vfs_names()[0]}"
+    return filenames.uri(path, f"vfs={apsw.vfs_names()[0]}")
 
 
 class _Private(NamedTuple):
@@ -1730,9 +1731,10 @@ def _target(database: Any, uri: bool) -> tuple[str, _Private | None]:
             f"URI parameter(s) {', '.join(sorted(unknown))} cannot be honoured for a database "
             "shared by processes"
         )
-    if params.get("mode") == "rw" and not os.path.exists(urllib.parse.unquote(parsed.path)):
+    path = filenames.from_uri_path(parsed.path)
+    if params.get("mode") == "rw" and not os.path.exists(path):
         raise OperationalError("unable to open database file")
-    return urllib.parse.unquote(parsed.path), None
+    return path, None
 
 
 __all__ = ["Connection", "Cursor", "Error", "connect"]

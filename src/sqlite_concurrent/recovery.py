@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import apsw
 
-from . import journal, merge
+from . import filenames, journal, merge
 from .lockdb import LockDB
 
 
@@ -53,7 +53,7 @@ def recover(db_path: str) -> list[Recovered]:
     loose = [(pid, d) for pid, d in loose if pid not in known and d is not None]
     if not reaped and not loose:
         return []
-    db = apsw.Connection(db_path, flags=apsw.SQLITE_OPEN_READONLY)
+    db = apsw.Connection(*filenames.for_sqlite(db_path, apsw.SQLITE_OPEN_READONLY))
     try:
         report = []
         entries = [(r.pid, r.locks, r.txn_ids, r.journal) for r in reaped]
