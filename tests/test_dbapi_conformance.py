@@ -52,6 +52,9 @@ def same(run: Callable[[Any, str], Any], where: str, tmp_path: Any) -> Any:
     return results[0]
 
 
+# -- a cursor in use refuses to be used again --------------------------------------------------
+
+
 def test_a_converter_cannot_use_the_cursor_converting_its_row(where, tmp_path):
     def run(mod, db):
         out = []
@@ -113,6 +116,9 @@ def test_a_row_factory_may_use_its_cursor(where, tmp_path):
         return got
 
     assert same(run, where, tmp_path) == [("a", -1, (1,))]
+
+
+# -- objects half made, closed, or faked ---------------------------------------------------------
 
 
 def test_a_cursor_whose_init_did_not_run(where, tmp_path):
@@ -266,6 +272,9 @@ def test_a_closed_blob_refuses_its_context_manager(where, tmp_path):
     ]
 
 
+# -- adaptation --------------------------------------------------------------------------------
+
+
 def test_parameters_are_read_and_adapted_one_by_one(where, tmp_path):
     def run(mod, db):
         class X:
@@ -342,6 +351,9 @@ def test_adapt_asks_the_protocol_first():
     assert results[0][0] == ("value", "adapted")
 
 
+# -- text and paths that are not UTF-8 ----------------------------------------------------------
+
+
 def test_text_that_is_not_utf8_names_its_column(where, tmp_path):
     def run(mod, db):
         con = mod.connect(db)
@@ -416,3 +428,72 @@ with contextlib.closing(mod.connect(name, uri=sys.argv[3] == "True", timeout=30)
     cx.execute("insert into t values (4)")
     cx.commit()
 """
+
+
+# -- the trace callback --------------------------------------------------------------------------
+
+
+def _traced_session(mod: Any, db: str) -> list[str]:
+    out: list[str] = []
+    con = mod.connect(db)
+    con.set_trace_callback(out.append)
+    con.execute("create table t(x)")
+    con.execute("create table log(y)")
+    con.execute("create trigger tr after insert on t begin insert into log values (new.x); end")
+    con.execute("insert into t values (?)", (1,))
+    con.execute("select * from t").fetchall()
+    con.commit()
+    con.commit()
+    con.executemany("insert into t values (?)", [(2,), (3,)])
+    con.rollback()
+    con.rollback()
+    with con:
+        con.execute("update t set x = 5")
+    con.execute("begin")
+    con.execute("insert into t values (9)")
+    con.execute("commit")
+    con.executescript("insert into t values (10); select 1; ")
+    con.execute("insert into t values (11)")
+    con.executescript("select 2")
+    con.isolation_level = None
+    con.execute("insert into t values (12)")
+    con.execute("savepoint a")
+    con.execute("insert into t values (13)")
+    con.execute("release a")
+    con.isolation_level = "IMMEDIATE"
+    con.execute("delete from t where x = 1")
+    con.isolation_level = None
+    con.execute("insert into t values (14)")
+    con.close()
+    return out
+
+
+def test_the_trace_shows_what_the_stdlib_sends(where, tmp_path):
+    """The application's statements, the stdlib's implicit BEGIN, COMMIT and ROLLBACK, each
+    trigger program as SQLite reports it; none of the SQL we send to merge or pin."""
+    traced = same(_traced_session, where, tmp_path)
+    assert traced[3:5] == ["BEGIN ", "insert into t values (1)"]
+
+
+def test_a_trace_past_the_length_limit_shows_the_statement_as_written(where, tmp_path):
+    def run(mod, db):
+        con = mod.connect(db)
+        con.setlimit(mod.SQLITE_LIMIT_LENGTH, 1000)
+        traced: list[str] = []
+        con.set_trace_callback(traced.append)
+        seen: list[Any] = []
+        hook, sys.unraisablehook = sys.unraisablehook, seen.append
+        mod.enable_callback_tracebacks(True)
+        try:
+            rows = con.execute("select length(?)", ("a" * 1000,)).fetchall()
+        finally:
+            mod.enable_callback_tracebacks(False)
+            sys.unraisablehook = hook
+        con.close()
+        return rows, traced, [(u.exc_type.__name__, str(u.exc_value)) for u in seen]
+
+    assert same(run, where, tmp_path) == (
+        [(1000,)],
+        ["select length(?)"],
+        [("DataError", "Expanded SQL string exceeds the maximum string length")],
+    )

@@ -176,7 +176,7 @@ class Connection(Hooks):
         self.text_factory: Any = str
         self._trace: Callable[[str], Any] | None = None
         self._user_on_merger = False  # a statement of the application runs on the merger
-        self._merger_quiet = False  # our own look at the merger: no trace
+        self._statement_traced: tuple[str, str, int | None] | None = None  # see hooks
         self._state = connstate.ConnectionState()  # TEMP objects and attached databases
         # User functions, aggregates and collations: replayed on every connection we open.
         self._registrations: list[Callable[[apsw.Connection], None]] = []
@@ -748,7 +748,10 @@ class Connection(Hooks):
         self._check()
         if self._private is not None:
             self._end_private("COMMIT")
-        elif self._aborted is not None:
+            return
+        if self._in_txn():
+            self._trace_control("COMMIT")
+        if self._aborted is not None:
             self._end_aborted(commit=True)
         elif self._txn is not None:
             self._commit_txn()
@@ -757,7 +760,10 @@ class Connection(Hooks):
         self._check()
         if self._private is not None:
             self._end_private("ROLLBACK")
-        elif self._aborted is not None:
+            return
+        if self._in_txn():
+            self._trace_control("ROLLBACK")
+        if self._aborted is not None:
             self._end_aborted(commit=False)
         elif self._txn is not None:
             self._rollback_txn()
@@ -765,12 +771,11 @@ class Connection(Hooks):
     def _end_private(self, sql: str) -> None:
         assert self._private is not None
         if not self._private.get_autocommit():
+            self._trace_control(sql)
             try:
                 self._private.execute(sql)
             except apsw.Error as e:
                 raise translate(e) from e
-            if self._trace is not None:
-                self._traced(sql)
 
     def __enter__(self) -> Connection:
         self._check()
@@ -1007,6 +1012,8 @@ class Connection(Hooks):
         if self._private is not None:
             self._execute_private(cursor, self._private, sql, parameters, many, kind)
             return
+        if kind in ("begin", "commit", "rollback"):
+            self._trace_control(sql)  # the stdlib runs it; we only act on it
         if self._aborted is not None:
             if kind in ("commit", "rollback"):
                 self._end_aborted(commit=kind == "commit")
@@ -1047,6 +1054,8 @@ class Connection(Hooks):
         ):
             return
         if self._txn is None and kind == "dml":
+            if self.isolation_level is not None:
+                self._trace_control(f"BEGIN {self.isolation_level}")
             self._begin()
             if self.isolation_level is None:
                 # Autocommit: the statement is its own transaction, failing as a whole.
@@ -1128,6 +1137,7 @@ class Connection(Hooks):
                 self._run(cursor, self._merger, sql, parameters, many, False, kind)
             return
         if self._txn is None:
+            self._trace_control(f"BEGIN {self.isolation_level}")
             self._begin()
         self._become_exclusive()
         self._run_exclusive(cursor, sql, parameters, many, kind)
@@ -1209,11 +1219,7 @@ class Connection(Hooks):
 
     def _refresh_local(self) -> None:
         """After a statement on the merger that may have created or dropped TEMP objects."""
-        self._merger_quiet = True
-        try:
-            self._state.refresh(self._merger)
-        finally:
-            self._merger_quiet = False
+        self._state.refresh(self._merger)
 
     def _run_in_txn(self, cursor: Cursor, sql: str, parameters: Any, many: bool, kind: str) -> None:
         txn = self._txn
@@ -1241,12 +1247,11 @@ class Connection(Hooks):
         """Everything on one stock connection; transactions open implicitly as the stdlib's."""
         if kind == "dml" and self.isolation_level is not None and conn.get_autocommit():
             begin = f"BEGIN {self.isolation_level}"
+            self._trace_control(begin)
             try:
                 conn.execute(begin)
             except apsw.Error as e:
                 raise translate(e) from e
-            if self._trace is not None:
-                self._traced(begin)
         self._run(cursor, conn, sql, parameters, many, False, kind)
 
     def _autocommit_fast(self, cursor: Cursor, sql: str, parameters: Any, many: bool) -> bool:
@@ -1364,9 +1369,7 @@ class Connection(Hooks):
                     return False
                 raw_description.append(description.pre_step(acur))
             if self._trace is not None:
-                # Past SQLITE_LIMIT_LENGTH SQLite cannot expand it; the stdlib then traces
-                # the statement as written.
-                self._traced(acur.expanded_sql or stmt_sql)
+                self._trace_statement(acur, stmt_sql)
             if txn is not None and (table_level or txn.rebase.pending):
                 tables = self._table_sets.take(
                     txn.schema_version, stmt_sql, prepared_now=not can_cache
@@ -1492,6 +1495,7 @@ class Connection(Hooks):
             raise undecodable(e, raw_description[0] if raw_description else None) from e
         finally:
             self._user_on_merger = False
+            self._statement_traced = None
         if kind == "dml" and cursor.rowcount > 0:
             self._total_changes += cursor.rowcount
         if known is not None:
