@@ -497,3 +497,26 @@ def test_a_trace_past_the_length_limit_shows_the_statement_as_written(where, tmp
         ["select length(?)"],
         [("DataError", "Expanded SQL string exceeds the maximum string length")],
     )
+
+
+# -- backup ----------------------------------------------------------------------------------
+
+
+def test_backup_of_an_attached_memory_database_and_of_temp(where, tmp_path):
+    def run(mod, db):
+        cx = mod.connect(db)
+        cx.execute("ATTACH DATABASE ':memory:' AS attached_db")
+        cx.execute("CREATE TABLE attached_db.foo (key INTEGER)")
+        cx.executemany("INSERT INTO attached_db.foo (key) VALUES (?)", [(3,), (4,)])
+        cx.execute("CREATE TEMP TABLE scratch (n)")
+        cx.execute("INSERT INTO scratch VALUES (7)")
+        cx.commit()
+        got = []
+        for name, table in (("attached_db", "foo"), ("temp", "scratch")):
+            with contextlib.closing(mod.connect(":memory:")) as bck:
+                cx.backup(bck, name=name)
+                got.append(bck.execute(f"SELECT * FROM {table}").fetchall())
+        cx.close()
+        return got
+
+    assert same(run, where, tmp_path) == [[(3,), (4,)], [(7,)]]
