@@ -272,6 +272,35 @@ def test_a_closed_blob_refuses_its_context_manager(where, tmp_path):
     ]
 
 
+@pytest.mark.parametrize("isolation_level", ["", None], ids=["deferred", "autocommit"])
+@pytest.mark.parametrize("first", ["read", "index", "write"])
+def test_a_blob_whose_row_changed_fails(where, tmp_path, isolation_level, first):
+    """SQLite expires the handle: the next read or write fails, and the blob is empty after."""
+
+    def run(mod, db):
+        cx = mod.connect(db, isolation_level=isolation_level)
+        cx.execute("create table test(b blob)")
+        cx.execute("insert into test(b) values (?)", (b"x" * 50,))
+        cx.commit()
+        blob = cx.blobopen("test", "b", 1)
+        blob.write(b"abc")  # its own write does not expire it
+        got = [outcome(lambda: blob[0:5])]
+        cx.execute("update test set b = 'aaaa' where rowid = 1")
+        calls = {"read": blob.read, "index": lambda: blob[0], "write": lambda: blob.write(b"a")}
+        got.append(outcome(calls[first]))
+        # Not read() again: the stdlib's then fails with SystemError (a negative length).
+        for f in (lambda: blob[0], lambda: blob.write(b"a"), lambda: len(blob)):
+            got.append(outcome(f))
+        got.append(outcome(blob.tell))
+        blob.close()
+        cx.rollback()
+        cx.close()
+        return got
+
+    result = same(run, where, tmp_path)
+    assert result[:2] == [("value", b"abcxx"), ("raised", "OperationalError", "query aborted")]
+
+
 # -- adaptation --------------------------------------------------------------------------------
 
 

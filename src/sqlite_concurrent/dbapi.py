@@ -49,7 +49,7 @@ from . import (
     statements,
     waits,
 )
-from .blob import Blob
+from .blob import Blob, OpenBlobs
 from .checkpoint import DEFAULT_CHECKPOINT_WAIT, DEFAULT_WAL_LIMIT, Checkpointer
 from .cursor import Cursor, describe, undecodable
 from .errors import (
@@ -194,6 +194,7 @@ class Connection(Hooks):
         self._reader_authorizer: Callable[..., int] | None = authorizer.read_only(self._denied)
         self._txn_authorizer: Callable[..., int] | None = None
         self._opened = holding.Handles()
+        self._open_blobs = OpenBlobs()
         self._holding: holding.Holding | None = None  # what the process holds for the file
         try:
             if private is not None:
@@ -329,6 +330,7 @@ class Connection(Hooks):
         return conn
 
     def _on_row_write(self, op: int, db: str, table: str, rowid: int) -> None:
+        self._open_blobs.row_written(db, table, rowid)
         txn = self._txn
         if txn is not None:
             txn.on_row_write(op, db, table, rowid)
@@ -1299,6 +1301,7 @@ class Connection(Hooks):
         return True
 
     def _on_merger_write(self, op: int, db: str, table: str, rowid: int) -> None:
+        self._open_blobs.row_written(db, table, rowid)
         fast = self._fast_rows
         if fast is not None and db == "main":
             written, touched = fast
