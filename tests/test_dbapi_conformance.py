@@ -354,6 +354,27 @@ def test_a_type_error_in_conform_means_cannot_adapt(where, tmp_path):
     assert same(run, where, tmp_path) == ["ProgrammingError", "ProgrammingError"]
 
 
+def test_a_parameter_of_a_type_sqlite_cannot_store(where, tmp_path):
+    def run(mod, db):
+        con = mod.connect(db)
+        con.execute("create table t(a, b)")
+        got = [
+            outcome(lambda: con.execute("select ?, ?", (1, object()))),
+            outcome(lambda: con.execute("select :a, :b", {"a": 1, "b": [1]})),
+            outcome(lambda: con.execute("insert into t values (?2, ?1)", (1, {}))),
+            outcome(lambda: con.executemany("insert into t values (?, ?)", [(1, 2), (3, {})])),
+        ]
+        con.rollback()
+        con.close()
+        return got
+
+    result = same(run, where, tmp_path)
+    assert result[0] == ("raised", "ProgrammingError", _UNSUPPORTED.format(2, "object"))
+
+
+_UNSUPPORTED = "Error binding parameter {}: type '{}' is not supported"
+
+
 def test_adapt_asks_the_protocol_first():
     def run(mod):
         class CustomProto:

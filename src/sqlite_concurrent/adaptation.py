@@ -101,6 +101,17 @@ def adapt_parameters(parameters: Any) -> Any:
     return tuple(_adapt_value(v) for v in parameters)
 
 
+_APSW_BINDING = re.compile(r"Bad binding argument type supplied - argument #(\d+): type (\S+)")
+
+
+def binding_error(error: TypeError) -> ProgrammingError:
+    """The stdlib's error for a parameter of a type SQLite cannot store, from APSW's."""
+    m = _APSW_BINDING.search(str(error))
+    if m is None:
+        return ProgrammingError(str(error))
+    return ProgrammingError(f"Error binding parameter {m[1]}: type '{m[2]}' is not supported")
+
+
 _COLNAME_TYPE = re.compile(r"\[([^\]]*)\]")
 
 

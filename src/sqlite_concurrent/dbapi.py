@@ -1491,7 +1491,7 @@ class Connection(Hooks):
                 f"You did not supply a value for binding parameter {e.args[0]}."
             ) from e
         except TypeError as e:
-            raise ProgrammingError(str(e)) from e
+            raise adaptation.binding_error(e) from e
         except OverflowError as e:
             raise OverflowError("Python int too large to convert to SQLite INTEGER") from e
         except UnicodeDecodeError as e:  # a statement run to completion here
