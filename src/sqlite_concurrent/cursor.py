@@ -181,7 +181,9 @@ class Cursor:
         _check_unlocked(self)
         if getattr(self, "_closed", None) is None:
             raise ProgrammingError("Base Cursor.__init__ not called.")
-        self.connection._check()
+        # Not the full check: closing is quiet in a fork() child, as the connection's is.
+        self.connection._check_open()
+        self.connection._check_thread()
         self._rows = iter(())
         self._closed = True
 
