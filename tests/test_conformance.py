@@ -290,33 +290,6 @@ def test_backup_into_memory_with_progress(mod, opened, where):
         src.backup(object())
 
 
-def test_ours_trace_callback_shows_the_sql_each_commit_sends_to_the_database(tmp_path):
-    """Differs from the stdlib on purpose: besides the application's statements, the trace
-    shows what each commit sends to the real database, in order: the merge's BEGIN IMMEDIATE,
-    the row changes (as statements, or applied by the session module) and COMMIT; no commit
-    marker, since this process commits its own transaction."""
-    conn = sqlite_concurrent.connect(str(tmp_path / "app.db"))
-    conn.execute("CREATE TABLE t(id INTEGER PRIMARY KEY, n INT)")
-    conn.execute("INSERT INTO t VALUES (1, 10)")
-    conn.commit()
-    heard: list[str] = []
-    conn.set_trace_callback(heard.append)
-    conn.execute("UPDATE t SET n = ? WHERE id = ?", (11, 1))
-    conn.execute("INSERT INTO t VALUES (2, 20)")
-    assert heard == ["UPDATE t SET n = 11 WHERE id = 1", "INSERT INTO t VALUES (2, 20)"]
-    conn.commit()
-    sent = heard[2:]
-    conn.close()
-    begin = sent.index("BEGIN IMMEDIATE")
-    update = next(i for i, s in enumerate(sent) if s.startswith('UPDATE main."t" SET'))
-    insert = next(i for i, s in enumerate(sent) if s.startswith('INSERT INTO main."t"'))
-    assert not [s for s in sent if "_sqlite_concurrent_commits" in s]
-    assert begin < min(update, insert) < max(update, insert) < sent.index("COMMIT")
-    check = sqlite_concurrent.connect(str(tmp_path / "app.db"))
-    assert check.execute("SELECT id, n FROM t ORDER BY id").fetchall() == [(1, 11), (2, 20)]
-    check.close()
-
-
 def test_ours_backup_into_a_shared_database_is_an_exclusive_operation(tmp_path):
     src = sqlite_concurrent.connect(str(tmp_path / "src.db"))
     src.execute("CREATE TABLE t(x)")

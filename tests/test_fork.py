@@ -152,7 +152,10 @@ def test_the_child_closing_an_inherited_connection_leaves_the_parent_undisturbed
     journal_path = journal.path_for(os.path.abspath(db_path), os.getpid())
     journal_before = os.path.exists(journal_path)
 
+    cursor = conn.cursor()
+
     def child():
+        cursor.close()  # as quiet as the connection's
         conn.close()
         gc.collect()
         return "closed"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import apsw
 import pytest
 from conftest import (
     hold_in_child,
@@ -228,7 +229,8 @@ def test_autocommit_statement_takes_the_fast_path(db_path):
     _events(db_path)
     conn = sqlite_concurrent.connect(db_path, isolation_level=None)
     heard: list[str] = []
-    conn.set_trace_callback(heard.append)
+    # What reaches the database file: SQLite's own trace of the connection that merges.
+    conn._merger.trace_v2(apsw.SQLITE_TRACE_STMT, lambda event: heard.append(event["sql"]))
     sql = "INSERT INTO events(writer, seq) VALUES (1, 1)"
     cur = conn.execute(sql)
     assert cur.rowcount == 1 and cur.lastrowid == 1 and not conn.in_transaction

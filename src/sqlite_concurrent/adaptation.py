@@ -51,14 +51,21 @@ def enable_callback_tracebacks(flag: bool) -> None:
 
 
 def adapt(obj: Any, proto: Any = PrepareProtocol, alt: Any = _MISSING) -> Any:
-    """The stdlib's ``sqlite3.adapt``: a registered adapter, else ``obj.__conform__(proto)``,
-    else ``alt``; without ``alt``, ``ProgrammingError``."""
+    """The stdlib's ``sqlite3.adapt`` (PEP 246): a registered adapter, else
+    ``proto.__adapt__(obj)``, else ``obj.__conform__(proto)``, else ``alt``; without ``alt``,
+    ``ProgrammingError``.  As there, ``None`` or a ``TypeError`` from ``__adapt__`` or
+    ``__conform__`` means "cannot", and the next way is tried."""
     adapter = adapters.get((type(obj), proto))
     if adapter is not None:
         return adapter(obj)
-    conform = getattr(obj, "__conform__", None)
-    if conform is not None:
-        adapted = conform(proto)
+    ways = ((getattr(proto, "__adapt__", None), obj), (getattr(obj, "__conform__", None), proto))
+    for method, arg in ways:
+        if method is None:
+            continue
+        try:
+            adapted = method(arg)
+        except TypeError:
+            continue
         if adapted is not None:
             return adapted
     if alt is not _MISSING:
@@ -85,11 +92,24 @@ def adapt_parameters(parameters: Any) -> Any:
     if type(parameters) is not tuple:
         if not hasattr(parameters, "__getitem__") or not hasattr(parameters, "__len__"):
             raise ProgrammingError("parameters are of unsupported type")
-        parameters = tuple(parameters[i] for i in range(len(parameters)))
+        # Read and adapted one by one, as the stdlib binds them: an adapter may change the
+        # sequence (an IndexError then, as there).
+        return tuple(_adapt_value(parameters[i]) for i in range(len(parameters)))
     # map/issuperset: the check every statement makes, without a generator's frames.
     if not _plain_adapted and _PLAIN.issuperset(map(type, parameters)):
         return parameters
     return tuple(_adapt_value(v) for v in parameters)
+
+
+_APSW_BINDING = re.compile(r"Bad binding argument type supplied - argument #(\d+): type (\S+)")
+
+
+def binding_error(error: TypeError) -> ProgrammingError:
+    """The stdlib's error for a parameter of a type SQLite cannot store, from APSW's."""
+    m = _APSW_BINDING.search(str(error))
+    if m is None:
+        return ProgrammingError(str(error))
+    return ProgrammingError(f"Error binding parameter {m[1]}: type '{m[2]}' is not supported")
 
 
 _COLNAME_TYPE = re.compile(r"\[([^\]]*)\]")

@@ -52,6 +52,13 @@ def run(
         _into_ours(source, target, pages, progress, name, sleep)
 
 
+def _source(source: Connection, name: str) -> apsw.Connection:
+    # TEMP objects and attached in-memory databases are on the merger alone (connstate.py).
+    if name.lower() in source._state.local_dbs:
+        return source._merger
+    return source._reader
+
+
 def _into_stdlib(
     source: Connection,
     target: _stdlib.Connection,
@@ -63,7 +70,7 @@ def _into_stdlib(
     if sys.version_info < (3, 11):
         raise NotSupportedError("backup into a stdlib connection needs Python 3.11+")
     try:
-        data = source._reader.serialize(name)
+        data = _source(source, name).serialize(name)
     except apsw.Error as e:
         raise translate(e) from e
     copy = _stdlib.connect(":memory:")
@@ -87,12 +94,12 @@ def _into_ours(
     sleep: float,
 ) -> None:
     if target._private is not None:
-        _copy(source._reader, target._private, pages, progress, name, sleep)
+        _copy(_source(source, name), target._private, pages, progress, name, sleep)
         return
 
     def replace_all() -> None:
         conn = target._merger
-        _copy(source._reader, conn, pages, progress, name, sleep)
+        _copy(_source(source, name), conn, pages, progress, name, sleep)
         # The copy carries the source's commit markers, if it has any; ids here come from this
         # lock database, so they would collide.  No transaction is live to need one.
         if merge.has_marker_table(conn):

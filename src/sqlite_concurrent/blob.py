@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import sys
+import weakref
 from typing import TYPE_CHECKING, Any
 
 import apsw
@@ -45,6 +46,7 @@ class Blob:
         self._readonly = readonly
         self._offset = 0
         self._closed = False
+        self._expired = False
         self._handle: apsw.Blob | None = None
         if conn._private is not None:
             self._handle = self._open(conn._private, not readonly)
@@ -52,6 +54,7 @@ class Blob:
         else:
             with self._reading() as blob:
                 self._length = blob.length()
+            conn._open_blobs.add(self)
 
     def _open(self, conn: apsw.Connection, writeable: bool) -> apsw.Blob:
         name, table, column, row = self._where
@@ -88,7 +91,7 @@ class Blob:
         self._check()
         data = bytes(memoryview(data))
         if len(data) > self._length - self._offset:
-            raise ValueError("data longer than blob")
+            raise ValueError("data longer than blob length")
         self._write_at(self._offset, data)
         self._offset += len(data)
 
@@ -127,6 +130,8 @@ class Blob:
         return self
 
     def __exit__(self, *exc: object) -> None:
+        # Unlike close(), which may be repeated, as in the stdlib.
+        self._check()
         self.close()
 
     # -- the sequence part -----------------------------------------------------------------
@@ -192,7 +197,18 @@ class Blob:
 
     # -- SQLite ----------------------------------------------------------------------------
 
+    def expire(self) -> None:
+        """The row was changed or deleted: reads and writes fail from now on, as with SQLite's
+        expired handle, which is empty once one has failed."""
+        self._expired = True
+
+    def _aborted(self) -> OperationalError:
+        self._length = 0
+        return OperationalError("query aborted")
+
     def _read_at(self, offset: int, length: int) -> bytes:
+        if self._expired:
+            raise self._aborted()
         try:
             if self._handle is not None:
                 self._handle.seek(offset)
@@ -204,13 +220,15 @@ class Blob:
             finally:
                 blob.close()
         except apsw.AbortError as e:
-            raise OperationalError("the row of this blob was changed or deleted") from e
+            raise self._aborted() from e
         except apsw.Error as e:
             raise translate(e) from e
 
     def _write_at(self, offset: int, data: bytes) -> None:
         if self._readonly:
             raise OperationalError("attempt to write a readonly blob")
+        if self._expired:
+            raise self._aborted()
         try:
             if self._handle is not None:
                 self._handle.seek(offset)
@@ -218,8 +236,29 @@ class Blob:
                 return
             self._conn._blob_write(self._where, offset, data)
         except apsw.AbortError as e:
-            raise OperationalError("the row of this blob was changed or deleted") from e
+            raise self._aborted() from e
         except apsw.ReadOnlyError as e:
             raise OperationalError("attempt to write a readonly blob") from e
         except apsw.Error as e:
             raise translate(e) from e
+
+
+class OpenBlobs:
+    """The open blobs of a connection to a shared database, so that a statement changing the
+    row of one expires it, as SQLite expires the handle the stdlib's blob keeps open (ours
+    open a handle for each read or write)."""
+
+    def __init__(self) -> None:
+        self._blobs: weakref.WeakSet[Blob] = weakref.WeakSet()
+
+    def add(self, blob: Blob) -> None:
+        self._blobs.add(blob)
+
+    def row_written(self, db: str, table: str, rowid: int) -> None:
+        if not self._blobs:  # on every row a statement writes: the usual case first
+            return
+        for blob in list(self._blobs):
+            name, blob_table, _column, row = blob._where
+            if row == rowid and name.lower() == db.lower() and blob_table.lower() == table.lower():
+                blob.expire()
+                self._blobs.discard(blob)

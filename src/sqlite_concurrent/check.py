@@ -12,13 +12,12 @@ from __future__ import annotations
 import contextlib
 import glob
 import os
-import urllib.parse
 from pathlib import Path
 from typing import NamedTuple
 
 import apsw
 
-from . import lockdb_health, status, stress
+from . import filenames, lockdb_health, status, stress
 from .checkpoint import DEFAULT_WAL_LIMIT
 from .errors import OperationalError, translate
 
@@ -40,7 +39,7 @@ class UnreadableDatabaseError(Exception):
 def _open_read_only(path: Path, timeout: float) -> apsw.Connection:
     # Read-only: a check must not write, not even the checkpoint SQLite runs when the last
     # read-write connection to a WAL database closes.
-    uri = f"file:{urllib.parse.quote(str(path.resolve()))}?mode=ro"
+    uri = filenames.uri(str(path.resolve()), "mode=ro")
     conn = apsw.Connection(uri, flags=apsw.SQLITE_OPEN_READONLY | apsw.SQLITE_OPEN_URI)
     conn.set_busy_timeout(int(timeout * 1000))
     return conn

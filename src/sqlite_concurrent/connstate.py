@@ -161,7 +161,7 @@ class ConnectionState:
         triggered: set[str] = set()
         # Only those SQLite has opened: reading TEMP's schema would open it, and then
         # ``PRAGMA database_list`` would show it where the stdlib's does not.
-        opened = {row[1].lower() for row in merger.execute("PRAGMA database_list")}
+        opened = {row[0].lower() for row in merger.execute("SELECT name FROM pragma_database_list")}
         for db in self.local_dbs & opened:
             sql = f"SELECT type, name, tbl_name FROM {quote(db)}.sqlite_master"
             for kind, name, table in merger.execute(sql):

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 import apsw
 
 from . import adaptation
-from .errors import ProgrammingError, translate
+from .errors import OperationalError, ProgrammingError, translate
 
 if TYPE_CHECKING:
     from .dbapi import Connection
@@ -41,6 +41,7 @@ class Cursor:
     arraysize = 1
 
     def __init__(self, connection: Connection) -> None:
+        _check_unlocked(self)
         # Duck-typed: importing dbapi here (a cycle) cost 14 us on every cursor.
         if not hasattr(connection, "_execute"):
             raise TypeError(f"argument 1 must be a Connection, not {type(connection).__name__}")
@@ -53,6 +54,7 @@ class Cursor:
         self._rows: Iterator[tuple[Any, ...]] = iter(())
         self._converters: list[Callable[[bytes], Any] | None] | None = None
         self._on_txn_conn = False
+        self._locked = False
         self._closed = False
 
     def _check(self) -> None:
@@ -60,6 +62,7 @@ class Cursor:
             raise ProgrammingError("Base Cursor.__init__ not called.")
         if self._closed:
             raise ProgrammingError("Cannot operate on a closed cursor.")
+        _check_unlocked(self)
         self.connection._check()
 
     @property
@@ -75,18 +78,30 @@ class Cursor:
 
     def execute(self, sql: str, parameters: Sequence[Any] | dict[str, Any] = ()) -> Cursor:
         self._check()
-        self.connection._execute(self, sql, parameters, many=False)
+        self._locked = True
+        try:
+            self.connection._execute(self, sql, parameters, many=False)
+        finally:
+            self._locked = False
         return self
 
     def executemany(self, sql: str, seq_of_parameters: Iterable[Any]) -> Cursor:
         self._check()
-        self.connection._execute(self, sql, seq_of_parameters, many=True)
+        self._locked = True
+        try:
+            self.connection._execute(self, sql, seq_of_parameters, many=True)
+        finally:
+            self._locked = False
         return self
 
     def executescript(self, sql_script: str) -> Cursor:
         """As in the stdlib: commit what is open, then run the script's statements."""
         self._check()
-        self.connection.executescript(sql_script, cursor=self)
+        self._locked = True
+        try:
+            self.connection.executescript(sql_script, cursor=self)
+        finally:
+            self._locked = False
         return self
 
     def _set_rows(self, rows: Iterator[tuple[Any, ...]], on_txn_conn: bool) -> None:
@@ -111,13 +126,24 @@ class Cursor:
             return None
         except apsw.Error as e:
             raise translate(e) from e
+        except UnicodeDecodeError as e:
+            raise undecodable(e, self.description) from e
         text_factory = self.connection.text_factory
-        if self._converters is not None:
-            row = adaptation.convert_row(row, self._converters, text_factory)
-        elif text_factory is not str:
-            row = tuple(text_factory(v.encode()) if isinstance(v, str) else v for v in row)
+        if self._converters is not None or text_factory is not str:
+            # As the stdlib's: converters and text factories must not use this cursor; its
+            # row factory may.
+            self._locked = True
+            try:
+                row = self._convert(row, text_factory)
+            finally:
+                self._locked = False
         factory = self.row_factory
         return factory(self, row) if factory is not None else row
+
+    def _convert(self, row: tuple[Any, ...], text_factory: Callable[[bytes], Any]) -> Any:
+        if self._converters is not None:
+            return adaptation.convert_row(row, self._converters, text_factory)
+        return tuple(text_factory(v.encode()) if isinstance(v, str) else v for v in row)
 
     def fetchone(self) -> Any:
         self._check()
@@ -152,6 +178,11 @@ class Cursor:
         return row
 
     def close(self) -> None:
+        _check_unlocked(self)
+        if getattr(self, "_closed", None) is None:
+            raise ProgrammingError("Base Cursor.__init__ not called.")
+        # Not the full check: closing is quiet in a fork() child, as the connection's is.
+        self.connection._check_open()
         self.connection._check_thread()
         self._rows = iter(())
         self._closed = True
@@ -161,3 +192,27 @@ class Cursor:
 
     def setoutputsize(self, size: Any, column: Any = None) -> None:
         pass
+
+
+def undecodable(
+    error: UnicodeDecodeError, description: Sequence[Sequence[Any]] | None
+) -> OperationalError:
+    """The stdlib's error for a TEXT value that is not UTF-8, naming the column and the text.
+
+    SQLite's text reaches us already decoded, and the decoder does not say which column it
+    was decoding: with several columns the message names them all.
+    """
+    names = [str(d[0]) for d in description or ()]
+    column = f"'{names[0]}'" if len(names) == 1 else "of " + ", ".join(f"'{n}'" for n in names)
+    # As the stdlib formats it: the raw bytes read as ASCII, the rest replaced.
+    raw = error.object if isinstance(error.object, bytes) else bytes(error.object)
+    text = raw.split(b"\0", 1)[0].decode("ascii", "replace")
+    return OperationalError(f"Could not decode to UTF-8 column {column} with text '{text}'")
+
+
+def _check_unlocked(cursor: Cursor) -> None:
+    # The stdlib's guard against a cursor used while it runs a statement or converts a row
+    # (from a parameter generator, an adapter or a converter): the statement would be reset
+    # under it.
+    if getattr(cursor, "_locked", False):
+        raise ProgrammingError("Recursive use of cursors not allowed.")

@@ -33,6 +33,7 @@ from . import (
     description,
     errors,
     exclusive,
+    filenames,
     foreign,
     foreign_keys,
     holding,
@@ -49,9 +50,9 @@ from . import (
     statements,
     waits,
 )
-from .blob import Blob
+from .blob import Blob, OpenBlobs
 from .checkpoint import DEFAULT_CHECKPOINT_WAIT, DEFAULT_WAL_LIMIT, Checkpointer
-from .cursor import Cursor, describe
+from .cursor import Cursor, describe, undecodable
 from .errors import (
     ConflictError,
     DatabaseError,
@@ -100,6 +101,8 @@ class Connection(Hooks):
     ProgrammingError = ProgrammingError
     NotSupportedError = NotSupportedError
 
+    _closed: bool  # absent until __init__ runs: "Base Connection.__init__ not called"
+
     def __init__(
         self,
         database: str | bytes | os.PathLike[str],
@@ -118,6 +121,11 @@ class Connection(Hooks):
         group_commit: bool | None = None,
         row_lock_delay: float = locks.DEFAULT_ROW_LOCK_DELAY,
     ) -> None:
+        if getattr(self, "_closed", None) is not None:
+            # Run again, as the stdlib allows: the open connection closes, and this one is
+            # uninitialised until the new database opens.
+            self._close_for_init()
+            del self._closed
         if lock_level not in LOCK_LEVELS:
             raise ProgrammingError(
                 f"lock_level must be one of {', '.join(LOCK_LEVELS)}, not {lock_level!r}"
@@ -173,7 +181,7 @@ class Connection(Hooks):
         self.text_factory: Any = str
         self._trace: Callable[[str], Any] | None = None
         self._user_on_merger = False  # a statement of the application runs on the merger
-        self._merger_quiet = False  # our own look at the merger: no trace
+        self._statement_traced: tuple[str, str, int | None] | None = None  # see hooks
         self._state = connstate.ConnectionState()  # TEMP objects and attached databases
         # User functions, aggregates and collations: replayed on every connection we open.
         self._registrations: list[Callable[[apsw.Connection], None]] = []
@@ -191,6 +199,7 @@ class Connection(Hooks):
         self._reader_authorizer: Callable[..., int] | None = authorizer.read_only(self._denied)
         self._txn_authorizer: Callable[..., int] | None = None
         self._opened = holding.Handles()
+        self._open_blobs = OpenBlobs()
         self._holding: holding.Holding | None = None  # what the process holds for the file
         try:
             if private is not None:
@@ -199,12 +208,14 @@ class Connection(Hooks):
                 self._open()
         except apsw.Error as e:
             self._abandon_open()
+            del self._closed  # uninitialised, as the stdlib's is after a failed __init__
             raise translate(e) from e
         except OSError as e:
             self._abandon_open()
             raise from_os_error(e, self.path) from e
         except BaseException:
             self._abandon_open()
+            del self._closed
             raise
         self._closed = False
 
@@ -213,7 +224,7 @@ class Connection(Hooks):
     def _stock(
         self, flags: int = apsw.SQLITE_OPEN_READWRITE | apsw.SQLITE_OPEN_CREATE
     ) -> apsw.Connection:
-        conn = apsw.Connection(self.path, flags=flags)
+        conn = apsw.Connection(*filenames.for_sqlite(self.path, flags))
         self._opened.append(conn)
         conn.set_busy_timeout(int(self.timeout * 1000))
         return conn
@@ -297,7 +308,7 @@ class Connection(Hooks):
         conn = self._txn_conn
         if conn is not None:
             return conn
-        uri = "file:" + urllib.parse.quote(self.path) + f"?sc_slot={self._slot_id}"
+        uri = filenames.uri(filenames.for_overlay(self.path), f"sc_slot={self._slot_id}")
         conn = apsw.Connection(
             uri,
             flags=apsw.SQLITE_OPEN_READWRITE | apsw.SQLITE_OPEN_URI,
@@ -327,6 +338,7 @@ class Connection(Hooks):
         return conn
 
     def _on_row_write(self, op: int, db: str, table: str, rowid: int) -> None:
+        self._open_blobs.row_written(db, table, rowid)
         txn = self._txn
         if txn is not None:
             txn.on_row_write(op, db, table, rowid)
@@ -398,7 +410,7 @@ class Connection(Hooks):
         file then holds every commit, as after the stdlib's last close.  A connection inherited
         across fork() closes quietly, leaving all of it to the process that opened it.
         """
-        if self._closed:
+        if self._initialised_closed():
             return
         if self._inherited():
             self._closed = True
@@ -417,6 +429,16 @@ class Connection(Hooks):
         finally:
             self._closed = True
             self._leave_shared()
+
+    def _close_for_init(self) -> None:
+        if self._private is not None and not self._closed:
+            # As sqlite3_close_v2, which the stdlib closes with: cursors still reading keep
+            # the database until they are done; SQLite closes it when the last one goes.
+            self._closed = True
+            return
+        for cursor in list(self._reader_cursors):
+            cursor._materialise()  # the rows they would still have read, as above
+        self.close()
 
     def _leave_shared(self) -> None:
         """Let go of the shared database, as the last step of ``close`` does."""
@@ -453,12 +475,19 @@ class Connection(Hooks):
                 f"{threading.get_ident()}."
             )
 
-    def _check(self) -> None:
+    def _initialised_closed(self) -> bool:
         closed = getattr(self, "_closed", None)
         if closed is None:
             raise ProgrammingError("Base Connection.__init__ not called.")
-        if closed:
+        return bool(closed)
+
+    def _check_open(self) -> None:
+        """The stdlib's check of attributes that any thread may read."""
+        if self._initialised_closed():
             raise ProgrammingError("Cannot operate on a closed database.")
+
+    def _check(self) -> None:
+        self._check_open()
         held = self._holding
         if held is not None and held.inherited:
             raise ProgrammingError(
@@ -473,11 +502,13 @@ class Connection(Hooks):
 
     @property
     def isolation_level(self) -> str | None:
+        self._check_open()
         return self._isolation_level
 
     @isolation_level.setter
     def isolation_level(self, value: str | None) -> None:
         """As in the stdlib: validated, and ``None`` (autocommit) commits what is open."""
+        self._initialised_closed()
         if value is not None and not isinstance(value, str):
             raise TypeError("isolation_level must be str or None")
         if value is not None and str.upper(value) not in _LEVELS:
@@ -749,7 +780,10 @@ class Connection(Hooks):
         self._check()
         if self._private is not None:
             self._end_private("COMMIT")
-        elif self._aborted is not None:
+            return
+        if self._in_txn():
+            self._trace_control("COMMIT")
+        if self._aborted is not None:
             self._end_aborted(commit=True)
         elif self._txn is not None:
             self._commit_txn()
@@ -759,7 +793,10 @@ class Connection(Hooks):
         self._check()
         if self._private is not None:
             self._end_private("ROLLBACK")
-        elif self._aborted is not None:
+            return
+        if self._in_txn():
+            self._trace_control("ROLLBACK")
+        if self._aborted is not None:
             self._end_aborted(commit=False)
         elif self._txn is not None:
             self._rollback_txn()
@@ -767,12 +804,11 @@ class Connection(Hooks):
     def _end_private(self, sql: str) -> None:
         assert self._private is not None
         if not self._private.get_autocommit():
+            self._trace_control(sql)
             try:
                 self._private.execute(sql)
             except apsw.Error as e:
                 raise translate(e) from e
-            if self._trace is not None:
-                self._traced(sql)
 
     def __enter__(self) -> Connection:
         self._check()
@@ -878,7 +914,10 @@ class Connection(Hooks):
 
     def iterdump(self) -> Iterator[str]:
         """The database as SQL text, as the stdlib dumps it, without our commit markers."""
-        self._check()
+        self._check()  # now, not at the first line: this is not a generator
+        return self._dump()
+
+    def _dump(self) -> Iterator[str]:
         marker = merge.MARKER_TABLE
         for line in _stdlib_dump._iterdump(self):  # type: ignore[attr-defined]
             if marker in line and (
@@ -951,15 +990,20 @@ class Connection(Hooks):
     def cursor(self, factory: Callable[[Connection], Cursor] = Cursor) -> Cursor:
         self._check()
         cursor = factory(self)
-        if not isinstance(cursor, Cursor):
+        if not issubclass(type(cursor), Cursor):  # ``__class__`` cannot fake it
             raise TypeError("factory must return a cursor, not " + type(cursor).__name__)
         return cursor
 
-    def __call__(self, sql: str) -> Statement:
+    def __call__(self, *args: Any, **kwargs: Any) -> Statement:
         """The stdlib's (undocumented) statement factory: checks ``sql`` as ``execute`` would."""
-        self._check()
+        self._check()  # before the arguments, as the stdlib's
+        if kwargs:
+            raise TypeError("sqlite3.Connection() takes no keyword arguments")
+        if len(args) != 1:
+            raise TypeError(f"function takes exactly 1 argument ({len(args)} given)")
+        sql = args[0]
         if not isinstance(sql, str):
-            raise TypeError(f"argument must be str, not {type(sql).__name__}")
+            raise TypeError(f"argument 1 must be str, not {type(sql).__name__}")
         if len(sql) > self._max_sql_length:
             raise DataError("query string is too large")
         if "\0" in sql:
@@ -1007,6 +1051,8 @@ class Connection(Hooks):
         if self._private is not None:
             self._execute_private(cursor, self._private, sql, parameters, many, kind)
             return
+        if kind in ("begin", "commit", "rollback"):
+            self._trace_control(sql)  # the stdlib runs it; we only act on it
         if self._aborted is not None:
             if kind in ("commit", "rollback"):
                 self._end_aborted(commit=kind == "commit")
@@ -1047,6 +1093,8 @@ class Connection(Hooks):
         ):
             return
         if self._txn is None and kind == "dml":
+            if self.isolation_level is not None:
+                self._trace_control(f"BEGIN {self.isolation_level}")
             self._begin()
             if self.isolation_level is None:
                 # Autocommit: the statement is its own transaction, failing as a whole.
@@ -1128,6 +1176,7 @@ class Connection(Hooks):
                 self._run(cursor, self._merger, sql, parameters, many, False, kind)
             return
         if self._txn is None:
+            self._trace_control(f"BEGIN {self.isolation_level}")
             self._begin()
         self._become_exclusive()
         self._run_exclusive(cursor, sql, parameters, many, kind)
@@ -1209,11 +1258,7 @@ class Connection(Hooks):
 
     def _refresh_local(self) -> None:
         """After a statement on the merger that may have created or dropped TEMP objects."""
-        self._merger_quiet = True
-        try:
-            self._state.refresh(self._merger)
-        finally:
-            self._merger_quiet = False
+        self._state.refresh(self._merger)
 
     def _run_in_txn(self, cursor: Cursor, sql: str, parameters: Any, many: bool, kind: str) -> None:
         txn = self._txn
@@ -1241,12 +1286,11 @@ class Connection(Hooks):
         """Everything on one stock connection; transactions open implicitly as the stdlib's."""
         if kind == "dml" and self.isolation_level is not None and conn.get_autocommit():
             begin = f"BEGIN {self.isolation_level}"
+            self._trace_control(begin)
             try:
                 conn.execute(begin)
             except apsw.Error as e:
                 raise translate(e) from e
-            if self._trace is not None:
-                self._traced(begin)
         self._run(cursor, conn, sql, parameters, many, False, kind)
 
     def _autocommit_fast(self, cursor: Cursor, sql: str, parameters: Any, many: bool) -> bool:
@@ -1294,6 +1338,7 @@ class Connection(Hooks):
         return True
 
     def _on_merger_write(self, op: int, db: str, table: str, rowid: int) -> None:
+        self._open_blobs.row_written(db, table, rowid)
         fast = self._fast_rows
         if fast is not None and db == "main":
             written, touched = fast
@@ -1364,9 +1409,7 @@ class Connection(Hooks):
                     return False
                 raw_description.append(description.pre_step(acur))
             if self._trace is not None:
-                # Past SQLITE_LIMIT_LENGTH SQLite cannot expand it; the stdlib then traces
-                # the statement as written.
-                self._traced(acur.expanded_sql or stmt_sql)
+                self._trace_statement(acur, stmt_sql)
             if txn is not None and (table_level or txn.rebase.pending):
                 tables = self._table_sets.take(
                     txn.schema_version, stmt_sql, prepared_now=not can_cache
@@ -1485,11 +1528,14 @@ class Connection(Hooks):
                 f"You did not supply a value for binding parameter {e.args[0]}."
             ) from e
         except TypeError as e:
-            raise ProgrammingError(str(e)) from e
+            raise adaptation.binding_error(e) from e
         except OverflowError as e:
             raise OverflowError("Python int too large to convert to SQLite INTEGER") from e
+        except UnicodeDecodeError as e:  # a statement run to completion here
+            raise undecodable(e, raw_description[0] if raw_description else None) from e
         finally:
             self._user_on_merger = False
+            self._statement_traced = None
         if kind == "dml" and cursor.rowcount > 0:
             self._total_changes += cursor.rowcount
         if known is not None:
@@ -1689,7 +1735,7 @@ _PRIVATE_FLAGS = apsw.SQLITE_OPEN_READWRITE | apsw.SQLITE_OPEN_CREATE | apsw.SQL
 def _copy_uri(path: str) -> str:
     """An attached file for the transaction connection: through the default VFS, since the
     overlay VFS (its main database's, which attached files inherit) hides -wal files."""
-    return f"file:{urllib.parse.quote(path)}?vfs={apsw.vfs_names()[0]}"
+    return filenames.uri(path, f"vfs={apsw.vfs_names()[0]}")
 
 
 class _Private(NamedTuple):
@@ -1737,9 +1783,10 @@ def _target(database: Any, uri: bool) -> tuple[str, _Private | None]:
             f"URI parameter(s) {', '.join(sorted(unknown))} cannot be honoured for a database "
             "shared by processes"
         )
-    if params.get("mode") == "rw" and not os.path.exists(urllib.parse.unquote(parsed.path)):
+    path = filenames.from_uri_path(parsed.path)
+    if params.get("mode") == "rw" and not os.path.exists(path):
         raise OperationalError("unable to open database file")
-    return urllib.parse.unquote(parsed.path), None
+    return path, None
 
 
 __all__ = ["Connection", "Cursor", "Error", "connect"]

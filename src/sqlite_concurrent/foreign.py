@@ -31,7 +31,7 @@ from typing import Any
 
 import apsw
 
-from . import snapshot
+from . import filenames, snapshot
 from .errors import OperationalError
 
 Identity = tuple[int, int]  # (st_dev, st_ino) of a file
@@ -63,7 +63,7 @@ def install() -> None:
 
 
 def _note_opened(conn: apsw.Connection) -> None:
-    name = conn.filename  # in the thread opening it, so never in use elsewhere
+    name = filenames.of(conn)  # in the thread opening it, so never in use elsewhere
     _opened[conn] = (name, _identity(name) if name else None)
 
 
@@ -72,7 +72,7 @@ def _opened_file(conn: apsw.Connection) -> tuple[str, Identity | None]:
     if noted is not None:
         return noted
     try:  # opened before install()
-        name = conn.filename
+        name = filenames.of(conn)
     except apsw.ThreadingViolationError:
         return "", None
     return name, _identity(name) if name else None
@@ -173,7 +173,7 @@ def _uri_path(uri: str) -> str | None:
     (https://sqlite.org/uri.html: an authority must be empty or ``localhost``)."""
     parsed = urllib.parse.urlsplit(uri)
     params = dict(urllib.parse.parse_qsl(parsed.query))
-    path = urllib.parse.unquote(parsed.path)
+    path = filenames.from_uri_path(parsed.path)
     if params.get("mode") == "memory" or params.get("vfs") == "memdb" or path in ("", ":memory:"):
         return None
     return path

@@ -43,7 +43,7 @@ from collections.abc import Callable
 
 import apsw
 
-from . import oslock, snapshot
+from . import filenames, oslock, snapshot
 from .errors import OperationalError
 from .lockdb import LockDB
 from .overlay import VFS_NAME
@@ -98,7 +98,7 @@ class Holding:
         """
         with self._lock:
             if identity not in self._anchors:
-                anchor = apsw.Connection(self.path)
+                anchor = apsw.Connection(*filenames.for_sqlite(self.path))
                 anchor.execute("SELECT 1 FROM sqlite_schema LIMIT 1").fetchall()
                 wal = os.stat(self.path + "-wal")  # the anchor has it open from now on
                 self._anchors[identity] = (anchor, (wal.st_dev, wal.st_ino))

@@ -179,7 +179,7 @@ class Hooks:
     _reader_authorizer: Callable[..., int] | None
     _txn_authorizer: Callable[..., int] | None
     _state: ConnectionState
-    _merger_quiet: bool
+    _statement_traced: tuple[str, str, int | None] | None
 
     def _check(self) -> None:
         raise NotImplementedError
@@ -310,24 +310,51 @@ class Hooks:
         self._register(lambda conn: conn.set_progress_handler(handler_for(conn), n))
 
     def set_trace_callback(self, trace_callback: Callable[[str], Any] | None) -> None:
-        """As in the stdlib, ``trace_callback(sql)`` hears each statement the application runs,
-        with its parameters filled in.  It also hears the SQL each commit sends to the real
-        database: the merge's ``BEGIN IMMEDIATE``, the row changes the session module applies,
-        the commit marker and ``COMMIT``.  ``None`` turns tracing off."""
+        """As in the stdlib, ``trace_callback(sql)`` hears what the stdlib's connection would
+        send to SQLite: each statement the application runs, with its parameters filled in
+        (heard again for each trigger program it starts, as SQLite reports those), and the
+        ``BEGIN``, ``COMMIT`` and ``ROLLBACK`` of its transactions.  The SQL we send for our
+        own purposes (a commit's merge, a snapshot's pin) is not heard.  ``None`` turns
+        tracing off."""
         self._check()
         self._trace = trace_callback
-        if self._private is None:
-            if trace_callback is None:
-                self._merger.trace_v2(0, None)
-            else:
-                self._merger.trace_v2(apsw.SQLITE_TRACE_STMT, self._on_merger_statement)
+        mask = 0 if trace_callback is None else apsw.SQLITE_TRACE_STMT
+        handler = None if trace_callback is None else self._on_statement_event
+        self._register(lambda conn: conn.trace_v2(mask, handler))
 
-    def _on_merger_statement(self, event: dict[str, Any]) -> None:
-        if self._merger_quiet:
-            return  # our own look at the connection's state, not part of any commit
-        if self._user_on_merger and not event["trigger"]:
-            return  # the application's own statement: already heard, expanded
-        self._traced(event["sql"])
+    def _trace_statement(self, cursor: apsw.Cursor, sql: str) -> None:
+        """Trace the application's statement ``cursor`` is starting, as the stdlib does."""
+        try:
+            expanded = cursor.expanded_sql
+        except apsw.Error:
+            # Past SQLITE_LIMIT_LENGTH SQLite cannot fill the parameters in: the stdlib reports
+            # that and traces the statement as written.
+            report_unraisable(
+                DataError("Expanded SQL string exceeds the maximum string length"), self._trace
+            )
+            expanded = sql
+        self._statement_traced = (expanded, sql, None)
+        self._traced(expanded)
+
+    def _on_statement_event(self, event: dict[str, Any]) -> None:
+        # SQLite reports each trigger program a statement starts; the stdlib traces the
+        # statement's own SQL for each.  Every other event is a statement we run ourselves
+        # (some while the application's runs), or the application's, already traced by
+        # ``_trace_statement``: that one's id tells its trigger programs from the others.
+        current = self._statement_traced
+        if current is None:
+            return
+        expanded, sql, statement_id = current
+        if statement_id is None:
+            if not event["trigger"] and event["sql"] == sql:
+                self._statement_traced = (expanded, sql, event["id"])
+        elif event["trigger"] and event["id"] == statement_id:
+            self._traced(expanded)
+
+    def _trace_control(self, sql: str) -> None:
+        """Trace the ``BEGIN``/``COMMIT``/``ROLLBACK`` the stdlib's connection would run."""
+        if self._trace is not None:
+            self._traced(sql)
 
     def _traced(self, sql: str) -> None:
         callback = self._trace

@@ -31,7 +31,7 @@ from typing import ClassVar
 
 import apsw
 
-from . import journal, lockdb_health, oslock, sidecar, snapshot
+from . import filenames, journal, lockdb_health, oslock, sidecar, snapshot
 from .grants import ACTIVE, COMMITTED, COMMITTING, CONFLICTED, READY, Grants
 
 SCHEMA_VERSION = 3
@@ -93,6 +93,13 @@ _BUMP_VERSION = (
     "INSERT INTO table_versions(name, version) VALUES (?, 1) "
     "ON CONFLICT(name) DO UPDATE SET version = version + 1"
 )
+
+
+def _argv_text() -> str:
+    # For people reading the lock database; arguments that are not UTF-8 (a path, say) are
+    # shown with replacement characters rather than refused.
+    text = " ".join(sys.argv)[:500]
+    return text.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
 
 
 def process_start_time(pid: int) -> int | None:
@@ -180,7 +187,7 @@ class LockDB(Grants):
             oslock.hold_open(self.path)
             sidecar.ensure_sqlite_files(self.path)
             created = os.stat(self.path).st_size == 0
-            self.conn = apsw.Connection(self.path, flags=_OPEN_FLAGS)
+            self.conn = apsw.Connection(*filenames.for_sqlite(self.path, _OPEN_FLAGS))
         except BaseException:
             self._uncount()
             raise
@@ -304,7 +311,7 @@ class LockDB(Grants):
                 "INSERT INTO holders(pid, start_time, registered_at, argv) VALUES (?, ?, ?, ?) "
                 "ON CONFLICT(pid) DO UPDATE SET start_time=excluded.start_time "
                 "WHERE start_time != excluded.start_time",
-                (self.pid, self.start_time, time.time(), " ".join(sys.argv)[:500]),
+                (self.pid, self.start_time, time.time(), _argv_text()),
             )
         return self._dispose_journals(reaped)
 

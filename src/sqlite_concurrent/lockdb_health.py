@@ -24,12 +24,11 @@ import logging
 import os
 import struct
 import time
-import urllib.parse
 from dataclasses import dataclass
 
 import apsw
 
-from . import oslock
+from . import filenames, oslock
 from .errors import OperationalError
 
 log = logging.getLogger("sqlite_concurrent")
@@ -125,7 +124,7 @@ def damage(locks: str) -> str | None:
     if not os.path.exists(locks) or os.path.getsize(locks) == 0:
         return None
     # Read-only: a foreign database must not even be checkpointed by our closing connection.
-    uri = f"file:{urllib.parse.quote(os.path.abspath(locks))}?mode=ro"
+    uri = filenames.uri(os.path.abspath(locks), "mode=ro")
     try:
         conn = apsw.Connection(uri, flags=apsw.SQLITE_OPEN_READONLY | apsw.SQLITE_OPEN_URI)
     except apsw.Error as e:

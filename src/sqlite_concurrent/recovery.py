@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import apsw
 
-from . import journal, lockdb_health, merge
+from . import filenames, journal, lockdb_health, merge
 from .errors import translate
 from .lockdb import LockDB
 
@@ -61,7 +61,7 @@ def recover(db_path: str) -> list[Recovered]:
     if not reaped and not loose:
         return []
     try:
-        db = apsw.Connection(db_path, flags=apsw.SQLITE_OPEN_READONLY)
+        db = apsw.Connection(*filenames.for_sqlite(db_path, apsw.SQLITE_OPEN_READONLY))
     except apsw.Error as e:
         raise translate(e) from e
     try:

@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from typing import Any
 
+from .cursor import Cursor
+
 
 class Row:
     """A result row readable by index, by column name (case-insensitive) and as a sequence.
@@ -14,7 +16,19 @@ class Row:
 
     __slots__ = ("_names", "_values")
 
-    def __init__(self, cursor: Any, values: tuple[Any, ...]) -> None:
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        # Checked as the stdlib checks them: by the real type, which ``__class__`` cannot fake.
+        if kwargs:
+            raise TypeError("Row() takes no keyword arguments")
+        if len(args) != 2:
+            raise TypeError(f"Row expected 2 arguments, got {len(args)}")
+        cursor, values = args
+        if not issubclass(type(cursor), Cursor):
+            raise TypeError(
+                f"Row() argument 1 must be sqlite_concurrent.Cursor, not {type(cursor).__name__}"
+            )
+        if not issubclass(type(values), tuple):
+            raise TypeError(f"Row() argument 2 must be tuple, not {type(values).__name__}")
         description = cursor.description or ()
         self._names = tuple(d[0] for d in description)
         self._values = tuple(values)
