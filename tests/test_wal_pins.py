@@ -7,7 +7,9 @@ import os
 import sqlite3
 import subprocess
 import sys
+import time
 
+import apsw
 import pytest
 
 import sqlite_concurrent
@@ -90,3 +92,86 @@ def test_status_names_the_reader_that_pins_the_wal(db_path, stock_reader):
     assert pin["pid"] == stock_reader.pid
     assert pin["slot"] in range(5)
     assert any(f"process {stock_reader.pid} holds WAL read lock" in n for n in doc["notes"])
+
+
+_PAGE_WRITER = """
+import sys
+import sqlite_concurrent
+conn = sqlite_concurrent.connect(sys.argv[1], lock_level="page", timeout=60)
+conn.execute("UPDATE u SET v = v + 1 WHERE id = 1")
+print("pinned", flush=True)
+sys.stdin.readline()
+conn.commit()
+print("committed", flush=True)
+conn.close()
+"""
+
+
+class _Announcing:
+    """The checkpointer's connection, telling the writer to commit once a TRUNCATE checkpoint
+    is under way: from its busy handler when it waits inside SQLite for readers, else as it
+    starts."""
+
+    def __init__(self, conn, go) -> None:
+        self._conn, self._go = conn, go
+        self._wait_ms = 0
+
+    def set_busy_timeout(self, ms: int) -> None:
+        self._wait_ms = ms
+        self._conn.set_busy_timeout(ms)
+
+    def wal_checkpoint(self, *, mode):
+        if mode == apsw.SQLITE_CHECKPOINT_TRUNCATE and self._wait_ms:
+            deadline = time.monotonic() + self._wait_ms / 1000
+
+            def busy(_attempts: int) -> bool:
+                self._go()  # SQLite holds the WAL write lock now and waits for a reader
+                return time.monotonic() < deadline
+
+            self._conn.set_busy_handler(busy)
+        else:
+            self._go()
+        return self._conn.wal_checkpoint(mode=mode)
+
+    def __getattr__(self, name):
+        return getattr(self._conn, name)
+
+
+def test_restart_and_merge_do_not_wait_on_each_other(db_path):
+    """A page-level transaction keeps its snapshot until its merge is done, and commits while
+    the WAL is due for a restart: the restart must let that merge through and then succeed."""
+    _setup(db_path)
+    big = sqlite_concurrent.connect(db_path, wal_limit=WAL_LIMIT, checkpoint_wait=1.0)
+    # Frames not yet checkpointed: the writer's snapshot then holds a WAL read lock above 0.
+    big.execute("INSERT INTO t(v) VALUES (1)")
+    big.commit()
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    writer = subprocess.Popen(
+        [sys.executable, "-c", _PAGE_WRITER, db_path],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    try:
+        assert writer.stdout.readline().strip() == "pinned"
+        told = []
+
+        def go() -> None:
+            if not told:
+                told.append(True)
+                writer.stdin.write("commit\n")
+                writer.stdin.flush()
+
+        cp = big._checkpointer
+        cp.conn = _Announcing(cp.conn, go)
+        big.execute("INSERT INTO t(v) VALUES (zeroblob(?))", (BLOB,))
+        big.commit()  # passes the trigger: the restart runs in here
+        assert told, "no restart was tried"
+        assert writer.stdout.readline().strip() == "committed"
+        assert (cp.restarts, cp.failed_restarts) == (1, 0)
+        assert _wal_size(db_path) <= WAL_LIMIT
+    finally:
+        writer.stdin.close()
+        assert writer.wait(60) == 0
+        big.close()
