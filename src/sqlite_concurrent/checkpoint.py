@@ -131,6 +131,13 @@ class Checkpointer:
         self.litestream = wal_readers.litestream_managed(self._db_path)
         if self.litestream:
             return
+        header = snapshot.read_wal_header(self._wal_files.shm)
+        if header is not None and header.max_frame < frames:
+            # Another process restarted the WAL since this one's merger last committed (with
+            # group commit it may not have merged for a while): the count is stale.
+            self.wal_frames = header.max_frame
+            if header.max_frame * page_size < self.wal_limit * _TRIGGER:
+                return
         self.pinned_by = self._foreign_pins()
         if self.pinned_by:
             self.pinned_skips += 1

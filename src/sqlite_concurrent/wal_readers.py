@@ -110,6 +110,6 @@ def _posix_locks(dev: int, ino: int) -> list[tuple[int, int, int]]:
 
 def litestream_managed(db_path: str) -> bool:
     """Whether Litestream replicates the database: it keeps its state in ``.<name>-litestream``
-    beside it (https://litestream.io/how-it-works/)."""
+    beside it (https://litestream.io/tips/, "Deleting SQLite databases")."""
     head, name = os.path.split(db_path)
     return os.path.isdir(os.path.join(head, f".{name}-litestream"))
