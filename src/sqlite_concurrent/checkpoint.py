@@ -138,7 +138,8 @@ class Checkpointer:
             self.wal_frames = header.max_frame
             if header.max_frame * page_size < self.wal_limit * _TRIGGER:
                 return
-        self.pinned_by = self._foreign_pins()
+        pins = self._foreign_pins()
+        self.pinned_by = self._held(pins, page_size)
         if self.pinned_by:
             self.pinned_skips += 1
             self._passive()
@@ -150,7 +151,7 @@ class Checkpointer:
             return
         self.gate_closures += 1
         try:
-            done = self._truncate_once_drained()
+            done = self._truncate_once_drained(foreign=bool(pins))
         finally:
             self.gate.release()
         if done:
@@ -171,8 +172,28 @@ class Checkpointer:
             self._db_path + "-shm", besides=self._our_pids(), shm_fd=self._wal_files.shm
         )
 
-    def _truncate_once_drained(self) -> bool:
-        """With the gate closed: try at once, then again each time a snapshot is let go."""
+    def _held(self, pins: list[wal_readers.Pin], page_size: int) -> list[wal_readers.Pin]:
+        """The readers among ``pins`` that have held the WAL a while: those that saw the WAL
+        a sixteenth of the limit ago or earlier.  A stock reader's short query sees the WAL as
+        it is now, and ends soon."""
+        header = snapshot.read_wal_header(self._wal_files.shm)
+        if not pins or header is None:
+            return []
+        old = max(1, self.wal_limit // (16 * page_size))
+        # A reader on read lock 0 reads the database file alone: it came while every frame was
+        # backfilled, and no frame can be backfilled past it (walformat.html, "WAL Locks").
+        seen = {
+            pin: header.backfilled if pin.slot == 0 else pin.mark if pin.mark is not None else 0
+            for pin in pins
+        }
+        return [pin for pin in pins if header.max_frame - seen[pin] >= old]
+
+    def _truncate_once_drained(self, *, foreign: bool) -> bool:
+        """With the gate closed: try at once, then again each time a snapshot is let go.
+
+        A reader outside sqlite_concurrent sends no datagram when its query ends: while one
+        holds the WAL, try again every 10 ms too (the pace of SQLite's own busy handler).
+        """
         deadline = time.monotonic() + self.checkpoint_wait
         try:
             listener = drain.Listener(self._locks_path)
@@ -183,7 +204,7 @@ class Checkpointer:
                 left = deadline - time.monotonic()
                 if left <= 0:
                     return False
-                listener.wait(left)
+                listener.wait(min(left, 0.01) if foreign else left)
         return True
 
     def _try_truncate(self) -> bool:
