@@ -17,20 +17,14 @@ import select
 import socket
 import threading
 
-_addresses: dict[str, bytes] = {}
 _sender: socket.socket | None = None
 _sender_lock = threading.Lock()
 
 
 def _address(locks_path: str) -> bytes:
-    address = _addresses.get(locks_path)
-    if address is None:
-        st = os.stat(locks_path)
-        address = _addresses[locks_path] = b"\0sqlite-concurrent-drain:%d:%d" % (
-            st.st_dev,
-            st.st_ino,
-        )
-    return address
+    # Looked up each time (a microsecond): a -locks file made afresh is another file.
+    st = os.stat(locks_path)
+    return b"\0sqlite-concurrent-drain:%d:%d" % (st.st_dev, st.st_ino)
 
 
 def _forked() -> None:
