@@ -175,3 +175,22 @@ def test_restart_and_merge_do_not_wait_on_each_other(db_path):
         writer.stdin.close()
         assert writer.wait(60) == 0
         big.close()
+
+
+def test_no_checkpoint_of_ours_when_litestream_manages_the_database(db_path):
+    """Litestream asks applications to leave checkpoints to it (https://litestream.io/tips/);
+    it keeps its state in ``.<name>-litestream`` beside the database."""
+    _setup(db_path)
+    head, name = os.path.split(db_path)
+    os.mkdir(os.path.join(head, f".{name}-litestream"))
+    conn = sqlite_concurrent.connect(db_path, wal_limit=WAL_LIMIT)
+    try:
+        for _ in range(3):
+            conn.execute("INSERT INTO t(v) VALUES (zeroblob(?))", (BLOB,))
+            conn.commit()
+        cp = conn._checkpointer
+        assert (cp.restarts, cp.failed_restarts, cp.passives) == (0, 0, 0)
+        assert _wal_size(db_path) > WAL_LIMIT  # left to Litestream
+        assert status.read(db_path).to_json()["wal"]["litestream"] is True
+    finally:
+        conn.close()
