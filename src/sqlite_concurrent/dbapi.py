@@ -283,7 +283,9 @@ class Connection(Hooks):
         self._wal_files = self._holding.files((st.st_dev, st.st_ino))
         self._checkpointer = Checkpointer(
             self._merger,
-            self.path + "-locks",
+            self.path,
+            merge_lock=self._merge_lock,
+            our_pids=self._holder_pids,
             wal_limit=self._wal_limit,
             checkpoint_wait=self._checkpoint_wait,
             busy_timeout_ms=int(self.timeout * 1000),
@@ -748,6 +750,12 @@ class Connection(Hooks):
         if self._merger_fsyncs is None:  # known until a connection pragma runs again
             self._merger_fsyncs = int(_value(self._merger, "PRAGMA synchronous")) >= 2
         return self._merger_fsyncs
+
+    def _holder_pids(self) -> frozenset[int]:
+        """Processes with sqlite_concurrent connections on the database: their WAL read locks
+        are transactions the checkpointer can wait out."""
+        rows = self._lockdb.conn.execute("SELECT pid FROM holders").fetchall()
+        return frozenset(pid for (pid,) in rows if isinstance(pid, int)) | {os.getpid()}
 
     def _after_merge(self, txn_id: int) -> None:
         """Housekeeping after a commit.  The commit has happened: nothing here may make

@@ -18,7 +18,7 @@ from typing import Any
 
 import apsw
 
-from . import crashpoints, journal, oslock, replay, snapshot
+from . import crashpoints, drain, journal, oslock, replay, snapshot
 from .errors import ConflictError, OperationalError
 from .grants import COMMITTED, CONFLICTED
 from .replay import quote
@@ -595,28 +595,32 @@ def commit(
         )
         if plan is not None:
             pending.steps = replay.steps(plan, pending.rows.rows)
-    if not group:
-        with lock:
-            crashpoints.reach("merge.locked")
-            error = _apply_group(conn, lockdb, [pending])[pending.txn_id]
-    elif lock.try_acquire():
-        # Uncontended: nobody could merge it for us, so it need not be offered to others.
-        try:
-            crashpoints.reach("merge.locked")
-            error = _merge_with_others(conn, lockdb, pending)
-        finally:
-            lock.release()
-    else:
-        offset, length = jrnl.write_ready(pending.txn_id, encode_pending(pending))
-        try:
-            lockdb.mark_ready(pending.txn_id, jrnl.path, offset, length)
+    try:
+        if not group:
             with lock:
                 crashpoints.reach("merge.locked")
-                error = _known_outcome(conn, lockdb, pending.txn_id)
-                if error is _UNKNOWN:
-                    error = _merge_with_others(conn, lockdb, pending)
-        finally:
-            jrnl.done(pending.txn_id)
+                error = _apply_group(conn, lockdb, [pending])[pending.txn_id]
+        elif lock.try_acquire():
+            # Uncontended: nobody could merge it for us, so it need not be offered to others.
+            try:
+                crashpoints.reach("merge.locked")
+                error = _merge_with_others(conn, lockdb, pending)
+            finally:
+                lock.release()
+        else:
+            offset, length = jrnl.write_ready(pending.txn_id, encode_pending(pending))
+            try:
+                lockdb.mark_ready(pending.txn_id, jrnl.path, offset, length)
+                with lock:
+                    crashpoints.reach("merge.locked")
+                    error = _known_outcome(conn, lockdb, pending.txn_id)
+                    if error is _UNKNOWN:
+                        error = _merge_with_others(conn, lockdb, pending)
+            finally:
+                jrnl.done(pending.txn_id)
+    finally:
+        # A restart checkpoint that found the merge lock taken tries again now (DESIGN 12).
+        drain.released(lock.path)
     if error is not None:
         raise error
 

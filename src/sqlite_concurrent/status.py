@@ -29,7 +29,7 @@ from rich.console import Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
-from . import sidecar
+from . import sidecar, wal_readers
 from .checkpoint import DEFAULT_WAL_LIMIT
 from .errors import OperationalError
 from .lockdb import holder_alive
@@ -108,6 +108,10 @@ class Status:
     transactions: list[Transaction] = field(default_factory=list)
     locks: list[Lock] = field(default_factory=list)
     waiters: list[Waiter] = field(default_factory=list)
+    # Readers outside sqlite_concurrent holding a WAL read lock: while one stays, no checkpoint
+    # can reset the WAL (see :mod:`.wal_readers`).
+    wal_pins: list[wal_readers.Pin] = field(default_factory=list)
+    litestream: bool = False
 
     @property
     def old(self) -> list[Transaction]:
@@ -118,9 +122,10 @@ class Status:
         if not self.exists:
             return [
                 f"No sqlite-concurrent activity yet: {self.lock_database} does not exist "
-                "(no sqlite_concurrent connection has opened this database)."
+                "(no sqlite_concurrent connection has opened this database).",
+                *self._wal_notes(),
             ]
-        notes = []
+        notes = self._wal_notes()
         old = self.old
         if old:
             which = ", ".join(f"{t.txn_id} (pid {t.pid}, {t.age_s:,.1f} s)" for t in old[:5])
@@ -145,6 +150,20 @@ class Status:
             )
         return notes
 
+    def _wal_notes(self) -> list[str]:
+        notes = [
+            f"The WAL is pinned: {pin.describe()}, outside sqlite_concurrent; until it ends "
+            "its read transaction no checkpoint can reset the WAL (writers are not held back "
+            "for one)."
+            for pin in self.wal_pins
+        ]
+        if self.litestream:
+            notes.append(
+                "Litestream replicates this database: sqlite_concurrent runs no checkpoint of "
+                "its own and leaves the WAL's size to Litestream."
+            )
+        return notes
+
     def to_json(self) -> dict[str, Any]:
         """The ``status --json`` document; its shape is documented in the README."""
         return {
@@ -159,6 +178,8 @@ class Status:
                 "bytes": self.wal_bytes,
                 "exists": self.wal_exists,
                 "default_limit_bytes": DEFAULT_WAL_LIMIT,
+                "pinned_by": [asdict(pin) for pin in self.wal_pins],
+                "litestream": self.litestream,
             },
             "holders": [asdict(h) for h in self.holders],
             "transactions": [asdict(t) for t in self.transactions],
@@ -290,8 +311,10 @@ def read(
         old_after_s=old_after,
         wal_bytes=wal_bytes,
         wal_exists=wal_exists,
+        litestream=wal_readers.litestream_managed(db_path),
     )
     if not status.exists:
+        status.wal_pins = wal_readers.pins(f"{db_path}-shm")
         return status
     if os.path.isdir(lock_path):
         raise StatusError(f"{lock_path} is a directory, not a lock database")
@@ -360,6 +383,8 @@ def read(
             )
         )
         ahead.append(txn_id)
+    ours = frozenset(h.pid for h in status.holders if h.alive)
+    status.wal_pins = wal_readers.pins(f"{db_path}-shm", besides=ours)
     return status
 
 

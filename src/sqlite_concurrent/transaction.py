@@ -15,7 +15,7 @@ from typing import Any
 
 import apsw
 
-from . import crashpoints, foreign_keys, merge, rowid_keys, savepoints, waits
+from . import crashpoints, drain, foreign_keys, merge, rowid_keys, savepoints, waits
 from .authorizer import Denied
 from .lockdb import LockDB
 from .locks import Locking
@@ -289,6 +289,7 @@ class WriteTransaction:
         if self.snapshot is not None and not keep_snapshot:
             self.snapshot.release()
             self.snapshot = None
+            drain.released(self.lockdb.path)
 
     def ensure_registered(self) -> None:
         """In the lock database, before it waits for anything or is offered to other mergers."""
