@@ -26,7 +26,7 @@ import apsw
 import pytest
 from typer.testing import CliRunner
 
-from sqlite_concurrent import status
+from sqlite_concurrent import oslock, status
 from sqlite_concurrent.cli import app
 from sqlite_concurrent.lockdb import LockDB
 
@@ -316,9 +316,15 @@ def test_a_dead_holder_is_shown_dead_and_not_reaped(tmp_path: Path) -> None:
 @pytest.mark.timeout(60)
 def test_a_quiet_lock_database_is_read_without_creating_files(tmp_path: Path) -> None:
     db = _make_db(tmp_path / "quiet.db")
-    child = SPAWN.Process(target=_open_and_close, args=(db,))
-    child.start()
-    child.join(50)
+    # Present as a process of ours is (without a connection): the child's close is then not the
+    # last, so it leaves the lock database in place, checkpointed.
+    oslock.present(db + "-locks")
+    try:
+        child = SPAWN.Process(target=_open_and_close, args=(db,))
+        child.start()
+        child.join(50)
+    finally:
+        oslock.forget(db + "-locks")
     assert child.exitcode == 0
     before = sorted(os.listdir(tmp_path))
     assert "quiet.db-locks" in before and "quiet.db-locks-wal" not in before

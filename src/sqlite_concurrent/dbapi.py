@@ -38,8 +38,10 @@ from . import (
     holding,
     journal,
     journal_mode,
+    leftovers,
     locks,
     merge,
+    oslock,
     publisher,
     rebase,
     replay,
@@ -199,7 +201,6 @@ class Connection(Hooks):
             self._abandon_open()
             raise
         self._closed = False
-
     # -- opening and closing ------------------------------------------------------------
 
     def _stock(
@@ -229,6 +230,9 @@ class Connection(Hooks):
         # another library has on it are looked for then, while no thread of ours has any.
         self._holding = holding.acquire(self.path, first=foreign.check_open)
         self._holding.track(self._opened)
+        # Before anything of the database opens: a last closer in another process may be
+        # deleting what is beside it (leftovers.py).
+        oslock.present(self.path + "-locks")
         # URI filenames in ATTACH work as in the stdlib's SQLite (built with SQLITE_USE_URI).
         self._merger = self._stock(_PRIVATE_FLAGS)
         # Wait for the WAL write lock in the kernel (SQLite's blocking-lock support, compiled into
@@ -279,6 +283,7 @@ class Connection(Hooks):
         # Recovery on open (DESIGN 11): dead holders were reaped above; journals of processes
         # the lock database never knew (or that it lost) go too.
         loose = [journal.dispose(self.path, pid) for pid in journal.orphans(self.path)]
+        leftovers.prune_quarantined(self.path)
         for found in [r.journal for r in reaped] + loose:
             if found is not None and found.action != "deleted":
                 log.warning(

@@ -150,7 +150,10 @@ class LockDB(Grants):
 
     def __init__(self, db_path: str, *, first_txn_id: int = 1) -> None:
         self.path = db_path + "-locks"
-        created = not os.path.exists(self.path)
+        # Before SQLite opens it: the file the presence lock holds is the one at the path
+        # (a last closer in another process may be deleting it: leftovers.py).
+        oslock.present(self.path)
+        created = os.path.getsize(self.path) == 0
         with LockDB._open_lock:
             LockDB._open_here[self.path] += 1
         self._counted = True

@@ -7,7 +7,8 @@ database (its holder row, its transactions, their locks and queue places) and it
 Recovery releases the former, deletes the journal (or quarantines it when it cannot be trusted;
 nothing in it is ever applied) and reports, for each transaction, whether another process
 committed it.  It runs whenever a connection opens, whenever a lock waiter sees a holder die,
-and on demand (``sqlite-concurrent recover``).
+and on demand (``sqlite-concurrent recover``).  Quarantined journals past their age go at
+the same times (:func:`.leftovers.prune_quarantined`).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from dataclasses import dataclass
 
 import apsw
 
-from . import journal, merge
+from . import holding, journal, leftovers, merge
 from .lockdb import LockDB
 
 
@@ -41,6 +42,7 @@ def recover(db_path: str) -> list[Recovered]:
 
     :raises apsw.Error: the database or its lock database cannot be opened.
     """
+    db_path = os.path.abspath(db_path)  # the key this process's descriptors are kept by
     reaped = []
     if os.path.exists(db_path + "-locks"):
         lockdb = LockDB(db_path)
@@ -48,6 +50,8 @@ def recover(db_path: str) -> list[Recovered]:
             reaped = lockdb.reap()
         finally:
             lockdb.close()
+            holding.release_lock_database(db_path)
+    leftovers.prune_quarantined(db_path)
     known = {r.pid for r in reaped}
     loose = [(pid, journal.dispose(db_path, pid)) for pid in journal.orphans(db_path)]
     loose = [(pid, d) for pid, d in loose if pid not in known and d is not None]
