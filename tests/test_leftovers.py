@@ -5,16 +5,39 @@ from __future__ import annotations
 
 import os
 import sqlite3
+import subprocess
+import sys
 import time
 
 import pytest
-from conftest import SPAWN, stock_apsw
+from conftest import SPAWN, lock_rows, stock_apsw, wait_until
 from leftover_workers import hold_open, race_last_close
 
 import sqlite_concurrent
-from sqlite_concurrent import leftovers, recovery
+from sqlite_concurrent import leftovers, oslock, recovery
 
 pytestmark = pytest.mark.timeout(120)
+
+# The child commits while the test holds the merge lock, so its transaction waits in its journal
+# (group commit); then it leaves a transaction open and ends as the test says.
+CHILD = """
+import gc, sys
+import sqlite_concurrent
+
+path, ending = sys.argv[1], sys.argv[2]
+conn = sqlite_concurrent.connect(path, group_commit=True, row_lock_delay=0)
+conn.execute("INSERT INTO t VALUES (1)")
+conn.commit()
+conn.execute("UPDATE t SET x = 2 WHERE x = 1")
+print("ready", flush=True)
+sys.stdin.readline()
+if ending == "uncaught exception":
+    raise RuntimeError("the application fails")
+if ending == "dropped unclosed":
+    del conn
+    gc.collect()
+"""
+
 
 def _beside(path: str) -> list[str]:
     directory, name = os.path.split(path)
@@ -27,6 +50,49 @@ def _make(path: str) -> None:
     conn.execute("CREATE TABLE t(x)")
     conn.commit()
     conn.close()
+
+
+@pytest.mark.parametrize("ending", ["end of script", "uncaught exception", "dropped unclosed"])
+def test_a_process_that_exits_without_close_leaves_no_holder_row_and_no_journal(db_path, ending):
+    _make(db_path)
+    keeper = sqlite_concurrent.connect(db_path)  # keeps the lock database while the child exits
+    merge_lock = oslock.ByteLock(db_path + "-locks", oslock.MERGE)
+    merge_lock.acquire()
+    try:
+        child = subprocess.Popen(
+            [sys.executable, "-c", CHILD, db_path, ending],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        wait_until(
+            lambda: (
+                lock_rows(db_path, "SELECT count(*) FROM transactions WHERE state = 'ready'")
+                == [(1,)]
+            ),
+            "the child's commit waits in its journal",
+        )
+    finally:
+        merge_lock.release()
+    try:
+        assert child.stdout.readline() == "ready\n"
+        pid = (child.pid,)
+        assert os.path.exists(f"{db_path}-journal{child.pid}")
+        assert lock_rows(db_path, "SELECT count(*) FROM holders WHERE pid = ?", pid) == [(1,)]
+        assert lock_rows(db_path, "SELECT count(*) FROM transactions WHERE pid = ?", pid) == [(1,)]
+        child.stdin.write("\n")
+        child.stdin.flush()
+        assert child.wait(60) == (1 if ending == "uncaught exception" else 0)
+
+        assert lock_rows(db_path, "SELECT count(*) FROM holders WHERE pid = ?", pid) == [(0,)]
+        assert lock_rows(db_path, "SELECT count(*) FROM transactions WHERE pid = ?", pid) == [(0,)]
+        assert lock_rows(db_path, "SELECT count(*) FROM locks") == [(0,)]
+        assert not os.path.exists(f"{db_path}-journal{child.pid}")
+        assert keeper.execute("SELECT x FROM t").fetchall() == [(1,)]  # rolled back
+    finally:
+        child.kill()
+        child.wait()
+        keeper.close()
 
 
 def _two_processes_then_close(module, path: str, child_first: bool) -> list[str]:

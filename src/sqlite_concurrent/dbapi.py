@@ -10,6 +10,7 @@ a changeset cannot carry to the merger under the merge lock.
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import os
 import random
@@ -33,6 +34,7 @@ from . import (
     description,
     errors,
     exclusive,
+    exiting,
     foreign,
     foreign_keys,
     holding,
@@ -189,6 +191,7 @@ class Connection(Hooks):
         self._txn_authorizer: Callable[..., int] | None = None
         self._opened = holding.Handles()
         self._holding: holding.Holding | None = None  # what the process holds for the file
+        self._exit_finalizer: weakref.finalize | None = None  # closes it at exit (exiting.py)
         try:
             if private is not None:
                 self._open_private(private)
@@ -201,6 +204,14 @@ class Connection(Hooks):
             self._abandon_open()
             raise
         self._closed = False
+        if self._holding is not None:
+            self._exit_finalizer = exiting.track(
+                self,
+                functools.partial(
+                    _let_go_dropped, self._holding, self._journal, self._slot_id, self._lockdb
+                ),
+            )
+
     # -- opening and closing ------------------------------------------------------------
 
     def _stock(
@@ -401,6 +412,14 @@ class Connection(Hooks):
             holding.settle()
             return
         self._check_thread()
+        self._close_shared()
+
+    def _close_at_exit(self) -> None:
+        """``close`` at interpreter exit (exiting.py), from whichever thread runs it."""
+        if not self._closed and not self._inherited():
+            self._close_shared()
+
+    def _close_shared(self) -> None:
         if self._private is not None:
             self._closed = True
             holding.close_all(self._opened)  # SQLite rolls an open transaction back
@@ -417,6 +436,8 @@ class Connection(Hooks):
     def _leave_shared(self) -> None:
         """Let go of the shared database, as the last step of ``close`` does."""
         assert self._holding is not None
+        if self._exit_finalizer is not None:
+            self._exit_finalizer.detach()
         try:
             vfs().drop_slot(self._slot_id)
             self._journal.release()
@@ -1577,6 +1598,21 @@ def _value(conn: apsw.Connection, sql: str) -> Any:
 def _backoff_jitter(attempt: int) -> None:
     """Sleep before retrying a conflicted transaction: random, growing, capped at 100 ms."""
     time.sleep(random.uniform(0, min(0.1, 0.001 * (2**attempt))))
+
+
+def _let_go_dropped(
+    holding_: holding.Holding, journal_: journal.Journal, slot_id: int, lockdb: LockDB
+) -> None:
+    """At exit, what a connection collected unclosed held (exiting.py): its transactions are
+    the only ones of the process left, every open connection having closed."""
+    if holding_.inherited:
+        return
+    vfs().drop_slot(slot_id)
+    try:
+        lockdb.forget_own_transactions()
+        journal_.release()
+    finally:
+        holding_.leave(holding.Handles(), lockdb)
 
 
 def connect(
