@@ -76,3 +76,12 @@ def hold_open(module_name, path, opened, release):
     opened.set()
     release.wait(60)
     conn.close()
+
+
+def die_holding(path, opened, die):
+    """Open ``path`` with ours, leave a transaction open, and die of SIGKILL on ``die``."""
+    conn = sqlite_concurrent.connect(path, row_lock_delay=0)
+    conn.execute("INSERT INTO t VALUES (?)", (os.getpid(),))
+    opened.set()
+    die.wait(120)
+    os.kill(os.getpid(), 9)

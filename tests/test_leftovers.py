@@ -4,17 +4,21 @@ closing), as after the stdlib's last close; what does stay is explained by check
 from __future__ import annotations
 
 import os
+import signal
 import sqlite3
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 from conftest import SPAWN, lock_rows, stock_apsw, wait_until
-from leftover_workers import hold_open, race_last_close
+from leftover_workers import die_holding, hold_open, race_last_close
+from typer.testing import CliRunner
 
 import sqlite_concurrent
-from sqlite_concurrent import leftovers, oslock, recovery
+from sqlite_concurrent import check, leftovers, oslock, recovery, status
+from sqlite_concurrent.cli import app
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -227,3 +231,41 @@ def test_old_quarantined_files_are_deleted_on_recover_and_open(db_path):
     sqlite_concurrent.connect(db_path).close()
     assert f"app.db-journal1.quarantined-{old}" not in _beside(db_path)
     assert len([f for f in _beside(db_path) if ".quarantined-" in f]) == leftovers.QUARANTINE_KEEP
+
+
+def test_check_and_status_explain_what_is_left_and_why(db_path):
+    _make(db_path)
+    opened, die = SPAWN.Event(), SPAWN.Event()
+    child = SPAWN.Process(target=die_holding, args=(db_path, opened, die))
+    child.start()
+    try:
+        assert opened.wait(60)
+        live = {f.name: f for f in status.read(db_path).files}
+        assert live["app.db-locks"].live and live["app.db-wal"].live
+    finally:
+        die.set()
+        child.join(60)
+    assert child.exitcode == -signal.SIGKILL
+
+    view = status.read(db_path)
+    files = {f.name: f for f in view.files}
+    for name in ("app.db-wal", "app.db-shm", "app.db-locks", "app.db-locks-wal"):
+        assert not files[name].live
+        assert "exited without closing" in files[name].why
+    assert view.to_json()["files"] == [
+        {"name": f.name, "live": f.live, "why": f.why} for f in view.files
+    ]
+    assert any(n.startswith("Not in use: ") for n in view.notes())
+    shown = CliRunner().invoke(app, ["status", db_path])
+    assert shown.exit_code == 0 and "files beside the database" in shown.output
+    findings = {f.name: f for f in check.run(Path(db_path), 5.0)}
+    assert findings["files beside"].outcome == check.WARN
+    assert "app.db-locks: the lock database, left by a process" in findings["files beside"].detail
+
+    # The next open reaps the dead process; its last close leaves the database alone.
+    sqlite_concurrent.connect(db_path).close()
+    assert _beside(db_path) == ["app.db"]
+    findings = {f.name: f for f in check.run(Path(db_path), 5.0)}
+    assert findings["files beside"] == check.Finding(
+        "files beside", check.OK, "none: the database is one file"
+    )

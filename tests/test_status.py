@@ -344,11 +344,11 @@ def test_no_lock_database_means_no_activity_yet(tmp_path: Path) -> None:
     db = _make_db(tmp_path / "fresh.db")
     result = runner.invoke(app, ["status", db])
     assert result.exit_code == 0, result.output
-    assert "No sqlite-concurrent activity yet" in result.output
+    assert "No sqlite-concurrent process has this database open" in result.output
     data = _status_json(db)
     assert data["lock_database_exists"] is False and data["schema_version"] is None
     assert data["holders"] == data["transactions"] == data["locks"] == data["waiters"] == []
-    assert "No sqlite-concurrent activity yet" in data["notes"][0]
+    assert "No sqlite-concurrent process has this database open" in data["notes"][0]
     assert not Path(db + "-locks").exists()
 
 
