@@ -241,11 +241,12 @@ class Connection(Hooks):
         # another library has on it are looked for then, while no thread of ours has any.
         self._holding = holding.acquire(self.path, first=foreign.check_open)
         self._holding.track(self._opened)
-        # Before anything of the database opens: a last closer in another process may be
-        # deleting what is beside it (leftovers.py).
-        oslock.present(self.path + "-locks")
         # URI filenames in ATTACH work as in the stdlib's SQLite (built with SQLITE_USE_URI).
         self._merger = self._stock(_PRIVATE_FLAGS)
+        # Opened, so SQLite has said why if the file cannot be; before anything reads it (and
+        # opens -wal): a last closer in another process may be deleting what is beside it
+        # (leftovers.py).
+        oslock.present(self.path + "-locks")
         # Wait for the WAL write lock in the kernel (SQLite's blocking-lock support, compiled into
         # APSW's SQLite) rather than in the sleeping busy handler, which lets a stock writer in
         # a loop starve our merges (DESIGN 5).  Measured: a stock writer committing in a tight
