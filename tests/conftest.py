@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import multiprocessing
+import os
 import sqlite3
 import threading
 import time
@@ -34,6 +35,30 @@ def stock_apsw(path: str) -> apsw.Connection:
     conn = apsw.Connection(path)
     conn.set_busy_timeout(60_000)
     return conn
+
+
+def lock_rows(db_path: str, sql: str, params: tuple = ()) -> list[tuple]:
+    """Rows of ``sql`` on the lock database ``db_path-locks``.  One that is absent (the last
+    process to close the database removes it) or not set up yet holds no state, so it is
+    queried as an empty one; the query never creates the file."""
+    from sqlite_concurrent import lockdb
+
+    path = db_path + "-locks"
+    conn = None
+    if os.path.exists(path):
+        conn = stock_apsw(path)
+        if not conn.execute("SELECT 1 FROM sqlite_schema WHERE name = 'waiters'").fetchall():
+            conn.close()
+            conn = None
+    if conn is None:
+        conn = apsw.Connection(":memory:")
+        conn.execute(lockdb._SCHEMA)
+        for column, kind in lockdb._V3_COLUMNS:
+            conn.execute(f"ALTER TABLE transactions ADD COLUMN {column} {kind}")
+    try:
+        return conn.execute(sql, params).fetchall()
+    finally:
+        conn.close()
 
 
 def integrity_ok(path: str) -> bool:

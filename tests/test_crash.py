@@ -14,7 +14,7 @@ import signal
 from pathlib import Path
 
 import pytest
-from conftest import SPAWN, integrity_ok, stock_apsw
+from conftest import SPAWN, integrity_ok, lock_rows, stock_apsw
 from workers import crash_survivor, crash_victim
 
 import sqlite_concurrent
@@ -69,15 +69,10 @@ def test_kill_at_point(db_path, tmp_path, point, level):
     )
     conn.close()
     assert integrity_ok(db_path)
-    locks = stock_apsw(db_path + "-locks")
-    assert locks.execute(
-        "SELECT count(*) FROM transactions WHERE pid = ?", (victim.pid,)
-    ).fetchone() == (0,)
-    assert locks.execute("SELECT count(*) FROM locks").fetchone() == (0,)
-    assert locks.execute(
-        "SELECT count(*) FROM holders WHERE pid = ?", (victim.pid,)
-    ).fetchone() == (0,)
-    locks.close()
+    mine = (victim.pid,)
+    assert lock_rows(db_path, "SELECT count(*) FROM transactions WHERE pid = ?", mine) == [(0,)]
+    assert lock_rows(db_path, "SELECT count(*) FROM locks") == [(0,)]
+    assert lock_rows(db_path, "SELECT count(*) FROM holders WHERE pid = ?", mine) == [(0,)]
 
 
 def test_every_crash_point_is_placed_and_declared():

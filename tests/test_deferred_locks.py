@@ -8,7 +8,7 @@ import os
 import threading
 
 import pytest
-from conftest import in_thread, stock_apsw, wait_until
+from conftest import in_thread, lock_rows, stock_apsw, wait_until
 from workers import wait_until_visible
 
 import sqlite_concurrent
@@ -30,14 +30,10 @@ def db(db_path):
 
 
 def _lockdb_rows(path):
-    locks = stock_apsw(path + "-locks")
-    try:
-        return (
-            locks.execute("SELECT resource FROM locks ORDER BY resource").fetchall(),
-            locks.execute("SELECT count(*) FROM transactions").fetchone()[0],
-        )
-    finally:
-        locks.close()
+    return (
+        lock_rows(path, "SELECT resource FROM locks ORDER BY resource"),
+        lock_rows(path, "SELECT count(*) FROM transactions")[0][0],
+    )
 
 
 def test_a_transaction_that_commits_before_the_delay_never_touches_the_lock_database(db):

@@ -10,7 +10,14 @@ import signal
 import threading
 
 import pytest
-from conftest import hold_in_child, in_thread, integrity_ok, stock_apsw, wait_until
+from conftest import (
+    hold_in_child,
+    in_thread,
+    integrity_ok,
+    lock_rows,
+    stock_apsw,
+    wait_until,
+)
 from workers import wait_until_visible
 
 import sqlite_concurrent
@@ -340,10 +347,8 @@ def test_killed_exclusive_transaction_leaves_nothing_behind(db):
     assert _value(db, "SELECT n FROM t WHERE id = 1") == [(11,)]
     names = {name for _, name in _value(db, SCHEMA)}
     assert "u" not in names and "w" in names
-    locks = stock_apsw(db + "-locks")
-    assert locks.execute("SELECT count(*) FROM locks").fetchone() == (0,)
-    assert locks.execute("SELECT count(*) FROM transactions").fetchone() == (0,)
-    locks.close()
+    assert lock_rows(db, "SELECT count(*) FROM locks") == [(0,)]
+    assert lock_rows(db, "SELECT count(*) FROM transactions") == [(0,)]
     assert integrity_ok(db)
 
 

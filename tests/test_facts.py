@@ -162,7 +162,9 @@ def test_library_never_maps_or_closes_database_descriptors():
     for module in SRC.glob("*.py"):
         text = module.read_text()
         assert not re.search(r"^\s*(import mmap|from mmap )", text, re.M), module.name
-    allowed = {"snapshot.py": {"_close"}, "oslock.py": {"forget", "_forked"}}
+    # oslock's _open_present closes a descriptor it has just opened, before handing it out,
+    # when the file was deleted under it: the process holds no lock there.
+    allowed = {"snapshot.py": {"_close"}, "oslock.py": {"forget", "_forked", "_open_present"}}
     for name, functions in allowed.items():
         tree = ast.parse((SRC / name).read_text())
         for function in ast.walk(tree):

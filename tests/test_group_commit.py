@@ -13,7 +13,7 @@ import signal
 import struct
 
 import pytest
-from conftest import SPAWN, integrity_ok, stock_apsw, wait_until
+from conftest import SPAWN, integrity_ok, lock_rows, stock_apsw, wait_until
 from workers import commit_rows
 
 import sqlite_concurrent
@@ -35,21 +35,11 @@ def db(db_path):
 
 
 def _ready(path: str) -> int:
-    locks = stock_apsw(path + "-locks")
-    try:
-        return locks.execute("SELECT count(*) FROM transactions WHERE state = 'ready'").fetchone()[
-            0
-        ]
-    finally:
-        locks.close()
+    return lock_rows(path, "SELECT count(*) FROM transactions WHERE state = 'ready'")[0][0]
 
 
 def _live(path: str) -> int:
-    locks = stock_apsw(path + "-locks")
-    try:
-        return locks.execute("SELECT count(*) FROM transactions").fetchone()[0]
-    finally:
-        locks.close()
+    return lock_rows(path, "SELECT count(*) FROM transactions")[0][0]
 
 
 def _commit_frames(path: str) -> int:
@@ -237,10 +227,7 @@ def test_merger_killed_while_merging_others(db, point, level):
     # The next process to open the database cleans up after the victim.
     sqlite_concurrent.connect(db).close()
     assert not os.path.exists(journal.path_for(db, victim.pid))
-    locks = stock_apsw(db + "-locks")
-    assert locks.execute(
-        "SELECT count(*) FROM transactions WHERE pid = ?", (victim.pid,)
-    ).fetchone() == (0,)
-    assert locks.execute("SELECT count(*) FROM locks").fetchone() == (0,)
-    locks.close()
+    mine = (victim.pid,)
+    assert lock_rows(db, "SELECT count(*) FROM transactions WHERE pid = ?", mine) == [(0,)]
+    assert lock_rows(db, "SELECT count(*) FROM locks") == [(0,)]
     assert integrity_ok(db)

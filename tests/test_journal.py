@@ -9,7 +9,7 @@ import struct
 import zlib
 
 import pytest
-from conftest import SPAWN, integrity_ok, stock_apsw
+from conftest import SPAWN, integrity_ok, lock_rows, wait_until
 from typer.testing import CliRunner
 from workers import exit_now
 
@@ -200,8 +200,6 @@ def test_recover_cli_reports_journals(db):
 def test_writer_killed_waiting_to_commit_leaves_a_hot_journal_that_recovery_removes(db, tmp_path):
     """Killed at merge.locked after waiting for the merge lock (so its merge record is in its
     journal, offered to other mergers): nothing is committed, recovery removes the journal."""
-    import time
-
     from workers import crash_victim
 
     from sqlite_concurrent import crashpoints, oslock
@@ -222,14 +220,11 @@ def test_writer_killed_waiting_to_commit_leaves_a_hot_journal_that_recovery_remo
             victim.start()
         finally:
             del os.environ[crashpoints.ENV]
-        locks = stock_apsw(db + "-locks")
-        deadline = time.monotonic() + 60
-        while not locks.execute(
-            "SELECT count(*) FROM transactions WHERE state = 'ready'"
-        ).fetchone()[0]:
-            assert time.monotonic() < deadline, "the victim never asked to commit"
-            time.sleep(0.005)
-        locks.close()
+        wait_until(
+            lambda: lock_rows(db, "SELECT count(*) FROM transactions WHERE state = 'ready'")
+            != [(0,)],
+            "the victim asks to commit",
+        )
     finally:
         merge_lock.release()
     victim.join(60)
@@ -239,9 +234,7 @@ def test_writer_killed_waiting_to_commit_leaves_a_hot_journal_that_recovery_remo
     assert [(r.pid, r.journal, r.committed) for r in report] == [(victim.pid, "deleted", ())]
     assert len(report[0].discarded) == 1
     assert not os.path.exists(hot)
-    locks = stock_apsw(db + "-locks")
-    assert locks.execute("SELECT count(*) FROM transactions").fetchone() == (0,)
-    locks.close()
+    assert lock_rows(db, "SELECT count(*) FROM transactions") == [(0,)]
 
 
 def test_check_reports_quarantined_journals(db):

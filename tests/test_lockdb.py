@@ -6,7 +6,7 @@ import os
 import signal
 
 import pytest
-from conftest import SPAWN, stock_apsw
+from conftest import SPAWN, lock_rows, stock_apsw
 from workers import wait_until_visible
 
 import sqlite_concurrent
@@ -26,14 +26,10 @@ def _open_txn_and_wait(path, ready, queue):
 
 
 def _locks(path):
-    conn = stock_apsw(path + "-locks")
-    try:
-        holders = conn.execute("SELECT pid, start_time FROM holders ORDER BY pid").fetchall()
-        txns = conn.execute(
-            "SELECT txn_id, pid, lock_level, state FROM transactions ORDER BY txn_id"
-        ).fetchall()
-    finally:
-        conn.close()
+    holders = lock_rows(path, "SELECT pid, start_time FROM holders ORDER BY pid")
+    txns = lock_rows(
+        path, "SELECT txn_id, pid, lock_level, state FROM transactions ORDER BY txn_id"
+    )
     return holders, txns
 
 

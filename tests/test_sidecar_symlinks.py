@@ -60,7 +60,10 @@ def _refused(error: pytest.ExceptionInfo[BaseException], link: str) -> None:
 
 
 def _works_once_removed(db: str, link: str) -> None:
-    os.unlink(link)
+    # The refused open's own last close may have removed a link at a lock-database name
+    # already (removing a link never touches its target).
+    if os.path.lexists(link):
+        os.unlink(link)
     conn = sqlite_concurrent.connect(db)
     _big_transaction(conn)
     assert conn.execute("SELECT count(*) FROM t").fetchone() == (40,)

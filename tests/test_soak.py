@@ -13,7 +13,7 @@ import signal
 from pathlib import Path
 
 import pytest
-from conftest import SPAWN, integrity_ok, stock_apsw
+from conftest import SPAWN, integrity_ok, lock_rows, stock_apsw
 from test_crash import ACCOUNTS, BALANCE, _setup
 from workers import soak_writer
 
@@ -73,7 +73,5 @@ def test_kill_random_writers_and_restart_them(db_path, tmp_path, level):
     )
     conn.close()
     assert integrity_ok(db_path)
-    locks = stock_apsw(db_path + "-locks")
-    assert locks.execute("SELECT count(*) FROM locks").fetchone() == (0,)
-    locks.close()
+    assert lock_rows(db_path, "SELECT count(*) FROM locks") == [(0,)]
     assert kills == KILLS and len(acked) > KILLS

@@ -26,7 +26,7 @@ import apsw
 import pytest
 from typer.testing import CliRunner
 
-from sqlite_concurrent import status
+from sqlite_concurrent import oslock, status
 from sqlite_concurrent.cli import app
 from sqlite_concurrent.lockdb import LockDB
 
@@ -316,9 +316,15 @@ def test_a_dead_holder_is_shown_dead_and_not_reaped(tmp_path: Path) -> None:
 @pytest.mark.timeout(60)
 def test_a_quiet_lock_database_is_read_without_creating_files(tmp_path: Path) -> None:
     db = _make_db(tmp_path / "quiet.db")
-    child = SPAWN.Process(target=_open_and_close, args=(db,))
-    child.start()
-    child.join(50)
+    # Present as a process of ours is (without a connection): the child's close is then not the
+    # last, so it leaves the lock database in place, checkpointed.
+    oslock.present(db + "-locks")
+    try:
+        child = SPAWN.Process(target=_open_and_close, args=(db,))
+        child.start()
+        child.join(50)
+    finally:
+        oslock.forget(db + "-locks")
     assert child.exitcode == 0
     before = sorted(os.listdir(tmp_path))
     assert "quiet.db-locks" in before and "quiet.db-locks-wal" not in before
@@ -338,11 +344,11 @@ def test_no_lock_database_means_no_activity_yet(tmp_path: Path) -> None:
     db = _make_db(tmp_path / "fresh.db")
     result = runner.invoke(app, ["status", db])
     assert result.exit_code == 0, result.output
-    assert "No sqlite-concurrent activity yet" in result.output
+    assert "No sqlite-concurrent process has this database open" in result.output
     data = _status_json(db)
     assert data["lock_database_exists"] is False and data["schema_version"] is None
     assert data["holders"] == data["transactions"] == data["locks"] == data["waiters"] == []
-    assert "No sqlite-concurrent activity yet" in data["notes"][0]
+    assert "No sqlite-concurrent process has this database open" in data["notes"][0]
     assert not Path(db + "-locks").exists()
 
 
@@ -448,9 +454,9 @@ def _assert_one_line_error(result: Any, message: str) -> None:
 
 
 @pytest.mark.timeout(30)
-def test_readme_documents_the_json_shape(tmp_path: Path) -> None:
-    readme = (ROOT / "README.md").read_text()
-    section = readme[readme.index("### `sqlite-concurrent status DB`") :]
+def test_docs_document_the_json_shape(tmp_path: Path) -> None:
+    reference = (ROOT / "docs" / "cli.md").read_text()
+    section = reference[reference.index("## `sqlite-concurrent status DB`") :]
     documented = json.loads(re.search(r"```json\n(.*?)```", section, re.S).group(1))
     db = _make_db(tmp_path / "doc.db")
     child = SPAWN.Process(target=_die_holding_table, args=(db,))

@@ -3,7 +3,8 @@
 :func:`run` reads, never writes: PRAGMA integrity_check on the database (APSW, read-only, so
 that a process using sqlite_concurrent on the database can check it too: see
 :mod:`.foreign`), the lock database ``DB-locks`` (through :mod:`.status`, APSW, read-only), the
-journals ``DB-journal<PID>`` of dead processes, and the size of the WAL.  Each finding is ok,
+journals ``DB-journal<PID>`` of dead processes, the size of the WAL, and every file beside the
+database with whether it is in use and why it is there (:mod:`.leftovers`).  Each finding is ok,
 warn or FAIL; :mod:`.display` turns them into a table and a verdict.
 """
 
@@ -17,7 +18,7 @@ from typing import NamedTuple
 
 import apsw
 
-from . import filenames, lockdb_health, status, stress
+from . import filenames, leftovers, lockdb_health, status, stress
 from .checkpoint import DEFAULT_WAL_LIMIT
 from .errors import OperationalError, translate
 
@@ -36,13 +37,31 @@ class UnreadableDatabaseError(Exception):
     """The database itself could not be read; the message says why, in one line."""
 
 
-def _open_read_only(path: Path, timeout: float) -> apsw.Connection:
+def _open_read_only(path: Path, timeout: float, immutable: bool) -> apsw.Connection:
     # Read-only: a check must not write, not even the checkpoint SQLite runs when the last
-    # read-write connection to a WAL database closes.
-    uri = filenames.uri(str(path.resolve()), "mode=ro")
+    # read-write connection to a WAL database closes.  Immutable when no -wal exists: a
+    # read-only WAL connection would create -wal and -shm and could not delete them, leaving
+    # files beside a database that was one file.
+    uri = filenames.uri(str(path.resolve()), "mode=ro&immutable=1" if immutable else "mode=ro")
     conn = apsw.Connection(uri, flags=apsw.SQLITE_OPEN_READONLY | apsw.SQLITE_OPEN_URI)
     conn.set_busy_timeout(int(timeout * 1000))
     return conn
+
+
+def _read(db: Path, timeout: float) -> tuple[str, int, int, list[str]]:
+    """journal_mode, page count, page size and integrity_check's findings.  Read again with
+    locking if a -wal appeared during an immutable read that found problems: a process that
+    opened the database meanwhile may have checkpointed into the file under the read."""
+    immutable = not Path(f"{db}-wal").exists()
+    while True:
+        with contextlib.closing(_open_read_only(db, timeout, immutable)) as conn:
+            mode = conn.execute("PRAGMA journal_mode").fetchone()[0]
+            pages = conn.execute("PRAGMA page_count").fetchone()[0]
+            size = conn.execute("PRAGMA page_size").fetchone()[0]
+            problems = [row[0] for row in conn.execute("PRAGMA integrity_check")]
+        if problems == ["ok"] or not immutable or not Path(f"{db}-wal").exists():
+            return mode, pages, size, problems
+        immutable = False
 
 
 def _lock_database(db: Path, timeout: float) -> tuple[str, str]:
@@ -55,7 +74,7 @@ def _lock_database(db: Path, timeout: float) -> tuple[str, str]:
     except status.StatusError as e:
         return FAIL, str(e)
     if not view.exists:
-        return OK, "absent: no sqlite_concurrent connection has opened this database"
+        return OK, "absent: no sqlite_concurrent process has this database open"
     detail = (
         f"{len(view.holders)} holders, {len(view.transactions)} transactions, "
         f"{len(view.locks)} locks, {len(view.waiters)} waiters"
@@ -106,6 +125,17 @@ def _journals(db: Path) -> tuple[str, str]:
     return OK, f"{len(pids)} journals, all of live processes" if pids else "none"
 
 
+def _files(db: Path) -> tuple[str, str]:
+    """(status, detail) of what is beside the database: in use, or left and why."""
+    found = leftovers.describe(str(db))
+    if not found:
+        return OK, "none: the database is one file"
+    idle = [f for f in found if not f.live]
+    if not idle:
+        return OK, f"in use by processes that have it open: {', '.join(f.name for f in found)}"
+    return WARN, "; ".join(f"{f.name}: {f.why}" for f in idle[:5])
+
+
 def _wal(db: Path) -> tuple[str, str]:
     wal = Path(f"{db}-wal")
     wal_size = wal.stat().st_size if wal.exists() else 0
@@ -125,11 +155,7 @@ def run(db: Path, timeout: float) -> list[Finding]:
     """
     db = db.resolve()  # its sidecars are beside the file a link names, as connect() puts them
     try:
-        with contextlib.closing(_open_read_only(db, timeout)) as conn:
-            mode = conn.execute("PRAGMA journal_mode").fetchone()[0]
-            pages = conn.execute("PRAGMA page_count").fetchone()[0]
-            size = conn.execute("PRAGMA page_size").fetchone()[0]
-            problems = [row[0] for row in conn.execute("PRAGMA integrity_check")]
+        mode, pages, size, problems = _read(db, timeout)
     except apsw.Error as e:
         reason = stress.describe_sqlite_error(str(db), translate(e), timeout)
         raise UnreadableDatabaseError(reason) from None
@@ -141,6 +167,7 @@ def run(db: Path, timeout: float) -> list[Finding]:
     findings.append(Finding("lock database", *_lock_database(db, timeout)))
     findings.append(Finding("journals", *_journals(db)))
     findings.append(Finding("WAL", *_wal(db)))
+    findings.append(Finding("files beside", *_files(db)))
     return findings
 
 

@@ -476,7 +476,8 @@ def status_command(
     transactions (lock level, state, age), locks (resource, mode, holder), waiters in queue
     order, and the size of the WAL.  Transactions older than `--old-after` are flagged: each
     pins a WAL snapshot, so the WAL cannot be reset while it stays open.  No lock database
-    means no sqlite_concurrent connection has opened DB yet (exit status 0).
+    means no sqlite_concurrent process has DB open (exit status 0).  Every file beside DB is
+    listed with whether something uses it and why it is there.
     """
     _sqlite_file(db, "database")
     if not (0 <= old_after < math.inf):

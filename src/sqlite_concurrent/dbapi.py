@@ -10,6 +10,7 @@ a changeset cannot carry to the merger under the merge lock.
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import os
 import random
@@ -33,15 +34,18 @@ from . import (
     description,
     errors,
     exclusive,
+    exiting,
     filenames,
     foreign,
     foreign_keys,
     holding,
     journal,
     journal_mode,
+    leftovers,
     lockdb_health,
     locks,
     merge,
+    oslock,
     publisher,
     rebase,
     replay,
@@ -201,6 +205,7 @@ class Connection(Hooks):
         self._opened = holding.Handles()
         self._open_blobs = OpenBlobs()
         self._holding: holding.Holding | None = None  # what the process holds for the file
+        self._exit_finalizer: weakref.finalize | None = None  # closes it at exit (exiting.py)
         try:
             if private is not None:
                 self._open_private(private)
@@ -218,6 +223,13 @@ class Connection(Hooks):
             del self._closed
             raise
         self._closed = False
+        if self._holding is not None:
+            self._exit_finalizer = exiting.track(
+                self,
+                functools.partial(
+                    _let_go_dropped, self._holding, self._journal, self._slot_id, self._lockdb
+                ),
+            )
 
     # -- opening and closing ------------------------------------------------------------
 
@@ -250,6 +262,10 @@ class Connection(Hooks):
         self._holding.track(self._opened)
         # URI filenames in ATTACH work as in the stdlib's SQLite (built with SQLITE_USE_URI).
         self._merger = self._stock(_PRIVATE_FLAGS)
+        # Opened, so SQLite has said why if the file cannot be; before anything reads it (and
+        # opens -wal): a last closer in another process may be deleting what is beside it
+        # (leftovers.py).
+        oslock.present(self.path + "-locks")
         # Wait for the WAL write lock in the kernel (SQLite's blocking-lock support, compiled into
         # APSW's SQLite) rather than in the sleeping busy handler, which lets a stock writer in
         # a loop starve our merges (DESIGN 5).  Measured: a stock writer committing in a tight
@@ -300,6 +316,7 @@ class Connection(Hooks):
         # Recovery on open (DESIGN 11): dead holders were reaped above; journals of processes
         # the lock database never knew (or that it lost) go too.
         loose = [journal.dispose(self.path, pid) for pid in journal.orphans(self.path)]
+        leftovers.prune_quarantined(self.path)
         for found in [r.journal for r in reaped] + loose:
             if found is not None and found.action != "deleted":
                 log.warning(
@@ -419,6 +436,14 @@ class Connection(Hooks):
             holding.settle()
             return
         self._check_thread()
+        self._close_shared()
+
+    def _close_at_exit(self) -> None:
+        """``close`` at interpreter exit (exiting.py), from whichever thread runs it."""
+        if not self._closed and not self._inherited():
+            self._close_shared()
+
+    def _close_shared(self) -> None:
         if self._private is not None:
             self._closed = True
             holding.close_all(self._opened)  # SQLite rolls an open transaction back
@@ -445,6 +470,8 @@ class Connection(Hooks):
     def _leave_shared(self) -> None:
         """Let go of the shared database, as the last step of ``close`` does."""
         assert self._holding is not None
+        if self._exit_finalizer is not None:
+            self._exit_finalizer.detach()
         try:
             # What an earlier end could not release (a full disk), if it can now.
             with contextlib.suppress(apsw.Error):
@@ -1671,6 +1698,21 @@ def _first_open(path: str) -> None:
     no descriptor of ours is on it)."""
     foreign.check_open(path)
     lockdb_health.ensure_usable(path)
+
+
+def _let_go_dropped(
+    holding_: holding.Holding, journal_: journal.Journal, slot_id: int, lockdb: LockDB
+) -> None:
+    """At exit, what a connection collected unclosed held (exiting.py): its transactions are
+    the only ones of the process left, every open connection having closed."""
+    if holding_.inherited:
+        return
+    vfs().drop_slot(slot_id)
+    try:
+        lockdb.forget_own_transactions()
+        journal_.release()
+    finally:
+        holding_.leave(holding.Handles(), lockdb)
 
 
 def connect(

@@ -43,7 +43,7 @@ from collections.abc import Callable
 
 import apsw
 
-from . import filenames, oslock, snapshot
+from . import filenames, leftovers, oslock, snapshot
 from .errors import OperationalError
 from .lockdb import LockDB
 from .overlay import VFS_NAME
@@ -141,12 +141,32 @@ class Holding:
         descriptors must stay because something else in the process has the WAL open."""
         self.publisher.stop()  # its thread's lock-database connection closes with it
         locks = self.path + "-locks"
+        last = False
         if not LockDB.open_in_process(self.path):
             snapshot.WalFiles.forget(locks)
-            oslock.forget(locks)
-        if any(self._wal_shared(wal) for _, wal in self._anchors.values()):
-            self.publisher = Publisher(self.path)
-            return False
+            # The last process: no process of ours can open the database until the presence
+            # lock is released, and what is beside it goes (leftovers.py).
+            last = leftovers.last_user(self.path)
+        try:
+            if any(self._wal_shared(wal) for _, wal in self._anchors.values()):
+                self.publisher = Publisher(self.path)
+                return False
+            orphaned = leftovers.identities(self.path) if last else {}
+            self._close_anchors()
+            if orphaned:
+                leftovers.remove_orphaned_wal(self.path, orphaned)
+            elif last and os.path.lexists(self.path + "-wal"):
+                # Another process of ours closed at the same moment: SQLite's last-close
+                # check failed in both.  Nothing of ours can open the database now.
+                leftovers.settle_wal(self.path)
+            return True
+        finally:
+            if last:
+                leftovers.remove_lock_database(self.path)
+            if not LockDB.open_in_process(self.path):
+                oslock.forget(locks)
+
+    def _close_anchors(self) -> None:
         anchors, self._anchors = self._anchors, {}
         files, self._files = self._files, {}
         for anchor, _ in anchors.values():
@@ -156,7 +176,6 @@ class Holding:
                 anchor.close()
         for each in files.values():
             snapshot.WalFiles.forget(self.path, each)
-        return True
 
     def _wal_shared(self, wal: tuple[int, int]) -> bool:
         """Whether anything in the process but the anchor has the WAL ``wal`` open, or the WAL
@@ -226,6 +245,21 @@ def _identity(fd: int) -> tuple[int, int] | None:
     except OSError:  # the listing's own descriptor, closed by now
         return None
     return st.st_dev, st.st_ino
+
+
+def release_lock_database(path: str) -> None:
+    """Close what a lock database opened outside a connection (recovery's) left open on the
+    lock database of ``path`` (absolute), deleting it if no process uses it (leftovers.py);
+    nothing while a connection of this process has the database open."""
+    if held(path) or LockDB.open_in_process(path):
+        return
+    locks = path + "-locks"
+    snapshot.WalFiles.forget(locks)
+    try:
+        if leftovers.last_user(path):
+            leftovers.remove_lock_database(path)
+    finally:
+        oslock.forget(locks)
 
 
 def acquire(path: str, first: Callable[[str], None] | None = None) -> Holding:

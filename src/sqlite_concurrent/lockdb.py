@@ -184,7 +184,7 @@ class LockDB(Grants):
         try:
             # Our lock descriptor creates the file as SQLite creates a -wal (sidecar.py);
             # SQLite gives -locks-wal and -locks-shm the mode and owner of -locks in turn.
-            oslock.hold_open(self.path)
+            oslock.present(self.path)
             sidecar.ensure_sqlite_files(self.path)
             created = os.stat(self.path).st_size == 0
             self.conn = apsw.Connection(*filenames.for_sqlite(self.path, _OPEN_FLAGS))
@@ -601,6 +601,16 @@ class LockDB(Grants):
 
     def table_versions(self) -> dict[str, int]:
         return dict(self.conn.execute("SELECT name, version FROM table_versions"))
+
+    def forget_own_transactions(self) -> None:
+        """Forget every transaction of this process and what it held, as reaping a dead
+        process does: only when none of its connections is open any more."""
+        with self.writing() as c:
+            mine = [
+                t for (t,) in c.execute("SELECT txn_id FROM transactions WHERE pid=?", (self.pid,))
+            ]
+            for txn_id in mine:
+                self._drop_txn(c, txn_id)
 
     def unregister_holder(self) -> None:
         """Drop this process's holder row if it has no transactions left."""

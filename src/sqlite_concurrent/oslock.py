@@ -14,6 +14,12 @@ database (:func:`forget`): closing any descriptor on a file drops every POSIX lo
 holds on it, including the lock database's own (DESIGN 6).  A forked child closes its inherited
 copies at once: the open file description (and any OFD lock on it) lives as long as any copy, so
 a parent that died holding the merge lock would otherwise keep it held for the child's lifetime.
+
+Presence: while a process has the descriptor open it holds a shared lock on the ``PRESENCE``
+byte, so a process that gets it exclusively knows no other process has the file open through
+this module, and may delete it (:mod:`.leftovers`).  An opener takes its shared lock and then
+checks that the path still names the file it locked: one deleted under it is opened again, so no
+two processes ever lock different files under one name.
 """
 
 from __future__ import annotations
@@ -36,7 +42,8 @@ _BASE = 1 << 40  # far past every byte SQLite locks
 MERGE = 0
 LOCKDB = 1
 SNAPSHOT_GATE = 2
-QUARANTINE = 3  # held while a damaged lock database is moved aside (lockdb_health)
+PRESENCE = 3
+QUARANTINE = 4  # held while a damaged lock database is moved aside (lockdb_health)
 
 _fds: dict[tuple[int, str], int] = {}
 # Bumped in a forked child and when a descriptor is closed: ByteLocks look theirs up again.
@@ -86,11 +93,6 @@ def _flock_struct(kind: int, offset: int) -> bytes:
     return struct.pack("hhqqi4x", kind, os.SEEK_SET, offset, 1, 0)
 
 
-def hold_open(path: str) -> None:
-    """Open (creating it if need be) the process's descriptor on ``path`` now."""
-    _fd(path)
-
-
 def _fd(path: str) -> int:
     key = (os.getpid(), path)
     fd = _fds.get(key)
@@ -98,11 +100,66 @@ def _fd(path: str) -> int:
         with _registry_lock:
             fd = _fds.get(key)
             if fd is None:
-                # Created as SQLite creates the database's -wal (sidecar.py): the file is the
-                # lock database too, and every user of the database must be able to open it.
-                fd = sidecar.open_or_create(path, path.removesuffix("-locks"))
-                _fds[key] = fd
+                fd = _fds[key] = _open_present(path)
     return fd
+
+
+def present(path: str) -> None:
+    """Open this process's descriptor on ``path`` (creating the file) if it is not open yet,
+    holding the shared presence lock from now until :func:`forget`."""
+    _fd(path)
+
+
+def _open_present(path: str) -> int:
+    shared = _flock_struct(fcntl.F_RDLCK, _BASE + PRESENCE)
+    while True:
+        # Created as SQLite creates the database's -wal (sidecar.py): the file is the lock
+        # database too, and every user of the database must be able to open it.
+        fd = sidecar.open_or_create(path, path.removesuffix("-locks"))
+        try:
+            # Waits only while a last closer holds it exclusively, deleting the file.
+            fcntl.fcntl(fd, _F_OFD_SETLKW, shared)
+            if _same_file(fd, path):
+                return fd
+        except BaseException:
+            os.close(fd)
+            raise
+        os.close(fd)  # deleted after we opened it: nothing of ours is locked there
+
+
+def _same_file(fd: int, path: str) -> bool:
+    try:
+        now = os.stat(path, follow_symlinks=False)
+    except FileNotFoundError:
+        return False
+    mine = os.fstat(fd)
+    return (now.st_dev, now.st_ino) == (mine.st_dev, mine.st_ino)
+
+
+def presence_offset() -> int:
+    """The byte every process with the file open holds a shared lock on."""
+    return _BASE + PRESENCE
+
+
+def sole_user(path: str) -> bool:
+    """Whether no other process has ``path`` open through this module, proved by taking the
+    presence lock exclusively (never waits); it then stays exclusive until :func:`forget`.
+    ``False`` when this process does not have the file open either.
+
+    The shared lock is released first: of two processes closing at once, each converting its
+    own shared lock would find the other's and both would give up; released first, at least
+    one of them gets it.  Only once nothing of this process uses the file any more.
+    """
+    with _registry_lock:
+        fd = _fds.get((os.getpid(), path))
+    if fd is None:
+        return False
+    fcntl.fcntl(fd, _F_OFD_SETLK, _flock_struct(fcntl.F_UNLCK, _BASE + PRESENCE))
+    try:
+        fcntl.fcntl(fd, _F_OFD_SETLK, _flock_struct(fcntl.F_WRLCK, _BASE + PRESENCE))
+    except OSError:
+        return False
+    return _same_file(fd, path)
 
 
 class ByteLock:

@@ -7,7 +7,8 @@ database (its holder row, its transactions, their locks and queue places) and it
 Recovery releases the former, deletes the journal (or quarantines it when it cannot be trusted;
 nothing in it is ever applied) and reports, for each transaction, whether another process
 committed it.  It runs whenever a connection opens, whenever a lock waiter sees a holder die,
-and on demand (``sqlite-concurrent recover``).
+and on demand (``sqlite-concurrent recover``).  Quarantined journals past their age go at
+the same times (:func:`.leftovers.prune_quarantined`).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from dataclasses import dataclass
 
 import apsw
 
-from . import filenames, journal, lockdb_health, merge
+from . import filenames, holding, journal, leftovers, lockdb_health, merge
 from .errors import translate
 from .lockdb import LockDB
 
@@ -55,6 +56,8 @@ def recover(db_path: str) -> list[Recovered]:
             reaped = lockdb.reap()
         finally:
             lockdb.close()
+            holding.release_lock_database(db_path)
+    leftovers.prune_quarantined(db_path)
     known = {r.pid for r in reaped}
     loose = [(pid, journal.dispose(db_path, pid)) for pid in journal.orphans(db_path)]
     loose = [(pid, d) for pid, d in loose if pid not in known and d is not None]

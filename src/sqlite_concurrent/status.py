@@ -29,7 +29,7 @@ from rich.console import Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
-from . import sidecar, wal_readers
+from . import leftovers, sidecar, wal_readers
 from .checkpoint import DEFAULT_WAL_LIMIT
 from .errors import OperationalError
 from .lockdb import holder_alive
@@ -112,6 +112,8 @@ class Status:
     # can reset the WAL (see :mod:`.wal_readers`).
     wal_pins: list[wal_readers.Pin] = field(default_factory=list)
     litestream: bool = False
+    # Every file beside the database, whether it is in use and why it is there.
+    files: list[leftovers.Leftover] = field(default_factory=list)
 
     @property
     def old(self) -> list[Transaction]:
@@ -119,11 +121,21 @@ class Status:
 
     def notes(self) -> list[str]:
         """What a person should know, one sentence each."""
+        left = [f.name for f in self.files if not f.live]
+        leftover = (
+            [
+                f"Not in use: {', '.join(left[:5])}{' ...' if len(left) > 5 else ''} "
+                "(see the files table for why each is there)."
+            ]
+            if left
+            else []
+        )
         if not self.exists:
             return [
-                f"No sqlite-concurrent activity yet: {self.lock_database} does not exist "
-                "(no sqlite_concurrent connection has opened this database).",
+                f"No sqlite-concurrent process has this database open: {self.lock_database} "
+                "does not exist (the first open creates it, the last close removes it).",
                 *self._wal_notes(),
+                *leftover,
             ]
         notes = self._wal_notes()
         old = self.old
@@ -148,7 +160,7 @@ class Status:
                 f"The WAL is {self.wal_bytes:,} bytes, over the default {DEFAULT_WAL_LIMIT:,} "
                 "byte checkpoint threshold."
             )
-        return notes
+        return notes + leftover
 
     def _wal_notes(self) -> list[str]:
         notes = [
@@ -186,6 +198,7 @@ class Status:
             "locks": [asdict(lock) for lock in self.locks],
             "waiters": [asdict(w) for w in self.waiters],
             "old_transactions": [t.txn_id for t in self.old],
+            "files": [asdict(f) for f in self.files],
             "notes": self.notes(),
         }
 
@@ -312,6 +325,7 @@ def read(
         wal_bytes=wal_bytes,
         wal_exists=wal_exists,
         litestream=wal_readers.litestream_managed(db_path),
+        files=leftovers.describe(db_path),
     )
     if not status.exists:
         status.wal_pins = wal_readers.pins(f"{db_path}-shm")
@@ -409,7 +423,13 @@ def _table(title: str, columns: list[str], right: set[str]) -> Table:
 def render(status: Status) -> RenderableType:
     """Rich tables: holders, transactions, locks and waiters, then the notes."""
     if not status.exists:
-        return Group(Text(status.notes()[0]), Text(_wal_line(status)))
+        notes = status.notes()
+        return Group(
+            Text(notes[0]),
+            Text(_wal_line(status)),
+            *([_files_table(status)] if status.files else []),
+            *(Text(note, style="yellow") for note in notes[1:]),
+        )
     parts: list[RenderableType] = [
         Text(
             f"lock database {status.lock_database} (schema {status.schema_version}); "
@@ -480,9 +500,17 @@ def render(status: Status) -> RenderableType:
         (waiters, status.waiters, "waiters"),
     ):
         parts.append(table if rows else Text(f"{what}: none"))
+    parts.append(_files_table(status))
     for note in status.notes():
         parts.append(Text(note, style="yellow"))
     return Group(*parts)
+
+
+def _files_table(status: Status) -> Table:
+    files = _table("files beside the database", ["file", "in use", "why it is there"], set())
+    for f in status.files:
+        files.add_row(Text(f.name), "yes" if f.live else "[yellow]no[/]", Text(f.why))
+    return files
 
 
 def _wal_line(status: Status) -> str:
