@@ -17,8 +17,12 @@ import select
 import socket
 import threading
 
+from . import oslock
+
 _sender: socket.socket | None = None
 _sender_lock = threading.Lock()
+# -locks paths whose checkpointer, in this process, listens now.
+_listening_here: set[str] = set()
 
 
 def _address(locks_path: str) -> bytes:
@@ -36,9 +40,14 @@ os.register_at_fork(after_in_child=_forked)
 
 
 def released(locks_path: str) -> None:
-    """A snapshot of the database of ``locks_path`` was let go."""
+    """A snapshot of the database of ``locks_path`` was let go: wake its checkpointer, if one
+    has closed the snapshot gate (almost never: then it costs one system call)."""
     global _sender
     with contextlib.suppress(OSError):
+        if locks_path not in _listening_here and not oslock.held_elsewhere(
+            locks_path, oslock.SNAPSHOT_GATE
+        ):
+            return
         address = _address(locks_path)
         with _sender_lock:
             if _sender is None:
@@ -60,6 +69,8 @@ class Listener:
             self._sock.close()
             raise
         self._sock.setblocking(False)
+        self._locks_path = locks_path
+        _listening_here.add(locks_path)
 
     def wait(self, timeout: float) -> None:
         """Until a snapshot is released or ``timeout`` seconds pass; drains queued wake-ups."""
@@ -70,6 +81,7 @@ class Listener:
                     self._sock.recv(16)
 
     def close(self) -> None:
+        _listening_here.discard(self._locks_path)
         self._sock.close()
 
     def __enter__(self) -> Listener:

@@ -162,6 +162,17 @@ def sole_user(path: str) -> bool:
     return _same_file(fd, path)
 
 
+def held_elsewhere(path: str, slot: int) -> bool:
+    """Whether another process holds ``slot``'s lock exclusively (never this process's own:
+    its threads share one open file description).  One system call; nothing is taken, and
+    nothing opened: ``True`` (cannot tell) if this process has no descriptor on ``path``."""
+    fd = _fds.get((os.getpid(), path))
+    if fd is None:
+        return True
+    probe = fcntl.fcntl(fd, F_OFD_GETLK, _flock_struct(fcntl.F_RDLCK, _BASE + slot))
+    return struct.unpack("hhqqi4x", probe)[0] != fcntl.F_UNLCK
+
+
 class ByteLock:
     """An exclusive lock on one byte of ``path``, shared by threads and processes alike."""
 
