@@ -14,6 +14,7 @@ import functools
 import logging
 import os
 import random
+import sqlite3 as _stdlib
 import sqlite3.dump as _stdlib_dump
 import threading
 import time
@@ -989,6 +990,9 @@ class Connection(Hooks):
         """Copy this database into ``target`` (a stdlib connection or one of ours), as the
         stdlib's ``backup`` does.  Into one of ours it is an exclusive operation there."""
         self._check()
+        if not isinstance(target, (Connection, _stdlib.Connection)):
+            kind = type(target).__name__
+            raise TypeError(f"backup() argument 1 must be a Connection, not {kind}")
         backup.run(self, target, pages=pages, progress=progress, name=name, sleep=sleep)
 
     @property
