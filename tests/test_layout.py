@@ -146,6 +146,28 @@ def test_no_import_cycles():
     assert cycles == [], "\n".join(_describe(c, graph) for c in cycles)
 
 
+def test_locking_and_storage_never_reach_the_commit_layer():
+    """The merge takes locks and reads snapshots, never the other way round (architecture.md's
+    layers): no locking or storage module imports, even through another, the commit modules."""
+    graph = {module: _imported(module, type_checking=False) for module in MODULES}
+    lower = [
+        "locks", "grants", "lockdb", "lockdb_health", "waits", "publisher", "oslock", "holding",
+        "processes", "snapshot", "overlay", "journal",
+    ]  # fmt: skip
+    commit = {f"{PACKAGE}.{name}" for name in ("merge", "replay", "checkpoint")}
+    offenders = {}
+    for name in lower:
+        reached, frontier = set(), [f"{PACKAGE}.{name}"]
+        while frontier:
+            for target in graph[frontier.pop()]:
+                if target not in reached:
+                    reached.add(target)
+                    frontier.append(target)
+        if reached & commit:
+            offenders[name] = sorted(reached & commit)
+    assert offenders == {}
+
+
 def test_using_the_library_loads_no_command_line(tmp_path):
     """What the import graph says, checked in a fresh process that writes and reads a database."""
     code = (

@@ -40,6 +40,7 @@ from . import (
     foreign,
     foreign_keys,
     holding,
+    identifiers,
     journal,
     journal_mode,
     leftovers,
@@ -49,7 +50,6 @@ from . import (
     oslock,
     publisher,
     rebase,
-    replay,
     serialization,
     shared_memory,
     statements,
@@ -1274,7 +1274,8 @@ class Connection(Hooks):
     def _reload_schema(self, conn: apsw.Connection, schema: str) -> None:
         """Make ``conn`` read ``schema``'s schema again if another connection changed it."""
         with contextlib.suppress(apsw.Error):
-            self._muted(conn, f"SELECT 1 FROM {replay.quote(schema)}.sqlite_master LIMIT 1", ())
+            schema_table = f"{identifiers.quote(schema)}.sqlite_master"
+            self._muted(conn, f"SELECT 1 FROM {schema_table} LIMIT 1", ())
 
     def _muted(self, conn: apsw.Connection, sql: str, parameters: Any) -> None:
         """Run our own statement where authorizers would refuse the application's."""
