@@ -31,8 +31,8 @@ from typing import Any
 from _together import write_report
 
 import sqlite_concurrent
-from sqlite_concurrent.bench import environment
-from sqlite_concurrent.stress import percentile
+from sqlite_concurrent.cli.bench import environment
+from sqlite_concurrent.cli.stress import percentile
 
 SPAWN = multiprocessing.get_context("spawn")
 MIB = 2**20

@@ -23,8 +23,8 @@ from pathlib import Path
 
 from _together import write_report
 
-from sqlite_concurrent import stress
-from sqlite_concurrent.bench import environment
+from sqlite_concurrent.cli import stress
+from sqlite_concurrent.cli.bench import environment
 
 
 def _csv(kind):

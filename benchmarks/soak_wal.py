@@ -26,8 +26,8 @@ from pathlib import Path
 import checkpoint  # the same writer as the pause benchmark (benchmarks/ is on sys.path)
 from _together import write_report
 
-from sqlite_concurrent.bench import environment
-from sqlite_concurrent.stress import percentile
+from sqlite_concurrent.cli.bench import environment
+from sqlite_concurrent.cli.stress import percentile
 
 MIB = 2**20
 STAT_EVERY = 0.02  # os.stat between samples, so a peak between two samples is not missed

@@ -31,7 +31,7 @@ from pathlib import Path
 from _together import SPAWN
 
 import sqlite_concurrent
-from sqlite_concurrent.bench import environment
+from sqlite_concurrent.cli.bench import environment
 
 MIB = 2**20
 CASES = ("page", "row-full", "reader")

@@ -21,7 +21,7 @@ import pytest
 import typer.main
 from typer.testing import CliRunner
 
-from sqlite_concurrent.cli import app
+from sqlite_concurrent.cli.app import app
 from sqlite_concurrent.dbapi import LOCK_LEVELS
 
 ROOT = Path(__file__).resolve().parent.parent

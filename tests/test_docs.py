@@ -15,7 +15,7 @@ import pytest
 import typer
 
 import sqlite_concurrent
-from sqlite_concurrent.cli import app
+from sqlite_concurrent.cli.app import app
 
 ROOT = Path(__file__).resolve().parent.parent
 README = ROOT / "README.md"

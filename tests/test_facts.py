@@ -159,7 +159,7 @@ def test_library_never_maps_or_closes_database_descriptors():
     on the database, -wal, -shm or -locks close them only in ``forget`` (and a forked child's
     inherited copies, which hold no lock of the child's), and only the holding module, which
     orders the process's last close, calls ``forget``."""
-    for module in SRC.glob("*.py"):
+    for module in SRC.rglob("*.py"):
         text = module.read_text()
         assert not re.search(r"^\s*(import mmap|from mmap )", text, re.M), module.name
     # oslock's _open_present closes a descriptor it has just opened, before handing it out,
@@ -178,7 +178,7 @@ def test_library_never_maps_or_closes_database_descriptors():
                     ), f"os.close in {name}:{function.name}"
     snapshot_text = (SRC / "snapshot.py").read_text()
     assert snapshot_text.count("._close()") == 1  # from forget
-    for module in SRC.glob("*.py"):
+    for module in SRC.rglob("*.py"):
         if module.name not in ("holding.py", "snapshot.py", "oslock.py"):
             text = module.read_text()
             assert "WalFiles.forget" not in text and "oslock.forget" not in text, module.name

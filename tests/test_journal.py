@@ -15,7 +15,7 @@ from workers import exit_now
 
 import sqlite_concurrent
 from sqlite_concurrent import journal, merge, recovery, snapshot
-from sqlite_concurrent.cli import app
+from sqlite_concurrent.cli.app import app
 
 pytestmark = pytest.mark.timeout(60)
 

@@ -17,8 +17,9 @@ from leftover_workers import die_holding, hold_open, race_last_close
 from typer.testing import CliRunner
 
 import sqlite_concurrent
-from sqlite_concurrent import check, leftovers, oslock, recovery, status
-from sqlite_concurrent.cli import app
+from sqlite_concurrent import leftovers, oslock, recovery
+from sqlite_concurrent.cli import check, status
+from sqlite_concurrent.cli.app import app
 
 pytestmark = pytest.mark.timeout(120)
 

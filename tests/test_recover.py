@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 from workers import hold_locks_until_killed
 
 import sqlite_concurrent
-from sqlite_concurrent.cli import app
+from sqlite_concurrent.cli.app import app
 
 
 @pytest.mark.timeout(60)

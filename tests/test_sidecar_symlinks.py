@@ -14,7 +14,8 @@ from pathlib import Path
 import pytest
 
 import sqlite_concurrent
-from sqlite_concurrent import check, journal, overlay, status
+from sqlite_concurrent import journal, overlay
+from sqlite_concurrent.cli import check, status
 
 
 @pytest.fixture

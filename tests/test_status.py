@@ -26,8 +26,9 @@ import apsw
 import pytest
 from typer.testing import CliRunner
 
-from sqlite_concurrent import oslock, status
-from sqlite_concurrent.cli import app
+from sqlite_concurrent import oslock
+from sqlite_concurrent.cli import status
+from sqlite_concurrent.cli.app import app
 from sqlite_concurrent.lockdb import LockDB
 
 SPAWN = multiprocessing.get_context("spawn")

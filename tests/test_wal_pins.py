@@ -13,7 +13,7 @@ import apsw
 import pytest
 
 import sqlite_concurrent
-from sqlite_concurrent import status
+from sqlite_concurrent.cli import status
 
 PAGE = 4096
 WAL_LIMIT = 64 * PAGE  # a restart is due once the WAL passes ~51 frames

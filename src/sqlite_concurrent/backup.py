@@ -33,10 +33,8 @@ def run(
     name: str,
     sleep: float,
 ) -> None:
-    from .dbapi import Connection
-
-    if not isinstance(target, (Connection, _stdlib.Connection)):
-        raise TypeError(f"backup() argument 1 must be a Connection, not {type(target).__name__}")
+    """Copy ``source`` into ``target``, a connection of ours or the stdlib's (the caller, which
+    owns our class, has checked that)."""
     if target is source:
         raise ValueError("target cannot be the same connection instance")
     if progress is not None and not callable(progress):

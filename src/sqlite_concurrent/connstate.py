@@ -31,7 +31,7 @@ from typing import Any
 import apsw
 
 from .authorizer import HEADER_PRAGMAS, READ_ACTIONS
-from .replay import quote
+from .identifiers import quote
 
 _NEITHER = frozenset({apsw.SQLITE_TRANSACTION, apsw.SQLITE_SAVEPOINT})
 _ROW_WRITES = frozenset({apsw.SQLITE_INSERT, apsw.SQLITE_UPDATE, apsw.SQLITE_DELETE})

@@ -14,6 +14,7 @@ import functools
 import logging
 import os
 import random
+import sqlite3 as _stdlib
 import sqlite3.dump as _stdlib_dump
 import threading
 import time
@@ -39,6 +40,7 @@ from . import (
     foreign,
     foreign_keys,
     holding,
+    identifiers,
     journal,
     journal_mode,
     leftovers,
@@ -48,7 +50,6 @@ from . import (
     oslock,
     publisher,
     rebase,
-    replay,
     serialization,
     shared_memory,
     statements,
@@ -989,6 +990,9 @@ class Connection(Hooks):
         """Copy this database into ``target`` (a stdlib connection or one of ours), as the
         stdlib's ``backup`` does.  Into one of ours it is an exclusive operation there."""
         self._check()
+        if not isinstance(target, (Connection, _stdlib.Connection)):
+            kind = type(target).__name__
+            raise TypeError(f"backup() argument 1 must be a Connection, not {kind}")
         backup.run(self, target, pages=pages, progress=progress, name=name, sleep=sleep)
 
     @property
@@ -1270,7 +1274,8 @@ class Connection(Hooks):
     def _reload_schema(self, conn: apsw.Connection, schema: str) -> None:
         """Make ``conn`` read ``schema``'s schema again if another connection changed it."""
         with contextlib.suppress(apsw.Error):
-            self._muted(conn, f"SELECT 1 FROM {replay.quote(schema)}.sqlite_master LIMIT 1", ())
+            schema_table = f"{identifiers.quote(schema)}.sqlite_master"
+            self._muted(conn, f"SELECT 1 FROM {schema_table} LIMIT 1", ())
 
     def _muted(self, conn: apsw.Connection, sql: str, parameters: Any) -> None:
         """Run our own statement where authorizers would refuse the application's."""

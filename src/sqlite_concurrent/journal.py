@@ -36,6 +36,7 @@ from typing import Any, ClassVar
 
 from . import sidecar
 from .errors import OperationalError
+from .processes import process_start_time
 
 MAGIC = b"SQLCJNL\0"
 VERSION = 1
@@ -357,12 +358,6 @@ class Disposal:
     quarantined_as: str = ""
 
 
-def _process_start(pid: int) -> int | None:
-    from .lockdb import process_start_time
-
-    return process_start_time(pid)
-
-
 def orphans(db_path: str) -> list[int]:
     """Pids of journals beside ``db_path`` whose process is gone (or is another process now)."""
     directory = os.path.dirname(os.path.abspath(db_path))
@@ -379,7 +374,7 @@ def orphans(db_path: str) -> list[int]:
         pid = int(suffix)
         if pid == os.getpid():
             continue
-        start = _process_start(pid)
+        start = process_start_time(pid)
         if start is None:
             found.append(pid)
             continue

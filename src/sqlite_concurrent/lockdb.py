@@ -33,6 +33,7 @@ import apsw
 
 from . import filenames, journal, lockdb_health, oslock, sidecar, snapshot
 from .grants import ACTIVE, COMMITTED, COMMITTING, CONFLICTED, READY, Grants
+from .processes import holder_alive, process_start_time
 
 SCHEMA_VERSION = 3
 
@@ -100,38 +101,6 @@ def _argv_text() -> str:
     # shown with replacement characters rather than refused.
     text = " ".join(sys.argv)[:500]
     return text.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
-
-
-def process_start_time(pid: int) -> int | None:
-    """Start time of ``pid`` in clock ticks since boot (Linux), or ``None`` if it is gone.
-
-    A zombie (killed, not yet waited for) counts as gone: it will never release anything.
-    """
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            stat = f.read()
-    except FileNotFoundError:
-        return None
-    except OSError:
-        return 0
-    # The command name (field 2) may contain spaces or parentheses: split after the last ')'.
-    fields = stat[stat.rfind(b")") + 2 :].split()
-    if fields[0] in (b"Z", b"X"):
-        return None
-    return int(fields[19])
-
-
-def holder_alive(pid: int, start_time: int) -> bool:
-    if sys.platform != "linux":
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return False
-        except PermissionError:
-            return True
-        return True
-    now = process_start_time(pid)
-    return now is not None and (now == start_time or now == 0 or start_time == 0)
 
 
 def _forked() -> None:

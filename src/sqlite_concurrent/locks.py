@@ -21,10 +21,11 @@ from typing import Any
 import apsw
 
 from . import waits
+from .conflicts import conflict
 from .errors import ConflictError
 from .grants import Blocker
+from .identifiers import quote
 from .lockdb import LockDB
-from .merge import conflict, quote
 from .rebase import LAST_INSERT_ROWID
 
 LEVELS = ("table", "page", "row")

@@ -19,9 +19,10 @@ from typing import Any
 import apsw
 
 from . import crashpoints, drain, journal, oslock, replay, snapshot
+from .conflicts import conflict
 from .errors import ConflictError, OperationalError
 from .grants import COMMITTED, CONFLICTED
-from .replay import quote
+from .identifiers import quote
 
 MARKER_TABLE = "_sqlite_concurrent_commits"
 
@@ -38,14 +39,6 @@ _KINDS = {
     apsw.SQLITE_CHANGESET_FOREIGN_KEY: "foreign_key",
 }
 
-_DESCRIPTIONS = {
-    "data": "was changed by another transaction since this one began",
-    "notfound": "was deleted by another transaction since this one began",
-    "conflict": "was inserted by another transaction with the same key",
-    "constraint": "would violate a constraint given another transaction's changes",
-    "foreign_key": "would violate a foreign key given another transaction's changes",
-}
-
 # Every change in a changeset is applied with these: the changeset already holds each effect of
 # the transaction's triggers and cascades, so neither may run again.
 _APPLY_FLAGS = apsw.SQLITE_CHANGESETAPPLY_FKNOACTION
@@ -53,17 +46,6 @@ _APPLY_FLAGS = apsw.SQLITE_CHANGESETAPPLY_FKNOACTION
 
 def merge_lock(locks_path: str) -> oslock.ByteLock:
     return oslock.ByteLock(locks_path, oslock.MERGE)
-
-
-def conflict(table: str | None, key: tuple[Any, ...] | None, kind: str) -> ConflictError:
-    what = f"row {key!r} of table {table!r}" if table else "the database"
-    detail = _DESCRIPTIONS.get(kind, kind)
-    return ConflictError(
-        f"conflict: {what} {detail}; the transaction was rolled back (retry it)",
-        table=table,
-        key=key,
-        kind=kind,
-    )
 
 
 @dataclass(frozen=True)

@@ -27,14 +27,11 @@ from typing import Any, NamedTuple
 import apsw
 
 from .errors import ConflictError
+from .identifiers import quote
 
 SMALL = 8192  # changeset bytes up to which statements beat the session's apply
 
 _NO_CHANGE = apsw.no_change
-
-
-def quote(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
 
 
 def conjunction(terms: Sequence[str]) -> str:

@@ -31,7 +31,8 @@ from typing import Any
 
 import apsw
 
-from .replay import conjunction, quote
+from .identifiers import quote
+from .replay import conjunction
 
 ROWID = "_rowid_"
 

@@ -31,9 +31,10 @@ from typing import Any
 
 import apsw
 
+from .conflicts import conflict
 from .errors import NotSupportedError
-from .merge import conflict, counters
-from .replay import quote
+from .identifiers import quote
+from .merge import counters
 
 _TOKEN = re.compile(
     r"""\s+|--[^\n]*|/\*.*?(?:\*/|$)

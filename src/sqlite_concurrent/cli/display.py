@@ -20,7 +20,8 @@ from rich.progress_bar import ProgressBar
 from rich.table import Table
 from rich.text import Text
 
-from . import check, recovery, stress
+from .. import recovery
+from . import check, stress
 
 # -- the live display ----------------------------------------------------------------------------
 

@@ -18,9 +18,10 @@ from typing import NamedTuple
 
 import apsw
 
-from . import filenames, leftovers, lockdb_health, status, stress
-from .checkpoint import DEFAULT_WAL_LIMIT
-from .errors import OperationalError, translate
+from .. import filenames, lockdb_health
+from ..checkpoint import DEFAULT_WAL_LIMIT
+from ..errors import OperationalError, translate
+from . import leftover_files, status, stress
 
 OK, WARN, FAIL = "ok", "warn", "FAIL"
 
@@ -127,7 +128,7 @@ def _journals(db: Path) -> tuple[str, str]:
 
 def _files(db: Path) -> tuple[str, str]:
     """(status, detail) of what is beside the database: in use, or left and why."""
-    found = leftovers.describe(str(db))
+    found = leftover_files.describe(str(db))
     if not found:
         return OK, "none: the database is one file"
     idle = [f for f in found if not f.live]

@@ -29,10 +29,11 @@ from rich.console import Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
-from . import leftovers, sidecar, wal_readers
-from .checkpoint import DEFAULT_WAL_LIMIT
-from .errors import OperationalError
-from .lockdb import holder_alive
+from .. import sidecar, wal_readers
+from ..checkpoint import DEFAULT_WAL_LIMIT
+from ..errors import OperationalError
+from ..processes import holder_alive
+from . import leftover_files
 
 # Bump when a key of :meth:`Status.to_json` changes meaning or disappears (adding keys is fine).
 JSON_FORMAT = 1
@@ -113,7 +114,7 @@ class Status:
     wal_pins: list[wal_readers.Pin] = field(default_factory=list)
     litestream: bool = False
     # Every file beside the database, whether it is in use and why it is there.
-    files: list[leftovers.Leftover] = field(default_factory=list)
+    files: list[leftover_files.Leftover] = field(default_factory=list)
 
     @property
     def old(self) -> list[Transaction]:
@@ -325,7 +326,7 @@ def read(
         wal_bytes=wal_bytes,
         wal_exists=wal_exists,
         litestream=wal_readers.litestream_managed(db_path),
-        files=leftovers.describe(db_path),
+        files=leftover_files.describe(db_path),
     )
     if not status.exists:
         status.wal_pins = wal_readers.pins(f"{db_path}-shm")

@@ -31,8 +31,8 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from .dbapi import connect
-from .errors import ConflictError
+from ..dbapi import connect
+from ..errors import ConflictError
 from .workloads import WORKLOADS, Step
 
 ENGINES = ("ours", "stock")

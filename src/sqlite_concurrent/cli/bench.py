@@ -1,6 +1,6 @@
 """The benchmark matrix: every (workload, think time, writers) cell on both engines, repeated.
 
-Each run is a :func:`sqlite_concurrent.stress.run` on a fresh database.  This module runs the
+Each run is a :func:`sqlite_concurrent.cli.stress.run` on a fresh database.  This module runs the
 matrix, summarizes it into one row per cell (median txn/s of each engine, the ratio ours/stock
 with its min-max over the repeats), and writes the summary as JSON, markdown and an SVG chart
 (:mod:`.chart`).  ``sqlite-concurrent bench`` is the command line for it.

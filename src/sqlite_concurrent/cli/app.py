@@ -34,8 +34,9 @@ import apsw
 import typer
 from rich.console import Console
 
-from . import bench, check, display, lockdb_health, recovery, status, stress
-from .errors import translate
+from .. import lockdb_health, recovery
+from ..errors import translate
+from . import bench, check, display, status, stress
 from .workloads import WORKLOADS
 
 app = typer.Typer(

@@ -2,7 +2,7 @@
 
 Hand-written SVG (no plotting library to install): one panel per (workload, think time), one
 line per engine, each point the median over the repeats with a bar from the slowest to the
-fastest repeat.  Input is :func:`sqlite_concurrent.bench.cells` output.
+fastest repeat.  Input is :func:`sqlite_concurrent.cli.bench.cells` output.
 """
 
 from __future__ import annotations
