@@ -214,13 +214,10 @@ def test_ten_thousand_row_locks_escalate_to_a_table_lock(db_path):
     conn.execute("CREATE TABLE big(id INTEGER PRIMARY KEY, v INTEGER)")
     conn.executemany("INSERT INTO big VALUES (?, 0)", [(i,) for i in range(10_000)])
     conn.commit()
-    t0 = time.monotonic()
     conn.execute("UPDATE big SET v = v + 1")
-    elapsed = time.monotonic() - t0
     held = dict(stock_apsw(db_path + "-locks").execute("SELECT resource, mode FROM locks"))
     assert held == {"table:big": "X"}
     conn.commit()
-    assert elapsed < 5.0  # generous: escalation keeps it from 10k lock rows
     assert stock_apsw(db_path).execute("SELECT sum(v) FROM big").fetchone() == (10_000,)
     conn.close()
 
