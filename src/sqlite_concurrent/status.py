@@ -324,8 +324,7 @@ def read(
         old_after_s=old_after,
         wal_bytes=wal_bytes,
         wal_exists=wal_exists,
-        litestream=wal_readers.litestream_managed(db_path)
-        or wal_readers.litestream_tables_at(db_path),
+        litestream=wal_readers.litestream_managed(db_path),
         files=leftovers.describe(db_path),
     )
     if not status.exists:

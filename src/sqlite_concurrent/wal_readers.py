@@ -111,23 +111,26 @@ def _posix_locks(dev: int, ino: int) -> list[tuple[int, int, int]]:
     return found
 
 
-def litestream_managed(db_path: str, conn: apsw.Connection | None = None) -> bool:
+def litestream_managed(db_path: str, *, tables: bool = True) -> bool:
     """Whether Litestream replicates the database.
 
     Litestream keeps its state in ``.<name>-litestream`` beside the database unless its
     ``meta-path`` setting puts it elsewhere, and creates the tables ``_litestream_seq`` and
-    ``_litestream_lock`` in the database, which ``conn``, a connection to it, can see.
+    ``_litestream_lock`` in the database; ``tables=False`` looks only beside it.
     """
     head, name = os.path.split(db_path)
     if os.path.isdir(os.path.join(head, f".{name}-litestream")):
         return True
-    return conn is not None and _has_litestream_tables(conn)
+    return tables and litestream_tables_at(db_path)
 
 
 def litestream_tables_at(db_path: str) -> bool:
-    """Whether the database at ``db_path`` holds Litestream's tables, read through a read-only
-    connection of its own (for a process that has none), which creates no file: without both
-    ``-wal`` and ``-shm`` (SQLite would create them) the database file alone is read."""
+    """Whether the database at ``db_path`` holds Litestream's tables.
+
+    They are read through a read-only connection of its own, not one whose statements the
+    application sees, and it creates no file: without both ``-wal`` and ``-shm`` (SQLite would
+    create them) it reads the database file alone.
+    """
     if not os.path.exists(db_path):
         return False
     uri = "file:" + urllib.parse.quote(db_path)
