@@ -133,7 +133,7 @@ def litestream_tables_at(db_path: str) -> bool:
     """
     if not os.path.exists(db_path):
         return False
-    uri = "file:" + urllib.parse.quote(db_path)
+    uri = "file:" + urllib.parse.quote(os.fsencode(db_path))
     if not (os.path.exists(db_path + "-wal") and os.path.exists(db_path + "-shm")):
         uri += "?immutable=1"
     try:
