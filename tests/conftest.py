@@ -2,7 +2,9 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import shutil
 import sqlite3
+import sys
 import threading
 import time
 from pathlib import Path
@@ -128,3 +130,12 @@ def in_thread(fn):
     thread = threading.Thread(target=run)
     thread.start()
     return thread, done, outcome
+
+
+def installed_program(name: str) -> str | None:
+    """A console script installed with this interpreter's packages (``pip install`` puts it
+    beside ``python``, which need not be on PATH), else one on PATH."""
+    beside = Path(sys.executable).parent / name
+    if beside.is_file() and os.access(beside, os.X_OK):
+        return str(beside)
+    return shutil.which(name)

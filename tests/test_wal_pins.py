@@ -177,12 +177,25 @@ def test_restart_and_merge_do_not_wait_on_each_other(db_path):
         big.close()
 
 
-def test_no_checkpoint_of_ours_when_litestream_manages_the_database(db_path):
-    """Litestream asks applications to leave checkpoints to it (https://litestream.io/tips/);
-    it keeps its state in ``.<name>-litestream`` beside the database."""
-    _setup(db_path)
+def _litestream_directory(db_path: str) -> None:
     head, name = os.path.split(db_path)
     os.mkdir(os.path.join(head, f".{name}-litestream"))
+
+
+def _litestream_tables(db_path: str) -> None:
+    conn = apsw.Connection(db_path)
+    conn.execute("CREATE TABLE _litestream_seq (id INTEGER PRIMARY KEY, seq INTEGER)")
+    conn.execute("CREATE TABLE _litestream_lock (id INTEGER)")
+    conn.close()
+
+
+@pytest.mark.parametrize("marker", [_litestream_directory, _litestream_tables])
+def test_no_checkpoint_of_ours_when_litestream_manages_the_database(db_path, marker):
+    """Litestream asks applications to leave checkpoints to it (https://litestream.io/tips/).
+    It keeps its state in ``.<name>-litestream`` beside the database, or wherever its
+    ``meta-path`` says, and creates two tables of its own in the database."""
+    _setup(db_path)
+    marker(db_path)
     conn = sqlite_concurrent.connect(db_path, wal_limit=WAL_LIMIT)
     try:
         for _ in range(3):

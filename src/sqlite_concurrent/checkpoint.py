@@ -79,7 +79,10 @@ class Checkpointer:
         self.attempts = 0  # TRUNCATE checkpoints tried (each returns at once)
         self.pinned_skips = 0  # restarts not tried: a reader not ours holds the WAL
         self.pinned_by: list[wal_readers.Pin] = []
-        self.litestream = wal_readers.litestream_managed(db_path)
+        # Litestream's tables are looked for after the first merge: connect() reads nothing
+        # from the database, as the stdlib's does not.
+        self.litestream = wal_readers.litestream_managed(db_path, tables=False)
+        self._litestream_tables_seen = False
         self._restart_at = 0  # frames; raised after a restart that cannot succeed yet
         conn.wal_autocheckpoint(0)
         conn.set_wal_hook(self._on_commit)
@@ -90,6 +93,9 @@ class Checkpointer:
 
     def after_merge(self, page_size: int) -> None:
         """Called after each merge, outside the merge lock."""
+        if not self._litestream_tables_seen:
+            self._litestream_tables_seen = True
+            self.litestream = wal_readers.litestream_managed(self._db_path)
         if self.litestream:
             return
         frames = self.wal_frames

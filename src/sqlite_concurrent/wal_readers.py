@@ -15,7 +15,10 @@ import contextlib
 import fcntl
 import os
 import struct
+import urllib.parse
 from dataclasses import dataclass
+
+import apsw
 
 _READ_LOCK_BYTE = 123  # WAL_READ_LOCK(i) is byte 123 + i of -shm
 _READ_MARKS = struct.Struct("=5I")  # WalCkptInfo.aReadMark[5] at offset 100
@@ -108,8 +111,47 @@ def _posix_locks(dev: int, ino: int) -> list[tuple[int, int, int]]:
     return found
 
 
-def litestream_managed(db_path: str) -> bool:
-    """Whether Litestream replicates the database: it keeps its state in ``.<name>-litestream``
-    beside it (https://litestream.io/tips/, "Deleting SQLite databases")."""
+def litestream_managed(db_path: str, *, tables: bool = True) -> bool:
+    """Whether Litestream replicates the database.
+
+    Litestream keeps its state in ``.<name>-litestream`` beside the database unless its
+    ``meta-path`` setting puts it elsewhere, and creates the tables ``_litestream_seq`` and
+    ``_litestream_lock`` in the database; ``tables=False`` looks only beside it.
+    """
     head, name = os.path.split(db_path)
-    return os.path.isdir(os.path.join(head, f".{name}-litestream"))
+    if os.path.isdir(os.path.join(head, f".{name}-litestream")):
+        return True
+    return tables and litestream_tables_at(db_path)
+
+
+def litestream_tables_at(db_path: str) -> bool:
+    """Whether the database at ``db_path`` holds Litestream's tables.
+
+    They are read through a read-only connection of its own, not one whose statements the
+    application sees, and it creates no file: without both ``-wal`` and ``-shm`` (SQLite would
+    create them) it reads the database file alone.
+    """
+    if not os.path.exists(db_path):
+        return False
+    uri = "file:" + urllib.parse.quote(os.fsencode(db_path))
+    if not (os.path.exists(db_path + "-wal") and os.path.exists(db_path + "-shm")):
+        uri += "?immutable=1"
+    try:
+        reader = apsw.Connection(uri, flags=apsw.SQLITE_OPEN_READONLY | apsw.SQLITE_OPEN_URI)
+    except apsw.Error:
+        return False
+    try:
+        return _has_litestream_tables(reader)
+    finally:
+        reader.close()
+
+
+def _has_litestream_tables(conn: apsw.Connection) -> bool:
+    try:
+        found = conn.execute(
+            "SELECT count(*) FROM main.sqlite_schema"
+            " WHERE type = 'table' AND name IN ('_litestream_seq', '_litestream_lock')"
+        ).fetchall()
+    except apsw.Error:
+        return False  # not a database, or locked: the next look decides
+    return found == [(2,)]
