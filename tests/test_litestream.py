@@ -17,7 +17,8 @@ from conftest import SPAWN, installed_program, integrity_ok, stock_apsw
 from workers import transfers
 
 import sqlite_concurrent
-from sqlite_concurrent import status, wal_readers
+from sqlite_concurrent import wal_readers
+from sqlite_concurrent.cli import status
 
 ACCOUNTS = 200
 START_BALANCE = 1000
