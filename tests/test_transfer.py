@@ -3,28 +3,16 @@
 from __future__ import annotations
 
 import pytest
-from conftest import SPAWN, integrity_ok, stock_apsw
+from conftest import SPAWN, integrity_ok, make_accounts, stock_apsw
 from workers import transfers
-
-import sqlite_concurrent
 
 ACCOUNTS = 100
 START_BALANCE = 1000
 
 
-def _make_accounts(path: str) -> None:
-    conn = sqlite_concurrent.connect(path)
-    conn.execute("CREATE TABLE accounts(id INTEGER PRIMARY KEY, balance INTEGER NOT NULL)")
-    conn.executemany(
-        "INSERT INTO accounts VALUES (?, ?)", [(i, START_BALANCE) for i in range(ACCOUNTS)]
-    )
-    conn.commit()
-    conn.close()
-
-
 @pytest.mark.timeout(180)
 def test_transfers_from_four_processes_keep_the_sum(db_path):
-    _make_accounts(db_path)
+    make_accounts(db_path, ACCOUNTS, START_BALANCE)
     start, queue = SPAWN.Event(), SPAWN.Queue()
     procs = [
         SPAWN.Process(target=transfers, args=(start, queue, db_path, seed, 300, ACCOUNTS))

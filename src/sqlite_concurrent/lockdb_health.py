@@ -28,7 +28,7 @@ from dataclasses import dataclass
 
 import apsw
 
-from . import filenames, oslock
+from . import filenames, oslock, sidecar
 from .errors import OperationalError
 
 log = logging.getLogger("sqlite_concurrent")
@@ -190,7 +190,7 @@ def _quarantine(db_path: str, before: tuple[int, int] | None, reason: str) -> Qu
     is no longer the one found damaged (look again)."""
     locks = db_path + "-locks"
     try:
-        fd = os.open(locks, os.O_RDWR | os.O_NOFOLLOW | os.O_CLOEXEC)
+        fd = sidecar.open_existing(locks)
     except FileNotFoundError:
         return None
     except OSError as e:
@@ -216,7 +216,7 @@ def _user(fd: int, shm: str) -> str | None:
         if found is not None:
             return found
     try:
-        shm_fd = os.open(shm, os.O_RDWR | os.O_NOFOLLOW | os.O_CLOEXEC)
+        shm_fd = sidecar.open_existing(shm)
     except FileNotFoundError:
         return None
     except OSError as e:
