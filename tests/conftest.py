@@ -159,3 +159,11 @@ def installed_program(name: str) -> str | None:
     if beside.is_file() and os.access(beside, os.X_OK):
         return str(beside)
     return shutil.which(name)
+
+
+@pytest.fixture
+def optimistic(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Connections that name no mode run optimistically, in this process and in the ones it
+    spawns: for tests of the optimistic machinery (conflicts, row locks, merges), whose
+    transactions overlap in one thread or wait for each other across processes."""
+    monkeypatch.setenv("SQLITE_CONCURRENT_MODE", "optimistic")

@@ -14,6 +14,9 @@ from workers import wait_until_visible
 
 import sqlite_concurrent
 
+# Tests of the optimistic machinery: transactions overlap in one thread or across processes.
+pytestmark = pytest.mark.usefixtures("optimistic")
+
 
 def _rows(path: str) -> list[tuple]:
     conn = stock_apsw(path)

@@ -12,7 +12,7 @@ from conftest import integrity_ok, stock_apsw
 import sqlite_concurrent
 from sqlite_concurrent import journal, overlay
 
-pytestmark = pytest.mark.timeout(120)
+pytestmark = [pytest.mark.timeout(120), pytest.mark.usefixtures("optimistic")]
 
 ROWS = 3000
 

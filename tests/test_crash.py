@@ -15,10 +15,10 @@ from pathlib import Path
 
 import pytest
 from conftest import SPAWN, integrity_ok, lock_rows, stock_apsw
-from workers import crash_survivor, crash_victim
+from workers import crash_escalating_victim, crash_survivor, crash_victim
 
 import sqlite_concurrent
-from sqlite_concurrent import crashpoints
+from sqlite_concurrent import crashpoints, ways
 
 SRC = Path(sqlite_concurrent.__file__).parent
 ACCOUNTS, BALANCE = 20, 1000
@@ -41,11 +41,15 @@ def test_kill_at_point(db_path, tmp_path, point, level):
     ack_log = str(tmp_path / "acks.log")
     # Dies on its third visit, so some commits were acknowledged before.
     os.environ[crashpoints.ENV] = f"{point}@3"
+    # Each way of running a transaction reaches its own points (sqlite_concurrent.ways).
+    os.environ[ways.ENV] = "direct" if point.startswith("direct.") else "optimistic"
+    victim_fn = crash_escalating_victim if point.startswith("escalate.") else crash_victim
     try:
-        victim = SPAWN.Process(target=crash_victim, args=(db_path, level, ack_log, 1, 50))
+        victim = SPAWN.Process(target=victim_fn, args=(db_path, level, ack_log, 1, 50))
         victim.start()
     finally:
         del os.environ[crashpoints.ENV]
+        del os.environ[ways.ENV]
     victim.join(60)
     assert victim.exitcode == -signal.SIGKILL, f"did not die at {point}"
 

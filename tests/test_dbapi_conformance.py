@@ -433,6 +433,7 @@ def test_text_that_is_not_utf8_names_its_column(where, tmp_path):
 
 @pytest.mark.skipif(sys.platform != "linux", reason="needs a filesystem taking any bytes")
 @pytest.mark.parametrize("as_uri", [False, True], ids=["path", "uri"])
+@pytest.mark.usefixtures("optimistic")  # the other process writes while our transaction is open
 def test_a_path_that_is_not_utf8(tmp_path, as_uri):
     def run(mod, directory):
         path = os.path.join(directory, os.fsdecode(b"db\xe7w\xf0"))

@@ -14,7 +14,7 @@ from workers import wait_until_visible
 import sqlite_concurrent
 from sqlite_concurrent import publisher
 
-pytestmark = pytest.mark.timeout(60)
+pytestmark = [pytest.mark.timeout(60), pytest.mark.usefixtures("optimistic")]
 
 NEVER = 60.0  # the longest delay allowed: within a test, the publisher never gets to it
 

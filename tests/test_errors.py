@@ -168,10 +168,14 @@ def db_path(tmp_path):
 
 @pytest.fixture
 def connect(db_path):
-    """Open sqlite_concurrent connections on one file; all are closed at teardown."""
+    """Open sqlite_concurrent connections on one file; all are closed at teardown.
+
+    Optimistic unless told otherwise: these tests overlap two transactions in one thread to
+    make them conflict."""
     opened = []
 
     def _connect(**kwargs):
+        kwargs.setdefault("mode", "optimistic")
         conn = sqlite_concurrent.connect(db_path, **kwargs)
         opened.append(conn)
         return conn

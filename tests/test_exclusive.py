@@ -22,7 +22,7 @@ from workers import wait_until_visible
 
 import sqlite_concurrent
 
-pytestmark = pytest.mark.timeout(120)
+pytestmark = [pytest.mark.timeout(120), pytest.mark.usefixtures("optimistic")]
 
 
 @pytest.fixture

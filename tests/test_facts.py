@@ -21,6 +21,9 @@ import sqlite_concurrent
 from sqlite_concurrent import snapshot as snapshot_mod
 from sqlite_concurrent.overlay import Overlay, vfs
 
+# Tests of the optimistic machinery: transactions overlap in one thread or across processes.
+pytestmark = pytest.mark.usefixtures("optimistic")
+
 SRC = Path(sqlite_concurrent.__file__).parent
 
 

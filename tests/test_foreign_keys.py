@@ -178,7 +178,9 @@ def test_ours_a_parent_deleted_by_another_writer_is_a_conflict(tmp_path):
     """Only ours lets two writers overlap: the second to commit loses, with a ConflictError
     naming the kind, and nothing of it is written."""
     path = str(tmp_path / "app.db")
-    a, b = sqlite_concurrent.connect(path), sqlite_concurrent.connect(path)
+    # Optimistic: two transactions of one thread, both open.
+    a = sqlite_concurrent.connect(path, mode="optimistic")
+    b = sqlite_concurrent.connect(path, mode="optimistic")
     try:
         a.executescript(SCHEMA)
         a.execute("PRAGMA foreign_keys=ON")
@@ -198,11 +200,24 @@ def test_ours_a_parent_deleted_by_another_writer_is_a_conflict(tmp_path):
         b.close()
 
 
+def test_direct_schema_change_with_unresolved_violations_is_as_in_the_stdlib(tmp_path):
+    """A direct transaction is SQLite's own: the schema change simply runs."""
+    steps = [
+        _sql("INSERT INTO c VALUES (1, 99)"),
+        _sql("CREATE TABLE other (x)"),
+        _sql("INSERT INTO p VALUES (99)"),
+        lambda c: c.commit(),
+    ]
+    out = _same(tmp_path, steps, mode="direct")
+    assert out[1] == ([], True) and out[3] == (None, False)
+
+
 def test_ours_schema_change_refused_while_violations_are_unresolved(tmp_path):
-    """Differs from the stdlib: the statement would move the transaction onto the merger as a
-    changeset, which cannot carry the unresolved violations.  The transaction is untouched."""
+    """Differs from the stdlib, optimistically: the statement would move the transaction onto
+    the merger as a changeset, which cannot carry the unresolved violations.  The transaction
+    is untouched."""
     path = str(tmp_path / "app.db")
-    conn = sqlite_concurrent.connect(path)
+    conn = sqlite_concurrent.connect(path, mode="optimistic")
     try:
         conn.executescript(SCHEMA)
         conn.execute("PRAGMA foreign_keys=ON")

@@ -99,8 +99,8 @@ def _kernel_locks(pid, *paths):
     return sorted(found)
 
 
-def _table(path, rows=3):
-    conn = sqlite_concurrent.connect(path)
+def _table(path, rows=3, **kwargs):
+    conn = sqlite_concurrent.connect(path, **kwargs)
     conn.execute("CREATE TABLE t(id INTEGER PRIMARY KEY, who TEXT)")
     conn.executemany("INSERT INTO t VALUES (?, 'parent')", [(i,) for i in range(rows)])
     conn.commit()
@@ -266,8 +266,10 @@ def test_multiprocessing_fork_workers_open_their_own_connections(db_path):
 
 
 def test_forked_inside_an_optimistic_transaction(db_path):
-    """``with conn:`` around a fork: the child's own connection works; the parent commits."""
-    conn = _table(db_path)
+    """``with conn:`` around a fork: the child's own connection works; the parent commits.
+    (A direct transaction is a write transaction on a stock connection, which a child forked
+    inside it cannot trust: see test_forked_inside_an_exclusive_transaction.)"""
+    conn = _table(db_path, mode="optimistic")
     conn.execute("BEGIN")
     conn.execute("INSERT INTO t VALUES (50, 'parent')")
 
@@ -287,14 +289,18 @@ def test_forked_inside_an_optimistic_transaction(db_path):
     conn.close()
 
 
-def test_forked_inside_an_exclusive_transaction(db_path, tmp_path):
-    """The parent holds the merge lock and a write transaction on the database when it forks.
-    The child cannot close what it inherited without rewriting the parent's WAL index, so it
-    refuses to open that database (clearly) and opens others; the parent commits."""
-    conn = _table(db_path)
+@pytest.mark.parametrize("way", ["exclusive", "direct"])
+def test_forked_inside_an_exclusive_transaction(db_path, tmp_path, way):
+    """The parent holds the merge lock and a write transaction on the database when it forks
+    (an exclusive transaction, or a direct one).  The child cannot close what it inherited
+    without rewriting the parent's WAL index, so it refuses to open that database (clearly)
+    and opens others; the parent commits."""
+    conn = _table(db_path, mode="direct" if way == "direct" else "optimistic")
     conn.execute("BEGIN")
-    conn.execute("CREATE TABLE u(x)")  # exclusive: the merger in BEGIN IMMEDIATE
-    conn.execute("INSERT INTO u VALUES (1)")
+    if way == "exclusive":
+        conn.execute("CREATE TABLE u(x)")  # exclusive: the merger in BEGIN IMMEDIATE
+    conn.execute("INSERT INTO t VALUES (70, 'parent')")
+    assert dict(+conn.ways) == {("direct" if way == "direct" else "optimistic"): 2}
     other_path = str(tmp_path / "other.db")
 
     def child():
@@ -313,7 +319,7 @@ def test_forked_inside_an_exclusive_transaction(db_path, tmp_path):
     assert _report(*_fork(child)) == [True, True]
     conn.commit()
     conn.close()
-    assert _fresh_process_rows(db_path, "SELECT x FROM u") == [(1,)]
+    assert _fresh_process_rows(db_path, "SELECT who FROM t WHERE id = 70") == [("parent",)]
     assert _fresh_process_rows(other_path, "SELECT x FROM v") == [(1,)]
     assert integrity_ok(db_path)
 
@@ -371,7 +377,7 @@ def test_a_child_waits_for_its_parents_table_lock(db_path):
     waits for itself)."""
     conn = _table(db_path)
     conn.close()
-    conn = sqlite_concurrent.connect(db_path, lock_level="table")
+    conn = sqlite_concurrent.connect(db_path, lock_level="table", mode="optimistic")
     conn.execute("BEGIN")
     conn.execute("UPDATE t SET who = 'parent, again' WHERE id = 0")  # t locked X
 

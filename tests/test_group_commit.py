@@ -19,7 +19,7 @@ from workers import commit_rows
 import sqlite_concurrent
 from sqlite_concurrent import crashpoints, journal, merge, oslock
 
-pytestmark = pytest.mark.timeout(120)
+pytestmark = [pytest.mark.timeout(120), pytest.mark.usefixtures("optimistic")]
 
 ROWS = 10
 

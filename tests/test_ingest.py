@@ -16,6 +16,9 @@ from workers import ingest
 
 import sqlite_concurrent
 
+# Tests of the optimistic machinery: transactions overlap in one thread or across processes.
+pytestmark = pytest.mark.usefixtures("optimistic")
+
 WRITERS = 8
 ROWS = 150
 

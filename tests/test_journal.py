@@ -17,7 +17,7 @@ import sqlite_concurrent
 from sqlite_concurrent import journal, merge, recovery, snapshot
 from sqlite_concurrent.cli.app import app
 
-pytestmark = pytest.mark.timeout(60)
+pytestmark = [pytest.mark.timeout(60), pytest.mark.usefixtures("optimistic")]
 
 
 def _dead_pid() -> int:

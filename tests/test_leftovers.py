@@ -21,7 +21,7 @@ from sqlite_concurrent import leftovers, oslock, recovery
 from sqlite_concurrent.cli import check, status
 from sqlite_concurrent.cli.app import app
 
-pytestmark = pytest.mark.timeout(120)
+pytestmark = [pytest.mark.timeout(120), pytest.mark.usefixtures("optimistic")]
 
 # The child commits while the test holds the merge lock, so its transaction waits in its journal
 # (group commit); then it leaves a transaction open and ends as the test says.

@@ -20,6 +20,9 @@ from workers import (
 
 import sqlite_concurrent
 
+# Tests of the optimistic machinery: transactions overlap in one thread or across processes.
+pytestmark = pytest.mark.usefixtures("optimistic")
+
 
 def _schema(path: str, sql: str) -> None:
     conn = sqlite_concurrent.connect(path)

@@ -13,6 +13,9 @@ import sqlite_concurrent
 from sqlite_concurrent import merge
 from sqlite_concurrent.lockdb import LockDB, holder_alive, process_start_time
 
+# Tests of the optimistic machinery: transactions overlap in one thread or across processes.
+pytestmark = pytest.mark.usefixtures("optimistic")
+
 
 def _open_txn_and_wait(path, ready, queue):
     conn = sqlite_concurrent.connect(path)

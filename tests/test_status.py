@@ -38,6 +38,14 @@ runner = CliRunner(env={"COLUMNS": "200"})
 TABLES = ("holders", "transactions", "locks", "waiters", "table_versions", "meta")
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _optimistic() -> Iterator[None]:
+    """The children's transactions hold and wait for table locks: optimistic ones."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("SQLITE_CONCURRENT_MODE", "optimistic")
+        yield
+
+
 # -- children ------------------------------------------------------------------------------------
 
 
@@ -478,3 +486,38 @@ def test_docs_document_the_json_shape(tmp_path: Path) -> None:
     [waiter] = documented_shape.pop("waiters")
     assert set(waiter) == {f.name for f in dataclasses.fields(status.Waiter)}
     assert documented_shape == actual_shape
+
+
+def _hold_direct(db: str, ready: Any, release: Any) -> None:
+    """An open direct transaction (it holds the merge lock, and nothing in the lock database
+    until it has been open a moment)."""
+    import sqlite_concurrent
+
+    conn = sqlite_concurrent.connect(db, mode="direct")
+    conn.execute("UPDATE t SET v = v + 1 WHERE id = 1")
+    ready.set()
+    release.wait(120)
+    conn.rollback()
+    conn.close()
+
+
+@pytest.mark.timeout(120)
+def test_a_long_direct_transaction_is_shown(tmp_path: Path) -> None:
+    db = _make_db(tmp_path / "app.db")
+    ready, release = SPAWN.Event(), SPAWN.Event()
+    holder = SPAWN.Process(target=_hold_direct, args=(db, ready, release))
+    holder.start()
+    try:
+        assert ready.wait(60)
+        deadline = time.monotonic() + 60
+        while not [t for t in _status_json(db)["transactions"] if t["state"] == "direct"]:
+            assert time.monotonic() < deadline, "the direct transaction was never shown"
+            time.sleep(0.01)
+        [shown] = _status_json(db)["transactions"]
+        assert shown["pid"] == holder.pid and shown["lock_level"] == "row"
+        assert shown["alive"] is True
+    finally:
+        release.set()
+        holder.join(60)
+    assert holder.exitcode == 0
+    assert _status_json(db)["transactions"] == []

@@ -259,6 +259,58 @@ def crash_victim(path, level, ack_log, seed, count):
     conn.close()
 
 
+def _escalating_transfer(conn, a, b, amount, transfer_id, think):
+    # First a table nobody conflicts on, then the hot one: the escalation comes mid-way.
+    conn.execute("INSERT INTO transfers(id, amount) VALUES (?, ?)", (transfer_id, amount))
+    time.sleep(think)
+    conn.execute("UPDATE accounts SET balance = balance - ? WHERE id = ?", (amount, a))
+    conn.execute("UPDATE accounts SET balance = balance + ? WHERE id = ?", (amount, b))
+
+
+def _make_hot(path, level):
+    """A conflict on ``accounts`` in this process (two optimistic connections of one thread
+    writing one row; at the table level, a deadlock), which makes the table hot for this
+    process's transactions."""
+    from sqlite_concurrent import ways
+
+    first = sqlite_concurrent.connect(path, lock_level=level, mode="optimistic")
+    second = sqlite_concurrent.connect(path, lock_level=level, mode="optimistic")
+    try:
+        first.execute("UPDATE accounts SET balance = balance - 1 WHERE id = 0")
+        first.execute("UPDATE accounts SET balance = balance + 1 WHERE id = 1")
+        second.execute("UPDATE accounts SET balance = balance + 1 WHERE id = 0")
+        second.execute("UPDATE accounts SET balance = balance - 1 WHERE id = 1")
+        second.commit()
+        first.commit()
+    except sqlite_concurrent.ConflictError:
+        pass
+    finally:
+        for conn in (first, second):
+            if conn.in_transaction:
+                conn.rollback()
+            conn.close()
+    assert ways.hot(os.path.realpath(path)).touched_by("accounts"), "nothing is hot"
+
+
+def crash_escalating_victim(path, level, ack_log, seed, count):
+    """Like :func:`crash_victim`, with transactions that escalate: their shape runs
+    optimistically (its body is long) and ``accounts`` is hot (a conflict just happened)."""
+    rng = random.Random(seed)
+    conn = sqlite_concurrent.connect(path, lock_level=level, timeout=30, mode="auto")
+    fd = os.open(ack_log, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    for i in range(count):
+        a, b = rng.sample(range(20), 2)
+        tid = f"{seed}-{i}"
+        learning = i < 4  # long bodies first, so that the shape goes optimistic
+        if not learning:
+            _make_hot(path, level)
+        conn.transact(
+            _escalating_transfer, a, b, 1, tid, 0.004 if learning else 0, retries=1000
+        )
+        os.write(fd, f"{tid}\n".encode())
+    conn.close()
+
+
 @_report_errors
 def crash_survivor(start, path, level, seed, count):
     start.wait()

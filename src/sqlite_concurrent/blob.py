@@ -254,6 +254,9 @@ class OpenBlobs:
     def add(self, blob: Blob) -> None:
         self._blobs.add(blob)
 
+    def __bool__(self) -> bool:
+        return bool(self._blobs)
+
     def row_written(self, db: str, table: str, rowid: int) -> None:
         if not self._blobs:  # on every row a statement writes: the usual case first
             return

@@ -26,6 +26,9 @@ POINTS = (
     "merge.after_commit",  # committed, merge lock still held, not acknowledged
     "ack.before_release",  # committed, locks still held in the lock database
     "ack.after_release",  # everything released, commit() about to return
+    "direct.begun",  # a direct transaction holds the merge lock and its SQLite write transaction
+    "escalate.applied",  # an escalated one applied its work so far on the merger, not committed
+    "direct.committed",  # a direct or escalated one committed, merge lock still held
 )
 
 

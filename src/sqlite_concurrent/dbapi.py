@@ -9,6 +9,7 @@ a changeset cannot carry to the merger under the merge lock.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import functools
 import logging
@@ -33,6 +34,7 @@ from . import (
     connstate,
     crashpoints,
     description,
+    direct,
     errors,
     exclusive,
     exiting,
@@ -54,6 +56,7 @@ from . import (
     shared_memory,
     statements,
     waits,
+    ways,
 )
 from .blob import Blob, OpenBlobs
 from .checkpoint import DEFAULT_CHECKPOINT_WAIT, DEFAULT_WAL_LIMIT, Checkpointer
@@ -125,6 +128,7 @@ class Connection(Hooks):
         escalate_at: int = locks.DEFAULT_ESCALATE_AT,
         group_commit: bool | None = None,
         row_lock_delay: float = locks.DEFAULT_ROW_LOCK_DELAY,
+        mode: str | None = None,
     ) -> None:
         if getattr(self, "_closed", None) is not None:
             # Run again, as the stdlib allows: the open connection closes, and this one is
@@ -142,6 +146,19 @@ class Connection(Hooks):
             raise ProgrammingError("wal_limit must be > 0 and checkpoint_wait >= 0")
         if escalate_at < 1:
             raise ProgrammingError("escalate_at must be >= 1")
+        mode = ways.mode(mode)
+        self.mode = mode
+        self._shapes = ways.Shapes()
+        # BEGIN ran and the first statement has not: how the transaction runs depends on it.
+        self._later: tuple[bool, bool] | None = None
+        self._way: str | None = None  # how the open transaction runs (ways.DIRECT, ...)
+        self._shape = ""  # the open transaction's first statement
+        self._body = ways.Body()  # what its body has cost so far
+        self._txn_thread = 0  # the thread that began it
+        self._escalation_tried = False  # it tried to go on directly (see ``_escalates_at``)
+        self._measured: tuple[float, float] | None = None  # its body, measured at commit
+        # Transactions run each way since the connection opened (for ``bench`` and ``status``).
+        self.ways: collections.Counter[str] = collections.Counter()
         if not isinstance(row_lock_delay, (int, float)) or not 0 <= row_lock_delay <= 60:
             raise ProgrammingError("row_lock_delay must be a number of seconds from 0 to 60")
         self._escalate_at = escalate_at
@@ -169,7 +186,7 @@ class Connection(Hooks):
         self.row_factory: Callable[[Cursor, tuple[Any, ...]], Any] | None = None
         self._check_same_thread = check_same_thread
         self._thread = threading.get_ident()
-        self._txn: WriteTransaction | None = None
+        self._txn: WriteTransaction | direct.DirectTransaction | None = None
         self._exclusive: exclusive.Exclusive | None = None  # the open transaction went exclusive
         # A conflict or lock timeout rolled the application's open transaction back: until
         # the application ends it, statements fail instead of starting a new transaction
@@ -261,6 +278,7 @@ class Connection(Hooks):
         # another library has on it are looked for then, while no thread of ours has any.
         self._holding = holding.acquire(self.path, first=_first_open)
         self._holding.track(self._opened)
+        self._holding.connections.add(self)
         # URI filenames in ATTACH work as in the stdlib's SQLite (built with SQLITE_USE_URI).
         self._merger = self._stock(_PRIVATE_FLAGS)
         # Opened, so SQLite has said why if the file cannot be; before anything reads it (and
@@ -274,6 +292,7 @@ class Connection(Hooks):
         self._merger.setlk_timeout(int(self.timeout * 1000), 0)
         self._fast_rows: tuple[set[str], dict[str, list[int]]] | None = None
         self._merge_lock = merge.merge_lock(self.path + "-locks")
+        self._hot = ways.hot(self.path)
         # Only a new database needs the merge lock here: an exclusive transaction may hold it
         # for as long as its application thinks.
         if _value(self._merger, "PRAGMA journal_mode") != "wal":
@@ -451,6 +470,7 @@ class Connection(Hooks):
             return
         assert self._holding is not None
         self._aborted = None
+        self._later = None
         try:
             if self._txn is not None:
                 self._rollback_txn()
@@ -557,11 +577,12 @@ class Connection(Hooks):
     def _in_txn(self) -> bool:
         if self._private is not None:
             return not self._private.get_autocommit()
-        return self._txn is not None or self._aborted is not None
+        return self._txn is not None or self._aborted is not None or self._later is not None
 
     def _abort_txn(self, error: errors.OperationalError) -> None:
         """Roll the open transaction back on the application's behalf (it is doomed, and its
         locks are wanted) and remember why until the application ends it."""
+        self._learn(error)
         self._rollback_txn()
         self._aborted = error
 
@@ -572,9 +593,194 @@ class Connection(Hooks):
         if commit and error is not None:
             raise errors.still_aborted(error, "nothing was committed")
 
-    def _begin(
+    def _begin(self, *, by_savepoint: bool = False, immediate: bool | None = None) -> None:
+        """Open a transaction.  Unless it can only run optimistically, how it runs is chosen
+        at its first statement (:meth:`_settle`), which the choice depends on."""
+        self._txn_thread = threading.get_ident()
+        if self.mode == "optimistic":
+            self._begin_optimistic(by_savepoint=by_savepoint, immediate=immediate)
+            self._began(ways.OPTIMISTIC, "")
+        else:
+            if immediate is None:
+                immediate = self.isolation_level in ("IMMEDIATE", "EXCLUSIVE")
+            self._later = (by_savepoint, immediate)
+
+    def _settle(self, sql: str | None, kind: str) -> None:
+        """Start the transaction BEGIN announced, the way its first statement ``sql`` (or,
+        with ``None``, something other than a statement) calls for."""
+        later, self._later = self._later, None
+        assert later is not None and self._txn is None
+        by_savepoint, immediate = later
+        if (
+            sql is not None
+            and self._may_run_direct(sql, kind, immediate)
+            and self._begin_direct(by_savepoint, immediate)
+        ):
+            self._began(ways.DIRECT, sql)
+            return
+        self._begin_optimistic(by_savepoint=by_savepoint, immediate=immediate)
+        self._began(ways.OPTIMISTIC, sql or "")
+
+    def _began(self, way: str, shape: str) -> None:
+        self._way = way
+        self._escalation_tried = False
+        self._shape = shape
+        self.ways[way] += 1
+        self._body.start()
+
+    def _may_run_direct(self, sql: str, kind: str, immediate: bool) -> bool:
+        """Whether to run directly from the first statement ``sql`` on."""
+        if kind in ("exclusive", "attach", "detach") or statements.may_change_schema(sql):
+            return False  # an exclusive operation, or its own kind of statement
+        hot = self._hot.touched_by(sql)
+        if kind != "dml" and not immediate and not hot:
+            # A read first: as in SQLite's deferred transaction, nobody waits for it until it
+            # writes; it runs optimistically and escalates at its first write
+            # (``_escalates_at``), while what it read is still current.
+            return False
+        if self.mode == "auto" and not (hot or self._shapes.direct(sql)):
+            return False
+        # Live table-level transactions: their locks cover tables the merger does not report.
+        # An exclusive operation waiting or running: it goes first.
+        return not self._lockdb.fast_path_closed() and not self._other_open_here()
+
+    def _other_open_here(self) -> bool:
+        """Whether another connection's transaction is open in this thread: one that holds
+        the merge lock would wait for this thread, and this one's would block its commit."""
+        me = threading.get_ident()
+        assert self._holding is not None
+        return any(
+            c is not self and c._txn_thread == me and c._in_txn() for c in self._holding.connections
+        )
+
+    def _begin_direct(self, by_savepoint: bool, immediate: bool) -> bool:
+        """Take the merge lock (first come, first served) and begin on the merger.
+
+        :returns: ``False`` if the lock is this thread's already (another connection's
+            transaction holds it): the transaction then runs optimistically.
+        """
+        txn_id = self._lockdb.next_id()
+        try:
+            excl = exclusive.Exclusive(
+                self._merger,
+                self._merge_lock,
+                txn_id,
+                None,
+                enforce_foreign_keys=merge.foreign_keys(self._reader),
+                begin="BEGIN IMMEDIATE" if immediate else "BEGIN",
+            )
+        except oslock.HeldByThisThreadError:
+            if self.mode == "direct":
+                raise
+            return False
+        except apsw.Error as e:
+            raise translate(e) from e
+        excl.schema_changed = False
+        self._exclusive = excl
+        defer = self._deferral.take()
+        txn = self._txn = direct.DirectTransaction(
+            txn_id,
+            level=self.lock_level,
+            lockdb=self._lockdb,
+            begun_by_savepoint=by_savepoint,
+            defer_foreign_keys=defer,
+        )
+        assert self._publisher is not None
+        self._publisher.schedule(txn, direct.SHOW_AFTER)
+        if defer:
+            foreign_keys.set_flag(self._merger, True)
+        crashpoints.reach("direct.begun")
+        return True
+
+    def _escalate(self) -> bool:
+        """Go on directly from this statement, its work so far applied on the merger, if what
+        it read is still current (so the rest reads the same database); otherwise it stays
+        optimistic.  Waits for the merge lock first come, first served."""
+        txn = self._txn
+        assert isinstance(txn, WriteTransaction) and self._exclusive is None
+        # Unresolved deferred foreign-key violations: a changeset cannot carry their count.
+        if self._other_open_here() or foreign_keys.unresolved(txn.connection):
+            return False
+        try:
+            self._merge_lock.acquire()
+        except oslock.HeldByThisThreadError:
+            return False
+        locked = True
+        try:
+            if not txn.reads_current():
+                return False
+            self._detach_cursors()
+            pending = txn.prepare(self._table_shapes, moving=True)
+            locked = False  # from here on, the Exclusive releases it
+            excl = exclusive.Exclusive(
+                self._merger,
+                self._merge_lock,
+                txn.txn_id,
+                pending,
+                txn.saved,
+                enforce_foreign_keys=merge.foreign_keys(self._reader),
+                locked=True,
+            )
+        except BaseException as e:
+            self._txn = None
+            txn.end(False)
+            if isinstance(e, ConflictError):
+                self._learn(e)
+                self._aborted = e
+            if isinstance(e, apsw.Error):
+                raise translate(e) from e
+            raise
+        finally:
+            if locked:
+                self._merge_lock.release()
+        excl.schema_changed = False
+        self._exclusive = excl
+        if txn.defer_foreign_keys:
+            foreign_keys.set_flag(self._merger, True)
+        crashpoints.reach("escalate.applied")
+        self.ways[ways.OPTIMISTIC] -= 1
+        self.ways[ways.ESCALATED] += 1
+        self._way = ways.ESCALATED
+        return True
+
+    def _escalates_at(self, txn: WriteTransaction, sql: str, kind: str) -> bool:
+        """Whether the optimistic transaction should go on directly from statement ``sql``:
+        it reaches a hot table, or it is its first write and its shape is predicted short.
+        Tried once: what it read only gets older."""
+        if self.mode == "optimistic" or self._escalation_tried or not (kind == "dml" or txn.wrote):
+            return False
+        if self._hot.touched_by(sql):
+            self._escalation_tried = True
+            return True
+        if (
+            kind == "dml"
+            and not txn.wrote
+            and self._shape
+            and (self.mode == "direct" or self._shapes.direct(self._shape))
+            # As for a transaction that is direct from its start (``_may_run_direct``).
+            and not self._lockdb.fast_path_closed()
+        ):
+            self._escalation_tried = True
+            return True
+        return False
+
+    def _learn(self, error: BaseException | None = None) -> None:
+        """The open transaction ended (or is about to): remember what its shape cost."""
+        way, self._way = self._way, None
+        if way is None:
+            return
+        conflicted = isinstance(error, ConflictError)
+        if conflicted:
+            self._hot.mark(ways.contested_table(error))
+        if self.mode == "auto" and self._shape:
+            waited, cpu = self._measured if self._measured is not None else self._body.measure()
+            self._shapes.ran(self._shape, waited, cpu, way=way, conflicted=conflicted)
+        self._measured = None
+
+    def _begin_optimistic(
         self, *, by_savepoint: bool = False, immediate: bool | None = None
     ) -> WriteTransaction:
+        self._txn_thread = threading.get_ident()
         if immediate is None:
             immediate = self.isolation_level in ("IMMEDIATE", "EXCLUSIVE")
         assert self._snapshot_conn is not None  # not a private database
@@ -617,6 +823,7 @@ class Connection(Hooks):
         self._txn_cursors.clear()
 
     def _rollback_txn(self) -> None:
+        self._learn()
         self._deferral.end()
         if self._exclusive is not None:
             self._finish_exclusive(commit=False)
@@ -634,6 +841,25 @@ class Connection(Hooks):
         txn = self._txn
         assert txn is not None
         foreign_keys.check_commit(self._merger if self._exclusive is not None else txn.connection)
+        # The body ends here: what follows is the commit's own cost.
+        self._measured = self._body.measure()
+        if self._exclusive is None and self._merge_lock.held_by_this_thread():
+            # Another connection's transaction in this thread holds the merge lock: as in
+            # SQLite, the commit fails and the transaction stays open to try again.
+            raise oslock.HeldByThisThreadError
+        error: BaseException | None = None
+        try:
+            self._commit_open()
+        except BaseException as e:
+            error = e
+            raise
+        finally:
+            if self._txn is None:  # ended, committed or not
+                self._learn(error)
+
+    def _commit_open(self) -> None:
+        txn = self._txn
+        assert txn is not None
         self._deferral.end()
         if self._exclusive is not None:
             self._finish_exclusive(commit=True)
@@ -741,9 +967,22 @@ class Connection(Hooks):
         self, cursor: Cursor, sql: str, parameters: Any, many: bool, kind: str
     ) -> None:
         assert self._exclusive is not None and self._txn is not None
+        if kind == "exclusive" or statements.may_change_schema(sql):
+            self._exclusive.schema_changed = True
+        if kind == "release" and self._txn.savepoints.would_end(sql):
+            # The merger's transaction began with BEGIN: SQLite would not check the commit
+            # this RELEASE is, so it is checked here, before anything is released.
+            foreign_keys.check_commit(self._merger)
+        # The stdlib's blob handles expire when their row changes; ours learn it from the
+        # update hook, set on the merger only while it is needed.
+        watch = bool(self._open_blobs)
+        if watch:
+            self._merger.set_update_hook(self._on_merger_write)
         try:
             self._run(cursor, self._merger, sql, parameters, many, False, kind)
         finally:
+            if watch:
+                self._merger.set_update_hook(None)
             if self._exclusive is not None and not self._exclusive.open:
                 # SQLite rolled the whole transaction back (as it does after some errors).
                 self._finish_exclusive(commit=False)
@@ -768,7 +1007,12 @@ class Connection(Hooks):
             self._end(txn, committed)
             # Rolled back, the TEMP objects it created are gone again; committed, its schema
             # changes are now there for the reader to see.
-            self._after_schema_change()
+            if excl.schema_changed:
+                self._after_schema_change()
+        if committed and self._way in (ways.DIRECT, ways.ESCALATED):
+            # What it wrote on the merger is not in its changed tables: a table-level
+            # transaction holding an older snapshot must learn of it.
+            self._lockdb.bump_all_versions_if_table_level(self._merger)
         if committed:
             self._after_merge(txn.txn_id)
 
@@ -821,6 +1065,8 @@ class Connection(Hooks):
             self._trace_control("COMMIT")
         if self._aborted is not None:
             self._end_aborted(commit=True)
+        elif self._later is not None:
+            self._later = None  # no statement ran: nothing to commit
         elif self._txn is not None:
             self._commit_txn()
 
@@ -834,6 +1080,8 @@ class Connection(Hooks):
             self._trace_control("ROLLBACK")
         if self._aborted is not None:
             self._end_aborted(commit=False)
+        elif self._later is not None:
+            self._later = None
         elif self._txn is not None:
             self._rollback_txn()
 
@@ -914,6 +1162,8 @@ class Connection(Hooks):
     def _current_connection(self, schema: str = "main") -> apsw.Connection:
         """The SQLite connection a statement reading ``schema`` would run on now (a
         transaction's is pinned)."""
+        if self._later is not None:
+            self._settle(None, "other")
         if self._exclusive is not None or schema.lower() in self._state.local_dbs:
             return self._merger
         if self._txn is not None:
@@ -926,9 +1176,11 @@ class Connection(Hooks):
         or in one of its own."""
         if self._aborted is not None:
             raise errors.still_aborted(self._aborted, "roll it back before the next write")
+        if self._later is not None:
+            self._settle(None, "other")
         own = self._txn is None
         if own:
-            self._begin()
+            self._begin_optimistic()
         try:
             if where[0].lower() != "main" and self._exclusive is None:
                 # TEMP and attached databases are written on the merger (see connstate).
@@ -1074,6 +1326,8 @@ class Connection(Hooks):
             raise ProgrammingError("the query contains a null character")
         if len(sql) > self._max_sql_length:
             raise DataError("query string is too large")
+        if "/*" in sql:
+            sql = statements.without_unclosed_comment(sql)
         kind = statements.kind(sql)
         cursor.description = None
         cursor.rowcount = -1
@@ -1098,10 +1352,13 @@ class Connection(Hooks):
                 return
             raise errors.still_aborted(self._aborted, "roll it back before the next statement")
         if kind == "begin":
-            if self._txn is not None:
+            if self._txn is not None or self._later is not None:
                 raise OperationalError("cannot start a transaction within a transaction")
             words = statements.first_keywords(sql, 2)
             self._begin(immediate=len(words) > 1 and words[1] in ("IMMEDIATE", "EXCLUSIVE"))
+            return
+        if kind in ("commit", "rollback") and self._later is not None:
+            self._later = None  # no statement ran: nothing to end
             return
         if kind == "commit":
             if self._txn is None:
@@ -1113,6 +1370,8 @@ class Connection(Hooks):
                 raise OperationalError("cannot rollback - no transaction is active")
             self._rollback_txn()
             return
+        if self._later is not None:
+            self._settle(sql, kind)
         if kind in ("attach", "detach"):
             self._attach_or_detach(cursor, sql, parameters, many, kind)
             return
@@ -1123,6 +1382,8 @@ class Connection(Hooks):
                 return
         if self._txn is None and kind == "savepoint":
             self._begin(by_savepoint=True)  # as in SQLite, it starts a transaction
+            if self._later is not None:
+                self._settle(sql, kind)
         if (
             self._txn is None
             and kind == "dml"
@@ -1134,8 +1395,12 @@ class Connection(Hooks):
         if self._txn is None and kind == "dml":
             if self.isolation_level is not None:
                 self._trace_control(f"BEGIN {self.isolation_level}")
-            self._begin()
-            if self.isolation_level is None:
+                self._begin()
+                if self._later is not None:
+                    self._settle(sql, kind)
+            else:
+                self._begin_optimistic()
+                self._began(ways.OPTIMISTIC, "")
                 # Autocommit: the statement is its own transaction, failing as a whole.
                 try:
                     self._run_in_txn(cursor, sql, parameters, many, kind)
@@ -1216,7 +1481,8 @@ class Connection(Hooks):
             return
         if self._txn is None:
             self._trace_control(f"BEGIN {self.isolation_level}")
-            self._begin()
+            self._begin_optimistic()
+            self._began(ways.OPTIMISTIC, "")
         self._become_exclusive()
         self._run_exclusive(cursor, sql, parameters, many, kind)
 
@@ -1302,9 +1568,12 @@ class Connection(Hooks):
 
     def _run_in_txn(self, cursor: Cursor, sql: str, parameters: Any, many: bool, kind: str) -> None:
         txn = self._txn
-        assert txn is not None
+        assert isinstance(txn, WriteTransaction)
         if many:  # shared with the run on the merger below, should it come to that
             parameters = _Remaining(parameters)
+        if self._escalates_at(txn, sql, kind) and self._escalate():
+            self._run_exclusive(cursor, sql, parameters, many, kind)
+            return
         try:
             self._run(cursor, txn.connection, sql, parameters, many, True, kind)
         except _NeedsExclusive:
@@ -1736,6 +2005,7 @@ def connect(
     escalate_at: int = locks.DEFAULT_ESCALATE_AT,
     group_commit: bool | None = None,
     row_lock_delay: float = locks.DEFAULT_ROW_LOCK_DELAY,
+    mode: str | None = None,
 ) -> Connection:
     """Open ``database`` for concurrent writers; the arguments are the stdlib's, plus ours.
 
@@ -1762,6 +2032,13 @@ def connect(
         lock database, where other writers of those rows see them and wait, unless the
         transaction has committed or rolled back by then (the merge checks every row either
         way).  ``0`` writes them at once, at a cost on every statement.
+    :param mode: how write transactions run.  ``"auto"`` (default) chooses per transaction:
+        short ones run directly (one at a time, as in stock SQLite, never conflicting), long
+        ones optimistically (in parallel, validated at commit), and a long one that reaches a
+        table where transactions recently conflicted goes on directly from there.
+        ``"optimistic"`` and ``"direct"`` force one way.  ``None``: the environment
+        variable ``SQLITE_CONCURRENT_MODE`` if set (for applications that cannot pass it),
+        else ``"auto"``.
     :raises OperationalError: the file cannot be opened or switched to WAL mode.
     """
     cls = factory if factory is not None else Connection
@@ -1781,6 +2058,7 @@ def connect(
         escalate_at=escalate_at,
         group_commit=group_commit,
         row_lock_delay=row_lock_delay,
+        mode=mode,
     )
 
 

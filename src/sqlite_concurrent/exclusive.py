@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import apsw
 
-from . import merge, oslock, savepoints, waits
+from . import crashpoints, drain, merge, oslock, savepoints, waits
 from .errors import OperationalError
 from .lockdb import LockDB
 
@@ -41,15 +41,30 @@ class Exclusive:
         txn_id: int,
         pending: merge.Pending | None,
         saved: savepoints.Saved | None = None,
+        *,
+        enforce_foreign_keys: bool | None = None,
+        locked: bool = False,
+        begin: str = "BEGIN IMMEDIATE",
     ) -> None:
+        """``enforce_foreign_keys``: the application's setting, when ``pending`` does not carry
+        it (a merge of another process's transaction may have left the merger with theirs).
+        ``locked``: the caller holds the merge lock already; it is released with this.
+        ``begin``: plain ``BEGIN`` locks attached databases only as statements use them, as
+        the stdlib's deferred transaction does (the merge lock keeps our writers out)."""
         self.conn = conn
         self.txn_id = txn_id
         self._lock = lock
-        if pending is not None and merge.foreign_keys(conn) != pending.foreign_keys:
-            conn.pragma("foreign_keys", pending.foreign_keys)  # as merge.merge does
-        lock.acquire()
+        # Whether the other connections must read the schema again when it ends: always
+        # for an exclusive operation; a direct transaction says when a statement may have.
+        self.schema_changed = True
+        if pending is not None:
+            enforce_foreign_keys = pending.foreign_keys
+        if enforce_foreign_keys is not None and merge.foreign_keys(conn) != enforce_foreign_keys:
+            conn.pragma("foreign_keys", enforce_foreign_keys)  # as merge.merge does
+        if not locked:
+            lock.acquire()
         try:
-            conn.execute("BEGIN IMMEDIATE")
+            conn.execute(begin)
             try:
                 base = merge.counters(conn) if saved is not None else {}
                 if pending is not None:
@@ -83,8 +98,11 @@ class Exclusive:
                     "cannot commit: SQLite rolled the transaction back after an error"
                 )
             conn.execute("COMMIT")
+            crashpoints.reach("direct.committed")
             return True
         finally:
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
             self._lock.release()
+            # A restart checkpoint that found the merge lock taken tries again now (DESIGN 12).
+            drain.released(self._lock.path)

@@ -24,6 +24,7 @@ READY = "ready"  # its merge record is in its journal; any merger may apply it
 COMMITTED = "committed"  # a merger applied it; its owner has not acknowledged yet
 CONFLICTED = "conflicted"  # a merger rejected it; ``outcome`` says why
 DEADLOCK_VICTIM = "deadlock"
+DIRECT = "direct"  # runs on its process's stock connection under the merge lock (ways.py)
 
 _MINE = (
     "SELECT (SELECT mode FROM locks WHERE resource=? AND txn_id=?), "

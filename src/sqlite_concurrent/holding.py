@@ -40,6 +40,7 @@ import os
 import threading
 import weakref
 from collections.abc import Callable
+from typing import Any
 
 import apsw
 
@@ -81,6 +82,8 @@ class Holding:
         self._files: dict[int, snapshot.WalFiles] = {}  # every generation handed out, by id
         self._handles: weakref.WeakValueDictionary[int, Handles] = weakref.WeakValueDictionary()
         self._frozen: list[apsw.Connection] = []  # in a forked child: all it inherited
+        # The process's connections to the database (dbapi.Connection), open or opening.
+        self.connections: weakref.WeakSet[Any] = weakref.WeakSet()
 
     def track(self, handles: Handles) -> None:
         """Know ``handles`` (a connection's own SQLite connections) until it leaves."""

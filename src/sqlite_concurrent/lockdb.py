@@ -32,7 +32,7 @@ from typing import ClassVar
 import apsw
 
 from . import filenames, journal, lockdb_health, oslock, sidecar, snapshot
-from .grants import ACTIVE, COMMITTED, COMMITTING, CONFLICTED, READY, Grants
+from .grants import ACTIVE, COMMITTED, COMMITTING, CONFLICTED, DIRECT, READY, Grants
 from .processes import holder_alive, process_start_time
 
 SCHEMA_VERSION = 3
@@ -519,6 +519,25 @@ class LockDB(Grants):
         with self.writing() as c:
             for name in tables:
                 c.execute(_BUMP_VERSION, (name,))
+
+    def bump_all_versions_if_table_level(self, conn: apsw.Connection) -> None:
+        """After a direct transaction: a table-level transaction that registered while it ran
+        may hold an older snapshot.  Which tables it wrote is not known (the update hook misses
+        WITHOUT ROWID ones), so every table's version moves: in this rare case, a spurious
+        conflict rather than a missed one."""
+        if self.quiet() or not self.has_table_level():
+            return
+        tables = conn.execute("SELECT name FROM main.sqlite_schema WHERE type = 'table'")
+        self.bump_versions_if_table_level({name for (name,) in tables})
+
+    def show_direct(self, txn_id: int, lock_level: str, began_at: float) -> None:
+        """Show a long direct transaction (it holds the merge lock and nothing here)."""
+        with self.writing() as c:
+            c.execute(
+                "INSERT OR IGNORE INTO transactions(txn_id, pid, lock_level, state, began_at) "
+                "VALUES (?, ?, ?, ?, ?)",
+                (txn_id, self.pid, lock_level, DIRECT, began_at),
+            )
 
     def record_pages(self, txn_id: int, pages: frozenset[int]) -> None:
         """Show a committing page-level transaction's read set (as S locks on ``page:<n>``)."""

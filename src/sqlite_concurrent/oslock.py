@@ -30,6 +30,7 @@ import struct
 import threading
 
 from . import sidecar
+from .errors import OperationalError
 
 # Linux F_OFD_* values (include/uapi/asm-generic/fcntl.h); Python exposes them on 3.9+ Linux.
 _F_OFD_SETLK = getattr(fcntl, "F_OFD_SETLK", 37)
@@ -49,6 +50,10 @@ _fds: dict[tuple[int, str], int] = {}
 # Bumped in a forked child and when a descriptor is closed: ByteLocks look theirs up again.
 _generation = 0
 _mutexes: dict[tuple[str, int], threading.Lock] = {}
+# Which thread holds each mutex: a thread that asks again for a lock it holds (a second
+# connection of the thread, while the first holds the merge lock for a transaction) would wait
+# for itself forever.
+_holders: dict[tuple[str, int], int] = {}
 _registry_lock = threading.Lock()
 
 
@@ -59,6 +64,7 @@ def _forked() -> None:
     # held in the child for good.
     _registry_lock = threading.Lock()
     _mutexes.clear()
+    _holders.clear()
     for fd in _fds.values():
         os.close(fd)  # the child holds no POSIX lock yet: nothing of its own can drop
     _fds.clear()
@@ -173,14 +179,25 @@ def held_elsewhere(path: str, slot: int) -> bool:
     return struct.unpack("hhqqi4x", probe)[0] != fcntl.F_UNLCK
 
 
+class HeldByThisThreadError(OperationalError):
+    """The lock is held by the calling thread itself (through another connection), so
+    waiting for it could never end: SQLite's answer to the same situation."""
+
+    def __init__(self) -> None:
+        super().__init__("database is locked")
+        self.sqlite_errorcode = 5  # SQLITE_BUSY, as the stdlib reports it
+        self.sqlite_errorname = "SQLITE_BUSY"
+
+
 class ByteLock:
     """An exclusive lock on one byte of ``path``, shared by threads and processes alike."""
 
     def __init__(self, path: str, slot: int) -> None:
         self.path = path
         self.offset = _BASE + slot
+        self._key = (path, slot)
         with _registry_lock:
-            self._mutex = _mutexes.setdefault((path, slot), threading.Lock())
+            self._mutex = _mutexes.setdefault(self._key, threading.Lock())
         # Taken and released on every lock operation: pack the arguments once.
         self._exclusive = _flock_struct(fcntl.F_WRLCK, self.offset)
         self._shared = _flock_struct(fcntl.F_RDLCK, self.offset)
@@ -199,6 +216,9 @@ class ByteLock:
         """Block in the kernel until granted.  ``shared`` locks exclude only exclusive ones
         across processes; within a process every holder is exclusive (the descriptor is shared).
         """
+        me = threading.get_ident()
+        if _holders.get(self._key) == me:
+            raise HeldByThisThreadError
         self._mutex.acquire()
         try:
             fcntl.fcntl(
@@ -207,6 +227,10 @@ class ByteLock:
         except BaseException:
             self._mutex.release()
             raise
+        _holders[self._key] = me
+
+    def held_by_this_thread(self) -> bool:
+        return _holders.get(self._key) == threading.get_ident()
 
     def try_acquire(self) -> bool:
         """Take the lock exclusively if nobody holds it; never waits."""
@@ -217,9 +241,11 @@ class ByteLock:
         except OSError:
             self._mutex.release()
             return False
+        _holders[self._key] = threading.get_ident()
         return True
 
     def release(self) -> None:
+        _holders.pop(self._key, None)
         try:
             fcntl.fcntl(self._descriptor(), _F_OFD_SETLK, self._unlock)
         finally:

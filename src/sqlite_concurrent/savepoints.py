@@ -130,6 +130,17 @@ class Stack:
                 return at
         return None
 
+    def would_end(self, sql: str) -> bool:
+        """Whether ``sql`` (a RELEASE) would release the outermost savepoint of a transaction
+        begun by one: a commit."""
+        parsed = parse(sql)
+        return (
+            self.begun_by_savepoint
+            and parsed is not None
+            and parsed[0] == "RELEASE"
+            and self._find(parsed[1]) == 0
+        )
+
     @property
     def ended(self) -> bool:
         """The outermost savepoint of a transaction begun by one was released: committed."""

@@ -89,6 +89,17 @@ def has_more_statements(sql: str, first: str) -> bool:
     return m is not None and m.end() < len(sql)
 
 
+def without_unclosed_comment(sql: str) -> str:
+    """``sql`` without a trailing unclosed ``/*`` comment after its last statement, which the
+    stdlib skips; SQLite would try to prepare it as one more statement (a syntax error) once
+    the statements before it have run."""
+    at = sql.rfind("/*")
+    if at < 0 or "*/" in sql[at + 2 :]:
+        return sql
+    head = sql[:at]
+    return head if apsw.complete(head) else sql
+
+
 def split(script: str) -> list[str]:
     """The statements of a script, split where SQLite itself would see each one end."""
     out, start = [], 0

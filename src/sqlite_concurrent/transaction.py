@@ -22,6 +22,7 @@ from .locks import Locking
 from .overlay import Overlay, Slot
 from .rebase import Rebase
 from .snapshot import Snapshot, WalFiles
+from .snapshot import pages_changed_since as snapshot_pages_changed_since
 
 
 class WriteTransaction:
@@ -84,6 +85,7 @@ class WriteTransaction:
         self.fresh = True  # no statement has run yet
         self.rebase = Rebase()
         self.inserted = False  # any row inserted (AUTOINCREMENT counters may have moved)
+        self.wrote = False  # a row of a rowid table written (what the update hook reports)
         self._info_for = lambda table: info_for(self, table)
         self.changed_tables: frozenset[str] = frozenset()
         # Rowids written in tables the session records by another key (``rowid_keys``).
@@ -167,6 +169,7 @@ class WriteTransaction:
         """The transaction connection's update hook."""
         if db != "main":
             return
+        self.wrote = True
         if table in self._keyed:
             self._keyed_rowids.setdefault(table, set()).add(rowid)
         if op == apsw.SQLITE_INSERT:
@@ -290,6 +293,18 @@ class WriteTransaction:
             self.snapshot.release()
             self.snapshot = None
             drain.released(self.lockdb.path)
+
+    def reads_current(self) -> bool:
+        """Under the merge lock: whether no page the transaction read has changed since its
+        snapshot, so that going on from the latest database reads what it would have read."""
+        overlay = self._slot.overlay
+        if self.snapshot is None or overlay is None:
+            return True
+        pages = overlay.read_set - {1}  # page 1: schema changes are caught by the cookie
+        if not pages:
+            return True
+        changed = snapshot_pages_changed_since(self.path, self.snapshot.header)
+        return changed is not None and not pages & changed
 
     def ensure_registered(self) -> None:
         """In the lock database, before it waits for anything or is offered to other mergers."""

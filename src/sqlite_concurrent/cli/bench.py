@@ -14,6 +14,7 @@ import platform
 import sqlite3
 import statistics
 import time
+from collections import Counter
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -131,6 +132,8 @@ def cells(results: list[Result]) -> list[dict[str, Any]]:
                 "fewest_commits": min((r.fewest_commits for r in runs.values()), default=0),
                 "most_commits": max((r.most_commits for r in runs.values()), default=0),
                 "conflicts": sum(sum(r.conflicts.values()) for r in runs.values()),
+                "most_attempts": max((r.most_attempts for r in runs.values()), default=0),
+                "ways": _ways(runs.values()),
                 "repeats": len(runs),
                 "ok": all(r.ok for r in runs.values()),
             }
@@ -141,12 +144,32 @@ def cells(results: list[Result]) -> list[dict[str, Any]]:
     return rows
 
 
+def _ways(runs: Iterable[Result]) -> dict[str, int]:
+    total: Counter[str] = Counter()
+    for r in runs:
+        total.update(r.ways)
+    return dict(sorted(total.items()))
+
+
+def _fairness(engine: dict[str, Any]) -> str:
+    most = engine["most_commits"]
+    return f"{engine['fewest_commits'] / most:.2f}" if most else "-"
+
+
+def ways_text(ways: dict[str, int]) -> str:
+    """Share of ours' transactions run each way: ``d 97% o 2% e 1%``."""
+    total = sum(ways.values())
+    if not total:
+        return "-"
+    return " ".join(f"{way[0]} {100 * n / total:.0f}%" for way, n in ways.items() if n)
+
+
 def markdown(rows: list[dict[str, Any]]) -> str:
     """The summary as a markdown table (the README's results table is this output)."""
     lines = [
         "| workload | think ms | writers | stock txn/s | ours txn/s | ours/stock (min-max) "
-        "| stock / ours p99 ms | checks |",
-        "|---|---:|---:|---:|---:|---:|---:|---|",
+        "| stock / ours p99 ms | fewest/most (ours) | ways (ours) | checks |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---|---|",
     ]
     for c in rows:
         ratio = (
@@ -158,6 +181,7 @@ def markdown(rows: list[dict[str, Any]]) -> str:
             f"| {c['workload']} | {c['think_ms']:g} | {c['writers']} "
             f"| {c['stock']['txn_per_s']:,.0f} | {c['ours']['txn_per_s']:,.0f} | {ratio} "
             f"| {c['stock']['p99_ms']:.1f} / {c['ours']['p99_ms']:.1f} "
+            f"| {_fairness(c['ours'])} | {ways_text(c['ours']['ways'])} "
             f"| {'ok' if c['ours']['ok'] and c['stock']['ok'] else 'FAILED'} |"
         )
     return "\n".join(lines)

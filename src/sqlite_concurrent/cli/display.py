@@ -21,7 +21,7 @@ from rich.table import Table
 from rich.text import Text
 
 from .. import recovery
-from . import check, stress
+from . import bench, check, stress
 
 # -- the live display ----------------------------------------------------------------------------
 
@@ -131,7 +131,9 @@ def results_table(results: list[stress.Result]) -> Table:
     row("commits/writer fewest", lambda r: f"{r.fewest_commits:,}")
     row("commits/writer most", lambda r: f"{r.most_commits:,}")
     row("conflicts", lambda r: ", ".join(f"{k} {v}" for k, v in sorted(r.conflicts.items())) or "0")
-    row("retries", lambda r: f"{r.retries:,}")
+    row("retries", lambda r: f"{r.retries:,} (most attempts {r.most_attempts})")
+    if any(r.ways for r in results):
+        row("ran direct/optimistic/escalated", lambda r: bench.ways_text(r.ways))
     if any(r.gave_up for r in results):
         row("gave up after retries", lambda r: f"{r.gave_up:,}")
     if first.workload == "mixed":
@@ -195,6 +197,7 @@ def bench_table(cells: list[dict[str, Any]], repeats: int) -> Table:
         "ours txn/s",
         "ours/stock",
         "ours p99 ms",
+        "ours ways",
         "checks",
     ):
         table.add_column(name, justify="left" if name == "workload" else "right")
@@ -212,6 +215,7 @@ def bench_table(cells: list[dict[str, Any]], repeats: int) -> Table:
             if c["ratio"] is None
             else f"[bold]{c['ratio']:.2f}x[/]{_spread(c['ratio_min'], c['ratio_max'], '.2f')}",
             f"{c['ours']['p99_ms']:.1f}",
+            bench.ways_text(c["ours"]["ways"]),
             _check_mark(ok),
         )
     return table
@@ -223,6 +227,7 @@ def bench_line(r: stress.Result, done: int, total: int) -> str:
         f"[{done:>3}/{total}] {r.workload:>8} think {r.think_ms:g} ms {r.writers:>2} writers "
         f"{r.engine:>5}: {r.txn_per_s:8,.0f} txn/s  p99 {r.p99_ms:6.1f} ms  "
         f"{'ok' if r.ok else 'FAILED'}"
+        + (f"  ({bench.ways_text(r.ways)})" if r.ways else "")
     )
 
 

@@ -73,7 +73,9 @@ class Result:
     most_commits: int = 0
     conflicts: dict[str, int] = field(default_factory=dict)
     retries: int = 0
+    most_attempts: int = 0  # of any one transaction
     gave_up: int = 0
+    ways: dict[str, int] = field(default_factory=dict)  # ours: transactions run each way
     tally: dict[str, int] = field(default_factory=dict)
     stopped_early: bool = False
     invariant_ok: bool = False
@@ -242,7 +244,9 @@ def _report(index: int, error: str | None = None) -> dict[str, Any]:
         "latencies": [],
         "conflicts": {},
         "retries": 0,
+        "most_attempts": 0,
         "gave_up": 0,
+        "ways": {},
         "start": 0.0,
         "end": 0.0,
         "error": error,
@@ -275,6 +279,9 @@ def _writer_main(cfg: dict[str, Any], index: int, events: Any, results: Any, liv
             else:
                 report["gave_up"] += 1
             report["retries"] += max(0, writer.attempts - attempts_before - 1)
+            report["most_attempts"] = max(
+                report["most_attempts"], writer.attempts - attempts_before
+            )
             retries[index] = report["retries"]
             conflicts[index] = sum(writer.conflicts.values())
         report["end"] = time.monotonic()
@@ -284,6 +291,7 @@ def _writer_main(cfg: dict[str, Any], index: int, events: Any, results: Any, liv
     finally:
         report["tally"] = dict(writer.tally)
         report["conflicts"] = dict(writer.conflicts)
+        report["ways"] = dict(+getattr(writer.conn, "ways", Counter()))
         with contextlib.suppress(Exception):
             writer.conn.close()
         results.put(("done", index, report))
@@ -486,4 +494,9 @@ def _summarize(result: Result, done: list[dict[str, Any]]) -> None:
     result.conflicts = dict(conflicts)
     result.tally = {k: v for k, v in sorted(tally.items()) if not k.startswith("row:")}
     result.retries = sum(r["retries"] for r in done)
+    result.most_attempts = max((r["most_attempts"] for r in done), default=0)
+    ways: Counter[str] = Counter()
+    for r in done:
+        ways.update(r["ways"])
+    result.ways = dict(sorted(ways.items()))
     result.gave_up = sum(r["gave_up"] for r in done)

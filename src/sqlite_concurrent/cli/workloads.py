@@ -279,6 +279,112 @@ class Mixed(Workload):
         return "; ".join(p for p in problems if p)
 
 
+HOT_ROWS = 2
+
+
+class HotCounter(Workload):
+    """``UPDATE ... SET n = n + 1`` on one of two hot rows: the most common write there is."""
+
+    name = "counter"
+    summary = "each transaction increments one of two counters every writer shares"
+    table = "stress_hot"
+
+    def create(self, conn: Any, writers: int, accounts: int) -> None:
+        conn.execute(f"DROP TABLE IF EXISTS {self.table}")
+        conn.execute(f"CREATE TABLE {self.table} (id INTEGER PRIMARY KEY, n INT NOT NULL)")
+        conn.executemany(f"INSERT INTO {self.table} VALUES (?, 0)", [(i,) for i in range(HOT_ROWS)])
+
+    def choose(self, rng: random.Random, index: int, tally: Counter[str], accounts: int) -> Step:
+        return Step("increment", (rng.randrange(HOT_ROWS),))
+
+    def execute(self, conn: Any, step: Step, think: float) -> dict[str, int]:
+        _sleep(think)
+        conn.execute(f"UPDATE {self.table} SET n = n + 1 WHERE id = ?", step.args)
+        return {f"row:{step.args[0]}": 1}
+
+    def check(self, conn: Any, reports: list[dict[str, Any]], accounts: int) -> str:
+        expected = _sum_tallies(reports)
+        wrong = [
+            f"counter {row} = {n}, commits reported {expected[f'row:{row}']}"
+            for row, n in conn.execute(f"SELECT id, n FROM {self.table} ORDER BY id")
+            if n != expected[f"row:{row}"]
+        ]
+        return "; ".join(wrong[:3])
+
+
+class HotMix(HotCounter):
+    """Long and short transactions on the same two hot rows: odd writers read a counter, work
+    ``think`` and write it back; even writers increment one at once.  Nobody may starve."""
+
+    name = "hotmix"
+    summary = "odd writers read, think and write back a hot counter; even ones increment at once"
+
+    def choose(self, rng: random.Random, index: int, tally: Counter[str], accounts: int) -> Step:
+        return Step("long" if index % 2 else "short", (rng.randrange(HOT_ROWS),))
+
+    def execute(self, conn: Any, step: Step, think: float) -> dict[str, int]:
+        if step.kind == "short":
+            return super().execute(conn, step, 0)
+        (row,) = step.args
+        (n,) = conn.execute(f"SELECT n FROM {self.table} WHERE id = ?", (row,)).fetchone()
+        _sleep(think)
+        conn.execute(f"UPDATE {self.table} SET n = ? WHERE id = ?", (n + 1, row))
+        return {f"row:{row}": 1}
+
+
+class Orders(Workload):
+    """An order, its id read back (``lastrowid``), and three lines pointing at it."""
+
+    name = "orders"
+    summary = "each transaction inserts an order, reads its id and inserts three lines for it"
+
+    def create(self, conn: Any, writers: int, accounts: int) -> None:
+        conn.execute("DROP TABLE IF EXISTS stress_lines")
+        conn.execute("DROP TABLE IF EXISTS stress_orders")
+        conn.execute("CREATE TABLE stress_orders (id INTEGER PRIMARY KEY, writer INT NOT NULL)")
+        conn.execute(
+            "CREATE TABLE stress_lines (order_id INTEGER NOT NULL, writer INT NOT NULL, k INT)"
+        )
+
+    def choose(self, rng: random.Random, index: int, tally: Counter[str], accounts: int) -> Step:
+        return Step("order", (index,))
+
+    def execute(self, conn: Any, step: Step, think: float) -> dict[str, int]:
+        (writer,) = step.args
+        order_id = conn.execute(
+            "INSERT INTO stress_orders (writer) VALUES (?)", step.args
+        ).lastrowid
+        _sleep(think)
+        conn.executemany(
+            "INSERT INTO stress_lines VALUES (?, ?, ?)", [(order_id, writer, k) for k in range(3)]
+        )
+        return {"orders": 1}
+
+    def check(self, conn: Any, reports: list[dict[str, Any]], accounts: int) -> str:
+        (orders,) = conn.execute("SELECT count(*) FROM stress_orders").fetchone()
+        want = _sum_tallies(reports)["orders"]
+        (bad,) = conn.execute(
+            "SELECT count(*) FROM stress_orders o WHERE 3 <> (SELECT count(*) FROM stress_lines "
+            "l WHERE l.order_id = o.id AND l.writer = o.writer)"
+        ).fetchone()
+        problems = []
+        if orders != want:
+            problems.append(f"{orders} orders, commits reported {want}")
+        if bad:
+            problems.append(f"{bad} orders without exactly their own three lines")
+        return "; ".join(problems)
+
+
 WORKLOADS: dict[str, Workload] = {
-    w.name: w for w in (Ingest(), Disjoint(), Transfer(), OwnTable(), Mixed())
+    w.name: w
+    for w in (
+        Ingest(),
+        Disjoint(),
+        Transfer(),
+        OwnTable(),
+        Mixed(),
+        HotCounter(),
+        HotMix(),
+        Orders(),
+    )
 }

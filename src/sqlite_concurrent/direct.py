@@ -1,0 +1,63 @@
+"""A write transaction run directly (:mod:`.ways`): stock SQLite's own transaction on the
+merger, under the merge lock from its first statement to its end.
+
+No snapshot, overlay, session, changeset, journal record or commit marker: its own process
+commits it and learns the outcome from SQLite at once.  To every optimistic transaction it
+looks like a merge that happened when it committed, which their validation (written rows at
+the row level, read pages at the page level, table versions at the table level) already
+handles.  The merger's write transaction and the merge lock are held by an
+:class:`~.exclusive.Exclusive`, which runs the statements of exclusive operations the same way.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+
+from . import savepoints, waits
+from .lockdb import LockDB
+
+# A direct transaction still open this long after it began is shown in the lock database
+# (``sqlite-concurrent status``); the rest, nearly all, never write to it.
+SHOW_AFTER = 0.05
+
+
+class DirectTransaction:
+    """What the connection keeps of a direct transaction besides its :class:`Exclusive`."""
+
+    def __init__(
+        self,
+        txn_id: int,
+        *,
+        level: str,
+        lockdb: LockDB,
+        begun_by_savepoint: bool,
+        defer_foreign_keys: bool,
+    ) -> None:
+        self.txn_id = txn_id
+        self.level = level
+        self._lockdb = lockdb
+        self._began_at = time.time()
+        self._mutex = threading.Lock()  # against the publisher's thread
+        self._state = "open"  # then "shown" (in the lock database) and "ended"
+        self.savepoints = savepoints.Stack(begun_by_savepoint=begun_by_savepoint)
+        self.saved: savepoints.Saved | None = None
+        self.defer_foreign_keys = defer_foreign_keys
+        # Set by a statement that may have changed a schema: the other connections then read
+        # theirs again when it ends.
+        self.schema_changed = False
+
+    def publish(self, lockdb: Callable[[], LockDB]) -> None:
+        """From the publisher's thread (:mod:`.publisher`), ``SHOW_AFTER`` after it began."""
+        with self._mutex:
+            if self._state == "open":
+                lockdb().show_direct(self.txn_id, self.level, self._began_at)
+                self._state = "shown"
+
+    def end(self, committed: bool) -> None:
+        with self._mutex:
+            shown = self._state == "shown"
+            self._state = "ended"
+        if shown:
+            waits.wake(self._lockdb, self._lockdb.end(self.txn_id))

@@ -1,0 +1,177 @@
+"""How each write transaction runs (docs/architecture.md, "Three ways to run a transaction").
+
+- **direct**: on the process's stock connection (the merger) under the merge lock, from its
+  first statement to its end, as a stock ``BEGIN IMMEDIATE`` transaction.  Nothing to merge,
+  so nothing to conflict; other writers wait for it, first come first served.
+- **optimistic**: on a private view of a pinned snapshot, merged at commit.  Writers overlap
+  for the whole body; a conflicting one fails at merge.
+- **escalated**: optimistic until a statement reaches something hot (a table that recently
+  conflicted), then direct from that statement on, with what it wrote so far applied first.
+
+Which one is learned, not declared: per connection and transaction *shape* (the text of its
+first statement), moving averages of how long the body (first statement to commit) waited and
+computed, and of the conflict rate.  A body that waits less than what the optimistic path
+itself costs runs direct, since holding the merge lock that long costs the others less than
+the overlap saves; so does a shape that conflicts more often than not, since its overlap is
+mostly wasted work and an application that does not retry would see the conflicts.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import resource
+import threading
+import time
+
+from .errors import ProgrammingError
+
+MODES = ("auto", "optimistic", "direct")
+ENV = "SQLITE_CONCURRENT_MODE"  # the mode of connections that do not name one
+DIRECT, OPTIMISTIC, ESCALATED = "direct", "optimistic", "escalated"
+
+# About the CPU an optimistic transaction spends on its own machinery (snapshot, overlay,
+# session, changeset, merge): 0.5-1 ms measured.  A body that waits (sleeps, does I/O) less
+# than this between its statements runs direct: overlapping others' waits is what pays.
+DIRECT_BELOW = 0.001
+# A body computing longer than this runs optimistically too: its own CPU dwarfs the
+# machinery's, and other cores can run others' bodies meanwhile.
+CPU_ABOVE = 0.02
+# A shape conflicting on more than this share of its optimistic runs runs direct.
+CONFLICTS_ABOVE = 0.5
+_WEIGHT = 0.25  # of the newest run in each moving average
+_THREAD = getattr(resource, "RUSAGE_THREAD", resource.RUSAGE_SELF)
+_MAX_SHAPES = 1024
+
+# Seconds a conflict on a table keeps it hot for this process's transactions.
+HOT_FOR = 2.0
+
+
+def mode(requested: str | None) -> str:
+    """The mode a connection runs in: ``requested``, else the environment's, else auto.
+
+    :raises ProgrammingError: not one of :data:`MODES`.
+    """
+    where = "mode"
+    if requested is None:
+        requested, where = os.environ.get(ENV) or "auto", ENV
+    if requested not in MODES:
+        raise ProgrammingError(f"{where} must be one of {', '.join(MODES)}, not {requested!r}")
+    return requested
+
+
+class Body:
+    """What a transaction's body (first statement to commit) cost: started by :meth:`start`,
+    read by :meth:`measure`."""
+
+    __slots__ = ("_cpu", "_switches", "_wall")
+
+    def __init__(self) -> None:
+        self._wall = self._cpu = 0.0
+        self._switches = 0
+
+    def start(self) -> None:
+        self._wall = time.perf_counter()
+        self._cpu = time.thread_time()
+        self._switches = resource.getrusage(_THREAD).ru_nvcsw
+
+    def measure(self) -> tuple[float, float]:
+        """(seconds it waited, seconds of CPU).  Waiting is what overlap pays for: a sleep,
+        I/O, a lock.  Time spent preempted on a busy machine is not waiting: a body that never
+        blocked (no voluntary context switch) waited nothing, however long it took."""
+        wall = time.perf_counter() - self._wall
+        cpu = time.thread_time() - self._cpu
+        blocked = resource.getrusage(_THREAD).ru_nvcsw != self._switches
+        return (max(0.0, wall - cpu) if blocked else 0.0), cpu
+
+
+class Shapes:
+    """Per connection: what transactions of each shape turned out to be."""
+
+    def __init__(self) -> None:
+        self._waited: dict[str, float] = {}
+        self._cpu: dict[str, float] = {}
+        self._conflicts: dict[str, float] = {}
+
+    def direct(self, shape: str) -> bool:
+        """Whether a transaction of ``shape`` is predicted to run best directly; a shape
+        never seen is (most transactions are short, and direct ones never conflict)."""
+        if self._conflicts.get(shape, 0.0) > CONFLICTS_ABOVE:
+            return True
+        return (
+            self._waited.get(shape, 0.0) < DIRECT_BELOW and self._cpu.get(shape, 0.0) < CPU_ABOVE
+        )
+
+    def ran(self, shape: str, waited: float, cpu: float, *, way: str, conflicted: bool) -> None:
+        if len(self._waited) > _MAX_SHAPES:
+            self._waited.clear()
+            self._cpu.clear()
+            self._conflicts.clear()
+        # Clipped: one long wait must not move a short shape to the optimistic path, where it
+        # could conflict; three in a row do.
+        waited = min(waited, 2 * DIRECT_BELOW)
+        old = self._waited.get(shape, 0.0)
+        self._waited[shape] = old + (waited - old) * _WEIGHT
+        old = self._cpu.get(shape, 0.0)
+        self._cpu[shape] = old + (min(cpu, 2 * CPU_ABOVE) - old) * _WEIGHT
+        if way != DIRECT:  # a direct run says nothing about conflicts: it cannot have one
+            rate = self._conflicts.get(shape, 0.0)
+            self._conflicts[shape] = rate + (float(conflicted) - rate) * _WEIGHT
+
+
+class Hot:
+    """Per process and database: tables where a transaction recently conflicted."""
+
+    def __init__(self) -> None:
+        self._until: dict[str, float] = {}  # table (lower case) -> hot until (monotonic)
+        self._pattern: re.Pattern[str] | None = None
+        self._lock = threading.Lock()
+
+    def mark(self, table: str | None) -> None:
+        if not table:
+            return
+        with self._lock:
+            self._until[table.lower()] = time.monotonic() + HOT_FOR
+            self._pattern = None
+
+    def touched_by(self, sql: str) -> bool:
+        """Whether ``sql`` names a hot table.  By its text: a false match only makes the
+        transaction run directly from here on, which is always correct."""
+        if not self._until:
+            return False
+        with self._lock:
+            now = time.monotonic()
+            for name in [n for n, until in self._until.items() if until < now]:
+                del self._until[name]
+                self._pattern = None
+            if not self._until:
+                return False
+            if self._pattern is None:
+                names = "|".join(re.escape(n) for n in sorted(self._until, key=len, reverse=True))
+                self._pattern = re.compile(rf"(?<![\w$])(?:{names})(?![\w$])", re.IGNORECASE)
+            pattern = self._pattern
+        return pattern.search(sql) is not None
+
+
+def contested_table(error: BaseException) -> str | None:
+    """The table a conflict (or a deadlock, by the resource it waited for) was about."""
+    table = getattr(error, "table", None)
+    if table:
+        return str(table)
+    kind, _, rest = str(getattr(error, "resource", "")).partition(":")
+    if kind in ("table", "row") and rest:
+        return rest.split(":", 1)[0]
+    return None
+
+
+_hot: dict[str, Hot] = {}
+_hot_lock = threading.Lock()
+
+
+def hot(path: str) -> Hot:
+    """This process's hot tables of the database at ``path``."""
+    found = _hot.get(path)
+    if found is None:
+        with _hot_lock:
+            found = _hot.setdefault(path, Hot())
+    return found
