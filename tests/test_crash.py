@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 from conftest import SPAWN, integrity_ok, lock_rows, stock_apsw
-from workers import crash_escalating_victim, crash_survivor, crash_victim
+from workers import crash_direct_victim, crash_escalating_victim, crash_survivor, crash_victim
 
 import sqlite_concurrent
 from sqlite_concurrent import crashpoints, ways
@@ -42,8 +42,10 @@ def test_kill_at_point(db_path, tmp_path, point, level):
     # Dies on its third visit, so some commits were acknowledged before.
     os.environ[crashpoints.ENV] = f"{point}@3"
     # Each way of running a transaction reaches its own points (sqlite_concurrent.ways).
-    os.environ[ways.ENV] = "direct" if point.startswith("direct.") else "optimistic"
-    victim_fn = crash_escalating_victim if point.startswith("escalate.") else crash_victim
+    os.environ[ways.ENV] = "optimistic"  # the direct and escalating victims say their mode
+    victim_fn = {"direct": crash_direct_victim, "escalate": crash_escalating_victim}.get(
+        point.split(".")[0], crash_victim
+    )
     try:
         victim = SPAWN.Process(target=victim_fn, args=(db_path, level, ack_log, 1, 50))
         victim.start()

@@ -8,6 +8,9 @@ from workers import disjoint_updates
 
 import sqlite_concurrent
 
+# Tests of the optimistic machinery: transactions overlap in one thread or across processes.
+pytestmark = pytest.mark.usefixtures("optimistic")
+
 WRITERS = 8
 TXNS = 200
 ROWS = 20

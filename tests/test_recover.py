@@ -14,6 +14,9 @@ from workers import hold_locks_until_killed
 import sqlite_concurrent
 from sqlite_concurrent.cli.app import app
 
+# Tests of the optimistic machinery: transactions overlap in one thread or across processes.
+pytestmark = pytest.mark.usefixtures("optimistic")
+
 
 @pytest.mark.timeout(60)
 def test_recover_releases_a_killed_holder_and_reports_it(db_path):

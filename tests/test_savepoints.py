@@ -224,6 +224,7 @@ def test_foreign_keys_across_a_moved_savepoint(tmp_path, isolation_level):
     )
 
 
+@pytest.mark.usefixtures("optimistic")  # the optimistic path's own limit
 def test_ours_savepoint_over_a_deferred_foreign_key_breach_refuses_to_move(
     tmp_path, isolation_level
 ):

@@ -179,6 +179,7 @@ def wal_size(tmp_path):
         pytest.param(["UPDATE t SET v = 'one' WHERE id = 1"], id="update-to-same-value"),
     ],
 )
+@pytest.mark.usefixtures("optimistic")  # a direct one is stock SQLite's: its pages are written
 def test_transaction_that_writes_nothing_commits_as_a_no_op(
     ours, ours_factory, tmp_path, statements
 ):

@@ -16,6 +16,9 @@ from dataclasses import dataclass
 import pytest
 from sidecar_users import ROOT, Actor, User, directory, make_database, owner_of, require_root
 
+# Tests of the optimistic machinery: transactions overlap in one thread or across processes.
+pytestmark = pytest.mark.usefixtures("optimistic")
+
 OWNER = User(4101, 4100, (4100,))
 MEMBER = User(4102, 4100, (4100,))
 OURS = ("-wal", "-shm", "-locks", "-locks-wal", "-locks-shm")

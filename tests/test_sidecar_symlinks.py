@@ -17,6 +17,9 @@ import sqlite_concurrent
 from sqlite_concurrent import journal, overlay
 from sqlite_concurrent.cli import check, status
 
+# Tests of the optimistic machinery: transactions overlap in one thread or across processes.
+pytestmark = pytest.mark.usefixtures("optimistic")
+
 
 @pytest.fixture
 def db(db_path: str) -> str:

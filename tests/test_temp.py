@@ -205,6 +205,7 @@ def test_ours_temp_only_statements_do_not_wait_for_other_transactions(tmp_path):
         other.close()
 
 
+@pytest.mark.usefixtures("optimistic")  # the other process writes while this one's is open
 def test_ours_temp_trigger_never_fires_for_another_process_s_rows(db_path):
     """SQLite leaves TEMP triggers on even where a connection turns triggers off, as the merger
     does to apply changesets: the merger of a connection with one must not apply the

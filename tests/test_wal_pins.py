@@ -15,6 +15,9 @@ import pytest
 import sqlite_concurrent
 from sqlite_concurrent.cli import status
 
+# Tests of the optimistic machinery: snapshots pin the WAL while transactions overlap.
+pytestmark = pytest.mark.usefixtures("optimistic")
+
 PAGE = 4096
 WAL_LIMIT = 64 * PAGE  # a restart is due once the WAL passes ~51 frames
 BLOB = 80 * PAGE  # one commit of this passes the trigger
@@ -97,6 +100,7 @@ def test_status_names_the_reader_that_pins_the_wal(db_path, stock_reader):
 _PAGE_WRITER = """
 import sys
 import sqlite_concurrent
+
 conn = sqlite_concurrent.connect(sys.argv[1], lock_level="page", timeout=60)
 conn.execute("UPDATE u SET v = v + 1 WHERE id = 1")
 print("pinned", flush=True)

@@ -392,3 +392,41 @@ def test_orm_writers_get_what_the_stdlib_gets(tmp_path, orm, stdlib, ours):
     assert stdlib_errors == {}, "the stdlib itself failed: the comparison means nothing"
     assert our_errors == stdlib_errors
     assert our_state == stdlib_state == (WRITERS * ORM_COUNT, WRITERS * ORM_COUNT)
+
+
+def test_a_transaction_that_reads_first_blocks_no_writer(db_path):
+    """As SQLite's deferred transaction: ``BEGIN`` and reads take no write lock, so a writer in
+    another thread commits meanwhile; its first write then escalates only if what it read is
+    still current, and otherwise stays optimistic (and conflicts only if it must)."""
+    conn = sqlite_concurrent.connect(db_path)
+    conn.execute("CREATE TABLE t (id INTEGER PRIMARY KEY, v INTEGER)")
+    conn.execute("INSERT INTO t VALUES (1, 0), (2, 0)")
+    conn.commit()
+    conn.execute("BEGIN")
+    assert conn.execute("SELECT v FROM t WHERE id = 1").fetchone() == (0,)
+
+    def write_the_other_row():
+        other = sqlite_concurrent.connect(db_path)
+        with other:
+            other.execute("UPDATE t SET v = 5 WHERE id = 2")
+        ways = dict(+other.ways)
+        other.close()
+        return ways
+
+    assert _in_another_thread(write_the_other_row) == {"direct": 1}
+    conn.execute("UPDATE t SET v = 1 WHERE id = 1")  # what it read changed page: no escalation
+    conn.commit()
+    assert dict(+conn.ways) == {"direct": 1, "optimistic": 1}
+    assert conn.execute("SELECT v FROM t ORDER BY id").fetchall() == [(1,), (5,)]
+
+
+def test_begin_immediate_runs_directly_from_its_first_read(db_path):
+    conn = sqlite_concurrent.connect(db_path)
+    conn.execute("CREATE TABLE t (id INTEGER PRIMARY KEY, v INTEGER)")
+    conn.execute("INSERT INTO t VALUES (1, 0)")
+    conn.commit()
+    conn.execute("BEGIN IMMEDIATE")
+    (v,) = conn.execute("SELECT v FROM t WHERE id = 1").fetchone()
+    conn.execute("UPDATE t SET v = ? WHERE id = 1", (v + 1,))
+    conn.commit()
+    assert dict(+conn.ways) == {"direct": 2}

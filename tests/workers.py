@@ -267,6 +267,26 @@ def _escalating_transfer(conn, a, b, amount, transfer_id, think):
     conn.execute("UPDATE accounts SET balance = balance + ? WHERE id = ?", (amount, b))
 
 
+def _direct_transfer(conn, a, b, amount, transfer_id):
+    # A write first: the transaction runs directly from its first statement.
+    conn.execute("UPDATE accounts SET balance = balance - ? WHERE id = ?", (amount, a))
+    conn.execute("UPDATE accounts SET balance = balance + ? WHERE id = ?", (amount, b))
+    conn.execute("INSERT INTO transfers(id, amount) VALUES (?, ?)", (transfer_id, amount))
+
+
+def crash_direct_victim(path, level, ack_log, seed, count):
+    """Like :func:`crash_victim`, with transactions that run directly."""
+    rng = random.Random(seed)
+    conn = sqlite_concurrent.connect(path, lock_level=level, timeout=30, mode="direct")
+    fd = os.open(ack_log, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    for i in range(count):
+        a, b = rng.sample(range(20), 2)
+        tid = f"{seed}-{i}"
+        conn.transact(_direct_transfer, a, b, rng.randint(1, 9), tid, retries=1000)
+        os.write(fd, f"{tid}\n".encode())
+    conn.close()
+
+
 def _make_hot(path, level):
     """A conflict on ``accounts`` in this process (two optimistic connections of one thread
     writing one row; at the table level, a deadlock), which makes the table hot for this
@@ -301,12 +321,9 @@ def crash_escalating_victim(path, level, ack_log, seed, count):
     for i in range(count):
         a, b = rng.sample(range(20), 2)
         tid = f"{seed}-{i}"
-        learning = i < 4  # long bodies first, so that the shape goes optimistic
-        if not learning:
+        if i >= 4:  # long bodies first, so that the shape goes optimistic
             _make_hot(path, level)
-        conn.transact(
-            _escalating_transfer, a, b, 1, tid, 0.004 if learning else 0, retries=1000
-        )
+        conn.transact(_escalating_transfer, a, b, 1, tid, 0.004, retries=1000)
         os.write(fd, f"{tid}\n".encode())
     conn.close()
 

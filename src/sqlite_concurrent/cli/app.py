@@ -298,14 +298,14 @@ def bench_command(
     workloads: Annotated[
         str,
         typer.Option("--workloads", help="Comma-separated workloads to run (see stress)."),
-    ] = "ingest,disjoint,transfer",
+    ] = "ingest,disjoint,transfer,hotmix",
     writers: Annotated[
         str, typer.Option("--writers", help="Comma-separated writer process counts.")
     ] = "1,2,4",
     think_ms: Annotated[
         str,
         typer.Option("--think-ms", help="Comma-separated milliseconds of work per transaction."),
-    ] = "2",
+    ] = "0,2",
     duration: Annotated[float, typer.Option("--duration", help="Seconds per run.")] = 2.0,
     repeats: Annotated[
         int, typer.Option("--repeats", help="Runs of every cell per engine (spread is min-max).")
