@@ -166,6 +166,7 @@ def test_bench_runs_both_engines_and_writes_json_and_chart(tmp_path: Path) -> No
             "bench",
             "--workloads", "disjoint",
             "--writers", "1,2",
+            "--think-ms", "2",
             "--duration", "0.2",
             "--repeats", "2",
             "--json", str(out_json),
@@ -187,6 +188,11 @@ def test_bench_runs_both_engines_and_writes_json_and_chart(tmp_path: Path) -> No
     for cell in data["cells"]:
         assert cell["ratio_min"] <= cell["ratio"] <= cell["ratio_max"]
         assert cell["ours"]["repeats"] == cell["stock"]["repeats"] == 2
+        # How ours ran them: every committed transaction ran one of the three ways.
+        ways = cell["ours"]["ways"]
+        assert set(ways) <= {"direct", "optimistic", "escalated"}
+        ours = [r for r in runs if r["engine"] == "ours" and r["writers"] == cell["writers"]]
+        assert sum(ways.values()) >= sum(r["committed"] for r in ours) > 0
     assert data["environment"]["cpus"] == os.cpu_count()
     svg = ET.parse(chart).getroot()
     ns = "{http://www.w3.org/2000/svg}"

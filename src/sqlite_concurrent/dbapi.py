@@ -667,7 +667,11 @@ class Connection(Hooks):
                 txn_id,
                 None,
                 enforce_foreign_keys=merge.foreign_keys(self._reader),
-                begin="BEGIN IMMEDIATE" if immediate else "BEGIN",
+                # The write lock from the start, so that no writer outside ours (Litestream,
+                # a stock one) can make the first write fail with a stale snapshot; but with
+                # attached database files, BEGIN IMMEDIATE would lock those too, and SQLite's
+                # one connection lets a transaction detach one it has not used.
+                begin="BEGIN IMMEDIATE" if immediate or not self._state.files else "BEGIN",
             )
         except oslock.HeldByThisThreadError:
             if self.mode == "direct":
