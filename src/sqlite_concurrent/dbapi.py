@@ -156,6 +156,7 @@ class Connection(Hooks):
         self._body = ways.Body()  # what its body has cost so far
         self._txn_thread = 0  # the thread that began it
         self._escalation_tried = False  # it tried to go on directly (see ``_escalates_at``)
+        self._attempt: int | None = None  # which attempt of ``transact`` runs, if one does
         self._measured: tuple[float, float] | None = None  # its body, measured at commit
         # Transactions run each way since the connection opened (for ``bench`` and ``status``).
         self.ways: collections.Counter[str] = collections.Counter()
@@ -632,13 +633,15 @@ class Connection(Hooks):
         """Whether to run directly from the first statement ``sql`` on."""
         if kind in ("exclusive", "attach", "detach") or statements.may_change_schema(sql):
             return False  # an exclusive operation, or its own kind of statement
-        hot = self._hot.touched_by(sql)
+        hot = self._contended(sql)
         if kind != "dml" and not immediate and not hot:
             # A read first: as in SQLite's deferred transaction, nobody waits for it until it
             # writes; it runs optimistically and escalates at its first write
             # (``_escalates_at``), while what it read is still current.
             return False
-        if self.mode == "auto" and not (hot or self._shapes.direct(sql)):
+        if self.mode == "auto" and not (
+            hot or self._shapes.direct(sql, by_conflicts=self._attempt is None)
+        ):
             return False
         # Live table-level transactions: their locks cover tables the merger does not report.
         # An exclusive operation waiting or running: it goes first.
@@ -753,7 +756,7 @@ class Connection(Hooks):
         Tried once: what it read only gets older."""
         if self.mode == "optimistic" or self._escalation_tried or not (kind == "dml" or txn.wrote):
             return False
-        if self._hot.touched_by(sql):
+        if self._contended(sql):
             self._escalation_tried = True
             return True
         if (
@@ -767,6 +770,12 @@ class Connection(Hooks):
             self._escalation_tried = True
             return True
         return False
+
+    def _contended(self, sql: str) -> bool:
+        """Whether ``sql`` reaches a hot table (``ways.Hot``) where it matters: in code that
+        does not retry, a conflict is an error the stdlib would not have raised; under
+        ``transact`` only a retry, so it is only a retry that goes directly."""
+        return (self._attempt is None or self._attempt > 0) and self._hot.touched_by(sql)
 
     def _learn(self, error: BaseException | None = None) -> None:
         """The open transaction ended (or is about to): remember what its shape cost."""
@@ -1126,27 +1135,33 @@ class Connection(Hooks):
             raise ProgrammingError("transact() cannot run inside an open transaction")
         if retries < 0:
             raise ProgrammingError("retries must be >= 0")
-        for attempt in range(retries + 1):
-            try:
-                # Inside: waiting at its start (behind an exclusive operation) can make it a
-                # deadlock victim, which is as retryable as any conflict.
-                if self._private is not None:
-                    self._private.execute("BEGIN")
-                else:
-                    self._begin()
-                result = fn(self, *args, **kwargs)
-                self.commit()
-                return result
-            except ConflictError:
-                if self._in_txn():
-                    self.rollback()
-                if attempt == retries:
+        try:
+            for attempt in range(retries + 1):
+                # A first attempt may conflict (it is retried), so it overlaps even where
+                # conflicts happened; a retry goes directly where they did (``_contended``).
+                self._attempt = attempt
+                try:
+                    # Inside: waiting at its start (behind an exclusive operation) can make it
+                    # a deadlock victim, which is as retryable as any conflict.
+                    if self._private is not None:
+                        self._private.execute("BEGIN")
+                    else:
+                        self._begin()
+                    result = fn(self, *args, **kwargs)
+                    self.commit()
+                    return result
+                except ConflictError:
+                    if self._in_txn():
+                        self.rollback()
+                    if attempt == retries:
+                        raise
+                except BaseException:
+                    if self._in_txn():
+                        self.rollback()
                     raise
-            except BaseException:
-                if self._in_txn():
-                    self.rollback()
-                raise
-            _backoff_jitter(attempt)
+                _backoff_jitter(attempt)
+        finally:
+            self._attempt = None
         raise AssertionError("unreachable")
 
     transaction = transact

@@ -93,10 +93,12 @@ class Shapes:
         self._cpu: dict[str, float] = {}
         self._conflicts: dict[str, float] = {}
 
-    def direct(self, shape: str) -> bool:
+    def direct(self, shape: str, *, by_conflicts: bool = True) -> bool:
         """Whether a transaction of ``shape`` is predicted to run best directly; a shape
-        never seen is (most transactions are short, and direct ones never conflict)."""
-        if self._conflicts.get(shape, 0.0) > CONFLICTS_ABOVE:
+        never seen is (most transactions are short, and direct ones never conflict).
+        ``by_conflicts``: a shape that conflicts more often than not does too (not for code
+        that retries conflicts: overlapping still pays there)."""
+        if by_conflicts and self._conflicts.get(shape, 0.0) > CONFLICTS_ABOVE:
             return True
         return (
             self._waited.get(shape, 0.0) < DIRECT_BELOW and self._cpu.get(shape, 0.0) < CPU_ABOVE
