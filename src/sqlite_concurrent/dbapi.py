@@ -634,10 +634,11 @@ class Connection(Hooks):
         if kind in ("exclusive", "attach", "detach") or statements.may_change_schema(sql):
             return False  # an exclusive operation, or its own kind of statement
         hot = self._contended(sql)
-        if kind != "dml" and not immediate and not hot:
+        if kind != "dml" and not immediate and not hot and sql not in self._shapes.writers:
             # A read first: as in SQLite's deferred transaction, nobody waits for it until it
             # writes; it runs optimistically and escalates at its first write
-            # (``_escalates_at``), while what it read is still current.
+            # (``_escalates_at``), while what it read is still current.  Unless transactions
+            # of its shape went on to write before: then, if short, it is direct from here.
             return False
         if self.mode == "auto" and not (
             hot or self._shapes.direct(sql, by_conflicts=self._attempt is None)
@@ -756,6 +757,8 @@ class Connection(Hooks):
         Tried once: what it read only gets older."""
         if self.mode == "optimistic" or self._escalation_tried or not (kind == "dml" or txn.wrote):
             return False
+        if kind == "dml" and self._shape:
+            self._shapes.writers.add(self._shape)
         if self._contended(sql):
             self._escalation_tried = True
             return True
@@ -774,8 +777,11 @@ class Connection(Hooks):
     def _contended(self, sql: str) -> bool:
         """Whether ``sql`` reaches a hot table (``ways.Hot``) where it matters: in code that
         does not retry, a conflict is an error the stdlib would not have raised; under
-        ``transact`` only a retry, so it is only a retry that goes directly."""
-        return (self._attempt is None or self._attempt > 0) and self._hot.touched_by(sql)
+        ``transact`` only a retry, so only a second retry goes directly (a first one
+        usually commits: conflicts spread over many rows rarely strike twice)."""
+        return (self._attempt is None or self._attempt >= _DIRECT_FROM_ATTEMPT) and (
+            self._hot.touched_by(sql)
+        )
 
     def _learn(self, error: BaseException | None = None) -> None:
         """The open transaction ended (or is about to): remember what its shape cost."""
@@ -1927,6 +1933,10 @@ class Connection(Hooks):
         txn = self._txn
         if on_txn_conn and txn is not None and txn.connection.get_autocommit():
             self._rollback_txn()
+
+
+# The attempt of ``transact`` from which a transaction reaching a hot table goes directly.
+_DIRECT_FROM_ATTEMPT = 2
 
 
 class Statement:

@@ -92,6 +92,10 @@ class Shapes:
         self._waited: dict[str, float] = {}
         self._cpu: dict[str, float] = {}
         self._conflicts: dict[str, float] = {}
+        # Shapes that read first and then write: a short one may take the merge lock at its
+        # first read, as BEGIN IMMEDIATE would, instead of paying for a snapshot it leaves at
+        # its first write.  Shapes that only read never wait for anyone.
+        self.writers: set[str] = set()
 
     def direct(self, shape: str, *, by_conflicts: bool = True) -> bool:
         """Whether a transaction of ``shape`` is predicted to run best directly; a shape
@@ -109,6 +113,7 @@ class Shapes:
             self._waited.clear()
             self._cpu.clear()
             self._conflicts.clear()
+            self.writers.clear()
         # Clipped: one long wait must not move a short shape to the optimistic path, where it
         # could conflict; three in a row do.
         waited = min(waited, 2 * DIRECT_BELOW)
