@@ -23,7 +23,7 @@ import urllib.parse
 import warnings
 import weakref
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from typing import Any, NamedTuple, TypeVar
+from typing import Any, NamedTuple, TypeVar, cast
 
 import apsw
 
@@ -187,7 +187,10 @@ class Connection(Hooks):
         self.row_factory: Callable[[Cursor, tuple[Any, ...]], Any] | None = None
         self._check_same_thread = check_same_thread
         self._thread = threading.get_ident()
-        self._txn: WriteTransaction | direct.DirectTransaction | None = None
+        # The open transaction.  A direct one is a ``direct.DirectTransaction``, typed as this:
+        # while ``_exclusive`` is set, only what both have (``txn_id``, ``savepoints``,
+        # ``saved``, ``defer_foreign_keys``, ``end``) is used.
+        self._txn: WriteTransaction | None = None
         self._exclusive: exclusive.Exclusive | None = None  # the open transaction went exclusive
         # A conflict or lock timeout rolled the application's open transaction back: until
         # the application ends it, statements fail instead of starting a new transaction
@@ -686,13 +689,14 @@ class Connection(Hooks):
         excl.schema_changed = False
         self._exclusive = excl
         defer = self._deferral.take()
-        txn = self._txn = direct.DirectTransaction(
+        txn = direct.DirectTransaction(
             txn_id,
             level=self.lock_level,
             lockdb=self._lockdb,
             begun_by_savepoint=by_savepoint,
             defer_foreign_keys=defer,
         )
+        self._txn = cast(WriteTransaction, txn)
         assert self._publisher is not None
         self._publisher.schedule(txn, direct.SHOW_AFTER)
         if defer:
@@ -789,7 +793,7 @@ class Connection(Hooks):
         if way is None:
             return
         conflicted = isinstance(error, ConflictError)
-        if conflicted:
+        if isinstance(error, ConflictError):
             self._hot.mark(ways.contested_table(error))
         if self.mode == "auto" and self._shape:
             waited, cpu = self._measured if self._measured is not None else self._body.measure()
