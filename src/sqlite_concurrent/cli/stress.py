@@ -71,6 +71,7 @@ class Result:
     max_ms: float = 0.0
     fewest_commits: int = 0
     most_commits: int = 0
+    commits_by_writer: list[int] = field(default_factory=list)  # by writer index
     conflicts: dict[str, int] = field(default_factory=dict)
     retries: int = 0
     most_attempts: int = 0  # of any one transaction
@@ -486,6 +487,7 @@ def _summarize(result: Result, done: list[dict[str, Any]]) -> None:
     result.p99_ms = percentile(latencies, 99)
     result.max_ms = latencies[-1] if latencies else 0.0
     result.fewest_commits, result.most_commits = min(commits), max(commits)
+    result.commits_by_writer = [r["commits"] for r in sorted(done, key=lambda r: r["index"])]
     conflicts: Counter[str] = Counter()
     tally: Counter[str] = Counter()
     for r in done:
