@@ -245,18 +245,30 @@ def _logged_transfer(conn, a, b, amount, transfer_id):
     conn.execute("INSERT INTO transfers(id, amount) VALUES (?, ?)", (transfer_id, amount))
 
 
-def crash_victim(path, level, ack_log, seed, count):
-    """Transfers until the crash point kills this process; appends each transfer's id to
-    ``ack_log`` once commit() has returned (an acknowledged commit)."""
+def _acknowledged(conn, ack_log, seed, count, transfer):
+    """Run ``transfer(conn, i, a, b, amount, transfer_id)`` ``count`` times (until a crash
+    point kills this process), appending each transfer's id to ``ack_log`` once it has
+    returned, that is once its commit was acknowledged."""
     rng = random.Random(seed)
-    conn = sqlite_concurrent.connect(path, lock_level=level, timeout=30)
     fd = os.open(ack_log, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
     for i in range(count):
         a, b = rng.sample(range(20), 2)
         tid = f"{seed}-{i}"
-        conn.transact(_logged_transfer, a, b, rng.randint(1, 9), tid, retries=1000)
+        transfer(conn, i, a, b, rng.randint(1, 9), tid)
         os.write(fd, f"{tid}\n".encode())
     conn.close()
+
+
+def crash_victim(path, level, ack_log, seed, count):
+    """Transfers (optimistic, read first) until the crash point kills this process."""
+    conn = sqlite_concurrent.connect(path, lock_level=level, timeout=30)
+    _acknowledged(
+        conn,
+        ack_log,
+        seed,
+        count,
+        lambda c, _i, *args: c.transact(_logged_transfer, *args, retries=1000),
+    )
 
 
 def _escalating_transfer(conn, a, b, amount, transfer_id, think):
@@ -276,15 +288,14 @@ def _direct_transfer(conn, a, b, amount, transfer_id):
 
 def crash_direct_victim(path, level, ack_log, seed, count):
     """Like :func:`crash_victim`, with transactions that run directly."""
-    rng = random.Random(seed)
     conn = sqlite_concurrent.connect(path, lock_level=level, timeout=30, mode="direct")
-    fd = os.open(ack_log, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-    for i in range(count):
-        a, b = rng.sample(range(20), 2)
-        tid = f"{seed}-{i}"
-        conn.transact(_direct_transfer, a, b, rng.randint(1, 9), tid, retries=1000)
-        os.write(fd, f"{tid}\n".encode())
-    conn.close()
+    _acknowledged(
+        conn,
+        ack_log,
+        seed,
+        count,
+        lambda c, _i, *args: c.transact(_direct_transfer, *args, retries=1000),
+    )
 
 
 def _make_hot(path, level):
@@ -315,18 +326,15 @@ def _make_hot(path, level):
 def crash_escalating_victim(path, level, ack_log, seed, count):
     """Like :func:`crash_victim`, with transactions that escalate: their shape runs
     optimistically (its body is long) and ``accounts`` is hot (a conflict just happened)."""
-    rng = random.Random(seed)
-    conn = sqlite_concurrent.connect(path, lock_level=level, timeout=30, mode="auto")
-    fd = os.open(ack_log, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-    for i in range(count):
-        a, b = rng.sample(range(20), 2)
-        tid = f"{seed}-{i}"
+
+    def transfer(conn, i, a, b, _amount, tid):
         if i >= 4:  # long bodies first, so that the shape goes optimistic
             _make_hot(path, level)
         with conn:  # not transact(): its first attempts overlap even at hot tables
             _escalating_transfer(conn, a, b, 1, tid, 0.004)
-        os.write(fd, f"{tid}\n".encode())
-    conn.close()
+
+    conn = sqlite_concurrent.connect(path, lock_level=level, timeout=30, mode="auto")
+    _acknowledged(conn, ack_log, seed, count, transfer)
 
 
 @_report_errors

@@ -630,7 +630,8 @@ class Connection(Hooks):
         self._escalation_tried = False
         self._shape = shape
         self.ways[way] += 1
-        self._body.start()
+        if self.mode == "auto":  # only predictions need it: four system calls a transaction
+            self._body.start()
 
     def _may_run_direct(self, sql: str, kind: str, immediate: bool) -> bool:
         """Whether to run directly from the first statement ``sql`` on."""
@@ -717,38 +718,22 @@ class Connection(Hooks):
             self._merge_lock.acquire()
         except oslock.HeldByThisThreadError:
             return False
-        locked = True
         try:
-            if not txn.reads_current():
-                return False
-            self._detach_cursors()
-            pending = txn.prepare(self._table_shapes, moving=True)
-            locked = False  # from here on, the Exclusive releases it
-            excl = exclusive.Exclusive(
-                self._merger,
-                self._merge_lock,
-                txn.txn_id,
-                pending,
-                txn.saved,
-                enforce_foreign_keys=merge.foreign_keys(self._reader),
-                locked=True,
-            )
-        except BaseException as e:
-            self._txn = None
-            txn.end(False)
-            if isinstance(e, ConflictError):
-                self._learn(e)
-                self._aborted = e
-            if isinstance(e, apsw.Error):
-                raise translate(e) from e
+            current = txn.reads_current()
+        except BaseException:
+            self._merge_lock.release()
             raise
-        finally:
-            if locked:
-                self._merge_lock.release()
-        excl.schema_changed = False
-        self._exclusive = excl
-        if txn.defer_foreign_keys:
-            foreign_keys.set_flag(self._merger, True)
+        if not current:
+            self._merge_lock.release()
+            return False
+        try:
+            self._move_to_merger(txn, locked=True)
+        except ConflictError as e:  # its work so far could not be applied: doomed
+            self._learn(e)
+            self._aborted = e
+            raise
+        assert self._exclusive is not None
+        self._exclusive.schema_changed = False
         crashpoints.reach("escalate.applied")
         self.ways[ways.OPTIMISTIC] -= 1
         self.ways[ways.ESCALATED] += 1
@@ -864,8 +849,8 @@ class Connection(Hooks):
         txn = self._txn
         assert txn is not None
         foreign_keys.check_commit(self._merger if self._exclusive is not None else txn.connection)
-        # The body ends here: what follows is the commit's own cost.
-        self._measured = self._body.measure()
+        if self.mode == "auto":  # the body ends here: what follows is the commit's own cost
+            self._measured = self._body.measure()
         if self._exclusive is None and self._merge_lock.held_by_this_thread():
             # Another connection's transaction in this thread holds the merge lock: as in
             # SQLite, the commit fails and the transaction stays open to try again.
@@ -971,15 +956,36 @@ class Connection(Hooks):
         except ConflictError as e:  # a deadlock victim: doomed, so free its locks for the others
             self._abort_txn(e)
             raise
+        self._move_to_merger(txn, locked=False)
+
+    def _move_to_merger(self, txn: WriteTransaction, *, locked: bool) -> None:
+        """Apply what ``txn`` wrote so far on the merger, its open savepoints with it, and go
+        on there (an exclusive operation, or an escalation).  If that fails, the transaction
+        has ended.  ``locked``: the caller holds the merge lock, released with the rest."""
         self._detach_cursors()
+        excl = None
         try:
-            pending = txn.prepare(self._table_shapes, moving=True)
-            self._exclusive = exclusive.Exclusive(
-                self._merger, self._merge_lock, txn.txn_id, pending, txn.saved
+            try:
+                pending = txn.prepare(self._table_shapes, moving=True)
+            except BaseException:
+                if locked:
+                    self._merge_lock.release()
+                raise
+            excl = exclusive.Exclusive(
+                self._merger,
+                self._merge_lock,
+                txn.txn_id,
+                pending,
+                txn.saved,
+                enforce_foreign_keys=merge.foreign_keys(self._reader),
+                locked=locked,
             )
             if txn.defer_foreign_keys:
                 foreign_keys.set_flag(self._merger, True)
+            self._exclusive = excl
         except BaseException as e:
+            if excl is not None:  # rolls back, lets go of the merge lock
+                excl.finish(False)
             self._txn = None
             txn.end(False)
             if isinstance(e, apsw.Error):

@@ -89,6 +89,7 @@ def has_more_statements(sql: str, first: str) -> bool:
     return m is not None and m.end() < len(sql)
 
 
+@functools.lru_cache(maxsize=2048)
 def without_unclosed_comment(sql: str) -> str:
     """``sql`` without a trailing unclosed ``/*`` comment after its last statement, which the
     stdlib skips; SQLite would try to prepare it as one more statement (a syntax error) once

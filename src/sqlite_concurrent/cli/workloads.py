@@ -30,7 +30,7 @@ class Step:
     writes: bool = True
 
 
-def _sleep(think: float) -> None:
+def _simulate_work(think: float) -> None:
     """The application's work inside a transaction (``--think-ms``), simulated.  Not a wait for
     anything: the library's own waits block in the kernel (DESIGN 5)."""
     if think > 0:
@@ -83,7 +83,7 @@ class Ingest(Workload):
         return Step("insert", (index, tally["rows"], f"{rng.getrandbits(64):016x}"))
 
     def execute(self, conn: Any, step: Step, think: float) -> dict[str, int]:
-        _sleep(think)
+        _simulate_work(think)
         conn.execute("INSERT INTO stress_events (writer, seq, payload) VALUES (?, ?, ?)", step.args)
         return {"rows": 1}
 
@@ -110,6 +110,26 @@ def _check_events(conn: Any, expected: dict[int, int]) -> str:
     return "; ".join(wrong[:3])
 
 
+def _read_think_write(conn: Any, table: str, column: str, row: int, think: float) -> None:
+    """Read a counter, work, and write back what was read plus one: a lost update shows."""
+    (value,) = conn.execute(f"SELECT {column} FROM {table} WHERE id=?", (row,)).fetchone()
+    _simulate_work(think)
+    conn.execute(f"UPDATE {table} SET {column}=? WHERE id=?", (value + 1, row))
+
+
+def _check_counts(
+    conn: Any, reports: list[dict[str, Any]], table: str, column: str, name: str
+) -> str:
+    """Each row's counter equals the increments the writers reported committing."""
+    expected = _sum_tallies(reports)
+    wrong = [
+        f"{name} {row} = {value}, commits reported {expected[f'row:{row}']}"
+        for row, value in conn.execute(f"SELECT id, {column} FROM {table} ORDER BY id")
+        if value != expected[f"row:{row}"]
+    ]
+    return "; ".join(wrong[:3])
+
+
 class Disjoint(Workload):
     """Read then update a row only this writer owns: nothing conflicts, pure parallelism."""
 
@@ -130,19 +150,11 @@ class Disjoint(Workload):
 
     def execute(self, conn: Any, step: Step, think: float) -> dict[str, int]:
         (row,) = step.args
-        (value,) = conn.execute(f"SELECT value FROM {self.table} WHERE id=?", (row,)).fetchone()
-        _sleep(think)
-        conn.execute(f"UPDATE {self.table} SET value=? WHERE id=?", (value + 1, row))
+        _read_think_write(conn, self.table, "value", row, think)
         return {f"row:{row}": 1}
 
     def check(self, conn: Any, reports: list[dict[str, Any]], accounts: int) -> str:
-        expected = _sum_tallies(reports)
-        wrong = [
-            f"row {row} = {value}, commits reported {expected[f'row:{row}']}"
-            for row, value in conn.execute(f"SELECT id, value FROM {self.table} ORDER BY id")
-            if value != expected[f"row:{row}"]
-        ]
-        return "; ".join(wrong[:3])
+        return _check_counts(conn, reports, self.table, "value", "row")
 
 
 class OwnTable(Workload):
@@ -168,10 +180,7 @@ class OwnTable(Workload):
 
     def execute(self, conn: Any, step: Step, think: float) -> dict[str, int]:
         writer, row = step.args
-        table = f"stress_own_{int(writer)}"
-        (value,) = conn.execute(f"SELECT value FROM {table} WHERE id=?", (row,)).fetchone()
-        _sleep(think)
-        conn.execute(f"UPDATE {table} SET value=? WHERE id=?", (value + 1, row))
+        _read_think_write(conn, f"stress_own_{int(writer)}", "value", row, think)
         return {f"row:{row}": 1}
 
     def check(self, conn: Any, reports: list[dict[str, Any]], accounts: int) -> str:
@@ -198,7 +207,7 @@ def _transfer(conn: Any, args: tuple[Any, ...], think: float) -> None:
     a, b, amount = args
     (bal_a,) = conn.execute("SELECT balance FROM stress_accounts WHERE id=?", (a,)).fetchone()
     (bal_b,) = conn.execute("SELECT balance FROM stress_accounts WHERE id=?", (b,)).fetchone()
-    _sleep(think)
+    _simulate_work(think)
     conn.execute("UPDATE stress_accounts SET balance=? WHERE id=?", (bal_a - amount, a))
     conn.execute("UPDATE stress_accounts SET balance=? WHERE id=?", (bal_b + amount, b))
 
@@ -261,7 +270,7 @@ class Mixed(Workload):
             (total, n) = conn.execute(
                 "SELECT sum(balance), count(*) FROM stress_accounts"
             ).fetchone()
-            _sleep(think)
+            _simulate_work(think)
             return {"reads": 1, "bad_reads": int(total != n * INITIAL_BALANCE)}
         if step.kind == "transfer":
             _transfer(conn, step.args, think)
@@ -298,18 +307,12 @@ class HotCounter(Workload):
         return Step("increment", (rng.randrange(HOT_ROWS),))
 
     def execute(self, conn: Any, step: Step, think: float) -> dict[str, int]:
-        _sleep(think)
+        _simulate_work(think)
         conn.execute(f"UPDATE {self.table} SET n = n + 1 WHERE id = ?", step.args)
         return {f"row:{step.args[0]}": 1}
 
     def check(self, conn: Any, reports: list[dict[str, Any]], accounts: int) -> str:
-        expected = _sum_tallies(reports)
-        wrong = [
-            f"counter {row} = {n}, commits reported {expected[f'row:{row}']}"
-            for row, n in conn.execute(f"SELECT id, n FROM {self.table} ORDER BY id")
-            if n != expected[f"row:{row}"]
-        ]
-        return "; ".join(wrong[:3])
+        return _check_counts(conn, reports, self.table, "n", "counter")
 
 
 class HotMix(HotCounter):
@@ -326,9 +329,7 @@ class HotMix(HotCounter):
         if step.kind == "short":
             return super().execute(conn, step, 0)
         (row,) = step.args
-        (n,) = conn.execute(f"SELECT n FROM {self.table} WHERE id = ?", (row,)).fetchone()
-        _sleep(think)
-        conn.execute(f"UPDATE {self.table} SET n = ? WHERE id = ?", (n + 1, row))
+        _read_think_write(conn, self.table, "n", row, think)
         return {f"row:{row}": 1}
 
 
@@ -354,7 +355,7 @@ class Orders(Workload):
         order_id = conn.execute(
             "INSERT INTO stress_orders (writer) VALUES (?)", step.args
         ).lastrowid
-        _sleep(think)
+        _simulate_work(think)
         conn.executemany(
             "INSERT INTO stress_lines VALUES (?, ?, ?)", [(order_id, writer, k) for k in range(3)]
         )
