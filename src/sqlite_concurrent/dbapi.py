@@ -85,6 +85,7 @@ from .transaction import WriteTransaction
 LOCK_LEVELS = locks.LEVELS
 _MARKER_PRUNE_EVERY = 256
 _NO_ROWS: Iterator[tuple[Any, ...]] = iter(())  # exhausted for good: cursors share it
+_PLAIN_DML: tuple[int, Any] = (-1, None)  # a statement shape: no columns
 
 T = TypeVar("T")
 
@@ -216,6 +217,7 @@ class Connection(Hooks):
         # SQL text -> (schema cookie, description) of single statements the transaction
         # connection ran (see ``_run``), and the cookie it last ran one under.
         self._statement_shapes: dict[str, tuple[int, Any]] = {}
+        self._plain_dml: set[str] = set()  # see ``_run``
         self._txn_conn_cookie: int | None = None
         self._merges = 0
         self._denied = authorizer.Denied()
@@ -541,7 +543,12 @@ class Connection(Hooks):
             raise ProgrammingError("Cannot operate on a closed database.")
 
     def _check(self) -> None:
-        self._check_open()
+        # ``_check_open``, inlined: every statement comes through here.
+        closed = getattr(self, "_closed", None)
+        if closed:
+            raise ProgrammingError("Cannot operate on a closed database.")
+        if closed is None:
+            raise ProgrammingError("Base Connection.__init__ not called.")
         held = self._holding
         if held is not None and held.inherited:
             raise ProgrammingError(
@@ -550,7 +557,8 @@ class Connection(Hooks):
                 "fork() (https://sqlite.org/howtocorrupt.html, section 2.6); open a new "
                 "connection in this process"
             )
-        self._check_thread()
+        if self._check_same_thread and threading.get_ident() != self._thread:
+            self._check_thread()
 
     # -- transactions ---------------------------------------------------------------------
 
@@ -606,7 +614,7 @@ class Connection(Hooks):
             self._began(ways.OPTIMISTIC, "")
         else:
             if immediate is None:
-                immediate = self.isolation_level in ("IMMEDIATE", "EXCLUSIVE")
+                immediate = self._isolation_level in ("IMMEDIATE", "EXCLUSIVE")
             self._later = (by_savepoint, immediate)
 
     def _settle(self, sql: str | None, kind: str) -> None:
@@ -655,11 +663,12 @@ class Connection(Hooks):
     def _other_open_here(self) -> bool:
         """Whether another connection's transaction is open in this thread: one that holds
         the merge lock would wait for this thread, and this one's would block its commit."""
-        me = threading.get_ident()
         assert self._holding is not None
-        return any(
-            c is not self and c._txn_thread == me and c._in_txn() for c in self._holding.connections
-        )
+        others = self._holding.connections
+        if len(others) == 1:  # this one: nearly always
+            return False
+        me = threading.get_ident()
+        return any(c is not self and c._txn_thread == me and c._in_txn() for c in others)
 
     def _begin_direct(self, by_savepoint: bool, immediate: bool) -> bool:
         """Take the merge lock (first come, first served) and begin on the merger.
@@ -667,12 +676,20 @@ class Connection(Hooks):
         :returns: ``False`` if the lock is this thread's already (another connection's
             transaction holds it): the transaction then runs optimistically.
         """
-        txn_id = self._lockdb.next_id()
+        # Everything that can be done before the merge lock is: others wait while it is held.
+        defer = self._deferral.take()
+        txn = direct.DirectTransaction(
+            self._lockdb.next_id(),
+            level=self.lock_level,
+            lockdb=self._lockdb,
+            begun_by_savepoint=by_savepoint,
+            defer_foreign_keys=defer,
+        )
         try:
             excl = exclusive.Exclusive(
                 self._merger,
                 self._merge_lock,
-                txn_id,
+                txn.txn_id,
                 None,
                 enforce_foreign_keys=merge.foreign_keys(self._reader),
                 # The write lock from the start, so that no writer outside ours (Litestream,
@@ -689,14 +706,6 @@ class Connection(Hooks):
             raise translate(e) from e
         excl.schema_changed = False
         self._exclusive = excl
-        defer = self._deferral.take()
-        txn = direct.DirectTransaction(
-            txn_id,
-            level=self.lock_level,
-            lockdb=self._lockdb,
-            begun_by_savepoint=by_savepoint,
-            defer_foreign_keys=defer,
-        )
         self._txn = cast(WriteTransaction, txn)
         assert self._publisher is not None
         self._publisher.schedule(txn, direct.SHOW_AFTER)
@@ -790,7 +799,7 @@ class Connection(Hooks):
     ) -> WriteTransaction:
         self._txn_thread = threading.get_ident()
         if immediate is None:
-            immediate = self.isolation_level in ("IMMEDIATE", "EXCLUSIVE")
+            immediate = self._isolation_level in ("IMMEDIATE", "EXCLUSIVE")
         assert self._snapshot_conn is not None  # not a private database
         try:
             waits.wake(self._lockdb, self._lockdb.end_unended())
@@ -1422,14 +1431,14 @@ class Connection(Hooks):
         if (
             self._txn is None
             and kind == "dml"
-            and self.isolation_level is None
+            and self._isolation_level is None
             and self.lock_level != "table"
             and self._autocommit_fast(cursor, sql, parameters, many)
         ):
             return
         if self._txn is None and kind == "dml":
-            if self.isolation_level is not None:
-                self._trace_control(f"BEGIN {self.isolation_level}")
+            if self._isolation_level is not None:
+                self._trace_control(f"BEGIN {self._isolation_level}")
                 self._begin()
                 if self._later is not None:
                     self._settle(sql, kind)
@@ -1507,7 +1516,7 @@ class Connection(Hooks):
         becomes exclusive first, so that the TEMP rows it writes commit or roll back with the
         rest, as they would on the stdlib's one connection.
         """
-        implicit = kind == "dml" and self.isolation_level is not None  # the stdlib's BEGIN
+        implicit = kind == "dml" and self._isolation_level is not None  # the stdlib's BEGIN
         if self._txn is None and not implicit:
             if writes:
                 self._exclusive_alone(cursor, sql, parameters, many, kind)
@@ -1515,7 +1524,7 @@ class Connection(Hooks):
                 self._run(cursor, self._merger, sql, parameters, many, False, kind)
             return
         if self._txn is None:
-            self._trace_control(f"BEGIN {self.isolation_level}")
+            self._trace_control(f"BEGIN {self._isolation_level}")
             self._begin_optimistic()
             self._began(ways.OPTIMISTIC, "")
         self._become_exclusive()
@@ -1628,7 +1637,7 @@ class Connection(Hooks):
         kind: str,
     ) -> None:
         """Everything on one stock connection; transactions open implicitly as the stdlib's."""
-        if kind == "dml" and self.isolation_level is not None and conn.get_autocommit():
+        if kind == "dml" and self._isolation_level is not None and conn.get_autocommit():
             begin = f"BEGIN {self.isolation_level}"
             self._trace_control(begin)
             try:
@@ -1798,6 +1807,16 @@ class Connection(Hooks):
                 known = self._statement_shapes.get(sql)
                 if known is not None and known[0] != txn.schema_version:
                     known = None
+            elif (
+                txn is None
+                and sql in self._plain_dml
+                and conn is self._merger
+                and not many
+                and self._trace is None
+            ):
+                # DML without RETURNING that ran here before as one statement: whatever the
+                # schema now, it still is one and still has no columns.
+                known = _PLAIN_DML
             rows: Iterator[tuple[Any, ...]]
             if known is not None:
                 # This SQL ran here before for this schema: one statement (the trace refused a
@@ -1896,6 +1915,10 @@ class Connection(Hooks):
                 if len(self._statement_shapes) > 4096:
                     self._statement_shapes.clear()
                 self._statement_shapes[sql] = (txn.schema_version, cursor.description)
+            elif conn is self._merger and kind == "dml" and not many and raw == ():
+                if len(self._plain_dml) > 4096:
+                    self._plain_dml.clear()
+                self._plain_dml.add(sql)
         if conn is self._merger and self._private is None and statements.may_change_schema(sql):
             self._after_schema_change()
         if conn is not self._reader or self._private is not None:
