@@ -337,6 +337,29 @@ def crash_escalating_victim(path, level, ack_log, seed, count):
     _acknowledged(conn, ack_log, seed, count, transfer)
 
 
+def crash_rerun_victim(path, level, ack_log, seed, count):
+    """Like :func:`crash_victim`, with transactions run again at commit: each observes
+    nothing, runs optimistically (its body is long), and before it commits another
+    connection moves money off the account it debits, so its merge conflicts."""
+    other = sqlite_concurrent.connect(path, lock_level=level, timeout=30, mode="direct")
+
+    def body(conn, i, a, b, amount, tid):
+        _escalating_transfer(conn, a, b, amount, tid, 0.004)
+        if i >= 4:  # long bodies first, so that the shape goes optimistic
+            with other:
+                other.execute("UPDATE accounts SET balance = balance - 1 WHERE id = ?", (a,))
+                other.execute("UPDATE accounts SET balance = balance + 1 WHERE id = ?", (b,))
+
+    # transact(): a first attempt does not escalate at the table the conflicts make hot.  Row
+    # locks published late: the other connection, in this thread, must not wait for them.
+    conn = sqlite_concurrent.connect(
+        path, lock_level=level, timeout=30, mode="auto", row_lock_delay=60
+    )
+    _acknowledged(
+        conn, ack_log, seed, count, lambda c, *args: c.transact(body, *args, retries=1000)
+    )
+
+
 @_report_errors
 def crash_survivor(start, path, level, seed, count):
     start.wait()

@@ -47,7 +47,8 @@ class Cursor:
             raise TypeError(f"argument 1 must be a Connection, not {type(connection).__name__}")
         self.connection = connection
         self.description: tuple[tuple[Any, ...], ...] | None = None
-        self.rowcount = -1
+        self._rowcount = -1
+        self._statement: object | None = None  # as recorded to be run again (rerun.py)
         self._lastrowid: int | None = None
         self._inserted_rows: list[tuple[str, int]] = []
         self.row_factory: Callable[[Cursor, tuple[Any, ...]], Any] | None = connection.row_factory
@@ -66,9 +67,18 @@ class Cursor:
         self.connection._check()
 
     @property
+    def rowcount(self) -> int:
+        """As in the stdlib.  Read inside a transaction, the transaction can no longer be
+        run again instead of conflicting (:mod:`.rerun`)."""
+        self.connection._script = None
+        return self._rowcount
+
+    @property
     def lastrowid(self) -> int | None:
         """As in the stdlib.  Reading it pins the rowids this cursor's INSERT chose: they are
-        then kept at merge instead of being reassigned (DESIGN 13)."""
+        then kept at merge instead of being reassigned (DESIGN 13), and the transaction can no
+        longer be run again (:mod:`.rerun`)."""
+        self.connection._script = None
         if self._inserted_rows:
             txn = self.connection._txn
             if txn is not None:
@@ -120,6 +130,9 @@ class Cursor:
             self._on_txn_conn = False
 
     def _next(self) -> Any:
+        connection = self.connection
+        # Even no row is something seen: its transaction can no longer be run again.
+        connection._script = None
         try:
             row = next(self._rows)
         except StopIteration:
@@ -128,7 +141,7 @@ class Cursor:
             raise translate(e) from e
         except UnicodeDecodeError as e:
             raise undecodable(e, self.description) from e
-        text_factory = self.connection.text_factory
+        text_factory = connection.text_factory
         if self._converters is not None or text_factory is not str:
             # As the stdlib's: converters and text factories must not use this cursor; its
             # row factory may.

@@ -52,6 +52,7 @@ from . import (
     oslock,
     publisher,
     rebase,
+    rerun,
     serialization,
     shared_memory,
     statements,
@@ -153,6 +154,10 @@ class Connection(Hooks):
         # BEGIN ran and the first statement has not: how the transaction runs depends on it.
         self._later: tuple[bool, bool] | None = None
         self._way: str | None = None  # how the open transaction runs (ways.DIRECT, ...)
+        # What the open optimistic transaction ran, while it can still be run again instead of
+        # conflicting; ``None`` once the application saw something of it (rerun.py).
+        self._script: rerun.Script | None = None
+        self._rerun_after: ConflictError | None = None  # the conflict a run again resolved
         self._shape = ""  # the open transaction's first statement
         self._body = ways.Body()  # what its body has cost so far
         self._txn_thread = 0  # the thread that began it
@@ -784,6 +789,8 @@ class Connection(Hooks):
     def _learn(self, error: BaseException | None = None) -> None:
         """The open transaction ended (or is about to): remember what its shape cost."""
         way, self._way = self._way, None
+        if error is None:  # committed: perhaps run again after a conflict
+            error, self._rerun_after = self._rerun_after, None
         if way is None:
             return
         conflicted = isinstance(error, ConflictError)
@@ -830,6 +837,7 @@ class Connection(Hooks):
             )
         except apsw.Error as e:
             raise translate(e) from e
+        self._script = rerun.Script()
         return self._txn
 
     def _detach_cursors(self) -> None:
@@ -883,8 +891,10 @@ class Connection(Hooks):
             return
         self._txn = None
         self._detach_cursors()
+        script, self._script = self._script, None
         pending = None
         committed = False
+        conflict = None
         try:
             pending = txn.prepare(self._table_shapes)
             if pending is not None:
@@ -901,12 +911,93 @@ class Connection(Hooks):
                     group=group,
                 )
                 committed = True
+        except ConflictError as e:
+            if not self._may_run_again(script):
+                raise
+            conflict = e
         except apsw.Error as e:
             raise translate(e) from e
         finally:
             self._end(txn, committed)
-        if pending is not None:
+        if conflict is not None:
+            assert script is not None
+            self._run_again(script, txn, conflict)
+        elif pending is not None:
             self._after_merge(pending.txn_id)
+
+    def _may_run_again(self, script: rerun.Script | None) -> bool:
+        """Whether a transaction whose merge conflicted can be run again (rerun.py)."""
+        # A trace or an authorizer of the application's would hear the statements twice.
+        # Running again is running directly: not in a mode that runs everything optimistically.
+        return (
+            self.mode == "auto"
+            and script is not None
+            and bool(script.statements)
+            and self._trace is None
+            and self._user_authorizer is None
+        )
+
+    def _run_again(
+        self, script: rerun.Script, txn: WriteTransaction, conflict: ConflictError
+    ) -> None:
+        """Run the ended transaction ``txn``'s statements again on the latest database,
+        directly, and commit them; raise ``conflict`` if they cannot run directly now (as for
+        a direct transaction: ``_may_run_direct``).
+
+        :raises Error: a statement failed this time, as its own class, naming it; nothing of
+            the transaction is committed, and it has ended.
+        """
+        if self._lockdb.fast_path_closed() or self._other_open_here():
+            raise conflict
+        try:
+            excl = exclusive.Exclusive(
+                self._merger,
+                self._merge_lock,
+                txn.txn_id,
+                None,
+                enforce_foreign_keys=merge.foreign_keys(self._reader),
+                begin="BEGIN IMMEDIATE" if not self._state.files else "BEGIN",
+            )
+        except oslock.HeldByThisThreadError:
+            raise conflict from None
+        except apsw.Error as e:
+            raise translate(e) from e
+        self._total_changes -= script.changes  # counted again as they run
+        try:
+            if txn.defer_foreign_keys:
+                foreign_keys.set_flag(self._merger, True)
+            for statement in script.statements:
+                cursor = statement.cursor()
+                if cursor is None or cursor._statement is not statement:
+                    cursor = Cursor(self)  # its results are no longer anybody's to see
+                _reset(cursor)
+                try:
+                    self._run(
+                        cursor,
+                        self._merger,
+                        statement.sql,
+                        statement.parameters,
+                        statement.many,
+                        False,
+                        statement.kind,
+                    )
+                except Error as e:
+                    raise rerun.naming(e, statement.sql) from e
+            foreign_keys.check_commit(self._merger)
+            crashpoints.reach("rerun.ran")
+        except BaseException:
+            excl.finish(False)
+            raise
+        try:
+            excl.finish(True)
+        except apsw.Error as e:
+            raise translate(e) from e
+        self._rerun_after = conflict
+        self.ways[ways.OPTIMISTIC] -= 1
+        self.ways[ways.REPLAYED] += 1
+        # As after a direct transaction (``_finish_exclusive``).
+        self._lockdb.bump_all_versions_if_table_level(self._merger)
+        self._after_merge(txn.txn_id)
 
     def _end(self, txn: WriteTransaction, committed: bool) -> None:
         """End ``txn``.  Once it committed, the commit stands: failing to release its locks
@@ -971,6 +1062,7 @@ class Connection(Hooks):
         """Apply what ``txn`` wrote so far on the merger, its open savepoints with it, and go
         on there (an exclusive operation, or an escalation).  If that fails, the transaction
         has ended.  ``locked``: the caller holds the merge lock, released with the rest."""
+        self._script = None  # direct from here on: nothing to run again
         self._detach_cursors()
         excl = None
         try:
@@ -1206,6 +1298,7 @@ class Connection(Hooks):
     def _current_connection(self, schema: str = "main") -> apsw.Connection:
         """The SQLite connection a statement reading ``schema`` would run on now (a
         transaction's is pinned)."""
+        self._script = None  # a blob or a copy of the database reads what the caller sees
         if self._later is not None:
             self._settle(None, "other")
         if self._exclusive is not None or schema.lower() in self._state.local_dbs:
@@ -1295,6 +1388,7 @@ class Connection(Hooks):
     def total_changes(self) -> int:
         """Rows inserted, updated or deleted through this connection since it opened."""
         self._check()
+        self._script = None  # the open transaction can no longer be run again (rerun.py)
         return self._total_changes
 
     @surfaced
@@ -1373,11 +1467,9 @@ class Connection(Hooks):
         if "/*" in sql:
             sql = statements.without_unclosed_comment(sql)
         kind = statements.kind(sql)
-        cursor.description = None
-        cursor.rowcount = -1
-        cursor._converters = None
-        cursor._rows = _NO_ROWS
-        cursor._on_txn_conn = False
+        if kind not in _RECORDED:
+            self._script = None  # the transaction can no longer be run again (rerun.py)
+        _reset(cursor)
         if many:
             if not isinstance(parameters, Iterable):
                 raise TypeError("executemany() argument 2 must be iterable")
@@ -1613,6 +1705,7 @@ class Connection(Hooks):
     def _run_in_txn(self, cursor: Cursor, sql: str, parameters: Any, many: bool, kind: str) -> None:
         txn = self._txn
         assert isinstance(txn, WriteTransaction)
+        given = parameters
         if many:  # shared with the run on the merger below, should it come to that
             parameters = _Remaining(parameters)
         if self._escalates_at(txn, sql, kind) and self._escalate():
@@ -1624,8 +1717,20 @@ class Connection(Hooks):
             self._become_exclusive()
             self._run_exclusive(cursor, sql, parameters, many, kind)
             return
+        except BaseException:
+            self._script = None  # the application sees an error the database gave it
+            raise
         if kind in _SAVEPOINT_KINDS:
             txn.savepoints.ran(sql)  # a RELEASE may have committed it (see ``_run``): harmless
+        script = self._script
+        if script is None or self._txn is not txn:
+            return
+        if kind not in rerun.KINDS:  # a savepoint that began the transaction
+            self._script = None
+            return
+        cursor._statement = script.record(cursor, sql, given, many, kind)
+        if kind == "dml" and cursor._rowcount > 0:
+            script.changes += cursor._rowcount
 
     def _execute_private(
         self,
@@ -1899,8 +2004,8 @@ class Connection(Hooks):
         finally:
             self._user_on_merger = False
             self._statement_traced = None
-        if kind == "dml" and cursor.rowcount > 0:
-            self._total_changes += cursor.rowcount
+        if kind == "dml" and cursor._rowcount > 0:
+            self._total_changes += cursor._rowcount
         if known is not None:
             cursor.description = known[1]
         else:
@@ -1942,7 +2047,7 @@ class Connection(Hooks):
     ) -> Iterator[tuple[Any, ...]]:
         rows = iter(list(rows))
         if kind == "dml":
-            cursor.rowcount = conn.changes()
+            cursor._rowcount = conn.changes()
         return rows
 
     @staticmethod
@@ -1958,7 +2063,7 @@ class Connection(Hooks):
             for _ in acur.execute(sql, params, can_cache=can_cache):
                 pass
             parameters.count += conn.changes()
-        cursor.rowcount = parameters.count
+        cursor._rowcount = parameters.count
         return _NO_ROWS
 
     def _after_txn_error(self, on_txn_conn: bool) -> None:
@@ -2014,6 +2119,19 @@ class _NeedsExclusive(Exception):  # noqa: N818 - a signal, not an error
 
 _LEVELS = ("", "DEFERRED", "IMMEDIATE", "EXCLUSIVE")
 _SAVEPOINT_KINDS = frozenset({"savepoint", "release", "rollback_to"})
+# Statements a transaction may run and still be run again (rerun.py); BEGIN, COMMIT and
+# ROLLBACK only bound it.
+_RECORDED = rerun.KINDS | {"begin", "commit", "rollback"}
+
+
+def _reset(cursor: Cursor) -> None:
+    """A cursor about to show a statement's results: nothing of the last one's."""
+    cursor.description = None
+    cursor._rowcount = -1
+    cursor._converters = None
+    cursor._rows = _NO_ROWS
+    cursor._on_txn_conn = False
+    cursor._statement = None
 
 
 def _value(conn: apsw.Connection, sql: str) -> Any:

@@ -1,4 +1,4 @@
-"""How each write transaction runs (docs/architecture.md, "Three ways to run a transaction").
+"""How each write transaction runs (docs/architecture.md, "Ways to run a transaction").
 
 - **direct**: on the process's stock connection (the merger) under the merge lock, from its
   first statement to its end, as a stock ``BEGIN IMMEDIATE`` transaction.  Nothing to merge,
@@ -29,6 +29,7 @@ from .errors import ProgrammingError
 MODES = ("auto", "optimistic", "direct")
 ENV = "SQLITE_CONCURRENT_MODE"  # the mode of connections that do not name one
 DIRECT, OPTIMISTIC, ESCALATED = "direct", "optimistic", "escalated"
+REPLAYED = "replayed"  # optimistic, then run again directly after its merge conflicted
 
 # About the CPU an optimistic transaction spends on its own machinery (snapshot, overlay,
 # session, changeset, merge): 0.5-1 ms measured.  A body that waits (sleeps, does I/O) less

@@ -133,7 +133,7 @@ def results_table(results: list[stress.Result]) -> Table:
     row("conflicts", lambda r: ", ".join(f"{k} {v}" for k, v in sorted(r.conflicts.items())) or "0")
     row("retries", lambda r: f"{r.retries:,} (most attempts {r.most_attempts})")
     if any(r.ways for r in results):
-        row("ran direct/optimistic/escalated", lambda r: bench.ways_text(r.ways))
+        row("ran each way", lambda r: bench.ways_text(r.ways))
     if any(r.gave_up for r in results):
         row("gave up after retries", lambda r: f"{r.gave_up:,}")
     if first.workload == "mixed":

@@ -333,6 +333,19 @@ class HotMix(HotCounter):
         return {f"row:{row}": 1}
 
 
+class Tally(HotCounter):
+    """Increment a hot counter, then work: nothing read back, so where ours runs it
+    optimistically (its body is long) and its merge conflicts, it is replayed, not failed."""
+
+    name = "tally"
+    summary = "each transaction increments one of two shared counters, then works"
+
+    def execute(self, conn: Any, step: Step, think: float) -> dict[str, int]:
+        conn.execute(f"UPDATE {self.table} SET n = n + 1 WHERE id = ?", step.args)
+        _simulate_work(think)
+        return {f"row:{step.args[0]}": 1}
+
+
 class Orders(Workload):
     """An order, its id read back (``lastrowid``), and three lines pointing at it."""
 
@@ -385,6 +398,7 @@ WORKLOADS: dict[str, Workload] = {
         OwnTable(),
         Mixed(),
         HotCounter(),
+        Tally(),
         HotMix(),
         Orders(),
     )

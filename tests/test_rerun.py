@@ -1,0 +1,206 @@
+"""A transaction whose merge conflicts, and whose results the application never saw, is run
+again on the latest database instead of failing (rerun.py).
+
+Each test lets a transaction of ours run optimistically, commits a conflicting change from
+another connection, then commits ours; and compares with the stdlib running the same
+statements one transaction after the other, which is what running again must amount to.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+
+import pytest
+
+import sqlite_concurrent
+from sqlite_concurrent import ConflictError
+
+SCHEMA = """
+    CREATE TABLE c (id INTEGER PRIMARY KEY, n INTEGER NOT NULL);
+    INSERT INTO c VALUES (1, 0), (2, 0);
+    CREATE TABLE items (id INTEGER PRIMARY KEY, c_id INTEGER NOT NULL, note TEXT);
+    CREATE TABLE u (k TEXT PRIMARY KEY);
+"""
+FIRST = "UPDATE c SET n = n + ? WHERE id = ?"  # the first statement of every transaction here
+
+
+def _setup(path: str) -> None:
+    conn = sqlite3.connect(path)
+    conn.execute("PRAGMA journal_mode = WAL")
+    conn.executescript(SCHEMA)
+    conn.close()
+
+
+def _optimistic(db_path: str) -> sqlite_concurrent.Connection:
+    """A connection whose transactions starting with ``FIRST`` run optimistically: their
+    bodies were long (they change nothing)."""
+    conn = sqlite_concurrent.connect(db_path)
+    for _ in range(10):
+        if conn.ways["optimistic"]:
+            break
+        with conn:
+            conn.execute(FIRST, (0, 1))
+            time.sleep(0.003)  # the body's own work, not a wait for anything
+    assert conn.ways["optimistic"] == 1, dict(conn.ways)
+    return conn
+
+
+def _other_writer(conn) -> None:
+    """What the other connection commits first, in both runs."""
+    conn.execute("UPDATE c SET n = n + 10 WHERE id = 1")
+    conn.execute("INSERT INTO items(c_id, note) VALUES (1, 'other')")
+    conn.commit()
+
+
+def _ours_statements(conn) -> dict:
+    """The transaction under test; its cursors, results read only after the commit."""
+    return {
+        "update": conn.execute(FIRST, (1, 1)),
+        "insert": conn.execute("INSERT INTO items(c_id, note) VALUES (1, 'ours')"),
+        "many": conn.executemany("UPDATE c SET n = n + ? WHERE id = ?", [(1, 1), (1, 2)]),
+        "query": conn.execute("SELECT id, n FROM c ORDER BY id"),
+    }
+
+
+def _seen(cursors: dict, conn) -> dict:
+    return {
+        "rowcounts": {name: cur.rowcount for name, cur in cursors.items()},
+        "lastrowid": cursors["insert"].lastrowid,
+        "rows": cursors["query"].fetchall(),
+        "total_changes": conn.total_changes,
+        "c": conn.execute("SELECT * FROM c ORDER BY id").fetchall(),
+        "items": conn.execute("SELECT * FROM items ORDER BY id").fetchall(),
+    }
+
+
+@pytest.mark.timeout(60)
+def test_an_unobserved_transaction_is_run_again_as_the_stdlib_would_run_it_after_the_other(
+    tmp_path,
+):
+    ours_path, stdlib_path = str(tmp_path / "ours.db"), str(tmp_path / "stdlib.db")
+    _setup(ours_path)
+    _setup(stdlib_path)
+
+    mine = _optimistic(ours_path)
+    base = mine.total_changes
+    cursors = _ours_statements(mine)
+    other = sqlite_concurrent.connect(ours_path, mode="direct")
+    _other_writer(other)
+    mine.commit()
+    ours = _seen(cursors, mine)
+    ours["total_changes"] -= base
+    assert mine.ways["replayed"] == 1 and not mine.in_transaction
+
+    stdlib = sqlite3.connect(stdlib_path)
+    _other_writer(sqlite3.connect(stdlib_path))
+    cursors = _ours_statements(stdlib)
+    stdlib.commit()
+    assert ours == _seen(cursors, stdlib)
+
+
+def _fetch_none(conn):
+    assert conn.execute("SELECT n FROM c WHERE id = 99").fetchone() is None
+
+
+def _iterate(conn):
+    assert [n for (n,) in conn.execute("SELECT n FROM c WHERE id = 2")] == [0]
+
+
+def _catch(conn):
+    with pytest.raises(sqlite_concurrent.IntegrityError):
+        conn.execute("INSERT INTO c VALUES (2, 0)")
+
+
+def _savepoint(conn):
+    conn.execute("SAVEPOINT s")
+    conn.execute("UPDATE c SET n = n + 1 WHERE id = 2")
+    conn.execute("RELEASE s")
+
+
+def _blob(conn):
+    conn.execute("INSERT INTO u VALUES ('blob')")
+    conn.blobopen("u", "k", 1).close()
+
+
+OBSERVED = {
+    "fetch nothing": _fetch_none,
+    "iterate": _iterate,
+    "rowcount": lambda conn: conn.execute("UPDATE c SET n = n + 1 WHERE id = 2").rowcount,
+    "lastrowid": lambda conn: conn.execute("INSERT INTO items(c_id) VALUES (2)").lastrowid,
+    "total_changes": lambda conn: conn.total_changes,
+    "error caught": _catch,
+    "savepoint": _savepoint,
+    "blob": _blob,
+}
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("observe", OBSERVED.values(), ids=OBSERVED.keys())
+def test_a_transaction_that_saw_something_still_conflicts(db_path, observe):
+    _setup(db_path)
+    mine = _optimistic(db_path)
+    mine.execute(FIRST, (1, 1))
+    observe(mine)
+    other = sqlite_concurrent.connect(db_path, mode="direct")
+    _other_writer(other)
+    with pytest.raises(ConflictError) as caught:
+        mine.commit()
+    assert caught.value.table == "c"
+    assert mine.ways["replayed"] == 0 and not mine.in_transaction
+    assert mine.execute("SELECT n FROM c WHERE id = 1").fetchone() == (10,)
+
+
+@pytest.mark.timeout(60)
+def test_an_error_running_again_comes_from_commit_as_the_stdlibs_class(tmp_path):
+    ours_path, stdlib_path = str(tmp_path / "ours.db"), str(tmp_path / "stdlib.db")
+    _setup(ours_path)
+    _setup(stdlib_path)
+
+    def other_takes_the_key(conn):
+        conn.execute("INSERT INTO u VALUES ('k')")
+        conn.execute("UPDATE c SET n = n + 10 WHERE id = 1")
+        conn.commit()
+
+    mine = _optimistic(ours_path)
+    mine.execute(FIRST, (1, 1))
+    mine.execute("INSERT INTO u VALUES ('k')")
+    other_takes_the_key(sqlite_concurrent.connect(ours_path, mode="direct"))
+    with pytest.raises(sqlite_concurrent.IntegrityError) as ours:
+        mine.commit()
+    assert "INSERT INTO u VALUES ('k')" in str(ours.value)
+    assert not mine.in_transaction  # it ended, and nothing of it committed
+    assert mine.execute("SELECT n FROM c WHERE id = 1").fetchone() == (10,)
+
+    stdlib = sqlite3.connect(stdlib_path)
+    other_takes_the_key(sqlite3.connect(stdlib_path))
+    stdlib.execute(FIRST, (1, 1))
+    with pytest.raises(sqlite3.IntegrityError) as theirs:
+        stdlib.execute("INSERT INTO u VALUES ('k')")
+    assert str(ours.value).startswith(str(theirs.value))
+    assert ours.value.sqlite_errorname == theirs.value.sqlite_errorname
+
+
+@pytest.mark.timeout(60)
+def test_a_traced_transaction_is_not_run_again(db_path):
+    """The trace would hear its statements twice: it conflicts as before."""
+    _setup(db_path)
+    mine = _optimistic(db_path)
+    heard: list[str] = []
+    mine.set_trace_callback(heard.append)
+    mine.execute(FIRST, (1, 1))
+    _other_writer(sqlite_concurrent.connect(db_path, mode="direct"))
+    with pytest.raises(ConflictError):
+        mine.commit()
+    assert heard.count("UPDATE c SET n = n + 1 WHERE id = 1") == 1
+
+
+@pytest.mark.timeout(60)
+def test_mode_optimistic_raises_the_conflict(db_path):
+    _setup(db_path)
+    mine = sqlite_concurrent.connect(db_path, mode="optimistic")
+    mine.execute(FIRST, (1, 1))
+    _other_writer(sqlite_concurrent.connect(db_path, mode="direct"))
+    with pytest.raises(ConflictError):
+        mine.commit()
+    assert mine.ways["replayed"] == 0
