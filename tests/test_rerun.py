@@ -138,17 +138,55 @@ OBSERVED = {
 @pytest.mark.timeout(60)
 @pytest.mark.parametrize("observe", OBSERVED.values(), ids=OBSERVED.keys())
 def test_a_transaction_that_saw_something_still_conflicts(db_path, observe):
+    """Under ``transact``, which retries conflicts, it stays optimistic when it is observed."""
     _setup(db_path)
     mine = _optimistic(db_path)
-    mine.execute(FIRST, (1, 1))
-    observe(mine)
     other = sqlite_concurrent.connect(db_path, mode="direct")
-    _other_writer(other)
+
+    def body(conn):
+        conn.execute(FIRST, (1, 1))
+        observe(conn)
+        _other_writer(other)
+
     with pytest.raises(ConflictError) as caught:
-        mine.commit()
+        mine.transact(body, retries=0)
     assert caught.value.table == "c"
     assert mine.ways["replayed"] == 0 and not mine.in_transaction
     assert mine.execute("SELECT n FROM c WHERE id = 1").fetchone() == (10,)
+
+
+def _write_then_look(conn, other) -> dict:
+    conn.execute(FIRST, (1, 1))
+    inserted = conn.execute("INSERT INTO items(c_id, note) VALUES (1, 'ours')")
+    other(conn)  # commits, after ours wrote and before ours looks
+    seen = {
+        "n": conn.execute("SELECT n FROM c WHERE id = 1").fetchone(),
+        "lastrowid": inserted.lastrowid,
+    }
+    conn.execute("UPDATE c SET n = ? WHERE id = 2", (seen["n"][0],))
+    conn.commit()
+    seen["c"] = conn.execute("SELECT * FROM c ORDER BY id").fetchall()
+    seen["items"] = conn.execute("SELECT * FROM items ORDER BY id").fetchall()
+    return seen
+
+
+@pytest.mark.timeout(60)
+def test_a_transaction_that_wrote_goes_direct_before_it_is_seen(tmp_path):
+    """Outside ``transact``: as the stdlib's holds its write lock from its first write on,
+    what it sees after writing is current, and it does not conflict.  Its statements so far
+    run again on the latest database first, the other writer's commit included."""
+    ours_path, stdlib_path = str(tmp_path / "ours.db"), str(tmp_path / "stdlib.db")
+    _setup(ours_path)
+    _setup(stdlib_path)
+    other = sqlite_concurrent.connect(ours_path, mode="direct")
+    mine = _optimistic(ours_path)
+    ours = _write_then_look(mine, lambda _conn: _other_writer(other))
+    assert mine.ways["escalated"] == 1 and mine.ways["replayed"] == 0
+
+    # The stdlib serializes them the same way, the other writer first.
+    stdlib = sqlite3.connect(stdlib_path)
+    _other_writer(sqlite3.connect(stdlib_path))
+    assert ours == _write_then_look(stdlib, lambda _conn: None)
 
 
 @pytest.mark.timeout(60)

@@ -337,6 +337,19 @@ def crash_escalating_victim(path, level, ack_log, seed, count):
     _acknowledged(conn, ack_log, seed, count, transfer)
 
 
+def crash_replaying_victim(path, level, ack_log, seed, count):
+    """Like :func:`crash_victim`, with transactions that go on directly by running their
+    statements again: each writes, then reads (its body is long, so it began optimistic)."""
+
+    def transfer(conn, i, a, b, amount, tid):
+        with conn:  # not transact(): there, reading does not make it go on directly
+            _escalating_transfer(conn, a, b, amount, tid, 0.004 if i < 4 else 0)
+            conn.execute("SELECT balance FROM accounts WHERE id = ?", (b,)).fetchone()
+
+    conn = sqlite_concurrent.connect(path, lock_level=level, timeout=30, mode="auto")
+    _acknowledged(conn, ack_log, seed, count, transfer)
+
+
 def crash_rerun_victim(path, level, ack_log, seed, count):
     """Like :func:`crash_victim`, with transactions run again at commit: each observes
     nothing, runs optimistically (its body is long), and before it commits another

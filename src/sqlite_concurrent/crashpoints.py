@@ -29,6 +29,7 @@ POINTS = (
     "direct.begun",  # a direct transaction holds the merge lock and its SQLite write transaction
     "escalate.applied",  # an escalated one applied its work so far on the merger, not committed
     "direct.committed",  # a direct or escalated one committed, merge lock still held
+    "escalate.replayed",  # one that wrote and is being observed ran again on the merger
     "rerun.ran",  # a conflicting one ran again on the merger, not committed
 )
 

@@ -70,7 +70,8 @@ class Cursor:
     def rowcount(self) -> int:
         """As in the stdlib.  Read inside a transaction, the transaction can no longer be
         run again instead of conflicting (:mod:`.rerun`)."""
-        self.connection._script = None
+        if self.connection._script is not None:
+            self.connection._observe()
         return self._rowcount
 
     @property
@@ -78,7 +79,8 @@ class Cursor:
         """As in the stdlib.  Reading it pins the rowids this cursor's INSERT chose: they are
         then kept at merge instead of being reassigned (DESIGN 13), and the transaction can no
         longer be run again (:mod:`.rerun`)."""
-        self.connection._script = None
+        if self.connection._script is not None:
+            self.connection._observe()
         if self._inserted_rows:
             txn = self.connection._txn
             if txn is not None:
@@ -131,8 +133,8 @@ class Cursor:
 
     def _next(self) -> Any:
         connection = self.connection
-        # Even no row is something seen: its transaction can no longer be run again.
-        connection._script = None
+        if connection._script is not None:  # even no row is something seen (rerun.py)
+            connection._observe()
         try:
             row = next(self._rows)
         except StopIteration:

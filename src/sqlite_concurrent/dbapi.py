@@ -941,48 +941,15 @@ class Connection(Hooks):
         self, script: rerun.Script, txn: WriteTransaction, conflict: ConflictError
     ) -> None:
         """Run the ended transaction ``txn``'s statements again on the latest database,
-        directly, and commit them; raise ``conflict`` if they cannot run directly now (as for
-        a direct transaction: ``_may_run_direct``).
+        directly, and commit them; raise ``conflict`` if they cannot run directly now.
 
         :raises Error: a statement failed this time, as its own class, naming it; nothing of
             the transaction is committed, and it has ended.
         """
-        if self._lockdb.fast_path_closed() or self._other_open_here():
+        excl = self._replay(script, txn)
+        if excl is None:
             raise conflict
         try:
-            excl = exclusive.Exclusive(
-                self._merger,
-                self._merge_lock,
-                txn.txn_id,
-                None,
-                enforce_foreign_keys=merge.foreign_keys(self._reader),
-                begin="BEGIN IMMEDIATE" if not self._state.files else "BEGIN",
-            )
-        except oslock.HeldByThisThreadError:
-            raise conflict from None
-        except apsw.Error as e:
-            raise translate(e) from e
-        self._total_changes -= script.changes  # counted again as they run
-        try:
-            if txn.defer_foreign_keys:
-                foreign_keys.set_flag(self._merger, True)
-            for statement in script.statements:
-                cursor = statement.cursor()
-                if cursor is None or cursor._statement is not statement:
-                    cursor = Cursor(self)  # its results are no longer anybody's to see
-                _reset(cursor)
-                try:
-                    self._run(
-                        cursor,
-                        self._merger,
-                        statement.sql,
-                        statement.parameters,
-                        statement.many,
-                        False,
-                        statement.kind,
-                    )
-                except Error as e:
-                    raise rerun.naming(e, statement.sql) from e
             foreign_keys.check_commit(self._merger)
             crashpoints.reach("rerun.ran")
         except BaseException:
@@ -998,6 +965,112 @@ class Connection(Hooks):
         # As after a direct transaction (``_finish_exclusive``).
         self._lockdb.bump_all_versions_if_table_level(self._merger)
         self._after_merge(txn.txn_id)
+
+    def _replay(self, script: rerun.Script, txn: WriteTransaction) -> exclusive.Exclusive | None:
+        """Take the merge lock and run ``script`` again on the merger, in a write transaction
+        left open there; its cursors then show the new results.  ``None`` if it cannot run
+        directly now (as for a direct transaction, ``_may_run_direct``).
+
+        :raises Error: a statement failed, as its own class, naming it; the merger's
+            transaction is rolled back, and the cursors and counters are as they were.
+        """
+        if self._lockdb.fast_path_closed() or self._other_open_here():
+            return None
+        try:
+            excl = exclusive.Exclusive(
+                self._merger,
+                self._merge_lock,
+                txn.txn_id,
+                None,
+                enforce_foreign_keys=merge.foreign_keys(self._reader),
+                begin="BEGIN IMMEDIATE" if not self._state.files else "BEGIN",
+            )
+        except oslock.HeldByThisThreadError:
+            return None
+        except apsw.Error as e:
+            raise translate(e) from e
+        counters = self._total_changes, self._last_insert_rowid
+        self._total_changes -= script.changes  # counted again as they run
+        ran: list[tuple[rerun.Statement, Cursor]] = []
+        try:
+            if txn.defer_foreign_keys:
+                foreign_keys.set_flag(self._merger, True)
+            for statement in script.statements:
+                cursor = Cursor(self)  # the application's cursor is told only if all runs
+                try:
+                    self._run(
+                        cursor,
+                        self._merger,
+                        statement.sql,
+                        statement.parameters,
+                        statement.many,
+                        False,
+                        statement.kind,
+                    )
+                except Error as e:
+                    raise rerun.naming(e, statement.sql) from e
+                ran.append((statement, cursor))
+        except BaseException:
+            self._total_changes, self._last_insert_rowid = counters
+            excl.finish(False)
+            raise
+        for statement, cursor in ran:
+            shown = statement.cursor()
+            if shown is not None and shown._statement is statement:
+                _adopt(shown, cursor, lastrowid=not statement.many)
+        return excl
+
+    def _observe(self) -> None:
+        """The application is about to see something of the open transaction: it can no
+        longer be run again.  One that wrote goes on directly first, outside ``transact``,
+        as stock SQLite's would hold its write lock from its first write on: what it sees is
+        then current, and it cannot conflict (``_escalate_by_replay``)."""
+        script, self._script = self._script, None
+        txn = self._txn
+        if (
+            script is None
+            or not script.wrote
+            or self.mode != "auto"
+            or self._attempt is not None
+            or self._exclusive is not None
+            or not isinstance(txn, WriteTransaction)
+            or not self._may_run_again(script)
+        ):
+            return
+        # Failing on the latest database, it stays as it was, and will conflict.
+        with contextlib.suppress(Error):
+            self._escalate_by_replay(script, txn)
+
+    def _escalate_by_replay(self, script: rerun.Script, txn: WriteTransaction) -> None:
+        """Run ``txn``'s statements so far again on the merger and go on there directly; the
+        optimistic transaction ends.  Nothing changes if the merge lock cannot be taken now."""
+        excl = self._replay(script, txn)
+        if excl is None:
+            return
+        self._txn = None
+        self._detach_cursors()
+        try:
+            self._end(txn, False)
+        except BaseException:
+            excl.finish(False)
+            raise
+        excl.schema_changed = False
+        self._exclusive = excl
+        moved = direct.DirectTransaction(
+            txn.txn_id,
+            level=self.lock_level,
+            lockdb=self._lockdb,
+            begun_by_savepoint=False,  # a savepoint would have stopped the recording
+            defer_foreign_keys=txn.defer_foreign_keys,
+        )
+        self._txn = cast(WriteTransaction, moved)
+        assert self._publisher is not None
+        self._publisher.schedule(moved, direct.SHOW_AFTER)
+        self._escalation_tried = True
+        self.ways[ways.OPTIMISTIC] -= 1
+        self.ways[ways.ESCALATED] += 1
+        self._way = ways.ESCALATED
+        crashpoints.reach("escalate.replayed")
 
     def _end(self, txn: WriteTransaction, committed: bool) -> None:
         """End ``txn``.  Once it committed, the commit stands: failing to release its locks
@@ -1298,7 +1371,8 @@ class Connection(Hooks):
     def _current_connection(self, schema: str = "main") -> apsw.Connection:
         """The SQLite connection a statement reading ``schema`` would run on now (a
         transaction's is pinned)."""
-        self._script = None  # a blob or a copy of the database reads what the caller sees
+        if self._script is not None:  # a blob or a copy of the database: what the caller sees
+            self._observe()
         if self._later is not None:
             self._settle(None, "other")
         if self._exclusive is not None or schema.lower() in self._state.local_dbs:
@@ -1388,7 +1462,8 @@ class Connection(Hooks):
     def total_changes(self) -> int:
         """Rows inserted, updated or deleted through this connection since it opened."""
         self._check()
-        self._script = None  # the open transaction can no longer be run again (rerun.py)
+        if self._script is not None:
+            self._observe()
         return self._total_changes
 
     @surfaced
@@ -2132,6 +2207,18 @@ def _reset(cursor: Cursor) -> None:
     cursor._rows = _NO_ROWS
     cursor._on_txn_conn = False
     cursor._statement = None
+
+
+def _adopt(shown: Cursor, ran: Cursor, *, lastrowid: bool) -> None:
+    """``shown`` shows what ``ran`` got running its statement again (rerun.py)."""
+    shown.description = ran.description
+    shown._rowcount = ran._rowcount
+    shown._converters = ran._converters
+    shown._rows = ran._rows
+    shown._on_txn_conn = False
+    shown._inserted_rows = []  # the rowids it chose were its own to choose again
+    if lastrowid:  # executemany leaves it alone
+        shown._lastrowid = ran._lastrowid
 
 
 def _value(conn: apsw.Connection, sql: str) -> Any:

@@ -50,10 +50,12 @@ class Script:
 
     statements: list[Statement] = field(default_factory=list)
     changes: int = 0  # rows they changed, counted in the connection's total_changes
+    wrote: bool = False  # a DML statement is among them
 
     def record(self, cursor: Any, sql: str, parameters: Any, many: bool, kind: str) -> Statement:
         statement = Statement(weakref.ref(cursor), sql, _frozen(parameters, many), many, kind)
         self.statements.append(statement)
+        self.wrote = self.wrote or kind == "dml"
         return statement
 
 
