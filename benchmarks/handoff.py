@@ -8,8 +8,12 @@ Raw APSW, no DB-API layer, so this bounds what any design built on these choices
            shared file (flat combining), then writes each its new rowid
 
 Each with ``--marker``: every transaction also inserts a commit-marker row, as ours does.
+``--inside-us``/``--outside-us`` add that much CPU work (a busy loop, standing in for a DB-API
+layer's Python) inside each lock hold and between holds: how the ceiling falls as each
+transaction costs more CPU.
 
 Usage: python benchmarks/handoff.py [--writers 8] [--duration 3] [--marker]
+                                    [--inside-us 0] [--outside-us 0]
 """
 
 from __future__ import annotations
@@ -35,7 +39,13 @@ def _flock(kind: int) -> bytes:
     return struct.pack("hhqqi4x", kind, os.SEEK_SET, _BYTE, 1, 0)
 
 
-def _writer(mode, path, writers, index, duration, marker, start, out):
+def _spin(us: float) -> None:
+    until = time.perf_counter() + us / 1e6
+    while time.perf_counter() < until:
+        pass
+
+
+def _writer(mode, path, writers, index, duration, marker, inside, outside, start, out):
     import apsw
 
     conn = apsw.Connection(path)
@@ -56,6 +66,7 @@ def _writer(mode, path, writers, index, duration, marker, start, out):
         nonlocal carried, holds
         holds += 1
         conn.execute("BEGIN IMMEDIATE")
+        _spin(inside)
         insert(*own)
         done = []
         if mode == "combine":
@@ -70,12 +81,16 @@ def _writer(mode, path, writers, index, duration, marker, start, out):
             os.pwrite(box, _HEADER.pack(made, made, rowid), other * _SLOT)
         carried += len(done)
 
+    latencies = []
     start.wait()
     end = time.monotonic() + duration
     while time.monotonic() < end:
+        began = time.perf_counter()
+        _spin(outside)
         if mode == "busy":  # SQLite's busy handler does the waiting
-            if marker:
+            if marker or inside:
                 conn.execute("BEGIN IMMEDIATE")
+                _spin(inside)
                 insert(index, n)
                 conn.execute("COMMIT")
             else:
@@ -105,12 +120,16 @@ def _writer(mode, path, writers, index, duration, marker, start, out):
                 else:
                     hold((index, n))
             fcntl.fcntl(lock, setlk, unlock)
+        latencies.append(time.perf_counter() - began)
         n += 1
     conn.close()
-    out.put((n, carried, holds))
+    latencies.sort()
+    out.put((n, carried, holds, latencies[int(0.99 * len(latencies))] if latencies else 0.0))
 
 
-def run(mode: str, writers: int, duration: float, marker: bool) -> dict[str, float]:
+def run(
+    mode: str, writers: int, duration: float, marker: bool, inside: float = 0, outside: float = 0
+) -> dict[str, float]:
     with tempfile.TemporaryDirectory() as d:
         path = os.path.join(d, "handoff.db")
         setup = sqlite3.connect(path)
@@ -123,7 +142,7 @@ def run(mode: str, writers: int, duration: float, marker: bool) -> dict[str, flo
             f.write(bytes(_SLOT * writers))
         results = run_together(
             _writer,
-            [(mode, path, writers, i, duration, marker) for i in range(writers)],
+            [(mode, path, writers, i, duration, marker, inside, outside) for i in range(writers)],
             timeout=duration + 60,
         )
         check = sqlite3.connect(path)
@@ -138,6 +157,7 @@ def run(mode: str, writers: int, duration: float, marker: bool) -> dict[str, flo
         "batch": commits / holds if holds else 1.0,
         "fewest": min(r[0] for r in results),
         "most": max(r[0] for r in results),
+        "p99_ms": 1000 * max(r[3] for r in results),
     }
 
 
@@ -146,17 +166,23 @@ def main() -> int:
     ap.add_argument("--writers", type=int, default=8)
     ap.add_argument("--duration", type=float, default=3.0)
     ap.add_argument("--marker", action="store_true", help="also insert a commit-marker row")
+    ap.add_argument("--inside-us", type=float, default=0, help="CPU work inside each hold")
+    ap.add_argument("--outside-us", type=float, default=0, help="CPU work between holds")
     args = ap.parse_args()
-    print("| mode | marker | commits/s | carried by another | rows per commit | fewest/most |")
-    print("|---|---|---|---|---|---|")
+    print(
+        "| mode | marker | inside/outside us | commits/s | carried by another | rows per commit "
+        "| fewest/most | p99 ms |"
+    )
+    print("|---|---|---|---|---|---|---|---|")
     ok = True
     for mode in ("busy", "fair", "combine"):
-        r = run(mode, args.writers, args.duration, args.marker)
+        r = run(mode, args.writers, args.duration, args.marker, args.inside_us, args.outside_us)
         ok &= bool(r["rows_ok"])
         batch = f"{r['batch']:.2f}" if mode != "busy" else "1"
         print(
-            f"| {mode} | {'yes' if args.marker else 'no'} | {r['per_s']:,.0f} | "
-            f"{100 * r['carried']:.1f}% | {batch} | {r['fewest']:,} / {r['most']:,} |"
+            f"| {mode} | {'yes' if args.marker else 'no'} | {args.inside_us:g}/{args.outside_us:g} "
+            f"| {r['per_s']:,.0f} | {100 * r['carried']:.1f}% | {batch} "
+            f"| {r['fewest']:,} / {r['most']:,} | {r['p99_ms']:.1f} |"
         )
     return 0 if ok else 1
 

@@ -837,7 +837,7 @@ class Connection(Hooks):
             )
         except apsw.Error as e:
             raise translate(e) from e
-        self._script = rerun.Script()
+        self._script = rerun.Script(last_insert_rowid=self._last_insert_rowid)
         return self._txn
 
     def _detach_cursors(self) -> None:
@@ -991,6 +991,7 @@ class Connection(Hooks):
             raise translate(e) from e
         counters = self._total_changes, self._last_insert_rowid
         self._total_changes -= script.changes  # counted again as they run
+        self._last_insert_rowid = script.last_insert_rowid  # as the first run began
         ran: list[tuple[rerun.Statement, Cursor]] = []
         try:
             if txn.defer_foreign_keys:

@@ -51,6 +51,7 @@ class Script:
     statements: list[Statement] = field(default_factory=list)
     changes: int = 0  # rows they changed, counted in the connection's total_changes
     wrote: bool = False  # a DML statement is among them
+    last_insert_rowid: int = 0  # the connection's when the transaction began
 
     def record(self, cursor: Any, sql: str, parameters: Any, many: bool, kind: str) -> Statement:
         statement = Statement(weakref.ref(cursor), sql, _frozen(parameters, many), many, kind)
