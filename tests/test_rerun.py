@@ -9,9 +9,11 @@ statements one transaction after the other, which is what running again must amo
 from __future__ import annotations
 
 import sqlite3
+import threading
 import time
 
 import pytest
+from conftest import in_thread, lock_rows, wait_until
 
 import sqlite_concurrent
 from sqlite_concurrent import ConflictError
@@ -296,3 +298,46 @@ def test_last_insert_rowid_runs_again_from_where_the_transaction_began(tmp_path)
         conn.commit()
         outcomes.append(conn.execute("SELECT c_id, note FROM items ORDER BY id").fetchall())
     assert outcomes[0] == outcomes[1]
+
+
+def _count(db_path: str, rows: str) -> int:
+    return lock_rows(db_path, f"SELECT count(*) FROM {rows}")[0][0]
+
+
+@pytest.mark.timeout(60)
+def test_a_statement_that_waited_for_a_row_lock_runs_again_instead_of_conflicting(db_path):
+    """Ours updates a row another transaction holds locked: it waits (at its next
+    statement), the other commits, and the row ours updated on its snapshot is stale.
+    Nothing of ours was seen: outside ``transact`` it runs again directly on the latest
+    database, as the stdlib's would have run after waiting, and the update counts."""
+    _setup(db_path)
+    mine = _optimistic(db_path)
+    locked, go = threading.Event(), threading.Event()
+
+    def other():
+        conn = sqlite_concurrent.connect(db_path, mode="optimistic", row_lock_delay=0)
+        conn.execute("UPDATE c SET n = n + 10 WHERE id = 1")
+        locked.set()
+        go.wait(30)
+        conn.commit()
+        conn.close()
+
+    _thread, done, outcome = in_thread(other)
+    assert locked.wait(30)
+    wait_until(lambda: _count(db_path, "locks WHERE resource LIKE 'row:%'"), "the row is locked")
+
+    def release_once_ours_waits():
+        wait_until(lambda: _count(db_path, "waiters"), "ours waits")
+        go.set()
+
+    waiter = threading.Thread(target=release_once_ours_waits)
+    waiter.start()
+    mine.execute(FIRST, (1, 1))  # on its snapshot, without the other's update
+    # Its row locks are taken at its next statement (``row_lock_delay``): that one waits.
+    mine.execute("INSERT INTO items(c_id, note) VALUES (1, 'ours')")
+    waiter.join(30)
+    assert done.wait(30) and outcome == [("ok", None)], outcome
+    mine.commit()
+    assert mine.execute("SELECT n FROM c WHERE id = 1").fetchone() == (11,)
+    assert mine.execute("SELECT note FROM items").fetchall() == [("ours",)]
+    assert mine.ways["escalated"] == 1 and mine.ways["optimistic"] == 1

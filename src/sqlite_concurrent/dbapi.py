@@ -912,7 +912,7 @@ class Connection(Hooks):
                 )
                 committed = True
         except ConflictError as e:
-            if not self._may_run_again(script):
+            if script is None or not script.statements or not self._may_run_again(script):
                 raise
             conflict = e
         except apsw.Error as e:
@@ -926,13 +926,12 @@ class Connection(Hooks):
             self._after_merge(pending.txn_id)
 
     def _may_run_again(self, script: rerun.Script | None) -> bool:
-        """Whether a transaction whose merge conflicted can be run again (rerun.py)."""
+        """Whether a transaction that conflicted can be run again (rerun.py)."""
         # A trace or an authorizer of the application's would hear the statements twice.
         # Running again is running directly: not in a mode that runs everything optimistically.
         return (
             self.mode == "auto"
             and script is not None
-            and bool(script.statements)
             and self._trace is None
             and self._user_authorizer is None
         )
@@ -1055,6 +1054,35 @@ class Connection(Hooks):
         except BaseException:
             excl.finish(False)
             raise
+        self._go_on_directly(excl, txn)
+
+    def _replay_after_conflict(
+        self, script: rerun.Script | None, txn: WriteTransaction, conflict: ConflictError
+    ) -> bool:
+        """A statement of ``txn`` conflicted (a stale snapshot, a deadlock), and the
+        transaction was rolled back: if nothing of it was seen, and outside ``transact``, run
+        its statements so far again on the merger and go on there directly, so that the
+        statement can run again there, as stock SQLite would have run it after waiting."""
+        if (
+            self._aborted is not conflict
+            or self._attempt is not None
+            or not self._may_run_again(script)
+        ):
+            return False
+        assert script is not None
+        try:
+            excl = self._replay(script, txn)
+        except Error:
+            return False  # what ran before fails now: the conflict stands
+        if excl is None:
+            return False
+        self._aborted = None
+        self._go_on_directly(excl, txn)
+        return True
+
+    def _go_on_directly(self, excl: exclusive.Exclusive, txn: WriteTransaction) -> None:
+        """The optimistic ``txn`` has ended; its work so far is on the merger in ``excl``:
+        the transaction goes on there, directly."""
         excl.schema_changed = False
         self._exclusive = excl
         moved = direct.DirectTransaction(
@@ -1791,6 +1819,12 @@ class Connection(Hooks):
             self._run(cursor, txn.connection, sql, parameters, many, True, kind)
         except _NeedsExclusive:
             self._become_exclusive()
+            self._run_exclusive(cursor, sql, parameters, many, kind)
+            return
+        except ConflictError as e:
+            script, self._script = self._script, None
+            if not self._replay_after_conflict(script, txn, e):
+                raise
             self._run_exclusive(cursor, sql, parameters, many, kind)
             return
         except BaseException:

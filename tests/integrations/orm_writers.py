@@ -1,9 +1,10 @@
 """One writer process of an ORM application, written as the ORM's documentation shows, with no
-retry loop: ``python orm_writers.py ORM DRIVER DATABASE setup|work ME COUNT``.
+retry loop: ``python orm_writers.py ORM DRIVER DATABASE setup|work ME COUNT [THINK]``.
 
 ORM is ``django`` (DRIVER: a Django ENGINE) or ``sqlalchemy`` (DRIVER: a URL scheme).  ``work``
 prints ``ready``, waits for a line on stdin (every writer starts together), runs COUNT
-transactions and prints the errors it got, by class name, and their messages, as JSON (run by
+transactions, each with THINK seconds (default 0) of the application's work at its end, and
+prints the errors it got, by class name, and their messages, as JSON (run by
 tests/test_ways.py).
 """
 
@@ -12,9 +13,11 @@ from __future__ import annotations
 import collections
 import json
 import sys
+import time
 
 orm, driver, database, action = sys.argv[1:5]
 me, count = (int(sys.argv[5]), int(sys.argv[6])) if action == "work" else (0, 0)
+think = float(sys.argv[7]) if len(sys.argv) > 7 else 0.0
 
 
 def django_app():
@@ -65,6 +68,7 @@ def django_main():
         with transaction.atomic():  # F() increments and create(), as Django's docs show them
             Counter.objects.filter(name="hot").update(n=F("n") + 1)
             Item.objects.create(owner=me, seq=i)
+            time.sleep(think)  # the application's own work, inside the transaction
 
     return body
 
@@ -104,6 +108,7 @@ def sqlalchemy_main():
             # transaction, so the increment is exact.
             counter = session.scalars(select(Counter).where(Counter.id == 1)).one()
             counter.n += 1
+            time.sleep(think)  # the application's own work, inside the transaction
 
     return body
 
