@@ -341,3 +341,20 @@ def test_a_statement_that_waited_for_a_row_lock_runs_again_instead_of_conflictin
     assert mine.execute("SELECT n FROM c WHERE id = 1").fetchone() == (11,)
     assert mine.execute("SELECT note FROM items").fetchall() == [("ours",)]
     assert mine.ways["escalated"] == 1 and mine.ways["optimistic"] == 1
+
+
+@pytest.mark.timeout(60)
+def test_a_bulk_load_is_not_kept_to_run_again(db_path):
+    """Past ``MAX_PARAMETER_SETS`` rows the recording is dropped: the transaction keeps no copy
+    of every row until its commit, and a conflict is raised as before."""
+    from sqlite_concurrent import rerun
+
+    _setup(db_path)
+    mine = _optimistic(db_path)
+    mine.execute(FIRST, (1, 1))
+    rows = [(2, f"row {i}") for i in range(rerun.MAX_PARAMETER_SETS + 1)]
+    mine.executemany("INSERT INTO items(c_id, note) VALUES (?, ?)", rows)
+    _other_writer(sqlite_concurrent.connect(db_path, mode="direct"))
+    with pytest.raises(ConflictError):
+        mine.commit()
+    assert mine.ways["replayed"] == 0

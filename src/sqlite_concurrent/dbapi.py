@@ -681,6 +681,7 @@ class Connection(Hooks):
         :returns: ``False`` if the lock is this thread's already (another connection's
             transaction holds it): the transaction then runs optimistically.
         """
+        self._script = None  # what a rolled-back optimistic one recorded
         # Everything that can be done before the merge lock is: others wait while it is held.
         defer = self._deferral.take()
         txn = direct.DirectTransaction(
@@ -837,7 +838,9 @@ class Connection(Hooks):
             )
         except apsw.Error as e:
             raise translate(e) from e
-        self._script = rerun.Script(last_insert_rowid=self._last_insert_rowid)
+        # Only a connection that chooses its ways runs a transaction again (``_may_run_again``).
+        if self.mode == "auto":
+            self._script = rerun.Script(last_insert_rowid=self._last_insert_rowid)
         return self._txn
 
     def _detach_cursors(self) -> None:
@@ -1839,7 +1842,9 @@ class Connection(Hooks):
             self._script = None
             return
         cursor._statement = script.record(cursor, sql, given, many, kind)
-        if kind == "dml" and cursor._rowcount > 0:
+        if cursor._statement is None:
+            self._script = None
+        elif kind == "dml" and cursor._rowcount > 0:
             script.changes += cursor._rowcount
 
     def _execute_private(

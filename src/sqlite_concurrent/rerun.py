@@ -30,6 +30,9 @@ from . import errors
 
 # Statement kinds (:func:`.statements.kind`) a transaction may run and still be run again.
 KINDS = frozenset({"dml", "other"})
+# Parameter sets a recording keeps at most: a bulk load's would hold every row in memory until
+# its commit (it then conflicts as before, if it conflicts).
+MAX_PARAMETER_SETS = 10_000
 _MUTABLE = (bytearray, memoryview)
 
 
@@ -52,8 +55,15 @@ class Script:
     changes: int = 0  # rows they changed, counted in the connection's total_changes
     wrote: bool = False  # a DML statement is among them
     last_insert_rowid: int = 0  # the connection's when the transaction began
+    parameter_sets: int = 0
 
-    def record(self, cursor: Any, sql: str, parameters: Any, many: bool, kind: str) -> Statement:
+    def record(
+        self, cursor: Any, sql: str, parameters: Any, many: bool, kind: str
+    ) -> Statement | None:
+        """The statement as recorded; ``None`` if the recording has grown too large to keep."""
+        self.parameter_sets += len(parameters) if many else 1
+        if self.parameter_sets > MAX_PARAMETER_SETS:
+            return None
         statement = Statement(weakref.ref(cursor), sql, _frozen(parameters, many), many, kind)
         self.statements.append(statement)
         self.wrote = self.wrote or kind == "dml"
