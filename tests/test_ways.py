@@ -120,9 +120,14 @@ def test_long_and_short_transactions_on_one_hot_row(tmp_path):
     short = [r["ways"] for r in results if r["me"] % 2 == 0]
     long = [r["ways"] for r in results if r["me"] % 2]
     assert all(w == {"direct": 60} for w in short), short
-    # Long: optimistic at first; a shape that conflicts more often than not, or reaches the
-    # hot row after a conflict, goes on directly.
-    assert all(w.get("optimistic", 0) > 0 and sum(w.values()) >= 60 for w in long), long
+    # Long: optimistic at first (and some of those replayed at commit, or escalated); a shape
+    # that conflicts more often than not, or reaches the hot row after a conflict, goes on
+    # directly.
+    began_optimistic = ("optimistic", "replayed", "escalated")
+    assert all(
+        sum(w.get(way, 0) for way in began_optimistic) > 0 and sum(w.values()) >= 60
+        for w in long
+    ), long
 
 
 def test_mode_is_checked(db_path):
