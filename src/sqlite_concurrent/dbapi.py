@@ -2129,8 +2129,10 @@ class Connection(Hooks):
             if raw and self.detect_types:
                 cursor._converters = adaptation.column_converters(raw, self.detect_types)
             if kind == "pragma":
-                # A pragma such as full_column_names renames the columns of other statements.
+                # A pragma such as full_column_names renames the columns of other statements
+                # (count_changes gives DML some).
                 self._statement_shapes.clear()
+                self._plain_dml.clear()
             elif txn is not None and not many and not self.detect_types and self._trace is None:
                 if len(self._statement_shapes) > 4096:
                     self._statement_shapes.clear()
