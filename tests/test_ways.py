@@ -125,8 +125,7 @@ def test_long_and_short_transactions_on_one_hot_row(tmp_path):
     # directly.
     began_optimistic = ("optimistic", "replayed", "escalated")
     assert all(
-        sum(w.get(way, 0) for way in began_optimistic) > 0 and sum(w.values()) >= 60
-        for w in long
+        sum(w.get(way, 0) for way in began_optimistic) > 0 and sum(w.values()) >= 60 for w in long
     ), long
 
 
@@ -205,6 +204,20 @@ def _in_another_thread(fn):
     if status == "error":
         raise value
     return value
+
+
+def _committed_elsewhere(db_path: str, sql: str, **kwargs) -> dict:
+    """Commit ``sql`` on a new connection in another thread: how it ran (``Connection.ways``)."""
+
+    def commit():
+        conn = sqlite_concurrent.connect(db_path, **kwargs)
+        with conn:
+            conn.execute(sql)
+        ways = dict(+conn.ways)
+        conn.close()
+        return ways
+
+    return _in_another_thread(commit)
 
 
 @pytest.mark.parametrize("level", ["row", "page"])
@@ -293,16 +306,8 @@ def test_a_direct_commit_conflicts_an_optimistic_writer_of_the_same_row(db_path,
     setup.close()
     slow = sqlite_concurrent.connect(db_path, lock_level=level, mode="optimistic")
     slow.execute("UPDATE c SET n = n + 1 WHERE id = 1")
-
-    def add_ten():
-        fast = sqlite_concurrent.connect(db_path, lock_level=level, mode="direct")
-        with fast:
-            fast.execute("UPDATE c SET n = n + 10 WHERE id = 1")
-        ways = dict(+fast.ways)
-        fast.close()
-        return ways
-
-    assert _in_another_thread(add_ten) == {"direct": 1}
+    add_ten = "UPDATE c SET n = n + 10 WHERE id = 1"
+    assert _committed_elsewhere(db_path, add_ten, lock_level=level, mode="direct") == {"direct": 1}
     with pytest.raises(ConflictError) as caught:
         slow.commit()
     assert caught.value.table == "c"
@@ -436,16 +441,7 @@ def test_a_transaction_that_reads_first_blocks_no_writer(db_path):
     conn.commit()
     conn.execute("BEGIN")
     assert conn.execute("SELECT v FROM t WHERE id = 1").fetchone() == (0,)
-
-    def write_the_other_row():
-        other = sqlite_concurrent.connect(db_path)
-        with other:
-            other.execute("UPDATE t SET v = 5 WHERE id = 2")
-        ways = dict(+other.ways)
-        other.close()
-        return ways
-
-    assert _in_another_thread(write_the_other_row) == {"direct": 1}
+    assert _committed_elsewhere(db_path, "UPDATE t SET v = 5 WHERE id = 2") == {"direct": 1}
     conn.execute("UPDATE t SET v = 1 WHERE id = 1")  # what it read changed page: no escalation
     conn.commit()
     assert dict(+conn.ways) == {"direct": 1, "optimistic": 1}

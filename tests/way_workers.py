@@ -19,42 +19,41 @@ def _connect(module: str, path: str, **kwargs):
     return sqlite3, sqlite3.connect(path, timeout=60, **kwargs)
 
 
-def _run(conn, count, body):
+def _run(start, path, module, count, body):
+    """Open a connection, wait for the others, then run ``body(conn, i)`` ``count`` times:
+    how many raised, by exception class name."""
+    _, conn = _connect(module, path)
+    start.wait()
     errors: collections.Counter[str] = collections.Counter()
     for i in range(count):
         try:
-            body(i)
+            body(conn, i)
         except Exception as e:  # what the application would see
             errors[type(e).__name__] += 1
             if conn.in_transaction:
                 conn.rollback()
+    conn.close()
     return dict(errors)
 
 
 @_report_errors
 def counter(start, path, module, me, count, think):
     """``with conn: UPDATE c SET n = n + 1``: the most common write there is."""
-    _, conn = _connect(module, path)
-    start.wait()
 
-    def body(i):
+    def body(conn, i):
         with conn:
             conn.execute("UPDATE c SET n = n + 1 WHERE id = 1")
             if think:
                 time.sleep(think)
 
-    result = _run(conn, count, body)
-    conn.close()
-    return result
+    return _run(start, path, module, count, body)
 
 
 @_report_errors
 def order_with_lines(start, path, module, me, count, think):
     """An order, its id read back, and its lines pointing at it."""
-    _, conn = _connect(module, path)
-    start.wait()
 
-    def body(i):
+    def body(conn, i):
         cur = conn.execute("INSERT INTO orders(customer) VALUES (?)", (f"{me}-{i}",))
         order_id = cur.lastrowid
         if think:
@@ -64,19 +63,15 @@ def order_with_lines(start, path, module, me, count, think):
         )
         conn.commit()
 
-    result = _run(conn, count, body)
-    conn.close()
-    return result
+    return _run(start, path, module, count, body)
 
 
 @_report_errors
 def write_then_read_back(start, path, module, me, count, think):
     """A write, then a read of a shared row and its new value written back: the stdlib holds
     its write lock from the first write on, so the read is current and no increment is lost."""
-    _, conn = _connect(module, path)
-    start.wait()
 
-    def body(i):
+    def body(conn, i):
         conn.execute("INSERT INTO log(who) VALUES (?)", (me,))
         (n,) = conn.execute("SELECT n FROM c WHERE id = 1").fetchone()
         if think:
@@ -84,9 +79,7 @@ def write_then_read_back(start, path, module, me, count, think):
         conn.execute("UPDATE c SET n = ? WHERE id = 1", (n + 1,))
         conn.commit()
 
-    result = _run(conn, count, body)
-    conn.close()
-    return result
+    return _run(start, path, module, count, body)
 
 
 @_report_errors

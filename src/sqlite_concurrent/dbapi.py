@@ -691,11 +691,25 @@ class Connection(Hooks):
             begun_by_savepoint=by_savepoint,
             defer_foreign_keys=defer,
         )
+        excl = self._take_merger(txn.txn_id, immediate=immediate)
+        if excl is None:
+            if self.mode == "direct":
+                raise oslock.HeldByThisThreadError
+            return False
+        self._install_direct(excl, txn)
+        if defer:
+            foreign_keys.set_flag(self._merger, True)
+        crashpoints.reach("direct.begun")
+        return True
+
+    def _take_merger(self, txn_id: int, *, immediate: bool) -> exclusive.Exclusive | None:
+        """The merge lock (first come, first served) and a write transaction on the merger;
+        ``None`` if the lock is this thread's already (another connection's transaction)."""
         try:
-            excl = exclusive.Exclusive(
+            return exclusive.Exclusive(
                 self._merger,
                 self._merge_lock,
-                txn.txn_id,
+                txn_id,
                 None,
                 enforce_foreign_keys=merge.foreign_keys(self._reader),
                 # The write lock from the start, so that no writer outside ours (Litestream,
@@ -705,20 +719,17 @@ class Connection(Hooks):
                 begin="BEGIN IMMEDIATE" if immediate or not self._state.files else "BEGIN",
             )
         except oslock.HeldByThisThreadError:
-            if self.mode == "direct":
-                raise
-            return False
+            return None
         except apsw.Error as e:
             raise translate(e) from e
+
+    def _install_direct(self, excl: exclusive.Exclusive, txn: direct.DirectTransaction) -> None:
+        """The open transaction is ``txn``, running directly in ``excl``."""
         excl.schema_changed = False
         self._exclusive = excl
         self._txn = cast(WriteTransaction, txn)
         assert self._publisher is not None
         self._publisher.schedule(txn, direct.SHOW_AFTER)
-        if defer:
-            foreign_keys.set_flag(self._merger, True)
-        crashpoints.reach("direct.begun")
-        return True
 
     def _escalate(self) -> bool:
         """Go on directly from this statement, its work so far applied on the merger, if what
@@ -978,19 +989,9 @@ class Connection(Hooks):
         """
         if self._lockdb.fast_path_closed() or self._other_open_here():
             return None
-        try:
-            excl = exclusive.Exclusive(
-                self._merger,
-                self._merge_lock,
-                txn.txn_id,
-                None,
-                enforce_foreign_keys=merge.foreign_keys(self._reader),
-                begin="BEGIN IMMEDIATE" if not self._state.files else "BEGIN",
-            )
-        except oslock.HeldByThisThreadError:
+        excl = self._take_merger(txn.txn_id, immediate=False)
+        if excl is None:
             return None
-        except apsw.Error as e:
-            raise translate(e) from e
         counters = self._total_changes, self._last_insert_rowid
         self._total_changes -= script.changes  # counted again as they run
         self._last_insert_rowid = script.last_insert_rowid  # as the first run began
@@ -1086,8 +1087,6 @@ class Connection(Hooks):
     def _go_on_directly(self, excl: exclusive.Exclusive, txn: WriteTransaction) -> None:
         """The optimistic ``txn`` has ended; its work so far is on the merger in ``excl``:
         the transaction goes on there, directly."""
-        excl.schema_changed = False
-        self._exclusive = excl
         moved = direct.DirectTransaction(
             txn.txn_id,
             level=self.lock_level,
@@ -1095,9 +1094,7 @@ class Connection(Hooks):
             begun_by_savepoint=False,  # a savepoint would have stopped the recording
             defer_foreign_keys=txn.defer_foreign_keys,
         )
-        self._txn = cast(WriteTransaction, moved)
-        assert self._publisher is not None
-        self._publisher.schedule(moved, direct.SHOW_AFTER)
+        self._install_direct(excl, moved)
         self._escalation_tried = True
         self.ways[ways.OPTIMISTIC] -= 1
         self.ways[ways.ESCALATED] += 1
@@ -1576,7 +1573,12 @@ class Connection(Hooks):
         kind = statements.kind(sql)
         if kind not in _RECORDED:
             self._script = None  # the transaction can no longer be run again (rerun.py)
-        _reset(cursor)
+        cursor.description = None
+        cursor._rowcount = -1
+        cursor._converters = None
+        cursor._rows = _NO_ROWS
+        cursor._on_txn_conn = False
+        cursor._statement = None
         if many:
             if not isinstance(parameters, Iterable):
                 raise TypeError("executemany() argument 2 must be iterable")
@@ -2239,16 +2241,6 @@ _SAVEPOINT_KINDS = frozenset({"savepoint", "release", "rollback_to"})
 # Statements a transaction may run and still be run again (rerun.py); BEGIN, COMMIT and
 # ROLLBACK only bound it.
 _RECORDED = rerun.KINDS | {"begin", "commit", "rollback"}
-
-
-def _reset(cursor: Cursor) -> None:
-    """A cursor about to show a statement's results: nothing of the last one's."""
-    cursor.description = None
-    cursor._rowcount = -1
-    cursor._converters = None
-    cursor._rows = _NO_ROWS
-    cursor._on_txn_conn = False
-    cursor._statement = None
 
 
 def _adopt(shown: Cursor, ran: Cursor, *, lastrowid: bool) -> None:
