@@ -31,7 +31,7 @@ from typing import Any
 
 import apsw
 
-from . import filenames, snapshot
+from . import filenames, plain_open, snapshot
 from .errors import OperationalError
 
 Identity = tuple[int, int]  # (st_dev, st_ino) of a file
@@ -123,9 +123,11 @@ def check_open(database: str) -> None:
 
 
 def _audit(event: str, args: tuple[Any, ...]) -> None:
-    # Runs for every audit event in the process: one string comparison for all but ours.
+    # Runs for every audit event in the process: two string comparisons for all but ours.
     if event == "sqlite3.connect":
         _refuse_stdlib(args[0])
+    elif event == "open":
+        plain_open.opened(args[0], args[1])
 
 
 def _refuse_stdlib(database: Any) -> None:

@@ -44,7 +44,7 @@ from typing import Any
 
 import apsw
 
-from . import filenames, leftovers, oslock, snapshot
+from . import filenames, leftovers, oslock, plain_open, snapshot
 from .errors import OperationalError
 from .lockdb import LockDB
 from .overlay import VFS_NAME
@@ -79,6 +79,7 @@ class Holding:
         self._lock = threading.Lock()  # opening anchors
         # Database file (device, inode) -> its anchor and the -wal the anchor opened.
         self._anchors: dict[tuple[int, int], tuple[apsw.Connection, tuple[int, int]]] = {}
+        self._guards: dict[tuple[int, int], plain_open.Guard] = {}
         self._files: dict[int, snapshot.WalFiles] = {}  # every generation handed out, by id
         self._handles: weakref.WeakValueDictionary[int, Handles] = weakref.WeakValueDictionary()
         self._frozen: list[apsw.Connection] = []  # in a forked child: all it inherited
@@ -105,6 +106,7 @@ class Holding:
                 anchor.execute("SELECT 1 FROM sqlite_schema LIMIT 1").fetchall()
                 wal = os.stat(self.path + "-wal")  # the anchor has it open from now on
                 self._anchors[identity] = (anchor, (wal.st_dev, wal.st_ino))
+                self._guards[identity] = plain_open.Guard(self.path, identity)
             files = snapshot.WalFiles.for_database(self.path, identity)
             self._files[id(files)] = files
         return files
@@ -172,11 +174,16 @@ class Holding:
     def _close_anchors(self) -> None:
         anchors, self._anchors = self._anchors, {}
         files, self._files = self._files, {}
+        guards, self._guards = self._guards, {}
+        for guard in guards.values():
+            guard.release()  # it would refuse SQLite's last-close checkpoint below
         for anchor, _ in anchors.values():
             # The last SQLite connection of the process on the file: SQLite checkpoints and
             # deletes the WAL here, unless another process has the database open.
             with contextlib.suppress(apsw.Error):
                 anchor.close()
+        for guard in guards.values():
+            guard.close()
         for each in files.values():
             snapshot.WalFiles.forget(self.path, each)
 
