@@ -46,6 +46,7 @@ from . import (
     journal,
     journal_mode,
     leftovers,
+    levels,
     lockdb_health,
     locks,
     merge,
@@ -83,7 +84,7 @@ from .lockdb import LockDB
 from .overlay import VFS_NAME, vfs
 from .transaction import WriteTransaction
 
-LOCK_LEVELS = locks.LEVELS
+LOCK_LEVELS = levels.NAMES
 _MARKER_PRUNE_EVERY = 256
 _NO_ROWS: Iterator[tuple[Any, ...]] = iter(())  # exhausted for good: cursors share it
 _PLAIN_DML: tuple[int, Any] = (-1, None)  # a statement shape: no columns
@@ -137,10 +138,10 @@ class Connection(Hooks):
             # uninitialised until the new database opens.
             self._close_for_init()
             del self._closed
-        if lock_level not in LOCK_LEVELS:
-            raise ProgrammingError(
-                f"lock_level must be one of {', '.join(LOCK_LEVELS)}, not {lock_level!r}"
-            )
+        try:
+            level = levels.named(lock_level)
+        except ValueError as e:
+            raise ProgrammingError(str(e)) from None
         path, private = _target(database, uri)
         if not isinstance(timeout, (int, float)) or timeout < 0:
             raise ProgrammingError("timeout must be a non-negative number of seconds")
@@ -187,6 +188,7 @@ class Connection(Hooks):
         # one stock connection does everything, as the stdlib's would.
         self._private: apsw.Connection | None = None
         self.lock_level = lock_level
+        self._level = level
         self.timeout = float(timeout)
         self._isolation_level: str | None = None
         self.isolation_level = isolation_level  # validated by the setter
@@ -686,7 +688,7 @@ class Connection(Hooks):
         defer = self._deferral.take()
         txn = direct.DirectTransaction(
             self._lockdb.next_id(),
-            level=self.lock_level,
+            level=self._level,
             lockdb=self._lockdb,
             begun_by_savepoint=by_savepoint,
             defer_foreign_keys=defer,
@@ -826,7 +828,7 @@ class Connection(Hooks):
                 path=self.path,
                 lockdb=self._lockdb,
                 locking={
-                    "level": self.lock_level,
+                    "level": self._level,
                     "timeout": self.timeout,
                     "escalate_at": self._escalate_at,
                     "row_lock_delay": self._row_lock_delay,
@@ -1089,7 +1091,7 @@ class Connection(Hooks):
         the transaction goes on there, directly."""
         moved = direct.DirectTransaction(
             txn.txn_id,
-            level=self.lock_level,
+            level=self._level,
             lockdb=self._lockdb,
             begun_by_savepoint=False,  # a savepoint would have stopped the recording
             defer_foreign_keys=txn.defer_foreign_keys,
@@ -1633,7 +1635,7 @@ class Connection(Hooks):
             self._txn is None
             and kind == "dml"
             and self._isolation_level is None
-            and self.lock_level != "table"
+            and self._level.autocommit_fast_path
             and self._autocommit_fast(cursor, sql, parameters, many)
         ):
             return
@@ -1894,7 +1896,7 @@ class Connection(Hooks):
                 conn.execute("BEGIN IMMEDIATE")
                 try:
                     self._run(cursor, conn, sql, parameters, many, False, "dml")
-                    if self.lock_level == "row" and self._lockdb.locked_by_others(written, touched):
+                    if self._level.locks_rows and self._lockdb.locked_by_others(written, touched):
                         conn.execute("ROLLBACK")
                         return False
                     conn.execute("COMMIT")
@@ -1974,7 +1976,7 @@ class Connection(Hooks):
         raw_description: list[Any] = []
         several: list[bool] = []
         txn = self._txn if on_txn_conn else None
-        table_level = txn is not None and txn.level == "table"
+        table_level = txn is not None and txn.level.locks_tables
 
         def trace(acur: apsw.Cursor, stmt_sql: str, _bindings: Any) -> bool:
             if not raw_description:
@@ -2021,7 +2023,7 @@ class Connection(Hooks):
             if (
                 txn is not None
                 and not many
-                and txn.level == "row"
+                and txn.level.locks_rows
                 and not txn.rebase.pending
                 and self._trace is None
                 and not self.detect_types
@@ -2078,7 +2080,7 @@ class Connection(Hooks):
                     raise OperationalError("could not pin a snapshot that is current for the locks")
             if txn is not None:
                 txn.fresh = False
-                if txn.level == "row":
+                if txn.level.locks_rows:
                     txn.locking.after_statement()
                 crashpoints.reach("execute.statement")
         except apsw.ExecTraceAbort as e:

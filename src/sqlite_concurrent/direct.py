@@ -16,6 +16,7 @@ import time
 from collections.abc import Callable
 
 from . import savepoints, waits
+from .levels import Level
 from .lockdb import LockDB
 
 # A direct transaction still open this long after it began is shown in the lock database
@@ -30,7 +31,7 @@ class DirectTransaction:
         self,
         txn_id: int,
         *,
-        level: str,
+        level: Level,
         lockdb: LockDB,
         begun_by_savepoint: bool,
         defer_foreign_keys: bool,
@@ -52,7 +53,7 @@ class DirectTransaction:
         """From the publisher's thread (:mod:`.publisher`), ``SHOW_AFTER`` after it began."""
         with self._mutex:
             if self._state == "open":
-                lockdb().show_direct(self.txn_id, self.level, self._began_at)
+                lockdb().show_direct(self.txn_id, self.level.name, self._began_at)
                 self._state = "shown"
 
     def end(self, committed: bool) -> None:

@@ -25,10 +25,10 @@ from .conflicts import conflict
 from .errors import ConflictError
 from .grants import Blocker
 from .identifiers import quote
+from .levels import Level
 from .lockdb import LockDB
 from .rebase import LAST_INSERT_ROWID
 
-LEVELS = ("table", "page", "row")
 DEFAULT_ESCALATE_AT = 1000
 # Long enough that a transaction whose statements and commit follow each other never writes
 # its row locks; short against any wait a user would notice.
@@ -73,7 +73,7 @@ class Locking:
 
     def __init__(
         self,
-        level: str,
+        level: Level,
         lockdb: LockDB,
         txn_id: int,
         timeout: float,
@@ -247,7 +247,7 @@ class Locking:
         if self.registered:
             return None
         self.registered = True
-        return (self.level, self.began_at)
+        return (self.level.name, self.began_at)
 
     def acquire_pending(self, requests: list[tuple[str, str]] | None = None) -> None:
         """Write every deferred lock (and ``requests``) now, waiting for them as long as

@@ -17,6 +17,7 @@ import apsw
 
 from . import crashpoints, drain, foreign_keys, merge, rowid_keys, savepoints, waits
 from .authorizer import Denied
+from .levels import Level
 from .lockdb import LockDB
 from .locks import Locking
 from .overlay import Overlay, Slot
@@ -51,13 +52,13 @@ class WriteTransaction:
         self._denied = denied  # muted while the session prepares its own statements
         self.path = path
         self.lockdb = lockdb
-        self.level: str = locking["level"]
+        self.level: Level = locking["level"]
         began_at = time.time()
         # A row-level transaction waits for nothing until it writes, so it registers then;
         # unless an exclusive operation is queued, which it must queue behind (DESIGN 10).
-        registered = self.level != "row" or lockdb.exclusive_queued()
+        registered = self.level.registers_at_begin or lockdb.exclusive_queued()
         if registered:
-            self.txn_id, gated = lockdb.begin(self.level)
+            self.txn_id, gated = lockdb.begin(self.level.name)
         else:
             self.txn_id, gated = lockdb.next_id(), False
         crashpoints.reach("begin.registered")
@@ -125,7 +126,7 @@ class WriteTransaction:
     def ensure_pinned(self) -> None:
         if self.snapshot is not None:
             return
-        if self.level == "table":
+        if self.level.locks_tables:
             self.locking.read_versions()
         # The checkpointer's gate, held open (shared) while pinning: closed, new snapshots
         # wait for its restart.
@@ -176,7 +177,7 @@ class WriteTransaction:
             self.inserted = True
             if self.rebase.inserted(table, rowid):
                 return  # its rowid is provisional (rebased at merge): nothing to lock
-        if self.level == "row":
+        if self.level.locks_rows:
             self.locking.row_written(table, rowid)
 
     @property
@@ -218,7 +219,7 @@ class WriteTransaction:
         self.session = None
         # Page-level validation compares against frames after the snapshot, so the snapshot
         # (and with it the WAL) stays pinned until the merge is done.
-        self._release_private(keep_snapshot=pending is not None and self.level == "page")
+        self._release_private(keep_snapshot=pending is not None and self.level.validates_pages)
         return pending
 
     def _pending(
@@ -267,7 +268,7 @@ class WriteTransaction:
         return pending
 
     def _page_check(self) -> merge.PageCheck | None:
-        if self.level != "page":
+        if not self.level.validates_pages:
             return None
         overlay = self._slot.overlay
         assert overlay is not None and self.snapshot is not None

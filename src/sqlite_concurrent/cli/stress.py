@@ -33,10 +33,10 @@ from typing import Any
 
 from ..dbapi import connect
 from ..errors import ConflictError
+from ..levels import NAMES as LOCK_LEVELS
 from .workloads import WORKLOADS, Step
 
 ENGINES = ("ours", "stock")
-LOCK_LEVELS = ("table", "page", "row")
 OURS_RETRIES = 10
 DEFAULT_TIMEOUT = 30.0
 _SQLITE_MAGIC = b"SQLite format 3\x00"
