@@ -40,13 +40,15 @@ def _optimistic(
     """A connection whose transactions starting with ``first`` run optimistically: their
     bodies were long (run with ``harmless`` parameters, they change nothing)."""
     conn = sqlite_concurrent.connect(db_path, **kwargs)
-    for _ in range(10):
-        if conn.ways["optimistic"]:
-            break
+    # Eight bodies that wait 3 ms: the shape's moving average of waits (clipped at 2 ms) ends
+    # near 1.8 ms, well past the 1 ms where it turns optimistic, so that a loaded machine's
+    # shorter measurement of the next body cannot turn it back.
+    for _ in range(8):
         with conn:
             conn.execute(first, harmless)
             time.sleep(0.003)  # the body's own work, not a wait for anything
-    assert conn.ways["optimistic"] == 1, dict(conn.ways)
+    assert conn.ways["optimistic"] >= 1, dict(conn.ways)
+    conn.trained = dict(conn.ways)
     return conn
 
 
@@ -340,7 +342,8 @@ def test_a_statement_that_waited_for_a_row_lock_runs_again_instead_of_conflictin
     mine.commit()
     assert mine.execute("SELECT n FROM c WHERE id = 1").fetchone() == (11,)
     assert mine.execute("SELECT note FROM items").fetchall() == [("ours",)]
-    assert mine.ways["escalated"] == 1 and mine.ways["optimistic"] == 1
+    assert mine.ways["escalated"] == 1
+    assert mine.ways["optimistic"] == mine.trained["optimistic"]
 
 
 @pytest.mark.timeout(60)

@@ -14,6 +14,7 @@ if TYPE_CHECKING:
     from .dbapi import Connection
 
 
+NO_ROWS: Iterator[tuple[Any, ...]] = iter(())  # exhausted for good: cursors share it
 _described: dict[tuple[Any, int], tuple[tuple[Any, ...], ...]] = {}
 
 
@@ -115,6 +116,15 @@ class Cursor:
         finally:
             self._locked = False
         return self
+
+    def _reset(self) -> None:
+        """Forget the previous statement: a new one is about to run."""
+        self.description = None
+        self._rowcount = -1
+        self._converters = None
+        self._rows = NO_ROWS
+        self._on_txn_conn = False
+        self._statement = None
 
     def _set_rows(self, rows: Iterator[tuple[Any, ...]], on_txn_conn: bool) -> None:
         self._rows = rows

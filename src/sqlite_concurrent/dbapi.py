@@ -62,7 +62,7 @@ from . import (
 )
 from .blob import Blob, OpenBlobs
 from .checkpoint import DEFAULT_CHECKPOINT_WAIT, DEFAULT_WAL_LIMIT, Checkpointer
-from .cursor import Cursor, describe, undecodable
+from .cursor import NO_ROWS, Cursor, describe, undecodable
 from .errors import (
     ConflictError,
     DatabaseError,
@@ -86,7 +86,6 @@ from .transaction import WriteTransaction
 
 LOCK_LEVELS = levels.NAMES
 _MARKER_PRUNE_EVERY = 256
-_NO_ROWS: Iterator[tuple[Any, ...]] = iter(())  # exhausted for good: cursors share it
 _PLAIN_DML: tuple[int, Any] = (-1, None)  # a statement shape: no columns
 
 T = TypeVar("T")
@@ -1564,6 +1563,23 @@ class Connection(Hooks):
 
     @surfaced
     def _execute(self, cursor: Cursor, sql: str, parameters: Any, *, many: bool) -> None:
+        """Every statement of the DB-API comes here: checked and classified as the stdlib does,
+        then routed to the connection that can run it."""
+        sql, kind = self._classify(sql)
+        if kind not in _RECORDED:
+            self._script = None  # the transaction can no longer be run again (rerun.py)
+        cursor._reset()
+        parameters = self._adapt(parameters, many)
+        if self._private is not None:
+            self._execute_private(cursor, self._private, sql, parameters, many, kind)
+        elif kind in ("begin", "commit", "rollback") or self._aborted is not None:
+            self._control(sql, kind)
+        else:
+            self._route(cursor, sql, parameters, many, kind)
+
+    def _classify(self, sql: Any) -> tuple[str, str]:
+        """``sql`` as it will run and its kind (:func:`.statements.kind`), refused as the stdlib
+        refuses it."""
         if not isinstance(sql, str):
             raise TypeError(f"execute() argument 1 must be str, not {type(sql).__name__}")
         if "\0" in sql:
@@ -1572,25 +1588,20 @@ class Connection(Hooks):
             raise DataError("query string is too large")
         if "/*" in sql:
             sql = statements.without_unclosed_comment(sql)
-        kind = statements.kind(sql)
-        if kind not in _RECORDED:
-            self._script = None  # the transaction can no longer be run again (rerun.py)
-        cursor.description = None
-        cursor._rowcount = -1
-        cursor._converters = None
-        cursor._rows = _NO_ROWS
-        cursor._on_txn_conn = False
-        cursor._statement = None
-        if many:
-            if not isinstance(parameters, Iterable):
-                raise TypeError("executemany() argument 2 must be iterable")
-            # A list: a statement that must run again elsewhere needs them again.
-            parameters = [adaptation.adapt_parameters(p) for p in parameters]
-        else:
-            parameters = adaptation.adapt_parameters(parameters)
-        if self._private is not None:
-            self._execute_private(cursor, self._private, sql, parameters, many, kind)
-            return
+        return sql, statements.kind(sql)
+
+    @staticmethod
+    def _adapt(parameters: Any, many: bool) -> Any:
+        if not many:
+            return adaptation.adapt_parameters(parameters)
+        if not isinstance(parameters, Iterable):
+            raise TypeError("executemany() argument 2 must be iterable")
+        # A list: a statement that must run again elsewhere needs them again.
+        return [adaptation.adapt_parameters(p) for p in parameters]
+
+    def _control(self, sql: str, kind: str) -> None:
+        """BEGIN, COMMIT and ROLLBACK as statements, and anything while the transaction is
+        aborted (only its end is accepted then)."""
         if kind in ("begin", "commit", "rollback"):
             self._trace_control(sql)  # the stdlib runs it; we only act on it
         if self._aborted is not None:
@@ -1603,20 +1614,18 @@ class Connection(Hooks):
                 raise OperationalError("cannot start a transaction within a transaction")
             words = statements.first_keywords(sql, 2)
             self._begin(immediate=len(words) > 1 and words[1] in ("IMMEDIATE", "EXCLUSIVE"))
-            return
-        if kind in ("commit", "rollback") and self._later is not None:
+        elif self._later is not None:
             self._later = None  # no statement ran: nothing to end
-            return
-        if kind == "commit":
-            if self._txn is None:
-                raise OperationalError("cannot commit - no transaction is active")
+        elif self._txn is None:
+            verb = "commit" if kind == "commit" else "rollback"
+            raise OperationalError(f"cannot {verb} - no transaction is active")
+        elif kind == "commit":
             self._commit_txn()
-            return
-        if kind == "rollback":
-            if self._txn is None:
-                raise OperationalError("cannot rollback - no transaction is active")
+        else:
             self._rollback_txn()
-            return
+
+    def _route(self, cursor: Cursor, sql: str, parameters: Any, many: bool, kind: str) -> None:
+        """A statement other than BEGIN, COMMIT and ROLLBACK, on a shared database."""
         if self._later is not None:
             self._settle(sql, kind)
         if kind in ("attach", "detach"):
@@ -1634,42 +1643,10 @@ class Connection(Hooks):
         if (
             self._txn is None
             and kind == "dml"
-            and self._isolation_level is None
-            and self._level.autocommit_fast_path
-            and self._autocommit_fast(cursor, sql, parameters, many)
+            and self._dml_outside_txn(cursor, sql, parameters, many)
         ):
             return
-        if self._txn is None and kind == "dml":
-            if self._isolation_level is not None:
-                self._trace_control(f"BEGIN {self._isolation_level}")
-                self._begin()
-                if self._later is not None:
-                    self._settle(sql, kind)
-            else:
-                self._begin_optimistic()
-                self._began(ways.OPTIMISTIC, "")
-                # Autocommit: the statement is its own transaction, failing as a whole.
-                try:
-                    self._run_in_txn(cursor, sql, parameters, many, kind)
-                    cursor._detach_from_txn()
-                    self._commit_txn()
-                except BaseException:
-                    self._aborted = None  # the statement was the whole transaction
-                    if self._txn is not None:
-                        self._rollback_txn()
-                    raise
-                return
-        if kind == "pragma" and (mode := journal_mode.requested(sql)) is not None:
-            if mode != "wal":
-                raise NotSupportedError(journal_mode.refusal(mode))
-            # The database's own mode, not that of a transaction's private connection.
-            self._run(cursor, self._reader, sql, parameters, many, False, kind)
-            return
-        if kind == "pragma" and foreign_keys.is_defer_pragma(sql):
-            self._defer_pragma(cursor, sql, parameters)
-            return
-        if kind == "pragma" and self._is_connection_pragma(sql):
-            self._run_connection_pragma(cursor, sql, parameters)
+        if kind == "pragma" and self._pragma(cursor, sql, parameters, many):
             return
         if kind == "exclusive" and self._exclusive is None:
             if self._txn is None:
@@ -1680,10 +1657,59 @@ class Connection(Hooks):
             self._become_exclusive()
         if self._exclusive is not None:
             self._run_exclusive(cursor, sql, parameters, many, kind)
-            return
-        if self._txn is not None:
+        elif self._txn is not None:
             self._run_in_txn(cursor, sql, parameters, many, kind)
-            return
+        else:
+            self._run_on_reader(cursor, sql, parameters, many, kind)
+
+    def _dml_outside_txn(self, cursor: Cursor, sql: str, parameters: Any, many: bool) -> bool:
+        """DML with no transaction open: an implicit BEGIN (``isolation_level`` not None), after
+        which the statement still has to run (``False``), or an autocommit statement, run here
+        as its own transaction (``True``)."""
+        if self._isolation_level is not None:
+            self._trace_control(f"BEGIN {self._isolation_level}")
+            self._begin()
+            if self._later is not None:
+                self._settle(sql, "dml")
+            return False
+        if self._level.autocommit_fast_path and self._autocommit_fast(
+            cursor, sql, parameters, many
+        ):
+            return True
+        self._begin_optimistic()
+        self._began(ways.OPTIMISTIC, "")
+        # Autocommit: the statement is its own transaction, failing as a whole.
+        try:
+            self._run_in_txn(cursor, sql, parameters, many, "dml")
+            cursor._detach_from_txn()
+            self._commit_txn()
+        except BaseException:
+            self._aborted = None  # the statement was the whole transaction
+            if self._txn is not None:
+                self._rollback_txn()
+            raise
+        return True
+
+    def _pragma(self, cursor: Cursor, sql: str, parameters: Any, many: bool) -> bool:
+        """A pragma that is not run as the statements around it are; ``False`` for the rest."""
+        if (mode := journal_mode.requested(sql)) is not None:
+            if mode != "wal":
+                raise NotSupportedError(journal_mode.refusal(mode))
+            # The database's own mode, not that of a transaction's private connection.
+            self._run(cursor, self._reader, sql, parameters, many, False, "pragma")
+        elif foreign_keys.is_defer_pragma(sql):
+            self._defer_pragma(cursor, sql, parameters)
+        elif self._is_connection_pragma(sql):
+            self._run_connection_pragma(cursor, sql, parameters)
+        else:
+            return False
+        return True
+
+    def _run_on_reader(
+        self, cursor: Cursor, sql: str, parameters: Any, many: bool, kind: str
+    ) -> None:
+        """Outside transactions a statement runs on the read-only reader; what it refuses
+        writes."""
         try:
             self._run(cursor, self._reader, sql, parameters, many, False, kind)
         except apsw.AuthError:
@@ -2185,7 +2211,7 @@ class Connection(Hooks):
                 pass
             parameters.count += conn.changes()
         cursor._rowcount = parameters.count
-        return _NO_ROWS
+        return NO_ROWS
 
     def _after_txn_error(self, on_txn_conn: bool) -> None:
         """SQLite may roll a whole transaction back on some errors; follow it."""
