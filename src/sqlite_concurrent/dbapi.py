@@ -1999,75 +1999,19 @@ class Connection(Hooks):
         on_txn_conn: bool,
         kind: str,
     ) -> None:
-        raw_description: list[Any] = []
-        several: list[bool] = []
-        txn = self._txn if on_txn_conn else None
-        table_level = txn is not None and txn.level.locks_tables
-
-        def trace(acur: apsw.Cursor, stmt_sql: str, _bindings: Any) -> bool:
-            if not raw_description:
-                # Like the stdlib, refuse a second statement before running the first.
-                if statements.has_more_statements(sql, stmt_sql):
-                    several.append(True)
-                    return False
-                raw_description.append(description.pre_step(acur))
-            if self._trace is not None:
-                self._trace_statement(acur, stmt_sql)
-            if txn is not None and (table_level or txn.rebase.pending):
-                tables = self._table_sets.take(
-                    txn.schema_version, stmt_sql, prepared_now=not can_cache
-                )
-                if txn.rebase.pending:
-                    if rebase.LAST_INSERT_ROWID in tables:
-                        txn.rebase.observe_all()
-                    txn.rebase.observe_tables([t for t, m in tables.items() if m == "S"])
-                if table_level:
-                    txn.locking.before_statement(tables, txn.fresh)
-            return True
-
+        """Run one statement on ``conn`` (the transaction's own connection when
+        ``on_txn_conn``) and leave its results on ``cursor``, as the stdlib's would be."""
         if many and kind != "dml":
             raise ProgrammingError("executemany() can only execute DML statements.")
+        txn = self._txn if on_txn_conn else None
+        trace = _StatementTrace(self, sql, txn)
         self._denied.reason = None
-        can_cache = True
         # DML runs to completion at once, as in the stdlib; so does anything on the merger,
         # whose lock is released when this returns.
         materialise = kind in ("dml", "pragma") or (conn is self._merger and self._private is None)
         try:
-            if txn is not None:
-                txn.ensure_pinned()
-                conn = txn.connection  # ensure_pinned may have replaced it (``_on_pinned``)
-                auto = self._auto_rowid_table(txn, sql) if kind == "dml" else None
-                cursor._inserted_rows = txn.rebase.start_statement(auto)
-            self._user_on_merger = conn is self._merger
-            if self._user_on_merger:
-                merge.triggers_on(conn)
-            if conn is not self._reader and self._private is None:
-                # SQLite keeps it per connection; the stdlib's one connection has one value
-                # (the merger's may be a commit marker's rowid).
-                conn.set_last_insert_rowid(self._last_insert_rowid)
-            known = None
-            if (
-                txn is not None
-                and not many
-                and txn.level.locks_rows
-                and not txn.rebase.pending
-                and self._trace is None
-                and not self.detect_types
-            ):
-                known = self._statement_shapes.get(sql)
-                if known is not None and known[0] != txn.schema_version:
-                    known = None
-            elif (
-                txn is None
-                and sql in self._plain_dml
-                and conn is self._merger
-                and not many
-                and self._trace is None
-            ):
-                # DML without RETURNING that ran here before as one statement: whatever the
-                # schema now, it still is one and still has no columns.
-                known = _PLAIN_DML
-            rows: Iterator[tuple[Any, ...]]
+            conn = self._before_statement(cursor, conn, sql, kind, txn)
+            known = self._known_shape(txn, conn, sql, many)
             if known is not None:
                 # This SQL ran here before for this schema: one statement (the trace refused a
                 # second then), described as recorded.  Nothing else asks for the trace at the
@@ -2076,101 +2020,22 @@ class Connection(Hooks):
                 if materialise:
                     rows = self._ran_to_completion(rows, cursor, conn, kind)
             else:
-                if many and not isinstance(parameters, _Remaining):
-                    parameters = _Remaining(parameters)  # a retry goes on where it stopped
-                for _ in range(100):
-                    raw_description.clear()
-                    self._table_sets.collecting.clear()
-                    acur = conn.cursor()
-                    acur.exec_trace = trace
-                    try:
-                        if many:
-                            rows = self._step_many(cursor, conn, acur, sql, parameters, can_cache)
-                        else:
-                            rows = acur.execute(sql, parameters, can_cache=can_cache)
-                            if raw_description and not on_txn_conn and can_cache:
-                                raw_description[0] = self._columns.after_step(
-                                    acur, conn, sql, parameters, raw_description[0]
-                                )
-                            if materialise:  # under the trace: it refuses a second statement
-                                rows = self._ran_to_completion(rows, cursor, conn, kind)
-                        break
-                    except locks.Reprepare:
-                        can_cache = False  # the authorizer only runs when SQLite prepares
-                    except locks.Restart:
-                        assert txn is not None
-                        txn.restart()
-                    finally:
-                        acur.exec_trace = None
-                else:
-                    raise OperationalError("could not pin a snapshot that is current for the locks")
+                rows = self._run_traced(
+                    trace, cursor, conn, parameters, many, materialise, on_txn_conn, kind
+                )
             if txn is not None:
                 txn.fresh = False
                 if txn.level.locks_rows:
                     txn.locking.after_statement()
                 crashpoints.reach("execute.statement")
-        except apsw.ExecTraceAbort as e:
-            self._user_on_merger = False
-            if several:
-                raise ProgrammingError("You can only execute one statement at a time.") from e
-            raise
-        except apsw.AuthError as e:
-            self._user_on_merger = False
-            reason = self._denied.reason
-            self._denied.reason = None
-            if on_txn_conn and reason:
-                raise _NeedsExclusive(reason) from e
-            if conn is self._reader and reason is not None and self._private is None:
-                raise  # our read-only guard: the caller runs it as an exclusive operation
-            raise translate(e) from e
-        except ConflictError as e:
-            # Doomed (stale snapshot, or a deadlock victim): free its locks for the others now.
-            if self._txn is not None and on_txn_conn:
-                self._abort_txn(e)
-            raise
-        except LockTimeoutError as e:
-            # Row locks are taken after the statement ran; it cannot be undone alone.
-            if self._txn is not None and on_txn_conn and not table_level:
-                self._abort_txn(e)
-            raise
-        except apsw.Error as e:
-            self._after_txn_error(on_txn_conn)
-            raise translate(e) from e
-        except KeyError as e:
-            raise ProgrammingError(
-                f"You did not supply a value for binding parameter {e.args[0]}."
-            ) from e
-        except TypeError as e:
-            raise adaptation.binding_error(e) from e
-        except OverflowError as e:
-            raise OverflowError("Python int too large to convert to SQLite INTEGER") from e
-        except UnicodeDecodeError as e:  # a statement run to completion here
-            raise undecodable(e, raw_description[0] if raw_description else None) from e
+        except _RUN_ERRORS as e:
+            raise self._run_error(e, trace, conn, on_txn_conn)  # noqa: B904 - its own cause
         finally:
             self._user_on_merger = False
             self._statement_traced = None
         if kind == "dml" and cursor._rowcount > 0:
             self._total_changes += cursor._rowcount
-        if known is not None:
-            cursor.description = known[1]
-        else:
-            raw = raw_description[0] if raw_description else None
-            cursor.description = describe(raw, self.detect_types)
-            if raw and self.detect_types:
-                cursor._converters = adaptation.column_converters(raw, self.detect_types)
-            if kind == "pragma":
-                # A pragma such as full_column_names renames the columns of other statements
-                # (count_changes gives DML some).
-                self._statement_shapes.clear()
-                self._plain_dml.clear()
-            elif txn is not None and not many and not self.detect_types and self._trace is None:
-                if len(self._statement_shapes) > 4096:
-                    self._statement_shapes.clear()
-                self._statement_shapes[sql] = (txn.schema_version, cursor.description)
-            elif conn is self._merger and kind == "dml" and not many and raw == ():
-                if len(self._plain_dml) > 4096:
-                    self._plain_dml.clear()
-                self._plain_dml.add(sql)
+        self._describe(cursor, trace, known, conn, many, kind)
         if conn is self._merger and self._private is None and statements.may_change_schema(sql):
             self._after_schema_change()
         if conn is not self._reader or self._private is not None:
@@ -2187,6 +2052,161 @@ class Connection(Hooks):
             # that is a commit, as it would be in SQLite.
             cursor._detach_from_txn()
             self._commit_txn()
+
+    def _before_statement(
+        self,
+        cursor: Cursor,
+        conn: apsw.Connection,
+        sql: str,
+        kind: str,
+        txn: WriteTransaction | None,
+    ) -> apsw.Connection:
+        """Make ``conn`` ready for the statement; returns the connection it runs on."""
+        if txn is not None:
+            txn.ensure_pinned()
+            conn = txn.connection  # ensure_pinned may have replaced it (``_on_pinned``)
+            auto = self._auto_rowid_table(txn, sql) if kind == "dml" else None
+            cursor._inserted_rows = txn.rebase.start_statement(auto)
+        self._user_on_merger = conn is self._merger
+        if self._user_on_merger:
+            merge.triggers_on(conn)
+        if conn is not self._reader and self._private is None:
+            # SQLite keeps it per connection; the stdlib's one connection has one value
+            # (the merger's may be a commit marker's rowid).
+            conn.set_last_insert_rowid(self._last_insert_rowid)
+        return conn
+
+    def _known_shape(
+        self, txn: WriteTransaction | None, conn: apsw.Connection, sql: str, many: bool
+    ) -> tuple[int, Any] | None:
+        """How ``sql`` was described when it last ran here, if it can run untraced."""
+        if many or self._trace is not None:
+            return None
+        if txn is not None:
+            if not txn.level.locks_rows or txn.rebase.pending or self.detect_types:
+                return None
+            known = self._statement_shapes.get(sql)
+            if known is not None and known[0] != txn.schema_version:
+                return None
+            return known
+        if sql in self._plain_dml and conn is self._merger:
+            # DML without RETURNING that ran here before as one statement: whatever the
+            # schema now, it still is one and still has no columns.
+            return _PLAIN_DML
+        return None
+
+    def _run_traced(
+        self,
+        trace: _StatementTrace,
+        cursor: Cursor,
+        conn: apsw.Connection,
+        parameters: Any,
+        many: bool,
+        materialise: bool,
+        on_txn_conn: bool,
+        kind: str,
+    ) -> Iterator[tuple[Any, ...]]:
+        """Run the statement under ``trace``, preparing it again while the locks it needs
+        call for (:class:`.locks.Reprepare`, :class:`.locks.Restart`)."""
+        sql, txn = trace.sql, trace.txn
+        if many and not isinstance(parameters, _Remaining):
+            parameters = _Remaining(parameters)  # a retry goes on where it stopped
+        for _ in range(100):
+            trace.raw_description.clear()
+            self._table_sets.collecting.clear()
+            acur = conn.cursor()
+            acur.exec_trace = trace
+            try:
+                if many:
+                    return self._step_many(cursor, conn, acur, sql, parameters, trace.can_cache)
+                rows = acur.execute(sql, parameters, can_cache=trace.can_cache)
+                raw = trace.raw_description
+                if raw and not on_txn_conn and trace.can_cache:
+                    raw[0] = self._columns.after_step(acur, conn, sql, parameters, raw[0])
+                if materialise:  # under the trace: it refuses a second statement
+                    rows = self._ran_to_completion(rows, cursor, conn, kind)
+                return rows
+            except locks.Reprepare:
+                trace.can_cache = False  # the authorizer only runs when SQLite prepares
+            except locks.Restart:
+                assert txn is not None
+                txn.restart()
+            finally:
+                acur.exec_trace = None
+        raise OperationalError("could not pin a snapshot that is current for the locks")
+
+    def _run_error(
+        self, e: BaseException, trace: _StatementTrace, conn: apsw.Connection, on_txn_conn: bool
+    ) -> BaseException:
+        """What a statement that failed with ``e`` raises, after what the failure calls for."""
+        self._user_on_merger = False
+        if isinstance(e, apsw.ExecTraceAbort):
+            if trace.several:
+                return _caused(ProgrammingError("You can only execute one statement at a time."), e)
+            return e
+        if isinstance(e, apsw.AuthError):
+            reason, self._denied.reason = self._denied.reason, None
+            if on_txn_conn and reason:
+                return _caused(_NeedsExclusive(reason), e)
+            if conn is self._reader and reason is not None and self._private is None:
+                return e  # our read-only guard: the caller runs it as an exclusive operation
+            return _caused(translate(e), e)
+        if isinstance(e, ConflictError):
+            # Doomed (stale snapshot, or a deadlock victim): free its locks for the others now.
+            if self._txn is not None and on_txn_conn:
+                self._abort_txn(e)
+            return e
+        if isinstance(e, LockTimeoutError):
+            # Row locks are taken after the statement ran; it cannot be undone alone.
+            if self._txn is not None and on_txn_conn and not trace.table_level:
+                self._abort_txn(e)
+            return e
+        if isinstance(e, apsw.Error):
+            self._after_txn_error(on_txn_conn)
+            return _caused(translate(e), e)
+        if isinstance(e, KeyError):
+            message = f"You did not supply a value for binding parameter {e.args[0]}."
+            return _caused(ProgrammingError(message), e)
+        if isinstance(e, TypeError):
+            return _caused(adaptation.binding_error(e), e)
+        if isinstance(e, OverflowError):
+            return _caused(OverflowError("Python int too large to convert to SQLite INTEGER"), e)
+        assert isinstance(e, UnicodeDecodeError)  # a statement run to completion here
+        raw = trace.raw_description
+        return _caused(undecodable(e, raw[0] if raw else None), e)
+
+    def _describe(
+        self,
+        cursor: Cursor,
+        trace: _StatementTrace,
+        known: tuple[int, Any] | None,
+        conn: apsw.Connection,
+        many: bool,
+        kind: str,
+    ) -> None:
+        """Set ``cursor.description`` (and converters), and remember how the statement was
+        described for its next run (``_known_shape``)."""
+        if known is not None:
+            cursor.description = known[1]
+            return
+        raw = trace.raw_description[0] if trace.raw_description else None
+        cursor.description = describe(raw, self.detect_types)
+        if raw and self.detect_types:
+            cursor._converters = adaptation.column_converters(raw, self.detect_types)
+        txn = trace.txn
+        if kind == "pragma":
+            # A pragma such as full_column_names renames the columns of other statements
+            # (count_changes gives DML some).
+            self._statement_shapes.clear()
+            self._plain_dml.clear()
+        elif txn is not None and not many and not self.detect_types and self._trace is None:
+            if len(self._statement_shapes) > 4096:
+                self._statement_shapes.clear()
+            self._statement_shapes[trace.sql] = (txn.schema_version, cursor.description)
+        elif conn is self._merger and kind == "dml" and not many and raw == ():
+            if len(self._plain_dml) > 4096:
+                self._plain_dml.clear()
+            self._plain_dml.add(trace.sql)
 
     @staticmethod
     def _ran_to_completion(
@@ -2222,6 +2242,64 @@ class Connection(Hooks):
 
 # The attempt of ``transact`` from which a transaction reaching a hot table goes directly.
 _DIRECT_FROM_ATTEMPT = 2
+
+
+class _StatementTrace:
+    """The exec trace of one statement: it describes the statement before its first step,
+    refuses a second statement as the stdlib does, and, in a transaction, takes the table
+    locks (table level) and notes the reads a pending rebase must know of, before SQLite runs
+    it."""
+
+    __slots__ = ("can_cache", "owner", "raw_description", "several", "sql", "table_level", "txn")
+
+    def __init__(self, owner: Connection, sql: str, txn: WriteTransaction | None) -> None:
+        self.owner = owner
+        self.sql = sql
+        self.txn = txn
+        self.table_level = txn is not None and txn.level.locks_tables
+        self.raw_description: list[Any] = []
+        self.several = False
+        self.can_cache = True
+
+    def __call__(self, acur: apsw.Cursor, stmt_sql: str, _bindings: Any) -> bool:
+        if not self.raw_description:
+            # Like the stdlib, refuse a second statement before running the first.
+            if statements.has_more_statements(self.sql, stmt_sql):
+                self.several = True
+                return False
+            self.raw_description.append(description.pre_step(acur))
+        owner, txn = self.owner, self.txn
+        if owner._trace is not None:
+            owner._trace_statement(acur, stmt_sql)
+        if txn is not None and (self.table_level or txn.rebase.pending):
+            tables = owner._table_sets.take(
+                txn.schema_version, stmt_sql, prepared_now=not self.can_cache
+            )
+            if txn.rebase.pending:
+                if rebase.LAST_INSERT_ROWID in tables:
+                    txn.rebase.observe_all()
+                txn.rebase.observe_tables([t for t, m in tables.items() if m == "S"])
+            if self.table_level:
+                txn.locking.before_statement(tables, txn.fresh)
+        return True
+
+
+# What a statement's run turns into the stdlib's errors (``Connection._run_error``).
+_RUN_ERRORS = (
+    apsw.Error,
+    ConflictError,
+    LockTimeoutError,
+    KeyError,
+    TypeError,
+    OverflowError,
+    UnicodeDecodeError,
+)
+
+
+def _caused(error: BaseException, cause: BaseException) -> BaseException:
+    """``error`` as ``raise error from cause`` raises it."""
+    error.__cause__ = cause
+    return error
 
 
 class Statement:
