@@ -35,9 +35,9 @@ import apsw
 from _together import write_report
 
 import sqlite_concurrent
-from sqlite_concurrent import waits
 from sqlite_concurrent.cli.bench import environment
 from sqlite_concurrent.cli.stress import percentile
+from sqlite_concurrent.locking import waits
 
 FLOOR_PAIRS_PER_S = 20_000
 FLOOR_P99_WAKE_MS = 2.0

@@ -43,7 +43,7 @@ def lock_rows(db_path: str, sql: str, params: tuple = ()) -> list[tuple]:
     """Rows of ``sql`` on the lock database ``db_path-locks``.  One that is absent (the last
     process to close the database removes it) or not set up yet holds no state, so it is
     queried as an empty one; the query never creates the file."""
-    from sqlite_concurrent import lockdb
+    from sqlite_concurrent.locking import lockdb
 
     path = db_path + "-locks"
     conn = None

@@ -6,7 +6,7 @@ import os
 import traceback
 
 import sqlite_concurrent
-from sqlite_concurrent import oslock
+from sqlite_concurrent.locking import oslock
 
 
 def _lock_file(path: str) -> tuple[int, int]:

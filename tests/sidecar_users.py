@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import pytest
 
 import sqlite_concurrent
-import sqlite_concurrent.overlay
+import sqlite_concurrent.storage.overlay
 
 MODULES = {"stdlib": sqlite3, "ours": sqlite_concurrent}
 
@@ -116,7 +116,7 @@ def _serve(user: User, module: object, db: str, commands: int, replies: int) -> 
     os.setuid(user.uid)
     os.umask(user.umask)
     # A transaction of more than a few pages then spills them to the process's journal.
-    sqlite_concurrent.overlay.MEMORY_BUDGET = 16 * 4096
+    sqlite_concurrent.storage.overlay.MEMORY_BUDGET = 16 * 4096
     conn = None
     with os.fdopen(commands, "r") as lines:
         for line in lines:

@@ -10,7 +10,7 @@ import pytest
 from conftest import integrity_ok, stock_apsw
 
 import sqlite_concurrent
-from sqlite_concurrent import journal, overlay
+from sqlite_concurrent.storage import journal, overlay
 
 pytestmark = [pytest.mark.timeout(120), pytest.mark.usefixtures("optimistic")]
 

@@ -11,8 +11,8 @@ from conftest import SPAWN, integrity_ok, stock_apsw
 from workers import timed_updates
 
 import sqlite_concurrent
-from sqlite_concurrent.checkpoint import DEFAULT_PASSIVE_FRAMES
-from sqlite_concurrent.snapshot import read_wal_header
+from sqlite_concurrent.commit.checkpoint import DEFAULT_PASSIVE_FRAMES
+from sqlite_concurrent.storage.snapshot import read_wal_header
 
 WRITERS = 8
 ROWS = 50

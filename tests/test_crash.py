@@ -25,7 +25,8 @@ from workers import (
 )
 
 import sqlite_concurrent
-from sqlite_concurrent import crashpoints, ways
+from sqlite_concurrent import crashpoints
+from sqlite_concurrent.engine import ways
 
 SRC = Path(sqlite_concurrent.__file__).parent
 ACCOUNTS, BALANCE = 20, 1000
@@ -58,7 +59,7 @@ def test_kill_at_point(db_path, tmp_path, point, level):
     ack_log = str(tmp_path / "acks.log")
     # Dies on its third visit, so some commits were acknowledged before.
     os.environ[crashpoints.ENV] = f"{point}@3"
-    # Each way of running a transaction reaches its own points (sqlite_concurrent.ways).
+    # Each way of running a transaction reaches its own points (sqlite_concurrent.engine.ways).
     os.environ[ways.ENV] = "optimistic"  # the direct and escalating victims say their mode
     victim_fn = {
         "direct": crash_direct_victim,

@@ -12,7 +12,7 @@ from conftest import in_thread, lock_rows, stock_apsw, wait_until
 from workers import wait_until_visible
 
 import sqlite_concurrent
-from sqlite_concurrent import publisher
+from sqlite_concurrent.locking import publisher
 
 pytestmark = [pytest.mark.timeout(60), pytest.mark.usefixtures("optimistic")]
 

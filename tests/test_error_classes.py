@@ -178,12 +178,16 @@ def unwritable_locks(tmp_path: Path) -> Path:
         pytest.skip(reason)
     db = tmp_path / "app.db"
     subprocess.run(
-        [sys.executable, "-c", "import sys, apsw, sqlite_concurrent as s;"
-         "c = s.connect(sys.argv[1]); c.execute('CREATE TABLE t(x)'); c.commit();"
-         # A copy of the lock database taken while in use: the last close removes it.
-         "l = apsw.Connection(sys.argv[1] + '-locks', flags=apsw.SQLITE_OPEN_READONLY);"
-         "l.execute('VACUUM INTO ?', (sys.argv[1] + '-locks.copy',)); l.close(); c.close()",
-         str(db)],
+        [
+            sys.executable,
+            "-c",
+            "import sys, apsw, sqlite_concurrent as s;"
+            "c = s.connect(sys.argv[1]); c.execute('CREATE TABLE t(x)'); c.commit();"
+            # A copy of the lock database taken while in use: the last close removes it.
+            "l = apsw.Connection(sys.argv[1] + '-locks', flags=apsw.SQLITE_OPEN_READONLY);"
+            "l.execute('VACUUM INTO ?', (sys.argv[1] + '-locks.copy',)); l.close(); c.close()",
+            str(db),
+        ],
         check=True,
         env=ENV,
     )

@@ -18,8 +18,8 @@ import pytest
 from conftest import SPAWN, stock_apsw
 
 import sqlite_concurrent
-from sqlite_concurrent import snapshot as snapshot_mod
-from sqlite_concurrent.overlay import Overlay, vfs
+from sqlite_concurrent.storage import snapshot as snapshot_mod
+from sqlite_concurrent.storage.overlay import Overlay, vfs
 
 # Tests of the optimistic machinery: transactions overlap in one thread or across processes.
 pytestmark = pytest.mark.usefixtures("optimistic")

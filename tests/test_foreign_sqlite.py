@@ -21,7 +21,7 @@ import pytest
 from conftest import in_thread
 
 import sqlite_concurrent
-from sqlite_concurrent import foreign
+from sqlite_concurrent.process import foreign
 
 pytestmark = pytest.mark.timeout(60)
 

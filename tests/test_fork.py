@@ -24,7 +24,7 @@ import pytest
 from conftest import SPAWN, integrity_ok, stock_apsw, wait_until
 
 import sqlite_concurrent
-from sqlite_concurrent import journal
+from sqlite_concurrent.storage import journal
 
 pytestmark = pytest.mark.timeout(90)
 

@@ -17,7 +17,10 @@ from conftest import SPAWN, integrity_ok, lock_rows, stock_apsw, wait_until
 from workers import commit_rows
 
 import sqlite_concurrent
-from sqlite_concurrent import crashpoints, journal, merge, oslock
+from sqlite_concurrent import crashpoints
+from sqlite_concurrent.commit import merge
+from sqlite_concurrent.locking import oslock
+from sqlite_concurrent.storage import journal
 
 pytestmark = [pytest.mark.timeout(120), pytest.mark.usefixtures("optimistic")]
 

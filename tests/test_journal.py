@@ -14,8 +14,10 @@ from typer.testing import CliRunner
 from workers import exit_now
 
 import sqlite_concurrent
-from sqlite_concurrent import journal, merge, recovery, snapshot
+from sqlite_concurrent import recovery
 from sqlite_concurrent.cli.app import app
+from sqlite_concurrent.commit import merge
+from sqlite_concurrent.storage import journal, snapshot
 
 pytestmark = [pytest.mark.timeout(60), pytest.mark.usefixtures("optimistic")]
 
@@ -202,7 +204,8 @@ def test_writer_killed_waiting_to_commit_leaves_a_hot_journal_that_recovery_remo
     journal, offered to other mergers): nothing is committed, recovery removes the journal."""
     from workers import crash_victim
 
-    from sqlite_concurrent import crashpoints, oslock
+    from sqlite_concurrent import crashpoints
+    from sqlite_concurrent.locking import oslock
 
     conn = sqlite_concurrent.connect(db)
     conn.executescript(
@@ -221,8 +224,9 @@ def test_writer_killed_waiting_to_commit_leaves_a_hot_journal_that_recovery_remo
         finally:
             del os.environ[crashpoints.ENV]
         wait_until(
-            lambda: lock_rows(db, "SELECT count(*) FROM transactions WHERE state = 'ready'")
-            != [(0,)],
+            lambda: (
+                lock_rows(db, "SELECT count(*) FROM transactions WHERE state = 'ready'") != [(0,)]
+            ),
             "the victim asks to commit",
         )
     finally:

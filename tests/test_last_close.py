@@ -16,7 +16,8 @@ import pytest
 from conftest import SPAWN, in_thread, integrity_ok, stock_apsw, wait_until
 
 import sqlite_concurrent
-from sqlite_concurrent import holding, publisher
+from sqlite_concurrent.locking import publisher
+from sqlite_concurrent.process import holding
 
 pytestmark = pytest.mark.timeout(120)
 

@@ -17,9 +17,11 @@ from leftover_workers import die_holding, hold_open, race_last_close
 from typer.testing import CliRunner
 
 import sqlite_concurrent
-from sqlite_concurrent import leftovers, oslock, recovery
+from sqlite_concurrent import recovery
 from sqlite_concurrent.cli import check, status
 from sqlite_concurrent.cli.app import app
+from sqlite_concurrent.locking import oslock
+from sqlite_concurrent.process import leftovers
 
 pytestmark = [pytest.mark.timeout(120), pytest.mark.usefixtures("optimistic")]
 

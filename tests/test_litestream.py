@@ -17,8 +17,8 @@ from conftest import SPAWN, integrity_ok, make_accounts, program_or_skip, stock_
 from workers import transfers
 
 import sqlite_concurrent
-from sqlite_concurrent import wal_readers
 from sqlite_concurrent.cli import status
+from sqlite_concurrent.storage import wal_readers
 
 ACCOUNTS = 200
 START_BALANCE = 1000

@@ -10,8 +10,8 @@ from conftest import SPAWN, lock_rows, stock_apsw
 from workers import wait_until_visible
 
 import sqlite_concurrent
-from sqlite_concurrent import merge
-from sqlite_concurrent.lockdb import LockDB, holder_alive, process_start_time
+from sqlite_concurrent.commit import merge
+from sqlite_concurrent.locking.lockdb import LockDB, holder_alive, process_start_time
 
 # Tests of the optimistic machinery: transactions overlap in one thread or across processes.
 pytestmark = pytest.mark.usefixtures("optimistic")

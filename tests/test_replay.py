@@ -10,7 +10,7 @@ from typing import Any
 import apsw
 import pytest
 
-from sqlite_concurrent import merge, replay
+from sqlite_concurrent.commit import merge, replay
 from sqlite_concurrent.errors import ConflictError
 
 SCHEMA = """

@@ -350,7 +350,7 @@ def test_a_statement_that_waited_for_a_row_lock_runs_again_instead_of_conflictin
 def test_a_bulk_load_is_not_kept_to_run_again(db_path):
     """Past ``MAX_PARAMETER_SETS`` rows the recording is dropped: the transaction keeps no copy
     of every row until its commit, and a conflict is raised as before."""
-    from sqlite_concurrent import rerun
+    from sqlite_concurrent.engine import rerun
 
     _setup(db_path)
     mine = _optimistic(db_path)

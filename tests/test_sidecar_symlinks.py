@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 
 import sqlite_concurrent
-from sqlite_concurrent import journal, overlay
 from sqlite_concurrent.cli import check, status
+from sqlite_concurrent.storage import journal, overlay
 
 # Tests of the optimistic machinery: transactions overlap in one thread or across processes.
 pytestmark = pytest.mark.usefixtures("optimistic")

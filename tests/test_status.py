@@ -26,10 +26,10 @@ import apsw
 import pytest
 from typer.testing import CliRunner
 
-from sqlite_concurrent import oslock
 from sqlite_concurrent.cli import status
 from sqlite_concurrent.cli.app import app
-from sqlite_concurrent.lockdb import LockDB
+from sqlite_concurrent.locking import oslock
+from sqlite_concurrent.locking.lockdb import LockDB
 
 SPAWN = multiprocessing.get_context("spawn")
 ROOT = Path(__file__).resolve().parent.parent

@@ -18,7 +18,7 @@ from stdlib_steps import outcome, same_as_stdlib
 from test_group_commit import _ready, _start, _stop_outside_guard
 
 import sqlite_concurrent
-from sqlite_concurrent import oslock
+from sqlite_concurrent.locking import oslock
 
 pytestmark = pytest.mark.timeout(60)
 

@@ -302,7 +302,7 @@ def _make_hot(path, level):
     """A conflict on ``accounts`` in this process (two optimistic connections of one thread
     writing one row; at the table level, a deadlock), which makes the table hot for this
     process's transactions."""
-    from sqlite_concurrent import ways
+    from sqlite_concurrent.engine import ways
 
     first = sqlite_concurrent.connect(path, lock_level=level, mode="optimistic")
     second = sqlite_concurrent.connect(path, lock_level=level, mode="optimistic")

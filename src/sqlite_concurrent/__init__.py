@@ -40,7 +40,7 @@ from .errors import (
     ProgrammingError,
     Warning,
 )
-from .foreign import install as _refuse_stdlib_on_our_files
+from .process.foreign import install as _refuse_stdlib_on_our_files
 from .row import Row
 
 __version__ = "0.1.0"

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import apsw
 
-from . import merge
+from .commit import merge
 from .errors import NotSupportedError, OperationalError, ProgrammingError, translate
 
 if TYPE_CHECKING:

@@ -30,7 +30,7 @@ from typing import Any
 
 import apsw
 
-from .authorizer import HEADER_PRAGMAS, READ_ACTIONS
+from .engine.authorizer import HEADER_PRAGMAS, READ_ACTIONS
 from .identifiers import quote
 
 _NEITHER = frozenset({apsw.SQLITE_TRANSACTION, apsw.SQLITE_SAVEPOINT})

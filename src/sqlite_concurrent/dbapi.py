@@ -29,40 +29,25 @@ import apsw
 
 from . import (
     adaptation,
-    authorizer,
     backup,
     connstate,
     crashpoints,
     description,
-    direct,
     errors,
-    exclusive,
-    exiting,
     filenames,
-    foreign,
     foreign_keys,
-    holding,
     identifiers,
-    journal,
     journal_mode,
-    leftovers,
-    levels,
-    lockdb_health,
-    locks,
-    merge,
-    oslock,
-    publisher,
-    rebase,
-    rerun,
     serialization,
     shared_memory,
     statements,
-    waits,
-    ways,
 )
 from .blob import Blob, OpenBlobs
-from .checkpoint import DEFAULT_CHECKPOINT_WAIT, DEFAULT_WAL_LIMIT, Checkpointer
+from .commit import merge
+from .commit.checkpoint import DEFAULT_CHECKPOINT_WAIT, DEFAULT_WAL_LIMIT, Checkpointer
 from .cursor import NO_ROWS, Cursor, describe, undecodable
+from .engine import authorizer, direct, exclusive, rebase, rerun, ways
+from .engine.transaction import WriteTransaction
 from .errors import (
     ConflictError,
     DatabaseError,
@@ -80,9 +65,11 @@ from .errors import (
     translate,
 )
 from .hooks import Hooks
-from .lockdb import LockDB
-from .overlay import VFS_NAME, vfs
-from .transaction import WriteTransaction
+from .locking import levels, lockdb_health, locks, oslock, publisher, waits
+from .locking.lockdb import LockDB
+from .process import exiting, foreign, holding, leftovers
+from .storage import journal
+from .storage.overlay import VFS_NAME, vfs
 
 LOCK_LEVELS = levels.NAMES
 _MARKER_PRUNE_EVERY = 256
@@ -2016,7 +2003,7 @@ class Connection(Hooks):
                 # This SQL ran here before for this schema: one statement (the trace refused a
                 # second then), described as recorded.  Nothing else asks for the trace at the
                 # row level without a rebase pending, so it is skipped: about 2 us a statement.
-                rows = conn.cursor().execute(sql, parameters)
+                rows: Iterator[tuple[Any, ...]] = conn.cursor().execute(sql, parameters)
                 if materialise:
                     rows = self._ran_to_completion(rows, cursor, conn, kind)
             else:
@@ -2119,7 +2106,9 @@ class Connection(Hooks):
             try:
                 if many:
                     return self._step_many(cursor, conn, acur, sql, parameters, trace.can_cache)
-                rows = acur.execute(sql, parameters, can_cache=trace.can_cache)
+                rows: Iterator[tuple[Any, ...]] = acur.execute(
+                    sql, parameters, can_cache=trace.can_cache
+                )
                 raw = trace.raw_description
                 if raw and not on_txn_conn and trace.can_cache:
                     raw[0] = self._columns.after_step(acur, conn, sql, parameters, raw[0])

@@ -17,7 +17,7 @@ from typing import Any
 
 import apsw
 
-from .authorizer import Denied
+from .engine.authorizer import Denied
 
 _KEEP = 4096  # statements remembered per connection
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 import apsw
 
 from . import statements
-from .authorizer import Denied
+from .engine.authorizer import Denied
 from .errors import IntegrityError, NotSupportedError
 
 FAILED = "FOREIGN KEY constraint failed"

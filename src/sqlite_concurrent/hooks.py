@@ -18,8 +18,8 @@ from typing import Any
 import apsw
 
 from . import adaptation
-from .authorizer import Denied
 from .connstate import ConnectionState
+from .engine.authorizer import Denied
 from .errors import DataError, OperationalError, ProgrammingError, translate
 
 _SQL_TYPES = (type(None), int, float, str, bytes, bytearray, memoryview)

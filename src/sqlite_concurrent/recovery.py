@@ -18,9 +18,13 @@ from dataclasses import dataclass
 
 import apsw
 
-from . import filenames, holding, journal, leftovers, lockdb_health, merge
+from . import filenames
+from .commit import merge
 from .errors import translate
-from .lockdb import LockDB
+from .locking import lockdb_health
+from .locking.lockdb import LockDB
+from .process import holding, leftovers
+from .storage import journal
 
 
 @dataclass(frozen=True)

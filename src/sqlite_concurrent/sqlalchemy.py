@@ -24,7 +24,7 @@ class SQLiteDialect_sqlite_concurrent(SQLiteDialect_pysqlite):  # noqa: N801 (SQ
 
     @classmethod
     def import_dbapi(cls) -> ModuleType:
-        from sqlite_concurrent import dbapi2
+        from . import dbapi2
 
         return dbapi2
 

@@ -34,8 +34,9 @@ import apsw
 import typer
 from rich.console import Console
 
-from .. import lockdb_health, recovery
+from .. import recovery
 from ..errors import translate
+from ..locking import lockdb_health
 from . import bench, check, display, status, stress
 from .workloads import WORKLOADS
 

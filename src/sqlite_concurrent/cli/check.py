@@ -18,9 +18,10 @@ from typing import NamedTuple
 
 import apsw
 
-from .. import filenames, lockdb_health
-from ..checkpoint import DEFAULT_WAL_LIMIT
+from .. import filenames
+from ..commit.checkpoint import DEFAULT_WAL_LIMIT
 from ..errors import OperationalError, translate
+from ..locking import lockdb_health
 from . import leftover_files, status, stress
 
 OK, WARN, FAIL = "ok", "warn", "FAIL"

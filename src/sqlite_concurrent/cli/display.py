@@ -226,8 +226,7 @@ def bench_line(r: stress.Result, done: int, total: int) -> str:
     return (
         f"[{done:>3}/{total}] {r.workload:>8} think {r.think_ms:g} ms {r.writers:>2} writers "
         f"{r.engine:>5}: {r.txn_per_s:8,.0f} txn/s  p99 {r.p99_ms:6.1f} ms  "
-        f"{'ok' if r.ok else 'FAILED'}"
-        + (f"  ({bench.ways_text(r.ways)})" if r.ways else "")
+        f"{'ok' if r.ok else 'FAILED'}" + (f"  ({bench.ways_text(r.ways)})" if r.ways else "")
     )
 
 

@@ -1,8 +1,8 @@
 """The files beside a database and why each is there, for ``status`` and ``check``.
 
 SQLite removes ``-wal`` and ``-shm`` at the last close, and the library removes ``-locks`` and the
-journals (:mod:`sqlite_concurrent.leftovers`); whatever stays is explained here: in use by a live
-process, left by one that exited without closing, or set aside by recovery.
+journals (:mod:`sqlite_concurrent.process.leftovers`); whatever stays is explained here: in use
+by a live process, left by one that exited without closing, or set aside by recovery.
 """
 
 from __future__ import annotations
@@ -13,10 +13,11 @@ import struct
 import time
 from dataclasses import dataclass
 
-from .. import leftovers, oslock
-from ..holding import held
-from ..lockdb import LockDB
-from ..processes import process_start_time
+from ..locking import oslock
+from ..locking.lockdb import LockDB
+from ..locking.processes import process_start_time
+from ..process import leftovers
+from ..process.holding import held
 
 
 @dataclass(frozen=True)

@@ -29,10 +29,11 @@ from rich.console import Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
-from .. import sidecar, wal_readers
-from ..checkpoint import DEFAULT_WAL_LIMIT
+from ..commit.checkpoint import DEFAULT_WAL_LIMIT
 from ..errors import OperationalError
-from ..processes import holder_alive
+from ..locking.processes import holder_alive
+from ..process import sidecar
+from ..storage import wal_readers
 from . import leftover_files
 
 # Bump when a key of :meth:`Status.to_json` changes meaning or disappears (adding keys is fine).

@@ -33,7 +33,7 @@ from typing import Any
 
 from ..dbapi import connect
 from ..errors import ConflictError
-from ..levels import NAMES as LOCK_LEVELS
+from ..locking.levels import NAMES as LOCK_LEVELS
 from .workloads import WORKLOADS, Step
 
 ENGINES = ("ours", "stock")

@@ -9,8 +9,7 @@ from typing import Any
 
 from django.db.backends.sqlite3 import base as _django_sqlite3
 
-from sqlite_concurrent import dbapi2 as Database  # noqa: N812 (the name Django uses)
-
+from .. import dbapi2 as Database  # noqa: N812 (the name Django uses)
 from .creation import DatabaseCreation
 
 # Django registers its adapters and converters (bool, date, datetime, Decimal, ...) with the

@@ -31,8 +31,8 @@ from typing import Any
 
 import apsw
 
-from .identifiers import quote
-from .replay import conjunction
+from ..commit.replay import conjunction
+from ..identifiers import quote
 
 ROWID = "_rowid_"
 

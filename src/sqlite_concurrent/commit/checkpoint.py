@@ -36,7 +36,9 @@ from collections.abc import Callable
 
 import apsw
 
-from . import drain, oslock, snapshot, wal_readers
+from ..locking import oslock
+from ..storage import snapshot, wal_readers
+from . import drain
 
 DEFAULT_PASSIVE_FRAMES = 1000  # SQLite's own auto-checkpoint default
 DEFAULT_WAL_LIMIT = 64 * 2**20

@@ -17,7 +17,7 @@ import select
 import socket
 import threading
 
-from . import oslock
+from ..locking import oslock
 
 _sender: socket.socket | None = None
 _sender_lock = threading.Lock()

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 import apsw
 
-from .identifiers import quote
+from ..identifiers import quote
 
 _NAME = r'(?:"(?:[^"]|"")+"|`[^`]+`|\[[^\]]+\]|[A-Za-z_][A-Za-z0-9_$]*)'
 _INSERT = re.compile(

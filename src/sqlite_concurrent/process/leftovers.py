@@ -31,7 +31,7 @@ import time
 
 import apsw
 
-from . import oslock
+from ..locking import oslock
 
 QUARANTINE_DAYS = 7
 QUARANTINE_KEEP = 10

@@ -18,7 +18,7 @@ import errno
 import os
 import stat
 
-from .errors import OperationalError
+from ..errors import OperationalError
 
 _CREATE = os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 

@@ -20,14 +20,14 @@ from typing import Any
 
 import apsw
 
+from ..conflicts import conflict
+from ..engine.rebase import LAST_INSERT_ROWID
+from ..errors import ConflictError
+from ..identifiers import quote
 from . import waits
-from .conflicts import conflict
-from .errors import ConflictError
 from .grants import Blocker
-from .identifiers import quote
 from .levels import Level
 from .lockdb import LockDB
-from .rebase import LAST_INSERT_ROWID
 
 DEFAULT_ESCALATE_AT = 1000
 # Long enough that a transaction whose statements and commit follow each other never writes

@@ -29,8 +29,8 @@ import os
 import struct
 import threading
 
-from . import sidecar
-from .errors import OperationalError
+from ..errors import OperationalError
+from ..process import sidecar
 
 # Linux F_OFD_* values (include/uapi/asm-generic/fcntl.h); Python exposes them on 3.9+ Linux.
 _F_OFD_SETLK = getattr(fcntl, "F_OFD_SETLK", 37)

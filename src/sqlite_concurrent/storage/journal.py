@@ -34,9 +34,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from . import sidecar
-from .errors import OperationalError
-from .processes import process_start_time
+from ..errors import OperationalError
+from ..locking.processes import process_start_time
+from ..process import sidecar
 
 MAGIC = b"SQLCJNL\0"
 VERSION = 1

@@ -41,8 +41,9 @@ from typing import Any
 
 import apsw
 
-from . import filenames, wal_readers
-from .oslock import F_OFD_SETLK
+from .. import filenames
+from ..locking.oslock import F_OFD_SETLK
+from ..storage import wal_readers
 
 Identity = tuple[int, int]  # (st_dev, st_ino)
 

@@ -44,11 +44,14 @@ from typing import Any
 
 import apsw
 
-from . import filenames, leftovers, oslock, plain_open, snapshot
-from .errors import OperationalError
-from .lockdb import LockDB
-from .overlay import VFS_NAME
-from .publisher import Publisher
+from .. import filenames
+from ..errors import OperationalError
+from ..locking import oslock
+from ..locking.lockdb import LockDB
+from ..locking.publisher import Publisher
+from ..storage import snapshot
+from ..storage.overlay import VFS_NAME
+from . import leftovers, plain_open
 
 _cond = threading.Condition()  # guards the registry below and every Holding's counts
 _held: dict[str, Holding] = {}  # by absolute path

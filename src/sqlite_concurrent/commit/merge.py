@@ -18,11 +18,14 @@ from typing import Any
 
 import apsw
 
-from . import crashpoints, drain, journal, oslock, replay, snapshot
-from .conflicts import conflict
-from .errors import ConflictError, OperationalError
-from .grants import COMMITTED, CONFLICTED
-from .identifiers import quote
+from .. import crashpoints
+from ..conflicts import conflict
+from ..errors import ConflictError, OperationalError
+from ..identifiers import quote
+from ..locking import oslock
+from ..locking.grants import COMMITTED, CONFLICTED
+from ..storage import journal, snapshot
+from . import drain, replay
 
 MARKER_TABLE = "_sqlite_concurrent_commits"
 

@@ -17,9 +17,11 @@ from __future__ import annotations
 
 import apsw
 
-from . import crashpoints, drain, merge, oslock, savepoints, waits
-from .errors import OperationalError
-from .lockdb import LockDB
+from .. import crashpoints, savepoints
+from ..commit import drain, merge
+from ..errors import OperationalError
+from ..locking import oslock, waits
+from ..locking.lockdb import LockDB
 
 
 def wait_for_db(lockdb: LockDB, txn_id: int, timeout: float) -> None:

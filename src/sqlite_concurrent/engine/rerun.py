@@ -26,7 +26,7 @@ import weakref
 from dataclasses import dataclass, field
 from typing import Any
 
-from . import errors
+from .. import errors
 
 # Statement kinds (:func:`.statements.kind`) a transaction may run and still be run again.
 KINDS = frozenset({"dml", "other"})

@@ -20,7 +20,7 @@ import threading
 import time
 from collections.abc import Iterable
 
-from .errors import DeadlockError, LockTimeoutError
+from ..errors import DeadlockError, LockTimeoutError
 from .grants import Blocker, Victim
 from .lockdb import LockDB
 

@@ -28,8 +28,10 @@ from dataclasses import dataclass
 
 import apsw
 
-from . import filenames, oslock, sidecar
-from .errors import OperationalError
+from .. import filenames
+from ..errors import OperationalError
+from ..process import sidecar
+from . import oslock
 
 log = logging.getLogger("sqlite_concurrent")
 
@@ -81,9 +83,10 @@ def foreign_tables(conn: apsw.Connection) -> str | None:
     if strangers:
         shown = ", ".join(strangers[:5])
         return f"it is another application's SQLite database (tables {shown})"
-    if "meta" not in names or not conn.execute(
-        "SELECT 1 FROM meta WHERE key = 'schema_version'"
-    ).fetchall():
+    if (
+        "meta" not in names
+        or not conn.execute("SELECT 1 FROM meta WHERE key = 'schema_version'").fetchall()
+    ):
         return "it is a SQLite database without the lock database's schema-version marker"
     return None
 

@@ -31,8 +31,10 @@ from typing import Any
 
 import apsw
 
-from . import filenames, plain_open, snapshot
-from .errors import OperationalError
+from .. import filenames
+from ..errors import OperationalError
+from ..storage import snapshot
+from . import plain_open
 
 Identity = tuple[int, int]  # (st_dev, st_ino) of a file
 _SIDE = ("-wal", "-shm")

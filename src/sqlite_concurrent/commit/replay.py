@@ -26,8 +26,8 @@ from typing import Any, NamedTuple
 
 import apsw
 
-from .errors import ConflictError
-from .identifiers import quote
+from ..errors import ConflictError
+from ..identifiers import quote
 
 SMALL = 8192  # changeset bytes up to which statements beat the session's apply
 

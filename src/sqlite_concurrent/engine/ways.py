@@ -24,7 +24,7 @@ import resource
 import threading
 import time
 
-from .errors import ProgrammingError
+from ..errors import ProgrammingError
 
 MODES = ("auto", "optimistic", "direct")
 ENV = "SQLITE_CONCURRENT_MODE"  # the mode of connections that do not name one
@@ -110,9 +110,7 @@ class Shapes:
         that retries conflicts: overlapping still pays there)."""
         if by_conflicts and self._conflicts.get(shape, 0.0) > CONFLICTS_ABOVE:
             return True
-        return (
-            self._waited.get(shape, 0.0) < DIRECT_BELOW and self._cpu.get(shape, 0.0) < CPU_ABOVE
-        )
+        return self._waited.get(shape, 0.0) < DIRECT_BELOW and self._cpu.get(shape, 0.0) < CPU_ABOVE
 
     def ran(self, shape: str, waited: float, cpu: float, *, way: str, conflicted: bool) -> None:
         if len(self._waited) > _MAX_SHAPES:

@@ -15,15 +15,18 @@ from typing import Any
 
 import apsw
 
-from . import crashpoints, drain, foreign_keys, merge, rowid_keys, savepoints, waits
+from .. import crashpoints, foreign_keys, savepoints
+from ..commit import drain, merge
+from ..locking import waits
+from ..locking.levels import Level
+from ..locking.lockdb import LockDB
+from ..locking.locks import Locking
+from ..storage.overlay import Overlay, Slot
+from ..storage.snapshot import Snapshot, WalFiles
+from ..storage.snapshot import pages_changed_since as snapshot_pages_changed_since
+from . import rowid_keys
 from .authorizer import Denied
-from .levels import Level
-from .lockdb import LockDB
-from .locks import Locking
-from .overlay import Overlay, Slot
 from .rebase import Rebase
-from .snapshot import Snapshot, WalFiles
-from .snapshot import pages_changed_since as snapshot_pages_changed_since
 
 
 class WriteTransaction:
