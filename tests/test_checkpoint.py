@@ -1,4 +1,5 @@
-"""The WAL stays bounded while transactions overlap all the time (DESIGN section 12)."""
+"""The WAL stays bounded while transactions overlap all the time (architecture.md,
+"Checkpoints")."""
 
 from __future__ import annotations
 

@@ -106,7 +106,7 @@ def test_kill_at_point(db_path, tmp_path, point, level):
 def test_every_crash_point_is_placed_and_declared():
     """Meta-test: the points the tests above kill at are exactly those in the code."""
     placed = set()
-    for module in SRC.glob("*.py"):
+    for module in SRC.rglob("*.py"):
         placed |= set(re.findall(r'crashpoints\.reach\("([^"]+)"\)', module.read_text()))
     assert placed == set(crashpoints.POINTS)
 

@@ -1,7 +1,8 @@
-"""Exclusive operations (DESIGN 10): DDL, VACUUM, ANALYZE, REINDEX and header pragmas wait for
-the transactions other processes have open instead of breaking them, hold new ones back until
-they are done, and run inside a transaction when the application opened one.  A transaction
-whose snapshot predates a schema change made behind our back gets a retryable conflict."""
+"""Exclusive operations (architecture.md, "Exclusive operations"): DDL, VACUUM, ANALYZE, REINDEX and
+header pragmas wait for the transactions other processes have open instead of breaking them, hold
+new ones back until they are done, and run inside a transaction when the application opened one.  A
+transaction whose snapshot predates a schema change made behind our back gets a retryable
+conflict."""
 
 from __future__ import annotations
 

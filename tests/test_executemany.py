@@ -1,7 +1,7 @@
 """``executemany`` inside a transaction runs each parameter set once, also when the statement
 has to be prepared again part way through: a statement APSW hands back from its cache was not
 seen by the authorizer, and once the first set has inserted a row whose rowid may be rebased
-(DESIGN 13), the next set needs its tables."""
+(architecture.md, "Rowids nobody saw"), the next set needs its tables."""
 
 from __future__ import annotations
 

@@ -113,7 +113,8 @@ def test_autocommit_statement_fails_whole(tmp_path, lock_level):
 
 
 def test_violation_after_a_schema_change_in_the_transaction(tmp_path):
-    """The transaction runs on the merger from its CREATE TABLE on (DESIGN 10)."""
+    """The transaction runs on the merger from its CREATE TABLE on (architecture.md, "Exclusive
+    operations")."""
     steps = [
         _sql("INSERT INTO ci VALUES (1, 1)"),
         _sql("CREATE TABLE other (x)"),

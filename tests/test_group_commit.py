@@ -1,6 +1,7 @@
-"""Group commit (DESIGN 9): the process holding the merge lock applies every transaction that is
-waiting to commit, each in its own savepoint, and commits them at once; when it dies half-way,
-the owners find out from their commit markers and carry on.
+"""Group commit (architecture.md, "Journals, group commit and commit markers"): the process holding
+the merge lock applies every transaction that is waiting to commit, each in its own savepoint, and
+commits them at once; when it dies half-way, the owners find out from their commit markers and carry
+on.
 
 Synchronization: the test takes the merge lock itself, so writers queue behind it with their
 transactions marked ready; it waits for that state in the lock database, then lets go.

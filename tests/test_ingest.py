@@ -1,4 +1,5 @@
-"""Many writers appending to one table with auto-assigned ids (DESIGN section 13)."""
+"""Many writers appending to one table with auto-assigned ids (architecture.md, "Rowids nobody
+saw")."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """Restart checkpoints do not hold writers back for a reader they cannot outwait, and
-``status`` names the reader that pins the WAL (DESIGN section 12)."""
+``status`` names the reader that pins the WAL (architecture.md, "Checkpoints")."""
 
 from __future__ import annotations
 

@@ -2,7 +2,8 @@
 
 Into a stdlib connection: the stdlib's own backup, from an in-memory copy of a consistent
 snapshot (two SQLite libraries cannot share a backup handle).  Into one of ours on a shared
-file: an exclusive operation there (DESIGN 10), since every page of the database is replaced.
+file: an exclusive operation there (architecture.md, "Exclusive operations"), since every page of
+the database is replaced.
 """
 
 from __future__ import annotations

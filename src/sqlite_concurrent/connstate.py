@@ -1,14 +1,15 @@
 """What SQLite keeps per connection: TEMP objects and attached databases.
 
-One connection of ours is several SQLite connections (DESIGN 3): a reader for autocommit reads,
-a transaction connection through the overlay VFS, and the merger, on which merges and exclusive
-operations run.  SQLite keeps TEMP objects and attached databases on each of its connections
-separately, yet the application must see them as the stdlib's one connection shows them:
+One connection of ours is several SQLite connections (architecture.md, "A commit, straight down"): a
+reader for autocommit reads, a transaction connection through the overlay VFS, and the merger, on
+which merges and exclusive operations run.  SQLite keeps TEMP objects and attached databases on each
+of its connections separately, yet the application must see them as the stdlib's one connection
+shows them:
 
 * An attached database FILE is attached to the reader and to the transaction connection as well
   as to the merger, so a statement reads it wherever it runs.  Only the merger writes it: the
   other two refuse writes to anything but ``main`` (their authorizers), which makes such a write
-  an exclusive operation (DESIGN 10), as a schema change is.
+  an exclusive operation (architecture.md, "Exclusive operations"), as a schema change is.
 * TEMP objects, and attached in-memory databases, cannot be copied: their rows live in one
   connection's memory, and writes to them must roll back with the transaction that made them.
   They live on the merger only, where exclusive operations already run (``CREATE TEMP TABLE``

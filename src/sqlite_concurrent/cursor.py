@@ -78,8 +78,8 @@ class Cursor:
     @property
     def lastrowid(self) -> int | None:
         """As in the stdlib.  Reading it pins the rowids this cursor's INSERT chose: they are
-        then kept at merge instead of being reassigned (DESIGN 13), and the transaction can no
-        longer be run again (:mod:`.rerun`)."""
+        then kept at merge instead of being reassigned (architecture.md, "Rowids nobody saw"), and
+        the transaction can no longer be run again (:mod:`.rerun`)."""
         if self.connection._script is not None:
             self.connection._observe()
         if self._inserted_rows:

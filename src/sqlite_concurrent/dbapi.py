@@ -273,8 +273,9 @@ class Connection(Hooks):
             error.sqlite_errorname = "SQLITE_CANTOPEN_ISDIR"  # type: ignore[attr-defined]
             raise error
         # Counted before anything opens the file: descriptors of a last close still under
-        # way must close before this connection takes locks on it (DESIGN 6).  Descriptors
-        # another library has on it are looked for then, while no thread of ours has any.
+        # way must close before this connection takes locks on it (architecture.md, "Snapshots, and
+        # the locks a close drops").  Descriptors another library has on it are looked for then,
+        # while no thread of ours has any.
         self._holding = holding.acquire(self.path, first=_first_open)
         self._holding.track(self._opened)
         self._holding.connections.add(self)
@@ -286,8 +287,9 @@ class Connection(Hooks):
         oslock.present(self.path + "-locks")
         # Wait for the WAL write lock in the kernel (SQLite's blocking-lock support, compiled into
         # APSW's SQLite) rather than in the sleeping busy handler, which lets a stock writer in
-        # a loop starve our merges (DESIGN 5).  Measured: a stock writer committing in a tight
-        # loop slowed 4 of our writers' 600 commits from 6 s to 113 s without it.
+        # a loop starve our merges (architecture.md, "Locks and waiting").  Measured: a stock writer
+        # committing in a tight loop slowed 4 of our writers' 600 commits from 6 s to 113 s without
+        # it.
         self._merger.setlk_timeout(int(self.timeout * 1000), 0)
         self._fast_rows: tuple[set[str], dict[str, list[int]]] | None = None
         self._merge_lock = merge.merge_lock(self.path + "-locks")
@@ -332,8 +334,8 @@ class Connection(Hooks):
         self._publisher = self._holding.publisher
         self._slot_id, self._slot = vfs().new_slot()
         self._journal = journal.Journal.for_db(self.path, self._lockdb.start_time)
-        # Recovery on open (DESIGN 11): dead holders were reaped above; journals of processes
-        # the lock database never knew (or that it lost) go too.
+        # Recovery on open (architecture.md, "Recovery"): dead holders were reaped above; journals
+        # of processes the lock database never knew (or that it lost) go too.
         loose = [journal.dispose(self.path, pid) for pid in journal.orphans(self.path)]
         leftovers.prune_quarantined(self.path)
         for found in [r.journal for r in reaped] + loose:
@@ -353,7 +355,8 @@ class Connection(Hooks):
             vfs=VFS_NAME,
         )
         self._opened.append(conn)
-        # Before anything else (DESIGN 7): a journal file would be created beside the real db.
+        # Before anything else (architecture.md, "The overlay VFS"): a journal file would be created
+        # beside the real db.
         conn.execute("PRAGMA journal_mode=MEMORY")
         # Measured: a rollback journal in a private file (bounded memory for huge transactions)
         # cost 60-80 us on every transaction through Python VFS calls, and saved a third of
@@ -1105,7 +1108,7 @@ class Connection(Hooks):
                 translate(e) if isinstance(e, apsw.Error) else e,
             )
 
-    # -- exclusive operations (DESIGN 10) ----------------------------------------------------
+    # -- exclusive operations (architecture.md, "Exclusive operations") ------------------------
 
     def _exclusive_alone(
         self, cursor: Cursor, sql: str, parameters: Any, many: bool, kind: str
@@ -1700,8 +1703,9 @@ class Connection(Hooks):
         try:
             self._run(cursor, self._reader, sql, parameters, many, False, kind)
         except apsw.AuthError:
-            # The reader refused a write: a changeset cannot carry it (DESIGN 10), unless it
-            # writes nothing but TEMP objects (``CREATE TEMP TABLE``), which need no one to wait.
+            # The reader refused a write: a changeset cannot carry it (architecture.md, "Exclusive
+            # operations"), unless it writes nothing but TEMP objects (``CREATE TEMP TABLE``), which
+            # need no one to wait.
             probe = self._probe(sql, parameters, many)
             if probe is not None and probe.local:
                 self._execute_local(cursor, sql, parameters, many, kind, probe.writes)
@@ -1884,8 +1888,8 @@ class Connection(Hooks):
         self._run(cursor, conn, sql, parameters, many, False, kind)
 
     def _autocommit_fast(self, cursor: Cursor, sql: str, parameters: Any, many: bool) -> bool:
-        """Run one autocommit DML statement straight on the merger (DESIGN 3): no snapshot,
-        overlay or session, since there is no think time to overlap.
+        """Run one autocommit DML statement straight on the merger (architecture.md, "A commit,
+        straight down"): no snapshot, overlay or session, since there is no think time to overlap.
 
         Same marker as any commit.  If it touched a row (or table) that a live transaction has
         locked, it is undone and ``False`` returned: the normal path then waits for the lock.
@@ -2328,7 +2332,7 @@ class _Remaining:
 
 
 class _NeedsExclusive(Exception):  # noqa: N818 - a signal, not an error
-    """The statement needs the database to itself (DESIGN 10)."""
+    """The statement needs the database to itself (architecture.md, "Exclusive operations")."""
 
 
 _LEVELS = ("", "DEFERRED", "IMMEDIATE", "EXCLUSIVE")

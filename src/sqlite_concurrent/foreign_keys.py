@@ -2,9 +2,9 @@
 
 SQLite counts the violations of deferred constraints a transaction leaves unresolved and refuses
 to COMMIT while there are any; the transaction stays open, to be fixed or rolled back.  A
-transaction's changes reach the database as a changeset (DESIGN 8), so its own connection never
-commits: the count is read from that connection (``SQLITE_DBSTATUS_DEFERRED_FKS``) before the
-merge, and the same error raised.
+transaction's changes reach the database as a changeset (architecture.md, "Changesets"), so its own
+connection never commits: the count is read from that connection (``SQLITE_DBSTATUS_DEFERRED_FKS``)
+before the merge, and the same error raised.
 
 ``PRAGMA defer_foreign_keys`` is a flag of the connection that SQLite turns off whenever a
 transaction ends, an autocommit read's included.  Ours spans several SQLite connections: inside
@@ -42,7 +42,8 @@ def check_commit(conn: apsw.Connection) -> None:
 
 
 def check_move(conn: apsw.Connection) -> None:
-    """Before a transaction's changes so far move onto the merger (DESIGN 10).
+    """Before a transaction's changes so far move onto the merger (architecture.md, "Exclusive
+    operations").
 
     A changeset cannot carry the count of unresolved violations: applied, they would be
     committed unchecked.

@@ -1,9 +1,10 @@
-"""``PRAGMA journal_mode`` on a shared database, which is always in WAL mode (DESIGN 14).
+"""``PRAGMA journal_mode`` on a shared database, which is always in WAL mode (architecture.md, "WAL
+mode").
 
 Reading the mode, or asking for WAL, answers ``wal`` as SQLite does on a WAL database; asking
 for any other mode of the main database is refused, since the machinery that lets processes
-write at once needs WAL.  A transaction's own connection runs in MEMORY journal mode (DESIGN 7),
-so the question is never put to it.
+write at once needs WAL.  A transaction's own connection runs in MEMORY journal mode
+(architecture.md, "The overlay VFS"), so the question is never put to it.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Cleaning up after processes that died (DESIGN section 11).
+"""Cleaning up after processes that died (architecture.md, "Recovery").
 
 A dead process's SQLite work needs nothing from us: its merge either committed (SQLite's WAL
 made it durable) or did not (SQLite discards it); where another process merged it, the commit

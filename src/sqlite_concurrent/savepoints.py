@@ -1,10 +1,10 @@
 """The savepoints of a write transaction, and how they move onto the merger with it.
 
 SQLite keeps a transaction's savepoints on the connection that runs it.  A transaction that
-meets a statement its changeset cannot carry (a schema change, a TEMP table: DESIGN 10) moves
-from its transaction connection to the merger, and its open savepoints must move with it, each
-over exactly the work it covers, so that a later ``RELEASE`` works and a ``ROLLBACK TO`` undoes
-exactly what it would have undone on the stdlib's one connection.
+meets a statement its changeset cannot carry (a schema change, a TEMP table: architecture.md,
+"Exclusive operations") moves from its transaction connection to the merger, and its open savepoints
+must move with it, each over exactly the work it covers, so that a later ``RELEASE`` works and a
+``ROLLBACK TO`` undoes exactly what it would have undone on the stdlib's one connection.
 
 So the transaction keeps its savepoint stack (``Stack``, followed statement by statement as
 SQLite does), and at the move ``capture`` takes, on the transaction connection, the changes

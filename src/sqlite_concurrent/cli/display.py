@@ -175,7 +175,8 @@ def verdict(stock: stress.Result, ours: stress.Result) -> str:
         speed = f"was slower than stock SQLite ({ratio:.2f}x its transactions per second)"
     fairness = ""
     if stock.writers > 1 and stock.fewest_commits * 2 < stock.most_commits:
-        # SQLite's busy handler sleeps and lets the lock holder re-take it (DESIGN 5).
+        # SQLite's busy handler sleeps and lets the lock holder re-take it (architecture.md, "Locks
+        # and waiting").
         fairness = (
             f"; stock also starved a writer (fewest commits by one writer: stock "
             f"{stock.fewest_commits:,}, ours {ours.fewest_commits:,})"

@@ -11,7 +11,7 @@ and ``-shm`` files (a read-only WAL connection otherwise creates them and cannot
 
 Transactions older than ``old_after`` seconds are flagged: each open transaction pins a WAL
 snapshot, so while it stays open a RESTART/TRUNCATE checkpoint cannot reset the WAL of the main
-database (DESIGN section 12, issue 7: reported, never killed).
+database (architecture.md, "Checkpoints", issue 7: reported, never killed).
 """
 
 from __future__ import annotations

@@ -42,7 +42,8 @@ DEFAULT_TIMEOUT = 30.0
 _SQLITE_MAGIC = b"SQLite format 3\x00"
 
 # Children must not inherit the parent's open SQLite handles (POSIX locks are per process,
-# DESIGN 6), so writers are always spawned, never forked.
+# architecture.md, "Snapshots, and the locks a close drops"), so writers are always spawned, never
+# forked.
 _SPAWN = multiprocessing.get_context("spawn")
 
 

@@ -32,7 +32,7 @@ class Step:
 
 def _simulate_work(think: float) -> None:
     """The application's work inside a transaction (``--think-ms``), simulated.  Not a wait for
-    anything: the library's own waits block in the kernel (DESIGN 5)."""
+    anything: the library's own waits block in the kernel (architecture.md, "Locks and waiting")."""
     if think > 0:
         time.sleep(think)
 

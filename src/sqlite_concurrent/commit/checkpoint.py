@@ -1,4 +1,4 @@
-"""Keeping the WAL bounded under overlapping transactions (DESIGN section 12).
+"""Keeping the WAL bounded under overlapping transactions (architecture.md, "Checkpoints").
 
 Two mechanisms:
 

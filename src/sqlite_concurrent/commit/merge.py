@@ -1,4 +1,5 @@
-"""Merging a transaction's changeset into the real database (DESIGN sections 8 and 9).
+"""Merging a transaction's changeset into the real database (architecture.md, "Changesets"
+and "A commit, straight down").
 
 One merge at a time, under a kernel-blocking merge lock.  The apply, the row checks and the commit
 marker share one SQLite transaction on a stock connection: after any crash a transaction committed
@@ -372,9 +373,9 @@ def apply_one(conn: apsw.Connection, pending: Pending) -> None:
     before = counters(conn) if pending.sequences else {}
     found: list[ConflictError] = []
     held: list[tuple[str, int, tuple[Any, ...], int, tuple[int, ...]]] = []
-    # Auto-assigned rowids nobody observed (DESIGN 13).  If another commit has since taken any
-    # rowid at or above the lowest of them, the whole batch moves past it, keeping its order;
-    # otherwise they keep the ids the stdlib would have given them.
+    # Auto-assigned rowids nobody observed (architecture.md, "Rowids nobody saw").  If another
+    # commit has since taken any rowid at or above the lowest of them, the whole batch moves past
+    # it, keeping its order; otherwise they keep the ids the stdlib would have given them.
     rebase = {
         table: rows
         for table, rows in (pending.rebase or {}).items()
@@ -604,7 +605,8 @@ def commit(
             finally:
                 jrnl.done(pending.txn_id)
     finally:
-        # A restart checkpoint that found the merge lock taken tries again now (DESIGN 12).
+        # A restart checkpoint that found the merge lock taken tries again now (architecture.md,
+        # "Checkpoints").
         drain.released(lock.path)
     if error is not None:
         raise error

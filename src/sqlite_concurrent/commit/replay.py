@@ -1,6 +1,6 @@
 """Applying a small changeset as plain statements, where that means what ``Changeset.apply``
-means (DESIGN 8); and how a changeset numbers a table's columns (``TableShape``, with which the
-merge also reads the snapshot rows a transaction updates).
+means (architecture.md, "Changesets"); and how a changeset numbers a table's columns
+(``TableShape``, with which the merge also reads the snapshot rows a transaction updates).
 
 Measured (SQLite 3.54): ``Changeset.apply`` of a one-row changeset costs 26-60 us, because the
 session module prepares its statements afresh on every call, and it makes the next statement on

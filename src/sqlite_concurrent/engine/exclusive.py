@@ -1,4 +1,4 @@
-"""Exclusive operations (DESIGN section 10).
+"""Exclusive operations (architecture.md, "Exclusive operations").
 
 What a changeset cannot carry (DDL, VACUUM, ANALYZE, REINDEX, pragmas that write the header)
 runs on the stock merger connection while its transaction holds the ``db`` lock in X mode.
@@ -106,5 +106,6 @@ class Exclusive:
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
             self._lock.release()
-            # A restart checkpoint that found the merge lock taken tries again now (DESIGN 12).
+            # A restart checkpoint that found the merge lock taken tries again now (architecture.md,
+            # "Checkpoints").
             drain.released(self._lock.path)

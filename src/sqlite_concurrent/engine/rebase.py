@@ -1,5 +1,5 @@
 """Blind-insert rebase: auto-assigned rowids that nobody saw get fresh ones at merge
-(DESIGN section 13).
+(architecture.md, "Rowids nobody saw").
 
 Two transactions inserting into one table both pick max(rowid)+1 and would conflict on it.
 A row inserted with an automatically assigned rowid that its transaction never observed is

@@ -1,4 +1,4 @@
-"""The life of one write transaction (DESIGN section 3).
+"""The life of one write transaction (architecture.md, "A commit, straight down").
 
 Begin: register in the lock database (a row-level transaction registers later, with its first
 written lock: see :mod:`.publisher`), start the transaction connection and a session.  The
@@ -58,7 +58,8 @@ class WriteTransaction:
         self.level: Level = locking["level"]
         began_at = time.time()
         # A row-level transaction waits for nothing until it writes, so it registers then;
-        # unless an exclusive operation is queued, which it must queue behind (DESIGN 10).
+        # unless an exclusive operation is queued, which it must queue behind (architecture.md,
+        # "Exclusive operations").
         registered = self.level.registers_at_begin or lockdb.exclusive_queued()
         if registered:
             self.txn_id, gated = lockdb.begin(self.level.name)
@@ -98,7 +99,7 @@ class WriteTransaction:
         self.savepoints = savepoints.Stack(begun_by_savepoint=not begin)
         self.saved: savepoints.Saved | None = None  # its savepoints, as it moved (``prepare``)
         try:
-            if gated:  # an exclusive operation goes first (DESIGN 10)
+            if gated:  # an exclusive operation goes first (architecture.md, "Exclusive operations")
                 waits.acquire(lockdb, self.txn_id, [("db", "S")], locking["timeout"])
             self.conn = conn_for(self)
             self._start_connection()
@@ -112,7 +113,8 @@ class WriteTransaction:
         if self._begin_sql:  # else the caller's SAVEPOINT statement opens it, as in SQLite
             self.conn.execute("BEGIN")
         self.session = apsw.Session(self.conn, "main")
-        # Tables without a declared PRIMARY KEY are then recorded by rowid (DESIGN 8).
+        # Tables without a declared PRIMARY KEY are then recorded by rowid (architecture.md,
+        # "Changesets").
         self.session.config(apsw.SQLITE_SESSION_OBJCONFIG_ROWID, 1)
         self.session.attach()
         if self.defer_foreign_keys:
@@ -196,8 +198,9 @@ class WriteTransaction:
     def prepare(self, shapes: dict[Any, Any], *, moving: bool = False) -> merge.Pending | None:
         """Turn the transaction into a changeset and let go of its private state.
 
-        ``moving``: it goes on on the merger (DESIGN 10), so its open savepoints are captured
-        too (``saved``), and then its rowids are kept as they are (they name rows in those).
+        ``moving``: it goes on on the merger (architecture.md, "Exclusive operations"), so its open
+        savepoints are captured too (``saved``), and then its rowids are kept as they are (they name
+        rows in those).
 
         Returns ``None`` when it wrote nothing.
         """

@@ -1,12 +1,14 @@
-"""Granting and queueing locks in the lock database, and breaking deadlocks (DESIGN 5).
+"""Granting and queueing locks in the lock database, and breaking deadlocks (architecture.md, "Locks
+and waiting").
 
 Resources are ``db``, ``table:<name>``, ``page:<n>`` and ``row:<table>:<rowid>``, in modes S
 and X.  A table lock covers its rows.  Every live transaction holds ``db`` in S mode without a
 row for it (one write less per transaction): a ``db`` X request waits for all of them except
 those queued for ``db`` in S mode, i.e. transactions that began after an exclusive operation
-asked and wait at their start, before running anything (DESIGN 10).  Requests queue first come,
-first served; the wait-for graph is searched whenever a request queues, and the youngest
-transaction of a cycle is the victim.  The waiting itself (in the kernel) is :mod:`.waits`.
+asked and wait at their start, before running anything (architecture.md, "Exclusive operations").
+Requests queue first come, first served; the wait-for graph is searched whenever a request queues,
+and the youngest transaction of a cycle is the victim.  The waiting itself (in the kernel) is
+:mod:`.waits`.
 """
 
 from __future__ import annotations

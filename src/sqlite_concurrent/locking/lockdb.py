@@ -3,7 +3,7 @@
 A plain SQLite database, queryable from any sqlite3 shell.  It only has to survive process
 crashes (after a machine crash every holder is dead), hence WAL with ``synchronous=OFF``.
 Every write runs under a kernel-blocking byte lock, so writers queue in the kernel rather than
-in SQLite's sleeping busy handler (DESIGN section 5).
+in SQLite's sleeping busy handler (architecture.md, "Locks and waiting").
 
 Schema (version 1).  ``locks`` and ``waiters`` are already here so the lock levels can use them:
 
@@ -126,7 +126,8 @@ class LockDB(Grants):
     """One connection to the lock database.  Not shared between threads."""
 
     # Open ones in this process, per lock database: the process's own descriptors on the file
-    # may close only while none is (closing drops their POSIX locks, DESIGN 6; holding.py).
+    # may close only while none is (closing drops their POSIX locks, architecture.md, "Snapshots,
+    # and the locks a close drops"; holding.py).
     _open_here: ClassVar[collections.Counter[str]] = collections.Counter()
     _open_lock: ClassVar[threading.Lock] = threading.Lock()
 
@@ -288,7 +289,8 @@ class LockDB(Grants):
         return self._dispose_journals(reaped)
 
     def _dispose_journals(self, reaped: list[Reaped]) -> list[Reaped]:
-        """Outside the lock database's write: a dead holder's journal goes too (DESIGN 11)."""
+        """Outside the lock database's write: a dead holder's journal goes too (architecture.md,
+        "Recovery")."""
         db_path = self.path[: -len("-locks")]
         return [dataclasses.replace(r, journal=journal.dispose(db_path, r.pid)) for r in reaped]
 
@@ -372,7 +374,8 @@ class LockDB(Grants):
         return txn_id
 
     def exclusive_queued(self) -> bool:
-        """Whether an exclusive operation holds or waits for the ``db`` lock (DESIGN 10)."""
+        """Whether an exclusive operation holds or waits for the ``db`` lock (architecture.md,
+        "Exclusive operations")."""
         if self.quiet():
             return False
         return (
@@ -553,7 +556,7 @@ class LockDB(Grants):
                 [(f"page:{p}", txn_id, now) for p in sorted(pages)],
             )
 
-    # -- group commit (DESIGN 9) ---------------------------------------------------------
+    # -- group commit (architecture.md, "Journals, group commit and commit markers") ------------
 
     def mark_ready(self, txn_id: int, journal: str, offset: int, length: int) -> None:
         """The transaction waits to commit; its merge record is in ``journal``."""

@@ -1,4 +1,4 @@
-"""What each lock level locks, and when (DESIGN sections 1 and 5).
+"""What each lock level locks, and when (architecture.md, "Locks and waiting").
 
 - ``table``: before each statement runs, every table it reads (S) or writes (X) as the authorizer
   reports them (foreign-key parents, trigger targets, views and subqueries included), held to the

@@ -1,7 +1,7 @@
 """Kernel-blocking inter-process locks.
 
 Waiters sleep in the kernel and wake as soon as the holder releases (or dies), instead of polling
-the way SQLite's busy handler and filelock do (DESIGN section 5).
+the way SQLite's busy handler and filelock do (architecture.md, "Locks and waiting").
 
 Locks are open-file-description (OFD) byte-range locks on the ``<db>-locks`` file at offsets far
 beyond the bytes SQLite itself locks (PENDING_BYTE is 0x40000000), so they never interact with
@@ -11,9 +11,10 @@ descriptor, so each lock also has a process-local mutex.
 
 The descriptor is opened once per process and closed only when the process lets go of the
 database (:func:`forget`): closing any descriptor on a file drops every POSIX lock this process
-holds on it, including the lock database's own (DESIGN 6).  A forked child closes its inherited
-copies at once: the open file description (and any OFD lock on it) lives as long as any copy, so
-a parent that died holding the merge lock would otherwise keep it held for the child's lifetime.
+holds on it, including the lock database's own (architecture.md, "Snapshots, and the locks a close
+drops").  A forked child closes its inherited copies at once: the open file description (and any OFD
+lock on it) lives as long as any copy, so a parent that died holding the merge lock would otherwise
+keep it held for the child's lifetime.
 
 Presence: while a process has the descriptor open it holds a shared lock on the ``PRESENCE``
 byte, so a process that gets it exclusively knows no other process has the file open through

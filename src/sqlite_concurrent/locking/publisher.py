@@ -1,11 +1,11 @@
 """Deferred row locks: made visible a moment after the statement that took them.
 
 At the ``row`` level a lock only makes another writer of the same row wait early instead of doing
-work that the merge would reject (DESIGN 5); the merge's conflict check is what keeps data
-correct.  Writing each statement's row locks to the lock database at once cost two of the four
-lock-database writes of a two-row transaction, and kept the run 25-45% below what it reached
-without them (measured: 8 writers, transfers).  Most transactions commit within a millisecond of
-their last statement, when nobody could have waited for those locks yet.
+work that the merge would reject (architecture.md, "Locks and waiting"); the merge's conflict check
+is what keeps data correct.  Writing each statement's row locks to the lock database at once cost
+two of the four lock-database writes of a two-row transaction, and kept the run 25-45% below what it
+reached without them (measured: 8 writers, transfers).  Most transactions commit within a
+millisecond of their last statement, when nobody could have waited for those locks yet.
 
 So a statement's row locks are queued here, per process and database (the process's
 :class:`~.holding.Holding` owns the publisher), and written by this module's thread ``delay``

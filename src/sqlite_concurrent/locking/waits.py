@@ -1,4 +1,4 @@
-"""Waiting for locks without polling (DESIGN section 5).
+"""Waiting for locks without polling (architecture.md, "Locks and waiting").
 
 A waiter binds a datagram socket named after its transaction *before* it queues in the lock
 database, so a release that follows can always reach it; whoever releases sends one datagram to

@@ -2,11 +2,12 @@
 
 The stdlib ``sqlite3`` module and APSW each carry their own SQLite library.  POSIX locks belong to
 the process, so neither library sees the other's locks, and closing ANY descriptor on a file drops
-every lock the process holds on it (DESIGN 6, "lost locks"; https://sqlite.org/howtocorrupt.html,
-section 2.2.1).  Measured: a stdlib connection that read a database ours had open, then closed,
-dropped our locks on it; seeing no other connection, it checkpointed and deleted the WAL and its
-index, and of five commits ours acknowledged a fresh process saw only the first.  The same after
-ours had closed left APSW's SQLite on the deleted ``-shm``, and our next connect failed.
+every lock the process holds on it (architecture.md, "Snapshots, and the locks a close drops", "lost
+locks"; https://sqlite.org/howtocorrupt.html, section 2.2.1).  Measured: a stdlib connection that
+read a database ours had open, then closed, dropped our locks on it; seeing no other connection, it
+checkpointed and deleted the WAL and its index, and of five commits ours acknowledged a fresh
+process saw only the first.  The same after ours had closed left APSW's SQLite on the deleted
+``-shm``, and our next connect failed.
 
 Both orders are refused before the second library opens the file:
 

@@ -8,12 +8,12 @@ all, so that SQLite's own last-close checkpoint runs: with no other process on t
 main file then holds every commit and ``-wal``/``-shm`` are gone, as after the stdlib's last
 close (a copy of the file is complete; Django's parallel test runner clones databases so).
 
-Order matters (DESIGN 6): closing any descriptor on a file drops every POSIX lock this process
-holds on it.  So the anchor closes after every other SQLite connection of ours, the descriptors
-after the anchor, and none of them while anything else in the process has the database's WAL
-open (the stdlib's own copy of SQLite, say): our last close would checkpoint and delete the WAL
-under it and take its locks with ours.  The anchor and descriptors then stay until the process
-exits, as they would without this module.
+Order matters (architecture.md, "Snapshots, and the locks a close drops"): closing any descriptor on
+a file drops every POSIX lock this process holds on it.  So the anchor closes after every other
+SQLite connection of ours, the descriptors after the anchor, and none of them while anything else in
+the process has the database's WAL open (the stdlib's own copy of SQLite, say): our last close would
+checkpoint and delete the WAL under it and take its locks with ours.  The anchor and descriptors
+then stay until the process exits, as they would without this module.
 
 A forked child inherits its parent's connections but none of its POSIX locks and none of its
 threads, and SQLite forbids carrying a connection across fork()

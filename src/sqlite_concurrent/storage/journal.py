@@ -1,4 +1,5 @@
-"""The per-process journal ``<db>-journal<PID>`` (DESIGN sections 2, 9 and 11).
+"""The per-process journal ``<db>-journal<PID>`` (architecture.md, "Journals, group commit
+and commit markers").
 
 Each writer process appends, for every transaction that asks to commit, a record holding what
 the merge needs (changeset, row images, page read set, ...), so the process holding the merge

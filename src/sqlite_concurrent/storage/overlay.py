@@ -21,8 +21,9 @@ from .snapshot import Snapshot
 
 VFS_NAME = "sqlite-concurrent-overlay"
 
-# Fact (data loss, DESIGN 7): SQLite switches to WAL mode whenever a -wal file exists, then
-# checkpoints into (and deletes) whatever it finds.  The overlay must never see the real ones.
+# Fact (data loss, architecture.md, "The overlay VFS"): SQLite switches to WAL mode whenever a -wal
+# file exists, then checkpoints into (and deletes) whatever it finds.  The overlay must never see
+# the real ones.
 _HIDDEN_SUFFIXES = ("-wal", "-shm", "-journal")
 
 # Unique page-1 change counters.  A new value at each transaction start makes SQLite discard its

@@ -5,7 +5,8 @@ protocol then keeps checkpoints from backfilling, and the WAL from restarting ov
 snapshot can see.  We locate pages ourselves through the WAL index in ``-shm``
 (https://sqlite.org/walformat.html, "The WAL-Index Format"), reading with ``os.pread`` on
 descriptors that are opened once per process and closed only when the process lets go of the
-database (DESIGN section 6, "lost locks"; see :mod:`.holding`).
+database (architecture.md, "Snapshots, and the locks a close drops", "lost locks"; see
+:mod:`.holding`).
 """
 
 from __future__ import annotations
@@ -113,7 +114,8 @@ class WalFiles:
     """Per-process descriptors on the database, ``-wal`` and ``-shm``.
 
     Closed only once no SQLite connection of this process relies on POSIX locks on these files
-    (closing any descriptor drops them all, DESIGN 6): see :meth:`forget`.
+    (closing any descriptor drops them all, architecture.md, "Snapshots, and the locks a close
+    drops"): see :meth:`forget`.
     """
 
     _by_key: ClassVar[dict[tuple[int, str], WalFiles]] = {}
@@ -180,7 +182,8 @@ class WalFiles:
         them) and forget them: the next use opens new ones.
 
         Only when no SQLite connection of this process has these files open: closing a
-        descriptor drops every POSIX lock the process holds on the file (DESIGN 6).
+        descriptor drops every POSIX lock the process holds on the file (architecture.md,
+        "Snapshots, and the locks a close drops").
         """
         key = (os.getpid(), path)
         with cls._lock:
