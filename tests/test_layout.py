@@ -153,13 +153,38 @@ def _in(package: str) -> list[str]:
 def test_the_layers_are_packages():
     """architecture.md's layers are folders: each holds what its section says it does."""
     for package, modules in {
-        "engine": {"ways", "direct", "transaction", "exclusive", "rerun", "rebase"},
-        "storage": {"snapshot", "overlay", "journal"},
+        "engine": {"ways", "direct", "transaction", "exclusive", "rerun", "rebase", "savepoints"},
+        "storage": {"snapshot", "overlay", "journal", "sidecar"},
         "commit": {"merge", "replay", "checkpoint"},
         "locking": {"lockdb", "grants", "levels", "locks", "waits", "oslock"},
-        "process": {"holding", "sidecar", "leftovers", "foreign", "plain_open"},
+        "process": {"holding", "leftovers", "foreign", "plain_open", "exiting"},
     }.items():
         assert {f"{PACKAGE}.{package}.{m}" for m in modules} <= set(_in(package)), package
+
+
+# architecture.md's layers, top down.  A module imports modules of its own layer or below; the
+# foundation (exceptions, names, crash points, telling processes apart) is importable from any.
+LAYERS = ["engine", "commit", "process", "locking", "storage"]
+FOUNDATION = {
+    f"{PACKAGE}.{name}"
+    for name in ("errors", "conflicts", "filenames", "identifiers", "statements", "crashpoints")
+} | {f"{PACKAGE}.locking.processes"}
+
+
+def _layer(module: str) -> int | None:
+    parts = module.split(".")
+    return LAYERS.index(parts[1]) if len(parts) > 2 and parts[1] in LAYERS else None
+
+
+def test_lower_layers_never_import_upper_ones():
+    offenders = [
+        f"{module} imports {target} (line {line})"
+        for module in MODULES
+        if (layer := _layer(module)) is not None
+        for target, line in _imported(module, type_checking=True).items()
+        if target not in FOUNDATION and (_layer(target) is None or _layer(target) < layer)
+    ]
+    assert offenders == []
 
 
 def test_locking_and_storage_never_reach_the_commit_layer():

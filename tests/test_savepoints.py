@@ -11,7 +11,7 @@ import pytest
 from stdlib_steps import same_as_stdlib
 
 import sqlite_concurrent
-from sqlite_concurrent import savepoints
+from sqlite_concurrent.engine import savepoints
 
 pytestmark = [
     pytest.mark.timeout(60),
@@ -228,7 +228,7 @@ def test_foreign_keys_across_a_moved_savepoint(tmp_path, isolation_level):
 def test_ours_savepoint_over_a_deferred_foreign_key_breach_refuses_to_move(
     tmp_path, isolation_level
 ):
-    """The one case that cannot move exactly (see :mod:`sqlite_concurrent.savepoints`): a
+    """The one case that cannot move exactly (see :mod:`sqlite_concurrent.engine.savepoints`): a
     clear error at the statement that would move it, and nothing of the transaction is left."""
     conn = sqlite_concurrent.connect(str(tmp_path / "app.db"), isolation_level=isolation_level)
     try:

@@ -35,9 +35,7 @@ from . import (
     description,
     errors,
     filenames,
-    foreign_keys,
     identifiers,
-    journal_mode,
     serialization,
     shared_memory,
     statements,
@@ -46,7 +44,7 @@ from .blob import Blob, OpenBlobs
 from .commit import merge
 from .commit.checkpoint import DEFAULT_CHECKPOINT_WAIT, DEFAULT_WAL_LIMIT, Checkpointer
 from .cursor import NO_ROWS, Cursor, describe, undecodable
-from .engine import authorizer, direct, exclusive, rebase, rerun, ways
+from .engine import authorizer, direct, exclusive, foreign_keys, journal_mode, rebase, rerun, ways
 from .engine.transaction import WriteTransaction
 from .errors import (
     ConflictError,
@@ -2269,7 +2267,7 @@ class _StatementTrace:
                 txn.schema_version, stmt_sql, prepared_now=not self.can_cache
             )
             if txn.rebase.pending:
-                if rebase.LAST_INSERT_ROWID in tables:
+                if locks.LAST_INSERT_ROWID in tables:
                     txn.rebase.observe_all()
                 txn.rebase.observe_tables([t for t, m in tables.items() if m == "S"])
             if self.table_level:

@@ -32,8 +32,7 @@ from rich.text import Text
 from ..commit.checkpoint import DEFAULT_WAL_LIMIT
 from ..errors import OperationalError
 from ..locking.processes import holder_alive
-from ..process import sidecar
-from ..storage import wal_readers
+from ..storage import sidecar, wal_readers
 from . import leftover_files
 
 # Bump when a key of :meth:`Status.to_json` changes meaning or disappears (adding keys is fine).

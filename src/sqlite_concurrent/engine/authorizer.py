@@ -12,7 +12,7 @@ from typing import Any
 
 import apsw
 
-from .. import journal_mode
+from . import journal_mode
 
 READ_ACTIONS = frozenset(
     {apsw.SQLITE_READ, apsw.SQLITE_SELECT, apsw.SQLITE_FUNCTION, apsw.SQLITE_RECURSIVE}

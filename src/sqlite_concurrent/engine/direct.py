@@ -15,10 +15,10 @@ import threading
 import time
 from collections.abc import Callable
 
-from .. import savepoints
 from ..locking import waits
 from ..locking.levels import Level
 from ..locking.lockdb import LockDB
+from . import savepoints
 
 # A direct transaction still open this long after it began is shown in the lock database
 # (``sqlite-concurrent status``); the rest, nearly all, never write to it.

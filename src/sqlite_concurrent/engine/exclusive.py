@@ -17,11 +17,12 @@ from __future__ import annotations
 
 import apsw
 
-from .. import crashpoints, savepoints
+from .. import crashpoints
 from ..commit import drain, merge
 from ..errors import OperationalError
 from ..locking import oslock, waits
 from ..locking.lockdb import LockDB
+from . import savepoints
 
 
 def wait_for_db(lockdb: LockDB, txn_id: int, timeout: float) -> None:

@@ -26,7 +26,6 @@ _INSERT = re.compile(
 )
 _OBSERVING = re.compile(r"\bRETURNING\b|\bON\s+CONFLICT\b", re.I)
 _ROWID_NAMES = frozenset({"rowid", "_rowid_", "oid"})
-LAST_INSERT_ROWID = "()last_insert_rowid"  # how the authorizer's report names the function
 
 
 def _unquote(name: str) -> str:

@@ -15,7 +15,7 @@ from typing import Any
 
 import apsw
 
-from .. import crashpoints, foreign_keys, savepoints
+from .. import crashpoints
 from ..commit import drain, merge
 from ..locking import waits
 from ..locking.levels import Level
@@ -24,7 +24,7 @@ from ..locking.locks import Locking
 from ..storage.overlay import Overlay, Slot
 from ..storage.snapshot import Snapshot, WalFiles
 from ..storage.snapshot import pages_changed_since as snapshot_pages_changed_since
-from . import rowid_keys
+from . import foreign_keys, rowid_keys, savepoints
 from .authorizer import Denied
 from .rebase import Rebase
 

@@ -32,8 +32,7 @@ from typing import ClassVar
 import apsw
 
 from .. import filenames
-from ..process import sidecar
-from ..storage import journal, snapshot
+from ..storage import journal, sidecar, snapshot
 from . import lockdb_health, oslock
 from .grants import ACTIVE, COMMITTED, COMMITTING, CONFLICTED, DIRECT, READY, Grants
 from .processes import holder_alive, process_start_time

@@ -30,7 +30,7 @@ import apsw
 
 from .. import filenames
 from ..errors import OperationalError
-from ..process import sidecar
+from ..storage import sidecar
 from . import oslock
 
 log = logging.getLogger("sqlite_concurrent")

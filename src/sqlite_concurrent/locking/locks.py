@@ -21,7 +21,6 @@ from typing import Any
 import apsw
 
 from ..conflicts import conflict
-from ..engine.rebase import LAST_INSERT_ROWID
 from ..errors import ConflictError
 from ..identifiers import quote
 from . import waits
@@ -29,6 +28,7 @@ from .grants import Blocker
 from .levels import Level
 from .lockdb import LockDB
 
+LAST_INSERT_ROWID = "()last_insert_rowid"  # how the authorizer's report names the function
 DEFAULT_ESCALATE_AT = 1000
 # Long enough that a transaction whose statements and commit follow each other never writes
 # its row locks; short against any wait a user would notice.

@@ -31,7 +31,7 @@ import struct
 import threading
 
 from ..errors import OperationalError
-from ..process import sidecar
+from ..storage import sidecar
 
 # Linux F_OFD_* values (include/uapi/asm-generic/fcntl.h); Python exposes them on 3.9+ Linux.
 _F_OFD_SETLK = getattr(fcntl, "F_OFD_SETLK", 37)

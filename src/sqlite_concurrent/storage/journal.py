@@ -37,7 +37,7 @@ from typing import Any, ClassVar
 
 from ..errors import OperationalError
 from ..locking.processes import process_start_time
-from ..process import sidecar
+from . import sidecar
 
 MAGIC = b"SQLCJNL\0"
 VERSION = 1

@@ -20,7 +20,7 @@ from typing import ClassVar, NamedTuple
 
 import apsw
 
-from ..process import sidecar
+from . import sidecar
 
 # WalIndexHdr: iVersion, unused, iChange, isInit, bigEndCksum, szPage, mxFrame, nPage,
 # aFrameCksum[2], aSalt[2], aCksum[2]; two copies at offsets 0 and 48, native byte order.

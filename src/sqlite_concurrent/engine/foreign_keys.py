@@ -17,9 +17,9 @@ from __future__ import annotations
 
 import apsw
 
-from . import statements
-from .engine.authorizer import Denied
-from .errors import IntegrityError, NotSupportedError
+from .. import statements
+from ..errors import IntegrityError, NotSupportedError
+from .authorizer import Denied
 
 FAILED = "FOREIGN KEY constraint failed"
 

@@ -9,7 +9,7 @@ write at once needs WAL.  A transaction's own connection runs in MEMORY journal 
 
 from __future__ import annotations
 
-from . import statements
+from .. import statements
 
 # SQLite's journal modes (pragma.c, azModeName); any other value only reads the mode.
 MODES = frozenset({"delete", "persist", "off", "truncate", "memory", "wal"})

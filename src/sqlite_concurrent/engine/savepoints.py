@@ -31,10 +31,10 @@ from typing import Any
 
 import apsw
 
-from .commit.merge import counters
-from .conflicts import conflict
-from .errors import NotSupportedError
-from .identifiers import quote
+from ..commit.merge import counters
+from ..conflicts import conflict
+from ..errors import NotSupportedError
+from ..identifiers import quote
 
 _TOKEN = re.compile(
     r"""\s+|--[^\n]*|/\*.*?(?:\*/|$)
