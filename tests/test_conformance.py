@@ -538,3 +538,53 @@ def test_any_sequence_binds_by_position(mod, opened, where):
     assert conn.execute("SELECT ?, ?", [1, 2]).fetchone() == (1, 2)
     with pytest.raises(mod.ProgrammingError, match="unsupported type"):
         conn.execute("SELECT ?", 42)
+
+
+def _after_a_prefixed_statement(module, path: str, sql: str) -> dict:
+    """Run ``sql`` (a statement behind empty statements, a BOM or a comment), then an insert and
+    a rollback: what the transaction state and the rows say."""
+    conn = module.connect(path)
+    seen: dict = {}
+    try:
+        conn.execute("CREATE TABLE IF NOT EXISTS t(id INTEGER PRIMARY KEY)")
+        conn.execute("INSERT INTO t VALUES (1)")
+        conn.commit()
+        try:
+            conn.execute(sql)
+        except module.Error as e:
+            seen["error"] = (type(e).__name__, str(e))
+        seen["in_transaction"] = conn.in_transaction
+        conn.execute("INSERT INTO t VALUES (2)")
+        seen["after_insert"] = conn.in_transaction
+        conn.rollback()
+        seen["rows"] = conn.execute("SELECT id FROM t ORDER BY id").fetchall()
+        seen["tables"] = conn.execute(
+            "SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name"
+        ).fetchall()
+    finally:
+        conn.close()
+    return seen
+
+
+@pytest.mark.parametrize(
+    "sql",
+    [
+        "; begin",
+        "\ufeffbegin",
+        ";; BEGIN IMMEDIATE",
+        "\ufeff-- a comment\n; begin",
+        "; savepoint a",
+        "; commit",
+        "; insert into t values (3)",
+        "\ufeffinsert into t values (3)",
+        "; create table u(x)",
+        "; pragma user_version = 7",
+    ],
+)
+def test_statements_behind_empty_statements_as_in_the_stdlib(tmp_path, sql):
+    """SQLite passes over empty statements and a byte order mark before a statement, so
+    ``"; BEGIN"`` opens a transaction; the stdlib judges its implicit BEGIN by the first keyword
+    after whitespace and comments only, so ``"; INSERT ..."`` commits at once."""
+    stdlib = _after_a_prefixed_statement(sqlite3, str(tmp_path / "stdlib.db"), sql)
+    ours = _after_a_prefixed_statement(sqlite_concurrent, str(tmp_path / "ours.db"), sql)
+    assert ours == stdlib

@@ -1600,7 +1600,7 @@ class Connection(Hooks):
         if kind == "begin":
             if self._txn is not None or self._later is not None:
                 raise OperationalError("cannot start a transaction within a transaction")
-            words = statements.first_keywords(sql, 2)
+            words = statements.first_keywords(sql, 2, past_empty=True)
             self._begin(immediate=len(words) > 1 and words[1] in ("IMMEDIATE", "EXCLUSIVE"))
         elif self._later is not None:
             self._later = None  # no statement ran: nothing to end
@@ -1640,7 +1640,7 @@ class Connection(Hooks):
             if self._txn is None:
                 self._exclusive_alone(cursor, sql, parameters, many, kind)
                 return
-            if statements.first_keywords(sql, 1) == ["VACUUM"]:
+            if statements.first_keywords(sql, 1, past_empty=True) == ["VACUUM"]:
                 raise OperationalError("cannot VACUUM from within a transaction")
             self._become_exclusive()
         if self._exclusive is not None:
@@ -1941,7 +1941,7 @@ class Connection(Hooks):
 
     @staticmethod
     def _is_connection_pragma(sql: str) -> bool:
-        words = statements.first_keywords(sql, 2)
+        words = statements.first_keywords(sql, 2, past_empty=True)
         return (
             len(words) > 1
             and words[1].lower() in authorizer.CONNECTION_PRAGMAS

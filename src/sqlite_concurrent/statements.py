@@ -2,6 +2,10 @@
 
 The stdlib opens an implicit transaction before INSERT, UPDATE, DELETE and REPLACE, judged by the
 first keyword after comments and whitespace (CPython Modules/_sqlite/statement.c); we match it.
+SQLite itself also passes over empty statements (``;``) and a byte order mark before the first
+one, so ``"; BEGIN"`` opens a transaction: what a statement does (begin, commit, a pragma, a
+schema change) is judged past those too, while ``"; INSERT ..."`` opens no implicit transaction,
+as in the stdlib.
 """
 
 from __future__ import annotations
@@ -13,16 +17,20 @@ from typing import NamedTuple
 import apsw
 
 _LEADING = re.compile(r"(?:\s+|--[^\n]*(?:\n|$)|/\*.*?(?:\*/|$))*", re.S)
+# What SQLite passes over before a statement's first token: also empty statements and a BOM.
+_LEADING_EMPTY = re.compile(r"(?:[\s;\ufeff]+|--[^\n]*(?:\n|$)|/\*.*?(?:\*/|$))*", re.S)
 _WORD = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 DML = frozenset({"INSERT", "UPDATE", "DELETE", "REPLACE"})
 
 
-def first_keywords(sql: str, count: int = 2) -> list[str]:
-    words = []
+def first_keywords(sql: str, count: int = 2, *, past_empty: bool = False) -> list[str]:
+    """The first ``count`` keywords of ``sql``, upper case.  ``past_empty``: as SQLite reads
+    it, past empty statements and a byte order mark before the first keyword."""
+    words: list[str] = []
     pos = 0
     for _ in range(count):
-        m = _LEADING.match(sql, pos)
+        m = (_LEADING_EMPTY if past_empty and not words else _LEADING).match(sql, pos)
         pos = m.end() if m else pos
         w = _WORD.match(sql, pos)
         if not w:
@@ -38,8 +46,16 @@ def kind(sql: str) -> str:
     ``rollback_to``, ``dml``, ``pragma``, ``attach``, ``detach``, ``exclusive`` (VACUUM,
     REINDEX), ``other``."""
     words = first_keywords(sql, 3)
-    if not words:
-        return "other"
+    if words:
+        return _kind(words)
+    words = first_keywords(sql, 3, past_empty=True)
+    found = _kind(words) if words else "other"
+    # Behind an empty statement, DML opens no implicit transaction in the stdlib: a write that
+    # runs on its own, as any other statement that writes.
+    return "other" if found == "dml" else found
+
+
+def _kind(words: list[str]) -> str:
     head = words[0]
     if head == "BEGIN":
         return "begin"
@@ -71,7 +87,7 @@ _SCHEMA_WORDS = frozenset({"CREATE", "DROP", "ALTER", "ROLLBACK", "DETACH"})
 @functools.lru_cache(maxsize=2048)
 def may_change_schema(sql: str) -> bool:
     """Whether ``sql`` may create or drop objects (``ROLLBACK TO`` undoes a ``CREATE``)."""
-    words = first_keywords(sql, 1)
+    words = first_keywords(sql, 1, past_empty=True)
     return bool(words) and words[0] in _SCHEMA_WORDS
 
 
@@ -110,14 +126,14 @@ def split(script: str) -> list[str]:
             start = i + 1
     if script[start:].strip():
         out.append(script[start:])
-    return [s for s in out if first_keywords(s, 1)]
+    return [s for s in out if first_keywords(s, 1, past_empty=True)]
 
 
 _NAME = r'"(?:[^"]|"")*"|\[[^\]]*\]|`(?:[^`]|``)*`|[A-Za-z_][A-Za-z0-9_$]*'
 _VALUE = rf"""'(?:[^']|'')*'|{_NAME}|[-+]?[A-Za-z0-9_.]+"""
 _GAP = r"(?:\s+|--[^\n]*(?:\n|$)|/\*.*?(?:\*/|$))*"
 _PRAGMA = re.compile(
-    rf"{_GAP}PRAGMA{_GAP}(?:(?P<schema>{_NAME}){_GAP}\.{_GAP})?(?P<name>{_NAME}){_GAP}"
+    rf"(?:{_GAP}[;\ufeff])*{_GAP}PRAGMA{_GAP}(?:(?P<schema>{_NAME}){_GAP}\.{_GAP})?(?P<name>{_NAME}){_GAP}"
     rf"(?:={_GAP}(?P<eq>{_VALUE})|\({_GAP}(?P<call>{_VALUE}){_GAP}\))?(?:{_GAP};)*{_GAP}",
     re.S | re.I,
 )
