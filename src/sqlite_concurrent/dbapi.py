@@ -122,37 +122,14 @@ class Connection(Hooks):
             # uninitialised until the new database opens.
             self._close_for_init()
             del self._closed
+        _check_options(timeout, wal_limit, checkpoint_wait, escalate_at, row_lock_delay)
         try:
             level = levels.named(lock_level)
         except ValueError as e:
             raise ProgrammingError(str(e)) from None
         path, private = _target(database, uri)
-        if not isinstance(timeout, (int, float)) or timeout < 0:
-            raise ProgrammingError("timeout must be a non-negative number of seconds")
-        if wal_limit <= 0 or checkpoint_wait < 0:
-            raise ProgrammingError("wal_limit must be > 0 and checkpoint_wait >= 0")
-        if escalate_at < 1:
-            raise ProgrammingError("escalate_at must be >= 1")
-        mode = ways.mode(mode)
-        self.mode = mode
-        self._shapes = ways.Shapes()
-        # BEGIN ran and the first statement has not: how the transaction runs depends on it.
-        self._later: tuple[bool, bool] | None = None
-        self._way: str | None = None  # how the open transaction runs (ways.DIRECT, ...)
-        # What the open optimistic transaction ran, while it can still be run again instead of
-        # conflicting; ``None`` once the application saw something of it (rerun.py).
-        self._script: rerun.Script | None = None
-        self._rerun_after: ConflictError | None = None  # the conflict a run again resolved
-        self._shape = ""  # the open transaction's first statement
-        self._body = ways.Body()  # what its body has cost so far
-        self._txn_thread = 0  # the thread that began it
-        self._escalation_tried = False  # it tried to go on directly (see ``_escalates_at``)
-        self._attempt: int | None = None  # which attempt of ``transact`` runs, if one does
-        self._measured: tuple[float, float] | None = None  # its body, measured at commit
-        # Transactions run each way since the connection opened (for ``bench`` and ``status``).
-        self.ways: collections.Counter[str] = collections.Counter()
-        if not isinstance(row_lock_delay, (int, float)) or not 0 <= row_lock_delay <= 60:
-            raise ProgrammingError("row_lock_delay must be a number of seconds from 0 to 60")
+        self.mode = ways.mode(mode)
+        self._init_ways()
         self._escalate_at = escalate_at
         self._row_lock_delay = float(row_lock_delay)
         self._publisher: publisher.Publisher | None = None
@@ -179,6 +156,23 @@ class Connection(Hooks):
         self.row_factory: Callable[[Cursor, tuple[Any, ...]], Any] | None = None
         self._check_same_thread = check_same_thread
         self._thread = threading.get_ident()
+        self._init_transactions()
+        self._init_statements()
+        self._opened = holding.Handles()
+        self._open_blobs = OpenBlobs()
+        self._holding: holding.Holding | None = None  # what the process holds for the file
+        self._exit_finalizer: weakref.finalize | None = None  # closes it at exit (exiting.py)
+        self._open_or_undo(private)
+        self._closed = False
+        if self._holding is not None:
+            self._exit_finalizer = exiting.track(
+                self,
+                functools.partial(
+                    _let_go_dropped, self._holding, self._journal, self._slot_id, self._lockdb
+                ),
+            )
+
+    def _init_transactions(self) -> None:
         # The open transaction.  A direct one is a ``direct.DirectTransaction``, typed as this:
         # while ``_exclusive`` is set, only what both have (``txn_id``, ``savepoints``,
         # ``saved``, ``defer_foreign_keys``, ``end``) is used.
@@ -194,6 +188,50 @@ class Connection(Hooks):
         # until they finish, so after our own commit they are read to the end, letting the
         # next read see that commit (the stdlib's single connection always sees its writes).
         self._reader_cursors: weakref.WeakSet[Cursor] = weakref.WeakSet()
+
+    def _open_or_undo(self, private: _Private | None) -> None:
+        """Open the database; if that fails, let go of what was opened and leave the connection
+        as the stdlib's is after a failed ``__init__``."""
+        try:
+            if private is not None:
+                self._open_private(private)
+            else:
+                self._open()
+        except apsw.Error as e:
+            self._abandon_open()
+            del self._closed  # uninitialised, as the stdlib's is after a failed __init__
+            raise translate(e) from e
+        except OSError as e:
+            self._abandon_open()
+            raise from_os_error(e, self.path) from e
+        except BaseException:
+            self._abandon_open()
+            del self._closed
+            raise
+
+    def _init_ways(self) -> None:
+        """How each transaction runs (``ways``): what the connection has learnt of the shapes
+        of its transactions, and how the open one runs."""
+        self._shapes = ways.Shapes()
+        # BEGIN ran and the first statement has not: how the transaction runs depends on it.
+        self._later: tuple[bool, bool] | None = None
+        self._way: str | None = None  # how the open transaction runs (ways.DIRECT, ...)
+        # What the open optimistic transaction ran, while it can still be run again instead of
+        # conflicting; ``None`` once the application saw something of it (rerun.py).
+        self._script: rerun.Script | None = None
+        self._rerun_after: ConflictError | None = None  # the conflict a run again resolved
+        self._shape = ""  # the open transaction's first statement
+        self._body = ways.Body()  # what its body has cost so far
+        self._txn_thread = 0  # the thread that began it
+        self._escalation_tried = False  # it tried to go on directly (see ``_escalates_at``)
+        self._attempt: int | None = None  # which attempt of ``transact`` runs, if one does
+        self._measured: tuple[float, float] | None = None  # its body, measured at commit
+        # Transactions run each way since the connection opened (for ``bench`` and ``status``).
+        self.ways: collections.Counter[str] = collections.Counter()
+
+    def _init_statements(self) -> None:
+        """What running statements keeps: results the stdlib reports, callbacks the
+        application registered, and what was learnt of statements already run."""
         self._last_insert_rowid = 0
         self._total_changes = 0
         self.text_factory: Any = str
@@ -217,34 +255,6 @@ class Connection(Hooks):
         self._user_authorizer: Callable[..., Any] | None = None
         self._reader_authorizer: Callable[..., int] | None = authorizer.read_only(self._denied)
         self._txn_authorizer: Callable[..., int] | None = None
-        self._opened = holding.Handles()
-        self._open_blobs = OpenBlobs()
-        self._holding: holding.Holding | None = None  # what the process holds for the file
-        self._exit_finalizer: weakref.finalize | None = None  # closes it at exit (exiting.py)
-        try:
-            if private is not None:
-                self._open_private(private)
-            else:
-                self._open()
-        except apsw.Error as e:
-            self._abandon_open()
-            del self._closed  # uninitialised, as the stdlib's is after a failed __init__
-            raise translate(e) from e
-        except OSError as e:
-            self._abandon_open()
-            raise from_os_error(e, self.path) from e
-        except BaseException:
-            self._abandon_open()
-            del self._closed
-            raise
-        self._closed = False
-        if self._holding is not None:
-            self._exit_finalizer = exiting.track(
-                self,
-                functools.partial(
-                    _let_go_dropped, self._holding, self._journal, self._slot_id, self._lockdb
-                ),
-            )
 
     # -- opening and closing ------------------------------------------------------------
 
@@ -2461,6 +2471,19 @@ def connect(
 
 
 _PRIVATE_FLAGS = apsw.SQLITE_OPEN_READWRITE | apsw.SQLITE_OPEN_CREATE | apsw.SQLITE_OPEN_URI
+
+
+def _check_options(
+    timeout: Any, wal_limit: int, checkpoint_wait: float, escalate_at: int, row_lock_delay: Any
+) -> None:
+    if not isinstance(timeout, (int, float)) or timeout < 0:
+        raise ProgrammingError("timeout must be a non-negative number of seconds")
+    if wal_limit <= 0 or checkpoint_wait < 0:
+        raise ProgrammingError("wal_limit must be > 0 and checkpoint_wait >= 0")
+    if escalate_at < 1:
+        raise ProgrammingError("escalate_at must be >= 1")
+    if not isinstance(row_lock_delay, (int, float)) or not 0 <= row_lock_delay <= 60:
+        raise ProgrammingError("row_lock_delay must be a number of seconds from 0 to 60")
 
 
 def _copy_uri(path: str) -> str:

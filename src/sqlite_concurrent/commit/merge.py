@@ -340,43 +340,67 @@ def apply_one(conn: apsw.Connection, pending: Pending) -> None:
         raise conflict(None, None, "schema")
     if pending.pages is not None:
         _validate_pages(conn, pending.pages)
+    planned, by_rowid = _plan(conn, pending, schema_version)
     # Snapshot isolation: every updated row must be as the snapshot saw it.  With the rows at
     # hand and statements to apply them, each UPDATE checks its own row; else check first.
-    planned = pending.steps  # built before the merge lock, for this schema (see ``commit``)
-    # With ``planned`` None: the changes ``Changeset.apply`` cannot take, as statements.
-    by_rowid: list[replay.Step] = []
-    if planned is None and pending.changeset:
-        rows = pending.rows.rows if pending.rows else None
-        plan = functools.partial(
-            replay.plan,
-            conn,
-            pending.changeset,
-            cookie=schema_version,
-            foreign_keys=pending.foreign_keys,
-            changes=pending.rows.changes if pending.rows is not None else None,
-        )
-        whole = plan()
-        if whole is not None:
-            planned = replay.steps(whole, rows)
-        elif pending.by_rowid:
-            only = plan(only=pending.by_rowid)
-            assert only is not None
-            by_rowid = replay.steps(only, rows)
     if planned is None or pending.rows is None:
-        for images in pending.row_images():
-            for key, digest in images:
-                now = conn.execute(images.select, key).fetchone()
-                if row_digest(now) != digest:
-                    raise conflict(images.table, key, "data" if now is not None else "notfound")
+        _check_row_images(conn, pending)
     # What the counters were before this apply: it may advance them where the transaction
     # did not (see ``sequences``).
     before = counters(conn) if pending.sequences else {}
-    found: list[ConflictError] = []
-    held: list[tuple[str, int, tuple[Any, ...], int, tuple[int, ...]]] = []
-    # Auto-assigned rowids nobody observed (architecture.md, "Rowids nobody saw").  If another
-    # commit has since taken any rowid at or above the lowest of them, the whole batch moves past
-    # it, keeping its order; otherwise they keep the ids the stdlib would have given them.
-    rebase = {
+    changes = _Changes(_rows_to_rebase(conn, pending))
+    crashpoints.reach("merge.before_apply")
+    if pending.changeset:
+        _apply_changes(conn, pending, planned, by_rowid, changes)
+    if changes.held:
+        _insert_afresh(conn, changes.held)
+    for name, seq in pending.sequences:
+        seq = max(seq, before.get(name, 0))
+        conn.execute("UPDATE sqlite_sequence SET seq = ? WHERE name = ?", (seq, name))
+        if not conn.changes():
+            conn.execute("INSERT INTO sqlite_sequence(name, seq) VALUES (?, ?)", (name, seq))
+
+
+def _plan(
+    conn: apsw.Connection, pending: Pending, schema_version: int
+) -> tuple[list[replay.Step] | None, list[replay.Step]]:
+    """The transaction's changes as statements, when they can all run so (``planned``); else
+    ``None`` and those ``Changeset.apply`` cannot take (``by_rowid``)."""
+    planned = pending.steps  # built before the merge lock, for this schema (see ``commit``)
+    if planned is not None or not pending.changeset:
+        return planned, []
+    rows = pending.rows.rows if pending.rows else None
+    plan = functools.partial(
+        replay.plan,
+        conn,
+        pending.changeset,
+        cookie=schema_version,
+        foreign_keys=pending.foreign_keys,
+        changes=pending.rows.changes if pending.rows is not None else None,
+    )
+    whole = plan()
+    if whole is not None:
+        return replay.steps(whole, rows), []
+    if pending.by_rowid:
+        only = plan(only=pending.by_rowid)
+        assert only is not None
+        return None, replay.steps(only, rows)
+    return None, []
+
+
+def _check_row_images(conn: apsw.Connection, pending: Pending) -> None:
+    for images in pending.row_images():
+        for key, digest in images:
+            now = conn.execute(images.select, key).fetchone()
+            if row_digest(now) != digest:
+                raise conflict(images.table, key, "data" if now is not None else "notfound")
+
+
+def _rows_to_rebase(conn: apsw.Connection, pending: Pending) -> dict[str, Any]:
+    """Auto-assigned rowids nobody observed (architecture.md, "Rowids nobody saw").  If another
+    commit has since taken any rowid at or above the lowest of them, the whole batch moves past
+    it, keeping its order; otherwise they keep the ids the stdlib would have given them."""
+    return {
         table: rows
         for table, rows in (pending.rebase or {}).items()
         if conn.execute(
@@ -384,70 +408,77 @@ def apply_one(conn: apsw.Connection, pending: Pending) -> None:
         ).fetchone()
     }
 
-    applied = 0
 
-    def keep(change: Any) -> bool:  # an apsw.TableChange or a replay.Change
-        nonlocal applied
-        applied += 1
-        if applied > 1:
+class _Changes:
+    """One apply's filter and conflict handler: rows to insert afresh are held back, and each
+    conflict is noted as the ``ConflictError`` it becomes."""
+
+    def __init__(self, rebase: dict[str, Any]) -> None:
+        self.rebase = rebase
+        self.applied = 0
+        self.held: list[tuple[str, int, tuple[Any, ...], int, tuple[int, ...]]] = []
+        self.found: list[ConflictError] = []
+
+    def keep(self, change: Any) -> bool:  # an apsw.TableChange or a replay.Change
+        self.applied += 1
+        if self.applied > 1:
             crashpoints.reach("merge.mid_apply")
-        if change.opcode == apsw.SQLITE_INSERT and change.name in rebase:
+        if change.opcode == apsw.SQLITE_INSERT and change.name in self.rebase:
             (at,) = change.pk_columns
             new = tuple(change.new)
-            if new[at] in rebase[change.name]:
-                held.append((change.name, new[at], new, change.column_count, (at,)))
+            if new[at] in self.rebase[change.name]:
+                self.held.append((change.name, new[at], new, change.column_count, (at,)))
                 return False
         return True
 
-    def on_conflict(reason: int, change: apsw.TableChange) -> int:
+    def on_conflict(self, reason: int, change: apsw.TableChange) -> int:
         kind = _KINDS.get(reason, "constraint")
         key = None
         if kind != "foreign_key":
             values = change.old if change.old is not None else change.new
             if values is not None:
                 key = tuple(values[i] for i in sorted(change.pk_columns))
-        found.append(conflict(change.name if kind != "foreign_key" else None, key, kind))
+        self.found.append(conflict(change.name if kind != "foreign_key" else None, key, kind))
         return apsw.SQLITE_CHANGESET_ABORT
 
-    crashpoints.reach("merge.before_apply")
-    if pending.changeset:
-        filtering = keep if rebase or crashpoints.armed("merge.mid_apply") else None
-        # Off, and left off afterwards: a change of this setting expires every statement
-        # prepared on the connection, so switching it back on after each merge made SQLite
-        # compile the merge's statements again every time (about 3 us each, six a merge).
-        # ``triggers_on`` restores it before the application's own statements run here.
-        if conn.config(apsw.SQLITE_DBCONFIG_ENABLE_TRIGGER, -1):
-            conn.config(apsw.SQLITE_DBCONFIG_ENABLE_TRIGGER, 0)
-        try:
-            if planned is not None:
-                replay.run(conn, planned, keep=filtering, conflict=conflict)
-            else:
-                if by_rowid:
-                    _apply_by_rowid(conn, pending, by_rowid, filtering)
-                    filtering = _without(pending.by_rowid, filtering)
-                apsw.Changeset.apply(
-                    pending.changeset,
-                    conn,
-                    filter_change=filtering,
-                    conflict=on_conflict,
-                    flags=_APPLY_FLAGS,
-                )
-                if by_rowid and pending.foreign_keys and _deferred_violations(conn):
-                    raise conflict(None, None, "foreign_key")
-        except (apsw.AbortError, apsw.ConstraintError):
-            # A foreign-key conflict is reported after the whole apply, as SQLITE_CONSTRAINT.
-            if found:
-                raise found[0] from None
-            raise
-        if found:  # a handler that did not abort still means the change was not applied
-            raise found[0]
-    if held:
-        _insert_afresh(conn, held)
-    for name, seq in pending.sequences:
-        seq = max(seq, before.get(name, 0))
-        conn.execute("UPDATE sqlite_sequence SET seq = ? WHERE name = ?", (seq, name))
-        if not conn.changes():
-            conn.execute("INSERT INTO sqlite_sequence(name, seq) VALUES (?, ?)", (name, seq))
+
+def _apply_changes(
+    conn: apsw.Connection,
+    pending: Pending,
+    planned: list[replay.Step] | None,
+    by_rowid: list[replay.Step],
+    changes: _Changes,
+) -> None:
+    filtering = changes.keep if changes.rebase or crashpoints.armed("merge.mid_apply") else None
+    # Off, and left off afterwards: a change of this setting expires every statement
+    # prepared on the connection, so switching it back on after each merge made SQLite
+    # compile the merge's statements again every time (about 3 us each, six a merge).
+    # ``triggers_on`` restores it before the application's own statements run here.
+    if conn.config(apsw.SQLITE_DBCONFIG_ENABLE_TRIGGER, -1):
+        conn.config(apsw.SQLITE_DBCONFIG_ENABLE_TRIGGER, 0)
+    try:
+        if planned is not None:
+            replay.run(conn, planned, keep=filtering, conflict=conflict)
+        else:
+            if by_rowid:
+                _apply_by_rowid(conn, pending, by_rowid, filtering)
+                filtering = _without(pending.by_rowid, filtering)
+            apsw.Changeset.apply(
+                pending.changeset,
+                conn,
+                filter_change=filtering,
+                conflict=changes.on_conflict,
+                flags=_APPLY_FLAGS,
+            )
+            if by_rowid and pending.foreign_keys and _deferred_violations(conn):
+                raise conflict(None, None, "foreign_key")
+    except (apsw.AbortError, apsw.ConstraintError):
+        # A foreign-key conflict is reported after the whole apply, as SQLITE_CONSTRAINT.
+        if changes.found:
+            raise changes.found[0] from None
+        raise
+    if changes.found:  # a handler that did not abort still means the change was not applied
+        raise changes.found[0]
 
 
 def _apply_by_rowid(
