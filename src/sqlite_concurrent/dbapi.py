@@ -117,6 +117,8 @@ class Connection(Hooks):
         row_lock_delay: float = locks.DEFAULT_ROW_LOCK_DELAY,
         mode: str | None = None,
     ) -> None:
+        if exiting.pending() and not oslock.held_by_this_thread_anywhere():
+            exiting.let_go_idle()  # connections dropped unclosed (exiting.py)
         if getattr(self, "_closed", None) is not None:
             # Run again, as the stdlib allows: the open connection closes, and this one is
             # uninitialised until the new database opens.
@@ -165,12 +167,12 @@ class Connection(Hooks):
         self._open_or_undo(private)
         self._closed = False
         if self._holding is not None:
-            self._exit_finalizer = exiting.track(
-                self,
+            self._leftover = exiting.Leftover(
                 functools.partial(
                     _let_go_dropped, self._holding, self._journal, self._slot_id, self._lockdb
-                ),
+                )
             )
+            self._exit_finalizer = exiting.track(self, self._leftover)
 
     def _init_transactions(self) -> None:
         # The open transaction.  A direct one is a ``direct.DirectTransaction``, typed as this:
@@ -330,7 +332,7 @@ class Connection(Hooks):
             self._merger,
             self.path,
             merge_lock=self._merge_lock,
-            our_pids=self._holder_pids,
+            our_pids=_weakly(self._holder_pids),
             wal_limit=self._wal_limit,
             checkpoint_wait=self._checkpoint_wait,
             busy_timeout_ms=int(self.timeout * 1000),
@@ -382,7 +384,7 @@ class Connection(Hooks):
             self._denied, locks.authorizer_hook(self._table_sets)
         )
         conn.authorizer = self._authorizer_for(self._txn_authorizer)
-        conn.set_update_hook(self._on_row_write)
+        conn.set_update_hook(_weakly(self._on_row_write))
         self._txn_conn = conn
         return conn
 
@@ -519,6 +521,9 @@ class Connection(Hooks):
     def __del__(self) -> None:
         # One inherited across fork() is its parent's to close.
         if not getattr(self, "_closed", True) and not self._inherited():
+            leftover = getattr(self, "_leftover", None)
+            if leftover is not None:
+                leftover.idle = self._txn is None and self._exclusive is None
             warnings.warn(
                 f"unclosed sqlite_concurrent connection to {self.path}",
                 ResourceWarning,
@@ -836,12 +841,12 @@ class Connection(Hooks):
                 snapshot_conn=self._snapshot_conn,
                 wal_files=self._wal_files,
                 slot=self._slot,
-                conn_for=self._txn_conn_for,
-                on_pinned=self._on_pinned,
+                conn_for=_weakly(self._txn_conn_for),
+                on_pinned=_weakly(self._on_pinned),
                 snapshot_gate=self._checkpointer.gate,
                 begin=not by_savepoint,
                 immediate=immediate,
-                info_for=self._table_info,
+                info_for=_weakly(self._table_info),
                 journal=self._journal,
                 denied=self._denied,
                 defer_foreign_keys=self._deferral.take(),
@@ -2383,15 +2388,24 @@ def _first_open(path: str) -> None:
 
 
 def _let_go_dropped(
-    holding_: holding.Holding, journal_: journal.Journal, slot_id: int, lockdb: LockDB
+    holding_: holding.Holding,
+    journal_: journal.Journal,
+    slot_id: int,
+    lockdb: LockDB,
+    at_exit: bool,
 ) -> None:
-    """At exit, what a connection collected unclosed held (exiting.py): its transactions are
-    the only ones of the process left, every open connection having closed."""
+    """What a connection collected unclosed held (exiting.py), let go of as its ``close`` would:
+    before exit only if it had no transaction open; at exit its transactions are the only ones
+    of the process left, every open connection having closed."""
     if holding_.inherited:
         return
     vfs().drop_slot(slot_id)
     try:
-        lockdb.forget_own_transactions()
+        if at_exit:
+            lockdb.forget_own_transactions()
+        else:
+            with contextlib.suppress(apsw.Error):  # what an earlier end could not release
+                waits.wake(lockdb, lockdb.end_unended())
         journal_.release()
     finally:
         holding_.leave(holding.Handles(), lockdb)
@@ -2471,6 +2485,21 @@ def connect(
 
 
 _PRIVATE_FLAGS = apsw.SQLITE_OPEN_READWRITE | apsw.SQLITE_OPEN_CREATE | apsw.SQLITE_OPEN_URI
+
+
+def _weakly(method: Callable[..., T]) -> Callable[..., T]:
+    """``method`` of an object, without keeping the object alive: what the connection hands to
+    objects it owns must not make a reference cycle, or the connection would outlive the
+    application's last reference to it, as the stdlib's does not (see ``exiting.py``)."""
+    ref = weakref.WeakMethod(method)
+
+    def call(*args: Any) -> T:
+        bound = ref()
+        if bound is None:
+            raise ReferenceError("the connection is gone")
+        return bound(*args)
+
+    return call
 
 
 def _check_options(

@@ -12,6 +12,7 @@ import contextlib
 import sys
 import traceback
 import types
+import weakref
 from collections.abc import Callable
 from typing import Any
 
@@ -272,11 +273,14 @@ class Hooks:
         if user is None and hear is None:
             return None
         checked = _authorizer(user, None) if user is not None else None
+        # Weakly: the merger, which keeps this, belongs to the connection (no reference cycle).
+        connection = weakref.ref(self)
 
         def on_merger(*args: Any) -> int:
             if hear is not None and hear(*args):
                 return apsw.SQLITE_OK
-            if checked is not None and self._user_on_merger:
+            conn = connection()
+            if checked is not None and conn is not None and conn._user_on_merger:
                 return checked(*args)
             return apsw.SQLITE_OK
 

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import contextlib
 import time
+import weakref
 from collections.abc import Callable
 
 import apsw
@@ -87,11 +88,17 @@ class Checkpointer:
         self._litestream_tables_seen = False
         self._restart_at = 0  # frames; raised after a restart that cannot succeed yet
         conn.wal_autocheckpoint(0)
-        conn.set_wal_hook(self._on_commit)
+        # Weakly: the merger keeps its hook, and a reference cycle would keep both alive after
+        # the application's last reference to the connection (see ``exiting.py``).
+        checkpointer = weakref.ref(self)
 
-    def _on_commit(self, conn: apsw.Connection, dbname: str, frames: int) -> int:
-        self.wal_frames = frames
-        return apsw.SQLITE_OK
+        def on_commit(_conn: apsw.Connection, _dbname: str, frames: int) -> int:
+            me = checkpointer()
+            if me is not None:
+                me.wal_frames = frames
+            return apsw.SQLITE_OK
+
+        conn.set_wal_hook(on_commit)
 
     def after_merge(self, page_size: int) -> None:
         """Called after each merge, outside the merge lock."""

@@ -74,6 +74,11 @@ def _forked() -> None:
 os.register_at_fork(after_in_child=_forked)
 
 
+def held_by_this_thread_anywhere() -> bool:
+    """Whether this thread holds any lock of this module."""
+    return threading.get_ident() in list(_holders.values())
+
+
 def forget(path: str) -> None:
     """Close this process's descriptor on ``path``.
 

@@ -7,12 +7,17 @@ normal exit and after an uncaught exception, not on SIGKILL or ``os._exit``), ev
 still open is closed as ``close()`` would: its transaction rolled back, its journal and, with the
 process's last connection, its holder row and the files beside the database removed.
 
-A connection the application dropped without closing is gone by then; what it held for the
-database (its share of the process's holding, its journal, its lock-database connection) is let
-go of too, and transactions it left registered are forgotten (every live connection has closed
-first, so those are the only ones of the process left).  Its garbage collection only records
-that: the collector may run inside any of our own critical sections, where letting go would
-deadlock.
+A connection the application drops without closing is let go of as the stdlib's is, as far as
+that is safe.  Its collection (at once when the last reference goes, the connection keeping no
+reference cycle) only records what it held: the collector may run inside any of our own
+critical sections, where letting go would deadlock.  If it had no transaction open, what it
+held (its share of the process's holding, its journal, its lock-database connection) is let go
+of at the next safe point: the start of the next ``connect()`` in a thread that holds none of
+our locks (:func:`let_go_idle`).  So a process that opens a connection per request and never
+closes one keeps a bounded number of descriptors, and the files beside the database go with
+its last connection, as with the stdlib.  One dropped inside a transaction holds its locks
+until exit, when what it held is let go of and its transactions forgotten (every live
+connection has closed first, so those are the only ones of the process left).
 """
 
 from __future__ import annotations
@@ -23,17 +28,50 @@ import weakref
 from collections.abc import Callable
 from typing import Any
 
+
+class Leftover:
+    """What a connection collected unclosed still holds: ``let_go(at_exit)`` lets go of it.
+    ``idle`` is set as the connection is collected: it had no transaction open."""
+
+    __slots__ = ("idle", "let_go")
+
+    def __init__(self, let_go: Callable[[bool], None]) -> None:
+        self.let_go = let_go
+        self.idle = False
+
+
 _live: weakref.WeakSet[Any] = weakref.WeakSet()
-_dropped: list[Callable[[], None]] = []
+_dropped: list[Leftover] = []  # appended by finalizers only: list.append is atomic
 
 
-def track(conn: Any, let_go: Callable[[], None]) -> weakref.finalize:
-    """Close ``conn`` at exit if it is still open then; if it is collected unclosed, run
-    ``let_go`` (which must not refer to ``conn``) at exit.  Detach the result on close."""
+def track(conn: Any, leftover: Leftover) -> weakref.finalize:
+    """Close ``conn`` at exit if it is still open then; if it is collected unclosed, let go of
+    ``leftover`` (which must not refer to ``conn``).  Detach the result on close."""
     _live.add(conn)
-    finalizer = weakref.finalize(conn, _dropped.append, let_go)
+    finalizer = weakref.finalize(conn, _dropped.append, leftover)
     finalizer.atexit = False
     return finalizer
+
+
+def pending() -> bool:
+    return bool(_dropped)
+
+
+def let_go_idle() -> None:
+    """Let go of what connections collected unclosed without a transaction open held.  Call
+    only where this thread is inside none of our code and holds none of our locks."""
+    kept = []
+    while _dropped:
+        try:
+            leftover = _dropped.pop()
+        except IndexError:  # another thread took the last one
+            break
+        if not leftover.idle:
+            kept.append(leftover)
+            continue
+        with contextlib.suppress(Exception):
+            leftover.let_go(False)
+    _dropped.extend(kept)
 
 
 def _at_exit() -> None:
@@ -42,7 +80,7 @@ def _at_exit() -> None:
             conn._close_at_exit()
     while _dropped:
         with contextlib.suppress(Exception):
-            _dropped.pop()()
+            _dropped.pop().let_go(True)
 
 
 atexit.register(_at_exit)

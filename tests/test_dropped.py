@@ -1,0 +1,103 @@
+"""A connection the application drops without closing, as the stdlib's: let go of.
+
+The stdlib closes a connection when its last reference goes.  Ours records it then and lets go
+of what it held at the next ``connect()`` (``process/exiting.py``), so a process that opens a
+connection per request and never closes one keeps a bounded number of descriptors, and the files
+beside the database go with its last connection.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+pytestmark = pytest.mark.timeout(120)
+
+_REQUESTS = """
+import gc, json, os, sys, warnings
+warnings.simplefilter("ignore")
+if sys.argv[1] == "ours":
+    import sqlite_concurrent as sqlite3
+else:
+    import sqlite3
+path = sys.argv[2]
+
+def request(i):
+    conn = sqlite3.connect(path)
+    if sqlite3.__name__ == "sqlite3":
+        conn.execute("PRAGMA journal_mode=WAL")  # as ours always is
+    conn.execute("CREATE TABLE IF NOT EXISTS t(id INTEGER PRIMARY KEY, v)")
+    with conn:
+        conn.execute("INSERT INTO t(v) VALUES (?)", (i,))
+    return conn.execute("SELECT count(*) FROM t").fetchone()[0]
+
+counts, fds = [], {}
+for i in range(60):
+    counts.append(request(i))
+    if i in (9, 59):
+        fds[i] = len(os.listdir("/proc/self/fd"))
+growth = fds[59] - fds[9]
+gc.collect()  # the stdlib's connection is in a reference cycle: collected only by the collector
+sqlite3.connect(":memory:").close()  # another connect, after the last one was dropped
+files = sorted(os.listdir(os.path.dirname(path)))
+print(json.dumps({"counts": counts, "growth": growth, "files": files}))
+"""
+
+
+def _requests(which: str, directory) -> dict:
+    os.makedirs(directory)
+    done = subprocess.run(
+        [sys.executable, "-c", _REQUESTS, which, str(directory / "app.db")],
+        capture_output=True,
+        text=True,
+        timeout=100,
+    )
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout)
+
+
+def test_connections_dropped_unclosed_are_let_go_as_the_stdlibs_are(tmp_path):
+    stdlib = _requests("stdlib", tmp_path / "stdlib")
+    ours = _requests("ours", tmp_path / "ours")
+    assert stdlib["counts"] == list(range(1, 61))
+    assert ours["counts"] == stdlib["counts"]
+    # Fifty more connections, none closed: not one descriptor more than after the first ten,
+    # without the collector (the stdlib's wait for it: its growth depends on when it runs).
+    assert ours["growth"] <= 0, (ours["growth"], stdlib["growth"])
+    # The last one dropped: nothing beside the database, as after the stdlib's last close.
+    assert stdlib["files"] == ["app.db"]
+    assert ours["files"] == stdlib["files"]
+
+
+_INSIDE = """
+import os, sys, warnings
+warnings.simplefilter("ignore")
+import sqlite_concurrent
+path = sys.argv[1]
+conn = sqlite_concurrent.connect(path, mode=sys.argv[2])
+conn.execute("CREATE TABLE IF NOT EXISTS t(id INTEGER PRIMARY KEY, v)")
+conn.commit()
+conn.execute("INSERT INTO t(v) VALUES ('dropped')")  # the transaction stays open
+del conn
+other = sqlite_concurrent.connect(path)  # the safe point: the dropped one is not idle
+with other:
+    other.execute("INSERT INTO t(v) VALUES ('other')")
+print(other.execute("SELECT v FROM t ORDER BY id").fetchall())
+"""
+
+
+def test_a_connection_dropped_inside_an_optimistic_transaction_commits_nothing(db_path):
+    """Its transaction is not let go of before exit, and nothing of it is committed; a later
+    connection's work is."""
+    done = subprocess.run(
+        [sys.executable, "-c", _INSIDE, db_path, "optimistic"],
+        capture_output=True,
+        text=True,
+        timeout=100,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[('other',)]"
