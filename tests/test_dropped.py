@@ -73,28 +73,43 @@ def test_connections_dropped_unclosed_are_let_go_as_the_stdlibs_are(tmp_path):
     assert ours["files"] == stdlib["files"]
 
 
+_WRITE = """
+import sys
+import sqlite_concurrent
+conn = sqlite_concurrent.connect(sys.argv[1], timeout=30)
+with conn:
+    conn.execute("INSERT INTO t(v) VALUES ('another process')")
+with conn:
+    conn.execute("DELETE FROM t WHERE v = 'another process'")
+"""
+
 _INSIDE = """
-import os, sys, warnings
+import subprocess, sys, warnings
 warnings.simplefilter("ignore")
 import sqlite_concurrent
-path = sys.argv[1]
-conn = sqlite_concurrent.connect(path, mode=sys.argv[2])
+path, mode, write = sys.argv[1:4]
+conn = sqlite_concurrent.connect(path, mode=mode)
 conn.execute("CREATE TABLE IF NOT EXISTS t(id INTEGER PRIMARY KEY, v)")
 conn.commit()
 conn.execute("INSERT INTO t(v) VALUES ('dropped')")  # the transaction stays open
 del conn
-other = sqlite_concurrent.connect(path)  # the safe point: the dropped one is not idle
+other = sqlite_concurrent.connect(path)  # the safe point: the dropped one is closed
 with other:
     other.execute("INSERT INTO t(v) VALUES ('other')")
+subprocess.run([sys.executable, "-c", write, path], check=True, timeout=60)
 print(other.execute("SELECT v FROM t ORDER BY id").fetchall())
 """
 
 
-def test_a_connection_dropped_inside_an_optimistic_transaction_commits_nothing(db_path):
-    """Its transaction is not let go of before exit, and nothing of it is committed; a later
-    connection's work is."""
+@pytest.mark.parametrize("mode", ["optimistic", "direct"])
+def test_a_connection_dropped_inside_a_transaction_is_rolled_back_at_the_next_connect(
+    db_path, mode
+):
+    """It keeps itself alive when dropped, and the next ``connect()`` closes it as ``close()``
+    would: nothing of its transaction is committed, and its locks (the merge lock, for a direct
+    one) hold up nobody, in this process or another."""
     done = subprocess.run(
-        [sys.executable, "-c", _INSIDE, db_path, "optimistic"],
+        [sys.executable, "-c", _INSIDE, db_path, mode, _WRITE],
         capture_output=True,
         text=True,
         timeout=100,

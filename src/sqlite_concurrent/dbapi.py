@@ -117,8 +117,8 @@ class Connection(Hooks):
         row_lock_delay: float = locks.DEFAULT_ROW_LOCK_DELAY,
         mode: str | None = None,
     ) -> None:
-        if exiting.pending() and not oslock.held_by_this_thread_anywhere():
-            exiting.let_go_idle()  # connections dropped unclosed (exiting.py)
+        if exiting.pending():
+            _let_go_dropped_connections()
         if getattr(self, "_closed", None) is not None:
             # Run again, as the stdlib allows: the open connection closes, and this one is
             # uninitialised until the new database opens.
@@ -523,7 +523,13 @@ class Connection(Hooks):
         if not getattr(self, "_closed", True) and not self._inherited():
             leftover = getattr(self, "_leftover", None)
             if leftover is not None:
-                leftover.idle = self._txn is None and self._exclusive is None
+                if self._txn is None and self._exclusive is None:
+                    leftover.idle = True
+                else:
+                    # Closed at the next connect(), its transaction rolled back and its locks
+                    # released: collection may come inside any of our critical sections.
+                    leftover.closing = True
+                    exiting.close_later(self)
             warnings.warn(
                 f"unclosed sqlite_concurrent connection to {self.path}",
                 ResourceWarning,
@@ -2385,6 +2391,22 @@ def _first_open(path: str) -> None:
     no descriptor of ours is on it)."""
     foreign.check_open(path)
     lockdb_health.ensure_usable(path)
+
+
+def _let_go_dropped_connections() -> None:
+    """At the start of ``connect()``: close the connections dropped inside a transaction, and
+    let go of what idle ones held (exiting.py), unless this thread holds a lock of ours for a
+    live connection (it may be inside our code, in an application callback)."""
+    dropped = exiting.take_to_close()
+    held = oslock.held_here() - {c._merge_lock.key for c in dropped if c._exclusive is not None}
+    if held:
+        for conn in dropped:
+            exiting.close_later(conn)
+        return
+    for conn in dropped:
+        with contextlib.suppress(Exception):
+            conn._close_at_exit()
+    exiting.let_go_idle()
 
 
 def _let_go_dropped(

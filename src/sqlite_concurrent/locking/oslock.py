@@ -74,9 +74,10 @@ def _forked() -> None:
 os.register_at_fork(after_in_child=_forked)
 
 
-def held_by_this_thread_anywhere() -> bool:
-    """Whether this thread holds any lock of this module."""
-    return threading.get_ident() in list(_holders.values())
+def held_here() -> set[tuple[str, int]]:
+    """The locks of this module this thread holds (:attr:`ByteLock.key`)."""
+    me = threading.get_ident()
+    return {key for key, holder in list(_holders.items()) if holder == me}
 
 
 def forget(path: str) -> None:
@@ -234,6 +235,10 @@ class ByteLock:
             self._mutex.release()
             raise
         _holders[self._key] = me
+
+    @property
+    def key(self) -> tuple[str, int]:
+        return self._key
 
     def held_by_this_thread(self) -> bool:
         return _holders.get(self._key) == threading.get_ident()

@@ -13,11 +13,14 @@ reference cycle) only records what it held: the collector may run inside any of 
 critical sections, where letting go would deadlock.  If it had no transaction open, what it
 held (its share of the process's holding, its journal, its lock-database connection) is let go
 of at the next safe point: the start of the next ``connect()`` in a thread that holds none of
-our locks (:func:`let_go_idle`).  So a process that opens a connection per request and never
-closes one keeps a bounded number of descriptors, and the files beside the database go with
-its last connection, as with the stdlib.  One dropped inside a transaction holds its locks
-until exit, when what it held is let go of and its transactions forgotten (every live
-connection has closed first, so those are the only ones of the process left).
+our locks for a live connection (:func:`let_go_idle`).  So a process that opens a connection
+per request and never closes one keeps a bounded number of descriptors, and the files beside
+the database go with its last connection, as with the stdlib.  One dropped inside a
+transaction keeps itself alive instead (:func:`close_later`): at that safe point it is closed
+as ``close()`` would close it, its transaction rolled back and its locks released, so that
+it does not hold other processes up until this one exits.  At exit, what is left of either is
+let go of, and transactions left registered are forgotten (every live connection has closed
+first, so those are the only ones of the process left).
 """
 
 from __future__ import annotations
@@ -33,15 +36,17 @@ class Leftover:
     """What a connection collected unclosed still holds: ``let_go(at_exit)`` lets go of it.
     ``idle`` is set as the connection is collected: it had no transaction open."""
 
-    __slots__ = ("idle", "let_go")
+    __slots__ = ("closing", "idle", "let_go")
 
     def __init__(self, let_go: Callable[[bool], None]) -> None:
         self.let_go = let_go
         self.idle = False
+        self.closing = False  # the connection kept itself, to close at a safe point
 
 
 _live: weakref.WeakSet[Any] = weakref.WeakSet()
 _dropped: list[Leftover] = []  # appended by finalizers only: list.append is atomic
+_to_close: list[Any] = []  # connections dropped inside a transaction, kept alive
 
 
 def track(conn: Any, leftover: Leftover) -> weakref.finalize:
@@ -53,8 +58,24 @@ def track(conn: Any, leftover: Leftover) -> weakref.finalize:
     return finalizer
 
 
+def close_later(conn: Any) -> None:
+    """From a connection's ``__del__``, inside a transaction: keep it, to be closed at the next
+    safe point (:func:`take_to_close`)."""
+    _to_close.append(conn)
+
+
+def take_to_close() -> list[Any]:
+    taken = []
+    while _to_close:
+        try:
+            taken.append(_to_close.pop())
+        except IndexError:  # another thread took the last one
+            break
+    return taken
+
+
 def pending() -> bool:
-    return bool(_dropped)
+    return bool(_dropped or _to_close)
 
 
 def let_go_idle() -> None:
@@ -66,6 +87,8 @@ def let_go_idle() -> None:
             leftover = _dropped.pop()
         except IndexError:  # another thread took the last one
             break
+        if leftover.closing:
+            continue  # the connection closes itself
         if not leftover.idle:
             kept.append(leftover)
             continue
@@ -75,12 +98,14 @@ def let_go_idle() -> None:
 
 
 def _at_exit() -> None:
-    for conn in list(_live):
+    for conn in take_to_close() + list(_live):
         with contextlib.suppress(Exception):
             conn._close_at_exit()
     while _dropped:
-        with contextlib.suppress(Exception):
-            _dropped.pop().let_go(True)
+        leftover = _dropped.pop()
+        if not leftover.closing:
+            with contextlib.suppress(Exception):
+                leftover.let_go(True)
 
 
 atexit.register(_at_exit)
