@@ -398,69 +398,19 @@ def run(
         "lock_level": lock_level,
         "timeout": timeout,
     }
-    # A flag in shared memory, not an Event: writers check it after every transaction, and an
-    # Event's check takes a lock that all of them share.
-    start, stop = _SPAWN.Event(), _SPAWN.RawValue("b", 0)
-    results = _SPAWN.Queue()
-    live = tuple(_SPAWN.Array("q", writers, lock=False) for _ in range(3))
-    procs = [
-        _SPAWN.Process(
-            target=_writer_main, args=(cfg, i, (start, stop), results, live), daemon=True
-        )
-        for i in range(writers)
-    ]
-    for p in procs:
-        p.start()
-    reports: dict[int, dict[str, Any]] = {}
-    ready: set[int] = set()
-    failures: dict[int, str] = {}
-    dead_since: dict[int, float] = {}
-    started_at: float | None = None
+    crew = _Crew(cfg, writers)
     # Generous: covers spawning, opening (up to the timeout) and one slow last transaction.
     allowance = duration + timeout + 60
-    give_up_at = time.monotonic() + allowance
     try:
-        while len(reports) + len(failures) < writers and time.monotonic() < give_up_at:
-            try:
-                kind, index, payload = results.get(timeout=0.1)
-            except queue.Empty:
-                kind, index, payload = "idle", -1, None
-            now = time.monotonic()
-            if kind == "ready":
-                ready.add(index)
-            elif kind == "failed":
-                failures[index] = f"writer {index} could not open {db_path}: {payload}"
-            elif kind == "done":
-                reports[index] = payload
-            else:
-                for i, p in enumerate(procs):
-                    # A dead writer's last message can still be in the pipe for a moment.
-                    dead = p.exitcode is not None and i not in reports and i not in failures
-                    if dead and now - dead_since.setdefault(i, now) > 2:
-                        reports[i] = _report(i, f"writer {i} exited with {p.exitcode}")
-            if should_stop is not None and should_stop():
-                stop.value = 1
-            if failures or (stop.value and started_at is None):
-                stop.value = 1
-                start.set()
-            elif started_at is None and len(ready) == writers:
-                started_at = now
-                start.set()  # every writer has its connection open: start them together
-            if started_at is not None and progress is not None:
-                progress(Live(now - started_at, *(list(a) for a in live)))
+        crew.watch(allowance, progress, should_stop)
     finally:
-        start.set()
-        stop.value = 1
-        for p in procs:
-            p.join(timeout=10)
-            if p.is_alive():
-                p.terminate()
-                p.join()
-    if failures:
-        raise StressError(failures[min(failures)])
-    if started_at is None:
+        crew.stop()
+    if crew.failures:
+        raise StressError(crew.failures[min(crew.failures)])
+    if crew.started_at is None:
         raise StressError("stopped before the writers started")
     result.stopped_early = bool(should_stop and should_stop())
+    reports = crew.reports
     for i in range(writers):
         if i not in reports:
             reports[i] = _report(i, f"writer {i} did not finish within {allowance:.0f} s")
@@ -473,6 +423,85 @@ def run(
     result.invariant_ok, result.invariant_detail = not broken, broken
     result.integrity_ok, result.integrity_detail = not integrity, "; ".join(integrity[:3])
     return result
+
+
+class _Crew:
+    """The writer processes of one run, started together, and what each reported."""
+
+    def __init__(self, cfg: dict[str, Any], writers: int) -> None:
+        self.path = cfg["path"]
+        # A flag in shared memory, not an Event: writers check it after every transaction, and
+        # an Event's check takes a lock that all of them share.
+        self.start, self.stop_flag = _SPAWN.Event(), _SPAWN.RawValue("b", 0)
+        self.results = _SPAWN.Queue()
+        self.live = tuple(_SPAWN.Array("q", writers, lock=False) for _ in range(3))
+        self.procs = [
+            _SPAWN.Process(
+                target=_writer_main,
+                args=(cfg, i, (self.start, self.stop_flag), self.results, self.live),
+                daemon=True,
+            )
+            for i in range(writers)
+        ]
+        for p in self.procs:
+            p.start()
+        self.reports: dict[int, dict[str, Any]] = {}
+        self.ready: set[int] = set()
+        self.failures: dict[int, str] = {}
+        self.dead_since: dict[int, float] = {}
+        self.started_at: float | None = None
+
+    def watch(
+        self,
+        allowance: float,
+        progress: Callable[[Live], None] | None,
+        should_stop: Callable[[], bool] | None,
+    ) -> None:
+        """Until every writer reported or failed, or ``allowance`` seconds passed: start them
+        together once all are ready, and show their progress."""
+        give_up_at = time.monotonic() + allowance
+        writers = len(self.procs)
+        while len(self.reports) + len(self.failures) < writers and time.monotonic() < give_up_at:
+            now = self._next_message()
+            if should_stop is not None and should_stop():
+                self.stop_flag.value = 1
+            if self.failures or (self.stop_flag.value and self.started_at is None):
+                self.stop_flag.value = 1
+                self.start.set()
+            elif self.started_at is None and len(self.ready) == writers:
+                self.started_at = now
+                self.start.set()  # every writer has its connection open: start them together
+            if self.started_at is not None and progress is not None:
+                progress(Live(now - self.started_at, *(list(a) for a in self.live)))
+
+    def _next_message(self) -> float:
+        try:
+            kind, index, payload = self.results.get(timeout=0.1)
+        except queue.Empty:
+            kind, index, payload = "idle", -1, None
+        now = time.monotonic()
+        if kind == "ready":
+            self.ready.add(index)
+        elif kind == "failed":
+            self.failures[index] = f"writer {index} could not open {self.path}: {payload}"
+        elif kind == "done":
+            self.reports[index] = payload
+        else:
+            for i, p in enumerate(self.procs):
+                # A dead writer's last message can still be in the pipe for a moment.
+                dead = p.exitcode is not None and i not in self.reports and i not in self.failures
+                if dead and now - self.dead_since.setdefault(i, now) > 2:
+                    self.reports[i] = _report(i, f"writer {i} exited with {p.exitcode}")
+        return now
+
+    def stop(self) -> None:
+        self.start.set()
+        self.stop_flag.value = 1
+        for p in self.procs:
+            p.join(timeout=10)
+            if p.is_alive():
+                p.terminate()
+                p.join()
 
 
 def _summarize(result: Result, done: list[dict[str, Any]]) -> None:
