@@ -335,8 +335,20 @@ def read(
         raise StatusError(f"{lock_path} is a directory, not a lock database")
     if os.path.getsize(lock_path) == 0 and not os.path.exists(lock_path + "-wal"):
         return status  # created this instant by a first connection: nothing in it yet
+    rows = _read_rows(lock_path, timeout)
+    with contextlib.suppress(TypeError, ValueError):
+        status.schema_version = int(dict(rows["meta"]).get("schema_version"))  # type: ignore[arg-type]
+    _add_holders(status, rows["holders"])
+    _add_transactions(status, rows["transactions"])
+    _add_locks_and_waiters(status, rows["locks"], rows["waiters"])
+    ours = frozenset(h.pid for h in status.holders if h.alive)
+    status.wal_pins = wal_readers.pins(f"{db_path}-shm", besides=ours)
+    return status
+
+
+def _read_rows(lock_path: str, timeout: float) -> dict[str, list[tuple[Any, ...]]]:
     try:
-        rows = _rows(lock_path, timeout)
+        return _rows(lock_path, timeout)
     except apsw.NotADBError:
         raise StatusError(f"{lock_path} is not a SQLite database") from None
     except apsw.SQLError as e:
@@ -347,13 +359,11 @@ def read(
         ) from None
     except apsw.Error as e:
         raise StatusError(f"cannot read {lock_path}: {e}") from None
-    now = status.taken_at
-    with contextlib.suppress(TypeError, ValueError):
-        status.schema_version = int(dict(rows["meta"]).get("schema_version"))  # type: ignore[arg-type]
+
+
+def _add_holders(status: Status, rows: list[tuple[Any, ...]]) -> None:
     boot = _boot_time() if sys.platform == "linux" else None
-    starts: dict[int, int] = {}
-    for pid, start, registered, argv in rows["holders"]:
-        starts[pid] = start
+    for pid, start, registered, argv in rows:
         status.holders.append(
             Holder(
                 pid,
@@ -361,24 +371,35 @@ def read(
                 start,
                 _started_at(start, boot),
                 registered,
-                _age(now, registered),
+                _age(status.taken_at, registered),
                 argv,
             )
         )
+
+
+def _add_transactions(status: Status, rows: list[tuple[Any, ...]]) -> None:
     alive = {h.pid: h.alive for h in status.holders}
-    for txn_id, pid, level, state, began, frame in rows["transactions"]:
-        age = _age(now, began)
+    for txn_id, pid, level, state, began, frame in rows:
+        age = _age(status.taken_at, began)
         if pid not in alive:  # a transaction without a holder row: judged by its pid alone
             alive[pid] = holder_alive(pid, 0)
+        old = age >= status.old_after_s
         status.transactions.append(
-            Transaction(txn_id, pid, alive[pid], level, state, began, age, frame, age >= old_after)
+            Transaction(txn_id, pid, alive[pid], level, state, began, age, frame, old)
         )
+
+
+def _add_locks_and_waiters(
+    status: Status, locks: list[tuple[Any, ...]], waiters: list[tuple[Any, ...]]
+) -> None:
+    """Locks as granted, and each waiter with its place in its queue and whom it waits for."""
+    now = status.taken_at
     held: list[tuple[str, str, int]] = []
-    for resource, mode, txn_id, pid, granted in rows["locks"]:
+    for resource, mode, txn_id, pid, granted in locks:
         status.locks.append(Lock(resource, mode, txn_id, pid, granted, _age(now, granted)))
         held.append((resource, mode, txn_id))
     queued: dict[str, list[int]] = {}
-    for seq, txn_id, pid, resource, mode, since in rows["waiters"]:
+    for seq, txn_id, pid, resource, mode, since in waiters:
         ahead = queued.setdefault(resource, [])
         blocked_by = sorted(
             {t for r, m, t in held if t != txn_id and _conflicts((resource, mode), (r, m))}
@@ -398,9 +419,6 @@ def read(
             )
         )
         ahead.append(txn_id)
-    ours = frozenset(h.pid for h in status.holders if h.alive)
-    status.wal_pins = wal_readers.pins(f"{db_path}-shm", besides=ours)
-    return status
 
 
 # -- rendering for people ------------------------------------------------------------------------
