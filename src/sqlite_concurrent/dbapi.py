@@ -304,18 +304,7 @@ class Connection(Hooks):
         self._fast_rows: tuple[set[str], dict[str, list[int]]] | None = None
         self._merge_lock = merge.merge_lock(self.path + "-locks")
         self._hot = ways.hot(self.path)
-        # Only a new database needs the merge lock here: an exclusive transaction may hold it
-        # for as long as its application thinks.
-        if _value(self._merger, "PRAGMA journal_mode") != "wal":
-            with self._merge_lock:
-                mode = _value(self._merger, "PRAGMA journal_mode")
-                if mode != "wal":
-                    # Needs a moment without other connections: SQLite refuses while others read.
-                    mode = _value(self._merger, "PRAGMA journal_mode=WAL")
-                    if mode != "wal":
-                        raise OperationalError(
-                            f"could not switch {self.path} to WAL mode (it is in {mode!r} mode)"
-                        )
+        self._ensure_wal()
         first_txn_id = merge.last_marker(self._merger) + 1
         self._page_size = int(_value(self._merger, "PRAGMA page_size"))
         st = os.stat(self.path)
@@ -344,8 +333,27 @@ class Connection(Hooks):
         self._publisher = self._holding.publisher
         self._slot_id, self._slot = vfs().new_slot()
         self._journal = journal.Journal.for_db(self.path, self._lockdb.start_time)
-        # Recovery on open (architecture.md, "Recovery"): dead holders were reaped above; journals
-        # of processes the lock database never knew (or that it lost) go too.
+        self._recover_on_open(reaped)
+
+    def _ensure_wal(self) -> None:
+        # Only a new database needs the merge lock here: an exclusive transaction may hold it
+        # for as long as its application thinks.
+        if _value(self._merger, "PRAGMA journal_mode") == "wal":
+            return
+        with self._merge_lock:
+            mode = _value(self._merger, "PRAGMA journal_mode")
+            if mode != "wal":
+                # Needs a moment without other connections: SQLite refuses while others read.
+                mode = _value(self._merger, "PRAGMA journal_mode=WAL")
+                if mode != "wal":
+                    raise OperationalError(
+                        f"could not switch {self.path} to WAL mode (it is in {mode!r} mode)"
+                    )
+
+    def _recover_on_open(self, reaped: list[Any]) -> None:
+        """Recovery on open (architecture.md, "Recovery"): dead holders were reaped as this
+        process registered; journals of processes the lock database never knew (or that it
+        lost) go too."""
         loose = [journal.dispose(self.path, pid) for pid in journal.orphans(self.path)]
         leftovers.prune_quarantined(self.path)
         for found in [r.journal for r in reaped] + loose:
