@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import time
+from collections.abc import Callable
 from typing import Any
 
 import apsw
@@ -20,13 +21,15 @@ from ..commit import drain, merge
 from ..locking import waits
 from ..locking.levels import Level
 from ..locking.lockdb import LockDB
-from ..locking.locks import Locking
+from ..locking.locks import Locking, Settings
+from ..locking.oslock import ByteLock
+from ..storage.journal import Journal
 from ..storage.overlay import Overlay, Slot
 from ..storage.snapshot import Snapshot, WalFiles
 from ..storage.snapshot import pages_changed_since as snapshot_pages_changed_since
 from . import foreign_keys, rowid_keys, savepoints
 from .authorizer import Denied
-from .rebase import Rebase
+from .rebase import Rebase, TableInfo
 
 
 class WriteTransaction:
@@ -35,20 +38,23 @@ class WriteTransaction:
         *,
         path: str,
         lockdb: LockDB,
-        locking: Any,
+        locking: Settings,
         snapshot_conn: apsw.Connection,
         wal_files: WalFiles,
         slot: Slot,
-        conn_for: Any,
-        snapshot_gate: Any,
+        conn_for: Callable[[WriteTransaction], apsw.Connection],
+        snapshot_gate: ByteLock,
         begin: bool = True,
         immediate: bool = False,
-        info_for: Any = None,
-        journal: Any = None,
+        info_for: Callable[[WriteTransaction, str], TableInfo | None],
+        journal: Journal | None = None,
         denied: Denied,
-        on_pinned: Any = None,
+        on_pinned: Callable[[WriteTransaction], None] | None = None,
         defer_foreign_keys: bool = False,
     ) -> None:
+        """``conn_for`` opens (or reuses) the transaction's own connection; ``on_pinned`` runs
+        once its snapshot is pinned (it may replace the connection); ``info_for`` describes a
+        table as of the snapshot; ``journal`` takes spilled pages and the commit record."""
         self._journal = journal
         # PRAGMA defer_foreign_keys, for whichever connection the transaction runs on.
         self.defer_foreign_keys = defer_foreign_keys

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypedDict
 
 import apsw
 
@@ -66,6 +66,19 @@ class TableSets:
         if cached is None:
             raise Reprepare
         return cached
+
+
+class Settings(TypedDict):
+    """What a connection's transactions lock by (``connect()``'s options), and the connections
+    a wait's outcome is read from: :class:`Locking`'s keyword arguments."""
+
+    level: Level
+    timeout: float
+    escalate_at: int
+    row_lock_delay: float
+    publisher: Any  # a publisher.Publisher, or None: importing it here would make a cycle
+    reader: apsw.Connection
+    snapshot_reader: apsw.Connection
 
 
 class Locking:
