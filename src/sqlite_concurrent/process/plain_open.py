@@ -146,7 +146,8 @@ def checkpoint(path: str) -> tuple[int, int]:
     """Copy what it can of the WAL of the database at ``path`` into the main file without
     waiting for anyone; returns (frames in the WAL, frames now in the main file)."""
     try:
-        conn = apsw.Connection(*filenames.for_sqlite(path))
+        # Never creating it: a file no longer there has nothing to copy.
+        conn = apsw.Connection(*filenames.for_sqlite(path, apsw.SQLITE_OPEN_READWRITE))
     except apsw.Error:
         return 0, 0
     try:
