@@ -212,24 +212,17 @@ class Connection(Hooks):
             raise
 
     def _init_ways(self) -> None:
-        """How each transaction runs (``ways``): what the connection has learnt of the shapes
-        of its transactions, and how the open one runs."""
-        self._shapes = ways.Shapes()
+        """How each transaction runs (``engine/ways.py``): what the connection has learnt of
+        the shapes of its transactions, and how the open one runs."""
+        self._chooser = ways.Chooser(self.mode)
         # BEGIN ran and the first statement has not: how the transaction runs depends on it.
         self._later: tuple[bool, bool] | None = None
-        self._way: str | None = None  # how the open transaction runs (ways.DIRECT, ...)
         # What the open optimistic transaction ran, while it can still be run again instead of
         # conflicting; ``None`` once the application saw something of it (rerun.py).
         self._script: rerun.Script | None = None
-        self._rerun_after: ConflictError | None = None  # the conflict a run again resolved
-        self._shape = ""  # the open transaction's first statement
-        self._body = ways.Body()  # what its body has cost so far
         self._txn_thread = 0  # the thread that began it
-        self._escalation_tried = False  # it tried to go on directly (see ``_escalates_at``)
-        self._attempt: int | None = None  # which attempt of ``transact`` runs, if one does
-        self._measured: tuple[float, float] | None = None  # its body, measured at commit
         # Transactions run each way since the connection opened (for ``bench`` and ``status``).
-        self.ways: collections.Counter[str] = collections.Counter()
+        self.ways: collections.Counter[str] = self._chooser.counts
 
     def _init_statements(self) -> None:
         """What running statements keeps: results the stdlib reports, callbacks the
@@ -303,7 +296,7 @@ class Connection(Hooks):
         self._merger.setlk_timeout(int(self.timeout * 1000), 0)
         self._fast_rows: tuple[set[str], dict[str, list[int]]] | None = None
         self._merge_lock = merge.merge_lock(self.path + "-locks")
-        self._hot = ways.hot(self.path)
+        self._chooser.hot = ways.hot(self.path)
         self._ensure_wal()
         first_txn_id = merge.last_marker(self._merger) + 1
         self._page_size = int(_value(self._merger, "PRAGMA page_size"))
@@ -657,27 +650,13 @@ class Connection(Hooks):
         self._began(ways.OPTIMISTIC, sql or "")
 
     def _began(self, way: str, shape: str) -> None:
-        self._way = way
-        self._escalation_tried = False
-        self._shape = shape
-        self.ways[way] += 1
-        if self.mode == "auto":  # only predictions need it: four system calls a transaction
-            self._body.start()
+        self._chooser.began(way, shape)
 
     def _may_run_direct(self, sql: str, kind: str, immediate: bool) -> bool:
         """Whether to run directly from the first statement ``sql`` on."""
         if kind in ("exclusive", "attach", "detach") or statements.may_change_schema(sql):
             return False  # an exclusive operation, or its own kind of statement
-        hot = self._contended(sql)
-        if kind != "dml" and not immediate and not hot and sql not in self._shapes.writers:
-            # A read first: as in SQLite's deferred transaction, nobody waits for it until it
-            # writes; it runs optimistically and escalates at its first write
-            # (``_escalates_at``), while what it read is still current.  Unless transactions
-            # of its shape went on to write before: then, if short, it is direct from here.
-            return False
-        if self.mode == "auto" and not (
-            hot or self._shapes.direct(sql, by_conflicts=self._attempt is None)
-        ):
+        if not self._chooser.prefers_direct(sql, kind, immediate):
             return False
         # Live table-level transactions: their locks cover tables the merger does not report.
         # An exclusive operation waiting or running: it goes first.
@@ -779,57 +758,19 @@ class Connection(Hooks):
         assert self._exclusive is not None
         self._exclusive.schema_changed = False
         crashpoints.reach("escalate.applied")
-        self.ways[ways.OPTIMISTIC] -= 1
-        self.ways[ways.ESCALATED] += 1
-        self._way = ways.ESCALATED
+        self._chooser.escalated()
         return True
 
     def _escalates_at(self, txn: WriteTransaction, sql: str, kind: str) -> bool:
-        """Whether the optimistic transaction should go on directly from statement ``sql``:
-        it reaches a hot table, or it is its first write and its shape is predicted short.
-        Tried once: what it read only gets older."""
-        if self.mode == "optimistic" or self._escalation_tried or not (kind == "dml" or txn.wrote):
-            return False
-        if kind == "dml" and self._shape:
-            self._shapes.writers.add(self._shape)
-        if self._contended(sql):
-            self._escalation_tried = True
-            return True
-        if (
-            kind == "dml"
-            and not txn.wrote
-            and self._shape
-            and (self.mode == "direct" or self._shapes.direct(self._shape))
-            # As for a transaction that is direct from its start (``_may_run_direct``).
-            and not self._lockdb.fast_path_closed()
-        ):
-            self._escalation_tried = True
-            return True
-        return False
-
-    def _contended(self, sql: str) -> bool:
-        """Whether ``sql`` reaches a hot table (``ways.Hot``) where it matters: in code that
-        does not retry, a conflict is an error the stdlib would not have raised; under
-        ``transact`` only a retry, so only a second retry goes directly (a first one
-        usually commits: conflicts spread over many rows rarely strike twice)."""
-        return (self._attempt is None or self._attempt >= _DIRECT_FROM_ATTEMPT) and (
-            self._hot.touched_by(sql)
+        """Whether the optimistic ``txn`` should go on directly from statement ``sql``
+        (:meth:`.ways.Chooser.escalates_at`)."""
+        return self._chooser.escalates_at(
+            sql, kind, wrote=txn.wrote, fast_path_closed=self._lockdb.fast_path_closed
         )
 
     def _learn(self, error: BaseException | None = None) -> None:
         """The open transaction ended (or is about to): remember what its shape cost."""
-        way, self._way = self._way, None
-        if error is None:  # committed: perhaps run again after a conflict
-            error, self._rerun_after = self._rerun_after, None
-        if way is None:
-            return
-        conflicted = isinstance(error, ConflictError)
-        if isinstance(error, ConflictError):
-            self._hot.mark(ways.contested_table(error))
-        if self.mode == "auto" and self._shape:
-            waited, cpu = self._measured if self._measured is not None else self._body.measure()
-            self._shapes.ran(self._shape, waited, cpu, way=way, conflicted=conflicted)
-        self._measured = None
+        self._chooser.learn(error)
 
     def _begin_optimistic(
         self, *, by_savepoint: bool = False, immediate: bool | None = None
@@ -898,8 +839,7 @@ class Connection(Hooks):
         txn = self._txn
         assert txn is not None
         foreign_keys.check_commit(self._merger if self._exclusive is not None else txn.connection)
-        if self.mode == "auto":  # the body ends here: what follows is the commit's own cost
-            self._measured = self._body.measure()
+        self._chooser.measure_body()
         if self._exclusive is None and self._merge_lock.held_by_this_thread():
             # Another connection's transaction in this thread holds the merge lock: as in
             # SQLite, the commit fails and the transaction stays open to try again.
@@ -990,7 +930,7 @@ class Connection(Hooks):
             excl.finish(True)
         except apsw.Error as e:
             raise translate(e) from e
-        self._rerun_after = conflict
+        self._chooser.rerun_after = conflict
         self.ways[ways.OPTIMISTIC] -= 1
         self.ways[ways.REPLAYED] += 1
         # As after a direct transaction (``_finish_exclusive``).
@@ -1053,7 +993,7 @@ class Connection(Hooks):
             script is None
             or not script.wrote
             or self.mode != "auto"
-            or self._attempt is not None
+            or self._chooser.attempt is not None
             or self._exclusive is not None
             or not isinstance(txn, WriteTransaction)
             or not self._may_run_again(script)
@@ -1087,7 +1027,7 @@ class Connection(Hooks):
         statement can run again there, as stock SQLite would have run it after waiting."""
         if (
             self._aborted is not conflict
-            or self._attempt is not None
+            or self._chooser.attempt is not None
             or not self._may_run_again(script)
         ):
             return False
@@ -1113,10 +1053,7 @@ class Connection(Hooks):
             defer_foreign_keys=txn.defer_foreign_keys,
         )
         self._install_direct(excl, moved)
-        self._escalation_tried = True
-        self.ways[ways.OPTIMISTIC] -= 1
-        self.ways[ways.ESCALATED] += 1
-        self._way = ways.ESCALATED
+        self._chooser.escalated()
         crashpoints.reach("escalate.replayed")
 
     def _end(self, txn: WriteTransaction, committed: bool) -> None:
@@ -1259,7 +1196,7 @@ class Connection(Hooks):
             # changes are now there for the reader to see.
             if excl.schema_changed:
                 self._after_schema_change()
-        if committed and self._way in (ways.DIRECT, ways.ESCALATED):
+        if committed and self._chooser.way in (ways.DIRECT, ways.ESCALATED):
             # What it wrote on the merger is not in its changed tables: a table-level
             # transaction holding an older snapshot must learn of it.
             self._lockdb.bump_all_versions_if_table_level(self._merger)
@@ -1375,8 +1312,8 @@ class Connection(Hooks):
         try:
             for attempt in range(retries + 1):
                 # A first attempt may conflict (it is retried), so it overlaps even where
-                # conflicts happened; a retry goes directly where they did (``_contended``).
-                self._attempt = attempt
+                # conflicts happened; a retry goes directly where they did (``contended``).
+                self._chooser.attempt = attempt
                 try:
                     # Inside: waiting at its start (behind an exclusive operation) can make it
                     # a deadlock victim, which is as retryable as any conflict.
@@ -1398,7 +1335,7 @@ class Connection(Hooks):
                     raise
                 _backoff_jitter(attempt)
         finally:
-            self._attempt = None
+            self._chooser.attempt = None
         raise AssertionError("unreachable")
 
     transaction = transact
@@ -2258,10 +2195,6 @@ class Connection(Hooks):
         txn = self._txn
         if on_txn_conn and txn is not None and txn.connection.get_autocommit():
             self._rollback_txn()
-
-
-# The attempt of ``transact`` from which a transaction reaching a hot table goes directly.
-_DIRECT_FROM_ATTEMPT = 2
 
 
 class _StatementTrace:

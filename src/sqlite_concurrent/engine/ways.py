@@ -18,13 +18,15 @@ mostly wasted work and an application that does not retry would see the conflict
 
 from __future__ import annotations
 
+import collections
 import os
 import re
 import resource
 import threading
 import time
+from collections.abc import Callable
 
-from ..errors import ProgrammingError
+from ..errors import ConflictError, ProgrammingError
 
 MODES = ("auto", "optimistic", "direct")
 ENV = "SQLITE_CONCURRENT_MODE"  # the mode of connections that do not name one
@@ -186,3 +188,117 @@ def hot(path: str) -> Hot:
         with _hot_lock:
             found = _hot.setdefault(path, Hot())
     return found
+
+
+# The attempt of ``transact`` from which a transaction reaching a hot table goes directly.
+DIRECT_FROM_ATTEMPT = 2
+
+
+class Chooser:
+    """Per connection: how each of its write transactions runs, from what transactions of the
+    same shape cost before, and what the open one is (the way, its shape, its body so far).
+
+    The connection asks it at a transaction's first statement (:meth:`prefers_direct`) and at
+    each statement of an optimistic one (:meth:`escalates_at`), and tells it when one begins
+    and ends (:meth:`began`, :meth:`learn`).  What only the connection can know (a live
+    table-level transaction, another connection of the thread) it checks itself.
+    """
+
+    def __init__(self, mode: str) -> None:
+        self.mode = mode
+        self.shapes = Shapes()
+        self.hot: Hot | None = None  # the database's, once the connection opened a shared one
+        self.way: str | None = None  # how the open transaction runs (DIRECT, ...)
+        self.shape = ""  # the open transaction's first statement
+        self.body = Body()  # what its body has cost so far
+        self.escalation_tried = False  # it tried to go on directly (see ``escalates_at``)
+        self.attempt: int | None = None  # which attempt of ``transact`` runs, if one does
+        self.measured: tuple[float, float] | None = None  # its body, measured at commit
+        self.rerun_after: BaseException | None = None  # the conflict a run again resolved
+        # Transactions run each way since the connection opened (``Connection.ways``).
+        self.counts: collections.Counter[str] = collections.Counter()
+
+    def began(self, way: str, shape: str) -> None:
+        self.way = way
+        self.escalation_tried = False
+        self.shape = shape
+        self.counts[way] += 1
+        if self.mode == "auto":  # only predictions need it: four system calls a transaction
+            self.body.start()
+
+    def escalated(self) -> None:
+        """The open transaction went on directly from an optimistic start."""
+        self.escalation_tried = True
+        self.counts[OPTIMISTIC] -= 1
+        self.counts[ESCALATED] += 1
+        self.way = ESCALATED
+
+    def prefers_direct(self, sql: str, kind: str, immediate: bool) -> bool:
+        """Whether a transaction whose first statement is ``sql`` should run directly."""
+        hot = self.contended(sql)
+        if kind != "dml" and not immediate and not hot and sql not in self.shapes.writers:
+            # A read first: as in SQLite's deferred transaction, nobody waits for it until it
+            # writes; it runs optimistically and escalates at its first write
+            # (``escalates_at``), while what it read is still current.  Unless transactions
+            # of its shape went on to write before: then, if short, it is direct from here.
+            return False
+        return (
+            self.mode != "auto" or hot or self.shapes.direct(sql, by_conflicts=self.attempt is None)
+        )
+
+    def escalates_at(
+        self, sql: str, kind: str, *, wrote: bool, fast_path_closed: Callable[[], bool]
+    ) -> bool:
+        """Whether the open optimistic transaction should go on directly from statement
+        ``sql``: it reaches a hot table, or it is its first write and its shape is predicted
+        short.  Tried once: what it read only gets older.  ``fast_path_closed``: whether a
+        live table-level transaction or an exclusive operation rules a direct run out."""
+        if self.mode == "optimistic" or self.escalation_tried or not (kind == "dml" or wrote):
+            return False
+        if kind == "dml" and self.shape:
+            self.shapes.writers.add(self.shape)
+        if self.contended(sql):
+            self.escalation_tried = True
+            return True
+        if (
+            kind == "dml"
+            and not wrote
+            and self.shape
+            and (self.mode == "direct" or self.shapes.direct(self.shape))
+            # As for a transaction that is direct from its start (``prefers_direct``).
+            and not fast_path_closed()
+        ):
+            self.escalation_tried = True
+            return True
+        return False
+
+    def contended(self, sql: str) -> bool:
+        """Whether ``sql`` reaches a hot table (:class:`Hot`) where it matters: in code that
+        does not retry, a conflict is an error the stdlib would not have raised; under
+        ``transact`` only a retry, so only a second retry goes directly (a first one
+        usually commits: conflicts spread over many rows rarely strike twice)."""
+        return (
+            self.hot is not None
+            and (self.attempt is None or self.attempt >= DIRECT_FROM_ATTEMPT)
+            and self.hot.touched_by(sql)
+        )
+
+    def measure_body(self) -> None:
+        """At commit: the body ends here, and what follows is the commit's own cost."""
+        if self.mode == "auto":
+            self.measured = self.body.measure()
+
+    def learn(self, error: BaseException | None = None) -> None:
+        """The open transaction ended (or is about to): remember what its shape cost."""
+        way, self.way = self.way, None
+        if error is None:  # committed: perhaps run again after a conflict
+            error, self.rerun_after = self.rerun_after, None
+        if way is None:
+            return
+        conflicted = isinstance(error, ConflictError)
+        if conflicted and self.hot is not None:
+            self.hot.mark(contested_table(error))
+        if self.mode == "auto" and self.shape:
+            waited, cpu = self.measured if self.measured is not None else self.body.measure()
+            self.shapes.ran(self.shape, waited, cpu, way=way, conflicted=conflicted)
+        self.measured = None
