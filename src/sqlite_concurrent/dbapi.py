@@ -385,15 +385,9 @@ class Connection(Hooks):
             self._denied, locks.authorizer_hook(self._table_sets)
         )
         conn.authorizer = self._authorizer_for(self._txn_authorizer)
-        conn.set_update_hook(_weakly(self._on_row_write))
+        conn.set_update_hook(_row_write_hook(self))
         self._txn_conn = conn
         return conn
-
-    def _on_row_write(self, op: int, db: str, table: str, rowid: int) -> None:
-        self._open_blobs.row_written(db, table, rowid)
-        txn = self._txn
-        if txn is not None:
-            txn.on_row_write(op, db, table, rowid)
 
     def _table_info(self, txn: WriteTransaction, table: str) -> rebase.TableInfo | None:
         """Per schema version; read through the transaction connection (its snapshot)."""
@@ -610,7 +604,7 @@ class Connection(Hooks):
     def _abort_txn(self, error: errors.OperationalError) -> None:
         """Roll the open transaction back on the application's behalf (it is doomed, and its
         locks are wanted) and remember why until the application ends it."""
-        self._learn(error)
+        self._chooser.learn(error)
         self._rollback_txn()
         self._aborted = error
 
@@ -627,7 +621,7 @@ class Connection(Hooks):
         self._txn_thread = threading.get_ident()
         if self.mode == "optimistic":
             self._begin_optimistic(by_savepoint=by_savepoint, immediate=immediate)
-            self._began(ways.OPTIMISTIC, "")
+            self._chooser.began(ways.OPTIMISTIC, "")
         else:
             if immediate is None:
                 immediate = self._isolation_level in ("IMMEDIATE", "EXCLUSIVE")
@@ -644,13 +638,10 @@ class Connection(Hooks):
             and self._may_run_direct(sql, kind, immediate)
             and self._begin_direct(by_savepoint, immediate)
         ):
-            self._began(ways.DIRECT, sql)
+            self._chooser.began(ways.DIRECT, sql)
             return
         self._begin_optimistic(by_savepoint=by_savepoint, immediate=immediate)
-        self._began(ways.OPTIMISTIC, sql or "")
-
-    def _began(self, way: str, shape: str) -> None:
-        self._chooser.began(way, shape)
+        self._chooser.began(ways.OPTIMISTIC, sql or "")
 
     def _may_run_direct(self, sql: str, kind: str, immediate: bool) -> bool:
         """Whether to run directly from the first statement ``sql`` on."""
@@ -752,7 +743,7 @@ class Connection(Hooks):
         try:
             self._move_to_merger(txn, locked=True)
         except ConflictError as e:  # its work so far could not be applied: doomed
-            self._learn(e)
+            self._chooser.learn(e)
             self._aborted = e
             raise
         assert self._exclusive is not None
@@ -760,17 +751,6 @@ class Connection(Hooks):
         crashpoints.reach("escalate.applied")
         self._chooser.escalated()
         return True
-
-    def _escalates_at(self, txn: WriteTransaction, sql: str, kind: str) -> bool:
-        """Whether the optimistic ``txn`` should go on directly from statement ``sql``
-        (:meth:`.ways.Chooser.escalates_at`)."""
-        return self._chooser.escalates_at(
-            sql, kind, wrote=txn.wrote, fast_path_closed=self._lockdb.fast_path_closed
-        )
-
-    def _learn(self, error: BaseException | None = None) -> None:
-        """The open transaction ended (or is about to): remember what its shape cost."""
-        self._chooser.learn(error)
 
     def _begin_optimistic(
         self, *, by_savepoint: bool = False, immediate: bool | None = None
@@ -821,7 +801,7 @@ class Connection(Hooks):
         self._txn_cursors.clear()
 
     def _rollback_txn(self) -> None:
-        self._learn()
+        self._chooser.learn()
         self._deferral.end()
         if self._exclusive is not None:
             self._finish_exclusive(commit=False)
@@ -852,7 +832,7 @@ class Connection(Hooks):
             raise
         finally:
             if self._txn is None:  # ended, committed or not
-                self._learn(error)
+                self._chooser.learn(error)
 
     def _commit_open(self) -> None:
         txn = self._txn
@@ -930,9 +910,7 @@ class Connection(Hooks):
             excl.finish(True)
         except apsw.Error as e:
             raise translate(e) from e
-        self._chooser.rerun_after = conflict
-        self.ways[ways.OPTIMISTIC] -= 1
-        self.ways[ways.REPLAYED] += 1
+        self._chooser.replayed(conflict)
         # As after a direct transaction (``_finish_exclusive``).
         self._lockdb.bump_all_versions_if_table_level(self._merger)
         self._after_merge(txn.txn_id)
@@ -1631,7 +1609,7 @@ class Connection(Hooks):
         ):
             return True
         self._begin_optimistic()
-        self._began(ways.OPTIMISTIC, "")
+        self._chooser.began(ways.OPTIMISTIC, "")
         # Autocommit: the statement is its own transaction, failing as a whole.
         try:
             self._run_in_txn(cursor, sql, parameters, many, "dml")
@@ -1710,7 +1688,7 @@ class Connection(Hooks):
         if self._txn is None:
             self._trace_control(f"BEGIN {self._isolation_level}")
             self._begin_optimistic()
-            self._began(ways.OPTIMISTIC, "")
+            self._chooser.began(ways.OPTIMISTIC, "")
         self._become_exclusive()
         self._run_exclusive(cursor, sql, parameters, many, kind)
 
@@ -1800,7 +1778,12 @@ class Connection(Hooks):
         given = parameters
         if many:  # shared with the run on the merger below, should it come to that
             parameters = _Remaining(parameters)
-        if self._escalates_at(txn, sql, kind) and self._escalate():
+        if (
+            self._chooser.escalates_at(
+                sql, kind, wrote=txn.wrote, fast_path_closed=self._lockdb.fast_path_closed
+            )
+            and self._escalate()
+        ):
             self._run_exclusive(cursor, sql, parameters, many, kind)
             return
         try:
@@ -2453,16 +2436,36 @@ _PRIVATE_FLAGS = apsw.SQLITE_OPEN_READWRITE | apsw.SQLITE_OPEN_CREATE | apsw.SQL
 def _weakly(method: Callable[..., T]) -> Callable[..., T]:
     """``method`` of an object, without keeping the object alive: what the connection hands to
     objects it owns must not make a reference cycle, or the connection would outlive the
-    application's last reference to it, as the stdlib's does not (see ``exiting.py``)."""
-    ref = weakref.WeakMethod(method)
+    application's last reference to it, as the stdlib's does not (see ``exiting.py``).  Not
+    ``weakref.WeakMethod``: building the bound method on every call cost 1.2 us, this 0.4."""
+    ref = weakref.ref(method.__self__)  # type: ignore[attr-defined]
+    func = method.__func__  # type: ignore[attr-defined]
 
     def call(*args: Any) -> T:
-        bound = ref()
-        if bound is None:
+        owner = ref()
+        if owner is None:
             raise ReferenceError("the connection is gone")
-        return bound(*args)
+        return func(owner, *args)  # type: ignore[no-any-return]
 
     return call
+
+
+def _row_write_hook(conn: Connection) -> Callable[[int, str, str, int], None]:
+    """The transaction connection's update hook, called for every row written: tells the open
+    blobs and the open transaction.  Holds the connection weakly, as :func:`_weakly` does, with
+    no call in between: every row pays for it."""
+    ref = weakref.ref(conn)
+
+    def on_row_write(op: int, db: str, table: str, rowid: int) -> None:
+        owner = ref()
+        if owner is None:
+            return
+        owner._open_blobs.row_written(db, table, rowid)
+        txn = owner._txn
+        if txn is not None:
+            txn.on_row_write(op, db, table, rowid)
+
+    return on_row_write
 
 
 def _check_options(

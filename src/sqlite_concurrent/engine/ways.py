@@ -229,9 +229,17 @@ class Chooser:
     def escalated(self) -> None:
         """The open transaction went on directly from an optimistic start."""
         self.escalation_tried = True
-        self.counts[OPTIMISTIC] -= 1
-        self.counts[ESCALATED] += 1
+        self._counted_as(ESCALATED)
         self.way = ESCALATED
+
+    def replayed(self, conflict: BaseException) -> None:
+        """The open optimistic transaction's merge hit ``conflict``; it ran again directly."""
+        self.rerun_after = conflict
+        self._counted_as(REPLAYED)
+
+    def _counted_as(self, way: str) -> None:
+        self.counts[OPTIMISTIC] -= 1
+        self.counts[way] += 1
 
     def prefers_direct(self, sql: str, kind: str, immediate: bool) -> bool:
         """Whether a transaction whose first statement is ``sql`` should run directly."""

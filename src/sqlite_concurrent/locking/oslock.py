@@ -101,7 +101,7 @@ def offset(slot: int) -> int:
     return _BASE + slot
 
 
-def _flock_struct(kind: int, offset: int) -> bytes:
+def flock_struct(kind: int, offset: int) -> bytes:
     # struct flock on Linux: short l_type, short l_whence, off_t l_start, off_t l_len, pid_t l_pid
     return struct.pack("hhqqi4x", kind, os.SEEK_SET, offset, 1, 0)
 
@@ -124,7 +124,7 @@ def present(path: str) -> None:
 
 
 def _open_present(path: str) -> int:
-    shared = _flock_struct(fcntl.F_RDLCK, _BASE + PRESENCE)
+    shared = flock_struct(fcntl.F_RDLCK, _BASE + PRESENCE)
     while True:
         # Created as SQLite creates the database's -wal (sidecar.py): the file is the lock
         # database too, and every user of the database must be able to open it.
@@ -167,9 +167,9 @@ def sole_user(path: str) -> bool:
         fd = _fds.get((os.getpid(), path))
     if fd is None:
         return False
-    fcntl.fcntl(fd, _F_OFD_SETLK, _flock_struct(fcntl.F_UNLCK, _BASE + PRESENCE))
+    fcntl.fcntl(fd, _F_OFD_SETLK, flock_struct(fcntl.F_UNLCK, _BASE + PRESENCE))
     try:
-        fcntl.fcntl(fd, _F_OFD_SETLK, _flock_struct(fcntl.F_WRLCK, _BASE + PRESENCE))
+        fcntl.fcntl(fd, _F_OFD_SETLK, flock_struct(fcntl.F_WRLCK, _BASE + PRESENCE))
     except OSError:
         return False
     return _same_file(fd, path)
@@ -182,7 +182,7 @@ def held_elsewhere(path: str, slot: int) -> bool:
     fd = _fds.get((os.getpid(), path))
     if fd is None:
         return True
-    probe = fcntl.fcntl(fd, F_OFD_GETLK, _flock_struct(fcntl.F_RDLCK, _BASE + slot))
+    probe = fcntl.fcntl(fd, F_OFD_GETLK, flock_struct(fcntl.F_RDLCK, _BASE + slot))
     return struct.unpack("hhqqi4x", probe)[0] != fcntl.F_UNLCK
 
 
@@ -206,9 +206,9 @@ class ByteLock:
         with _registry_lock:
             self._mutex = _mutexes.setdefault(self._key, threading.Lock())
         # Taken and released on every lock operation: pack the arguments once.
-        self._exclusive = _flock_struct(fcntl.F_WRLCK, self.offset)
-        self._shared = _flock_struct(fcntl.F_RDLCK, self.offset)
-        self._unlock = _flock_struct(fcntl.F_UNLCK, self.offset)
+        self._exclusive = flock_struct(fcntl.F_WRLCK, self.offset)
+        self._shared = flock_struct(fcntl.F_RDLCK, self.offset)
+        self._unlock = flock_struct(fcntl.F_UNLCK, self.offset)
         self._fd_generation = -1
         self._fd = -1
 

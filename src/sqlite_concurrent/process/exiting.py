@@ -65,10 +65,15 @@ def close_later(conn: Any) -> None:
 
 
 def take_to_close() -> list[Any]:
+    return _take_all(_to_close)
+
+
+def _take_all(items: list[Any]) -> list[Any]:
+    """Empty ``items``, which finalizers append to from any thread, without a lock."""
     taken = []
-    while _to_close:
+    while items:
         try:
-            taken.append(_to_close.pop())
+            taken.append(items.pop())
         except IndexError:  # another thread took the last one
             break
     return taken
@@ -82,11 +87,7 @@ def let_go_idle() -> None:
     """Let go of what connections collected unclosed without a transaction open held.  Call
     only where this thread is inside none of our code and holds none of our locks."""
     kept = []
-    while _dropped:
-        try:
-            leftover = _dropped.pop()
-        except IndexError:  # another thread took the last one
-            break
+    for leftover in _take_all(_dropped):
         if leftover.closing:
             continue  # the connection closes itself
         if not leftover.idle:
@@ -101,8 +102,7 @@ def _at_exit() -> None:
     for conn in take_to_close() + list(_live):
         with contextlib.suppress(Exception):
             conn._close_at_exit()
-    while _dropped:
-        leftover = _dropped.pop()
+    for leftover in _take_all(_dropped):
         if not leftover.closing:
             with contextlib.suppress(Exception):
                 leftover.let_go(True)

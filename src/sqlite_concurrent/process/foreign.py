@@ -37,7 +37,7 @@ from ..errors import OperationalError
 from ..storage import snapshot
 from . import plain_open
 
-Identity = tuple[int, int]  # (st_dev, st_ino) of a file
+Identity = plain_open.Identity
 _SIDE = ("-wal", "-shm")
 
 _installed = False
@@ -67,7 +67,7 @@ def install() -> None:
 
 def _note_opened(conn: apsw.Connection) -> None:
     name = filenames.of(conn)  # in the thread opening it, so never in use elsewhere
-    _opened[conn] = (name, _identity(name) if name else None)
+    _opened[conn] = (name, plain_open.file_identity(name) if name else None)
 
 
 def _opened_file(conn: apsw.Connection) -> tuple[str, Identity | None]:
@@ -78,7 +78,7 @@ def _opened_file(conn: apsw.Connection) -> tuple[str, Identity | None]:
         name = filenames.of(conn)
     except apsw.ThreadingViolationError:
         return "", None
-    return name, _identity(name) if name else None
+    return name, plain_open.file_identity(name) if name else None
 
 
 def held() -> set[Identity]:
@@ -191,18 +191,10 @@ def _with_wal_files(path: str) -> list[str]:
 def _identities(paths: list[str]) -> dict[Identity, str]:
     found = {}
     for path in paths:
-        identity = _identity(path)
+        identity = plain_open.file_identity(path)
         if identity is not None:
             found[identity] = path
     return found
-
-
-def _identity(path: str) -> Identity | None:
-    try:
-        st = os.stat(path)
-    except (OSError, ValueError):
-        return None
-    return (st.st_dev, st.st_ino)
 
 
 def _descriptors_on(files: dict[Identity, str]) -> list[tuple[int, str]]:
@@ -212,7 +204,7 @@ def _descriptors_on(files: dict[Identity, str]) -> list[tuple[int, str]]:
     fd_dir = "/proc/self/fd" if os.path.isdir("/proc/self/fd") else "/dev/fd"
     found = []
     for entry in os.listdir(fd_dir):
-        identity = _identity(os.path.join(fd_dir, entry))  # follows to the open file
+        identity = plain_open.file_identity(os.path.join(fd_dir, entry))  # follows to the open file
         if identity in files:
             found.append((int(entry), files[identity]))
     return sorted(found)

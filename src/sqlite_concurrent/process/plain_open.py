@@ -35,14 +35,13 @@ import contextlib
 import errno
 import fcntl
 import os
-import struct
 import threading
 from typing import Any
 
 import apsw
 
 from .. import filenames
-from ..locking.oslock import F_OFD_SETLK
+from ..locking.oslock import F_OFD_SETLK, flock_struct
 from ..storage import wal_readers
 
 Identity = tuple[int, int]  # (st_dev, st_ino)
@@ -77,7 +76,7 @@ class Guard:
         # Refused only while someone holds EXCLUSIVE, which the connection that opened the
         # file before this guard rules out; should it happen, plain opens still checkpoint.
         with contextlib.suppress(OSError):
-            fcntl.fcntl(fd, F_OFD_SETLK, _flock(fcntl.F_RDLCK))
+            fcntl.fcntl(fd, F_OFD_SETLK, flock_struct(fcntl.F_RDLCK, _SHARED_FIRST))
         with _lock:
             _guards[identity] = self
 
@@ -89,7 +88,7 @@ class Guard:
                 del _guards[self.identity]
         if self._fd is not None:
             with contextlib.suppress(OSError):
-                fcntl.fcntl(self._fd, F_OFD_SETLK, _flock(fcntl.F_UNLCK))
+                fcntl.fcntl(self._fd, F_OFD_SETLK, flock_struct(fcntl.F_UNLCK, _SHARED_FIRST))
 
     def close(self) -> None:
         """Close the descriptor; call once no SQLite connection of the process has the file
@@ -100,11 +99,6 @@ class Guard:
             os.close(fd)
 
 
-def _flock(kind: int) -> bytes:
-    # struct flock: l_type, l_whence, l_start, l_len, l_pid (0 for OFD locks)
-    return struct.pack("hhqqi4x", kind, os.SEEK_SET, _SHARED_FIRST, 1, 0)
-
-
 def opened(file: Any, mode: Any) -> None:
     """The ``open`` audit event: Python's ``open()`` of ``file``.  When it is a database this
     process holds, checkpoint it first, so that what is read is every commit; when it is such a
@@ -112,18 +106,16 @@ def opened(file: Any, mode: Any) -> None:
     library's own way in and is left alone."""
     if not _guards or not isinstance(mode, str) or isinstance(file, int):
         return
-    try:
-        st = os.stat(file)
-    except (OSError, TypeError, ValueError):
+    identity = file_identity(file)
+    if identity is None:
         return
-    identity = (st.st_dev, st.st_ino)
     guard = _guards.get(identity)
     # Litestream asks to be left every checkpoint (checkpoint.py).
     if guard is not None and not wal_readers.litestream_managed(guard.path, tables=False):
         checkpoint(guard.path)
     elif os.fsdecode(file).endswith("-shm"):
         for guard in list(_guards.values()):
-            if _identity(os.path.realpath(guard.path) + "-shm") == identity:
+            if file_identity(os.path.realpath(guard.path) + "-shm") == identity:
                 raise OSError(
                     errno.EBUSY,
                     f"refused: {guard.path} is open in this process through sqlite_concurrent, "
@@ -134,10 +126,11 @@ def opened(file: Any, mode: Any) -> None:
                 )
 
 
-def _identity(path: str) -> Identity | None:
+def file_identity(path: Any) -> Identity | None:
+    """(device, inode) of the file at ``path``, links followed; ``None`` if there is none."""
     try:
         st = os.stat(path)
-    except OSError:
+    except (OSError, TypeError, ValueError):
         return None
     return st.st_dev, st.st_ino
 
