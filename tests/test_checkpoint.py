@@ -97,7 +97,7 @@ def test_connections_share_passive_checkpoints_through_the_wal_index(db_path):
     setup.commit()
     setup.close()
     conns = [sqlite_concurrent.connect(db_path) for _ in range(4)]
-    shm = conns[0]._wal_files.shm
+    shm = conns[0]._db.wal_files.shm
     # Always some snapshot on the WAL, as with writers that overlap: it is never reset, so
     # every connection's count keeps growing, while checkpoints can copy up to that snapshot.
     # Two readers take turns: the next pins the latest commit before the last lets go.  (APSW's
@@ -118,7 +118,7 @@ def test_connections_share_passive_checkpoints_through_the_wal_index(db_path):
         header = read_wal_header(shm)
         if header is not None:
             behind.append(header.max_frame - header.backfilled)
-    passives = sum(c._checkpointer.passives for c in conns)
+    passives = sum(c._db.checkpointer.passives for c in conns)
     frames = commits  # each commit appends the row's page
     assert passives >= frames // DEFAULT_PASSIVE_FRAMES - 1, "no checkpoints: nothing tested"
     assert passives <= frames // DEFAULT_PASSIVE_FRAMES + 1, passives

@@ -238,7 +238,7 @@ def test_overlay_hides_the_real_wal_and_never_deletes_it(db_path):
 def test_page_one_is_patched_with_a_fresh_counter_per_transaction(db_path):
     _counter_db(db_path, rows=100)
     conn = sqlite_concurrent.connect(db_path)
-    reader, files = conn._snapshot_conn, conn._wal_files
+    reader, files = conn._snapshot_conn, conn._db.wal_files
     first = Overlay(snapshot_mod.Snapshot(files, reader))
     page1 = first.page(1)
     assert page1[18] == 1 and page1[19] == 1  # legacy (rollback) format: 2 fails to open
@@ -312,7 +312,7 @@ def test_wal_descriptors_stay_valid_across_reconnects_restarts_and_new_files(db_
     fresh.execute("UPDATE c SET v = 5 WHERE id = 5")
     assert fresh.wal_checkpoint(mode=apsw.SQLITE_CHECKPOINT_TRUNCATE) == (0, 0)
     conn = sqlite_concurrent.connect(db_path)
-    assert conn._wal_files is not files  # the inode number may well be the same again
+    assert conn._db.wal_files is not files  # the inode number may well be the same again
     with conn:
         conn.execute("BEGIN")
         assert conn.execute("SELECT sum(v), count(*) FROM c").fetchone() == (5, 100)

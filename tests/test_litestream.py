@@ -188,7 +188,7 @@ def test_checkpoints_are_left_to_litestream_wherever_it_keeps_its_state(tmp_path
             for _ in range(40):  # 2.5 MB of WAL, ten times the limit, > 1000 frames
                 conn.execute("INSERT INTO t(v) VALUES (zeroblob(?))", (blob,))
                 conn.commit()
-            cp = conn._checkpointer
+            cp = conn._db.checkpointer
             assert cp.litestream
             assert (cp.restarts, cp.attempts, cp.passives) == (0, 0, 0)
             assert status.read(db_path).litestream

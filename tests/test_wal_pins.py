@@ -74,7 +74,7 @@ def test_stock_reader_does_not_hold_writers_back(db_path, stock_reader):
         for _ in range(6):
             conn.execute("INSERT INTO t(v) VALUES (zeroblob(?))", (BLOB // 4,))
             conn.commit()
-        cp = conn._checkpointer
+        cp = conn._db.checkpointer
         # No restart was tried, so new transactions never waited at the gate for one.
         assert (cp.restarts, cp.failed_restarts) == (0, 0)
         assert cp.pinned_skips >= 1
@@ -167,7 +167,7 @@ def test_restart_and_merge_do_not_wait_on_each_other(db_path):
                 writer.stdin.write("commit\n")
                 writer.stdin.flush()
 
-        cp = big._checkpointer
+        cp = big._db.checkpointer
         cp.conn = _Announcing(cp.conn, go)
         big.execute("INSERT INTO t(v) VALUES (zeroblob(?))", (BLOB,))
         big.commit()  # passes the trigger: the restart runs in here
@@ -205,7 +205,7 @@ def test_no_checkpoint_of_ours_when_litestream_manages_the_database(db_path, mar
         for _ in range(3):
             conn.execute("INSERT INTO t(v) VALUES (zeroblob(?))", (BLOB,))
             conn.commit()
-        cp = conn._checkpointer
+        cp = conn._db.checkpointer
         assert (cp.restarts, cp.failed_restarts, cp.passives) == (0, 0, 0)
         assert _wal_size(db_path) > WAL_LIMIT  # left to Litestream
         assert status.read(db_path).to_json()["wal"]["litestream"] is True

@@ -42,9 +42,19 @@ from . import (
 )
 from .blob import Blob, OpenBlobs
 from .commit import merge
-from .commit.checkpoint import DEFAULT_CHECKPOINT_WAIT, DEFAULT_WAL_LIMIT, Checkpointer
+from .commit.checkpoint import DEFAULT_CHECKPOINT_WAIT, DEFAULT_WAL_LIMIT
 from .cursor import NO_ROWS, Cursor, describe, undecodable
-from .engine import authorizer, direct, exclusive, foreign_keys, journal_mode, rebase, rerun, ways
+from .engine import (
+    authorizer,
+    direct,
+    exclusive,
+    foreign_keys,
+    journal_mode,
+    rebase,
+    rerun,
+    ways,
+)
+from .engine.database import OPEN_FLAGS, SharedDatabase, let_go
 from .engine.transaction import WriteTransaction
 from .errors import (
     ConflictError,
@@ -63,14 +73,11 @@ from .errors import (
     translate,
 )
 from .hooks import Hooks
-from .locking import levels, lockdb_health, locks, oslock, publisher, waits
-from .locking.lockdb import LockDB
-from .process import exiting, foreign, holding, leftovers
-from .storage import journal
-from .storage.overlay import VFS_NAME, vfs
+from .locking import levels, locks, oslock, waits
+from .process import exiting, foreign, holding
+from .storage.overlay import VFS_NAME
 
 LOCK_LEVELS = levels.NAMES
-_MARKER_PRUNE_EVERY = 256
 _PLAIN_DML: tuple[int, Any] = (-1, None)  # a statement shape: no columns
 
 T = TypeVar("T")
@@ -97,6 +104,7 @@ class Connection(Hooks):
     NotSupportedError = NotSupportedError
 
     _closed: bool  # absent until __init__ runs: "Base Connection.__init__ not called"
+    _db: SharedDatabase  # the file under a connection to a shared database, once open
 
     def __init__(
         self,
@@ -134,9 +142,7 @@ class Connection(Hooks):
         self._init_ways()
         self._escalate_at = escalate_at
         self._row_lock_delay = float(row_lock_delay)
-        self._publisher: publisher.Publisher | None = None
         self._group_commit = group_commit
-        self._merger_fsyncs: bool | None = None  # synchronous FULL or EXTRA on the merger
         self.detect_types = int(detect_types)
         self._table_sets = locks.TableSets()
         self._table_infos: dict[tuple[int, str], rebase.TableInfo | None] = {}
@@ -167,10 +173,9 @@ class Connection(Hooks):
         self._open_or_undo(private)
         self._closed = False
         if self._holding is not None:
+            db = self._db
             self._leftover = exiting.Leftover(
-                functools.partial(
-                    _let_go_dropped, self._holding, self._journal, self._slot_id, self._lockdb
-                )
+                functools.partial(let_go, self._holding, db.journal, db.slot_id, db.lockdb)
             )
             self._exit_finalizer = exiting.track(self, self._leftover)
 
@@ -253,14 +258,6 @@ class Connection(Hooks):
 
     # -- opening and closing ------------------------------------------------------------
 
-    def _stock(
-        self, flags: int = apsw.SQLITE_OPEN_READWRITE | apsw.SQLITE_OPEN_CREATE
-    ) -> apsw.Connection:
-        conn = apsw.Connection(*filenames.for_sqlite(self.path, flags))
-        self._opened.append(conn)
-        conn.set_busy_timeout(int(self.timeout * 1000))
-        return conn
-
     def _open_private(self, private: _Private) -> None:
         foreign.check_open(self.path)
         conn = apsw.Connection(private.name, flags=private.flags, vfs=private.vfs)
@@ -270,96 +267,31 @@ class Connection(Hooks):
         self._snapshot_conn: apsw.Connection | None = None
 
     def _open(self) -> None:
-        if os.path.isdir(self.path):
-            error = OperationalError(f"unable to open database file: {self.path} is a directory")
-            error.sqlite_errorcode = apsw.SQLITE_CANTOPEN  # type: ignore[attr-defined]
-            error.sqlite_errorname = "SQLITE_CANTOPEN_ISDIR"  # type: ignore[attr-defined]
-            raise error
-        # Counted before anything opens the file: descriptors of a last close still under
-        # way must close before this connection takes locks on it (architecture.md, "Snapshots, and
-        # the locks a close drops").  Descriptors another library has on it are looked for then,
-        # while no thread of ours has any.
-        self._holding = holding.acquire(self.path, first=_first_open)
-        self._holding.track(self._opened)
-        self._holding.connections.add(self)
-        # URI filenames in ATTACH work as in the stdlib's SQLite (built with SQLITE_USE_URI).
-        self._merger = self._stock(_PRIVATE_FLAGS)
-        # Opened, so SQLite has said why if the file cannot be; before anything reads it (and
-        # opens -wal): a last closer in another process may be deleting what is beside it
-        # (leftovers.py).
-        oslock.present(self.path + "-locks")
-        # Wait for the WAL write lock in the kernel (SQLite's blocking-lock support, compiled into
-        # APSW's SQLite) rather than in the sleeping busy handler, which lets a stock writer in
-        # a loop starve our merges (architecture.md, "Locks and waiting").  Measured: a stock writer
-        # committing in a tight loop slowed 4 of our writers' 600 commits from 6 s to 113 s without
-        # it.
-        self._merger.setlk_timeout(int(self.timeout * 1000), 0)
-        self._fast_rows: tuple[set[str], dict[str, list[int]]] | None = None
-        self._merge_lock = merge.merge_lock(self.path + "-locks")
-        self._chooser.hot = ways.hot(self.path)
-        self._ensure_wal()
-        first_txn_id = merge.last_marker(self._merger) + 1
-        self._page_size = int(_value(self._merger, "PRAGMA page_size"))
-        st = os.stat(self.path)
-        self._reader = self._stock()
-        self._reader.authorizer = self._authorizer_for(self._reader_authorizer)
-        self._deferral = foreign_keys.Deferral(self._reader, self._denied)
-        self._snapshot_conn = self._stock()
-        # Creates -wal/-shm if absent; they then live as long as this connection does.
-        self._snapshot_conn.execute("SELECT 1 FROM sqlite_schema LIMIT 1").fetchall()
-        # Per file, not per path: a database deleted and created again at the same path is
-        # another.
-        self._wal_files = self._holding.files((st.st_dev, st.st_ino))
-        self._checkpointer = Checkpointer(
-            self._merger,
+        db = SharedDatabase(
             self.path,
-            merge_lock=self._merge_lock,
-            our_pids=_weakly(self._holder_pids),
+            self._opened,
+            timeout=self.timeout,
             wal_limit=self._wal_limit,
             checkpoint_wait=self._checkpoint_wait,
-            busy_timeout_ms=int(self.timeout * 1000),
-            wal_files=self._wal_files,
+            group_commit=self._group_commit,
         )
-        self._lockdb = LockDB(self.path, first_txn_id=first_txn_id)
-        self._opened.append(self._lockdb.conn)
-        reaped = self._lockdb.register_holder()
-        self._publisher = self._holding.publisher
-        self._slot_id, self._slot = vfs().new_slot()
-        self._journal = journal.Journal.for_db(self.path, self._lockdb.start_time)
-        self._recover_on_open(reaped)
-
-    def _ensure_wal(self) -> None:
-        # Only a new database needs the merge lock here: an exclusive transaction may hold it
-        # for as long as its application thinks.
-        if _value(self._merger, "PRAGMA journal_mode") == "wal":
-            return
-        with self._merge_lock:
-            mode = _value(self._merger, "PRAGMA journal_mode")
-            if mode != "wal":
-                # Needs a moment without other connections: SQLite refuses while others read.
-                mode = _value(self._merger, "PRAGMA journal_mode=WAL")
-                if mode != "wal":
-                    raise OperationalError(
-                        f"could not switch {self.path} to WAL mode (it is in {mode!r} mode)"
-                    )
-
-    def _recover_on_open(self, reaped: list[Any]) -> None:
-        """Recovery on open (architecture.md, "Recovery"): dead holders were reaped as this
-        process registered; journals of processes the lock database never knew (or that it
-        lost) go too."""
-        loose = [journal.dispose(self.path, pid) for pid in journal.orphans(self.path)]
-        leftovers.prune_quarantined(self.path)
-        for found in [r.journal for r in reaped] + loose:
-            if found is not None and found.action != "deleted":
-                log.warning(
-                    "sqlite_concurrent: journal %s %s: %s", found.path, found.action, found.reason
-                )
+        try:
+            db.open(self, exiting.weakly(db.holder_pids))
+            db.reader.authorizer = self._authorizer_for(self._reader_authorizer)
+            self._deferral = foreign_keys.Deferral(db.reader, self._denied)
+        except BaseException:
+            db.abandon()
+            raise
+        self._db, self._holding = db, db.holding
+        self._merger, self._reader, self._snapshot_conn = db.merger, db.reader, db.snapshot_conn
+        self._fast_rows: tuple[set[str], dict[str, list[int]]] | None = None
+        self._chooser.hot = ways.hot(self.path)
 
     def _open_txn_conn(self) -> apsw.Connection:
         conn = self._txn_conn
         if conn is not None:
             return conn
-        uri = filenames.uri(filenames.for_overlay(self.path), f"sc_slot={self._slot_id}")
+        uri = filenames.uri(filenames.for_overlay(self.path), f"sc_slot={self._db.slot_id}")
         conn = apsw.Connection(
             uri,
             flags=apsw.SQLITE_OPEN_READWRITE | apsw.SQLITE_OPEN_URI,
@@ -437,15 +369,8 @@ class Connection(Hooks):
         return self._open_txn_conn()
 
     def _abandon_open(self) -> None:
-        if self._holding is None:
-            holding.close_all(self._opened)
-            return
-        # Each is set once opened, in this order.
-        if hasattr(self, "_slot_id"):
-            vfs().drop_slot(self._slot_id)
-        if hasattr(self, "_journal"):
-            self._journal.release()
-        self._holding.leave(self._opened, getattr(self, "_lockdb", None))
+        """After a failed open: what a shared database opened it let go of itself."""
+        holding.close_all(self._opened)
 
     @surfaced
     def close(self) -> None:
@@ -501,13 +426,8 @@ class Connection(Hooks):
         if self._exit_finalizer is not None:
             self._exit_finalizer.detach()
         try:
-            # What an earlier end could not release (a full disk), if it can now.
-            with contextlib.suppress(apsw.Error):
-                waits.wake(self._lockdb, self._lockdb.end_unended())
-            vfs().drop_slot(self._slot_id)
-            self._journal.release()
+            self._db.leave()
         finally:
-            self._holding.leave(self._opened, self._lockdb)
             self._holding = None
 
     def _inherited(self) -> bool:
@@ -651,7 +571,7 @@ class Connection(Hooks):
             return False
         # Live table-level transactions: their locks cover tables the merger does not report.
         # An exclusive operation waiting or running: it goes first.
-        return not self._lockdb.fast_path_closed() and not self._other_open_here()
+        return not self._db.lockdb.fast_path_closed() and not self._other_open_here()
 
     def _other_open_here(self) -> bool:
         """Whether another connection's transaction is open in this thread: one that holds
@@ -673,9 +593,9 @@ class Connection(Hooks):
         # Everything that can be done before the merge lock is: others wait while it is held.
         defer = self._deferral.take()
         txn = direct.DirectTransaction(
-            self._lockdb.next_id(),
+            self._db.lockdb.next_id(),
             level=self._level,
-            lockdb=self._lockdb,
+            lockdb=self._db.lockdb,
             begun_by_savepoint=by_savepoint,
             defer_foreign_keys=defer,
         )
@@ -696,7 +616,7 @@ class Connection(Hooks):
         try:
             return exclusive.Exclusive(
                 self._merger,
-                self._merge_lock,
+                self._db.merge_lock,
                 txn_id,
                 None,
                 enforce_foreign_keys=merge.foreign_keys(self._reader),
@@ -716,8 +636,7 @@ class Connection(Hooks):
         excl.schema_changed = False
         self._exclusive = excl
         self._txn = cast(WriteTransaction, txn)
-        assert self._publisher is not None
-        self._publisher.schedule(txn, direct.SHOW_AFTER)
+        self._db.publisher.schedule(txn, direct.SHOW_AFTER)
 
     def _escalate(self) -> bool:
         """Go on directly from this statement, its work so far applied on the merger, if what
@@ -729,16 +648,16 @@ class Connection(Hooks):
         if self._other_open_here() or foreign_keys.unresolved(txn.connection):
             return False
         try:
-            self._merge_lock.acquire()
+            self._db.merge_lock.acquire()
         except oslock.HeldByThisThreadError:
             return False
         try:
             current = txn.reads_current()
         except BaseException:
-            self._merge_lock.release()
+            self._db.merge_lock.release()
             raise
         if not current:
-            self._merge_lock.release()
+            self._db.merge_lock.release()
             return False
         try:
             self._move_to_merger(txn, locked=True)
@@ -760,29 +679,29 @@ class Connection(Hooks):
             immediate = self._isolation_level in ("IMMEDIATE", "EXCLUSIVE")
         assert self._snapshot_conn is not None  # not a private database
         try:
-            waits.wake(self._lockdb, self._lockdb.end_unended())
+            waits.wake(self._db.lockdb, self._db.lockdb.end_unended())
             self._txn = WriteTransaction(
                 path=self.path,
-                lockdb=self._lockdb,
+                lockdb=self._db.lockdb,
                 locking={
                     "level": self._level,
                     "timeout": self.timeout,
                     "escalate_at": self._escalate_at,
                     "row_lock_delay": self._row_lock_delay,
-                    "publisher": self._publisher,
+                    "publisher": self._db.publisher,
                     "reader": self._reader,
                     "snapshot_reader": self._snapshot_conn,
                 },
                 snapshot_conn=self._snapshot_conn,
-                wal_files=self._wal_files,
-                slot=self._slot,
-                conn_for=_weakly(self._txn_conn_for),
-                on_pinned=_weakly(self._on_pinned),
-                snapshot_gate=self._checkpointer.gate,
+                wal_files=self._db.wal_files,
+                slot=self._db.slot,
+                conn_for=exiting.weakly(self._txn_conn_for),
+                on_pinned=exiting.weakly(self._on_pinned),
+                snapshot_gate=self._db.checkpointer.gate,
                 begin=not by_savepoint,
                 immediate=immediate,
-                info_for=_weakly(self._table_info),
-                journal=self._journal,
+                info_for=exiting.weakly(self._table_info),
+                journal=self._db.journal,
                 denied=self._denied,
                 defer_foreign_keys=self._deferral.take(),
             )
@@ -820,7 +739,7 @@ class Connection(Hooks):
         assert txn is not None
         foreign_keys.check_commit(self._merger if self._exclusive is not None else txn.connection)
         self._chooser.measure_body()
-        if self._exclusive is None and self._merge_lock.held_by_this_thread():
+        if self._exclusive is None and self._db.merge_lock.held_by_this_thread():
             # Another connection's transaction in this thread holds the merge lock: as in
             # SQLite, the commit fails and the transaction stays open to try again.
             raise oslock.HeldByThisThreadError
@@ -850,15 +769,15 @@ class Connection(Hooks):
         try:
             pending = txn.prepare(self._table_shapes)
             if pending is not None:
-                group = self._groups() and not self._state.has_triggers
+                group = self._db.groups() and not self._state.has_triggers
                 if group:  # other mergers find it in the lock database
                     txn.ensure_registered()
                 crashpoints.reach("commit.prepared")
                 merge.commit(
                     self._merger,
-                    self._merge_lock,
-                    self._lockdb,
-                    self._journal,
+                    self._db.merge_lock,
+                    self._db.lockdb,
+                    self._db.journal,
                     pending,
                     group=group,
                 )
@@ -912,7 +831,7 @@ class Connection(Hooks):
             raise translate(e) from e
         self._chooser.replayed(conflict)
         # As after a direct transaction (``_finish_exclusive``).
-        self._lockdb.bump_all_versions_if_table_level(self._merger)
+        self._db.lockdb.bump_all_versions_if_table_level(self._merger)
         self._after_merge(txn.txn_id)
 
     def _replay(self, script: rerun.Script, txn: WriteTransaction) -> exclusive.Exclusive | None:
@@ -923,7 +842,7 @@ class Connection(Hooks):
         :raises Error: a statement failed, as its own class, naming it; the merger's
             transaction is rolled back, and the cursors and counters are as they were.
         """
-        if self._lockdb.fast_path_closed() or self._other_open_here():
+        if self._db.lockdb.fast_path_closed() or self._other_open_here():
             return None
         excl = self._take_merger(txn.txn_id, immediate=False)
         if excl is None:
@@ -1026,7 +945,7 @@ class Connection(Hooks):
         moved = direct.DirectTransaction(
             txn.txn_id,
             level=self._level,
-            lockdb=self._lockdb,
+            lockdb=self._db.lockdb,
             begun_by_savepoint=False,  # a savepoint would have stopped the recording
             defer_foreign_keys=txn.defer_foreign_keys,
         )
@@ -1062,16 +981,16 @@ class Connection(Hooks):
     def _alone(self, work: Callable[[], T]) -> T:
         """Run ``work`` on the merger with the database to itself: the ``db`` lock in X mode
         (every other transaction has ended, new ones wait) and the merge lock."""
-        txn_id, _ = self._lockdb.begin(self.lock_level)
+        txn_id, _ = self._db.lockdb.begin(self.lock_level)
         waits.owned_by_this_thread(txn_id)
         self._deferral.end()  # a write transaction of its own, ended when this returns
         try:
-            exclusive.wait_for_db(self._lockdb, txn_id, self.timeout)
-            with self._merge_lock:
+            exclusive.wait_for_db(self._db.lockdb, txn_id, self.timeout)
+            with self._db.merge_lock:
                 result = work()
         finally:
             waits.forget(txn_id)
-            waits.wake(self._lockdb, self._lockdb.end(txn_id))
+            waits.wake(self._db.lockdb, self._db.lockdb.end(txn_id))
         self._after_merge(txn_id)
         return result
 
@@ -1087,7 +1006,7 @@ class Connection(Hooks):
         foreign_keys.check_move(txn.connection)
         try:
             txn.ensure_registered()
-            exclusive.wait_for_db(self._lockdb, txn.txn_id, self.timeout)
+            exclusive.wait_for_db(self._db.lockdb, txn.txn_id, self.timeout)
         except ConflictError as e:  # a deadlock victim: doomed, so free its locks for the others
             self._abort_txn(e)
             raise
@@ -1105,11 +1024,11 @@ class Connection(Hooks):
                 pending = txn.prepare(self._table_shapes, moving=True)
             except BaseException:
                 if locked:
-                    self._merge_lock.release()
+                    self._db.merge_lock.release()
                 raise
             excl = exclusive.Exclusive(
                 self._merger,
-                self._merge_lock,
+                self._db.merge_lock,
                 txn.txn_id,
                 pending,
                 txn.saved,
@@ -1177,22 +1096,9 @@ class Connection(Hooks):
         if committed and self._chooser.way in (ways.DIRECT, ways.ESCALATED):
             # What it wrote on the merger is not in its changed tables: a table-level
             # transaction holding an older snapshot must learn of it.
-            self._lockdb.bump_all_versions_if_table_level(self._merger)
+            self._db.lockdb.bump_all_versions_if_table_level(self._merger)
         if committed:
             self._after_merge(txn.txn_id)
-
-    def _groups(self) -> bool:
-        if self._group_commit is not None:
-            return self._group_commit
-        if self._merger_fsyncs is None:  # known until a connection pragma runs again
-            self._merger_fsyncs = int(_value(self._merger, "PRAGMA synchronous")) >= 2
-        return self._merger_fsyncs
-
-    def _holder_pids(self) -> frozenset[int]:
-        """Processes with sqlite_concurrent connections on the database: their WAL read locks
-        are transactions the checkpointer can wait out."""
-        rows = self._lockdb.conn.execute("SELECT pid FROM holders").fetchall()
-        return frozenset(pid for (pid,) in rows if isinstance(pid, int)) | {os.getpid()}
 
     def _after_merge(self, txn_id: int) -> None:
         """Housekeeping after a commit.  The commit has happened: nothing here may make
@@ -1207,13 +1113,7 @@ class Connection(Hooks):
             for cursor in list(self._reader_cursors):
                 cursor._materialise()
             self._reader_cursors.clear()
-        self._checkpointer.after_merge(self._page_size)
-        self._merges += 1
-        if self._merges % _MARKER_PRUNE_EVERY == 0:
-            # Markers only matter while their transaction can be in doubt, i.e. while it is
-            # still in the lock database.
-            oldest = _value(self._lockdb.conn, "SELECT min(txn_id) FROM transactions")
-            merge.prune_markers(self._merger, self._merge_lock, min(oldest or txn_id, txn_id))
+        self._db.after_merge(txn_id)
 
     @surfaced
     def commit(self) -> None:
@@ -1780,7 +1680,7 @@ class Connection(Hooks):
             parameters = _Remaining(parameters)
         if (
             self._chooser.escalates_at(
-                sql, kind, wrote=txn.wrote, fast_path_closed=self._lockdb.fast_path_closed
+                sql, kind, wrote=txn.wrote, fast_path_closed=self._db.lockdb.fast_path_closed
             )
             and self._escalate()
         ):
@@ -1844,9 +1744,10 @@ class Connection(Hooks):
         While table-level transactions are live it is not taken at all: their locks cover
         tables (WITHOUT ROWID ones included) that the update hook cannot report.
         """
-        if self._lockdb.fast_path_closed():
+        lockdb = self._db.lockdb
+        if lockdb.fast_path_closed():
             return False
-        txn_id = self._lockdb.next_id()  # one that falls back to a transaction is skipped
+        txn_id = lockdb.next_id()  # one that falls back to a transaction is skipped
         self._deferral.end()  # a write transaction of its own (or one that follows)
         touched: dict[str, list[int]] = {}  # rows updated or deleted, by table
         written: set[str] = set()
@@ -1856,11 +1757,13 @@ class Connection(Hooks):
         # inside the merge lock.
         conn.set_update_hook(self._on_merger_write)
         try:
-            with self._merge_lock:
+            with self._db.merge_lock:
                 conn.execute("BEGIN IMMEDIATE")
                 try:
                     self._run(cursor, conn, sql, parameters, many, False, "dml")
-                    if self._level.locks_rows and self._lockdb.locked_by_others(written, touched):
+                    if self._level.locks_rows and self._db.lockdb.locked_by_others(
+                        written, touched
+                    ):
                         conn.execute("ROLLBACK")
                         return False
                     conn.execute("COMMIT")
@@ -1874,7 +1777,7 @@ class Connection(Hooks):
             conn.set_update_hook(None)
             self._fast_rows = None
         # One may have begun meanwhile, its snapshot perhaps before this commit.
-        self._lockdb.bump_versions_if_table_level(written)
+        self._db.lockdb.bump_versions_if_table_level(written)
         self._after_merge(txn_id)
         return True
 
@@ -1901,7 +1804,7 @@ class Connection(Hooks):
         """Set a connection pragma on every connection this one uses, now and when opened."""
         self._run(cursor, self._reader, sql, parameters, False, False, "pragma")
         self._connection_pragmas.append(sql)
-        self._merger_fsyncs = None
+        self._db.merger_fsyncs = None
         for conn in (self._snapshot_conn, self._merger, self._txn_conn):
             if conn is not None:
                 try:
@@ -2297,24 +2200,9 @@ def _adopt(shown: Cursor, ran: Cursor, *, lastrowid: bool) -> None:
         shown._lastrowid = ran._lastrowid
 
 
-def _value(conn: apsw.Connection, sql: str) -> Any:
-    """The first column of the first row of a statement that always returns one."""
-    row = conn.execute(sql).fetchone()
-    assert row is not None, sql
-    return row[0]
-
-
 def _backoff_jitter(attempt: int) -> None:
     """Sleep before retrying a conflicted transaction: random, growing, capped at 100 ms."""
     time.sleep(random.uniform(0, min(0.1, 0.001 * (2**attempt))))
-
-
-def _first_open(path: str) -> None:
-    """Before the process opens anything of the database at ``path``: no other library may
-    have it open, and its lock database must be usable (a damaged one is set aside now, while
-    no descriptor of ours is on it)."""
-    foreign.check_open(path)
-    lockdb_health.ensure_usable(path)
 
 
 def _let_go_dropped_connections() -> None:
@@ -2322,7 +2210,7 @@ def _let_go_dropped_connections() -> None:
     let go of what idle ones held (exiting.py), unless this thread holds a lock of ours for a
     live connection (it may be inside our code, in an application callback)."""
     dropped = exiting.take_to_close()
-    held = oslock.held_here() - {c._merge_lock.key for c in dropped if c._exclusive is not None}
+    held = oslock.held_here() - {c._db.merge_lock.key for c in dropped if c._exclusive is not None}
     if held:
         for conn in dropped:
             exiting.close_later(conn)
@@ -2331,30 +2219,6 @@ def _let_go_dropped_connections() -> None:
         with contextlib.suppress(Exception):
             conn._close_at_exit()
     exiting.let_go_idle()
-
-
-def _let_go_dropped(
-    holding_: holding.Holding,
-    journal_: journal.Journal,
-    slot_id: int,
-    lockdb: LockDB,
-    at_exit: bool,
-) -> None:
-    """What a connection collected unclosed held (exiting.py), let go of as its ``close`` would:
-    before exit only if it had no transaction open; at exit its transactions are the only ones
-    of the process left, every open connection having closed."""
-    if holding_.inherited:
-        return
-    vfs().drop_slot(slot_id)
-    try:
-        if at_exit:
-            lockdb.forget_own_transactions()
-        else:
-            with contextlib.suppress(apsw.Error):  # what an earlier end could not release
-                waits.wake(lockdb, lockdb.end_unended())
-        journal_.release()
-    finally:
-        holding_.leave(holding.Handles(), lockdb)
 
 
 def connect(
@@ -2430,30 +2294,10 @@ def connect(
     )
 
 
-_PRIVATE_FLAGS = apsw.SQLITE_OPEN_READWRITE | apsw.SQLITE_OPEN_CREATE | apsw.SQLITE_OPEN_URI
-
-
-def _weakly(method: Callable[..., T]) -> Callable[..., T]:
-    """``method`` of an object, without keeping the object alive: what the connection hands to
-    objects it owns must not make a reference cycle, or the connection would outlive the
-    application's last reference to it, as the stdlib's does not (see ``exiting.py``).  Not
-    ``weakref.WeakMethod``: building the bound method on every call cost 1.2 us, this 0.4."""
-    ref = weakref.ref(method.__self__)  # type: ignore[attr-defined]
-    func = method.__func__  # type: ignore[attr-defined]
-
-    def call(*args: Any) -> T:
-        owner = ref()
-        if owner is None:
-            raise ReferenceError("the connection is gone")
-        return func(owner, *args)  # type: ignore[no-any-return]
-
-    return call
-
-
 def _row_write_hook(conn: Connection) -> Callable[[int, str, str, int], None]:
     """The transaction connection's update hook, called for every row written: tells the open
-    blobs and the open transaction.  Holds the connection weakly, as :func:`_weakly` does, with
-    no call in between: every row pays for it."""
+    blobs and the open transaction.  Holds the connection weakly, as :func:`.exiting.weakly`
+    does, with no call in between: every row pays for it."""
     ref = weakref.ref(conn)
 
     def on_row_write(op: int, db: str, table: str, rowid: int) -> None:
@@ -2491,7 +2335,7 @@ class _Private(NamedTuple):
     """How SQLite opens a database no other process can reach."""
 
     name: str
-    flags: int = _PRIVATE_FLAGS
+    flags: int = OPEN_FLAGS
     vfs: str | None = None
 
 

