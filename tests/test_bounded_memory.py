@@ -38,7 +38,7 @@ def test_big_transaction_spills_overlay_pages_to_the_journal(db, small_budget, e
     conn.execute("PRAGMA cache_size = 10")  # SQLite's own cache spills dirty pages early
     conn.execute("BEGIN")
     conn.execute("UPDATE t SET b = lower(b) || 'x'")
-    ov = conn._slot.overlay
+    ov = conn._db.slot.overlay
     assert len(ov.pages) <= 16
     assert len(ov.spilled) > 200
     path = journal.path_for(db, os.getpid())

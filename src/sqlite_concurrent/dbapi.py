@@ -32,10 +32,10 @@ from . import (
     backup,
     connstate,
     crashpoints,
-    description,
     errors,
     filenames,
     identifiers,
+    running,
     serialization,
     shared_memory,
     statements,
@@ -43,7 +43,7 @@ from . import (
 from .blob import Blob, OpenBlobs
 from .commit import merge
 from .commit.checkpoint import DEFAULT_CHECKPOINT_WAIT, DEFAULT_WAL_LIMIT
-from .cursor import NO_ROWS, Cursor, describe, undecodable
+from .cursor import Cursor
 from .engine import (
     authorizer,
     direct,
@@ -64,7 +64,6 @@ from .errors import (
     IntegrityError,
     InterfaceError,
     InternalError,
-    LockTimeoutError,
     NotSupportedError,
     OperationalError,
     ProgrammingError,
@@ -78,7 +77,6 @@ from .process import exiting, foreign, holding
 from .storage.overlay import VFS_NAME
 
 LOCK_LEVELS = levels.NAMES
-_PLAIN_DML: tuple[int, Any] = (-1, None)  # a statement shape: no columns
 
 T = TypeVar("T")
 
@@ -243,14 +241,10 @@ class Connection(Hooks):
         self._registrations: list[Callable[[apsw.Connection], None]] = []
         self._connection_pragmas: list[str] = []
         self._table_shapes: dict[Any, Any] = {}
-        # SQL text -> (schema cookie, description) of single statements the transaction
-        # connection ran (see ``_run``), and the cookie it last ran one under.
-        self._statement_shapes: dict[str, tuple[int, Any]] = {}
-        self._plain_dml: set[str] = set()  # see ``_run``
+        # The schema cookie the transaction connection last ran a statement under.
         self._txn_conn_cookie: int | None = None
-        self._merges = 0
         self._denied = authorizer.Denied()
-        self._columns = description.Columns(self._denied)
+        self._runner = running.StatementRunner(self, self._denied)
         self._max_sql_length = 1_000_000_000  # SQLite's default SQLITE_LIMIT_SQL_LENGTH
         self._user_authorizer: Callable[..., Any] | None = None
         self._reader_authorizer: Callable[..., int] | None = authorizer.read_only(self._denied)
@@ -356,7 +350,7 @@ class Connection(Hooks):
         # None while the first transaction opens it: nothing cached yet, nothing to replace.
         if old is not None and txn.conn is old:
             self._txn_conn = None
-            self._statement_shapes.clear()
+            self._runner.statement_shapes.clear()
             txn.replace_connection(self._open_txn_conn())
             self._opened.remove(old)
             old.close()
@@ -857,7 +851,7 @@ class Connection(Hooks):
             for statement in script.statements:
                 cursor = Cursor(self)  # the application's cursor is told only if all runs
                 try:
-                    self._run(
+                    self._runner.run(
                         cursor,
                         self._merger,
                         statement.sql,
@@ -976,7 +970,8 @@ class Connection(Hooks):
     ) -> None:
         """Outside a transaction: one statement a changeset cannot carry, run by itself once
         every live transaction has ended."""
-        self._alone(lambda: self._run(cursor, self._merger, sql, parameters, many, False, kind))
+        run = self._runner.run
+        self._alone(lambda: run(cursor, self._merger, sql, parameters, many, False, kind))
 
     def _alone(self, work: Callable[[], T]) -> T:
         """Run ``work`` on the merger with the database to itself: the ``db`` lock in X mode
@@ -1063,7 +1058,7 @@ class Connection(Hooks):
         if watch:
             self._merger.set_update_hook(self._on_merger_write)
         try:
-            self._run(cursor, self._merger, sql, parameters, many, False, kind)
+            self._runner.run(cursor, self._merger, sql, parameters, many, False, kind)
         finally:
             if watch:
                 self._merger.set_update_hook(None)
@@ -1528,7 +1523,7 @@ class Connection(Hooks):
             if mode != "wal":
                 raise NotSupportedError(journal_mode.refusal(mode))
             # The database's own mode, not that of a transaction's private connection.
-            self._run(cursor, self._reader, sql, parameters, many, False, "pragma")
+            self._runner.run(cursor, self._reader, sql, parameters, many, False, "pragma")
         elif foreign_keys.is_defer_pragma(sql):
             self._defer_pragma(cursor, sql, parameters)
         elif self._is_connection_pragma(sql):
@@ -1543,7 +1538,7 @@ class Connection(Hooks):
         """Outside transactions a statement runs on the read-only reader; what it refuses
         writes."""
         try:
-            self._run(cursor, self._reader, sql, parameters, many, False, kind)
+            self._runner.run(cursor, self._reader, sql, parameters, many, False, kind)
         except apsw.AuthError:
             # The reader refused a write: a changeset cannot carry it (architecture.md, "Exclusive
             # operations"), unless it writes nothing but TEMP objects (``CREATE TEMP TABLE``), which
@@ -1583,7 +1578,7 @@ class Connection(Hooks):
             if writes:
                 self._exclusive_alone(cursor, sql, parameters, many, kind)
             else:
-                self._run(cursor, self._merger, sql, parameters, many, False, kind)
+                self._runner.run(cursor, self._merger, sql, parameters, many, False, kind)
             return
         if self._txn is None:
             self._trace_control(f"BEGIN {self._isolation_level}")
@@ -1599,7 +1594,7 @@ class Connection(Hooks):
         on the reader and the transaction connection for a database file (:mod:`.connstate`)."""
         merger = self._merger
         before = merger.db_names()
-        self._run(cursor, merger, sql, parameters, many, False, kind)
+        self._runner.run(cursor, merger, sql, parameters, many, False, kind)
         after = merger.db_names()
         for name in after:
             if name not in before:
@@ -1661,7 +1656,7 @@ class Connection(Hooks):
         """A statement on the merger may have changed a schema the other connections cache."""
         self._refresh_local()
         # The schema cookie that keys these is main's; an attached database has its own.
-        self._statement_shapes.clear()
+        self._runner.statement_shapes.clear()
         self._txn_conn_cookie = None
         # SQLite notices a changed schema when it runs a statement, after the application may
         # have read its columns: the reader loads the new one now.
@@ -1677,7 +1672,7 @@ class Connection(Hooks):
         assert isinstance(txn, WriteTransaction)
         given = parameters
         if many:  # shared with the run on the merger below, should it come to that
-            parameters = _Remaining(parameters)
+            parameters = running.Remaining(parameters)
         if (
             self._chooser.escalates_at(
                 sql, kind, wrote=txn.wrote, fast_path_closed=self._db.lockdb.fast_path_closed
@@ -1687,8 +1682,8 @@ class Connection(Hooks):
             self._run_exclusive(cursor, sql, parameters, many, kind)
             return
         try:
-            self._run(cursor, txn.connection, sql, parameters, many, True, kind)
-        except _NeedsExclusive:
+            self._runner.run(cursor, txn.connection, sql, parameters, many, True, kind)
+        except running.NeedsExclusive:
             self._become_exclusive()
             self._run_exclusive(cursor, sql, parameters, many, kind)
             return
@@ -1732,7 +1727,7 @@ class Connection(Hooks):
                 conn.execute(begin)
             except apsw.Error as e:
                 raise translate(e) from e
-        self._run(cursor, conn, sql, parameters, many, False, kind)
+        self._runner.run(cursor, conn, sql, parameters, many, False, kind)
 
     def _autocommit_fast(self, cursor: Cursor, sql: str, parameters: Any, many: bool) -> bool:
         """Run one autocommit DML statement straight on the merger (architecture.md, "A commit,
@@ -1760,7 +1755,7 @@ class Connection(Hooks):
             with self._db.merge_lock:
                 conn.execute("BEGIN IMMEDIATE")
                 try:
-                    self._run(cursor, conn, sql, parameters, many, False, "dml")
+                    self._runner.run(cursor, conn, sql, parameters, many, False, "dml")
                     if self._level.locks_rows and self._db.lockdb.locked_by_others(
                         written, touched
                     ):
@@ -1802,7 +1797,7 @@ class Connection(Hooks):
 
     def _run_connection_pragma(self, cursor: Cursor, sql: str, parameters: Any) -> None:
         """Set a connection pragma on every connection this one uses, now and when opened."""
-        self._run(cursor, self._reader, sql, parameters, False, False, "pragma")
+        self._runner.run(cursor, self._reader, sql, parameters, False, False, "pragma")
         self._connection_pragmas.append(sql)
         self._db.merger_fsyncs = None
         for conn in (self._snapshot_conn, self._merger, self._txn_conn):
@@ -1817,328 +1812,18 @@ class Connection(Hooks):
         the reader (see :mod:`.foreign_keys`)."""
         txn = self._txn
         if txn is None:
-            self._run(cursor, self._reader, sql, parameters, False, False, "pragma")
+            self._runner.run(cursor, self._reader, sql, parameters, False, False, "pragma")
             self._deferral.set_on_reader()
             return
         if self._exclusive is not None:
-            self._run(cursor, self._merger, sql, parameters, False, False, "pragma")
+            self._runner.run(cursor, self._merger, sql, parameters, False, False, "pragma")
             conn = self._merger
         else:
-            self._run(cursor, txn.connection, sql, parameters, False, True, "pragma")
+            self._runner.run(cursor, txn.connection, sql, parameters, False, True, "pragma")
             conn = txn.connection  # after the run: pinning may have replaced it
         with self._denied.muting():
             # Kept for a connection the transaction moves to (a new one, or the merger).
             txn.defer_foreign_keys = foreign_keys.flag(conn)
-
-    def _run(
-        self,
-        cursor: Cursor,
-        conn: apsw.Connection,
-        sql: str,
-        parameters: Any,
-        many: bool,
-        on_txn_conn: bool,
-        kind: str,
-    ) -> None:
-        """Run one statement on ``conn`` (the transaction's own connection when
-        ``on_txn_conn``) and leave its results on ``cursor``, as the stdlib's would be."""
-        if many and kind != "dml":
-            raise ProgrammingError("executemany() can only execute DML statements.")
-        txn = self._txn if on_txn_conn else None
-        trace = _StatementTrace(self, sql, txn)
-        self._denied.reason = None
-        # DML runs to completion at once, as in the stdlib; so does anything on the merger,
-        # whose lock is released when this returns.
-        materialise = kind in ("dml", "pragma") or (conn is self._merger and self._private is None)
-        try:
-            conn = self._before_statement(cursor, conn, sql, kind, txn)
-            known = self._known_shape(txn, conn, sql, many)
-            if known is not None:
-                # This SQL ran here before for this schema: one statement (the trace refused a
-                # second then), described as recorded.  Nothing else asks for the trace at the
-                # row level without a rebase pending, so it is skipped: about 2 us a statement.
-                rows: Iterator[tuple[Any, ...]] = conn.cursor().execute(sql, parameters)
-                if materialise:
-                    rows = self._ran_to_completion(rows, cursor, conn, kind)
-            else:
-                rows = self._run_traced(
-                    trace, cursor, conn, parameters, many, materialise, on_txn_conn, kind
-                )
-            if txn is not None:
-                txn.fresh = False
-                if txn.level.locks_rows:
-                    txn.locking.after_statement()
-                crashpoints.reach("execute.statement")
-        except _RUN_ERRORS as e:
-            raise self._run_error(e, trace, conn, on_txn_conn)  # noqa: B904 - its own cause
-        finally:
-            self._user_on_merger = False
-            self._statement_traced = None
-        if kind == "dml" and cursor._rowcount > 0:
-            self._total_changes += cursor._rowcount
-        self._describe(cursor, trace, known, conn, many, kind)
-        if conn is self._merger and self._private is None and statements.may_change_schema(sql):
-            self._after_schema_change()
-        if conn is not self._reader or self._private is not None:
-            # The connection's value moves with executemany too; the cursor's does not.
-            self._last_insert_rowid = conn.last_insert_rowid()
-        if not many:
-            cursor._lastrowid = self._last_insert_rowid
-        # Rows already in a list outlive the transaction connection: nothing to detach.
-        cursor._set_rows(rows, on_txn_conn and not materialise and not many)
-        if conn is self._reader and not materialise and self._private is None:
-            self._reader_cursors.add(cursor)
-        if on_txn_conn and self._txn is not None and conn.get_autocommit():
-            # RELEASE of the outermost savepoint ended the transaction on the connection:
-            # that is a commit, as it would be in SQLite.
-            cursor._detach_from_txn()
-            self._commit_txn()
-
-    def _before_statement(
-        self,
-        cursor: Cursor,
-        conn: apsw.Connection,
-        sql: str,
-        kind: str,
-        txn: WriteTransaction | None,
-    ) -> apsw.Connection:
-        """Make ``conn`` ready for the statement; returns the connection it runs on."""
-        if txn is not None:
-            txn.ensure_pinned()
-            conn = txn.connection  # ensure_pinned may have replaced it (``_on_pinned``)
-            auto = self._auto_rowid_table(txn, sql) if kind == "dml" else None
-            cursor._inserted_rows = txn.rebase.start_statement(auto)
-        self._user_on_merger = conn is self._merger
-        if self._user_on_merger:
-            merge.triggers_on(conn)
-        if conn is not self._reader and self._private is None:
-            # SQLite keeps it per connection; the stdlib's one connection has one value
-            # (the merger's may be a commit marker's rowid).
-            conn.set_last_insert_rowid(self._last_insert_rowid)
-        return conn
-
-    def _known_shape(
-        self, txn: WriteTransaction | None, conn: apsw.Connection, sql: str, many: bool
-    ) -> tuple[int, Any] | None:
-        """How ``sql`` was described when it last ran here, if it can run untraced."""
-        if many or self._trace is not None:
-            return None
-        if txn is not None:
-            if not txn.level.locks_rows or txn.rebase.pending or self.detect_types:
-                return None
-            known = self._statement_shapes.get(sql)
-            if known is not None and known[0] != txn.schema_version:
-                return None
-            return known
-        if sql in self._plain_dml and conn is self._merger:
-            # DML without RETURNING that ran here before as one statement: whatever the
-            # schema now, it still is one and still has no columns.
-            return _PLAIN_DML
-        return None
-
-    def _run_traced(
-        self,
-        trace: _StatementTrace,
-        cursor: Cursor,
-        conn: apsw.Connection,
-        parameters: Any,
-        many: bool,
-        materialise: bool,
-        on_txn_conn: bool,
-        kind: str,
-    ) -> Iterator[tuple[Any, ...]]:
-        """Run the statement under ``trace``, preparing it again while the locks it needs
-        call for (:class:`.locks.Reprepare`, :class:`.locks.Restart`)."""
-        sql, txn = trace.sql, trace.txn
-        if many and not isinstance(parameters, _Remaining):
-            parameters = _Remaining(parameters)  # a retry goes on where it stopped
-        for _ in range(100):
-            trace.raw_description.clear()
-            self._table_sets.collecting.clear()
-            acur = conn.cursor()
-            acur.exec_trace = trace
-            try:
-                if many:
-                    return self._step_many(cursor, conn, acur, sql, parameters, trace.can_cache)
-                rows: Iterator[tuple[Any, ...]] = acur.execute(
-                    sql, parameters, can_cache=trace.can_cache
-                )
-                raw = trace.raw_description
-                if raw and not on_txn_conn and trace.can_cache:
-                    raw[0] = self._columns.after_step(acur, conn, sql, parameters, raw[0])
-                if materialise:  # under the trace: it refuses a second statement
-                    rows = self._ran_to_completion(rows, cursor, conn, kind)
-                return rows
-            except locks.Reprepare:
-                trace.can_cache = False  # the authorizer only runs when SQLite prepares
-            except locks.Restart:
-                assert txn is not None
-                txn.restart()
-            finally:
-                acur.exec_trace = None
-        raise OperationalError("could not pin a snapshot that is current for the locks")
-
-    def _run_error(
-        self, e: BaseException, trace: _StatementTrace, conn: apsw.Connection, on_txn_conn: bool
-    ) -> BaseException:
-        """What a statement that failed with ``e`` raises, after what the failure calls for."""
-        self._user_on_merger = False
-        if isinstance(e, apsw.ExecTraceAbort):
-            if trace.several:
-                return _caused(ProgrammingError("You can only execute one statement at a time."), e)
-            return e
-        if isinstance(e, apsw.AuthError):
-            reason, self._denied.reason = self._denied.reason, None
-            if on_txn_conn and reason:
-                return _caused(_NeedsExclusive(reason), e)
-            if conn is self._reader and reason is not None and self._private is None:
-                return e  # our read-only guard: the caller runs it as an exclusive operation
-            return _caused(translate(e), e)
-        if isinstance(e, ConflictError):
-            # Doomed (stale snapshot, or a deadlock victim): free its locks for the others now.
-            if self._txn is not None and on_txn_conn:
-                self._abort_txn(e)
-            return e
-        if isinstance(e, LockTimeoutError):
-            # Row locks are taken after the statement ran; it cannot be undone alone.
-            if self._txn is not None and on_txn_conn and not trace.table_level:
-                self._abort_txn(e)
-            return e
-        if isinstance(e, apsw.Error):
-            self._after_txn_error(on_txn_conn)
-            return _caused(translate(e), e)
-        if isinstance(e, KeyError):
-            message = f"You did not supply a value for binding parameter {e.args[0]}."
-            return _caused(ProgrammingError(message), e)
-        if isinstance(e, TypeError):
-            return _caused(adaptation.binding_error(e), e)
-        if isinstance(e, OverflowError):
-            return _caused(OverflowError("Python int too large to convert to SQLite INTEGER"), e)
-        assert isinstance(e, UnicodeDecodeError)  # a statement run to completion here
-        raw = trace.raw_description
-        return _caused(undecodable(e, raw[0] if raw else None), e)
-
-    def _describe(
-        self,
-        cursor: Cursor,
-        trace: _StatementTrace,
-        known: tuple[int, Any] | None,
-        conn: apsw.Connection,
-        many: bool,
-        kind: str,
-    ) -> None:
-        """Set ``cursor.description`` (and converters), and remember how the statement was
-        described for its next run (``_known_shape``)."""
-        if known is not None:
-            cursor.description = known[1]
-            return
-        raw = trace.raw_description[0] if trace.raw_description else None
-        cursor.description = describe(raw, self.detect_types)
-        if raw and self.detect_types:
-            cursor._converters = adaptation.column_converters(raw, self.detect_types)
-        txn = trace.txn
-        if kind == "pragma":
-            # A pragma such as full_column_names renames the columns of other statements
-            # (count_changes gives DML some).
-            self._statement_shapes.clear()
-            self._plain_dml.clear()
-        elif txn is not None and not many and not self.detect_types and self._trace is None:
-            if len(self._statement_shapes) > 4096:
-                self._statement_shapes.clear()
-            self._statement_shapes[trace.sql] = (txn.schema_version, cursor.description)
-        elif conn is self._merger and kind == "dml" and not many and raw == ():
-            if len(self._plain_dml) > 4096:
-                self._plain_dml.clear()
-            self._plain_dml.add(trace.sql)
-
-    @staticmethod
-    def _ran_to_completion(
-        rows: Iterator[tuple[Any, ...]], cursor: Cursor, conn: apsw.Connection, kind: str
-    ) -> Iterator[tuple[Any, ...]]:
-        rows = iter(list(rows))
-        if kind == "dml":
-            cursor._rowcount = conn.changes()
-        return rows
-
-    @staticmethod
-    def _step_many(
-        cursor: Cursor,
-        conn: apsw.Connection,
-        acur: apsw.Cursor,
-        sql: str,
-        parameters: Any,
-        can_cache: bool,
-    ) -> Iterator[tuple[Any, ...]]:
-        for params in parameters:
-            for _ in acur.execute(sql, params, can_cache=can_cache):
-                pass
-            parameters.count += conn.changes()
-        cursor._rowcount = parameters.count
-        return NO_ROWS
-
-    def _after_txn_error(self, on_txn_conn: bool) -> None:
-        """SQLite may roll a whole transaction back on some errors; follow it."""
-        txn = self._txn
-        if on_txn_conn and txn is not None and txn.connection.get_autocommit():
-            self._rollback_txn()
-
-
-class _StatementTrace:
-    """The exec trace of one statement: it describes the statement before its first step,
-    refuses a second statement as the stdlib does, and, in a transaction, takes the table
-    locks (table level) and notes the reads a pending rebase must know of, before SQLite runs
-    it."""
-
-    __slots__ = ("can_cache", "owner", "raw_description", "several", "sql", "table_level", "txn")
-
-    def __init__(self, owner: Connection, sql: str, txn: WriteTransaction | None) -> None:
-        self.owner = owner
-        self.sql = sql
-        self.txn = txn
-        self.table_level = txn is not None and txn.level.locks_tables
-        self.raw_description: list[Any] = []
-        self.several = False
-        self.can_cache = True
-
-    def __call__(self, acur: apsw.Cursor, stmt_sql: str, _bindings: Any) -> bool:
-        if not self.raw_description:
-            # Like the stdlib, refuse a second statement before running the first.
-            if statements.has_more_statements(self.sql, stmt_sql):
-                self.several = True
-                return False
-            self.raw_description.append(description.pre_step(acur))
-        owner, txn = self.owner, self.txn
-        if owner._trace is not None:
-            owner._trace_statement(acur, stmt_sql)
-        if txn is not None and (self.table_level or txn.rebase.pending):
-            tables = owner._table_sets.take(
-                txn.schema_version, stmt_sql, prepared_now=not self.can_cache
-            )
-            if txn.rebase.pending:
-                if locks.LAST_INSERT_ROWID in tables:
-                    txn.rebase.observe_all()
-                txn.rebase.observe_tables([t for t, m in tables.items() if m == "S"])
-            if self.table_level:
-                txn.locking.before_statement(tables, txn.fresh)
-        return True
-
-
-# What a statement's run turns into the stdlib's errors (``Connection._run_error``).
-_RUN_ERRORS = (
-    apsw.Error,
-    ConflictError,
-    LockTimeoutError,
-    KeyError,
-    TypeError,
-    OverflowError,
-    UnicodeDecodeError,
-)
-
-
-def _caused(error: BaseException, cause: BaseException) -> BaseException:
-    """``error`` as ``raise error from cause`` raises it."""
-    error.__cause__ = cause
-    return error
 
 
 class Statement:
@@ -2149,36 +1834,6 @@ class Statement:
 
     def __new__(cls, *args: Any, **kwargs: Any) -> Statement:
         raise TypeError(f"cannot create '{cls.__module__}.{cls.__qualname__}' instances")
-
-
-class _Remaining:
-    """The parameter sets of an ``executemany`` not yet run, across retries of the statement.
-
-    A retry (``locks.Reprepare``) is signalled from the exec trace, before SQLite runs the set
-    at hand: the sets before it ran and stay done, so running them again would insert their
-    rows twice.  (``locks.Restart`` only comes at the first set, whose tables need locks.)
-    """
-
-    _NONE: Any = object()
-
-    def __init__(self, parameters: Iterable[Any]) -> None:
-        self._sets = iter(parameters)
-        self._current = self._NONE
-        self.count = 0  # rows changed by the sets done
-
-    def __iter__(self) -> Iterator[Any]:
-        while True:
-            if self._current is self._NONE:
-                try:
-                    self._current = next(self._sets)
-                except StopIteration:
-                    return
-            yield self._current
-            self._current = self._NONE  # reached only once the set has run
-
-
-class _NeedsExclusive(Exception):  # noqa: N818 - a signal, not an error
-    """The statement needs the database to itself (architecture.md, "Exclusive operations")."""
 
 
 _LEVELS = ("", "DEFERRED", "IMMEDIATE", "EXCLUSIVE")
