@@ -85,7 +85,7 @@ def test_fully_checkpointed_wal_that_restarts_under_the_snapshot(db_path):
     assert (busy, log == done, log > 0) == (0, True, True)
 
     conn.execute("BEGIN")
-    hdr = conn._txn.snapshot.header
+    hdr = conn._txns.txn.snapshot.header
     assert hdr.max_frame > 0 and hdr.backfilled == hdr.max_frame
     # The stock writer restarts the WAL (new salt) and overwrites its first frames.
     for i in range(2, 30):
@@ -214,7 +214,7 @@ def test_overlay_hides_the_real_wal_and_never_deletes_it(db_path):
 
     conn = sqlite_concurrent.connect(db_path)
     conn.execute("BEGIN")
-    assert conn._txn.conn.execute("PRAGMA journal_mode").fetchone() == ("memory",)
+    assert conn._txns.txn.conn.execute("PRAGMA journal_mode").fetchone() == ("memory",)
     assert conn.execute("SELECT DISTINCT v FROM c").fetchall() == [(7,)]
     conn.execute("UPDATE c SET v = 8 WHERE id = 0")
     assert not os.path.exists(db_path + "-journal")
@@ -339,7 +339,7 @@ def test_schema_cookie_is_the_snapshots_from_the_wal_or_the_database_file(db_pat
         conn.execute("BEGIN")
         conn.execute("SELECT count(*) FROM c").fetchall()  # pins the snapshot
         other.execute(f"CREATE TABLE later{int(checkpoint)}(x)")
-        txn = conn._txn
+        txn = conn._txns.txn
         assert bool(txn.snapshot.frame_for(1)) != checkpoint
         assert txn.schema_version == cookie
         assert other.execute("PRAGMA schema_version").fetchone() == (cookie + 1,)

@@ -71,8 +71,8 @@ class Cursor:
     def rowcount(self) -> int:
         """As in the stdlib.  Read inside a transaction, the transaction can no longer be
         run again instead of conflicting (:mod:`.rerun`)."""
-        if self.connection._script is not None:
-            self.connection._observe()
+        if self.connection._txns.script is not None:
+            self.connection._txns.replays.observe()
         return self._rowcount
 
     @property
@@ -80,10 +80,10 @@ class Cursor:
         """As in the stdlib.  Reading it pins the rowids this cursor's INSERT chose: they are
         then kept at merge instead of being reassigned (architecture.md, "Rowids nobody saw"), and
         the transaction can no longer be run again (:mod:`.rerun`)."""
-        if self.connection._script is not None:
-            self.connection._observe()
+        if self.connection._txns.script is not None:
+            self.connection._txns.replays.observe()
         if self._inserted_rows:
-            txn = self.connection._txn
+            txn = self.connection._txns.txn
             if txn is not None:
                 txn.rebase.observe_rows(self._inserted_rows)
             self._inserted_rows = []
@@ -130,7 +130,7 @@ class Cursor:
         self._rows = rows
         self._on_txn_conn = on_txn_conn
         if on_txn_conn:
-            self.connection._txn_cursors.add(self)
+            self.connection._txns.cursors.add(self)
 
     def _materialise(self) -> None:
         self._rows = iter(list(self._rows))
@@ -143,8 +143,8 @@ class Cursor:
 
     def _next(self) -> Any:
         connection = self.connection
-        if connection._script is not None:  # even no row is something seen (rerun.py)
-            connection._observe()
+        if connection._txns.script is not None:  # even no row is something seen (rerun.py)
+            connection._txns.replays.observe()
         try:
             row = next(self._rows)
         except StopIteration:

@@ -23,7 +23,7 @@ import urllib.parse
 import warnings
 import weakref
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from typing import Any, NamedTuple, TypeVar, cast
+from typing import Any, NamedTuple, TypeVar
 
 import apsw
 
@@ -31,7 +31,6 @@ from . import (
     adaptation,
     backup,
     connstate,
-    crashpoints,
     errors,
     filenames,
     identifiers,
@@ -46,8 +45,6 @@ from .commit.checkpoint import DEFAULT_CHECKPOINT_WAIT, DEFAULT_WAL_LIMIT
 from .cursor import Cursor
 from .engine import (
     authorizer,
-    direct,
-    exclusive,
     foreign_keys,
     journal_mode,
     rebase,
@@ -72,9 +69,10 @@ from .errors import (
     translate,
 )
 from .hooks import Hooks
-from .locking import levels, locks, oslock, waits
+from .locking import levels, locks, oslock
 from .process import exiting, foreign, holding
 from .storage.overlay import VFS_NAME
+from .transactions import SAVEPOINT_KINDS, Transactions
 
 LOCK_LEVELS = levels.NAMES
 
@@ -137,7 +135,6 @@ class Connection(Hooks):
             raise ProgrammingError(str(e)) from None
         path, private = _target(database, uri)
         self.mode = ways.mode(mode)
-        self._init_ways()
         self._escalate_at = escalate_at
         self._row_lock_delay = float(row_lock_delay)
         self._group_commit = group_commit
@@ -178,17 +175,10 @@ class Connection(Hooks):
             self._exit_finalizer = exiting.track(self, self._leftover)
 
     def _init_transactions(self) -> None:
-        # The open transaction.  A direct one is a ``direct.DirectTransaction``, typed as this:
-        # while ``_exclusive`` is set, only what both have (``txn_id``, ``savepoints``,
-        # ``saved``, ``defer_foreign_keys``, ``end``) is used.
-        self._txn: WriteTransaction | None = None
-        self._exclusive: exclusive.Exclusive | None = None  # the open transaction went exclusive
-        # A conflict or lock timeout rolled the application's open transaction back: until
-        # the application ends it, statements fail instead of starting a new transaction
-        # that a later commit() would commit without the work before the error.
-        self._aborted: errors.OperationalError | None = None
+        self._txns = Transactions(self, self.mode)
+        # Transactions run each way since the connection opened (for ``bench`` and ``status``).
+        self.ways: collections.Counter[str] = self._txns.chooser.counts
         self._txn_conn: apsw.Connection | None = None
-        self._txn_cursors: weakref.WeakSet[Cursor] = weakref.WeakSet()
         # Cursors part-way through a SELECT on the reader: its read transaction stays open
         # until they finish, so after our own commit they are read to the end, letting the
         # next read see that commit (the stdlib's single connection always sees its writes).
@@ -213,19 +203,6 @@ class Connection(Hooks):
             self._abandon_open()
             del self._closed
             raise
-
-    def _init_ways(self) -> None:
-        """How each transaction runs (``engine/ways.py``): what the connection has learnt of
-        the shapes of its transactions, and how the open one runs."""
-        self._chooser = ways.Chooser(self.mode)
-        # BEGIN ran and the first statement has not: how the transaction runs depends on it.
-        self._later: tuple[bool, bool] | None = None
-        # What the open optimistic transaction ran, while it can still be run again instead of
-        # conflicting; ``None`` once the application saw something of it (rerun.py).
-        self._script: rerun.Script | None = None
-        self._txn_thread = 0  # the thread that began it
-        # Transactions run each way since the connection opened (for ``bench`` and ``status``).
-        self.ways: collections.Counter[str] = self._chooser.counts
 
     def _init_statements(self) -> None:
         """What running statements keeps: results the stdlib reports, callbacks the
@@ -276,10 +253,11 @@ class Connection(Hooks):
         except BaseException:
             db.abandon()
             raise
-        self._db, self._holding = db, db.holding
+        self._db = self._txns.db = db
+        self._holding = db.holding
         self._merger, self._reader, self._snapshot_conn = db.merger, db.reader, db.snapshot_conn
         self._fast_rows: tuple[set[str], dict[str, list[int]]] | None = None
-        self._chooser.hot = ways.hot(self.path)
+        self._txns.chooser.hot = ways.hot(self.path)
 
     def _open_txn_conn(self) -> apsw.Connection:
         conn = self._txn_conn
@@ -395,11 +373,11 @@ class Connection(Hooks):
             holding.close_all(self._opened)  # SQLite rolls an open transaction back
             return
         assert self._holding is not None
-        self._aborted = None
-        self._later = None
+        self._txns.aborted = None
+        self._txns.later = None
         try:
-            if self._txn is not None:
-                self._rollback_txn()
+            if self._txns.txn is not None:
+                self._txns.rollback()
         finally:
             self._closed = True
             self._leave_shared()
@@ -432,7 +410,7 @@ class Connection(Hooks):
         if not getattr(self, "_closed", True) and not self._inherited():
             leftover = getattr(self, "_leftover", None)
             if leftover is not None:
-                if self._txn is None and self._exclusive is None:
+                if self._txns.txn is None and self._txns.exclusive is None:
                     leftover.idle = True
                 else:
                     # Closed at the next connect(), its transaction rolled back and its locks
@@ -513,602 +491,9 @@ class Connection(Hooks):
     def _in_txn(self) -> bool:
         if self._private is not None:
             return not self._private.get_autocommit()
-        return self._txn is not None or self._aborted is not None or self._later is not None
-
-    def _abort_txn(self, error: errors.OperationalError) -> None:
-        """Roll the open transaction back on the application's behalf (it is doomed, and its
-        locks are wanted) and remember why until the application ends it."""
-        self._chooser.learn(error)
-        self._rollback_txn()
-        self._aborted = error
-
-    def _end_aborted(self, *, commit: bool) -> None:
-        """End a transaction :meth:`_abort_txn` rolled back: a rollback is what already
-        happened; a commit fails, since nothing of it can be committed."""
-        error, self._aborted = self._aborted, None
-        if commit and error is not None:
-            raise errors.still_aborted(error, "nothing was committed")
-
-    def _begin(self, *, by_savepoint: bool = False, immediate: bool | None = None) -> None:
-        """Open a transaction.  Unless it can only run optimistically, how it runs is chosen
-        at its first statement (:meth:`_settle`), which the choice depends on."""
-        self._txn_thread = threading.get_ident()
-        if self.mode == "optimistic":
-            self._begin_optimistic(by_savepoint=by_savepoint, immediate=immediate)
-            self._chooser.began(ways.OPTIMISTIC, "")
-        else:
-            if immediate is None:
-                immediate = self._isolation_level in ("IMMEDIATE", "EXCLUSIVE")
-            self._later = (by_savepoint, immediate)
-
-    def _settle(self, sql: str | None, kind: str) -> None:
-        """Start the transaction BEGIN announced, the way its first statement ``sql`` (or,
-        with ``None``, something other than a statement) calls for."""
-        later, self._later = self._later, None
-        assert later is not None and self._txn is None
-        by_savepoint, immediate = later
-        if (
-            sql is not None
-            and self._may_run_direct(sql, kind, immediate)
-            and self._begin_direct(by_savepoint, immediate)
-        ):
-            self._chooser.began(ways.DIRECT, sql)
-            return
-        self._begin_optimistic(by_savepoint=by_savepoint, immediate=immediate)
-        self._chooser.began(ways.OPTIMISTIC, sql or "")
-
-    def _may_run_direct(self, sql: str, kind: str, immediate: bool) -> bool:
-        """Whether to run directly from the first statement ``sql`` on."""
-        if kind in ("exclusive", "attach", "detach") or statements.may_change_schema(sql):
-            return False  # an exclusive operation, or its own kind of statement
-        if not self._chooser.prefers_direct(sql, kind, immediate):
-            return False
-        # Live table-level transactions: their locks cover tables the merger does not report.
-        # An exclusive operation waiting or running: it goes first.
-        return not self._db.lockdb.fast_path_closed() and not self._other_open_here()
-
-    def _other_open_here(self) -> bool:
-        """Whether another connection's transaction is open in this thread: one that holds
-        the merge lock would wait for this thread, and this one's would block its commit."""
-        assert self._holding is not None
-        others = self._holding.connections
-        if len(others) == 1:  # this one: nearly always
-            return False
-        me = threading.get_ident()
-        return any(c is not self and c._txn_thread == me and c._in_txn() for c in others)
-
-    def _begin_direct(self, by_savepoint: bool, immediate: bool) -> bool:
-        """Take the merge lock (first come, first served) and begin on the merger.
-
-        :returns: ``False`` if the lock is this thread's already (another connection's
-            transaction holds it): the transaction then runs optimistically.
-        """
-        self._script = None  # what a rolled-back optimistic one recorded
-        # Everything that can be done before the merge lock is: others wait while it is held.
-        defer = self._deferral.take()
-        txn = direct.DirectTransaction(
-            self._db.lockdb.next_id(),
-            level=self._level,
-            lockdb=self._db.lockdb,
-            begun_by_savepoint=by_savepoint,
-            defer_foreign_keys=defer,
-        )
-        excl = self._take_merger(txn.txn_id, immediate=immediate)
-        if excl is None:
-            if self.mode == "direct":
-                raise oslock.HeldByThisThreadError
-            return False
-        self._install_direct(excl, txn)
-        if defer:
-            foreign_keys.set_flag(self._merger, True)
-        crashpoints.reach("direct.begun")
-        return True
-
-    def _take_merger(self, txn_id: int, *, immediate: bool) -> exclusive.Exclusive | None:
-        """The merge lock (first come, first served) and a write transaction on the merger;
-        ``None`` if the lock is this thread's already (another connection's transaction)."""
-        try:
-            return exclusive.Exclusive(
-                self._merger,
-                self._db.merge_lock,
-                txn_id,
-                None,
-                enforce_foreign_keys=merge.foreign_keys(self._reader),
-                # The write lock from the start, so that no writer outside ours (Litestream,
-                # a stock one) can make the first write fail with a stale snapshot; but with
-                # attached database files, BEGIN IMMEDIATE would lock those too, and SQLite's
-                # one connection lets a transaction detach one it has not used.
-                begin="BEGIN IMMEDIATE" if immediate or not self._state.files else "BEGIN",
-            )
-        except oslock.HeldByThisThreadError:
-            return None
-        except apsw.Error as e:
-            raise translate(e) from e
-
-    def _install_direct(self, excl: exclusive.Exclusive, txn: direct.DirectTransaction) -> None:
-        """The open transaction is ``txn``, running directly in ``excl``."""
-        excl.schema_changed = False
-        self._exclusive = excl
-        self._txn = cast(WriteTransaction, txn)
-        self._db.publisher.schedule(txn, direct.SHOW_AFTER)
-
-    def _escalate(self) -> bool:
-        """Go on directly from this statement, its work so far applied on the merger, if what
-        it read is still current (so the rest reads the same database); otherwise it stays
-        optimistic.  Waits for the merge lock first come, first served."""
-        txn = self._txn
-        assert isinstance(txn, WriteTransaction) and self._exclusive is None
-        # Unresolved deferred foreign-key violations: a changeset cannot carry their count.
-        if self._other_open_here() or foreign_keys.unresolved(txn.connection):
-            return False
-        try:
-            self._db.merge_lock.acquire()
-        except oslock.HeldByThisThreadError:
-            return False
-        try:
-            current = txn.reads_current()
-        except BaseException:
-            self._db.merge_lock.release()
-            raise
-        if not current:
-            self._db.merge_lock.release()
-            return False
-        try:
-            self._move_to_merger(txn, locked=True)
-        except ConflictError as e:  # its work so far could not be applied: doomed
-            self._chooser.learn(e)
-            self._aborted = e
-            raise
-        assert self._exclusive is not None
-        self._exclusive.schema_changed = False
-        crashpoints.reach("escalate.applied")
-        self._chooser.escalated()
-        return True
-
-    def _begin_optimistic(
-        self, *, by_savepoint: bool = False, immediate: bool | None = None
-    ) -> WriteTransaction:
-        self._txn_thread = threading.get_ident()
-        if immediate is None:
-            immediate = self._isolation_level in ("IMMEDIATE", "EXCLUSIVE")
-        assert self._snapshot_conn is not None  # not a private database
-        try:
-            waits.wake(self._db.lockdb, self._db.lockdb.end_unended())
-            self._txn = WriteTransaction(
-                path=self.path,
-                lockdb=self._db.lockdb,
-                locking={
-                    "level": self._level,
-                    "timeout": self.timeout,
-                    "escalate_at": self._escalate_at,
-                    "row_lock_delay": self._row_lock_delay,
-                    "publisher": self._db.publisher,
-                    "reader": self._reader,
-                    "snapshot_reader": self._snapshot_conn,
-                },
-                snapshot_conn=self._snapshot_conn,
-                wal_files=self._db.wal_files,
-                slot=self._db.slot,
-                conn_for=exiting.weakly(self._txn_conn_for),
-                on_pinned=exiting.weakly(self._on_pinned),
-                snapshot_gate=self._db.checkpointer.gate,
-                begin=not by_savepoint,
-                immediate=immediate,
-                info_for=exiting.weakly(self._table_info),
-                journal=self._db.journal,
-                denied=self._denied,
-                defer_foreign_keys=self._deferral.take(),
-            )
-        except apsw.Error as e:
-            raise translate(e) from e
-        # Only a connection that chooses its ways runs a transaction again (``_may_run_again``).
-        if self.mode == "auto":
-            self._script = rerun.Script(last_insert_rowid=self._last_insert_rowid)
-        return self._txn
-
-    def _detach_cursors(self) -> None:
-        if not self._txn_cursors:  # the usual case; iterating a WeakSet is not free
-            return
-        for cursor in list(self._txn_cursors):
-            cursor._detach_from_txn()
-        self._txn_cursors.clear()
-
-    def _rollback_txn(self) -> None:
-        self._chooser.learn()
-        self._deferral.end()
-        if self._exclusive is not None:
-            self._finish_exclusive(commit=False)
-            return
-        txn, self._txn = self._txn, None
-        assert txn is not None
-        self._detach_cursors()
-        try:
-            txn.rollback()
-        except apsw.Error as e:
-            raise translate(e) from e
-
-    def _commit_txn(self) -> None:
-        """:raises IntegrityError: deferred foreign keys are violated; still open, as in SQLite."""
-        txn = self._txn
-        assert txn is not None
-        foreign_keys.check_commit(self._merger if self._exclusive is not None else txn.connection)
-        self._chooser.measure_body()
-        if self._exclusive is None and self._db.merge_lock.held_by_this_thread():
-            # Another connection's transaction in this thread holds the merge lock: as in
-            # SQLite, the commit fails and the transaction stays open to try again.
-            raise oslock.HeldByThisThreadError
-        error: BaseException | None = None
-        try:
-            self._commit_open()
-        except BaseException as e:
-            error = e
-            raise
-        finally:
-            if self._txn is None:  # ended, committed or not
-                self._chooser.learn(error)
-
-    def _commit_open(self) -> None:
-        txn = self._txn
-        assert txn is not None
-        self._deferral.end()
-        if self._exclusive is not None:
-            self._finish_exclusive(commit=True)
-            return
-        self._txn = None
-        self._detach_cursors()
-        script, self._script = self._script, None
-        pending = None
-        committed = False
-        conflict = None
-        try:
-            pending = txn.prepare(self._table_shapes)
-            if pending is not None:
-                group = self._db.groups() and not self._state.has_triggers
-                if group:  # other mergers find it in the lock database
-                    txn.ensure_registered()
-                crashpoints.reach("commit.prepared")
-                merge.commit(
-                    self._merger,
-                    self._db.merge_lock,
-                    self._db.lockdb,
-                    self._db.journal,
-                    pending,
-                    group=group,
-                )
-                committed = True
-        except ConflictError as e:
-            if script is None or not script.statements or not self._may_run_again(script):
-                raise
-            conflict = e
-        except apsw.Error as e:
-            raise translate(e) from e
-        finally:
-            self._end(txn, committed)
-        if conflict is not None:
-            assert script is not None
-            self._run_again(script, txn, conflict)
-        elif pending is not None:
-            self._after_merge(pending.txn_id)
-
-    def _may_run_again(self, script: rerun.Script | None) -> bool:
-        """Whether a transaction that conflicted can be run again (rerun.py)."""
-        # A trace or an authorizer of the application's would hear the statements twice.
-        # Running again is running directly: not in a mode that runs everything optimistically.
-        return (
-            self.mode == "auto"
-            and script is not None
-            and self._trace is None
-            and self._user_authorizer is None
-        )
-
-    def _run_again(
-        self, script: rerun.Script, txn: WriteTransaction, conflict: ConflictError
-    ) -> None:
-        """Run the ended transaction ``txn``'s statements again on the latest database,
-        directly, and commit them; raise ``conflict`` if they cannot run directly now.
-
-        :raises Error: a statement failed this time, as its own class, naming it; nothing of
-            the transaction is committed, and it has ended.
-        """
-        excl = self._replay(script, txn)
-        if excl is None:
-            raise conflict
-        try:
-            foreign_keys.check_commit(self._merger)
-            crashpoints.reach("rerun.ran")
-        except BaseException:
-            excl.finish(False)
-            raise
-        try:
-            excl.finish(True)
-        except apsw.Error as e:
-            raise translate(e) from e
-        self._chooser.replayed(conflict)
-        # As after a direct transaction (``_finish_exclusive``).
-        self._db.lockdb.bump_all_versions_if_table_level(self._merger)
-        self._after_merge(txn.txn_id)
-
-    def _replay(self, script: rerun.Script, txn: WriteTransaction) -> exclusive.Exclusive | None:
-        """Take the merge lock and run ``script`` again on the merger, in a write transaction
-        left open there; its cursors then show the new results.  ``None`` if it cannot run
-        directly now (as for a direct transaction, ``_may_run_direct``).
-
-        :raises Error: a statement failed, as its own class, naming it; the merger's
-            transaction is rolled back, and the cursors and counters are as they were.
-        """
-        if self._db.lockdb.fast_path_closed() or self._other_open_here():
-            return None
-        excl = self._take_merger(txn.txn_id, immediate=False)
-        if excl is None:
-            return None
-        counters = self._total_changes, self._last_insert_rowid
-        self._total_changes -= script.changes  # counted again as they run
-        self._last_insert_rowid = script.last_insert_rowid  # as the first run began
-        ran: list[tuple[rerun.Statement, Cursor]] = []
-        try:
-            if txn.defer_foreign_keys:
-                foreign_keys.set_flag(self._merger, True)
-            for statement in script.statements:
-                cursor = Cursor(self)  # the application's cursor is told only if all runs
-                try:
-                    self._runner.run(
-                        cursor,
-                        self._merger,
-                        statement.sql,
-                        statement.parameters,
-                        statement.many,
-                        False,
-                        statement.kind,
-                    )
-                except Error as e:
-                    raise rerun.naming(e, statement.sql) from e
-                ran.append((statement, cursor))
-        except BaseException:
-            self._total_changes, self._last_insert_rowid = counters
-            excl.finish(False)
-            raise
-        for statement, cursor in ran:
-            shown = statement.cursor()
-            if shown is not None and shown._statement is statement:
-                _adopt(shown, cursor, lastrowid=not statement.many)
-        return excl
-
-    def _observe(self) -> None:
-        """The application is about to see something of the open transaction: it can no
-        longer be run again.  One that wrote goes on directly first, outside ``transact``,
-        as stock SQLite's would hold its write lock from its first write on: what it sees is
-        then current, and it cannot conflict (``_escalate_by_replay``)."""
-        script, self._script = self._script, None
-        txn = self._txn
-        if (
-            script is None
-            or not script.wrote
-            or self.mode != "auto"
-            or self._chooser.attempt is not None
-            or self._exclusive is not None
-            or not isinstance(txn, WriteTransaction)
-            or not self._may_run_again(script)
-        ):
-            return
-        # Failing on the latest database, it stays as it was, and will conflict.
-        with contextlib.suppress(Error):
-            self._escalate_by_replay(script, txn)
-
-    def _escalate_by_replay(self, script: rerun.Script, txn: WriteTransaction) -> None:
-        """Run ``txn``'s statements so far again on the merger and go on there directly; the
-        optimistic transaction ends.  Nothing changes if the merge lock cannot be taken now."""
-        excl = self._replay(script, txn)
-        if excl is None:
-            return
-        self._txn = None
-        self._detach_cursors()
-        try:
-            self._end(txn, False)
-        except BaseException:
-            excl.finish(False)
-            raise
-        self._go_on_directly(excl, txn)
-
-    def _replay_after_conflict(
-        self, script: rerun.Script | None, txn: WriteTransaction, conflict: ConflictError
-    ) -> bool:
-        """A statement of ``txn`` conflicted (a stale snapshot, a deadlock), and the
-        transaction was rolled back: if nothing of it was seen, and outside ``transact``, run
-        its statements so far again on the merger and go on there directly, so that the
-        statement can run again there, as stock SQLite would have run it after waiting."""
-        if (
-            self._aborted is not conflict
-            or self._chooser.attempt is not None
-            or not self._may_run_again(script)
-        ):
-            return False
-        assert script is not None
-        try:
-            excl = self._replay(script, txn)
-        except Error:
-            return False  # what ran before fails now: the conflict stands
-        if excl is None:
-            return False
-        self._aborted = None
-        self._go_on_directly(excl, txn)
-        return True
-
-    def _go_on_directly(self, excl: exclusive.Exclusive, txn: WriteTransaction) -> None:
-        """The optimistic ``txn`` has ended; its work so far is on the merger in ``excl``:
-        the transaction goes on there, directly."""
-        moved = direct.DirectTransaction(
-            txn.txn_id,
-            level=self._level,
-            lockdb=self._db.lockdb,
-            begun_by_savepoint=False,  # a savepoint would have stopped the recording
-            defer_foreign_keys=txn.defer_foreign_keys,
-        )
-        self._install_direct(excl, moved)
-        self._chooser.escalated()
-        crashpoints.reach("escalate.replayed")
-
-    def _end(self, txn: WriteTransaction, committed: bool) -> None:
-        """End ``txn``.  Once it committed, the commit stands: failing to release its locks
-        (the lock database's disk is full) is logged, and the release is retried by this
-        connection's next transaction or its close."""
-        try:
-            txn.end(committed)
-        except (apsw.Error, OSError) as e:
-            if not committed:
-                raise
-            log.warning(
-                "sqlite_concurrent: transaction %d committed, but releasing its locks failed "
-                "(retried later): %s",
-                txn.txn_id,
-                translate(e) if isinstance(e, apsw.Error) else e,
-            )
+        return self._txns.is_open()
 
     # -- exclusive operations (architecture.md, "Exclusive operations") ------------------------
-
-    def _exclusive_alone(
-        self, cursor: Cursor, sql: str, parameters: Any, many: bool, kind: str
-    ) -> None:
-        """Outside a transaction: one statement a changeset cannot carry, run by itself once
-        every live transaction has ended."""
-        run = self._runner.run
-        self._alone(lambda: run(cursor, self._merger, sql, parameters, many, False, kind))
-
-    def _alone(self, work: Callable[[], T]) -> T:
-        """Run ``work`` on the merger with the database to itself: the ``db`` lock in X mode
-        (every other transaction has ended, new ones wait) and the merge lock."""
-        txn_id, _ = self._db.lockdb.begin(self.lock_level)
-        waits.owned_by_this_thread(txn_id)
-        self._deferral.end()  # a write transaction of its own, ended when this returns
-        try:
-            exclusive.wait_for_db(self._db.lockdb, txn_id, self.timeout)
-            with self._db.merge_lock:
-                result = work()
-        finally:
-            waits.forget(txn_id)
-            waits.wake(self._db.lockdb, self._db.lockdb.end(txn_id))
-        self._after_merge(txn_id)
-        return result
-
-    def _become_exclusive(self) -> None:
-        """The open transaction met a statement a changeset cannot carry: wait for the others
-        to end, then move what it did so far onto the merger and go on there.
-
-        A lock timeout leaves the transaction as it was; a conflict (its snapshot was stale)
-        rolls it back.
-        """
-        txn = self._txn
-        assert txn is not None and self._exclusive is None
-        foreign_keys.check_move(txn.connection)
-        try:
-            txn.ensure_registered()
-            exclusive.wait_for_db(self._db.lockdb, txn.txn_id, self.timeout)
-        except ConflictError as e:  # a deadlock victim: doomed, so free its locks for the others
-            self._abort_txn(e)
-            raise
-        self._move_to_merger(txn, locked=False)
-
-    def _move_to_merger(self, txn: WriteTransaction, *, locked: bool) -> None:
-        """Apply what ``txn`` wrote so far on the merger, its open savepoints with it, and go
-        on there (an exclusive operation, or an escalation).  If that fails, the transaction
-        has ended.  ``locked``: the caller holds the merge lock, released with the rest."""
-        self._script = None  # direct from here on: nothing to run again
-        self._detach_cursors()
-        excl = None
-        try:
-            try:
-                pending = txn.prepare(self._table_shapes, moving=True)
-            except BaseException:
-                if locked:
-                    self._db.merge_lock.release()
-                raise
-            excl = exclusive.Exclusive(
-                self._merger,
-                self._db.merge_lock,
-                txn.txn_id,
-                pending,
-                txn.saved,
-                enforce_foreign_keys=merge.foreign_keys(self._reader),
-                locked=locked,
-            )
-            if txn.defer_foreign_keys:
-                foreign_keys.set_flag(self._merger, True)
-            self._exclusive = excl
-        except BaseException as e:
-            if excl is not None:  # rolls back, lets go of the merge lock
-                excl.finish(False)
-            self._txn = None
-            txn.end(False)
-            if isinstance(e, apsw.Error):
-                raise translate(e) from e
-            raise
-
-    def _run_exclusive(
-        self, cursor: Cursor, sql: str, parameters: Any, many: bool, kind: str
-    ) -> None:
-        assert self._exclusive is not None and self._txn is not None
-        if kind == "exclusive" or statements.may_change_schema(sql):
-            self._exclusive.schema_changed = True
-        if kind == "release" and self._txn.savepoints.would_end(sql):
-            # The merger's transaction began with BEGIN: SQLite would not check the commit
-            # this RELEASE is, so it is checked here, before anything is released.
-            foreign_keys.check_commit(self._merger)
-        # The stdlib's blob handles expire when their row changes; ours learn it from the
-        # update hook, set on the merger only while it is needed.
-        watch = bool(self._open_blobs)
-        if watch:
-            self._merger.set_update_hook(self._on_merger_write)
-        try:
-            self._runner.run(cursor, self._merger, sql, parameters, many, False, kind)
-        finally:
-            if watch:
-                self._merger.set_update_hook(None)
-            if self._exclusive is not None and not self._exclusive.open:
-                # SQLite rolled the whole transaction back (as it does after some errors).
-                self._finish_exclusive(commit=False)
-        if kind in _SAVEPOINT_KINDS and self._exclusive is not None:
-            stack = self._txn.savepoints
-            stack.ran(sql)
-            if stack.ended:
-                # The merger's transaction began with BEGIN, so SQLite goes on; on the
-                # transaction connection, as in the stdlib, this RELEASE was the commit.
-                self._finish_exclusive(commit=True)
-
-    def _finish_exclusive(self, *, commit: bool) -> None:
-        excl, self._exclusive = self._exclusive, None
-        txn, self._txn = self._txn, None
-        assert excl is not None and txn is not None
-        committed = False
-        try:
-            committed = excl.finish(commit)
-        except apsw.Error as e:
-            raise translate(e) from e
-        finally:
-            self._end(txn, committed)
-            # Rolled back, the TEMP objects it created are gone again; committed, its schema
-            # changes are now there for the reader to see.
-            if excl.schema_changed:
-                self._after_schema_change()
-        if committed and self._chooser.way in (ways.DIRECT, ways.ESCALATED):
-            # What it wrote on the merger is not in its changed tables: a table-level
-            # transaction holding an older snapshot must learn of it.
-            self._db.lockdb.bump_all_versions_if_table_level(self._merger)
-        if committed:
-            self._after_merge(txn.txn_id)
-
-    def _after_merge(self, txn_id: int) -> None:
-        """Housekeeping after a commit.  The commit has happened: nothing here may make
-        ``commit()`` look as if it failed, so errors are logged, not raised."""
-        try:
-            self._housekeeping(txn_id)
-        except (apsw.Error, OSError) as e:
-            log.warning("sqlite_concurrent: post-commit housekeeping failed: %s", e)
-
-    def _housekeeping(self, txn_id: int) -> None:
-        if self._reader_cursors:
-            for cursor in list(self._reader_cursors):
-                cursor._materialise()
-            self._reader_cursors.clear()
-        self._db.after_merge(txn_id)
 
     @surfaced
     def commit(self) -> None:
@@ -1123,12 +508,12 @@ class Connection(Hooks):
             return
         if self._in_txn():
             self._trace_control("COMMIT")
-        if self._aborted is not None:
-            self._end_aborted(commit=True)
-        elif self._later is not None:
-            self._later = None  # no statement ran: nothing to commit
-        elif self._txn is not None:
-            self._commit_txn()
+        if self._txns.aborted is not None:
+            self._txns.end_aborted(commit=True)
+        elif self._txns.later is not None:
+            self._txns.later = None  # no statement ran: nothing to commit
+        elif self._txns.txn is not None:
+            self._txns.commit()
 
     @surfaced
     def rollback(self) -> None:
@@ -1138,12 +523,12 @@ class Connection(Hooks):
             return
         if self._in_txn():
             self._trace_control("ROLLBACK")
-        if self._aborted is not None:
-            self._end_aborted(commit=False)
-        elif self._later is not None:
-            self._later = None
-        elif self._txn is not None:
-            self._rollback_txn()
+        if self._txns.aborted is not None:
+            self._txns.end_aborted(commit=False)
+        elif self._txns.later is not None:
+            self._txns.later = None
+        elif self._txns.txn is not None:
+            self._txns.rollback()
 
     def _end_private(self, sql: str) -> None:
         assert self._private is not None
@@ -1186,14 +571,14 @@ class Connection(Hooks):
             for attempt in range(retries + 1):
                 # A first attempt may conflict (it is retried), so it overlaps even where
                 # conflicts happened; a retry goes directly where they did (``contended``).
-                self._chooser.attempt = attempt
+                self._txns.chooser.attempt = attempt
                 try:
                     # Inside: waiting at its start (behind an exclusive operation) can make it
                     # a deadlock victim, which is as retryable as any conflict.
                     if self._private is not None:
                         self._private.execute("BEGIN")
                     else:
-                        self._begin()
+                        self._txns.begin()
                     result = fn(self, *args, **kwargs)
                     self.commit()
                     return result
@@ -1208,7 +593,7 @@ class Connection(Hooks):
                     raise
                 _backoff_jitter(attempt)
         finally:
-            self._chooser.attempt = None
+            self._txns.chooser.attempt = None
         raise AssertionError("unreachable")
 
     transaction = transact
@@ -1228,31 +613,31 @@ class Connection(Hooks):
     def _current_connection(self, schema: str = "main") -> apsw.Connection:
         """The SQLite connection a statement reading ``schema`` would run on now (a
         transaction's is pinned)."""
-        if self._script is not None:  # a blob or a copy of the database: what the caller sees
-            self._observe()
-        if self._later is not None:
-            self._settle(None, "other")
-        if self._exclusive is not None or schema.lower() in self._state.local_dbs:
+        if self._txns.script is not None:  # a blob or a copy of the database: what the caller sees
+            self._txns.replays.observe()
+        if self._txns.later is not None:
+            self._txns.settle(None, "other")
+        if self._txns.exclusive is not None or schema.lower() in self._state.local_dbs:
             return self._merger
-        if self._txn is not None:
-            self._txn.ensure_pinned()
-            return self._txn.connection
+        if self._txns.txn is not None:
+            self._txns.txn.ensure_pinned()
+            return self._txns.txn.connection
         return self._reader
 
     def _blob_write(self, where: tuple[str, str, str, int], offset: int, data: bytes) -> None:
         """A write through a blob handle of a shared database: inside the open transaction,
         or in one of its own."""
-        if self._aborted is not None:
-            raise errors.still_aborted(self._aborted, "roll it back before the next write")
-        if self._later is not None:
-            self._settle(None, "other")
-        own = self._txn is None
+        if self._txns.aborted is not None:
+            raise errors.still_aborted(self._txns.aborted, "roll it back before the next write")
+        if self._txns.later is not None:
+            self._txns.settle(None, "other")
+        own = self._txns.txn is None
         if own:
-            self._begin_optimistic()
+            self._txns.begin_optimistic()
         try:
-            if where[0].lower() != "main" and self._exclusive is None:
+            if where[0].lower() != "main" and self._txns.exclusive is None:
                 # TEMP and attached databases are written on the merger (see connstate).
-                self._become_exclusive()
+                self._txns.become_exclusive()
             blob = self._current_connection(where[0]).blob_open(*where, True)
             try:
                 blob.seek(offset)
@@ -1261,12 +646,12 @@ class Connection(Hooks):
                 blob.close()
         except BaseException:
             if own:
-                self._aborted = None  # the write was the whole transaction
-                if self._txn is not None:
-                    self._rollback_txn()
+                self._txns.aborted = None  # the write was the whole transaction
+                if self._txns.txn is not None:
+                    self._txns.rollback()
             raise
         if own:
-            self._commit_txn()
+            self._txns.commit()
 
     def iterdump(self) -> Iterator[str]:
         """The database as SQL text, as the stdlib dumps it, without our commit markers."""
@@ -1319,8 +704,8 @@ class Connection(Hooks):
     def total_changes(self) -> int:
         """Rows inserted, updated or deleted through this connection since it opened."""
         self._check()
-        if self._script is not None:
-            self._observe()
+        if self._txns.script is not None:
+            self._txns.replays.observe()
         return self._total_changes
 
     @surfaced
@@ -1394,12 +779,12 @@ class Connection(Hooks):
         then routed to the connection that can run it."""
         sql, kind = self._classify(sql)
         if kind not in _RECORDED:
-            self._script = None  # the transaction can no longer be run again (rerun.py)
+            self._txns.script = None  # the transaction can no longer be run again (rerun.py)
         cursor._reset()
         parameters = self._adapt(parameters, many)
         if self._private is not None:
             self._execute_private(cursor, self._private, sql, parameters, many, kind)
-        elif kind in ("begin", "commit", "rollback") or self._aborted is not None:
+        elif kind in ("begin", "commit", "rollback") or self._txns.aborted is not None:
             self._control(sql, kind)
         else:
             self._route(cursor, sql, parameters, many, kind)
@@ -1431,60 +816,60 @@ class Connection(Hooks):
         aborted (only its end is accepted then)."""
         if kind in ("begin", "commit", "rollback"):
             self._trace_control(sql)  # the stdlib runs it; we only act on it
-        if self._aborted is not None:
+        if self._txns.aborted is not None:
             if kind in ("commit", "rollback"):
-                self._end_aborted(commit=kind == "commit")
+                self._txns.end_aborted(commit=kind == "commit")
                 return
-            raise errors.still_aborted(self._aborted, "roll it back before the next statement")
+            raise errors.still_aborted(self._txns.aborted, "roll it back before the next statement")
         if kind == "begin":
-            if self._txn is not None or self._later is not None:
+            if self._txns.txn is not None or self._txns.later is not None:
                 raise OperationalError("cannot start a transaction within a transaction")
             words = statements.first_keywords(sql, 2, past_empty=True)
-            self._begin(immediate=len(words) > 1 and words[1] in ("IMMEDIATE", "EXCLUSIVE"))
-        elif self._later is not None:
-            self._later = None  # no statement ran: nothing to end
-        elif self._txn is None:
+            self._txns.begin(immediate=len(words) > 1 and words[1] in ("IMMEDIATE", "EXCLUSIVE"))
+        elif self._txns.later is not None:
+            self._txns.later = None  # no statement ran: nothing to end
+        elif self._txns.txn is None:
             verb = "commit" if kind == "commit" else "rollback"
             raise OperationalError(f"cannot {verb} - no transaction is active")
         elif kind == "commit":
-            self._commit_txn()
+            self._txns.commit()
         else:
-            self._rollback_txn()
+            self._txns.rollback()
 
     def _route(self, cursor: Cursor, sql: str, parameters: Any, many: bool, kind: str) -> None:
         """A statement other than BEGIN, COMMIT and ROLLBACK, on a shared database."""
-        if self._later is not None:
-            self._settle(sql, kind)
+        if self._txns.later is not None:
+            self._txns.settle(sql, kind)
         if kind in ("attach", "detach"):
             self._attach_or_detach(cursor, sql, parameters, many, kind)
             return
-        if self._exclusive is None and self._state.has_local and kind not in _SAVEPOINT_KINDS:
+        if self._txns.exclusive is None and self._state.has_local and kind not in SAVEPOINT_KINDS:
             probe = self._probe(sql, parameters, many)
             if probe is not None and probe.local:
                 self._execute_local(cursor, sql, parameters, many, kind, probe.writes)
                 return
-        if self._txn is None and kind == "savepoint":
-            self._begin(by_savepoint=True)  # as in SQLite, it starts a transaction
-            if self._later is not None:
-                self._settle(sql, kind)
+        if self._txns.txn is None and kind == "savepoint":
+            self._txns.begin(by_savepoint=True)  # as in SQLite, it starts a transaction
+            if self._txns.later is not None:
+                self._txns.settle(sql, kind)
         if (
-            self._txn is None
+            self._txns.txn is None
             and kind == "dml"
             and self._dml_outside_txn(cursor, sql, parameters, many)
         ):
             return
         if kind == "pragma" and self._pragma(cursor, sql, parameters, many):
             return
-        if kind == "exclusive" and self._exclusive is None:
-            if self._txn is None:
-                self._exclusive_alone(cursor, sql, parameters, many, kind)
+        if kind == "exclusive" and self._txns.exclusive is None:
+            if self._txns.txn is None:
+                self._txns.exclusive_alone(cursor, sql, parameters, many, kind)
                 return
             if statements.first_keywords(sql, 1, past_empty=True) == ["VACUUM"]:
                 raise OperationalError("cannot VACUUM from within a transaction")
-            self._become_exclusive()
-        if self._exclusive is not None:
-            self._run_exclusive(cursor, sql, parameters, many, kind)
-        elif self._txn is not None:
+            self._txns.become_exclusive()
+        if self._txns.exclusive is not None:
+            self._txns.run_exclusive(cursor, sql, parameters, many, kind)
+        elif self._txns.txn is not None:
             self._run_in_txn(cursor, sql, parameters, many, kind)
         else:
             self._run_on_reader(cursor, sql, parameters, many, kind)
@@ -1495,25 +880,25 @@ class Connection(Hooks):
         as its own transaction (``True``)."""
         if self._isolation_level is not None:
             self._trace_control(f"BEGIN {self._isolation_level}")
-            self._begin()
-            if self._later is not None:
-                self._settle(sql, "dml")
+            self._txns.begin()
+            if self._txns.later is not None:
+                self._txns.settle(sql, "dml")
             return False
         if self._level.autocommit_fast_path and self._autocommit_fast(
             cursor, sql, parameters, many
         ):
             return True
-        self._begin_optimistic()
-        self._chooser.began(ways.OPTIMISTIC, "")
+        self._txns.begin_optimistic()
+        self._txns.chooser.began(ways.OPTIMISTIC, "")
         # Autocommit: the statement is its own transaction, failing as a whole.
         try:
             self._run_in_txn(cursor, sql, parameters, many, "dml")
             cursor._detach_from_txn()
-            self._commit_txn()
+            self._txns.commit()
         except BaseException:
-            self._aborted = None  # the statement was the whole transaction
-            if self._txn is not None:
-                self._rollback_txn()
+            self._txns.aborted = None  # the statement was the whole transaction
+            if self._txns.txn is not None:
+                self._txns.rollback()
             raise
         return True
 
@@ -1547,7 +932,7 @@ class Connection(Hooks):
             if probe is not None and probe.local:
                 self._execute_local(cursor, sql, parameters, many, kind, probe.writes)
             else:
-                self._exclusive_alone(cursor, sql, parameters, many, kind)
+                self._txns.exclusive_alone(cursor, sql, parameters, many, kind)
 
     def _probe(self, sql: str, parameters: Any, many: bool) -> connstate.Probe | None:
         """What ``sql`` touches, as preparing it on the merger shows (:mod:`.connstate`)."""
@@ -1574,18 +959,18 @@ class Connection(Hooks):
         rest, as they would on the stdlib's one connection.
         """
         implicit = kind == "dml" and self._isolation_level is not None  # the stdlib's BEGIN
-        if self._txn is None and not implicit:
+        if self._txns.txn is None and not implicit:
             if writes:
-                self._exclusive_alone(cursor, sql, parameters, many, kind)
+                self._txns.exclusive_alone(cursor, sql, parameters, many, kind)
             else:
                 self._runner.run(cursor, self._merger, sql, parameters, many, False, kind)
             return
-        if self._txn is None:
+        if self._txns.txn is None:
             self._trace_control(f"BEGIN {self._isolation_level}")
-            self._begin_optimistic()
-            self._chooser.began(ways.OPTIMISTIC, "")
-        self._become_exclusive()
-        self._run_exclusive(cursor, sql, parameters, many, kind)
+            self._txns.begin_optimistic()
+            self._txns.chooser.began(ways.OPTIMISTIC, "")
+        self._txns.become_exclusive()
+        self._txns.run_exclusive(cursor, sql, parameters, many, kind)
 
     def _attach_or_detach(
         self, cursor: Cursor, sql: str, parameters: Any, many: bool, kind: str
@@ -1668,45 +1053,46 @@ class Connection(Hooks):
         self._state.refresh(self._merger)
 
     def _run_in_txn(self, cursor: Cursor, sql: str, parameters: Any, many: bool, kind: str) -> None:
-        txn = self._txn
+        txn = self._txns.txn
         assert isinstance(txn, WriteTransaction)
         given = parameters
         if many:  # shared with the run on the merger below, should it come to that
             parameters = running.Remaining(parameters)
         if (
-            self._chooser.escalates_at(
+            self._txns.chooser.escalates_at(
                 sql, kind, wrote=txn.wrote, fast_path_closed=self._db.lockdb.fast_path_closed
             )
-            and self._escalate()
+            and self._txns.escalate()
         ):
-            self._run_exclusive(cursor, sql, parameters, many, kind)
+            self._txns.run_exclusive(cursor, sql, parameters, many, kind)
             return
         try:
             self._runner.run(cursor, txn.connection, sql, parameters, many, True, kind)
         except running.NeedsExclusive:
-            self._become_exclusive()
-            self._run_exclusive(cursor, sql, parameters, many, kind)
+            self._txns.become_exclusive()
+            self._txns.run_exclusive(cursor, sql, parameters, many, kind)
             return
         except ConflictError as e:
-            script, self._script = self._script, None
-            if not self._replay_after_conflict(script, txn, e):
+            script, self._txns.script = self._txns.script, None
+            if not self._txns.replays.after_conflict(script, txn, e):
                 raise
-            self._run_exclusive(cursor, sql, parameters, many, kind)
+            self._txns.run_exclusive(cursor, sql, parameters, many, kind)
             return
         except BaseException:
-            self._script = None  # the application sees an error the database gave it
+            self._txns.script = None  # the application sees an error the database gave it
             raise
-        if kind in _SAVEPOINT_KINDS:
-            txn.savepoints.ran(sql)  # a RELEASE may have committed it (see ``_run``): harmless
-        script = self._script
-        if script is None or self._txn is not txn:
+        if kind in SAVEPOINT_KINDS:
+            # A RELEASE may have committed it (see ``StatementRunner.run``): harmless.
+            txn.savepoints.ran(sql)
+        script = self._txns.script
+        if script is None or self._txns.txn is not txn:
             return
         if kind not in rerun.KINDS:  # a savepoint that began the transaction
-            self._script = None
+            self._txns.script = None
             return
         cursor._statement = script.record(cursor, sql, given, many, kind)
         if cursor._statement is None:
-            self._script = None
+            self._txns.script = None
         elif kind == "dml" and cursor._rowcount > 0:
             script.changes += cursor._rowcount
 
@@ -1773,7 +1159,7 @@ class Connection(Hooks):
             self._fast_rows = None
         # One may have begun meanwhile, its snapshot perhaps before this commit.
         self._db.lockdb.bump_versions_if_table_level(written)
-        self._after_merge(txn_id)
+        self._txns.after_merge(txn_id)
         return True
 
     def _on_merger_write(self, op: int, db: str, table: str, rowid: int) -> None:
@@ -1810,12 +1196,12 @@ class Connection(Hooks):
     def _defer_pragma(self, cursor: Cursor, sql: str, parameters: Any) -> None:
         """PRAGMA defer_foreign_keys where the transaction's statements run, outside one on
         the reader (see :mod:`.foreign_keys`)."""
-        txn = self._txn
+        txn = self._txns.txn
         if txn is None:
             self._runner.run(cursor, self._reader, sql, parameters, False, False, "pragma")
             self._deferral.set_on_reader()
             return
-        if self._exclusive is not None:
+        if self._txns.exclusive is not None:
             self._runner.run(cursor, self._merger, sql, parameters, False, False, "pragma")
             conn = self._merger
         else:
@@ -1837,22 +1223,9 @@ class Statement:
 
 
 _LEVELS = ("", "DEFERRED", "IMMEDIATE", "EXCLUSIVE")
-_SAVEPOINT_KINDS = frozenset({"savepoint", "release", "rollback_to"})
 # Statements a transaction may run and still be run again (rerun.py); BEGIN, COMMIT and
 # ROLLBACK only bound it.
 _RECORDED = rerun.KINDS | {"begin", "commit", "rollback"}
-
-
-def _adopt(shown: Cursor, ran: Cursor, *, lastrowid: bool) -> None:
-    """``shown`` shows what ``ran`` got running its statement again (rerun.py)."""
-    shown.description = ran.description
-    shown._rowcount = ran._rowcount
-    shown._converters = ran._converters
-    shown._rows = ran._rows
-    shown._on_txn_conn = False
-    shown._inserted_rows = []  # the rowids it chose were its own to choose again
-    if lastrowid:  # executemany leaves it alone
-        shown._lastrowid = ran._lastrowid
 
 
 def _backoff_jitter(attempt: int) -> None:
@@ -1865,7 +1238,9 @@ def _let_go_dropped_connections() -> None:
     let go of what idle ones held (exiting.py), unless this thread holds a lock of ours for a
     live connection (it may be inside our code, in an application callback)."""
     dropped = exiting.take_to_close()
-    held = oslock.held_here() - {c._db.merge_lock.key for c in dropped if c._exclusive is not None}
+    held = oslock.held_here() - {
+        c._db.merge_lock.key for c in dropped if c._txns.exclusive is not None
+    }
     if held:
         for conn in dropped:
             exiting.close_later(conn)
@@ -1960,7 +1335,7 @@ def _row_write_hook(conn: Connection) -> Callable[[int, str, str, int], None]:
         if owner is None:
             return
         owner._open_blobs.row_written(db, table, rowid)
-        txn = owner._txn
+        txn = owner._txns.txn
         if txn is not None:
             txn.on_row_write(op, db, table, rowid)
 

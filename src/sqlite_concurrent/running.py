@@ -55,7 +55,7 @@ class StatementRunner:
         owner = self._owner
         if many and kind != "dml":
             raise ProgrammingError("executemany() can only execute DML statements.")
-        txn = owner._txn if on_txn_conn else None
+        txn = owner._txns.txn if on_txn_conn else None
         trace = _StatementTrace(owner, sql, txn)
         owner._denied.reason = None
         # DML runs to completion at once, as in the stdlib; so does anything on the merger,
@@ -101,11 +101,11 @@ class StatementRunner:
         cursor._set_rows(rows, on_txn_conn and not materialise and not many)
         if conn is owner._reader and not materialise and owner._private is None:
             owner._reader_cursors.add(cursor)
-        if on_txn_conn and owner._txn is not None and conn.get_autocommit():
+        if on_txn_conn and owner._txns.txn is not None and conn.get_autocommit():
             # RELEASE of the outermost savepoint ended the transaction on the connection:
             # that is a commit, as it would be in SQLite.
             cursor._detach_from_txn()
-            owner._commit_txn()
+            owner._txns.commit()
 
     def _before(
         self,
@@ -212,13 +212,13 @@ class StatementRunner:
             return _caused(translate(e), e)
         if isinstance(e, ConflictError):
             # Doomed (stale snapshot, or a deadlock victim): free its locks for the others now.
-            if owner._txn is not None and on_txn_conn:
-                owner._abort_txn(e)
+            if owner._txns.txn is not None and on_txn_conn:
+                owner._txns.abort(e)
             return e
         if isinstance(e, LockTimeoutError):
             # Row locks are taken after the statement ran; it cannot be undone alone.
-            if owner._txn is not None and on_txn_conn and not trace.table_level:
-                owner._abort_txn(e)
+            if owner._txns.txn is not None and on_txn_conn and not trace.table_level:
+                owner._txns.abort(e)
             return e
         if isinstance(e, apsw.Error):
             self._after_txn_error(on_txn_conn)
@@ -296,9 +296,9 @@ class StatementRunner:
     def _after_txn_error(self, on_txn_conn: bool) -> None:
         """SQLite may roll a whole transaction back on some errors; follow it."""
         owner = self._owner
-        txn = owner._txn
+        txn = owner._txns.txn
         if on_txn_conn and txn is not None and txn.connection.get_autocommit():
-            owner._rollback_txn()
+            owner._txns.rollback()
 
 
 class _StatementTrace:

@@ -27,11 +27,11 @@ def serialize(connection: Connection, name: str) -> bytes:
     """:raises OperationalError: there is no database ``name`` (or it is empty)."""
     if not isinstance(name, str):
         raise TypeError(f"serialize() argument 'name' must be str, not {type(name).__name__}")
-    txn = connection._txn
+    txn = connection._txns.txn
     overlay = None
-    if connection._private is None and connection._exclusive is None and txn is not None:
+    if connection._private is None and connection._txns.exclusive is None and txn is not None:
         txn.ensure_pinned()
-        overlay = connection._slot.overlay
+        overlay = connection._db.slot.overlay
     conn = connection._current_connection()
     try:
         with connection._denied.muting():  # our reads of the pages, not the application's
@@ -83,10 +83,10 @@ def deserialize(connection: Connection, data: Any, name: str) -> None:
 def _become_private(connection: Connection, memory: apsw.Connection) -> None:
     """Leave the shared database (as ``close`` does) and go on with ``memory`` alone, keeping
     what the application set on the connection."""
-    in_transaction = connection._txn is not None
-    connection._aborted = None
+    in_transaction = connection._txns.txn is not None
+    connection._txns.aborted = None
     if in_transaction:
-        connection._rollback_txn()
+        connection._txns.rollback()
     for cursor in list(connection._reader_cursors):
         cursor._rows = iter(())  # their statements go with the connection that ran them
     connection._reader_cursors.clear()

@@ -1,0 +1,510 @@
+"""The open write transaction of one connection, and its life.
+
+A transaction begins when the application's BEGIN (explicit, or the stdlib's implicit one before
+DML) is followed by its first statement, which decides how it runs (``engine/ways.py``):
+directly on the merger under the merge lock, or optimistically on a snapshot.  An optimistic one
+may go on directly from a statement (escalation), or move onto the merger for a statement a
+changeset cannot carry (an exclusive operation, architecture.md "Exclusive operations").  It
+ends by commit (a merge, or the merger's own COMMIT) or rollback; one a conflict or lock timeout
+doomed stays aborted until the application ends it.  Running it again instead of conflicting is
+:mod:`.replaying`'s.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import weakref
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, TypeVar, cast
+
+import apsw
+
+from . import crashpoints, errors, statements
+from .commit import merge
+from .cursor import Cursor
+from .engine import direct, exclusive, foreign_keys, rerun, ways
+from .engine.database import SharedDatabase
+from .engine.transaction import WriteTransaction
+from .errors import ConflictError, translate
+from .locking import oslock, waits
+from .process import exiting
+from .replaying import Replays
+
+if TYPE_CHECKING:
+    from .dbapi import Connection
+
+T = TypeVar("T")
+
+log = logging.getLogger("sqlite_concurrent")
+
+SAVEPOINT_KINDS = frozenset({"savepoint", "release", "rollback_to"})
+
+
+class Transactions:
+    """The open transaction of ``owner``, and how it begins, runs on the merger and ends."""
+
+    db: SharedDatabase  # once the owner opened a shared database
+
+    def __init__(self, owner: Connection, mode: str) -> None:
+        self._owner = owner
+        # The open transaction.  A direct one is a ``direct.DirectTransaction``, typed as this:
+        # while ``exclusive`` is set, only what both have (``txn_id``, ``savepoints``,
+        # ``saved``, ``defer_foreign_keys``, ``end``) is used.
+        self.txn: WriteTransaction | None = None
+        self.exclusive: exclusive.Exclusive | None = None  # the open transaction went exclusive
+        # A conflict or lock timeout rolled the application's open transaction back: until
+        # the application ends it, statements fail instead of starting a new transaction
+        # that a later commit() would commit without the work before the error.
+        self.aborted: errors.OperationalError | None = None
+        # BEGIN ran and the first statement has not: how the transaction runs depends on it.
+        self.later: tuple[bool, bool] | None = None
+        # What the open optimistic transaction ran, while it can still be run again instead of
+        # conflicting; ``None`` once the application saw something of it (rerun.py).
+        self.script: rerun.Script | None = None
+        self.thread = 0  # the thread that began it
+        self.chooser = ways.Chooser(mode)  # how each transaction runs (``engine/ways.py``)
+        self.cursors: weakref.WeakSet[Cursor] = weakref.WeakSet()  # reading its connection
+        self.replays = Replays(self, owner)
+
+    def is_open(self) -> bool:
+        return self.txn is not None or self.aborted is not None or self.later is not None
+
+    def abort(self, error: errors.OperationalError) -> None:
+        """Roll the open transaction back on the application's behalf (it is doomed, and its
+        locks are wanted) and remember why until the application ends it."""
+        self.chooser.learn(error)
+        self.rollback()
+        self.aborted = error
+
+    def end_aborted(self, *, commit: bool) -> None:
+        """End a transaction :meth:`abort` rolled back: a rollback is what already
+        happened; a commit fails, since nothing of it can be committed."""
+        error, self.aborted = self.aborted, None
+        if commit and error is not None:
+            raise errors.still_aborted(error, "nothing was committed")
+
+    def begin(self, *, by_savepoint: bool = False, immediate: bool | None = None) -> None:
+        """Open a transaction.  Unless it can only run optimistically, how it runs is chosen
+        at its first statement (:meth:`settle`), which the choice depends on."""
+        self.thread = threading.get_ident()
+        if self._owner.mode == "optimistic":
+            self.begin_optimistic(by_savepoint=by_savepoint, immediate=immediate)
+            self.chooser.began(ways.OPTIMISTIC, "")
+        else:
+            if immediate is None:
+                immediate = self._owner._isolation_level in ("IMMEDIATE", "EXCLUSIVE")
+            self.later = (by_savepoint, immediate)
+
+    def settle(self, sql: str | None, kind: str) -> None:
+        """Start the transaction BEGIN announced, the way its first statement ``sql`` (or,
+        with ``None``, something other than a statement) calls for."""
+        later, self.later = self.later, None
+        assert later is not None and self.txn is None
+        by_savepoint, immediate = later
+        if (
+            sql is not None
+            and self._may_run_direct(sql, kind, immediate)
+            and self._begin_direct(by_savepoint, immediate)
+        ):
+            self.chooser.began(ways.DIRECT, sql)
+            return
+        self.begin_optimistic(by_savepoint=by_savepoint, immediate=immediate)
+        self.chooser.began(ways.OPTIMISTIC, sql or "")
+
+    def _may_run_direct(self, sql: str, kind: str, immediate: bool) -> bool:
+        """Whether to run directly from the first statement ``sql`` on."""
+        if kind in ("exclusive", "attach", "detach") or statements.may_change_schema(sql):
+            return False  # an exclusive operation, or its own kind of statement
+        if not self.chooser.prefers_direct(sql, kind, immediate):
+            return False
+        # Live table-level transactions: their locks cover tables the merger does not report.
+        # An exclusive operation waiting or running: it goes first.
+        return not self.db.lockdb.fast_path_closed() and not self.other_open_here()
+
+    def other_open_here(self) -> bool:
+        """Whether another connection's transaction is open in this thread: one that holds
+        the merge lock would wait for this thread, and this one's would block its commit."""
+        assert self._owner._holding is not None
+        others = self._owner._holding.connections
+        if len(others) == 1:  # this one: nearly always
+            return False
+        me = threading.get_ident()
+        return any(c is not self._owner and c._txns.thread == me and c._in_txn() for c in others)
+
+    def _begin_direct(self, by_savepoint: bool, immediate: bool) -> bool:
+        """Take the merge lock (first come, first served) and begin on the merger.
+
+        :returns: ``False`` if the lock is this thread's already (another connection's
+            transaction holds it): the transaction then runs optimistically.
+        """
+        self.script = None  # what a rolled-back optimistic one recorded
+        # Everything that can be done before the merge lock is: others wait while it is held.
+        defer = self._owner._deferral.take()
+        txn = direct.DirectTransaction(
+            self.db.lockdb.next_id(),
+            level=self._owner._level,
+            lockdb=self.db.lockdb,
+            begun_by_savepoint=by_savepoint,
+            defer_foreign_keys=defer,
+        )
+        excl = self.take_merger(txn.txn_id, immediate=immediate)
+        if excl is None:
+            if self._owner.mode == "direct":
+                raise oslock.HeldByThisThreadError
+            return False
+        self.install_direct(excl, txn)
+        if defer:
+            foreign_keys.set_flag(self._owner._merger, True)
+        crashpoints.reach("direct.begun")
+        return True
+
+    def take_merger(self, txn_id: int, *, immediate: bool) -> exclusive.Exclusive | None:
+        """The merge lock (first come, first served) and a write transaction on the merger;
+        ``None`` if the lock is this thread's already (another connection's transaction)."""
+        try:
+            return exclusive.Exclusive(
+                self._owner._merger,
+                self.db.merge_lock,
+                txn_id,
+                None,
+                enforce_foreign_keys=merge.foreign_keys(self._owner._reader),
+                # The write lock from the start, so that no writer outside ours (Litestream,
+                # a stock one) can make the first write fail with a stale snapshot; but with
+                # attached database files, BEGIN IMMEDIATE would lock those too, and SQLite's
+                # one connection lets a transaction detach one it has not used.
+                begin="BEGIN IMMEDIATE" if immediate or not self._owner._state.files else "BEGIN",
+            )
+        except oslock.HeldByThisThreadError:
+            return None
+        except apsw.Error as e:
+            raise translate(e) from e
+
+    def install_direct(self, excl: exclusive.Exclusive, txn: direct.DirectTransaction) -> None:
+        """The open transaction is ``txn``, running directly in ``excl``."""
+        excl.schema_changed = False
+        self.exclusive = excl
+        self.txn = cast(WriteTransaction, txn)
+        self.db.publisher.schedule(txn, direct.SHOW_AFTER)
+
+    def escalate(self) -> bool:
+        """Go on directly from this statement, its work so far applied on the merger, if what
+        it read is still current (so the rest reads the same database); otherwise it stays
+        optimistic.  Waits for the merge lock first come, first served."""
+        txn = self.txn
+        assert isinstance(txn, WriteTransaction) and self.exclusive is None
+        # Unresolved deferred foreign-key violations: a changeset cannot carry their count.
+        if self.other_open_here() or foreign_keys.unresolved(txn.connection):
+            return False
+        try:
+            self.db.merge_lock.acquire()
+        except oslock.HeldByThisThreadError:
+            return False
+        try:
+            current = txn.reads_current()
+        except BaseException:
+            self.db.merge_lock.release()
+            raise
+        if not current:
+            self.db.merge_lock.release()
+            return False
+        try:
+            self._move_to_merger(txn, locked=True)
+        except ConflictError as e:  # its work so far could not be applied: doomed
+            self.chooser.learn(e)
+            self.aborted = e
+            raise
+        assert self.exclusive is not None
+        self.exclusive.schema_changed = False
+        crashpoints.reach("escalate.applied")
+        self.chooser.escalated()
+        return True
+
+    def begin_optimistic(
+        self, *, by_savepoint: bool = False, immediate: bool | None = None
+    ) -> WriteTransaction:
+        self.thread = threading.get_ident()
+        if immediate is None:
+            immediate = self._owner._isolation_level in ("IMMEDIATE", "EXCLUSIVE")
+        assert self._owner._snapshot_conn is not None  # not a private database
+        try:
+            waits.wake(self.db.lockdb, self.db.lockdb.end_unended())
+            self.txn = WriteTransaction(
+                path=self._owner.path,
+                lockdb=self.db.lockdb,
+                locking={
+                    "level": self._owner._level,
+                    "timeout": self._owner.timeout,
+                    "escalate_at": self._owner._escalate_at,
+                    "row_lock_delay": self._owner._row_lock_delay,
+                    "publisher": self.db.publisher,
+                    "reader": self._owner._reader,
+                    "snapshot_reader": self._owner._snapshot_conn,
+                },
+                snapshot_conn=self._owner._snapshot_conn,
+                wal_files=self.db.wal_files,
+                slot=self.db.slot,
+                conn_for=exiting.weakly(self._owner._txn_conn_for),
+                on_pinned=exiting.weakly(self._owner._on_pinned),
+                snapshot_gate=self.db.checkpointer.gate,
+                begin=not by_savepoint,
+                immediate=immediate,
+                info_for=exiting.weakly(self._owner._table_info),
+                journal=self.db.journal,
+                denied=self._owner._denied,
+                defer_foreign_keys=self._owner._deferral.take(),
+            )
+        except apsw.Error as e:
+            raise translate(e) from e
+        # Only a connection that chooses its ways runs a transaction again
+        # (``Replays.may_run_again``).
+        if self._owner.mode == "auto":
+            self.script = rerun.Script(last_insert_rowid=self._owner._last_insert_rowid)
+        return self.txn
+
+    def detach_cursors(self) -> None:
+        if not self.cursors:  # the usual case; iterating a WeakSet is not free
+            return
+        for cursor in list(self.cursors):
+            cursor._detach_from_txn()
+        self.cursors.clear()
+
+    def rollback(self) -> None:
+        self.chooser.learn()
+        self._owner._deferral.end()
+        if self.exclusive is not None:
+            self.finish_exclusive(commit=False)
+            return
+        txn, self.txn = self.txn, None
+        assert txn is not None
+        self.detach_cursors()
+        try:
+            txn.rollback()
+        except apsw.Error as e:
+            raise translate(e) from e
+
+    def commit(self) -> None:
+        """:raises IntegrityError: deferred foreign keys are violated; still open, as in SQLite."""
+        txn = self.txn
+        assert txn is not None
+        foreign_keys.check_commit(
+            self._owner._merger if self.exclusive is not None else txn.connection
+        )
+        self.chooser.measure_body()
+        if self.exclusive is None and self.db.merge_lock.held_by_this_thread():
+            # Another connection's transaction in this thread holds the merge lock: as in
+            # SQLite, the commit fails and the transaction stays open to try again.
+            raise oslock.HeldByThisThreadError
+        error: BaseException | None = None
+        try:
+            self._commit_open()
+        except BaseException as e:
+            error = e
+            raise
+        finally:
+            if self.txn is None:  # ended, committed or not
+                self.chooser.learn(error)
+
+    def _commit_open(self) -> None:
+        txn = self.txn
+        assert txn is not None
+        self._owner._deferral.end()
+        if self.exclusive is not None:
+            self.finish_exclusive(commit=True)
+            return
+        self.txn = None
+        self.detach_cursors()
+        script, self.script = self.script, None
+        pending = None
+        committed = False
+        conflict = None
+        try:
+            pending = txn.prepare(self._owner._table_shapes)
+            if pending is not None:
+                group = self.db.groups() and not self._owner._state.has_triggers
+                if group:  # other mergers find it in the lock database
+                    txn.ensure_registered()
+                crashpoints.reach("commit.prepared")
+                merge.commit(
+                    self._owner._merger,
+                    self.db.merge_lock,
+                    self.db.lockdb,
+                    self.db.journal,
+                    pending,
+                    group=group,
+                )
+                committed = True
+        except ConflictError as e:
+            if script is None or not script.statements or not self.replays.may_run_again(script):
+                raise
+            conflict = e
+        except apsw.Error as e:
+            raise translate(e) from e
+        finally:
+            self.end(txn, committed)
+        if conflict is not None:
+            assert script is not None
+            self.replays.run_again(script, txn, conflict)
+        elif pending is not None:
+            self.after_merge(pending.txn_id)
+
+    def end(self, txn: WriteTransaction, committed: bool) -> None:
+        """End ``txn``.  Once it committed, the commit stands: failing to release its locks
+        (the lock database's disk is full) is logged, and the release is retried by this
+        connection's next transaction or its close."""
+        try:
+            txn.end(committed)
+        except (apsw.Error, OSError) as e:
+            if not committed:
+                raise
+            log.warning(
+                "sqlite_concurrent: transaction %d committed, but releasing its locks failed "
+                "(retried later): %s",
+                txn.txn_id,
+                translate(e) if isinstance(e, apsw.Error) else e,
+            )
+
+    def exclusive_alone(
+        self, cursor: Cursor, sql: str, parameters: Any, many: bool, kind: str
+    ) -> None:
+        """Outside a transaction: one statement a changeset cannot carry, run by itself once
+        every live transaction has ended."""
+        run = self._owner._runner.run
+        self.alone(lambda: run(cursor, self._owner._merger, sql, parameters, many, False, kind))
+
+    def alone(self, work: Callable[[], T]) -> T:
+        """Run ``work`` on the merger with the database to itself: the ``db`` lock in X mode
+        (every other transaction has ended, new ones wait) and the merge lock."""
+        txn_id, _ = self.db.lockdb.begin(self._owner.lock_level)
+        waits.owned_by_this_thread(txn_id)
+        self._owner._deferral.end()  # a write transaction of its own, ended when this returns
+        try:
+            exclusive.wait_for_db(self.db.lockdb, txn_id, self._owner.timeout)
+            with self.db.merge_lock:
+                result = work()
+        finally:
+            waits.forget(txn_id)
+            waits.wake(self.db.lockdb, self.db.lockdb.end(txn_id))
+        self.after_merge(txn_id)
+        return result
+
+    def become_exclusive(self) -> None:
+        """The open transaction met a statement a changeset cannot carry: wait for the others
+        to end, then move what it did so far onto the merger and go on there.
+
+        A lock timeout leaves the transaction as it was; a conflict (its snapshot was stale)
+        rolls it back.
+        """
+        txn = self.txn
+        assert txn is not None and self.exclusive is None
+        foreign_keys.check_move(txn.connection)
+        try:
+            txn.ensure_registered()
+            exclusive.wait_for_db(self.db.lockdb, txn.txn_id, self._owner.timeout)
+        except ConflictError as e:  # a deadlock victim: doomed, so free its locks for the others
+            self.abort(e)
+            raise
+        self._move_to_merger(txn, locked=False)
+
+    def _move_to_merger(self, txn: WriteTransaction, *, locked: bool) -> None:
+        """Apply what ``txn`` wrote so far on the merger, its open savepoints with it, and go
+        on there (an exclusive operation, or an escalation).  If that fails, the transaction
+        has ended.  ``locked``: the caller holds the merge lock, released with the rest."""
+        self.script = None  # direct from here on: nothing to run again
+        self.detach_cursors()
+        excl = None
+        try:
+            try:
+                pending = txn.prepare(self._owner._table_shapes, moving=True)
+            except BaseException:
+                if locked:
+                    self.db.merge_lock.release()
+                raise
+            excl = exclusive.Exclusive(
+                self._owner._merger,
+                self.db.merge_lock,
+                txn.txn_id,
+                pending,
+                txn.saved,
+                enforce_foreign_keys=merge.foreign_keys(self._owner._reader),
+                locked=locked,
+            )
+            if txn.defer_foreign_keys:
+                foreign_keys.set_flag(self._owner._merger, True)
+            self.exclusive = excl
+        except BaseException as e:
+            if excl is not None:  # rolls back, lets go of the merge lock
+                excl.finish(False)
+            self.txn = None
+            txn.end(False)
+            if isinstance(e, apsw.Error):
+                raise translate(e) from e
+            raise
+
+    def run_exclusive(
+        self, cursor: Cursor, sql: str, parameters: Any, many: bool, kind: str
+    ) -> None:
+        assert self.exclusive is not None and self.txn is not None
+        if kind == "exclusive" or statements.may_change_schema(sql):
+            self.exclusive.schema_changed = True
+        if kind == "release" and self.txn.savepoints.would_end(sql):
+            # The merger's transaction began with BEGIN: SQLite would not check the commit
+            # this RELEASE is, so it is checked here, before anything is released.
+            foreign_keys.check_commit(self._owner._merger)
+        # The stdlib's blob handles expire when their row changes; ours learn it from the
+        # update hook, set on the merger only while it is needed.
+        watch = bool(self._owner._open_blobs)
+        if watch:
+            self._owner._merger.set_update_hook(self._owner._on_merger_write)
+        try:
+            self._owner._runner.run(cursor, self._owner._merger, sql, parameters, many, False, kind)
+        finally:
+            if watch:
+                self._owner._merger.set_update_hook(None)
+            if self.exclusive is not None and not self.exclusive.open:
+                # SQLite rolled the whole transaction back (as it does after some errors).
+                self.finish_exclusive(commit=False)
+        if kind in SAVEPOINT_KINDS and self.exclusive is not None:
+            stack = self.txn.savepoints
+            stack.ran(sql)
+            if stack.ended:
+                # The merger's transaction began with BEGIN, so SQLite goes on; on the
+                # transaction connection, as in the stdlib, this RELEASE was the commit.
+                self.finish_exclusive(commit=True)
+
+    def finish_exclusive(self, *, commit: bool) -> None:
+        excl, self.exclusive = self.exclusive, None
+        txn, self.txn = self.txn, None
+        assert excl is not None and txn is not None
+        committed = False
+        try:
+            committed = excl.finish(commit)
+        except apsw.Error as e:
+            raise translate(e) from e
+        finally:
+            self.end(txn, committed)
+            # Rolled back, the TEMP objects it created are gone again; committed, its schema
+            # changes are now there for the reader to see.
+            if excl.schema_changed:
+                self._owner._after_schema_change()
+        if committed and self.chooser.way in (ways.DIRECT, ways.ESCALATED):
+            # What it wrote on the merger is not in its changed tables: a table-level
+            # transaction holding an older snapshot must learn of it.
+            self.db.lockdb.bump_all_versions_if_table_level(self._owner._merger)
+        if committed:
+            self.after_merge(txn.txn_id)
+
+    def after_merge(self, txn_id: int) -> None:
+        """Housekeeping after a commit.  The commit has happened: nothing here may make
+        ``commit()`` look as if it failed, so errors are logged, not raised."""
+        try:
+            self._housekeeping(txn_id)
+        except (apsw.Error, OSError) as e:
+            log.warning("sqlite_concurrent: post-commit housekeeping failed: %s", e)
+
+    def _housekeeping(self, txn_id: int) -> None:
+        if self._owner._reader_cursors:
+            for cursor in list(self._owner._reader_cursors):
+                cursor._materialise()
+            self._owner._reader_cursors.clear()
+        self.db.after_merge(txn_id)
