@@ -64,13 +64,13 @@ class Blob:
             except apsw.SQLError:
                 # blob_open looks the table up in the schema this SQLite connection last
                 # loaded, which another of ours may have changed since; a statement reloads it.
-                self._conn._reload_schema(conn, name)
+                self._conn._schemas.reload(conn, name)
                 return conn.blob_open(name, table, column, row, writeable)
         except apsw.Error as e:
             raise translate(e) from e
 
     def _reading(self) -> apsw.Blob:
-        return self._open(self._conn._current_connection(self._where[0]), False)
+        return self._open(self._conn._router.current_connection(self._where[0]), False)
 
     def _check(self) -> None:
         if self._closed:
@@ -234,7 +234,7 @@ class Blob:
                 self._handle.seek(offset)
                 self._handle.write(data)
                 return
-            self._conn._blob_write(self._where, offset, data)
+            self._conn._router.blob_write(self._where, offset, data)
         except apsw.AbortError as e:
             raise self._aborted() from e
         except apsw.ReadOnlyError as e:

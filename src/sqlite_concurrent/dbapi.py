@@ -33,7 +33,6 @@ from . import (
     connstate,
     errors,
     filenames,
-    identifiers,
     running,
     serialization,
     shared_memory,
@@ -46,7 +45,6 @@ from .cursor import Cursor
 from .engine import (
     authorizer,
     foreign_keys,
-    journal_mode,
     rebase,
     rerun,
     ways,
@@ -71,8 +69,10 @@ from .errors import (
 from .hooks import Hooks
 from .locking import levels, locks, oslock
 from .process import exiting, foreign, holding
+from .routing import Router
+from .schemas import Schemas, copy_uri
 from .storage.overlay import VFS_NAME
-from .transactions import SAVEPOINT_KINDS, Transactions
+from .transactions import Transactions
 
 LOCK_LEVELS = levels.NAMES
 
@@ -222,6 +222,8 @@ class Connection(Hooks):
         self._txn_conn_cookie: int | None = None
         self._denied = authorizer.Denied()
         self._runner = running.StatementRunner(self, self._denied)
+        self._schemas = Schemas(self, self._runner)
+        self._router = Router(self, self._runner, self._txns, self._schemas)
         self._max_sql_length = 1_000_000_000  # SQLite's default SQLITE_LIMIT_SQL_LENGTH
         self._user_authorizer: Callable[..., Any] | None = None
         self._reader_authorizer: Callable[..., int] | None = authorizer.read_only(self._denied)
@@ -256,7 +258,6 @@ class Connection(Hooks):
         self._db = self._txns.db = db
         self._holding = db.holding
         self._merger, self._reader, self._snapshot_conn = db.merger, db.reader, db.snapshot_conn
-        self._fast_rows: tuple[set[str], dict[str, list[int]]] | None = None
         self._txns.chooser.hot = ways.hot(self.path)
 
     def _open_txn_conn(self) -> apsw.Connection:
@@ -284,7 +285,7 @@ class Connection(Hooks):
         for register in self._registrations:
             register(conn)
         for name, path in self._state.files.items():
-            conn.execute("ATTACH DATABASE ? AS ?", (_copy_uri(path), name))
+            conn.execute("ATTACH DATABASE ? AS ?", (copy_uri(path), name))
         self._txn_authorizer = authorizer.in_transaction(
             self._denied, locks.authorizer_hook(self._table_sets)
         )
@@ -610,49 +611,6 @@ class Connection(Hooks):
         self._check()
         return Blob._open_on(self, table, column, row, readonly, name)
 
-    def _current_connection(self, schema: str = "main") -> apsw.Connection:
-        """The SQLite connection a statement reading ``schema`` would run on now (a
-        transaction's is pinned)."""
-        if self._txns.script is not None:  # a blob or a copy of the database: what the caller sees
-            self._txns.replays.observe()
-        if self._txns.later is not None:
-            self._txns.settle(None, "other")
-        if self._txns.exclusive is not None or schema.lower() in self._state.local_dbs:
-            return self._merger
-        if self._txns.txn is not None:
-            self._txns.txn.ensure_pinned()
-            return self._txns.txn.connection
-        return self._reader
-
-    def _blob_write(self, where: tuple[str, str, str, int], offset: int, data: bytes) -> None:
-        """A write through a blob handle of a shared database: inside the open transaction,
-        or in one of its own."""
-        if self._txns.aborted is not None:
-            raise errors.still_aborted(self._txns.aborted, "roll it back before the next write")
-        if self._txns.later is not None:
-            self._txns.settle(None, "other")
-        own = self._txns.txn is None
-        if own:
-            self._txns.begin_optimistic()
-        try:
-            if where[0].lower() != "main" and self._txns.exclusive is None:
-                # TEMP and attached databases are written on the merger (see connstate).
-                self._txns.become_exclusive()
-            blob = self._current_connection(where[0]).blob_open(*where, True)
-            try:
-                blob.seek(offset)
-                blob.write(data)
-            finally:
-                blob.close()
-        except BaseException:
-            if own:
-                self._txns.aborted = None  # the write was the whole transaction
-                if self._txns.txn is not None:
-                    self._txns.rollback()
-            raise
-        if own:
-            self._txns.commit()
-
     def iterdump(self) -> Iterator[str]:
         """The database as SQL text, as the stdlib dumps it, without our commit markers."""
         self._check()  # now, not at the first line: this is not a generator
@@ -783,11 +741,11 @@ class Connection(Hooks):
         cursor._reset()
         parameters = self._adapt(parameters, many)
         if self._private is not None:
-            self._execute_private(cursor, self._private, sql, parameters, many, kind)
+            self._router.execute_private(cursor, self._private, sql, parameters, many, kind)
         elif kind in ("begin", "commit", "rollback") or self._txns.aborted is not None:
-            self._control(sql, kind)
+            self._router.control(sql, kind)
         else:
-            self._route(cursor, sql, parameters, many, kind)
+            self._router.route(cursor, sql, parameters, many, kind)
 
     def _classify(self, sql: Any) -> tuple[str, str]:
         """``sql`` as it will run and its kind (:func:`.statements.kind`), refused as the stdlib
@@ -810,406 +768,6 @@ class Connection(Hooks):
             raise TypeError("executemany() argument 2 must be iterable")
         # A list: a statement that must run again elsewhere needs them again.
         return [adaptation.adapt_parameters(p) for p in parameters]
-
-    def _control(self, sql: str, kind: str) -> None:
-        """BEGIN, COMMIT and ROLLBACK as statements, and anything while the transaction is
-        aborted (only its end is accepted then)."""
-        if kind in ("begin", "commit", "rollback"):
-            self._trace_control(sql)  # the stdlib runs it; we only act on it
-        if self._txns.aborted is not None:
-            if kind in ("commit", "rollback"):
-                self._txns.end_aborted(commit=kind == "commit")
-                return
-            raise errors.still_aborted(self._txns.aborted, "roll it back before the next statement")
-        if kind == "begin":
-            if self._txns.txn is not None or self._txns.later is not None:
-                raise OperationalError("cannot start a transaction within a transaction")
-            words = statements.first_keywords(sql, 2, past_empty=True)
-            self._txns.begin(immediate=len(words) > 1 and words[1] in ("IMMEDIATE", "EXCLUSIVE"))
-        elif self._txns.later is not None:
-            self._txns.later = None  # no statement ran: nothing to end
-        elif self._txns.txn is None:
-            verb = "commit" if kind == "commit" else "rollback"
-            raise OperationalError(f"cannot {verb} - no transaction is active")
-        elif kind == "commit":
-            self._txns.commit()
-        else:
-            self._txns.rollback()
-
-    def _route(self, cursor: Cursor, sql: str, parameters: Any, many: bool, kind: str) -> None:
-        """A statement other than BEGIN, COMMIT and ROLLBACK, on a shared database."""
-        if self._txns.later is not None:
-            self._txns.settle(sql, kind)
-        if kind in ("attach", "detach"):
-            self._attach_or_detach(cursor, sql, parameters, many, kind)
-            return
-        if self._txns.exclusive is None and self._state.has_local and kind not in SAVEPOINT_KINDS:
-            probe = self._probe(sql, parameters, many)
-            if probe is not None and probe.local:
-                self._execute_local(cursor, sql, parameters, many, kind, probe.writes)
-                return
-        if self._txns.txn is None and kind == "savepoint":
-            self._txns.begin(by_savepoint=True)  # as in SQLite, it starts a transaction
-            if self._txns.later is not None:
-                self._txns.settle(sql, kind)
-        if (
-            self._txns.txn is None
-            and kind == "dml"
-            and self._dml_outside_txn(cursor, sql, parameters, many)
-        ):
-            return
-        if kind == "pragma" and self._pragma(cursor, sql, parameters, many):
-            return
-        if kind == "exclusive" and self._txns.exclusive is None:
-            if self._txns.txn is None:
-                self._txns.exclusive_alone(cursor, sql, parameters, many, kind)
-                return
-            if statements.first_keywords(sql, 1, past_empty=True) == ["VACUUM"]:
-                raise OperationalError("cannot VACUUM from within a transaction")
-            self._txns.become_exclusive()
-        if self._txns.exclusive is not None:
-            self._txns.run_exclusive(cursor, sql, parameters, many, kind)
-        elif self._txns.txn is not None:
-            self._run_in_txn(cursor, sql, parameters, many, kind)
-        else:
-            self._run_on_reader(cursor, sql, parameters, many, kind)
-
-    def _dml_outside_txn(self, cursor: Cursor, sql: str, parameters: Any, many: bool) -> bool:
-        """DML with no transaction open: an implicit BEGIN (``isolation_level`` not None), after
-        which the statement still has to run (``False``), or an autocommit statement, run here
-        as its own transaction (``True``)."""
-        if self._isolation_level is not None:
-            self._trace_control(f"BEGIN {self._isolation_level}")
-            self._txns.begin()
-            if self._txns.later is not None:
-                self._txns.settle(sql, "dml")
-            return False
-        if self._level.autocommit_fast_path and self._autocommit_fast(
-            cursor, sql, parameters, many
-        ):
-            return True
-        self._txns.begin_optimistic()
-        self._txns.chooser.began(ways.OPTIMISTIC, "")
-        # Autocommit: the statement is its own transaction, failing as a whole.
-        try:
-            self._run_in_txn(cursor, sql, parameters, many, "dml")
-            cursor._detach_from_txn()
-            self._txns.commit()
-        except BaseException:
-            self._txns.aborted = None  # the statement was the whole transaction
-            if self._txns.txn is not None:
-                self._txns.rollback()
-            raise
-        return True
-
-    def _pragma(self, cursor: Cursor, sql: str, parameters: Any, many: bool) -> bool:
-        """A pragma that is not run as the statements around it are; ``False`` for the rest."""
-        if (mode := journal_mode.requested(sql)) is not None:
-            if mode != "wal":
-                raise NotSupportedError(journal_mode.refusal(mode))
-            # The database's own mode, not that of a transaction's private connection.
-            self._runner.run(cursor, self._reader, sql, parameters, many, False, "pragma")
-        elif foreign_keys.is_defer_pragma(sql):
-            self._defer_pragma(cursor, sql, parameters)
-        elif self._is_connection_pragma(sql):
-            self._run_connection_pragma(cursor, sql, parameters)
-        else:
-            return False
-        return True
-
-    def _run_on_reader(
-        self, cursor: Cursor, sql: str, parameters: Any, many: bool, kind: str
-    ) -> None:
-        """Outside transactions a statement runs on the read-only reader; what it refuses
-        writes."""
-        try:
-            self._runner.run(cursor, self._reader, sql, parameters, many, False, kind)
-        except apsw.AuthError:
-            # The reader refused a write: a changeset cannot carry it (architecture.md, "Exclusive
-            # operations"), unless it writes nothing but TEMP objects (``CREATE TEMP TABLE``), which
-            # need no one to wait.
-            probe = self._probe(sql, parameters, many)
-            if probe is not None and probe.local:
-                self._execute_local(cursor, sql, parameters, many, kind, probe.writes)
-            else:
-                self._txns.exclusive_alone(cursor, sql, parameters, many, kind)
-
-    def _probe(self, sql: str, parameters: Any, many: bool) -> connstate.Probe | None:
-        """What ``sql`` touches, as preparing it on the merger shows (:mod:`.connstate`)."""
-        state = self._state
-        if not state.listening:
-            state.listening = True
-            self._merger.authorizer = self._merger_authorizer()
-        if many:
-            parameters = parameters[0] if parameters else ()
-        try:
-            return state.probe(self._merger, sql, parameters)
-        except apsw.SQLError as e:
-            raise translate(e) from e
-
-    def _execute_local(
-        self, cursor: Cursor, sql: str, parameters: Any, many: bool, kind: str, writes: bool
-    ) -> None:
-        """Run a statement that touches TEMP objects (or an attached in-memory database) on the
-        merger, the one connection that has them (:mod:`.connstate`).
-
-        Outside a transaction it runs at once if it writes nothing the other connections
-        share, and alone (an exclusive operation) if it does.  A transaction it is part of
-        becomes exclusive first, so that the TEMP rows it writes commit or roll back with the
-        rest, as they would on the stdlib's one connection.
-        """
-        implicit = kind == "dml" and self._isolation_level is not None  # the stdlib's BEGIN
-        if self._txns.txn is None and not implicit:
-            if writes:
-                self._txns.exclusive_alone(cursor, sql, parameters, many, kind)
-            else:
-                self._runner.run(cursor, self._merger, sql, parameters, many, False, kind)
-            return
-        if self._txns.txn is None:
-            self._trace_control(f"BEGIN {self._isolation_level}")
-            self._txns.begin_optimistic()
-            self._txns.chooser.began(ways.OPTIMISTIC, "")
-        self._txns.become_exclusive()
-        self._txns.run_exclusive(cursor, sql, parameters, many, kind)
-
-    def _attach_or_detach(
-        self, cursor: Cursor, sql: str, parameters: Any, many: bool, kind: str
-    ) -> None:
-        """ATTACH or DETACH on the merger, which has every attached database, then the same
-        on the reader and the transaction connection for a database file (:mod:`.connstate`)."""
-        merger = self._merger
-        before = merger.db_names()
-        self._runner.run(cursor, merger, sql, parameters, many, False, kind)
-        after = merger.db_names()
-        for name in after:
-            if name not in before:
-                self._copy_attachment(name, merger.db_filename(name))
-        for name in before:
-            if name not in after:
-                self._drop_attachment(name)
-
-    def _copy_attachment(self, name: str, path: str) -> None:
-        if not self._state.attached(name, path):
-            self._refresh_local()  # an in-memory database: the merger's alone
-            return
-        try:
-            self._muted(self._reader, "ATTACH DATABASE ? AS ?", (path, name))
-            if self._txn_conn is not None:
-                self._muted(self._txn_conn, "ATTACH DATABASE ? AS ?", (_copy_uri(path), name))
-        except apsw.Error as e:
-            self._state.detached(name)
-            for conn in (self._txn_conn, self._reader, self._merger):
-                if conn is not None and name in conn.db_names():
-                    with contextlib.suppress(apsw.Error):
-                        self._muted(conn, "DETACH DATABASE ?", (name,))
-            raise translate(e) from e
-
-    def _drop_attachment(self, name: str) -> None:
-        path = self._state.detached(name)
-        if path is None:
-            self._refresh_local()
-            return
-        copies = [
-            conn
-            for conn in (self._txn_conn, self._reader)
-            if conn is not None and name in conn.db_names()
-        ]
-        if any(conn.txn_state(name) != apsw.SQLITE_TXN_NONE for conn in copies):
-            # In use (an unfinished SELECT, or the open transaction read it): SQLite's one
-            # connection would refuse, so the merger takes it back.
-            self._muted(self._merger, "ATTACH DATABASE ? AS ?", (path, name))
-            self._state.attached(name, path)
-            raise OperationalError(f"database {name} is locked")
-        for conn in copies:
-            self._muted(conn, "DETACH DATABASE ?", (name,))
-
-    def _reload_schema(self, conn: apsw.Connection, schema: str) -> None:
-        """Make ``conn`` read ``schema``'s schema again if another connection changed it."""
-        with contextlib.suppress(apsw.Error):
-            schema_table = f"{identifiers.quote(schema)}.sqlite_master"
-            self._muted(conn, f"SELECT 1 FROM {schema_table} LIMIT 1", ())
-
-    def _muted(self, conn: apsw.Connection, sql: str, parameters: Any) -> None:
-        """Run our own statement where authorizers would refuse the application's."""
-        self._denied.muted = True
-        try:
-            conn.execute(sql, parameters).fetchall()
-        finally:
-            self._denied.muted = False
-
-    def _after_schema_change(self) -> None:
-        """A statement on the merger may have changed a schema the other connections cache."""
-        self._refresh_local()
-        # The schema cookie that keys these is main's; an attached database has its own.
-        self._runner.statement_shapes.clear()
-        self._txn_conn_cookie = None
-        # SQLite notices a changed schema when it runs a statement, after the application may
-        # have read its columns: the reader loads the new one now.
-        for schema in ("main", *self._state.files):
-            self._reload_schema(self._reader, schema)
-
-    def _refresh_local(self) -> None:
-        """After a statement on the merger that may have created or dropped TEMP objects."""
-        self._state.refresh(self._merger)
-
-    def _run_in_txn(self, cursor: Cursor, sql: str, parameters: Any, many: bool, kind: str) -> None:
-        txn = self._txns.txn
-        assert isinstance(txn, WriteTransaction)
-        given = parameters
-        if many:  # shared with the run on the merger below, should it come to that
-            parameters = running.Remaining(parameters)
-        if (
-            self._txns.chooser.escalates_at(
-                sql, kind, wrote=txn.wrote, fast_path_closed=self._db.lockdb.fast_path_closed
-            )
-            and self._txns.escalate()
-        ):
-            self._txns.run_exclusive(cursor, sql, parameters, many, kind)
-            return
-        try:
-            self._runner.run(cursor, txn.connection, sql, parameters, many, True, kind)
-        except running.NeedsExclusive:
-            self._txns.become_exclusive()
-            self._txns.run_exclusive(cursor, sql, parameters, many, kind)
-            return
-        except ConflictError as e:
-            script, self._txns.script = self._txns.script, None
-            if not self._txns.replays.after_conflict(script, txn, e):
-                raise
-            self._txns.run_exclusive(cursor, sql, parameters, many, kind)
-            return
-        except BaseException:
-            self._txns.script = None  # the application sees an error the database gave it
-            raise
-        if kind in SAVEPOINT_KINDS:
-            # A RELEASE may have committed it (see ``StatementRunner.run``): harmless.
-            txn.savepoints.ran(sql)
-        script = self._txns.script
-        if script is None or self._txns.txn is not txn:
-            return
-        if kind not in rerun.KINDS:  # a savepoint that began the transaction
-            self._txns.script = None
-            return
-        cursor._statement = script.record(cursor, sql, given, many, kind)
-        if cursor._statement is None:
-            self._txns.script = None
-        elif kind == "dml" and cursor._rowcount > 0:
-            script.changes += cursor._rowcount
-
-    def _execute_private(
-        self,
-        cursor: Cursor,
-        conn: apsw.Connection,
-        sql: str,
-        parameters: Any,
-        many: bool,
-        kind: str,
-    ) -> None:
-        """Everything on one stock connection; transactions open implicitly as the stdlib's."""
-        if kind == "dml" and self._isolation_level is not None and conn.get_autocommit():
-            begin = f"BEGIN {self.isolation_level}"
-            self._trace_control(begin)
-            try:
-                conn.execute(begin)
-            except apsw.Error as e:
-                raise translate(e) from e
-        self._runner.run(cursor, conn, sql, parameters, many, False, kind)
-
-    def _autocommit_fast(self, cursor: Cursor, sql: str, parameters: Any, many: bool) -> bool:
-        """Run one autocommit DML statement straight on the merger (architecture.md, "A commit,
-        straight down"): no snapshot, overlay or session, since there is no think time to overlap.
-
-        Same marker as any commit.  If it touched a row (or table) that a live transaction has
-        locked, it is undone and ``False`` returned: the normal path then waits for the lock.
-        Page-level transactions need nothing: they validate against the frames it appends.
-        While table-level transactions are live it is not taken at all: their locks cover
-        tables (WITHOUT ROWID ones included) that the update hook cannot report.
-        """
-        lockdb = self._db.lockdb
-        if lockdb.fast_path_closed():
-            return False
-        txn_id = lockdb.next_id()  # one that falls back to a transaction is skipped
-        self._deferral.end()  # a write transaction of its own (or one that follows)
-        touched: dict[str, list[int]] = {}  # rows updated or deleted, by table
-        written: set[str] = set()
-        self._fast_rows = (written, touched)
-        conn = self._merger
-        # Only while it runs: every merge would otherwise call back into Python for each row,
-        # inside the merge lock.
-        conn.set_update_hook(self._on_merger_write)
-        try:
-            with self._db.merge_lock:
-                conn.execute("BEGIN IMMEDIATE")
-                try:
-                    self._runner.run(cursor, conn, sql, parameters, many, False, "dml")
-                    if self._level.locks_rows and self._db.lockdb.locked_by_others(
-                        written, touched
-                    ):
-                        conn.execute("ROLLBACK")
-                        return False
-                    conn.execute("COMMIT")
-                except BaseException:
-                    if conn.in_transaction:
-                        conn.execute("ROLLBACK")
-                    raise
-        except apsw.Error as e:
-            raise translate(e) from e
-        finally:
-            conn.set_update_hook(None)
-            self._fast_rows = None
-        # One may have begun meanwhile, its snapshot perhaps before this commit.
-        self._db.lockdb.bump_versions_if_table_level(written)
-        self._txns.after_merge(txn_id)
-        return True
-
-    def _on_merger_write(self, op: int, db: str, table: str, rowid: int) -> None:
-        self._open_blobs.row_written(db, table, rowid)
-        fast = self._fast_rows
-        if fast is not None and db == "main":
-            written, touched = fast
-            written.add(table)
-            # A new row has a rowid no live transaction can hold yet; changed ones may be.
-            if op != apsw.SQLITE_INSERT:
-                touched.setdefault(table, []).append(rowid)
-
-    @staticmethod
-    def _is_connection_pragma(sql: str) -> bool:
-        words = statements.first_keywords(sql, 2, past_empty=True)
-        return (
-            len(words) > 1
-            and words[1].lower() in authorizer.CONNECTION_PRAGMAS
-            and ("=" in sql or "(" in sql)
-        )
-
-    def _run_connection_pragma(self, cursor: Cursor, sql: str, parameters: Any) -> None:
-        """Set a connection pragma on every connection this one uses, now and when opened."""
-        self._runner.run(cursor, self._reader, sql, parameters, False, False, "pragma")
-        self._connection_pragmas.append(sql)
-        self._db.merger_fsyncs = None
-        for conn in (self._snapshot_conn, self._merger, self._txn_conn):
-            if conn is not None:
-                try:
-                    conn.execute(sql, parameters).fetchall()
-                except apsw.Error as e:
-                    raise translate(e) from e
-
-    def _defer_pragma(self, cursor: Cursor, sql: str, parameters: Any) -> None:
-        """PRAGMA defer_foreign_keys where the transaction's statements run, outside one on
-        the reader (see :mod:`.foreign_keys`)."""
-        txn = self._txns.txn
-        if txn is None:
-            self._runner.run(cursor, self._reader, sql, parameters, False, False, "pragma")
-            self._deferral.set_on_reader()
-            return
-        if self._txns.exclusive is not None:
-            self._runner.run(cursor, self._merger, sql, parameters, False, False, "pragma")
-            conn = self._merger
-        else:
-            self._runner.run(cursor, txn.connection, sql, parameters, False, True, "pragma")
-            conn = txn.connection  # after the run: pinning may have replaced it
-        with self._denied.muting():
-            # Kept for a connection the transaction moves to (a new one, or the merger).
-            txn.defer_foreign_keys = foreign_keys.flag(conn)
 
 
 class Statement:
@@ -1353,12 +911,6 @@ def _check_options(
         raise ProgrammingError("escalate_at must be >= 1")
     if not isinstance(row_lock_delay, (int, float)) or not 0 <= row_lock_delay <= 60:
         raise ProgrammingError("row_lock_delay must be a number of seconds from 0 to 60")
-
-
-def _copy_uri(path: str) -> str:
-    """An attached file for the transaction connection: through the default VFS, since the
-    overlay VFS (its main database's, which attached files inherit) hides -wal files."""
-    return filenames.uri(path, f"vfs={apsw.vfs_names()[0]}")
 
 
 class _Private(NamedTuple):

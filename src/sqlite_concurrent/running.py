@@ -91,7 +91,7 @@ class StatementRunner:
             owner._total_changes += cursor._rowcount
         self._describe(cursor, trace, known, conn, many, kind)
         if conn is owner._merger and owner._private is None and statements.may_change_schema(sql):
-            owner._after_schema_change()
+            owner._schemas.changed()
         if conn is not owner._reader or owner._private is not None:
             # The connection's value moves with executemany too; the cursor's does not.
             owner._last_insert_rowid = conn.last_insert_rowid()

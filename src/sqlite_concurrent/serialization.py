@@ -32,7 +32,7 @@ def serialize(connection: Connection, name: str) -> bytes:
     if connection._private is None and connection._txns.exclusive is None and txn is not None:
         txn.ensure_pinned()
         overlay = connection._db.slot.overlay
-    conn = connection._current_connection()
+    conn = connection._router.current_connection()
     try:
         with connection._denied.muting():  # our reads of the pages, not the application's
             data = conn.serialize(name)

@@ -455,7 +455,7 @@ class Transactions:
         # update hook, set on the merger only while it is needed.
         watch = bool(self._owner._open_blobs)
         if watch:
-            self._owner._merger.set_update_hook(self._owner._on_merger_write)
+            self._owner._merger.set_update_hook(self._owner._router.on_merger_write)
         try:
             self._owner._runner.run(cursor, self._owner._merger, sql, parameters, many, False, kind)
         finally:
@@ -486,7 +486,7 @@ class Transactions:
             # Rolled back, the TEMP objects it created are gone again; committed, its schema
             # changes are now there for the reader to see.
             if excl.schema_changed:
-                self._owner._after_schema_change()
+                self._owner._schemas.changed()
         if committed and self.chooser.way in (ways.DIRECT, ways.ESCALATED):
             # What it wrote on the merger is not in its changed tables: a table-level
             # transaction holding an older snapshot must learn of it.
