@@ -108,7 +108,7 @@ def _into_ours(
             conn.execute("PRAGMA journal_mode=WAL")
 
     try:
-        target._txns.alone(replace_all)
+        target._txns.on_merger.alone(replace_all)
     except apsw.Error as e:
         raise translate(e) from e
 

@@ -79,7 +79,7 @@ class Replays:
         """
         if self._txns.db.lockdb.fast_path_closed() or self._txns.other_open_here():
             return None
-        excl = self._txns.take_merger(txn.txn_id, immediate=False)
+        excl = self._txns.on_merger.take_merger(txn.txn_id, immediate=False)
         if excl is None:
             return None
         counters = self._owner._total_changes, self._owner._last_insert_rowid
@@ -184,7 +184,7 @@ class Replays:
             begun_by_savepoint=False,  # a savepoint would have stopped the recording
             defer_foreign_keys=txn.defer_foreign_keys,
         )
-        self._txns.install_direct(excl, moved)
+        self._txns.on_merger.install_direct(excl, moved)
         self._txns.chooser.escalated()
         crashpoints.reach("escalate.replayed")
 

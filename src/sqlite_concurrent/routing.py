@@ -19,7 +19,6 @@ from .cursor import Cursor
 from .engine import authorizer, foreign_keys, journal_mode, rerun, ways
 from .engine.transaction import WriteTransaction
 from .errors import ConflictError, NotSupportedError, OperationalError, translate
-from .transactions import SAVEPOINT_KINDS
 
 if TYPE_CHECKING:
     from .dbapi import Connection
@@ -70,7 +69,7 @@ class Router:
         try:
             if where[0].lower() != "main" and self._txns.exclusive is None:
                 # TEMP and attached databases are written on the merger (see connstate).
-                self._txns.become_exclusive()
+                self._txns.on_merger.become_exclusive()
             blob = self.current_connection(where[0]).blob_open(*where, True)
             try:
                 blob.seek(offset)
@@ -121,7 +120,7 @@ class Router:
         if (
             self._txns.exclusive is None
             and self._owner._state.has_local
-            and kind not in SAVEPOINT_KINDS
+            and kind not in statements.SAVEPOINT_KINDS
         ):
             probe = self._probe(sql, parameters, many)
             if probe is not None and probe.local:
@@ -141,13 +140,13 @@ class Router:
             return
         if kind == "exclusive" and self._txns.exclusive is None:
             if self._txns.txn is None:
-                self._txns.exclusive_alone(cursor, sql, parameters, many, kind)
+                self._txns.on_merger.exclusive_alone(cursor, sql, parameters, many, kind)
                 return
             if statements.first_keywords(sql, 1, past_empty=True) == ["VACUUM"]:
                 raise OperationalError("cannot VACUUM from within a transaction")
-            self._txns.become_exclusive()
+            self._txns.on_merger.become_exclusive()
         if self._txns.exclusive is not None:
-            self._txns.run_exclusive(cursor, sql, parameters, many, kind)
+            self._txns.on_merger.run_exclusive(cursor, sql, parameters, many, kind)
         elif self._txns.txn is not None:
             self._run_in_txn(cursor, sql, parameters, many, kind)
         else:
@@ -211,7 +210,7 @@ class Router:
             if probe is not None and probe.local:
                 self._execute_local(cursor, sql, parameters, many, kind, probe.writes)
             else:
-                self._txns.exclusive_alone(cursor, sql, parameters, many, kind)
+                self._txns.on_merger.exclusive_alone(cursor, sql, parameters, many, kind)
 
     def _probe(self, sql: str, parameters: Any, many: bool) -> connstate.Probe | None:
         """What ``sql`` touches, as preparing it on the merger shows (:mod:`.connstate`)."""
@@ -240,7 +239,7 @@ class Router:
         implicit = kind == "dml" and self._owner._isolation_level is not None  # the stdlib's BEGIN
         if self._txns.txn is None and not implicit:
             if writes:
-                self._txns.exclusive_alone(cursor, sql, parameters, many, kind)
+                self._txns.on_merger.exclusive_alone(cursor, sql, parameters, many, kind)
             else:
                 self._runner.run(cursor, self._owner._merger, sql, parameters, many, False, kind)
             return
@@ -248,8 +247,8 @@ class Router:
             self._owner._trace_control(f"BEGIN {self._owner._isolation_level}")
             self._txns.begin_optimistic()
             self._txns.chooser.began(ways.OPTIMISTIC, "")
-        self._txns.become_exclusive()
-        self._txns.run_exclusive(cursor, sql, parameters, many, kind)
+        self._txns.on_merger.become_exclusive()
+        self._txns.on_merger.run_exclusive(cursor, sql, parameters, many, kind)
 
     def _run_in_txn(self, cursor: Cursor, sql: str, parameters: Any, many: bool, kind: str) -> None:
         txn = self._txns.txn
@@ -261,26 +260,26 @@ class Router:
             self._txns.chooser.escalates_at(
                 sql, kind, wrote=txn.wrote, fast_path_closed=self._owner._db.lockdb.fast_path_closed
             )
-            and self._txns.escalate()
+            and self._txns.on_merger.escalate()
         ):
-            self._txns.run_exclusive(cursor, sql, parameters, many, kind)
+            self._txns.on_merger.run_exclusive(cursor, sql, parameters, many, kind)
             return
         try:
             self._runner.run(cursor, txn.connection, sql, parameters, many, True, kind)
         except running.NeedsExclusive:
-            self._txns.become_exclusive()
-            self._txns.run_exclusive(cursor, sql, parameters, many, kind)
+            self._txns.on_merger.become_exclusive()
+            self._txns.on_merger.run_exclusive(cursor, sql, parameters, many, kind)
             return
         except ConflictError as e:
             script, self._txns.script = self._txns.script, None
             if not self._txns.replays.after_conflict(script, txn, e):
                 raise
-            self._txns.run_exclusive(cursor, sql, parameters, many, kind)
+            self._txns.on_merger.run_exclusive(cursor, sql, parameters, many, kind)
             return
         except BaseException:
             self._txns.script = None  # the application sees an error the database gave it
             raise
-        if kind in SAVEPOINT_KINDS:
+        if kind in statements.SAVEPOINT_KINDS:
             # A RELEASE may have committed it (see ``StatementRunner.run``): harmless.
             txn.savepoints.ran(sql)
         script = self._txns.script

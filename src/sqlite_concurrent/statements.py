@@ -168,3 +168,7 @@ def pragma(sql: str) -> Pragma | None:
         _unquote(m.group("name")).lower(),
         None if value is None else _unquote(value),
     )
+
+
+# The kinds (:func:`kind`) of SAVEPOINT, RELEASE and ROLLBACK TO.
+SAVEPOINT_KINDS = frozenset({"savepoint", "release", "rollback_to"})

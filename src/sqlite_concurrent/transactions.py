@@ -15,19 +15,19 @@ from __future__ import annotations
 import logging
 import threading
 import weakref
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, TypeVar, cast
+from typing import TYPE_CHECKING, TypeVar
 
 import apsw
 
 from . import crashpoints, errors, statements
 from .commit import merge
 from .cursor import Cursor
-from .engine import direct, exclusive, foreign_keys, rerun, ways
+from .engine import exclusive, foreign_keys, rerun, ways
 from .engine.database import SharedDatabase
 from .engine.transaction import WriteTransaction
 from .errors import ConflictError, translate
 from .locking import oslock, waits
+from .on_merger import OnMerger
 from .process import exiting
 from .replaying import Replays
 
@@ -37,8 +37,6 @@ if TYPE_CHECKING:
 T = TypeVar("T")
 
 log = logging.getLogger("sqlite_concurrent")
-
-SAVEPOINT_KINDS = frozenset({"savepoint", "release", "rollback_to"})
 
 
 class Transactions:
@@ -66,6 +64,7 @@ class Transactions:
         self.chooser = ways.Chooser(mode)  # how each transaction runs (``engine/ways.py``)
         self.cursors: weakref.WeakSet[Cursor] = weakref.WeakSet()  # reading its connection
         self.replays = Replays(self, owner)
+        self.on_merger = OnMerger(self, owner)
 
     def is_open(self) -> bool:
         return self.txn is not None or self.aborted is not None or self.later is not None
@@ -105,7 +104,7 @@ class Transactions:
         if (
             sql is not None
             and self._may_run_direct(sql, kind, immediate)
-            and self._begin_direct(by_savepoint, immediate)
+            and self.on_merger.begin_direct(by_savepoint, immediate)
         ):
             self.chooser.began(ways.DIRECT, sql)
             return
@@ -131,94 +130,6 @@ class Transactions:
             return False
         me = threading.get_ident()
         return any(c is not self._owner and c._txns.thread == me and c._in_txn() for c in others)
-
-    def _begin_direct(self, by_savepoint: bool, immediate: bool) -> bool:
-        """Take the merge lock (first come, first served) and begin on the merger.
-
-        :returns: ``False`` if the lock is this thread's already (another connection's
-            transaction holds it): the transaction then runs optimistically.
-        """
-        self.script = None  # what a rolled-back optimistic one recorded
-        # Everything that can be done before the merge lock is: others wait while it is held.
-        defer = self._owner._deferral.take()
-        txn = direct.DirectTransaction(
-            self.db.lockdb.next_id(),
-            level=self._owner._level,
-            lockdb=self.db.lockdb,
-            begun_by_savepoint=by_savepoint,
-            defer_foreign_keys=defer,
-        )
-        excl = self.take_merger(txn.txn_id, immediate=immediate)
-        if excl is None:
-            if self._owner.mode == "direct":
-                raise oslock.HeldByThisThreadError
-            return False
-        self.install_direct(excl, txn)
-        if defer:
-            foreign_keys.set_flag(self._owner._merger, True)
-        crashpoints.reach("direct.begun")
-        return True
-
-    def take_merger(self, txn_id: int, *, immediate: bool) -> exclusive.Exclusive | None:
-        """The merge lock (first come, first served) and a write transaction on the merger;
-        ``None`` if the lock is this thread's already (another connection's transaction)."""
-        try:
-            return exclusive.Exclusive(
-                self._owner._merger,
-                self.db.merge_lock,
-                txn_id,
-                None,
-                enforce_foreign_keys=merge.foreign_keys(self._owner._reader),
-                # The write lock from the start, so that no writer outside ours (Litestream,
-                # a stock one) can make the first write fail with a stale snapshot; but with
-                # attached database files, BEGIN IMMEDIATE would lock those too, and SQLite's
-                # one connection lets a transaction detach one it has not used.
-                begin="BEGIN IMMEDIATE" if immediate or not self._owner._state.files else "BEGIN",
-            )
-        except oslock.HeldByThisThreadError:
-            return None
-        except apsw.Error as e:
-            raise translate(e) from e
-
-    def install_direct(self, excl: exclusive.Exclusive, txn: direct.DirectTransaction) -> None:
-        """The open transaction is ``txn``, running directly in ``excl``."""
-        excl.schema_changed = False
-        self.exclusive = excl
-        self.txn = cast(WriteTransaction, txn)
-        self.db.publisher.schedule(txn, direct.SHOW_AFTER)
-
-    def escalate(self) -> bool:
-        """Go on directly from this statement, its work so far applied on the merger, if what
-        it read is still current (so the rest reads the same database); otherwise it stays
-        optimistic.  Waits for the merge lock first come, first served."""
-        txn = self.txn
-        assert isinstance(txn, WriteTransaction) and self.exclusive is None
-        # Unresolved deferred foreign-key violations: a changeset cannot carry their count.
-        if self.other_open_here() or foreign_keys.unresolved(txn.connection):
-            return False
-        try:
-            self.db.merge_lock.acquire()
-        except oslock.HeldByThisThreadError:
-            return False
-        try:
-            current = txn.reads_current()
-        except BaseException:
-            self.db.merge_lock.release()
-            raise
-        if not current:
-            self.db.merge_lock.release()
-            return False
-        try:
-            self._move_to_merger(txn, locked=True)
-        except ConflictError as e:  # its work so far could not be applied: doomed
-            self.chooser.learn(e)
-            self.aborted = e
-            raise
-        assert self.exclusive is not None
-        self.exclusive.schema_changed = False
-        crashpoints.reach("escalate.applied")
-        self.chooser.escalated()
-        return True
 
     def begin_optimistic(
         self, *, by_savepoint: bool = False, immediate: bool | None = None
@@ -273,7 +184,7 @@ class Transactions:
         self.chooser.learn()
         self._owner._deferral.end()
         if self.exclusive is not None:
-            self.finish_exclusive(commit=False)
+            self.on_merger.finish_exclusive(commit=False)
             return
         txn, self.txn = self.txn, None
         assert txn is not None
@@ -310,7 +221,7 @@ class Transactions:
         assert txn is not None
         self._owner._deferral.end()
         if self.exclusive is not None:
-            self.finish_exclusive(commit=True)
+            self.on_merger.finish_exclusive(commit=True)
             return
         self.txn = None
         self.detach_cursors()
@@ -363,136 +274,6 @@ class Transactions:
                 txn.txn_id,
                 translate(e) if isinstance(e, apsw.Error) else e,
             )
-
-    def exclusive_alone(
-        self, cursor: Cursor, sql: str, parameters: Any, many: bool, kind: str
-    ) -> None:
-        """Outside a transaction: one statement a changeset cannot carry, run by itself once
-        every live transaction has ended."""
-        run = self._owner._runner.run
-        self.alone(lambda: run(cursor, self._owner._merger, sql, parameters, many, False, kind))
-
-    def alone(self, work: Callable[[], T]) -> T:
-        """Run ``work`` on the merger with the database to itself: the ``db`` lock in X mode
-        (every other transaction has ended, new ones wait) and the merge lock."""
-        txn_id, _ = self.db.lockdb.begin(self._owner.lock_level)
-        waits.owned_by_this_thread(txn_id)
-        self._owner._deferral.end()  # a write transaction of its own, ended when this returns
-        try:
-            exclusive.wait_for_db(self.db.lockdb, txn_id, self._owner.timeout)
-            with self.db.merge_lock:
-                result = work()
-        finally:
-            waits.forget(txn_id)
-            waits.wake(self.db.lockdb, self.db.lockdb.end(txn_id))
-        self.after_merge(txn_id)
-        return result
-
-    def become_exclusive(self) -> None:
-        """The open transaction met a statement a changeset cannot carry: wait for the others
-        to end, then move what it did so far onto the merger and go on there.
-
-        A lock timeout leaves the transaction as it was; a conflict (its snapshot was stale)
-        rolls it back.
-        """
-        txn = self.txn
-        assert txn is not None and self.exclusive is None
-        foreign_keys.check_move(txn.connection)
-        try:
-            txn.ensure_registered()
-            exclusive.wait_for_db(self.db.lockdb, txn.txn_id, self._owner.timeout)
-        except ConflictError as e:  # a deadlock victim: doomed, so free its locks for the others
-            self.abort(e)
-            raise
-        self._move_to_merger(txn, locked=False)
-
-    def _move_to_merger(self, txn: WriteTransaction, *, locked: bool) -> None:
-        """Apply what ``txn`` wrote so far on the merger, its open savepoints with it, and go
-        on there (an exclusive operation, or an escalation).  If that fails, the transaction
-        has ended.  ``locked``: the caller holds the merge lock, released with the rest."""
-        self.script = None  # direct from here on: nothing to run again
-        self.detach_cursors()
-        excl = None
-        try:
-            try:
-                pending = txn.prepare(self._owner._table_shapes, moving=True)
-            except BaseException:
-                if locked:
-                    self.db.merge_lock.release()
-                raise
-            excl = exclusive.Exclusive(
-                self._owner._merger,
-                self.db.merge_lock,
-                txn.txn_id,
-                pending,
-                txn.saved,
-                enforce_foreign_keys=merge.foreign_keys(self._owner._reader),
-                locked=locked,
-            )
-            if txn.defer_foreign_keys:
-                foreign_keys.set_flag(self._owner._merger, True)
-            self.exclusive = excl
-        except BaseException as e:
-            if excl is not None:  # rolls back, lets go of the merge lock
-                excl.finish(False)
-            self.txn = None
-            txn.end(False)
-            if isinstance(e, apsw.Error):
-                raise translate(e) from e
-            raise
-
-    def run_exclusive(
-        self, cursor: Cursor, sql: str, parameters: Any, many: bool, kind: str
-    ) -> None:
-        assert self.exclusive is not None and self.txn is not None
-        if kind == "exclusive" or statements.may_change_schema(sql):
-            self.exclusive.schema_changed = True
-        if kind == "release" and self.txn.savepoints.would_end(sql):
-            # The merger's transaction began with BEGIN: SQLite would not check the commit
-            # this RELEASE is, so it is checked here, before anything is released.
-            foreign_keys.check_commit(self._owner._merger)
-        # The stdlib's blob handles expire when their row changes; ours learn it from the
-        # update hook, set on the merger only while it is needed.
-        watch = bool(self._owner._open_blobs)
-        if watch:
-            self._owner._merger.set_update_hook(self._owner._router.on_merger_write)
-        try:
-            self._owner._runner.run(cursor, self._owner._merger, sql, parameters, many, False, kind)
-        finally:
-            if watch:
-                self._owner._merger.set_update_hook(None)
-            if self.exclusive is not None and not self.exclusive.open:
-                # SQLite rolled the whole transaction back (as it does after some errors).
-                self.finish_exclusive(commit=False)
-        if kind in SAVEPOINT_KINDS and self.exclusive is not None:
-            stack = self.txn.savepoints
-            stack.ran(sql)
-            if stack.ended:
-                # The merger's transaction began with BEGIN, so SQLite goes on; on the
-                # transaction connection, as in the stdlib, this RELEASE was the commit.
-                self.finish_exclusive(commit=True)
-
-    def finish_exclusive(self, *, commit: bool) -> None:
-        excl, self.exclusive = self.exclusive, None
-        txn, self.txn = self.txn, None
-        assert excl is not None and txn is not None
-        committed = False
-        try:
-            committed = excl.finish(commit)
-        except apsw.Error as e:
-            raise translate(e) from e
-        finally:
-            self.end(txn, committed)
-            # Rolled back, the TEMP objects it created are gone again; committed, its schema
-            # changes are now there for the reader to see.
-            if excl.schema_changed:
-                self._owner._schemas.changed()
-        if committed and self.chooser.way in (ways.DIRECT, ways.ESCALATED):
-            # What it wrote on the merger is not in its changed tables: a table-level
-            # transaction holding an older snapshot must learn of it.
-            self.db.lockdb.bump_all_versions_if_table_level(self._owner._merger)
-        if committed:
-            self.after_merge(txn.txn_id)
 
     def after_merge(self, txn_id: int) -> None:
         """Housekeeping after a commit.  The commit has happened: nothing here may make

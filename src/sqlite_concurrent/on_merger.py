@@ -1,0 +1,256 @@
+"""A write transaction running on the merger, under the merge lock.
+
+Three ways lead there (architecture.md, "Exclusive operations", and ``engine/ways.py``): a
+transaction predicted short begins there (direct); an optimistic one that reaches something hot
+goes on there with its work so far applied (escalated); and one that meets a statement a
+changeset cannot carry waits for every other transaction to end and moves there (exclusive).
+Outside a transaction, such a statement runs alone.  Each holds an ``engine.exclusive.Exclusive``
+(the merger's write transaction) until it commits or rolls back.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, TypeVar, cast
+
+import apsw
+
+from . import crashpoints, statements
+from .commit import merge
+from .cursor import Cursor
+from .engine import direct, exclusive, foreign_keys, ways
+from .engine.transaction import WriteTransaction
+from .errors import ConflictError, translate
+from .locking import oslock, waits
+
+if TYPE_CHECKING:
+    from .dbapi import Connection
+    from .transactions import Transactions
+
+T = TypeVar("T")
+
+
+class OnMerger:
+    """Runs the transactions of ``txns`` (``owner``'s) that go onto the merger."""
+
+    def __init__(self, txns: Transactions, owner: Connection) -> None:
+        self._txns = txns
+        self._owner = owner
+
+    def begin_direct(self, by_savepoint: bool, immediate: bool) -> bool:
+        """Take the merge lock (first come, first served) and begin on the merger.
+
+        :returns: ``False`` if the lock is this thread's already (another connection's
+            transaction holds it): the transaction then runs optimistically.
+        """
+        self._txns.script = None  # what a rolled-back optimistic one recorded
+        # Everything that can be done before the merge lock is: others wait while it is held.
+        defer = self._owner._deferral.take()
+        txn = direct.DirectTransaction(
+            self._txns.db.lockdb.next_id(),
+            level=self._owner._level,
+            lockdb=self._txns.db.lockdb,
+            begun_by_savepoint=by_savepoint,
+            defer_foreign_keys=defer,
+        )
+        excl = self.take_merger(txn.txn_id, immediate=immediate)
+        if excl is None:
+            if self._owner.mode == "direct":
+                raise oslock.HeldByThisThreadError
+            return False
+        self.install_direct(excl, txn)
+        if defer:
+            foreign_keys.set_flag(self._owner._merger, True)
+        crashpoints.reach("direct.begun")
+        return True
+
+    def take_merger(self, txn_id: int, *, immediate: bool) -> exclusive.Exclusive | None:
+        """The merge lock (first come, first served) and a write transaction on the merger;
+        ``None`` if the lock is this thread's already (another connection's transaction)."""
+        try:
+            return exclusive.Exclusive(
+                self._owner._merger,
+                self._txns.db.merge_lock,
+                txn_id,
+                None,
+                enforce_foreign_keys=merge.foreign_keys(self._owner._reader),
+                # The write lock from the start, so that no writer outside ours (Litestream,
+                # a stock one) can make the first write fail with a stale snapshot; but with
+                # attached database files, BEGIN IMMEDIATE would lock those too, and SQLite's
+                # one connection lets a transaction detach one it has not used.
+                begin="BEGIN IMMEDIATE" if immediate or not self._owner._state.files else "BEGIN",
+            )
+        except oslock.HeldByThisThreadError:
+            return None
+        except apsw.Error as e:
+            raise translate(e) from e
+
+    def install_direct(self, excl: exclusive.Exclusive, txn: direct.DirectTransaction) -> None:
+        """The open transaction is ``txn``, running directly in ``excl``."""
+        excl.schema_changed = False
+        self._txns.exclusive = excl
+        self._txns.txn = cast(WriteTransaction, txn)
+        self._txns.db.publisher.schedule(txn, direct.SHOW_AFTER)
+
+    def escalate(self) -> bool:
+        """Go on directly from this statement, its work so far applied on the merger, if what
+        it read is still current (so the rest reads the same database); otherwise it stays
+        optimistic.  Waits for the merge lock first come, first served."""
+        txn = self._txns.txn
+        assert isinstance(txn, WriteTransaction) and self._txns.exclusive is None
+        # Unresolved deferred foreign-key violations: a changeset cannot carry their count.
+        if self._txns.other_open_here() or foreign_keys.unresolved(txn.connection):
+            return False
+        try:
+            self._txns.db.merge_lock.acquire()
+        except oslock.HeldByThisThreadError:
+            return False
+        try:
+            current = txn.reads_current()
+        except BaseException:
+            self._txns.db.merge_lock.release()
+            raise
+        if not current:
+            self._txns.db.merge_lock.release()
+            return False
+        try:
+            self._move_to_merger(txn, locked=True)
+        except ConflictError as e:  # its work so far could not be applied: doomed
+            self._txns.chooser.learn(e)
+            self._txns.aborted = e
+            raise
+        assert self._txns.exclusive is not None
+        self._txns.exclusive.schema_changed = False
+        crashpoints.reach("escalate.applied")
+        self._txns.chooser.escalated()
+        return True
+
+    def exclusive_alone(
+        self, cursor: Cursor, sql: str, parameters: Any, many: bool, kind: str
+    ) -> None:
+        """Outside a transaction: one statement a changeset cannot carry, run by itself once
+        every live transaction has ended."""
+        run = self._owner._runner.run
+        self.alone(lambda: run(cursor, self._owner._merger, sql, parameters, many, False, kind))
+
+    def alone(self, work: Callable[[], T]) -> T:
+        """Run ``work`` on the merger with the database to itself: the ``db`` lock in X mode
+        (every other transaction has ended, new ones wait) and the merge lock."""
+        txn_id, _ = self._txns.db.lockdb.begin(self._owner.lock_level)
+        waits.owned_by_this_thread(txn_id)
+        self._owner._deferral.end()  # a write transaction of its own, ended when this returns
+        try:
+            exclusive.wait_for_db(self._txns.db.lockdb, txn_id, self._owner.timeout)
+            with self._txns.db.merge_lock:
+                result = work()
+        finally:
+            waits.forget(txn_id)
+            waits.wake(self._txns.db.lockdb, self._txns.db.lockdb.end(txn_id))
+        self._txns.after_merge(txn_id)
+        return result
+
+    def become_exclusive(self) -> None:
+        """The open transaction met a statement a changeset cannot carry: wait for the others
+        to end, then move what it did so far onto the merger and go on there.
+
+        A lock timeout leaves the transaction as it was; a conflict (its snapshot was stale)
+        rolls it back.
+        """
+        txn = self._txns.txn
+        assert txn is not None and self._txns.exclusive is None
+        foreign_keys.check_move(txn.connection)
+        try:
+            txn.ensure_registered()
+            exclusive.wait_for_db(self._txns.db.lockdb, txn.txn_id, self._owner.timeout)
+        except ConflictError as e:  # a deadlock victim: doomed, so free its locks for the others
+            self._txns.abort(e)
+            raise
+        self._move_to_merger(txn, locked=False)
+
+    def _move_to_merger(self, txn: WriteTransaction, *, locked: bool) -> None:
+        """Apply what ``txn`` wrote so far on the merger, its open savepoints with it, and go
+        on there (an exclusive operation, or an escalation).  If that fails, the transaction
+        has ended.  ``locked``: the caller holds the merge lock, released with the rest."""
+        self._txns.script = None  # direct from here on: nothing to run again
+        self._txns.detach_cursors()
+        excl = None
+        try:
+            try:
+                pending = txn.prepare(self._owner._table_shapes, moving=True)
+            except BaseException:
+                if locked:
+                    self._txns.db.merge_lock.release()
+                raise
+            excl = exclusive.Exclusive(
+                self._owner._merger,
+                self._txns.db.merge_lock,
+                txn.txn_id,
+                pending,
+                txn.saved,
+                enforce_foreign_keys=merge.foreign_keys(self._owner._reader),
+                locked=locked,
+            )
+            if txn.defer_foreign_keys:
+                foreign_keys.set_flag(self._owner._merger, True)
+            self._txns.exclusive = excl
+        except BaseException as e:
+            if excl is not None:  # rolls back, lets go of the merge lock
+                excl.finish(False)
+            self._txns.txn = None
+            txn.end(False)
+            if isinstance(e, apsw.Error):
+                raise translate(e) from e
+            raise
+
+    def run_exclusive(
+        self, cursor: Cursor, sql: str, parameters: Any, many: bool, kind: str
+    ) -> None:
+        assert self._txns.exclusive is not None and self._txns.txn is not None
+        if kind == "exclusive" or statements.may_change_schema(sql):
+            self._txns.exclusive.schema_changed = True
+        if kind == "release" and self._txns.txn.savepoints.would_end(sql):
+            # The merger's transaction began with BEGIN: SQLite would not check the commit
+            # this RELEASE is, so it is checked here, before anything is released.
+            foreign_keys.check_commit(self._owner._merger)
+        # The stdlib's blob handles expire when their row changes; ours learn it from the
+        # update hook, set on the merger only while it is needed.
+        watch = bool(self._owner._open_blobs)
+        if watch:
+            self._owner._merger.set_update_hook(self._owner._router.on_merger_write)
+        try:
+            self._owner._runner.run(cursor, self._owner._merger, sql, parameters, many, False, kind)
+        finally:
+            if watch:
+                self._owner._merger.set_update_hook(None)
+            if self._txns.exclusive is not None and not self._txns.exclusive.open:
+                # SQLite rolled the whole transaction back (as it does after some errors).
+                self.finish_exclusive(commit=False)
+        if kind in statements.SAVEPOINT_KINDS and self._txns.exclusive is not None:
+            stack = self._txns.txn.savepoints
+            stack.ran(sql)
+            if stack.ended:
+                # The merger's transaction began with BEGIN, so SQLite goes on; on the
+                # transaction connection, as in the stdlib, this RELEASE was the commit.
+                self.finish_exclusive(commit=True)
+
+    def finish_exclusive(self, *, commit: bool) -> None:
+        excl, self._txns.exclusive = self._txns.exclusive, None
+        txn, self._txns.txn = self._txns.txn, None
+        assert excl is not None and txn is not None
+        committed = False
+        try:
+            committed = excl.finish(commit)
+        except apsw.Error as e:
+            raise translate(e) from e
+        finally:
+            self._txns.end(txn, committed)
+            # Rolled back, the TEMP objects it created are gone again; committed, its schema
+            # changes are now there for the reader to see.
+            if excl.schema_changed:
+                self._owner._schemas.changed()
+        if committed and self._txns.chooser.way in (ways.DIRECT, ways.ESCALATED):
+            # What it wrote on the merger is not in its changed tables: a table-level
+            # transaction holding an older snapshot must learn of it.
+            self._txns.db.lockdb.bump_all_versions_if_table_level(self._owner._merger)
+        if committed:
+            self._txns.after_merge(txn.txn_id)
