@@ -116,3 +116,35 @@ def test_a_connection_dropped_inside_a_transaction_is_rolled_back_at_the_next_co
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "[('other',)]"
+
+
+_EVERY_WAY = """
+import gc, sys, warnings, weakref
+warnings.simplefilter("ignore")
+import sqlite_concurrent
+gc.disable()  # only reference counting frees what follows: no cycle may hold it
+conn = sqlite_concurrent.connect(sys.argv[1])
+conn.execute("CREATE TABLE t(id INTEGER PRIMARY KEY, v)")
+conn.execute("INSERT INTO t(v) VALUES (1)")  # implicit BEGIN: a direct transaction
+conn.commit()
+conn.execute("BEGIN")
+conn.execute("SELECT * FROM t").fetchall()  # read first: optimistic
+conn.execute("INSERT INTO t(v) VALUES (2)")
+conn.commit()
+conn.execute("CREATE TEMP TABLE m(x)")  # a statement of its own kind, on the merger
+parts = [conn] + [value for value in vars(conn).values() if hasattr(value, "_owner")]
+refs = [weakref.ref(part) for part in parts]
+del conn, parts
+print([type(r()).__name__ for r in refs if r() is not None])
+"""
+
+
+def test_a_dropped_connection_and_what_it_owns_are_freed_at_once(tmp_path):
+    done = subprocess.run(
+        [sys.executable, "-c", _EVERY_WAY, str(tmp_path / "app.db")],
+        capture_output=True,
+        text=True,
+        timeout=100,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"

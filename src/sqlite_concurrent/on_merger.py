@@ -22,6 +22,7 @@ from .engine import direct, exclusive, foreign_keys, ways
 from .engine.transaction import WriteTransaction
 from .errors import ConflictError, translate
 from .locking import oslock, waits
+from .process import exiting
 
 if TYPE_CHECKING:
     from .dbapi import Connection
@@ -34,8 +35,9 @@ class OnMerger:
     """Runs the transactions of ``txns`` (``owner``'s) that go onto the merger."""
 
     def __init__(self, txns: Transactions, owner: Connection) -> None:
-        self._txns = txns
-        self._owner = owner
+        # Weakly: both own this (no reference cycle, see ``process/exiting.py``).
+        self._txns = exiting.weak_proxy(txns)
+        self._owner = exiting.weak_proxy(owner)
 
     def begin_direct(self, by_savepoint: bool, immediate: bool) -> bool:
         """Take the merge lock (first come, first served) and begin on the merger.

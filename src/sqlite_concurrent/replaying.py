@@ -18,6 +18,7 @@ from .cursor import Cursor
 from .engine import direct, exclusive, foreign_keys, rerun
 from .engine.transaction import WriteTransaction
 from .errors import ConflictError, Error, translate
+from .process import exiting
 
 if TYPE_CHECKING:
     from .dbapi import Connection
@@ -28,8 +29,9 @@ class Replays:
     """Runs again the transactions of ``txns`` (``owner``'s) that nobody saw."""
 
     def __init__(self, txns: Transactions, owner: Connection) -> None:
-        self._txns = txns
-        self._owner = owner
+        # Weakly: both own this (no reference cycle, see ``process/exiting.py``).
+        self._txns = exiting.weak_proxy(txns)
+        self._owner = exiting.weak_proxy(owner)
 
     def may_run_again(self, script: rerun.Script | None) -> bool:
         """Whether a transaction that conflicted can be run again (rerun.py)."""

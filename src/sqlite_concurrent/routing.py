@@ -19,6 +19,7 @@ from .cursor import Cursor
 from .engine import authorizer, foreign_keys, journal_mode, rerun, ways
 from .engine.transaction import WriteTransaction
 from .errors import ConflictError, NotSupportedError, OperationalError, translate
+from .process import exiting
 
 if TYPE_CHECKING:
     from .dbapi import Connection
@@ -34,7 +35,7 @@ class Router:
     def __init__(
         self, owner: Connection, runner: StatementRunner, txns: Transactions, schemas: Schemas
     ) -> None:
-        self._owner = owner
+        self._owner = exiting.weak_proxy(owner)  # no reference cycle (see exiting.py)
         self._runner = runner
         self._txns = txns
         self._schemas = schemas

@@ -21,6 +21,7 @@ from .cursor import NO_ROWS, Cursor, describe, undecodable
 from .engine.transaction import WriteTransaction
 from .errors import ConflictError, LockTimeoutError, OperationalError, ProgrammingError, translate
 from .locking import locks
+from .process import exiting
 
 if TYPE_CHECKING:
     from .dbapi import Connection
@@ -33,7 +34,7 @@ class StatementRunner:
     described."""
 
     def __init__(self, owner: Connection, denied: Any) -> None:
-        self._owner = owner
+        self._owner = exiting.weak_proxy(owner)  # no reference cycle (see exiting.py)
         # SQL text -> (schema cookie, description) of single statements the transaction
         # connection ran, and DML without RETURNING the merger ran (see ``run``).
         self.statement_shapes: dict[str, tuple[int, Any]] = {}

@@ -16,6 +16,7 @@ import apsw
 from . import filenames, identifiers
 from .cursor import Cursor
 from .errors import OperationalError, translate
+from .process import exiting
 
 if TYPE_CHECKING:
     from .dbapi import Connection
@@ -26,7 +27,7 @@ class Schemas:
     """Schema and attachment changes, carried to every SQLite connection of ``owner``."""
 
     def __init__(self, owner: Connection, runner: StatementRunner) -> None:
-        self._owner = owner
+        self._owner = exiting.weak_proxy(owner)  # no reference cycle (see exiting.py)
         self._runner = runner
 
     def attach_or_detach(

@@ -45,7 +45,7 @@ class Transactions:
     db: SharedDatabase  # once the owner opened a shared database
 
     def __init__(self, owner: Connection, mode: str) -> None:
-        self._owner = owner
+        self._owner = exiting.weak_proxy(owner)  # no reference cycle (see exiting.py)
         # The open transaction.  A direct one is a ``direct.DirectTransaction``, typed as this:
         # while ``exclusive`` is set, only what both have (``txn_id``, ``savepoints``,
         # ``saved``, ``defer_foreign_keys``, ``end``) is used.
@@ -129,7 +129,7 @@ class Transactions:
         if len(others) == 1:  # this one: nearly always
             return False
         me = threading.get_ident()
-        return any(c is not self._owner and c._txns.thread == me and c._in_txn() for c in others)
+        return any(c._txns is not self and c._txns.thread == me and c._in_txn() for c in others)
 
     def begin_optimistic(
         self, *, by_savepoint: bool = False, immediate: bool | None = None

@@ -29,7 +29,7 @@ import atexit
 import contextlib
 import weakref
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 T = TypeVar("T")
 
@@ -111,6 +111,13 @@ def _at_exit() -> None:
 
 
 atexit.register(_at_exit)
+
+
+def weak_proxy(owner: T) -> T:
+    """``owner`` (a connection), for an object it owns to refer back to it without a
+    reference cycle (see :func:`weakly`).  A proxy, so the owner's attributes cost one more
+    lookup (30 ns), not a call."""
+    return cast(T, weakref.proxy(owner))
 
 
 def weakly(method: Callable[..., T]) -> Callable[..., T]:
