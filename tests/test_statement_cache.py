@@ -53,7 +53,7 @@ def test_a_warm_transaction_prepares_nothing_again(db_path, foreign_keys):
 
     run(5)  # the transaction connection exists from here on
     counts: Counter = Counter()
-    txn = conn._txn_conn
+    txn = conn._txn_connection.conn
     txn.authorizer = _counting(counts, "transaction", txn.authorizer, conn._denied)
     conn._snapshot_conn.authorizer = _counting(counts, "snapshot")
     conn._merger.authorizer = _counting(counts, "merger")

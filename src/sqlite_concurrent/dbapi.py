@@ -45,12 +45,10 @@ from .cursor import Cursor
 from .engine import (
     authorizer,
     foreign_keys,
-    rebase,
     rerun,
     ways,
 )
 from .engine.database import OPEN_FLAGS, SharedDatabase, let_go
-from .engine.transaction import WriteTransaction
 from .errors import (
     ConflictError,
     DatabaseError,
@@ -70,9 +68,9 @@ from .hooks import Hooks
 from .locking import levels, locks, oslock
 from .process import exiting, foreign, holding
 from .routing import Router
-from .schemas import Schemas, copy_uri
-from .storage.overlay import VFS_NAME
+from .schemas import Schemas
 from .transactions import Transactions
+from .txn_connection import TransactionConnection
 
 LOCK_LEVELS = levels.NAMES
 
@@ -140,8 +138,6 @@ class Connection(Hooks):
         self._group_commit = group_commit
         self.detect_types = int(detect_types)
         self._table_sets = locks.TableSets()
-        self._table_infos: dict[tuple[int, str], rebase.TableInfo | None] = {}
-        self._auto_tables: dict[tuple[int, str], str | None] = {}
         self._wal_limit = wal_limit
         self._checkpoint_wait = checkpoint_wait
         self._closed = True  # until fully open, so __del__ and close() are safe
@@ -178,7 +174,7 @@ class Connection(Hooks):
         self._txns = Transactions(self, self.mode)
         # Transactions run each way since the connection opened (for ``bench`` and ``status``).
         self.ways: collections.Counter[str] = self._txns.chooser.counts
-        self._txn_conn: apsw.Connection | None = None
+        self._txn_connection = TransactionConnection(self)
         # Cursors part-way through a SELECT on the reader: its read transaction stays open
         # until they finish, so after our own commit they are read to the end, letting the
         # next read see that commit (the stdlib's single connection always sees its writes).
@@ -218,8 +214,6 @@ class Connection(Hooks):
         self._registrations: list[Callable[[apsw.Connection], None]] = []
         self._connection_pragmas: list[str] = []
         self._table_shapes: dict[Any, Any] = {}
-        # The schema cookie the transaction connection last ran a statement under.
-        self._txn_conn_cookie: int | None = None
         self._denied = authorizer.Denied()
         self._runner = running.StatementRunner(self, self._denied)
         self._schemas = Schemas(self, self._runner)
@@ -227,7 +221,9 @@ class Connection(Hooks):
         self._max_sql_length = 1_000_000_000  # SQLite's default SQLITE_LIMIT_SQL_LENGTH
         self._user_authorizer: Callable[..., Any] | None = None
         self._reader_authorizer: Callable[..., int] | None = authorizer.read_only(self._denied)
-        self._txn_authorizer: Callable[..., int] | None = None
+        self._txn_authorizer: Callable[..., int] | None = authorizer.in_transaction(
+            self._denied, locks.authorizer_hook(self._table_sets)
+        )
 
     # -- opening and closing ------------------------------------------------------------
 
@@ -259,87 +255,6 @@ class Connection(Hooks):
         self._holding = db.holding
         self._merger, self._reader, self._snapshot_conn = db.merger, db.reader, db.snapshot_conn
         self._txns.chooser.hot = ways.hot(self.path)
-
-    def _open_txn_conn(self) -> apsw.Connection:
-        conn = self._txn_conn
-        if conn is not None:
-            return conn
-        uri = filenames.uri(filenames.for_overlay(self.path), f"sc_slot={self._db.slot_id}")
-        conn = apsw.Connection(
-            uri,
-            flags=apsw.SQLITE_OPEN_READWRITE | apsw.SQLITE_OPEN_URI,
-            vfs=VFS_NAME,
-        )
-        self._opened.append(conn)
-        # Before anything else (architecture.md, "The overlay VFS"): a journal file would be created
-        # beside the real db.
-        conn.execute("PRAGMA journal_mode=MEMORY")
-        # Measured: a rollback journal in a private file (bounded memory for huge transactions)
-        # cost 60-80 us on every transaction through Python VFS calls, and saved a third of
-        # the peak only: SQLite's session keeps every changed row's old values in memory anyway.
-        conn.execute("PRAGMA temp_store=MEMORY")
-        conn.set_busy_timeout(int(self.timeout * 1000))  # an attached file may be locked
-        conn.execute("PRAGMA cache_size=-16384")  # dirty pages past it spill to the overlay
-        for pragma in self._connection_pragmas:
-            conn.execute(pragma)
-        for register in self._registrations:
-            register(conn)
-        for name, path in self._state.files.items():
-            conn.execute("ATTACH DATABASE ? AS ?", (copy_uri(path), name))
-        self._txn_authorizer = authorizer.in_transaction(
-            self._denied, locks.authorizer_hook(self._table_sets)
-        )
-        conn.authorizer = self._authorizer_for(self._txn_authorizer)
-        conn.set_update_hook(_row_write_hook(self))
-        self._txn_conn = conn
-        return conn
-
-    def _table_info(self, txn: WriteTransaction, table: str) -> rebase.TableInfo | None:
-        """Per schema version; read through the transaction connection (its snapshot)."""
-        assert txn.conn is not None
-        key = (txn.schema_version, table)
-        if key not in self._table_infos:
-            self._table_infos[key] = rebase.table_info(txn.conn, table)
-        return self._table_infos[key]
-
-    def _auto_rowid_table(self, txn: WriteTransaction, sql: str) -> str | None:
-        """Which table this DML statement fills with auto-assigned rowids; on every statement,
-        so cached by schema version and SQL text."""
-        key = (txn.schema_version, sql)
-        if key not in self._auto_tables:
-            if len(self._auto_tables) > 4096:
-                self._auto_tables.clear()
-            self._auto_tables[key] = rebase.auto_rowid_table(
-                sql, lambda t: self._table_info(txn, t)
-            )
-        return self._auto_tables[key]
-
-    def _on_pinned(self, txn: WriteTransaction) -> None:
-        """A transaction's snapshot is pinned; nothing of it has run on its connection yet.
-
-        When the schema changed since the transaction connection last served a snapshot, its
-        cached statements were prepared for the old one: SQLite prepares such a statement again
-        only when it steps it, after we have read its columns (the description).  A fresh
-        connection replaces it then; the schema changes rarely.
-        """
-        cookie = txn.schema_version
-        if cookie == self._txn_conn_cookie:
-            return
-        old = self._txn_conn
-        # None while the first transaction opens it: nothing cached yet, nothing to replace.
-        if old is not None and txn.conn is old:
-            self._txn_conn = None
-            self._runner.statement_shapes.clear()
-            txn.replace_connection(self._open_txn_conn())
-            self._opened.remove(old)
-            old.close()
-        self._txn_conn_cookie = cookie
-
-    def _txn_conn_for(self, txn: WriteTransaction) -> apsw.Connection:
-        if self._txn_conn is None:
-            # Opening reads the database header, which must come from a snapshot.
-            txn.ensure_pinned()
-        return self._open_txn_conn()
 
     def _abandon_open(self) -> None:
         """After a failed open: what a shared database opened it let go of itself."""
@@ -880,24 +795,6 @@ def connect(
         row_lock_delay=row_lock_delay,
         mode=mode,
     )
-
-
-def _row_write_hook(conn: Connection) -> Callable[[int, str, str, int], None]:
-    """The transaction connection's update hook, called for every row written: tells the open
-    blobs and the open transaction.  Holds the connection weakly, as :func:`.exiting.weakly`
-    does, with no call in between: every row pays for it."""
-    ref = weakref.ref(conn)
-
-    def on_row_write(op: int, db: str, table: str, rowid: int) -> None:
-        owner = ref()
-        if owner is None:
-            return
-        owner._open_blobs.row_written(db, table, rowid)
-        txn = owner._txns.txn
-        if txn is not None:
-            txn.on_row_write(op, db, table, rowid)
-
-    return on_row_write
 
 
 def _check_options(

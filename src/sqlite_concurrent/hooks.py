@@ -14,7 +14,7 @@ import traceback
 import types
 import weakref
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import apsw
 
@@ -22,6 +22,9 @@ from . import adaptation
 from .connstate import ConnectionState
 from .engine.authorizer import Denied
 from .errors import DataError, OperationalError, ProgrammingError, translate
+
+if TYPE_CHECKING:
+    from .txn_connection import TransactionConnection
 
 _SQL_TYPES = (type(None), int, float, str, bytes, bytearray, memoryview)
 _INT64 = (-(2**63), 2**63 - 1)
@@ -171,7 +174,7 @@ class Hooks:
     _merger: apsw.Connection
     _private: apsw.Connection | None
     _snapshot_conn: apsw.Connection | None
-    _txn_conn: apsw.Connection | None
+    _txn_connection: TransactionConnection
     _registrations: list[Callable[[apsw.Connection], None]]
     _trace: Callable[[str], Any] | None
     _user_on_merger: bool
@@ -186,7 +189,7 @@ class Hooks:
         raise NotImplementedError
 
     def _connections(self) -> list[apsw.Connection]:
-        conns = [self._reader, self._merger, self._snapshot_conn, self._txn_conn]
+        conns = [self._reader, self._merger, self._snapshot_conn, self._txn_connection.conn]
         return list({id(c): c for c in conns if c is not None}.values())
 
     def _register(self, register: Callable[[apsw.Connection], None]) -> None:
@@ -261,8 +264,8 @@ class Hooks:
             self._private.authorizer = _authorizer(user, None) if user is not None else None
             return
         self._reader.authorizer = self._authorizer_for(self._reader_authorizer)
-        if self._txn_conn is not None:
-            self._txn_conn.authorizer = self._authorizer_for(self._txn_authorizer)
+        if self._txn_connection.conn is not None:
+            self._txn_connection.conn.authorizer = self._authorizer_for(self._txn_authorizer)
         self._merger.authorizer = self._merger_authorizer()
 
     def _merger_authorizer(self) -> Callable[..., int] | None:

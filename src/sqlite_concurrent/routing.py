@@ -385,7 +385,11 @@ class Router:
         self._runner.run(cursor, self._owner._reader, sql, parameters, False, False, "pragma")
         self._owner._connection_pragmas.append(sql)
         self._owner._db.merger_fsyncs = None
-        for conn in (self._owner._snapshot_conn, self._owner._merger, self._owner._txn_conn):
+        for conn in (
+            self._owner._snapshot_conn,
+            self._owner._merger,
+            self._owner._txn_connection.conn,
+        ):
             if conn is not None:
                 try:
                     conn.execute(sql, parameters).fetchall()

@@ -120,8 +120,10 @@ class StatementRunner:
         owner = self._owner
         if txn is not None:
             txn.ensure_pinned()
-            conn = txn.connection  # ensure_pinned may have replaced it (``_on_pinned``)
-            auto = owner._auto_rowid_table(txn, sql) if kind == "dml" else None
+            conn = (
+                txn.connection
+            )  # ensure_pinned may have replaced it (``TransactionConnection.pinned``)
+            auto = owner._txn_connection.auto_rowid_table(txn, sql) if kind == "dml" else None
             cursor._inserted_rows = txn.rebase.start_statement(auto)
         owner._user_on_merger = conn is owner._merger
         if owner._user_on_merger:

@@ -52,11 +52,19 @@ class Schemas:
             return
         try:
             self.muted(self._owner._reader, "ATTACH DATABASE ? AS ?", (path, name))
-            if self._owner._txn_conn is not None:
-                self.muted(self._owner._txn_conn, "ATTACH DATABASE ? AS ?", (copy_uri(path), name))
+            if self._owner._txn_connection.conn is not None:
+                self.muted(
+                    self._owner._txn_connection.conn,
+                    "ATTACH DATABASE ? AS ?",
+                    (copy_uri(path), name),
+                )
         except apsw.Error as e:
             self._owner._state.detached(name)
-            for conn in (self._owner._txn_conn, self._owner._reader, self._owner._merger):
+            for conn in (
+                self._owner._txn_connection.conn,
+                self._owner._reader,
+                self._owner._merger,
+            ):
                 if conn is not None and name in conn.db_names():
                     with contextlib.suppress(apsw.Error):
                         self.muted(conn, "DETACH DATABASE ?", (name,))
@@ -69,7 +77,7 @@ class Schemas:
             return
         copies = [
             conn
-            for conn in (self._owner._txn_conn, self._owner._reader)
+            for conn in (self._owner._txn_connection.conn, self._owner._reader)
             if conn is not None and name in conn.db_names()
         ]
         if any(conn.txn_state(name) != apsw.SQLITE_TXN_NONE for conn in copies):
@@ -100,7 +108,7 @@ class Schemas:
         self.refresh_local()
         # The schema cookie that keys these is main's; an attached database has its own.
         self._runner.statement_shapes.clear()
-        self._owner._txn_conn_cookie = None
+        self._owner._txn_connection.schema_changed()
         # SQLite notices a changed schema when it runs a statement, after the application may
         # have read its columns: the reader loads the new one now.
         for schema in ("main", *self._owner._state.files):

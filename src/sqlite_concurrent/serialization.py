@@ -93,7 +93,7 @@ def _become_private(connection: Connection, memory: apsw.Connection) -> None:
     connection._leave_shared()
     connection._opened.append(memory)
     connection._private = connection._reader = connection._merger = memory
-    connection._snapshot_conn = connection._txn_conn = None
+    connection._snapshot_conn = connection._txn_connection.conn = None
     connection._runner.statement_shapes.clear()
     try:
         for pragma in connection._connection_pragmas:

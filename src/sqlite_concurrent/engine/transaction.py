@@ -11,8 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
 import apsw
 
@@ -32,6 +31,21 @@ from .authorizer import Denied
 from .rebase import Rebase, TableInfo
 
 
+class Connections(Protocol):
+    """Who opens a transaction's own connection (the DB-API layer: it carries the
+    application's functions, pragmas and attached files) and knows its tables."""
+
+    def connection_for(self, txn: WriteTransaction) -> apsw.Connection:
+        """The connection ``txn`` runs on, opened (on its snapshot) or reused."""
+
+    def pinned(self, txn: WriteTransaction) -> None:
+        """``txn``'s snapshot is pinned; nothing of it has run yet.  May replace its
+        connection (:meth:`WriteTransaction.replace_connection`)."""
+
+    def table_info(self, txn: WriteTransaction, table: str) -> TableInfo | None:
+        """``table`` as of ``txn``'s snapshot."""
+
+
 class WriteTransaction:
     def __init__(
         self,
@@ -42,19 +56,17 @@ class WriteTransaction:
         snapshot_conn: apsw.Connection,
         wal_files: WalFiles,
         slot: Slot,
-        conn_for: Callable[[WriteTransaction], apsw.Connection],
+        connections: Connections,
         snapshot_gate: ByteLock,
         begin: bool = True,
         immediate: bool = False,
-        info_for: Callable[[WriteTransaction, str], TableInfo | None],
         journal: Journal | None = None,
         denied: Denied,
-        on_pinned: Callable[[WriteTransaction], None] | None = None,
         defer_foreign_keys: bool = False,
     ) -> None:
-        """``conn_for`` opens (or reuses) the transaction's own connection; ``on_pinned`` runs
-        once its snapshot is pinned (it may replace the connection); ``info_for`` describes a
-        table as of the snapshot; ``journal`` takes spilled pages and the commit record."""
+        """``connections`` opens (or reuses) the transaction's own connection, hears when its
+        snapshot is pinned, and describes its tables; ``journal`` takes spilled pages and the
+        commit record."""
         self._journal = journal
         # PRAGMA defer_foreign_keys, for whichever connection the transaction runs on.
         self.defer_foreign_keys = defer_foreign_keys
@@ -83,9 +95,7 @@ class WriteTransaction:
         )
         self._snapshot_conn = snapshot_conn
         self._wal_files = wal_files
-        # Called once the snapshot (and with it the schema) is known, before anything of the
-        # transaction runs on its connection: it may replace the connection (dbapi).
-        self._on_pinned = on_pinned
+        self._connections = connections
         self._slot = slot
         self._snapshot_gate = snapshot_gate
         self._begin_sql = begin
@@ -97,7 +107,6 @@ class WriteTransaction:
         self.rebase = Rebase()
         self.inserted = False  # any row inserted (AUTOINCREMENT counters may have moved)
         self.wrote = False  # a row of a rowid table written (what the update hook reports)
-        self._info_for = lambda table: info_for(self, table)
         self.changed_tables: frozenset[str] = frozenset()
         # Rowids written in tables the session records by another key (``rowid_keys``).
         self._keyed: dict[str, rowid_keys.KeyedTable] = {}
@@ -107,7 +116,7 @@ class WriteTransaction:
         try:
             if gated:  # an exclusive operation goes first (architecture.md, "Exclusive operations")
                 waits.acquire(lockdb, self.txn_id, [("db", "S")], locking["timeout"])
-            self.conn = conn_for(self)
+            self.conn = connections.connection_for(self)
             self._start_connection()
             if self.snapshot is not None:  # pinned to open the connection
                 self._know_keyed()
@@ -148,8 +157,9 @@ class WriteTransaction:
             self._snapshot_gate.release()
         self._schema_version = None
         self._slot.overlay = Overlay(self.snapshot, (self._journal, self.txn_id))
-        if self._on_pinned is not None:
-            self._on_pinned(self)
+        # Once the snapshot (and with it the schema) is known, before anything of the
+        # transaction runs on its connection: it may replace the connection.
+        self._connections.pinned(self)
         if self.conn is not None:
             self._know_keyed()
         crashpoints.reach("begin.pinned")
@@ -160,8 +170,9 @@ class WriteTransaction:
         self._keyed = rowid_keys.tables(self.conn, self.schema_version)
 
     def replace_connection(self, conn: apsw.Connection) -> None:
-        """Go on on ``conn`` instead (same snapshot, same slot).  Only from ``on_pinned``: the
-        snapshot is new, so nothing of the transaction has run on the old connection."""
+        """Go on on ``conn`` instead (same snapshot, same slot).  Only from
+        ``Connections.pinned``: the snapshot is new, so nothing of the transaction has run on
+        the old connection."""
         if self.session is not None:
             self.session.close()
             self.session = None
@@ -276,7 +287,9 @@ class WriteTransaction:
                     schema_digest=merge.schema_digest(self.connection, self.schema_version),
                 )
                 if rebase and self.rebase.pending:
-                    pending.rebase = self.rebase.result(set(self.changed_tables), self._info_for)
+                    pending.rebase = self.rebase.result(
+                        set(self.changed_tables), lambda t: self._connections.table_info(self, t)
+                    )
         return pending
 
     def _page_check(self) -> merge.PageCheck | None:
