@@ -19,23 +19,21 @@ import sqlite3 as _stdlib
 import sqlite3.dump as _stdlib_dump
 import threading
 import time
-import urllib.parse
 import warnings
 import weakref
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from typing import Any, NamedTuple, TypeVar
+from typing import Any, TypeVar
 
 import apsw
 
 from . import (
     adaptation,
+    backends,
     backup,
     connstate,
     errors,
-    filenames,
     running,
     serialization,
-    shared_memory,
     statements,
 )
 from .blob import Blob, OpenBlobs
@@ -48,7 +46,7 @@ from .engine import (
     rerun,
     ways,
 )
-from .engine.database import OPEN_FLAGS, SharedDatabase, let_go
+from .engine.database import SharedDatabase, let_go
 from .errors import (
     ConflictError,
     DatabaseError,
@@ -66,7 +64,7 @@ from .errors import (
 )
 from .hooks import Hooks
 from .locking import levels, locks, oslock
-from .process import exiting, foreign, holding
+from .process import exiting, holding
 from .routing import Router
 from .schemas import Schemas
 from .transactions import Transactions
@@ -98,6 +96,7 @@ class Connection(Hooks):
     NotSupportedError = NotSupportedError
 
     _closed: bool  # absent until __init__ runs: "Base Connection.__init__ not called"
+    _backend: backends.PrivateBackend | backends.SharedBackend  # once open
     _db: SharedDatabase  # the file under a connection to a shared database, once open
 
     def __init__(
@@ -131,7 +130,7 @@ class Connection(Hooks):
             level = levels.named(lock_level)
         except ValueError as e:
             raise ProgrammingError(str(e)) from None
-        path, private = _target(database, uri)
+        path, private = backends.target(database, uri)
         self.mode = ways.mode(mode)
         self._escalate_at = escalate_at
         self._row_lock_delay = float(row_lock_delay)
@@ -145,7 +144,7 @@ class Connection(Hooks):
         # the same file, and every name for the database finds the same -locks.
         self.path = path if private is not None else os.path.realpath(path)
         # A database no other process can reach (":memory:", "", a memory or read-only URI):
-        # one stock connection does everything, as the stdlib's would.
+        # its one stock connection (backends.py).
         self._private: apsw.Connection | None = None
         self.lock_level = lock_level
         self._level = level
@@ -180,23 +179,23 @@ class Connection(Hooks):
         # next read see that commit (the stdlib's single connection always sees its writes).
         self._reader_cursors: weakref.WeakSet[Cursor] = weakref.WeakSet()
 
-    def _open_or_undo(self, private: _Private | None) -> None:
+    def _open_or_undo(self, private: backends.Private | None) -> None:
         """Open the database; if that fails, let go of what was opened and leave the connection
         as the stdlib's is after a failed ``__init__``."""
         try:
             if private is not None:
                 self._open_private(private)
             else:
-                self._open()
+                self._open_shared()
         except apsw.Error as e:
-            self._abandon_open()
+            holding.close_all(self._opened)
             del self._closed  # uninitialised, as the stdlib's is after a failed __init__
             raise translate(e) from e
         except OSError as e:
-            self._abandon_open()
+            holding.close_all(self._opened)
             raise from_os_error(e, self.path) from e
         except BaseException:
-            self._abandon_open()
+            holding.close_all(self._opened)
             del self._closed
             raise
 
@@ -227,38 +226,25 @@ class Connection(Hooks):
 
     # -- opening and closing ------------------------------------------------------------
 
-    def _open_private(self, private: _Private) -> None:
-        foreign.check_open(self.path)
-        conn = apsw.Connection(private.name, flags=private.flags, vfs=private.vfs)
-        self._opened.append(conn)
-        conn.set_busy_timeout(int(self.timeout * 1000))
-        self._private = self._reader = self._merger = conn
+    def _open_private(self, private: backends.Private) -> None:
+        backend = self._backend = backends.PrivateBackend.open(self, private)
+        self._private = self._reader = self._merger = backend.conn
         self._snapshot_conn: apsw.Connection | None = None
 
-    def _open(self) -> None:
-        db = SharedDatabase(
-            self.path,
-            self._opened,
-            timeout=self.timeout,
+    def _open_shared(self) -> None:
+        backend = self._backend = backends.SharedBackend(self)
+        db = backend.open(
+            self,
             wal_limit=self._wal_limit,
             checkpoint_wait=self._checkpoint_wait,
             group_commit=self._group_commit,
         )
-        try:
-            db.open(self, exiting.weakly(db.holder_pids))
-            db.reader.authorizer = self._authorizer_for(self._reader_authorizer)
-            self._deferral = foreign_keys.Deferral(db.reader, self._denied)
-        except BaseException:
-            db.abandon()
-            raise
         self._db = self._txns.db = db
         self._holding = db.holding
         self._merger, self._reader, self._snapshot_conn = db.merger, db.reader, db.snapshot_conn
+        self._reader.authorizer = self._authorizer_for(self._reader_authorizer)
+        self._deferral = foreign_keys.Deferral(self._reader, self._denied)
         self._txns.chooser.hot = ways.hot(self.path)
-
-    def _abandon_open(self) -> None:
-        """After a failed open: what a shared database opened it let go of itself."""
-        holding.close_all(self._opened)
 
     @surfaced
     def close(self) -> None:
@@ -276,27 +262,19 @@ class Connection(Hooks):
             holding.settle()
             return
         self._check_thread()
-        self._close_shared()
+        self._close_backend()
 
     def _close_at_exit(self) -> None:
         """``close`` at interpreter exit (exiting.py), from whichever thread runs it."""
         if not self._closed and not self._inherited():
-            self._close_shared()
+            self._close_backend()
 
-    def _close_shared(self) -> None:
-        if self._private is not None:
-            self._closed = True
-            holding.close_all(self._opened)  # SQLite rolls an open transaction back
-            return
-        assert self._holding is not None
-        self._txns.aborted = None
-        self._txns.later = None
+    def _close_backend(self) -> None:
         try:
-            if self._txns.txn is not None:
-                self._txns.rollback()
+            self._backend.roll_back()
         finally:
             self._closed = True
-            self._leave_shared()
+            self._leave()
 
     def _close_for_init(self) -> None:
         if self._private is not None and not self._closed:
@@ -308,13 +286,12 @@ class Connection(Hooks):
             cursor._materialise()  # the rows they would still have read, as above
         self.close()
 
-    def _leave_shared(self) -> None:
-        """Let go of the shared database, as the last step of ``close`` does."""
-        assert self._holding is not None
+    def _leave(self) -> None:
+        """Let go of the database, as the last step of ``close`` does."""
         if self._exit_finalizer is not None:
             self._exit_finalizer.detach()
         try:
-            self._db.leave()
+            self._backend.leave()
         finally:
             self._holding = None
 
@@ -405,9 +382,7 @@ class Connection(Hooks):
         return self._in_txn()
 
     def _in_txn(self) -> bool:
-        if self._private is not None:
-            return not self._private.get_autocommit()
-        return self._txns.is_open()
+        return self._backend.in_transaction()
 
     # -- exclusive operations (architecture.md, "Exclusive operations") ------------------------
 
@@ -419,41 +394,12 @@ class Connection(Hooks):
             one was rolled back.
         """
         self._check()
-        if self._private is not None:
-            self._end_private("COMMIT")
-            return
-        if self._in_txn():
-            self._trace_control("COMMIT")
-        if self._txns.aborted is not None:
-            self._txns.end_aborted(commit=True)
-        elif self._txns.later is not None:
-            self._txns.later = None  # no statement ran: nothing to commit
-        elif self._txns.txn is not None:
-            self._txns.commit()
+        self._backend.end(commit=True)
 
     @surfaced
     def rollback(self) -> None:
         self._check()
-        if self._private is not None:
-            self._end_private("ROLLBACK")
-            return
-        if self._in_txn():
-            self._trace_control("ROLLBACK")
-        if self._txns.aborted is not None:
-            self._txns.end_aborted(commit=False)
-        elif self._txns.later is not None:
-            self._txns.later = None
-        elif self._txns.txn is not None:
-            self._txns.rollback()
-
-    def _end_private(self, sql: str) -> None:
-        assert self._private is not None
-        if not self._private.get_autocommit():
-            self._trace_control(sql)
-            try:
-                self._private.execute(sql)
-            except apsw.Error as e:
-                raise translate(e) from e
+        self._backend.end(commit=False)
 
     def __enter__(self) -> Connection:
         self._check()
@@ -491,10 +437,7 @@ class Connection(Hooks):
                 try:
                     # Inside: waiting at its start (behind an exclusive operation) can make it
                     # a deadlock victim, which is as retryable as any conflict.
-                    if self._private is not None:
-                        self._private.execute("BEGIN")
-                    else:
-                        self._txns.begin()
+                    self._backend.begin()
                     result = fn(self, *args, **kwargs)
                     self.commit()
                     return result
@@ -655,12 +598,7 @@ class Connection(Hooks):
             self._txns.script = None  # the transaction can no longer be run again (rerun.py)
         cursor._reset()
         parameters = self._adapt(parameters, many)
-        if self._private is not None:
-            self._router.execute_private(cursor, self._private, sql, parameters, many, kind)
-        elif kind in ("begin", "commit", "rollback") or self._txns.aborted is not None:
-            self._router.control(sql, kind)
-        else:
-            self._router.route(cursor, sql, parameters, many, kind)
+        self._backend.execute(cursor, sql, parameters, many, kind)
 
     def _classify(self, sql: Any) -> tuple[str, str]:
         """``sql`` as it will run and its kind (:func:`.statements.kind`), refused as the stdlib
@@ -808,57 +746,6 @@ def _check_options(
         raise ProgrammingError("escalate_at must be >= 1")
     if not isinstance(row_lock_delay, (int, float)) or not 0 <= row_lock_delay <= 60:
         raise ProgrammingError("row_lock_delay must be a number of seconds from 0 to 60")
-
-
-class _Private(NamedTuple):
-    """How SQLite opens a database no other process can reach."""
-
-    name: str
-    flags: int = OPEN_FLAGS
-    vfs: str | None = None
-
-
-def _target(database: Any, uri: bool) -> tuple[str, _Private | None]:
-    """The database file to share, or the database as named and how to open it privately.
-
-    Nothing but a file on disk can be shared by processes; memory databases, temporary ones
-    ("") and read-only URIs need none of our machinery, so they get a plain connection.
-    """
-    if isinstance(database, bytes):
-        database = os.fsdecode(database)
-    if not isinstance(database, (str, os.PathLike)):
-        raise TypeError(
-            f"database must be a str, bytes or path-like object, not {type(database).__name__}"
-        )
-    path = os.fspath(database)
-    if path in ("", ":memory:"):
-        return path, _Private(path)
-    if not (uri and path.startswith("file:")):
-        return path, None
-    parsed = urllib.parse.urlsplit(path)
-    params = dict(urllib.parse.parse_qsl(parsed.query))
-    shared = shared_memory.memdb_name(urllib.parse.unquote(parsed.path), params)
-    if shared is not None:
-        flags = apsw.SQLITE_OPEN_READWRITE | apsw.SQLITE_OPEN_CREATE
-        return path, _Private(shared, flags, shared_memory.MEMDB)
-    if (
-        params.get("mode") in ("memory", "ro")
-        or params.get("immutable") == "1"
-        or parsed.path in ("", ":memory:")
-    ):
-        return path, _Private(path)
-    unknown = set(params) - {"mode", "cache", "psow", "nolock", "vfs"} or (
-        {"nolock", "vfs"} & set(params)
-    )
-    if unknown:
-        raise NotSupportedError(
-            f"URI parameter(s) {', '.join(sorted(unknown))} cannot be honoured for a database "
-            "shared by processes"
-        )
-    path = filenames.from_uri_path(parsed.path)
-    if params.get("mode") == "rw" and not os.path.exists(path):
-        raise OperationalError("unable to open database file")
-    return path, None
 
 
 __all__ = ["Connection", "Cursor", "Error", "connect"]

@@ -295,25 +295,6 @@ class Router:
         elif kind == "dml" and cursor._rowcount > 0:
             script.changes += cursor._rowcount
 
-    def execute_private(
-        self,
-        cursor: Cursor,
-        conn: apsw.Connection,
-        sql: str,
-        parameters: Any,
-        many: bool,
-        kind: str,
-    ) -> None:
-        """Everything on one stock connection; transactions open implicitly as the stdlib's."""
-        if kind == "dml" and self._owner._isolation_level is not None and conn.get_autocommit():
-            begin = f"BEGIN {self._owner.isolation_level}"
-            self._owner._trace_control(begin)
-            try:
-                conn.execute(begin)
-            except apsw.Error as e:
-                raise translate(e) from e
-        self._runner.run(cursor, conn, sql, parameters, many, False, kind)
-
     def _autocommit_fast(self, cursor: Cursor, sql: str, parameters: Any, many: bool) -> bool:
         """Run one autocommit DML statement straight on the merger (architecture.md, "A commit,
         straight down"): no snapshot, overlay or session, since there is no think time to overlap.

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import apsw
 
+from .backends import PrivateBackend
 from .errors import NotSupportedError, OperationalError, translate
 
 if TYPE_CHECKING:
@@ -90,8 +91,9 @@ def _become_private(connection: Connection, memory: apsw.Connection) -> None:
     for cursor in list(connection._reader_cursors):
         cursor._rows = iter(())  # their statements go with the connection that ran them
     connection._reader_cursors.clear()
-    connection._leave_shared()
+    connection._leave()
     connection._opened.append(memory)
+    connection._backend = PrivateBackend(connection, memory)
     connection._private = connection._reader = connection._merger = memory
     connection._snapshot_conn = connection._txn_connection.conn = None
     connection._runner.statement_shapes.clear()
