@@ -11,7 +11,8 @@ from workers import wait_until_visible
 
 import sqlite_concurrent
 from sqlite_concurrent.commit import merge
-from sqlite_concurrent.locking.lockdb import LockDB, holder_alive, process_start_time
+from sqlite_concurrent.locking.lockdb import LockDB
+from sqlite_concurrent.locking.processes import holder_alive, process_start_time
 
 # Tests of the optimistic machinery: transactions overlap in one thread or across processes.
 pytestmark = pytest.mark.usefixtures("optimistic")

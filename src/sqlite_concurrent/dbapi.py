@@ -384,8 +384,6 @@ class Connection(Hooks):
     def _in_txn(self) -> bool:
         return self._backend.in_transaction()
 
-    # -- exclusive operations (architecture.md, "Exclusive operations") ------------------------
-
     @surfaced
     def commit(self) -> None:
         """Merge the open transaction into the database.
@@ -457,8 +455,6 @@ class Connection(Hooks):
 
     transaction = transact
 
-    # -- executing --------------------------------------------------------------------------
-
     # -- blobs, dumping and backing up -------------------------------------------------------
 
     @surfaced
@@ -523,6 +519,8 @@ class Connection(Hooks):
         if self._txns.script is not None:
             self._txns.replays.observe()
         return self._total_changes
+
+    # -- executing ----------------------------------------------------------------------------
 
     @surfaced
     def executescript(self, sql_script: str, *, cursor: Cursor | None = None) -> Cursor:

@@ -91,6 +91,22 @@ class StatementRunner:
         if kind == "dml" and cursor._rowcount > 0:
             owner._total_changes += cursor._rowcount
         self._describe(cursor, trace, known, conn, many, kind)
+        self._after(cursor, conn, sql, rows, many, materialise, on_txn_conn)
+
+    def _after(
+        self,
+        cursor: Cursor,
+        conn: apsw.Connection,
+        sql: str,
+        rows: Iterator[tuple[Any, ...]],
+        many: bool,
+        listed: bool,
+        on_txn_conn: bool,
+    ) -> None:
+        """What a statement that ran leaves: the rows on the cursor (``listed``: already in a
+        list), the connection's counters and caches, and a commit if it ended the
+        transaction."""
+        owner = self._owner
         if conn is owner._merger and owner._private is None and statements.may_change_schema(sql):
             owner._schemas.changed()
         if conn is not owner._reader or owner._private is not None:
@@ -99,8 +115,8 @@ class StatementRunner:
         if not many:
             cursor._lastrowid = owner._last_insert_rowid
         # Rows already in a list outlive the transaction connection: nothing to detach.
-        cursor._set_rows(rows, on_txn_conn and not materialise and not many)
-        if conn is owner._reader and not materialise and owner._private is None:
+        cursor._set_rows(rows, on_txn_conn and not listed and not many)
+        if conn is owner._reader and not listed and owner._private is None:
             owner._reader_cursors.add(cursor)
         if on_txn_conn and owner._txns.txn is not None and conn.get_autocommit():
             # RELEASE of the outermost savepoint ended the transaction on the connection:

@@ -20,22 +20,21 @@ from __future__ import annotations
 
 import collections
 import contextlib
-import dataclasses
 import os
 import sys
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from typing import ClassVar
 
 import apsw
 
 from .. import filenames
-from ..storage import journal, sidecar, snapshot
-from . import lockdb_health, oslock
+from ..storage import sidecar, snapshot
+from . import lockdb_health, oslock, reaping
 from .grants import ACTIVE, COMMITTED, COMMITTING, CONFLICTED, DIRECT, READY, Grants
-from .processes import holder_alive, process_start_time
+from .processes import process_start_time
+from .reaping import Reaped
 
 SCHEMA_VERSION = 3
 
@@ -112,15 +111,6 @@ def _forked() -> None:
     LockDB._open_here.clear()
 
 
-@dataclass(frozen=True)
-class Reaped:
-    pid: int
-    transactions: int
-    locks: int
-    txn_ids: tuple[int, ...] = ()
-    journal: journal.Disposal | None = None  # what became of its journal file
-
-
 class LockDB(Grants):
     """One connection to the lock database.  Not shared between threads."""
 
@@ -166,44 +156,9 @@ class LockDB(Grants):
         self.conn.set_busy_timeout(60_000)  # safety net only: writers serialize on _guard
         self._guard = oslock.ByteLock(self.path, oslock.LOCKDB)
         with self._guard:
-            if created:
-                # Small pages: a lock database write touches a few short rows in each of a few
-                # pages, and every page it changes is copied to the WAL (measured: 1 KiB pages
-                # save 4-8 us of a 68 us begin, lock and end).
-                self.conn.execute("PRAGMA page_size=1024")
-            self.conn.execute("PRAGMA journal_mode=WAL")
-            self.conn.execute("PRAGMA synchronous=OFF")
+            _prepare(self.conn, created)
             with self._write():
-                foreign = lockdb_health.foreign_tables(self.conn)
-                if foreign is not None:
-                    raise lockdb_health.damaged(self.path, foreign)
-                self.conn.execute(_SCHEMA)
-                # Tells our lock databases from other SQLite files at a glance (lockdb_health).
-                app_id = self.conn.execute("PRAGMA application_id").fetchall()[0][0]
-                if app_id != lockdb_health.APPLICATION_ID:
-                    self.conn.execute(f"PRAGMA application_id={lockdb_health.APPLICATION_ID}")
-                # Version 3: where each transaction waiting to commit left its merge record
-                # (group commit), and the outcome a merger recorded for it.
-                have = {r[1] for r in self.conn.execute("PRAGMA table_info(transactions)")}
-                for column, kind in _V3_COLUMNS:
-                    if column not in have:
-                        self.conn.execute(f"ALTER TABLE transactions ADD COLUMN {column} {kind}")
-                self.conn.execute(
-                    "INSERT INTO meta VALUES ('schema_version', ?) "
-                    "ON CONFLICT(key) DO UPDATE SET value = max(value, excluded.value)",
-                    (SCHEMA_VERSION,),
-                )
-                # Transaction ids key the commit markers in the main database, so a lock
-                # database that was deleted must not hand out ids that were already used.
-                self.conn.execute(
-                    "INSERT INTO sqlite_sequence(name, seq) SELECT 'transactions', ? "
-                    "WHERE NOT EXISTS (SELECT 1 FROM sqlite_sequence WHERE name='transactions')",
-                    (first_txn_id - 1,),
-                )
-                self.conn.execute(
-                    "UPDATE sqlite_sequence SET seq = max(seq, ?) WHERE name='transactions'",
-                    (first_txn_id - 1,),
-                )
+                _create_schema(self.conn, self.path, first_txn_id)
         self.pid = os.getpid()
         self.start_time = process_start_time(self.pid) or 0
         # The lock database's WAL index, read directly to tell whether anything changed (see
@@ -278,65 +233,27 @@ class LockDB(Grants):
     def register_holder(self) -> list[Reaped]:
         """Record this process as a holder, reaping dead ones first.  Returns what was reaped."""
         with self.writing() as c:
-            reaped = self._reap_dead(c)
+            reaped = reaping.reap_dead(c, self.pid, self.start_time)
             c.execute(
                 "INSERT INTO holders(pid, start_time, registered_at, argv) VALUES (?, ?, ?, ?) "
                 "ON CONFLICT(pid) DO UPDATE SET start_time=excluded.start_time "
                 "WHERE start_time != excluded.start_time",
                 (self.pid, self.start_time, time.time(), _argv_text()),
             )
-        return self._dispose_journals(reaped)
-
-    def _dispose_journals(self, reaped: list[Reaped]) -> list[Reaped]:
-        """Outside the lock database's write: a dead holder's journal goes too (architecture.md,
-        "Recovery")."""
-        db_path = self.path[: -len("-locks")]
-        return [dataclasses.replace(r, journal=journal.dispose(db_path, r.pid)) for r in reaped]
-
-    def _reap_dead(self, c: apsw.Connection) -> list[Reaped]:
-        reaped = []
-        holders = list(c.execute("SELECT pid, start_time FROM holders"))
-        # Transactions whose process has no holder row (start time unknown): judged by pid.
-        holders += list(
-            c.execute(
-                "SELECT DISTINCT pid, 0 FROM transactions "
-                "WHERE pid NOT IN (SELECT pid FROM holders)"
-            )
-        )
-        for pid, start_time in holders:
-            if pid == self.pid and start_time == self.start_time:
-                continue
-            if holder_alive(pid, start_time):
-                continue
-            txns = [t for (t,) in c.execute("SELECT txn_id FROM transactions WHERE pid=?", (pid,))]
-            nlocks = 0
-            for txn_id in txns:
-                nlocks += self._drop_txn(c, txn_id)[0]
-            c.execute("DELETE FROM holders WHERE pid=?", (pid,))
-            reaped.append(Reaped(pid, len(txns), nlocks, tuple(txns)))
-        return reaped
-
-    @staticmethod
-    def _drop_txn(c: apsw.Connection, txn_id: int) -> tuple[int, int]:
-        """Forget a transaction and what it held; returns (locks, queue places) dropped."""
-        c.execute("DELETE FROM locks WHERE txn_id=?", (txn_id,))
-        nlocks = c.changes()
-        c.execute("DELETE FROM waiters WHERE txn_id=?", (txn_id,))
-        nwaits = c.changes()
-        c.execute("DELETE FROM transactions WHERE txn_id=?", (txn_id,))
-        return nlocks, nwaits
+        return reaping.dispose_journals(self.path, reaped)
 
     def reap(self) -> list[Reaped]:
+        """Forget dead holders and what they held; their journals go too."""
         with self.writing() as c:
-            reaped = self._reap_dead(c)
-        return self._dispose_journals(reaped)
+            reaped = reaping.reap_dead(c, self.pid, self.start_time)
+        return reaping.dispose_journals(self.path, reaped)
 
     def reap_and_wake(self) -> list[int]:
         """Reap dead holders; returns the waiters to wake if anything was released."""
         with self.writing() as c:
-            reaped = self._reap_dead(c)
+            reaped = reaping.reap_dead(c, self.pid, self.start_time)
             wake = self._others_waiting(c, -1) if reaped else []
-        self._dispose_journals(reaped)
+        reaping.dispose_journals(self.path, reaped)
         return wake
 
     def begin(self, lock_level: str) -> tuple[int, bool]:
@@ -403,7 +320,7 @@ class LockDB(Grants):
             try:
                 wake = []
                 for each, changed in list(unended.items()) or [(txn_id, changed_tables)]:
-                    self._drop_txn(conn, each)
+                    reaping.drop_txn(conn, each)
                     # Only a live table-level transaction can hold a snapshot older than this
                     # commit (one that registers later pins after it): else nothing to bump,
                     # and the lock database's commit writes one page less.
@@ -603,7 +520,7 @@ class LockDB(Grants):
                 t for (t,) in c.execute("SELECT txn_id FROM transactions WHERE pid=?", (self.pid,))
             ]
             for txn_id in mine:
-                self._drop_txn(c, txn_id)
+                reaping.drop_txn(c, txn_id)
 
     def unregister_holder(self) -> None:
         """Drop this process's holder row if it has no transactions left."""
@@ -634,3 +551,50 @@ class LockDB(Grants):
 
 
 os.register_at_fork(after_in_child=_forked)
+
+
+def _prepare(conn: apsw.Connection, created: bool) -> None:
+    if created:
+        # Small pages: a lock database write touches a few short rows in each of a few
+        # pages, and every page it changes is copied to the WAL (measured: 1 KiB pages
+        # save 4-8 us of a 68 us begin, lock and end).
+        conn.execute("PRAGMA page_size=1024")
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA synchronous=OFF")
+
+
+def _create_schema(conn: apsw.Connection, path: str, first_txn_id: int) -> None:
+    """In a write transaction: our tables, made or brought up to date.
+
+    :raises OperationalError: the file holds another application's tables.
+    """
+    foreign = lockdb_health.foreign_tables(conn)
+    if foreign is not None:
+        raise lockdb_health.damaged(path, foreign)
+    conn.execute(_SCHEMA)
+    # Tells our lock databases from other SQLite files at a glance (lockdb_health).
+    app_id = conn.execute("PRAGMA application_id").fetchall()[0][0]
+    if app_id != lockdb_health.APPLICATION_ID:
+        conn.execute(f"PRAGMA application_id={lockdb_health.APPLICATION_ID}")
+    # Version 3: where each transaction waiting to commit left its merge record
+    # (group commit), and the outcome a merger recorded for it.
+    have = {r[1] for r in conn.execute("PRAGMA table_info(transactions)")}
+    for column, kind in _V3_COLUMNS:
+        if column not in have:
+            conn.execute(f"ALTER TABLE transactions ADD COLUMN {column} {kind}")
+    conn.execute(
+        "INSERT INTO meta VALUES ('schema_version', ?) "
+        "ON CONFLICT(key) DO UPDATE SET value = max(value, excluded.value)",
+        (SCHEMA_VERSION,),
+    )
+    # Transaction ids key the commit markers in the main database, so a lock
+    # database that was deleted must not hand out ids that were already used.
+    conn.execute(
+        "INSERT INTO sqlite_sequence(name, seq) SELECT 'transactions', ? "
+        "WHERE NOT EXISTS (SELECT 1 FROM sqlite_sequence WHERE name='transactions')",
+        (first_txn_id - 1,),
+    )
+    conn.execute(
+        "UPDATE sqlite_sequence SET seq = max(seq, ?) WHERE name='transactions'",
+        (first_txn_id - 1,),
+    )
