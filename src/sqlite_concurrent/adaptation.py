@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 import sqlite3 as _stdlib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from .errors import ProgrammingError
@@ -77,6 +77,16 @@ def _adapt_value(value: Any) -> Any:
     if type(value) in _PLAIN and not _plain_adapted:
         return value
     return adapt(value, PrepareProtocol, value)
+
+
+def adapt_all(parameters: Any, many: bool) -> Any:
+    """The parameters of ``execute`` (``many``: of ``executemany``, a list of them), adapted."""
+    if not many:
+        return adapt_parameters(parameters)
+    if not isinstance(parameters, Iterable):
+        raise TypeError("executemany() argument 2 must be iterable")
+    # A list: a statement that must run again elsewhere needs them again.
+    return [adapt_parameters(p) for p in parameters]
 
 
 def adapt_parameters(parameters: Any) -> Any:

@@ -9,15 +9,17 @@ run statements, end transactions and close as the connection (:mod:`.dbapi`) ask
 
 from __future__ import annotations
 
+import functools
 import os
 import urllib.parse
+import weakref
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 import apsw
 
 from . import filenames, shared_memory
 from .cursor import Cursor
-from .engine.database import OPEN_FLAGS, SharedDatabase
+from .engine.database import OPEN_FLAGS, SharedDatabase, let_go
 from .errors import NotSupportedError, OperationalError, translate
 from .process import exiting, foreign, holding
 
@@ -40,6 +42,7 @@ class PrivateBackend:
     def __init__(self, owner: Connection, conn: apsw.Connection) -> None:
         self._owner = exiting.weak_proxy(owner)  # no reference cycle (see exiting.py)
         self.conn = conn
+        self.leftover: exiting.Leftover | None = None  # SQLite closes it with the connection
 
     @classmethod
     def open(cls, owner: Connection, private: Private) -> PrivateBackend:
@@ -76,6 +79,9 @@ class PrivateBackend:
             except apsw.Error as e:
                 raise translate(e) from e
 
+    def track(self, owner: Connection) -> None:
+        """Nothing: SQLite closes the database with the connection, at exit too."""
+
     def roll_back(self) -> None:
         """Nothing: SQLite rolls an open transaction back as it closes."""
 
@@ -93,6 +99,9 @@ class SharedBackend:
         self._txns = owner._txns
         self._router = owner._router
         self._db: SharedDatabase | None = None
+        # What it holds, let go of if the connection is dropped unclosed (process/exiting.py).
+        self.leftover: exiting.Leftover | None = None
+        self._finalizer: weakref.finalize | None = None  # closes it at exit
 
     def open(
         self,
@@ -156,9 +165,21 @@ class SharedBackend:
         if txns.txn is not None:
             txns.rollback()
 
+    def track(self, owner: Connection) -> None:
+        """Close ``owner`` at exit if it is still open then; let go of what it holds if it is
+        dropped unclosed (``process/exiting.py``)."""
+        db = self._db
+        assert db is not None and db.holding is not None
+        self.leftover = exiting.Leftover(
+            functools.partial(let_go, db.holding, db.journal, db.slot_id, db.lockdb)
+        )
+        self._finalizer = exiting.track(owner, self.leftover)
+
     def leave(self) -> None:
         """Let go of the file, as the last step of a close."""
         assert self._db is not None
+        if self._finalizer is not None:
+            self._finalizer.detach()
         self._db.leave()
 
 

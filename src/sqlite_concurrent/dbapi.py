@@ -11,12 +11,10 @@ from __future__ import annotations
 
 import collections
 import contextlib
-import functools
 import logging
 import os
 import random
 import sqlite3 as _stdlib
-import sqlite3.dump as _stdlib_dump
 import threading
 import time
 import warnings
@@ -37,7 +35,6 @@ from . import (
     statements,
 )
 from .blob import Blob, OpenBlobs
-from .commit import merge
 from .commit.checkpoint import DEFAULT_CHECKPOINT_WAIT, DEFAULT_WAL_LIMIT
 from .cursor import Cursor
 from .engine import (
@@ -46,7 +43,7 @@ from .engine import (
     rerun,
     ways,
 )
-from .engine.database import SharedDatabase, let_go
+from .engine.database import SharedDatabase
 from .errors import (
     ConflictError,
     DatabaseError,
@@ -64,6 +61,7 @@ from .errors import (
 )
 from .hooks import Hooks
 from .locking import levels, locks, oslock
+from .options import Options
 from .process import exiting, holding
 from .routing import Router
 from .schemas import Schemas
@@ -125,20 +123,20 @@ class Connection(Hooks):
             # uninitialised until the new database opens.
             self._close_for_init()
             del self._closed
-        _check_options(timeout, wal_limit, checkpoint_wait, escalate_at, row_lock_delay)
-        try:
-            level = levels.named(lock_level)
-        except ValueError as e:
-            raise ProgrammingError(str(e)) from None
+        self._options = options = Options.of(
+            timeout=timeout,
+            lock_level=lock_level,
+            wal_limit=wal_limit,
+            checkpoint_wait=checkpoint_wait,
+            escalate_at=escalate_at,
+            group_commit=group_commit,
+            row_lock_delay=row_lock_delay,
+            mode=mode,
+        )
         path, private = backends.target(database, uri)
-        self.mode = ways.mode(mode)
-        self._escalate_at = escalate_at
-        self._row_lock_delay = float(row_lock_delay)
-        self._group_commit = group_commit
+        self.mode = options.mode
         self.detect_types = int(detect_types)
         self._table_sets = locks.TableSets()
-        self._wal_limit = wal_limit
-        self._checkpoint_wait = checkpoint_wait
         self._closed = True  # until fully open, so __del__ and close() are safe
         # Links resolved, as SQLite resolves them to place -wal and -shm: our sidecars go beside
         # the same file, and every name for the database finds the same -locks.
@@ -146,9 +144,9 @@ class Connection(Hooks):
         # A database no other process can reach (":memory:", "", a memory or read-only URI):
         # its one stock connection (backends.py).
         self._private: apsw.Connection | None = None
-        self.lock_level = lock_level
-        self._level = level
-        self.timeout = float(timeout)
+        self.lock_level = options.level.name
+        self._level = options.level
+        self.timeout = options.timeout
         self._isolation_level: str | None = None
         self.isolation_level = isolation_level  # validated by the setter
         self.row_factory: Callable[[Cursor, tuple[Any, ...]], Any] | None = None
@@ -159,15 +157,9 @@ class Connection(Hooks):
         self._opened = holding.Handles()
         self._open_blobs = OpenBlobs()
         self._holding: holding.Holding | None = None  # what the process holds for the file
-        self._exit_finalizer: weakref.finalize | None = None  # closes it at exit (exiting.py)
         self._open_or_undo(private)
         self._closed = False
-        if self._holding is not None:
-            db = self._db
-            self._leftover = exiting.Leftover(
-                functools.partial(let_go, self._holding, db.journal, db.slot_id, db.lockdb)
-            )
-            self._exit_finalizer = exiting.track(self, self._leftover)
+        self._backend.track(self)
 
     def _init_transactions(self) -> None:
         self._txns = Transactions(self, self.mode)
@@ -235,9 +227,9 @@ class Connection(Hooks):
         backend = self._backend = backends.SharedBackend(self)
         db = backend.open(
             self,
-            wal_limit=self._wal_limit,
-            checkpoint_wait=self._checkpoint_wait,
-            group_commit=self._group_commit,
+            wal_limit=self._options.wal_limit,
+            checkpoint_wait=self._options.checkpoint_wait,
+            group_commit=self._options.group_commit,
         )
         self._db = self._txns.db = db
         self._holding = db.holding
@@ -288,8 +280,6 @@ class Connection(Hooks):
 
     def _leave(self) -> None:
         """Let go of the database, as the last step of ``close`` does."""
-        if self._exit_finalizer is not None:
-            self._exit_finalizer.detach()
         try:
             self._backend.leave()
         finally:
@@ -301,7 +291,7 @@ class Connection(Hooks):
     def __del__(self) -> None:
         # One inherited across fork() is its parent's to close.
         if not getattr(self, "_closed", True) and not self._inherited():
-            leftover = getattr(self, "_leftover", None)
+            leftover = self._backend.leftover
             if leftover is not None:
                 if self._txns.txn is None and self._txns.exclusive is None:
                     leftover.idle = True
@@ -468,17 +458,7 @@ class Connection(Hooks):
     def iterdump(self) -> Iterator[str]:
         """The database as SQL text, as the stdlib dumps it, without our commit markers."""
         self._check()  # now, not at the first line: this is not a generator
-        return self._dump()
-
-    def _dump(self) -> Iterator[str]:
-        marker = merge.MARKER_TABLE
-        for line in _stdlib_dump._iterdump(self):  # type: ignore[attr-defined]
-            if marker in line and (
-                line.startswith(f'INSERT INTO "{marker}"')
-                or line.startswith(f"CREATE TABLE {marker}")
-            ):
-                continue
-            yield line
+        return serialization.iterdump(self)
 
     @surfaced
     def serialize(self, *, name: str = "main") -> bytes:
@@ -591,34 +571,12 @@ class Connection(Hooks):
     def _execute(self, cursor: Cursor, sql: str, parameters: Any, *, many: bool) -> None:
         """Every statement of the DB-API comes here: checked and classified as the stdlib does,
         then routed to the connection that can run it."""
-        sql, kind = self._classify(sql)
+        sql, kind = statements.checked(sql, self._max_sql_length)
         if kind not in _RECORDED:
             self._txns.script = None  # the transaction can no longer be run again (rerun.py)
         cursor._reset()
-        parameters = self._adapt(parameters, many)
+        parameters = adaptation.adapt_all(parameters, many)
         self._backend.execute(cursor, sql, parameters, many, kind)
-
-    def _classify(self, sql: Any) -> tuple[str, str]:
-        """``sql`` as it will run and its kind (:func:`.statements.kind`), refused as the stdlib
-        refuses it."""
-        if not isinstance(sql, str):
-            raise TypeError(f"execute() argument 1 must be str, not {type(sql).__name__}")
-        if "\0" in sql:
-            raise ProgrammingError("the query contains a null character")
-        if len(sql) > self._max_sql_length:
-            raise DataError("query string is too large")
-        if "/*" in sql:
-            sql = statements.without_unclosed_comment(sql)
-        return sql, statements.kind(sql)
-
-    @staticmethod
-    def _adapt(parameters: Any, many: bool) -> Any:
-        if not many:
-            return adaptation.adapt_parameters(parameters)
-        if not isinstance(parameters, Iterable):
-            raise TypeError("executemany() argument 2 must be iterable")
-        # A list: a statement that must run again elsewhere needs them again.
-        return [adaptation.adapt_parameters(p) for p in parameters]
 
 
 class Statement:
@@ -731,19 +689,6 @@ def connect(
         row_lock_delay=row_lock_delay,
         mode=mode,
     )
-
-
-def _check_options(
-    timeout: Any, wal_limit: int, checkpoint_wait: float, escalate_at: int, row_lock_delay: Any
-) -> None:
-    if not isinstance(timeout, (int, float)) or timeout < 0:
-        raise ProgrammingError("timeout must be a non-negative number of seconds")
-    if wal_limit <= 0 or checkpoint_wait < 0:
-        raise ProgrammingError("wal_limit must be > 0 and checkpoint_wait >= 0")
-    if escalate_at < 1:
-        raise ProgrammingError("escalate_at must be >= 1")
-    if not isinstance(row_lock_delay, (int, float)) or not 0 <= row_lock_delay <= 60:
-        raise ProgrammingError("row_lock_delay must be a number of seconds from 0 to 60")
 
 
 __all__ = ["Connection", "Cursor", "Error", "connect"]

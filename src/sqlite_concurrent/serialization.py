@@ -11,11 +11,14 @@ the stdlib's does on a file connection: the file, and everybody else using it, a
 
 from __future__ import annotations
 
+import sqlite3.dump as _stdlib_dump
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 import apsw
 
 from .backends import PrivateBackend
+from .commit import merge
 from .errors import NotSupportedError, OperationalError, translate
 
 if TYPE_CHECKING:
@@ -109,3 +112,14 @@ def _become_private(connection: Connection, memory: apsw.Connection) -> None:
             memory.execute("BEGIN")
     except apsw.Error as e:
         raise translate(e) from e
+
+
+def iterdump(connection: Connection) -> Iterator[str]:
+    """The database as SQL text, as the stdlib dumps it, without our commit markers."""
+    marker = merge.MARKER_TABLE
+    for line in _stdlib_dump._iterdump(connection):  # type: ignore[attr-defined]
+        if marker in line and (
+            line.startswith(f'INSERT INTO "{marker}"') or line.startswith(f"CREATE TABLE {marker}")
+        ):
+            continue
+        yield line

@@ -12,9 +12,11 @@ from __future__ import annotations
 
 import functools
 import re
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import apsw
+
+from .errors import DataError, ProgrammingError
 
 _LEADING = re.compile(r"(?:\s+|--[^\n]*(?:\n|$)|/\*.*?(?:\*/|$))*", re.S)
 # What SQLite passes over before a statement's first token: also empty statements and a BOM.
@@ -172,3 +174,17 @@ def pragma(sql: str) -> Pragma | None:
 
 # The kinds (:func:`kind`) of SAVEPOINT, RELEASE and ROLLBACK TO.
 SAVEPOINT_KINDS = frozenset({"savepoint", "release", "rollback_to"})
+
+
+def checked(sql: Any, max_length: int) -> tuple[str, str]:
+    """``sql`` as it will run and its kind (:func:`kind`), refused as the stdlib's ``execute``
+    refuses it."""
+    if not isinstance(sql, str):
+        raise TypeError(f"execute() argument 1 must be str, not {type(sql).__name__}")
+    if "\0" in sql:
+        raise ProgrammingError("the query contains a null character")
+    if len(sql) > max_length:
+        raise DataError("query string is too large")
+    if "/*" in sql:
+        sql = without_unclosed_comment(sql)
+    return sql, kind(sql)

@@ -146,8 +146,8 @@ class Transactions:
                 locking={
                     "level": self._owner._level,
                     "timeout": self._owner.timeout,
-                    "escalate_at": self._owner._escalate_at,
-                    "row_lock_delay": self._owner._row_lock_delay,
+                    "escalate_at": self._owner._options.escalate_at,
+                    "row_lock_delay": self._owner._options.row_lock_delay,
                     "publisher": self.db.publisher,
                     "reader": self._owner._reader,
                     "snapshot_reader": self._owner._snapshot_conn,
