@@ -121,16 +121,16 @@ def test_a_transaction_queued_behind_an_exclusive_operation_wakes_it(db_path):
     try:
         first, _ = ldb.begin("row")
         excl, _ = ldb.begin("row")
-        blockers, _ = ldb.try_acquire(excl, [("db", "X")], queue=True)
+        blockers, _ = ldb.grants.try_acquire(excl, [("db", "X")], queue=True)
         assert [b.txn_id for b in blockers] == [first]
         late, gated = ldb.begin("row")
         assert gated
         ldb.end(first)
-        blockers, _ = ldb.try_acquire(excl, [("db", "X")], queue=True)
+        blockers, _ = ldb.grants.try_acquire(excl, [("db", "X")], queue=True)
         assert [b.txn_id for b in blockers] == [late]  # live, not queued yet
-        blockers, wake = ldb.try_acquire(late, [("db", "S")], queue=True)
+        blockers, wake = ldb.grants.try_acquire(late, [("db", "S")], queue=True)
         assert [b.txn_id for b in blockers] == [excl]
         assert excl in wake
-        assert ldb.try_acquire(excl, [("db", "X")], queue=True)[0] == []
+        assert ldb.grants.try_acquire(excl, [("db", "X")], queue=True)[0] == []
     finally:
         ldb.close()

@@ -14,10 +14,14 @@ and the youngest transaction of a cycle is the victim.  The waiting itself (in t
 from __future__ import annotations
 
 import time
+import weakref
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING
 
 import apsw
+
+if TYPE_CHECKING:
+    from .lockdb import LockDB
 
 # Transaction states (the lock database's ``transactions.state``).
 ACTIVE = "active"
@@ -151,33 +155,12 @@ def _find_cycle(graph: dict[int, set[int]], start: int) -> list[int]:
 
 
 class Grants:
-    """Lock granting for :class:`~.lockdb.LockDB` (which provides ``conn`` and ``_guard``)."""
+    """Granting, queueing and deadlock breaking in the lock database ``lockdb`` (its
+    ``grants``), under its write guard."""
 
-    conn: apsw.Connection
-    _guard: Any
-    pid: int
-    quiet: Any
-
-    @staticmethod
-    def _others_waiting(c: apsw.Connection, txn_id: int) -> list[int]:
-        # Every waiter re-checks its own request, so waking all of them is correct; there are
-        # few, and resources are related (a table lock blocks its rows), so finer is not cheaper.
-        return [
-            t
-            for (t,) in c.execute(
-                "SELECT DISTINCT txn_id FROM waiters WHERE txn_id != ?", (txn_id,)
-            )
-        ]
-
-    @staticmethod
-    def _related(resource: str) -> tuple[str, str, str]:
-        """(covering table lock, row range start, row range end) that a request must respect."""
-        if resource.startswith("row:"):
-            return ("table:" + _table_of_row(resource), "", "")
-        if resource.startswith("table:"):
-            prefix = "row:" + resource[6:] + ":"
-            return ("", prefix, prefix[:-1] + ";")
-        return ("", "", "")
+    def __init__(self, lockdb: LockDB) -> None:
+        self._db = weakref.proxy(lockdb)  # its owner: no reference cycle
+        self._hot_cursor: apsw.Cursor | None = None
 
     def fast_grant(
         self,
@@ -191,10 +174,10 @@ class Grants:
         ``register``: (lock level, began at) of a transaction not yet in the lock database; it
         is registered in the same write, whatever is granted.
         """
-        c = self.conn
+        c = self._db.conn
         now = time.time()
         granted = 0
-        self._guard.acquire()
+        self._db._guard.acquire()
         try:
             if len(requests) == 1 and register is None:  # one statement, no BEGIN/COMMIT
                 resource, mode = requests[0]
@@ -203,7 +186,7 @@ class Grants:
             c.execute("BEGIN IMMEDIATE")
             try:
                 if register is not None:
-                    self._cursor().execute(_REGISTER, (txn_id, self.pid, *register))
+                    self._cursor().execute(_REGISTER, (txn_id, self._db.pid, *register))
                 for resource, mode in requests:
                     self._grant_one(resource, txn_id, mode, now)
                     if not c.changes():
@@ -215,17 +198,17 @@ class Grants:
             c.execute("COMMIT")
             return granted
         finally:
-            self._guard.release()
+            self._db._guard.release()
 
     def claimed_by_others(self, txn_id: int, requests: list[tuple[str, str]]) -> bool:
         """Whether another transaction holds or awaits one of these row locks (or holds its
         table's lock): a read, where granting them would be a write."""
-        if self.quiet():
+        if self._db.quiet():
             return False
         rows = [r for r, _ in requests]
         held = [*rows, *{"table:" + _table_of_row(r) for r in rows}]
         return (
-            self.conn.execute(
+            self._db.conn.execute(
                 f"SELECT 1 FROM locks WHERE resource IN ({','.join('?' * len(held))}) "
                 "AND txn_id != ? UNION ALL SELECT 1 FROM waiters "
                 f"WHERE resource IN ({','.join('?' * len(rows))}) AND txn_id != ? LIMIT 1",
@@ -237,11 +220,11 @@ class Grants:
     def register(self, txn_id: int, lock_level: str, began_at: float) -> None:
         """Register a transaction that began under a reserved id, before it waits for
         anything."""
-        self._guard.acquire()
+        self._db._guard.acquire()
         try:
-            self._cursor().execute(_REGISTER, (txn_id, self.pid, lock_level, began_at))
+            self._cursor().execute(_REGISTER, (txn_id, self._db.pid, lock_level, began_at))
         finally:
-            self._guard.release()
+            self._db._guard.release()
 
     def _grant_one(self, resource: str, txn_id: int, mode: str, now: float) -> None:
         # One reused cursor: a new one per statement is half a microsecond of a ~13 us write.
@@ -252,12 +235,12 @@ class Grants:
         elif resource == "db" and mode == "X":
             cur.execute(_FAST_GRANT_DB_X, (txn_id, now))
         else:
-            cur.execute(_FAST_GRANT, (resource, txn_id, mode, now, *self._related(resource)))
+            cur.execute(_FAST_GRANT, (resource, txn_id, mode, now, *_related(resource)))
 
     def _cursor(self) -> apsw.Cursor:
-        cur = self.__dict__.get("_hot_cursor")
+        cur = self._hot_cursor
         if cur is None:
-            cur = self.__dict__["_hot_cursor"] = self.conn.cursor()
+            cur = self._hot_cursor = self._db.conn.cursor()
         return cur
 
     def _blockers(
@@ -269,7 +252,7 @@ class Grants:
         a covering table lock (for a row) or of any of the table's rows (for a table), and
         earlier waiters for the resource (first come, first served).
         """
-        related = self._related(resource)
+        related = _related(resource)
         found: dict[int, tuple[str, int]] = {}
         for other, where, held, pid in c.execute(
             _BLOCKERS,
@@ -298,9 +281,9 @@ class Grants:
             the transactions to wake.
         :raises Victim: this transaction must roll back to break a deadlock.
         """
-        c = self.conn
+        c = self._db.conn
         wake: list[int] = []
-        self._guard.acquire()
+        self._db._guard.acquire()
         try:
             c.execute("BEGIN IMMEDIATE")
             try:
@@ -318,7 +301,7 @@ class Grants:
                     c.execute("DELETE FROM waiters WHERE txn_id=?", (txn_id,))
                     c.execute("UPDATE transactions SET state=? WHERE txn_id=?", (ACTIVE, txn_id))
                     raise Victim(
-                        [txn_id], resource[0] if resource else "", self._others_waiting(c, txn_id)
+                        [txn_id], resource[0] if resource else "", others_waiting(c, txn_id)
                     )
                 blockers: list[Blocker] = []
                 for resource, mode in requests:
@@ -332,9 +315,7 @@ class Grants:
                             blockers = []
                             continue
                         c.execute("DELETE FROM waiters WHERE txn_id=?", (txn_id,))
-                        raise Victim(
-                            [txn_id, own[0].txn_id], resource, self._others_waiting(c, txn_id)
-                        )
+                        raise Victim([txn_id, own[0].txn_id], resource, others_waiting(c, txn_id))
                     if blockers:
                         if queue:
                             if seq is None:
@@ -346,7 +327,7 @@ class Grants:
                                 if resource == "db":
                                     # Queued behind an exclusive operation, it no longer keeps
                                     # that one waiting (_BLOCKERS), which must look again.
-                                    wake = self._db_waiters(c, txn_id)
+                                    wake = _db_waiters(c, txn_id)
                             wake = wake + self._break_deadlock(c, txn_id, resource)
                         break
                     c.execute(
@@ -357,7 +338,7 @@ class Grants:
                     if seq is not None:
                         c.execute("DELETE FROM waiters WHERE seq=?", (seq,))
                         # Waiters queued behind this one may now be grantable.
-                        wake = self._others_waiting(c, txn_id)
+                        wake = others_waiting(c, txn_id)
             except Victim:
                 c.execute("COMMIT")
                 raise
@@ -366,18 +347,8 @@ class Grants:
                 raise
             c.execute("COMMIT")
         finally:
-            self._guard.release()
+            self._db._guard.release()
         return blockers, wake
-
-    @staticmethod
-    def _db_waiters(c: apsw.Connection, txn_id: int) -> list[int]:
-        return [
-            t
-            for (t,) in c.execute(
-                "SELECT txn_id FROM waiters WHERE resource = 'db' AND mode = 'X' AND txn_id != ?",
-                (txn_id,),
-            )
-        ]
 
     def _wait_for_graph(self, c: apsw.Connection) -> dict[int, set[int]]:
         graph: dict[int, set[int]] = {}
@@ -406,35 +377,39 @@ class Grants:
         victim = max(cycle, key=lambda t: (began.get(t, 0.0), t))
         if victim == txn_id:
             c.execute("DELETE FROM waiters WHERE txn_id=?", (txn_id,))
-            raise Victim(cycle, resource, self._others_waiting(c, txn_id))
+            raise Victim(cycle, resource, others_waiting(c, txn_id))
         c.execute("UPDATE transactions SET state=? WHERE txn_id=?", (DEADLOCK_VICTIM, victim))
         return [victim]
 
-    def release(self, txn_id: int, resources: list[str]) -> list[int]:
-        """Release some locks before the transaction ends; returns the waiters to wake."""
-        c = self.conn
-        self._guard.acquire()
-        try:
-            # Under the guard, a waiter either queued before this delete (and is found below)
-            # or checks after it (and finds the resource free): no wake-up is lost.
-            if len(resources) == 1:
-                self._cursor().execute(
-                    "DELETE FROM locks WHERE resource=? AND txn_id=?", (resources[0], txn_id)
-                )
-            else:
-                with self._write():
-                    c.executemany(
-                        "DELETE FROM locks WHERE resource=? AND txn_id=?",
-                        [(r, txn_id) for r in resources],
-                    )
-            return self._others_waiting(c, txn_id)
-        finally:
-            self._guard.release()
-
     def stop_waiting(self, txn_id: int) -> list[int]:
-        with self.writing() as c:
+        with self._db.writing() as c:
             c.execute("DELETE FROM waiters WHERE txn_id=?", (txn_id,))
-            return self._others_waiting(c, txn_id) if c.changes() else []
+            return others_waiting(c, txn_id) if c.changes() else []
 
-    def holds(self, txn_id: int) -> dict[str, str]:
-        return dict(self.conn.execute("SELECT resource, mode FROM locks WHERE txn_id=?", (txn_id,)))
+
+def others_waiting(c: apsw.Connection, txn_id: int) -> list[int]:
+    # Every waiter re-checks its own request, so waking all of them is correct; there are
+    # few, and resources are related (a table lock blocks its rows), so finer is not cheaper.
+    return [
+        t for (t,) in c.execute("SELECT DISTINCT txn_id FROM waiters WHERE txn_id != ?", (txn_id,))
+    ]
+
+
+def _related(resource: str) -> tuple[str, str, str]:
+    """(covering table lock, row range start, row range end) that a request must respect."""
+    if resource.startswith("row:"):
+        return ("table:" + _table_of_row(resource), "", "")
+    if resource.startswith("table:"):
+        prefix = "row:" + resource[6:] + ":"
+        return ("", prefix, prefix[:-1] + ";")
+    return ("", "", "")
+
+
+def _db_waiters(c: apsw.Connection, txn_id: int) -> list[int]:
+    return [
+        t
+        for (t,) in c.execute(
+            "SELECT txn_id FROM waiters WHERE resource = 'db' AND mode = 'X' AND txn_id != ?",
+            (txn_id,),
+        )
+    ]

@@ -32,7 +32,16 @@ import apsw
 from .. import filenames
 from ..storage import sidecar, snapshot
 from . import lockdb_health, oslock, reaping
-from .grants import ACTIVE, COMMITTED, COMMITTING, CONFLICTED, DIRECT, READY, Grants
+from .grants import (
+    ACTIVE,
+    COMMITTED,
+    COMMITTING,
+    CONFLICTED,
+    DIRECT,
+    READY,
+    Grants,
+    others_waiting,
+)
 from .processes import process_start_time
 from .reaping import Reaped
 
@@ -111,7 +120,7 @@ def _forked() -> None:
     LockDB._open_here.clear()
 
 
-class LockDB(Grants):
+class LockDB:
     """One connection to the lock database.  Not shared between threads."""
 
     # Open ones in this process, per lock database: the process's own descriptors on the file
@@ -155,6 +164,7 @@ class LockDB(Grants):
             raise
         self.conn.set_busy_timeout(60_000)  # safety net only: writers serialize on _guard
         self._guard = oslock.ByteLock(self.path, oslock.LOCKDB)
+        self.grants = Grants(self)
         with self._guard:
             _prepare(self.conn, created)
             with self._write():
@@ -252,7 +262,7 @@ class LockDB(Grants):
         """Reap dead holders; returns the waiters to wake if anything was released."""
         with self.writing() as c:
             reaped = reaping.reap_dead(c, self.pid, self.start_time)
-            wake = self._others_waiting(c, -1) if reaped else []
+            wake = others_waiting(c, -1) if reaped else []
         reaping.dispose_journals(self.path, reaped)
         return wake
 
@@ -329,7 +339,7 @@ class LockDB(Grants):
                             conn.execute(_BUMP_VERSION, (name,))
                     # Even with no lock rows it held ``db`` in S mode, implicitly: an
                     # exclusive operation may be waiting for it.
-                    wake += self._others_waiting(conn, each)
+                    wake += others_waiting(conn, each)
             except BaseException:
                 conn.execute("ROLLBACK")
                 raise

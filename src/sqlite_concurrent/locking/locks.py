@@ -244,7 +244,7 @@ class Locking:
             self._publisher is None
             or self._contended
             or escalates
-            or self.lockdb.claimed_by_others(self.txn_id, requests)
+            or self.lockdb.grants.claimed_by_others(self.txn_id, requests)
         ):
             self.acquire_pending(requests)
             return
@@ -273,7 +273,7 @@ class Locking:
             register = self._registration()
         if not wanted:
             if register is not None:
-                self.lockdb.register(self.txn_id, *register)
+                self.lockdb.grants.register(self.txn_id, *register)
             return
         waited = waits.acquire(self.lockdb, self.txn_id, wanted, self.timeout, register=register)
         if waited:
@@ -290,7 +290,7 @@ class Locking:
             wanted, self._pending = self._pending, []
             register = self._registration()
             try:
-                granted = lockdb().fast_grant(self.txn_id, wanted, register=register)
+                granted = lockdb().grants.fast_grant(self.txn_id, wanted, register=register)
             except BaseException:
                 self._pending = wanted + self._pending
                 self._contended = True

@@ -95,13 +95,15 @@ def acquire(
     :raises DeadlockError: this transaction was picked to break a wait-for cycle.
     :raises LockTimeoutError: still blocked after ``timeout`` seconds.
     """
-    granted = lockdb.fast_grant(txn_id, requests, register=register)
+    granted = lockdb.grants.fast_grant(txn_id, requests, register=register)
     if granted == len(requests):
         return []
     requests = requests[granted:]
     mine = _same_thread()
     try:
-        blockers, to_wake = lockdb.try_acquire(txn_id, requests, queue=False, same_thread=mine)
+        blockers, to_wake = lockdb.grants.try_acquire(
+            txn_id, requests, queue=False, same_thread=mine
+        )
     except Victim as v:
         wake(lockdb, v.wake)
         raise _deadlock(v) from None
@@ -116,7 +118,7 @@ def acquire(
         try:
             while True:
                 try:
-                    blockers, to_wake = lockdb.try_acquire(
+                    blockers, to_wake = lockdb.grants.try_acquire(
                         txn_id, requests, queue=True, same_thread=mine
                     )
                 except Victim as v:
@@ -147,7 +149,7 @@ def acquire(
                 if gone:
                     wake(lockdb, lockdb.reap_and_wake())
         except BaseException:
-            wake(lockdb, lockdb.stop_waiting(txn_id))
+            wake(lockdb, lockdb.grants.stop_waiting(txn_id))
             raise
 
 
