@@ -627,7 +627,7 @@ def commit(
         else:
             offset, length = jrnl.write_ready(pending.txn_id, encode_pending(pending))
             try:
-                lockdb.mark_ready(pending.txn_id, jrnl.path, offset, length)
+                lockdb.queue.mark_ready(pending.txn_id, jrnl.path, offset, length)
                 with lock:
                     crashpoints.reach("merge.locked")
                     error = _known_outcome(conn, lockdb, pending.txn_id)
@@ -654,7 +654,7 @@ _UNKNOWN: Any = object()
 
 def _known_outcome(conn: apsw.Connection, lockdb: Any, txn_id: int) -> Any:
     """What a previous merger decided for ``txn_id`` (``None``: committed), or ``_UNKNOWN``."""
-    found = lockdb.outcome(txn_id)
+    found = lockdb.queue.outcome(txn_id)
     if found is not None:
         state, outcome = found
         if state == COMMITTED:
@@ -667,7 +667,7 @@ def _known_outcome(conn: apsw.Connection, lockdb: Any, txn_id: int) -> Any:
 
 def _others(lockdb: Any, own: Pending) -> list[Pending]:
     found = []
-    for txn_id, path, offset, length in lockdb.ready(GROUP_LIMIT):
+    for txn_id, path, offset, length in lockdb.queue.ready(GROUP_LIMIT):
         if txn_id == own.txn_id or path is None:
             continue
         try:
@@ -739,7 +739,7 @@ def _apply_group(
     # Only the others need telling; we know our own outcome.
     others = {t: e for t, e in outcomes.items() if t != own.txn_id}
     if others:
-        lockdb.record_outcomes(
+        lockdb.queue.record_outcomes(
             {t: None if e is None else encode_conflict(e) for t, e in others.items()}
         )
     if own_failure is not None:

@@ -32,13 +32,11 @@ import apsw
 from .. import filenames
 from ..storage import sidecar, snapshot
 from . import lockdb_health, oslock, reaping
+from .commit_queue import CommitQueue
 from .grants import (
     ACTIVE,
-    COMMITTED,
     COMMITTING,
-    CONFLICTED,
     DIRECT,
-    READY,
     Grants,
     others_waiting,
 )
@@ -165,6 +163,7 @@ class LockDB:
         self.conn.set_busy_timeout(60_000)  # safety net only: writers serialize on _guard
         self._guard = oslock.ByteLock(self.path, oslock.LOCKDB)
         self.grants = Grants(self)
+        self.queue = CommitQueue(self)
         with self._guard:
             _prepare(self.conn, created)
             with self._write():
@@ -480,43 +479,6 @@ class LockDB:
                 "INSERT OR IGNORE INTO locks(resource, txn_id, mode, granted_at) "
                 "VALUES (?, ?, 'S', ?)",
                 [(f"page:{p}", txn_id, now) for p in sorted(pages)],
-            )
-
-    # -- group commit (architecture.md, "Journals, group commit and commit markers") ------------
-
-    def mark_ready(self, txn_id: int, journal: str, offset: int, length: int) -> None:
-        """The transaction waits to commit; its merge record is in ``journal``."""
-        self._write_one(
-            "UPDATE transactions SET state = ?, journal = ?, journal_offset = ?, "
-            "journal_length = ? WHERE txn_id = ?",
-            (READY, journal, offset, length, txn_id),
-        )
-
-    def ready(self, limit: int) -> list[tuple[int, str, int, int]]:
-        """Transactions waiting to commit, oldest first: (txn_id, journal, offset, length)."""
-        return list(
-            self.conn.execute(
-                "SELECT txn_id, journal, journal_offset, journal_length FROM transactions "
-                "WHERE state = ? ORDER BY txn_id LIMIT ?",
-                (READY, limit),
-            )
-        )
-
-    def outcome(self, txn_id: int) -> tuple[str, bytes | None] | None:
-        row = self.conn.execute(
-            "SELECT state, outcome FROM transactions WHERE txn_id = ?", (txn_id,)
-        ).fetchone()
-        return None if row is None else (row[0], row[1])
-
-    def record_outcomes(self, outcomes: dict[int, bytes | None]) -> None:
-        """What a merger decided for each transaction of its group (``None``: committed)."""
-        with self.writing() as c:
-            c.executemany(
-                "UPDATE transactions SET state = ?, outcome = ? WHERE txn_id = ? AND state = ?",
-                [
-                    (COMMITTED if o is None else CONFLICTED, o, txn_id, READY)
-                    for txn_id, o in outcomes.items()
-                ],
             )
 
     def table_versions(self) -> dict[str, int]:
