@@ -282,63 +282,13 @@ class Grants:
         :raises Victim: this transaction must roll back to break a deadlock.
         """
         c = self._db.conn
-        wake: list[int] = []
         self._db._guard.acquire()
         try:
             c.execute("BEGIN IMMEDIATE")
             try:
-                # Only a queued waiter can have been picked as a deadlock victim.
-                state = (
-                    queue
-                    and c.execute(
-                        "SELECT state FROM transactions WHERE txn_id=?", (txn_id,)
-                    ).fetchone()
-                )
-                if state and state[0] == DEADLOCK_VICTIM:
-                    resource = c.execute(
-                        "SELECT resource FROM waiters WHERE txn_id=?", (txn_id,)
-                    ).fetchone()
-                    c.execute("DELETE FROM waiters WHERE txn_id=?", (txn_id,))
-                    c.execute("UPDATE transactions SET state=? WHERE txn_id=?", (ACTIVE, txn_id))
-                    raise Victim(
-                        [txn_id], resource[0] if resource else "", others_waiting(c, txn_id)
-                    )
-                blockers: list[Blocker] = []
-                for resource, mode in requests:
-                    held, seq = c.execute(_MINE, (resource, txn_id, txn_id, resource)).fetchone()
-                    if held is not None and (held == "X" or mode == "S"):
-                        continue
-                    blockers = self._blockers(c, txn_id, resource, mode, seq)
-                    own = [b for b in blockers if b.txn_id in same_thread]
-                    if own:
-                        if resource.startswith("row:") and len(own) == len(blockers):
-                            blockers = []
-                            continue
-                        c.execute("DELETE FROM waiters WHERE txn_id=?", (txn_id,))
-                        raise Victim([txn_id, own[0].txn_id], resource, others_waiting(c, txn_id))
-                    if blockers:
-                        if queue:
-                            if seq is None:
-                                c.execute(
-                                    "INSERT INTO waiters(txn_id, resource, mode, since) "
-                                    "VALUES (?, ?, ?, ?)",
-                                    (txn_id, resource, mode, time.time()),
-                                )
-                                if resource == "db":
-                                    # Queued behind an exclusive operation, it no longer keeps
-                                    # that one waiting (_BLOCKERS), which must look again.
-                                    wake = _db_waiters(c, txn_id)
-                            wake = wake + self._break_deadlock(c, txn_id, resource)
-                        break
-                    c.execute(
-                        "INSERT INTO locks(resource, txn_id, mode, granted_at) VALUES (?, ?, ?, ?) "
-                        "ON CONFLICT(resource, txn_id) DO UPDATE SET mode=excluded.mode",
-                        (resource, txn_id, mode, time.time()),
-                    )
-                    if seq is not None:
-                        c.execute("DELETE FROM waiters WHERE seq=?", (seq,))
-                        # Waiters queued behind this one may now be grantable.
-                        wake = others_waiting(c, txn_id)
+                if queue:  # only a queued waiter can have been picked as a deadlock victim
+                    _raise_if_victim(c, txn_id)
+                blockers, wake = self._in_order(c, txn_id, requests, queue, same_thread)
             except Victim:
                 c.execute("COMMIT")
                 raise
@@ -348,6 +298,54 @@ class Grants:
             c.execute("COMMIT")
         finally:
             self._db._guard.release()
+        return blockers, wake
+
+    def _in_order(
+        self,
+        c: apsw.Connection,
+        txn_id: int,
+        requests: list[tuple[str, str]],
+        queue: bool,
+        same_thread: frozenset[int],
+    ) -> tuple[list[Blocker], list[int]]:
+        """``try_acquire``'s grants, inside its write transaction."""
+        wake: list[int] = []
+        blockers: list[Blocker] = []
+        for resource, mode in requests:
+            held, seq = c.execute(_MINE, (resource, txn_id, txn_id, resource)).fetchone()
+            if held is not None and (held == "X" or mode == "S"):
+                continue
+            blockers = self._blockers(c, txn_id, resource, mode, seq)
+            own = [b for b in blockers if b.txn_id in same_thread]
+            if own:
+                if resource.startswith("row:") and len(own) == len(blockers):
+                    blockers = []
+                    continue
+                c.execute("DELETE FROM waiters WHERE txn_id=?", (txn_id,))
+                raise Victim([txn_id, own[0].txn_id], resource, others_waiting(c, txn_id))
+            if blockers:
+                if queue:
+                    if seq is None:
+                        c.execute(
+                            "INSERT INTO waiters(txn_id, resource, mode, since) "
+                            "VALUES (?, ?, ?, ?)",
+                            (txn_id, resource, mode, time.time()),
+                        )
+                        if resource == "db":
+                            # Queued behind an exclusive operation, it no longer keeps that one
+                            # waiting (_BLOCKERS), which must look again.
+                            wake = _db_waiters(c, txn_id)
+                    wake = wake + self._break_deadlock(c, txn_id, resource)
+                break
+            c.execute(
+                "INSERT INTO locks(resource, txn_id, mode, granted_at) VALUES (?, ?, ?, ?) "
+                "ON CONFLICT(resource, txn_id) DO UPDATE SET mode=excluded.mode",
+                (resource, txn_id, mode, time.time()),
+            )
+            if seq is not None:
+                c.execute("DELETE FROM waiters WHERE seq=?", (seq,))
+                # Waiters queued behind this one may now be grantable.
+                wake = others_waiting(c, txn_id)
         return blockers, wake
 
     def _wait_for_graph(self, c: apsw.Connection) -> dict[int, set[int]]:
@@ -413,3 +411,14 @@ def _db_waiters(c: apsw.Connection, txn_id: int) -> list[int]:
             (txn_id,),
         )
     ]
+
+
+def _raise_if_victim(c: apsw.Connection, txn_id: int) -> None:
+    """:raises Victim: another transaction's request picked this waiting one as the victim
+    of a deadlock; it leaves the queue and is active again (to roll back)."""
+    state = c.execute("SELECT state FROM transactions WHERE txn_id=?", (txn_id,)).fetchone()
+    if state and state[0] == DEADLOCK_VICTIM:
+        resource = c.execute("SELECT resource FROM waiters WHERE txn_id=?", (txn_id,)).fetchone()
+        c.execute("DELETE FROM waiters WHERE txn_id=?", (txn_id,))
+        c.execute("UPDATE transactions SET state=? WHERE txn_id=?", (ACTIVE, txn_id))
+        raise Victim([txn_id], resource[0] if resource else "", others_waiting(c, txn_id))

@@ -100,14 +100,7 @@ def acquire(
         return []
     requests = requests[granted:]
     mine = _same_thread()
-    try:
-        blockers, to_wake = lockdb.grants.try_acquire(
-            txn_id, requests, queue=False, same_thread=mine
-        )
-    except Victim as v:
-        wake(lockdb, v.wake)
-        raise _deadlock(v) from None
-    wake(lockdb, to_wake)
+    blockers = _try(lockdb, txn_id, requests, mine, queue=False)
     if not blockers:
         return []
     waited: list[Blocker] = []
@@ -117,40 +110,62 @@ def acquire(
         sock.setblocking(False)
         try:
             while True:
-                try:
-                    blockers, to_wake = lockdb.grants.try_acquire(
-                        txn_id, requests, queue=True, same_thread=mine
-                    )
-                except Victim as v:
-                    wake(lockdb, v.wake)
-                    raise _deadlock(v) from None
-                wake(lockdb, to_wake)
+                blockers = _try(lockdb, txn_id, requests, mine, queue=True)
                 if not blockers:
                     return waited
                 waited.extend(blockers)
-                fds, gone = _pidfds(blockers)
-                try:
-                    remaining = deadline - time.monotonic()
-                    if remaining <= 0:
-                        raise _timeout(blockers)
-                    if not gone:
-                        # poll, not select: descriptors may exceed FD_SETSIZE in a busy process.
-                        poller = select.poll()
-                        for fd in (sock.fileno(), *fds):
-                            poller.register(fd, select.POLLIN)
-                        ready = {fd for fd, _ in poller.poll(remaining * 1000)}
-                        gone = any(fd in ready for fd in fds)
-                    with contextlib.suppress(BlockingIOError):
-                        while sock.recv(16):
-                            pass
-                finally:
-                    for fd in fds:
-                        os.close(fd)
-                if gone:
+                if _sleep(sock, blockers, deadline):
                     wake(lockdb, lockdb.reap_and_wake())
         except BaseException:
             wake(lockdb, lockdb.grants.stop_waiting(txn_id))
             raise
+
+
+def _try(
+    lockdb: LockDB,
+    txn_id: int,
+    requests: list[tuple[str, str]],
+    mine: frozenset[int],
+    *,
+    queue: bool,
+) -> list[Blocker]:
+    """One attempt (:meth:`.Grants.try_acquire`); wakes whom it must."""
+    try:
+        blockers, to_wake = lockdb.grants.try_acquire(
+            txn_id, requests, queue=queue, same_thread=mine
+        )
+    except Victim as v:
+        wake(lockdb, v.wake)
+        raise _deadlock(v) from None
+    wake(lockdb, to_wake)
+    return blockers
+
+
+def _sleep(sock: socket.socket, blockers: list[Blocker], deadline: float) -> bool:
+    """Sleep in the kernel until a wake-up comes to ``sock``, a blocker's process ends, or the
+    deadline passes; returns whether a blocker's process is gone.
+
+    :raises LockTimeoutError: the deadline has passed.
+    """
+    fds, gone = _pidfds(blockers)
+    try:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise _timeout(blockers)
+        if not gone:
+            # poll, not select: descriptors may exceed FD_SETSIZE in a busy process.
+            poller = select.poll()
+            for fd in (sock.fileno(), *fds):
+                poller.register(fd, select.POLLIN)
+            ready = {fd for fd, _ in poller.poll(remaining * 1000)}
+            gone = any(fd in ready for fd in fds)
+        with contextlib.suppress(BlockingIOError):
+            while sock.recv(16):
+                pass
+    finally:
+        for fd in fds:
+            os.close(fd)
+    return gone
 
 
 def _deadlock(v: Victim) -> DeadlockError:
