@@ -594,24 +594,7 @@ def commit(
     # Page-level validation reads committed WAL frames: it cannot see what an earlier member
     # of the same group changed, so those merge alone.
     group = group and pending.pages is None
-    # A no-op inside a transaction, so it is set first, and outside the merge lock.  It mirrors
-    # the writer's own setting: with enforcement off there, the apply must not start enforcing
-    # it.  (Others join a group only with the same setting.)
-    if foreign_keys(conn) != pending.foreign_keys:
-        conn.pragma("foreign_keys", pending.foreign_keys)
-    # The statements and their parameters depend on the transaction alone, once the merger
-    # knows its schema: built here, they keep the merge lock held for less time.
-    if pending.rows is not None and pending.changeset:
-        plan = replay.plan(
-            conn,
-            pending.changeset,
-            cookie=pending.schema_version,
-            foreign_keys=pending.foreign_keys,
-            changes=pending.rows.changes,
-            known_only=True,
-        )
-        if plan is not None:
-            pending.steps = replay.steps(plan, pending.rows.rows)
+    _before_lock(conn, pending)
     try:
         if not group:
             with lock:
@@ -641,6 +624,28 @@ def commit(
         drain.released(lock.path)
     if error is not None:
         raise error
+
+
+def _before_lock(conn: apsw.Connection, pending: Pending) -> None:
+    """What the merge of ``pending`` can do before it takes the merge lock."""
+    # A no-op inside a transaction, so it is set first, and outside the merge lock.  It mirrors
+    # the writer's own setting: with enforcement off there, the apply must not start enforcing
+    # it.  (Others join a group only with the same setting.)
+    if foreign_keys(conn) != pending.foreign_keys:
+        conn.pragma("foreign_keys", pending.foreign_keys)
+    # The statements and their parameters depend on the transaction alone, once the merger
+    # knows its schema: built here, they keep the merge lock held for less time.
+    if pending.rows is not None and pending.changeset:
+        plan = replay.plan(
+            conn,
+            pending.changeset,
+            cookie=pending.schema_version,
+            foreign_keys=pending.foreign_keys,
+            changes=pending.rows.changes,
+            known_only=True,
+        )
+        if plan is not None:
+            pending.steps = replay.steps(plan, pending.rows.rows)
 
 
 def _merge_with_others(
@@ -703,28 +708,11 @@ def _apply_group(
                     return {p.txn_id: e}
                 outcomes[p.txn_id] = None
                 continue
-            if p is not own and is_committed(conn, p.txn_id):
-                # A merger that died after its commit, before recording outcomes, already
-                # applied it: applying it again would conflict with itself.
-                outcomes[p.txn_id] = None
-                continue
-            conn.execute("SAVEPOINT sqlite_concurrent_txn")
-            try:
-                apply_one(conn, p)
-                if p is not own:
-                    record_marker(conn, p.txn_id)
-            except ConflictError as e:
-                outcomes[p.txn_id] = e
-            except apsw.Error as e:
-                if p is own:
-                    own_failure = e
-                # Another's failure is left to its owner, who finds it still ready.
-            else:
-                conn.execute("RELEASE sqlite_concurrent_txn")
-                outcomes[p.txn_id] = None
-                continue
-            conn.execute("ROLLBACK TO sqlite_concurrent_txn")
-            conn.execute("RELEASE sqlite_concurrent_txn")
+            outcome, failure = _apply_member(conn, p, own=p is own)
+            if failure is not None:
+                own_failure = failure
+            if outcome is not _LEFT:
+                outcomes[p.txn_id] = outcome
     except BaseException:
         conn.execute("ROLLBACK")
         raise
@@ -745,6 +733,36 @@ def _apply_group(
     if own_failure is not None:
         raise own_failure
     return outcomes
+
+
+_LEFT: Any = object()  # another's failure, left to its owner, who finds it still ready
+
+
+def _apply_member(conn: apsw.Connection, p: Pending, *, own: bool) -> tuple[Any, apsw.Error | None]:
+    """Apply ``p`` in a group, in its own savepoint.
+
+    :returns: its outcome (``None``: applied; a ``ConflictError``; or ``_LEFT``), and the
+        error that failed it if it is the merger's own transaction.
+    """
+    if not own and is_committed(conn, p.txn_id):
+        # A merger that died after its commit, before recording outcomes, already applied
+        # it: applying it again would conflict with itself.
+        return None, None
+    conn.execute("SAVEPOINT sqlite_concurrent_txn")
+    try:
+        apply_one(conn, p)
+        if not own:
+            record_marker(conn, p.txn_id)
+    except ConflictError as e:
+        outcome, failure = e, None
+    except apsw.Error as e:
+        outcome, failure = _LEFT, (e if own else None)
+    else:
+        conn.execute("RELEASE sqlite_concurrent_txn")
+        return None, None
+    conn.execute("ROLLBACK TO sqlite_concurrent_txn")
+    conn.execute("RELEASE sqlite_concurrent_txn")
+    return outcome, failure
 
 
 def encode_conflict(e: ConflictError) -> bytes:
