@@ -74,25 +74,7 @@ class WriteTransaction:
         self.path = path
         self.lockdb = lockdb
         self.level: Level = locking["level"]
-        began_at = time.time()
-        # A row-level transaction waits for nothing until it writes, so it registers then;
-        # unless an exclusive operation is queued, which it must queue behind (architecture.md,
-        # "Exclusive operations").
-        registered = self.level.registers_at_begin or lockdb.exclusive_queued()
-        if registered:
-            self.txn_id, gated = lockdb.begin(self.level.name)
-        else:
-            self.txn_id, gated = lockdb.next_id(), False
-        crashpoints.reach("begin.registered")
-        waits.owned_by_this_thread(self.txn_id)
-        self.locking = Locking(
-            lockdb=lockdb,
-            txn_id=self.txn_id,
-            immediate=immediate,
-            registered=registered,
-            began_at=began_at,
-            **locking,
-        )
+        gated = self._register(locking, immediate)
         self._snapshot_conn = snapshot_conn
         self._wal_files = wal_files
         self._connections = connections
@@ -123,6 +105,31 @@ class WriteTransaction:
         except BaseException:
             self._finish()
             raise
+
+    def _register(self, locking: Settings, immediate: bool) -> bool:
+        """Take a transaction id, registered in the lock database unless it waits for nothing
+        yet; returns whether an exclusive operation goes first (it must wait at its start)."""
+        lockdb = self.lockdb
+        began_at = time.time()
+        # A row-level transaction waits for nothing until it writes, so it registers then;
+        # unless an exclusive operation is queued, which it must queue behind (architecture.md,
+        # "Exclusive operations").
+        registered = self.level.registers_at_begin or lockdb.exclusive_queued()
+        if registered:
+            self.txn_id, gated = lockdb.begin(self.level.name)
+        else:
+            self.txn_id, gated = lockdb.next_id(), False
+        crashpoints.reach("begin.registered")
+        waits.owned_by_this_thread(self.txn_id)
+        self.locking = Locking(
+            lockdb=lockdb,
+            txn_id=self.txn_id,
+            immediate=immediate,
+            registered=registered,
+            began_at=began_at,
+            **locking,
+        )
+        return gated
 
     def _start_connection(self) -> None:
         if self._begin_sql:  # else the caller's SAVEPOINT statement opens it, as in SQLite
