@@ -455,6 +455,22 @@ def render(status: Status) -> RenderableType:
             f"{_wal_line(status)}"
         )
     ]
+    holders, txns = _holders_table(status), _transactions_table(status)
+    locks, waiters = _locks_table(status), _waiters_table(status)
+    for table, rows, what in (
+        (holders, status.holders, "holders"),
+        (txns, status.transactions, "transactions"),
+        (locks, status.locks, "locks"),
+        (waiters, status.waiters, "waiters"),
+    ):
+        parts.append(table if rows else Text(f"{what}: none"))
+    parts.append(_files_table(status))
+    for note in status.notes():
+        parts.append(Text(note, style="yellow"))
+    return Group(*parts)
+
+
+def _holders_table(status: Status) -> Table:
     holders = _table(
         "holders", ["pid", "alive", "started", "registered age s", "argv"], {"registered age s"}
     )
@@ -466,6 +482,10 @@ def render(status: Status) -> RenderableType:
             f"{h.registered_age_s:,.1f}",
             Text(h.argv, overflow="fold"),
         )
+    return holders
+
+
+def _transactions_table(status: Status) -> Table:
     # The engine records a snapshot's WAL frame only in some states: show it when there is one.
     frames = any(t.snapshot_frame is not None for t in status.transactions)
     columns = ["txn", "pid", "lock level", "state", "age s", "flag"]
@@ -486,6 +506,10 @@ def render(status: Status) -> RenderableType:
             cells.append(_pid(t.snapshot_frame))
         cells.append("[bold yellow]old (pins the WAL)[/]" if t.old else "")
         txns.add_row(*cells)
+    return txns
+
+
+def _locks_table(status: Status) -> Table:
     locks = _table("locks", ["resource", "mode", "txn", "pid", "age s"], {"txn", "age s"})
     for lock in status.locks[:SHOWN_LOCKS]:
         locks.add_row(
@@ -497,6 +521,10 @@ def render(status: Status) -> RenderableType:
         )
     if len(status.locks) > SHOWN_LOCKS:
         locks.caption = f"first {SHOWN_LOCKS} of {len(status.locks):,} locks; --json has all"
+    return locks
+
+
+def _waiters_table(status: Status) -> Table:
     waiters = _table(
         "waiters (queue order)",
         ["#", "txn", "pid", "resource", "mode", "waiting s", "blocked by txn"],
@@ -512,17 +540,7 @@ def render(status: Status) -> RenderableType:
             f"{w.waiting_s:,.1f}",
             ", ".join(map(str, w.blocked_by)) or "-",
         )
-    for table, rows, what in (
-        (holders, status.holders, "holders"),
-        (txns, status.transactions, "transactions"),
-        (locks, status.locks, "locks"),
-        (waiters, status.waiters, "waiters"),
-    ):
-        parts.append(table if rows else Text(f"{what}: none"))
-    parts.append(_files_table(status))
-    for note in status.notes():
-        parts.append(Text(note, style="yellow"))
-    return Group(*parts)
+    return waiters
 
 
 def _files_table(status: Status) -> Table:
