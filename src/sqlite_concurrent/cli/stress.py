@@ -410,19 +410,31 @@ def run(
     if crew.started_at is None:
         raise StressError("stopped before the writers started")
     result.stopped_early = bool(should_stop and should_stop())
-    reports = crew.reports
-    for i in range(writers):
+    _conclude(result, crew.reports, db_path, allowance, accounts, timeout)
+    return result
+
+
+def _conclude(
+    result: Result,
+    reports: dict[int, Any],
+    db_path: str,
+    allowance: float,
+    accounts: int,
+    timeout: float,
+) -> None:
+    """Fill ``result`` in from the writers' ``reports``, the workload's invariant and
+    ``PRAGMA integrity_check``."""
+    for i in range(result.writers):
         if i not in reports:
             reports[i] = _report(i, f"writer {i} did not finish within {allowance:.0f} s")
     _summarize(result, list(reports.values()))
     try:
         done = [reports[i] for i in sorted(reports)]
-        broken, integrity = _check(db_path, workload, done, accounts, timeout)
+        broken, integrity = _check(db_path, result.workload, done, accounts, timeout)
     except sqlite3.Error as e:
         raise StressError(describe_sqlite_error(db_path, e, timeout)) from None
     result.invariant_ok, result.invariant_detail = not broken, broken
     result.integrity_ok, result.integrity_detail = not integrity, "; ".join(integrity[:3])
-    return result
 
 
 class _Crew:
