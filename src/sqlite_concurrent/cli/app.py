@@ -186,60 +186,71 @@ def _write(path: Path, text: str) -> None:
         raise _fail(f"cannot write {path}: {e.strerror}") from None
 
 
+_StressDb = Annotated[
+    Path,
+    typer.Argument(
+        help="Database file to hammer: created if missing; in an existing SQLite database "
+        "only the workload's own stress_* tables are dropped and recreated.",
+        show_default=False,
+        metavar="DB",
+    ),
+]
+_Workload = Annotated[
+    str, typer.Option("--workload", "-w", help=f"What each transaction does. {_WORKLOAD_HELP}.")
+]
+_Writers = Annotated[
+    int, typer.Option("--writers", "-n", help="Number of writer processes (at least 1).")
+]
+_Duration = Annotated[float, typer.Option("--duration", "-d", help="Seconds to run.")]
+_ThinkMs = Annotated[
+    float,
+    typer.Option(
+        "--think-ms",
+        help="Milliseconds of work (a sleep) inside each transaction, between "
+        "its reads and its writes.",
+    ),
+]
+_LockLevel = Annotated[
+    str,
+    typer.Option(
+        "--lock-level",
+        help="table, page or row: passed to sqlite_concurrent.connect() (ours only).",
+    ),
+]
+_Engine = Annotated[
+    str,
+    typer.Option(
+        "--engine",
+        "-e",
+        help="ours (sqlite_concurrent) or stock (stdlib sqlite3, WAL, busy_timeout, "
+        "BEGIN IMMEDIATE).",
+    ),
+]
+_Accounts = Annotated[
+    int, typer.Option("--accounts", help="Number of accounts (transfer and mixed).")
+]
+_Seed = Annotated[int, typer.Option("--seed", help="Seed for the writers' random choices.")]
+_Timeout = Annotated[float, typer.Option("--timeout", help=_TIMEOUT_HELP)]
+_StressJson = Annotated[
+    Path | None,
+    typer.Option("--json", help="Also write the results as JSON to this file.", show_default=False),
+]
+
+
 @app.command("stress")
 @_one_line
 def stress_command(
-    db: Annotated[
-        Path,
-        typer.Argument(
-            help="Database file to hammer: created if missing; in an existing SQLite database "
-            "only the workload's own stress_* tables are dropped and recreated.",
-            show_default=False,
-            metavar="DB",
-        ),
-    ],
-    workload: Annotated[
-        str, typer.Option("--workload", "-w", help=f"What each transaction does. {_WORKLOAD_HELP}.")
-    ] = "disjoint",
-    writers: Annotated[
-        int, typer.Option("--writers", "-n", help="Number of writer processes (at least 1).")
-    ] = 4,
-    duration: Annotated[float, typer.Option("--duration", "-d", help="Seconds to run.")] = 5.0,
-    think_ms: Annotated[
-        float,
-        typer.Option(
-            "--think-ms",
-            help="Milliseconds of work (a sleep) inside each transaction, between "
-            "its reads and its writes.",
-        ),
-    ] = 2.0,
-    lock_level: Annotated[
-        str,
-        typer.Option(
-            "--lock-level",
-            help="table, page or row: passed to sqlite_concurrent.connect() (ours only).",
-        ),
-    ] = "row",
-    engine: Annotated[
-        str,
-        typer.Option(
-            "--engine",
-            "-e",
-            help="ours (sqlite_concurrent) or stock (stdlib sqlite3, WAL, busy_timeout, "
-            "BEGIN IMMEDIATE).",
-        ),
-    ] = "ours",
-    accounts: Annotated[
-        int, typer.Option("--accounts", help="Number of accounts (transfer and mixed).")
-    ] = 100,
-    seed: Annotated[int, typer.Option("--seed", help="Seed for the writers' random choices.")] = 0,
-    timeout: Annotated[float, typer.Option("--timeout", help=_TIMEOUT_HELP)] = 30.0,
-    json_path: Annotated[
-        Path | None,
-        typer.Option(
-            "--json", help="Also write the results as JSON to this file.", show_default=False
-        ),
-    ] = None,
+    db: _StressDb,
+    workload: _Workload = "disjoint",
+    writers: _Writers = 4,
+    duration: _Duration = 5.0,
+    think_ms: _ThinkMs = 2.0,
+    lock_level: _LockLevel = "row",
+    engine: _Engine = "ours",
+    accounts: _Accounts = 100,
+    seed: _Seed = 0,
+    timeout: _Timeout = 30.0,
+    json_path: _StressJson = None,
 ) -> None:
     """Run one engine on one workload with many writer processes, showing live progress.
 
@@ -293,51 +304,58 @@ def _csv(text: str, kind: Callable[[str], Any], option: str) -> list[Any]:
     return values
 
 
+_Workloads = Annotated[
+    str, typer.Option("--workloads", help="Comma-separated workloads to run (see stress).")
+]
+_WritersList = Annotated[
+    str, typer.Option("--writers", help="Comma-separated writer process counts.")
+]
+_ThinkMsList = Annotated[
+    str, typer.Option("--think-ms", help="Comma-separated milliseconds of work per transaction.")
+]
+_RunSeconds = Annotated[float, typer.Option("--duration", help="Seconds per run.")]
+_Repeats = Annotated[
+    int, typer.Option("--repeats", help="Runs of every cell per engine (spread is min-max).")
+]
+_OurLockLevel = Annotated[str, typer.Option("--lock-level", help="table, page or row, for ours.")]
+_SeedPerRepeat = Annotated[
+    int, typer.Option("--seed", help="Seed for the writers; repeat r uses seed + r.")
+]
+_Directory = Annotated[
+    Path | None,
+    typer.Option(
+        "--dir",
+        help="Directory for the scratch databases (default: a temporary one).",
+        show_default=False,
+    ),
+]
+_BenchJson = Annotated[
+    Path, typer.Option("--json", help="Where to write every run and the summary as JSON.")
+]
+_Chart = Annotated[
+    Path, typer.Option("--chart", help="Where to write the SVG chart of txn/s per writers.")
+]
+_Markdown = Annotated[
+    bool, typer.Option("--markdown", help="Also print the summary as a markdown table.")
+]
+
+
 @app.command("bench")
 @_one_line
 def bench_command(
-    workloads: Annotated[
-        str,
-        typer.Option("--workloads", help="Comma-separated workloads to run (see stress)."),
-    ] = "ingest,disjoint,transfer,hotmix",
-    writers: Annotated[
-        str, typer.Option("--writers", help="Comma-separated writer process counts.")
-    ] = "1,2,4",
-    think_ms: Annotated[
-        str,
-        typer.Option("--think-ms", help="Comma-separated milliseconds of work per transaction."),
-    ] = "0,2",
-    duration: Annotated[float, typer.Option("--duration", help="Seconds per run.")] = 2.0,
-    repeats: Annotated[
-        int, typer.Option("--repeats", help="Runs of every cell per engine (spread is min-max).")
-    ] = 3,
-    lock_level: Annotated[
-        str, typer.Option("--lock-level", help="table, page or row, for ours.")
-    ] = "row",
-    accounts: Annotated[
-        int, typer.Option("--accounts", help="Number of accounts (transfer and mixed).")
-    ] = 100,
-    seed: Annotated[
-        int, typer.Option("--seed", help="Seed for the writers; repeat r uses seed + r.")
-    ] = 0,
-    timeout: Annotated[float, typer.Option("--timeout", help=_TIMEOUT_HELP)] = 30.0,
-    directory: Annotated[
-        Path | None,
-        typer.Option(
-            "--dir",
-            help="Directory for the scratch databases (default: a temporary one).",
-            show_default=False,
-        ),
-    ] = None,
-    json_path: Annotated[
-        Path, typer.Option("--json", help="Where to write every run and the summary as JSON.")
-    ] = _DEFAULT_OUTPUT_DIR / "bench.json",
-    chart: Annotated[
-        Path, typer.Option("--chart", help="Where to write the SVG chart of txn/s per writers.")
-    ] = _DEFAULT_OUTPUT_DIR / "bench.svg",
-    markdown: Annotated[
-        bool, typer.Option("--markdown", help="Also print the summary as a markdown table.")
-    ] = False,
+    workloads: _Workloads = "ingest,disjoint,transfer,hotmix",
+    writers: _WritersList = "1,2,4",
+    think_ms: _ThinkMsList = "0,2",
+    duration: _RunSeconds = 2.0,
+    repeats: _Repeats = 3,
+    lock_level: _OurLockLevel = "row",
+    accounts: _Accounts = 100,
+    seed: _SeedPerRepeat = 0,
+    timeout: _Timeout = 30.0,
+    directory: _Directory = None,
+    json_path: _BenchJson = _DEFAULT_OUTPUT_DIR / "bench.json",
+    chart: _Chart = _DEFAULT_OUTPUT_DIR / "bench.svg",
+    markdown: _Markdown = False,
 ) -> None:
     """Run a matrix of workloads x writers x think times on ours and on stock SQLite.
 
@@ -375,10 +393,6 @@ def bench_command(
             )
         except (ValueError, stress.StressError) as e:
             raise _fail(str(e)) from None
-    cells = bench.cells(results)
-    console.print(display.bench_table(cells, repeats))
-    if markdown:
-        console.print(bench.markdown(cells), markup=False, soft_wrap=True)
     config = {
         "workloads": wl,
         "writers": ns,
@@ -389,9 +403,28 @@ def bench_command(
         "accounts": accounts,
         "seed": seed,
     }
+    _bench_report(console, results, config, started, json_path, chart, markdown=markdown)
+
+
+def _bench_report(
+    console: Console,
+    results: list[stress.Result],
+    config: dict[str, Any],
+    started: float,
+    json_path: Path,
+    chart: Path,
+    *,
+    markdown: bool,
+) -> None:
+    """Print a matrix's summary, write its JSON and chart; exit 1 if any check failed."""
+    cells = bench.cells(results)
+    repeats, duration = config["repeats"], config["duration_s"]
+    console.print(display.bench_table(cells, repeats))
+    if markdown:
+        console.print(bench.markdown(cells), markup=False, soft_wrap=True)
     report = bench.report(results, cells, config, started)
     _write(json_path, json.dumps(report, indent=2) + "\n")
-    _write(chart, bench.svg(cells, duration, repeats, lock_level))
+    _write(chart, bench.svg(cells, duration, repeats, config["lock_level"]))
     console.print(f"JSON written to {json_path}, chart to {chart}", markup=False)
     if not all(r.ok for r in results):
         raise typer.Exit(EXIT_CHECK_FAILED)
