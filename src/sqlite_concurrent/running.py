@@ -326,10 +326,20 @@ class _StatementTrace:
     locks (table level) and notes the reads a pending rebase must know of, before SQLite runs
     it."""
 
-    __slots__ = ("can_cache", "owner", "raw_description", "several", "sql", "table_level", "txn")
+    __slots__ = (
+        "can_cache",
+        "owner",
+        "raw_description",
+        "several",
+        "sql",
+        "table_level",
+        "table_sets",
+        "txn",
+    )
 
     def __init__(self, owner: Connection, sql: str, txn: WriteTransaction | None) -> None:
         self.owner = owner
+        self.table_sets = owner._table_sets  # asked on every run of an executemany
         self.sql = sql
         self.txn = txn
         self.table_level = txn is not None and txn.level.locks_tables
@@ -348,7 +358,7 @@ class _StatementTrace:
         if owner._trace is not None:
             owner._trace_statement(acur, stmt_sql)
         if txn is not None and (self.table_level or txn.rebase.pending):
-            tables = owner._table_sets.take(
+            tables = self.table_sets.take(
                 txn.schema_version, stmt_sql, prepared_now=not self.can_cache
             )
             if txn.rebase.pending:
@@ -360,7 +370,7 @@ class _StatementTrace:
         return True
 
 
-# What a statement's run turns into the stdlib's errors (``Connection._run_error``).
+# What a statement's run turns into the stdlib's errors (``StatementRunner._error``).
 _RUN_ERRORS = (
     apsw.Error,
     ConflictError,

@@ -10,6 +10,7 @@ it (:meth:`TransactionConnection.pinned`).  It is what ``engine/transaction.py``
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
@@ -120,13 +121,16 @@ class TransactionConnection:
 
 def _row_write_hook(owner: Connection) -> Callable[[int, str, str, int], None]:
     """The transaction connection's update hook, called for every row written: tells the open
-    blobs and the open transaction.  ``owner`` is a weak proxy (``exiting.weak_proxy``): the
-    hook must not keep the connection alive."""
+    blobs and the open transaction.  It holds the connection's open blobs (they refer to no
+    connection) and its transactions by a weak proxy: what the transaction connection holds
+    must not keep the connection alive (``process/exiting.py``)."""
+    blobs = owner._open_blobs
+    txns = weakref.proxy(owner._txns)
 
     def on_row_write(op: int, db: str, table: str, rowid: int) -> None:
+        blobs.row_written(db, table, rowid)
         try:
-            owner._open_blobs.row_written(db, table, rowid)
-            txn = owner._txns.txn
+            txn = txns.txn
         except ReferenceError:  # the connection is gone
             return
         if txn is not None:
