@@ -14,9 +14,9 @@ from typer.testing import CliRunner
 from workers import exit_now
 
 import sqlite_concurrent
-from sqlite_concurrent import recovery
 from sqlite_concurrent.cli.app import app
 from sqlite_concurrent.commit import merge
+from sqlite_concurrent.engine import recovery
 from sqlite_concurrent.storage import journal, snapshot
 
 pytestmark = [pytest.mark.timeout(60), pytest.mark.usefixtures("optimistic")]

@@ -34,7 +34,7 @@ import apsw
 import typer
 from rich.console import Console
 
-from .. import recovery
+from ..engine import recovery
 from ..errors import translate
 from ..locking import lockdb_health
 from . import bench, check, display, status, stress

@@ -20,7 +20,7 @@ from rich.progress_bar import ProgressBar
 from rich.table import Table
 from rich.text import Text
 
-from .. import recovery
+from ..engine import recovery
 from . import bench, check, stress
 
 # -- the live display ----------------------------------------------------------------------------

@@ -10,7 +10,6 @@ callbacks) is the DB-API layer's; this is what lies under it.
 from __future__ import annotations
 
 import contextlib
-import logging
 import os
 from collections.abc import Callable
 from typing import Any
@@ -23,11 +22,10 @@ from ..commit.checkpoint import Checkpointer
 from ..errors import OperationalError
 from ..locking import lockdb_health, oslock, publisher, waits
 from ..locking.lockdb import LockDB
-from ..process import foreign, holding, leftovers
+from ..process import foreign, holding
 from ..storage import journal, snapshot
 from ..storage.overlay import vfs
-
-log = logging.getLogger("sqlite_concurrent")
+from . import recovery
 
 # URI filenames in ATTACH work as in the stdlib's SQLite (built with SQLITE_USE_URI).
 OPEN_FLAGS = apsw.SQLITE_OPEN_READWRITE | apsw.SQLITE_OPEN_CREATE | apsw.SQLITE_OPEN_URI
@@ -122,7 +120,7 @@ class SharedDatabase:
         self.publisher: publisher.Publisher = self.holding.publisher
         self.slot_id, self.slot = vfs().new_slot()
         self.journal = journal.Journal.for_db(path, self.lockdb.start_time)
-        self._recover(reaped)
+        recovery.on_open(path, reaped)
 
     def _ensure_wal(self) -> None:
         # Only a new database needs the merge lock here: an exclusive transaction may hold it
@@ -138,18 +136,6 @@ class SharedDatabase:
                     raise OperationalError(
                         f"could not switch {self.path} to WAL mode (it is in {mode!r} mode)"
                     )
-
-    def _recover(self, reaped: list[Any]) -> None:
-        """Recovery on open (architecture.md, "Recovery"): dead holders were reaped as this
-        process registered; journals of processes the lock database never knew (or that it
-        lost) go too."""
-        loose = [journal.dispose(self.path, pid) for pid in journal.orphans(self.path)]
-        leftovers.prune_quarantined(self.path)
-        for found in [r.journal for r in reaped] + loose:
-            if found is not None and found.action != "deleted":
-                log.warning(
-                    "sqlite_concurrent: journal %s %s: %s", found.path, found.action, found.reason
-                )
 
     def abandon(self) -> None:
         """Let go of what a failed :meth:`open` opened."""

@@ -13,18 +13,22 @@ the same times (:func:`.leftovers.prune_quarantined`).
 
 from __future__ import annotations
 
+import logging
 import os
 from dataclasses import dataclass
 
 import apsw
 
-from . import filenames
-from .commit import merge
-from .errors import translate
-from .locking import lockdb_health
-from .locking.lockdb import LockDB
-from .process import holding, leftovers
-from .storage import journal
+from .. import filenames
+from ..commit import merge
+from ..errors import translate
+from ..locking import lockdb_health
+from ..locking.lockdb import LockDB
+from ..locking.reaping import Reaped
+from ..process import holding, leftovers
+from ..storage import journal
+
+log = logging.getLogger("sqlite_concurrent")
 
 
 @dataclass(frozen=True)
@@ -38,6 +42,19 @@ class Recovered:
     discarded: tuple[int, ...]
     journal: str = "none"  # its journal: "none", "deleted", "quarantined" or "left"
     journal_detail: str = ""  # why it was quarantined, and where it went
+
+
+def on_open(db_path: str, reaped: list[Reaped]) -> None:
+    """As a connection opens ``db_path`` (architecture.md, "Recovery"): dead holders were
+    reaped as this process registered (``reaped``); journals of processes the lock database
+    never knew (or that it lost) go too, and quarantined journals past their age."""
+    loose = [journal.dispose(db_path, pid) for pid in journal.orphans(db_path)]
+    leftovers.prune_quarantined(db_path)
+    for found in [r.journal for r in reaped] + loose:
+        if found is not None and found.action != "deleted":
+            log.warning(
+                "sqlite_concurrent: journal %s %s: %s", found.path, found.action, found.reason
+            )
 
 
 def recover(db_path: str) -> list[Recovered]:
