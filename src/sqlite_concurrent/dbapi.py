@@ -1,10 +1,13 @@
-"""DB-API 2.0 Connection and Cursor that behave like the stdlib ``sqlite3`` ones.
+"""The DB-API 2.0 ``Connection`` that behaves like the stdlib ``sqlite3`` one, and ``connect``.
 
-Each Connection owns stock APSW connections on the database (a reader for autocommit reads, a
-snapshot pinner, a merger), a connection to the lock database, and, once it first writes, a
-transaction connection opened through the overlay VFS.  Statements go where they can run:
-inside a transaction to the transaction connection, outside one to the reader, and writes that
-a changeset cannot carry to the merger under the merge lock.
+The connection is the face: the stdlib's methods and checks.  Under it (docs/architecture.md,
+"One connection's parts"): a backend (:mod:`.backends`: the shared file, or one private SQLite
+connection), the router that sends each statement where it can run (:mod:`.routing`), the
+runner that runs it as the stdlib would (:mod:`.running`), the open transaction and its life
+(:mod:`.transactions`), the transaction connection (:mod:`.txn_connection`) and the schema
+changes carried between its SQLite connections (:mod:`.schemas`).  It keeps the handles its
+callbacks go on (a reader for autocommit reads, a snapshot pinner, a merger) and what the
+application set on it.
 """
 
 from __future__ import annotations

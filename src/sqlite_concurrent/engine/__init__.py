@@ -1,3 +1,4 @@
-"""Statements and transactions: how each transaction runs (direct, optimistic, escalated,
-replayed), the life of an optimistic one, exclusive operations, and the rowid rebase.
+"""Statements and transactions: the database file as a connection shares it, how each
+transaction runs (direct, optimistic, escalated, replayed), the life of an optimistic one,
+exclusive operations, the rowid rebase, and recovery after dead processes.
 docs/architecture.md, "Layers, top down"."""
