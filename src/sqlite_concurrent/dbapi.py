@@ -14,12 +14,10 @@ from __future__ import annotations
 
 import collections
 import contextlib
-import logging
+import functools
 import os
-import random
 import sqlite3 as _stdlib
 import threading
-import time
 import warnings
 import weakref
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -48,7 +46,6 @@ from .engine import (
 )
 from .engine.database import SharedDatabase
 from .errors import (
-    ConflictError,
     DatabaseError,
     DataError,
     Error,
@@ -74,8 +71,6 @@ from .txn_connection import TransactionConnection
 LOCK_LEVELS = levels.NAMES
 
 T = TypeVar("T")
-
-log = logging.getLogger("sqlite_concurrent")
 
 
 class Connection(Hooks):
@@ -420,31 +415,7 @@ class Connection(Hooks):
             raise ProgrammingError("transact() cannot run inside an open transaction")
         if retries < 0:
             raise ProgrammingError("retries must be >= 0")
-        try:
-            for attempt in range(retries + 1):
-                # A first attempt may conflict (it is retried), so it overlaps even where
-                # conflicts happened; a retry goes directly where they did (``contended``).
-                self._txns.chooser.attempt = attempt
-                try:
-                    # Inside: waiting at its start (behind an exclusive operation) can make it
-                    # a deadlock victim, which is as retryable as any conflict.
-                    self._backend.begin()
-                    result = fn(self, *args, **kwargs)
-                    self.commit()
-                    return result
-                except ConflictError:
-                    if self._in_txn():
-                        self.rollback()
-                    if attempt == retries:
-                        raise
-                except BaseException:
-                    if self._in_txn():
-                        self.rollback()
-                    raise
-                _backoff_jitter(attempt)
-        finally:
-            self._txns.chooser.attempt = None
-        raise AssertionError("unreachable")
+        return self._txns.retrying(self, functools.partial(fn, self, *args, **kwargs), retries)
 
     transaction = transact
 
@@ -596,11 +567,6 @@ _LEVELS = ("", "DEFERRED", "IMMEDIATE", "EXCLUSIVE")
 # Statements a transaction may run and still be run again (rerun.py); BEGIN, COMMIT and
 # ROLLBACK only bound it.
 _RECORDED = rerun.KINDS | {"begin", "commit", "rollback"}
-
-
-def _backoff_jitter(attempt: int) -> None:
-    """Sleep before retrying a conflicted transaction: random, growing, capped at 100 ms."""
-    time.sleep(random.uniform(0, min(0.1, 0.001 * (2**attempt))))
 
 
 def _let_go_dropped_connections() -> None:

@@ -13,8 +13,11 @@ doomed stays aborted until the application ends it.  Running it again instead of
 from __future__ import annotations
 
 import logging
+import random
 import threading
+import time
 import weakref
+from collections.abc import Callable
 from typing import TYPE_CHECKING, TypeVar
 
 import apsw
@@ -65,6 +68,36 @@ class Transactions:
         self.cursors: weakref.WeakSet[Cursor] = weakref.WeakSet()  # reading its connection
         self.replays = Replays(self, owner)
         self.on_merger = OnMerger(self, owner)
+
+    def retrying(self, conn: Connection, work: Callable[[], T], retries: int) -> T:
+        """``Connection.transact``: ``work`` in a transaction of ``conn`` (its owner), committed;
+        run again after a :class:`ConflictError` and a jittered backoff, up to ``retries`` more
+        times."""
+        try:
+            for attempt in range(retries + 1):
+                # A first attempt may conflict (it is retried), so it overlaps even where
+                # conflicts happened; a retry goes directly where they did (``contended``).
+                self.chooser.attempt = attempt
+                try:
+                    # Inside: waiting at its start (behind an exclusive operation) can make it
+                    # a deadlock victim, which is as retryable as any conflict.
+                    conn._backend.begin()
+                    result = work()
+                    conn.commit()
+                    return result
+                except ConflictError:
+                    if conn._in_txn():
+                        conn.rollback()
+                    if attempt == retries:
+                        raise
+                except BaseException:
+                    if conn._in_txn():
+                        conn.rollback()
+                    raise
+                _backoff_jitter(attempt)
+        finally:
+            self.chooser.attempt = None
+        raise AssertionError("unreachable")
 
     def is_open(self) -> bool:
         return self.txn is not None or self.aborted is not None or self.later is not None
@@ -287,3 +320,8 @@ class Transactions:
                 cursor._materialise()
             self._owner._reader_cursors.clear()
         self.db.after_merge(txn_id)
+
+
+def _backoff_jitter(attempt: int) -> None:
+    """Sleep before retrying a conflicted transaction: random, growing, capped at 100 ms."""
+    time.sleep(random.uniform(0, min(0.1, 0.001 * (2**attempt))))
