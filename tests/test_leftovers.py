@@ -17,7 +17,7 @@ from leftover_workers import die_holding, hold_open, race_last_close
 from typer.testing import CliRunner
 
 import sqlite_concurrent
-from sqlite_concurrent import recovery
+from sqlite_concurrent.engine import recovery
 from sqlite_concurrent.cli import check, status
 from sqlite_concurrent.cli.app import app
 from sqlite_concurrent.locking import oslock

@@ -4,7 +4,7 @@ A holder is dead when no process with its pid and start time runs (:mod:`.proces
 holder row, transactions, locks and queue places are deleted in the lock database's write
 transaction that notices it (a connection registering, a lock waiter, ``recover``); its journal
 is disposed of after that write (:func:`.journal.dispose`).  Reporting what each dead process
-left, and whether its transactions committed, is :mod:`sqlite_concurrent.recovery`'s.
+left, and whether its transactions committed, is :mod:`sqlite_concurrent.engine.recovery`'s.
 """
 
 from __future__ import annotations
