@@ -17,9 +17,9 @@ from leftover_workers import die_holding, hold_open, race_last_close
 from typer.testing import CliRunner
 
 import sqlite_concurrent
-from sqlite_concurrent.engine import recovery
 from sqlite_concurrent.cli import check, status
 from sqlite_concurrent.cli.app import app
+from sqlite_concurrent.engine import recovery
 from sqlite_concurrent.locking import oslock
 from sqlite_concurrent.process import leftovers
 
