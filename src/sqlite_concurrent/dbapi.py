@@ -229,11 +229,15 @@ class Connection(Hooks):
             checkpoint_wait=self._options.checkpoint_wait,
             group_commit=self._options.group_commit,
         )
+        try:
+            db.reader.authorizer = self._authorizer_for(self._reader_authorizer)
+            self._deferral = foreign_keys.Deferral(db.reader, self._denied)
+        except BaseException:
+            db.abandon()
+            raise
         self._db = self._txns.db = db
         self._holding = db.holding
         self._merger, self._reader, self._snapshot_conn = db.merger, db.reader, db.snapshot_conn
-        self._reader.authorizer = self._authorizer_for(self._reader_authorizer)
-        self._deferral = foreign_keys.Deferral(self._reader, self._denied)
         self._txns.chooser.hot = ways.hot(self.path)
 
     @surfaced
