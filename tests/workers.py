@@ -148,23 +148,22 @@ def lock_two_tables(start, path, first, second, mine_locked, other_locked):
 def hammer_table(start, path, writer, duration, think):
     """Table level: read-modify-write one shared counter row for ``duration`` seconds, with
     BEGIN IMMEDIATE (write locks from the first read, as in SQLite).
-    Returns (writer, commits, max wait seconds for the first statement)."""
+    Returns (writer, the counter values it wrote, in order): each value is a turn, so the gap
+    between two of a writer's values is how many commits others made while it waited."""
     conn = sqlite_concurrent.connect(path, lock_level="table", timeout=30)
     conn.execute("PRAGMA synchronous=NORMAL")
     start.wait()
-    commits, worst = 0, 0.0
+    turns = []
     end = time.monotonic() + duration
     while time.monotonic() < end:
-        t0 = time.monotonic()
         conn.execute("BEGIN IMMEDIATE")
         (v,) = conn.execute("SELECT v FROM counter WHERE id=0").fetchone()
-        worst = max(worst, time.monotonic() - t0)
         time.sleep(think)
         conn.execute("UPDATE counter SET v=? WHERE id=0", (v + 1,))
         conn.commit()
-        commits += 1
+        turns.append(v + 1)
     conn.close()
-    return writer, commits, worst
+    return writer, turns
 
 
 @_report_errors
