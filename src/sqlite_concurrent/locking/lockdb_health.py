@@ -142,6 +142,12 @@ def damage(locks: str) -> str | None:
         return "it is not an intact SQLite database (" + _bare(e) + ")"
     except apsw.BusyError:
         return None  # a writer holds it: readable, so not damaged
+    except (apsw.IOError, apsw.ReadOnlyError):
+        # A read-only look can fail while other processes write the file or rebuild its WAL
+        # index after one of them died (seen once in tests/test_soak.py: "disk I/O error" while
+        # writers were killed and restarted).  That says nothing of damage; if the file really
+        # cannot be read, opening it for use (lockdb.py) says so.
+        return None
     except apsw.Error as e:
         raise unusable(locks, e) from e
     finally:
