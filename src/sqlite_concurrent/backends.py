@@ -98,7 +98,6 @@ class SharedBackend:
         self._owner = exiting.weak_proxy(owner)  # no reference cycle (see exiting.py)
         self._txns = owner._txns
         self._router = owner._router
-        self._db: SharedDatabase | None = None
         # What it holds, let go of if the connection is dropped unclosed (process/exiting.py).
         self.leftover: exiting.Leftover | None = None
         self._finalizer: weakref.finalize | None = None  # closes it at exit
@@ -128,7 +127,6 @@ class SharedBackend:
         except BaseException:
             db.abandon()
             raise
-        self._db = db
         return db
 
     def in_transaction(self) -> bool:
@@ -168,8 +166,8 @@ class SharedBackend:
     def track(self, owner: Connection) -> None:
         """Close ``owner`` at exit if it is still open then; let go of what it holds if it is
         dropped unclosed (``process/exiting.py``)."""
-        db = self._db
-        assert db is not None and db.holding is not None
+        db = owner._db
+        assert db.holding is not None
         self.leftover = exiting.Leftover(
             functools.partial(let_go, db.holding, db.journal, db.slot_id, db.lockdb)
         )
@@ -177,10 +175,9 @@ class SharedBackend:
 
     def leave(self) -> None:
         """Let go of the file, as the last step of a close."""
-        assert self._db is not None
         if self._finalizer is not None:
             self._finalizer.detach()
-        self._db.leave()
+        self._owner._db.leave()
 
 
 def target(database: Any, uri: bool) -> tuple[str, Private | None]:

@@ -177,16 +177,13 @@ class Connection(Hooks):
                 self._open_private(private)
             else:
                 self._open_shared()
-        except apsw.Error as e:
-            holding.close_all(self._opened)
+        except BaseException as e:
+            holding.close_all(self._opened)  # a shared database let go of the rest itself
+            if isinstance(e, OSError):
+                raise from_os_error(e, self.path) from e
             del self._closed  # uninitialised, as the stdlib's is after a failed __init__
-            raise translate(e) from e
-        except OSError as e:
-            holding.close_all(self._opened)
-            raise from_os_error(e, self.path) from e
-        except BaseException:
-            holding.close_all(self._opened)
-            del self._closed
+            if isinstance(e, apsw.Error):
+                raise translate(e) from e
             raise
 
     def _init_statements(self) -> None:
@@ -419,7 +416,7 @@ class Connection(Hooks):
             raise ProgrammingError("transact() cannot run inside an open transaction")
         if retries < 0:
             raise ProgrammingError("retries must be >= 0")
-        return self._txns.retrying(self, functools.partial(fn, self, *args, **kwargs), retries)
+        return self._txns.retrying(functools.partial(fn, self, *args, **kwargs), retries)
 
     transaction = transact
 

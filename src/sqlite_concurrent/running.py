@@ -18,6 +18,7 @@ import apsw
 from . import adaptation, crashpoints, description, statements
 from .commit import merge
 from .cursor import NO_ROWS, Cursor, describe, undecodable
+from .engine.authorizer import Denied
 from .engine.transaction import WriteTransaction
 from .errors import ConflictError, LockTimeoutError, OperationalError, ProgrammingError, translate
 from .locking import locks
@@ -33,12 +34,13 @@ class StatementRunner:
     """Runs the statements of one connection (``owner``) and remembers how they were
     described."""
 
-    def __init__(self, owner: Connection, denied: Any) -> None:
+    def __init__(self, owner: Connection, denied: Denied) -> None:
         self._owner = exiting.weak_proxy(owner)  # no reference cycle (see exiting.py)
         # SQL text -> (schema cookie, description) of single statements the transaction
         # connection ran, and DML without RETURNING the merger ran (see ``run``).
         self.statement_shapes: dict[str, tuple[int, Any]] = {}
         self.plain_dml: set[str] = set()
+        self._denied = denied  # the connection's: why its authorizers refused a statement
         self._columns = description.Columns(denied)
 
     def run(
@@ -58,7 +60,7 @@ class StatementRunner:
             raise ProgrammingError("executemany() can only execute DML statements.")
         txn = owner._txns.txn if on_txn_conn else None
         trace = _StatementTrace(owner, sql, txn)
-        owner._denied.reason = None
+        self._denied.reason = None
         # DML runs to completion at once, as in the stdlib; so does anything on the merger,
         # whose lock is released when this returns.
         materialise = kind in ("dml", "pragma") or (
@@ -223,7 +225,7 @@ class StatementRunner:
                 return _caused(ProgrammingError("You can only execute one statement at a time."), e)
             return e
         if isinstance(e, apsw.AuthError):
-            reason, owner._denied.reason = owner._denied.reason, None
+            reason, self._denied.reason = self._denied.reason, None
             if on_txn_conn and reason:
                 return _caused(NeedsExclusive(reason), e)
             if conn is owner._reader and reason is not None and owner._private is None:

@@ -69,10 +69,11 @@ class Transactions:
         self.replays = Replays(self, owner)
         self.on_merger = OnMerger(self, owner)
 
-    def retrying(self, conn: Connection, work: Callable[[], T], retries: int) -> T:
-        """``Connection.transact``: ``work`` in a transaction of ``conn`` (its owner), committed;
-        run again after a :class:`ConflictError` and a jittered backoff, up to ``retries`` more
+    def retrying(self, work: Callable[[], T], retries: int) -> T:
+        """``Connection.transact``: ``work`` in a transaction of the owner, committed; run
+        again after a :class:`ConflictError` and a jittered backoff, up to ``retries`` more
         times."""
+        conn = self._owner
         try:
             for attempt in range(retries + 1):
                 # A first attempt may conflict (it is retried), so it overlaps even where
@@ -323,5 +324,6 @@ class Transactions:
 
 
 def _backoff_jitter(attempt: int) -> None:
-    """Sleep before retrying a conflicted transaction: random, growing, capped at 100 ms."""
+    """Sleep before retrying a conflicted transaction: random, growing, capped at 100 ms.  A
+    retry backoff, not a lock wait: the next attempt's waits block in the kernel."""
     time.sleep(random.uniform(0, min(0.1, 0.001 * (2**attempt))))

@@ -163,11 +163,6 @@ class SharedDatabase:
             self.holding.leave(self.opened, self.lockdb)
             self.holding = None
 
-    @property
-    def inherited(self) -> bool:
-        """Opened by the process this one is a fork of (``process/holding.py``)."""
-        return self.holding is not None and self.holding.inherited
-
     def holder_pids(self) -> frozenset[int]:
         """Processes with sqlite_concurrent connections on the database: their WAL read locks
         are transactions the checkpointer can wait out."""

@@ -198,12 +198,9 @@ def _quarantine(db_path: str, before: tuple[int, int] | None, reason: str) -> Qu
     """Move the damaged lock database aside if nobody uses it; ``None`` if the file at the path
     is no longer the one found damaged (look again)."""
     locks = db_path + "-locks"
-    try:
-        fd = sidecar.open_existing(locks)
-    except FileNotFoundError:
+    fd = _open_if_there(locks)
+    if fd is None:
         return None
-    except OSError as e:
-        raise unusable(locks, e) from e
     # Closing fd drops this process's POSIX locks on the file: it has none (it does not have
     # the file open, or open_here would have said so).
     try:
@@ -224,16 +221,26 @@ def _user(fd: int, shm: str) -> str | None:
         found = _lock(fd, start, length, fcntl.F_WRLCK, wait=None)
         if found is not None:
             return found
-    try:
-        shm_fd = sidecar.open_existing(shm)
-    except FileNotFoundError:
+    shm_fd = _open_if_there(shm)
+    if shm_fd is None:
         return None
-    except OSError as e:
-        raise unusable(shm, e) from e
     try:
         return _lock(shm_fd, *_SHM_LOCKS, fcntl.F_WRLCK, wait=None)
     finally:
         os.close(shm_fd)
+
+
+def _open_if_there(path: str) -> int | None:
+    """A descriptor on the file at ``path``, or ``None`` if there is none.
+
+    :raises OperationalError: it is there but cannot be opened.
+    """
+    try:
+        return sidecar.open_existing(path)
+    except FileNotFoundError:
+        return None
+    except OSError as e:
+        raise unusable(path, e) from e
 
 
 def _lock(fd: int, start: int, length: int, kind: int, *, wait: bool | None) -> str | None:

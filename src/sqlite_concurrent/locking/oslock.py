@@ -182,8 +182,14 @@ def held_elsewhere(path: str, slot: int) -> bool:
     fd = _fds.get((os.getpid(), path))
     if fd is None:
         return True
-    probe = fcntl.fcntl(fd, F_OFD_GETLK, flock_struct(fcntl.F_RDLCK, _BASE + slot))
+    request = _probes.get(slot)
+    if request is None:  # packed once per slot: asked after every merge-lock release
+        request = _probes[slot] = flock_struct(fcntl.F_RDLCK, _BASE + slot)
+    probe = fcntl.fcntl(fd, F_OFD_GETLK, request)
     return struct.unpack("hhqqi4x", probe)[0] != fcntl.F_UNLCK
+
+
+_probes: dict[int, bytes] = {}  # slot -> packed F_OFD_GETLK request
 
 
 class HeldByThisThreadError(OperationalError):
