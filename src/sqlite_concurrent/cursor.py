@@ -49,6 +49,7 @@ class Cursor:
         self.connection = connection
         self.description: tuple[tuple[Any, ...], ...] | None = None
         self._rowcount = -1
+        self._rows_pending = False  # see ``rowcount``
         self._statement: object | None = None  # as recorded to be run again (rerun.py)
         self._lastrowid: int | None = None
         self._inserted_rows: list[tuple[str, int]] = []
@@ -73,7 +74,9 @@ class Cursor:
         run again instead of conflicting (:mod:`.rerun`)."""
         if self.connection._txns.script is not None:
             self.connection._txns.replays.observe()
-        return self._rowcount
+        # DML that returns rows (RETURNING, PRAGMA count_changes) has not finished, for the
+        # stdlib, until its last row is fetched; after ``executemany``, never.
+        return 0 if self._rows_pending else self._rowcount
 
     @property
     def lastrowid(self) -> int | None:
@@ -121,6 +124,7 @@ class Cursor:
         """Forget the previous statement: a new one is about to run."""
         self.description = None
         self._rowcount = -1
+        self._rows_pending = False
         self._converters = None
         self._rows = NO_ROWS
         self._on_txn_conn = False

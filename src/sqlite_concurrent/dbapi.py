@@ -191,6 +191,8 @@ class Connection(Hooks):
         application registered, and what was learnt of statements already run."""
         self._last_insert_rowid = 0
         self._total_changes = 0
+        # PRAGMA count_changes is on: DML returns its count as a row (``running``).
+        self._count_changes = False
         self.text_factory: Any = str
         self._trace: Callable[[str], Any] | None = None
         self._user_on_merger = False  # a statement of the application runs on the merger

@@ -190,6 +190,10 @@ class Router:
             self._runner.run(cursor, self._owner._reader, sql, parameters, many, False, "pragma")
         elif foreign_keys.is_defer_pragma(sql):
             self._defer_pragma(cursor, sql, parameters)
+        elif running.is_count_changes(sql):
+            # Kept on the reader, where reading it back finds it; the statements it changes
+            # (DML) turn it on where they run (``StatementRunner.run``).
+            self._runner.run(cursor, self._owner._reader, sql, parameters, many, False, "pragma")
         elif self._is_connection_pragma(sql):
             self._run_connection_pragma(cursor, sql, parameters)
         else:

@@ -66,9 +66,22 @@ class StatementRunner:
         materialise = kind in ("dml", "pragma") or (
             conn is owner._merger and owner._private is None
         )
+        # PRAGMA count_changes is on only while the application's DML runs: our own
+        # statements on these connections must not return rows.
+        counting = (
+            owner._count_changes
+            and kind in ("dml", "other")  # "other": DML after WITH, as the stdlib tells them
+            and conn is not owner._reader
+            and owner._private is None
+        )
         try:
             conn = self._before(cursor, conn, sql, kind, txn)
-            known = self._known_shape(txn, conn, sql, many)
+            if counting:
+                self._count_changes(conn, True)
+                # Prepared afresh: a cached statement shows its columns as they were without
+                # the count until its first step prepares it again.
+                trace.can_cache = False
+            known = None if counting else self._known_shape(txn, conn, sql, many)
             if known is not None:
                 # This SQL ran here before for this schema: one statement (the trace refused a
                 # second then), described as recorded.  Nothing else asks for the trace at the
@@ -90,10 +103,20 @@ class StatementRunner:
         finally:
             owner._user_on_merger = False
             owner._statement_traced = None
+            if counting:
+                self._count_changes(conn, False)
         if kind == "dml" and cursor._rowcount > 0:
             owner._total_changes += cursor._rowcount
+        if kind == "pragma" and is_count_changes(sql):
+            owner._count_changes = bool(conn.pragma("count_changes"))
         self._describe(cursor, trace, known, conn, many, kind)
         self._after(cursor, conn, sql, rows, many, materialise, on_txn_conn)
+        if kind == "dml" and cursor.description:
+            # Until its last row is fetched (``Cursor.rowcount``); after ``executemany``, for
+            # good.
+            cursor._rows_pending = True
+            if not many:
+                cursor._rows = _RowsPending(cursor, cursor._rows)
 
     def _after(
         self,
@@ -289,6 +312,10 @@ class StatementRunner:
                 self.plain_dml.clear()
             self.plain_dml.add(trace.sql)
 
+    def _count_changes(self, conn: apsw.Connection, on: bool) -> None:
+        with self._denied.muting():  # ours, not the application's: nobody vets it
+            conn.execute("PRAGMA count_changes = 1" if on else "PRAGMA count_changes = 0")
+
     @staticmethod
     def _to_completion(
         rows: Iterator[tuple[Any, ...]], cursor: Cursor, conn: apsw.Connection, kind: str
@@ -414,6 +441,35 @@ class Remaining:
                     return
             yield self._current
             self._current = self._NONE  # reached only once the set has run
+
+
+def is_count_changes(sql: str) -> bool:
+    """Whether ``sql`` sets ``PRAGMA count_changes``."""
+    words = statements.first_keywords(sql, 2, past_empty=True)
+    return len(words) > 1 and words[1] == "COUNT_CHANGES" and ("=" in sql or "(" in sql)
+
+
+class _RowsPending:
+    """The rows of DML that returns rows: fetching the last one finishes the statement, for the
+    stdlib, and shows its ``rowcount``."""
+
+    def __init__(self, cursor: Cursor, rows: Iterator[tuple[Any, ...]]) -> None:
+        self._cursor = cursor
+        self._rows = list(rows)  # already run to completion
+        self._at = 0
+        cursor._rows_pending = bool(self._rows)
+
+    def __iter__(self) -> _RowsPending:
+        return self
+
+    def __next__(self) -> tuple[Any, ...]:
+        if self._at == len(self._rows):
+            raise StopIteration
+        row = self._rows[self._at]
+        self._at += 1
+        if self._at == len(self._rows):
+            self._cursor._rows_pending = False
+        return row
 
 
 class NeedsExclusive(Exception):  # noqa: N818 - a signal, not an error

@@ -46,11 +46,13 @@ CONNECTION_PRAGMAS = frozenset(
         "case_sensitive_like",
         "cell_size_check",
         "foreign_keys",
+        "full_column_names",
         "ignore_check_constraints",
         "legacy_alter_table",
         "query_only",
         "recursive_triggers",
         "reverse_unordered_selects",
+        "short_column_names",
         "synchronous",
         "trusted_schema",
     }
