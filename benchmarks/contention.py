@@ -1,0 +1,250 @@
+"""Think 0: where a direct transaction's time goes when writers contend for the merge lock.
+
+Each writer process commits one-row counter transactions (``UPDATE c SET n = n + 1``) as fast
+as it can, for ``--duration`` seconds, in one of four ways:
+
+- stock:  the stdlib's ``sqlite3``, ``BEGIN IMMEDIATE`` and SQLite's sleeping busy handler
+- ours:   ``sqlite_concurrent`` through the DB-API (``with conn: conn.execute(...)``); the
+          transactions run directly, under the merge lock
+- ours-lease: ours, and the merge lock is leased as in ``lease`` below (a what-if)
+- floor:  what a direct transaction cannot do without, and nothing else: the same merge lock,
+          merger connection, crash points, body timing, snapshot-gate probe and post-commit
+          housekeeping, called straight (no DB-API layer, no way choice, no objects per
+          transaction).  A bound on any direct path built from these parts.
+- lease:  the floor, and the holder keeps the merge lock across its own back-to-back
+          transactions for up to ``--lease-us`` before handing it on (bounded unfairness,
+          DESIGN section 15).  A what-if: the library has no lease.
+
+Reported per way: commits/s, CPU per commit (all writers' user+system time over commits),
+voluntary and involuntary context switches per commit, the merge lock's hold time (ours only),
+latency p50/p99, and fewest/most commits per writer.
+
+Usage: python benchmarks/contention.py [--writers 1,2,8] [--duration 3] [--ways stock,ours,...]
+"""
+
+from __future__ import annotations
+
+import argparse
+import glob
+import os
+import resource
+import sqlite3
+import sys
+import tempfile
+import threading
+import time
+
+from _together import run_together
+
+WAYS = ("stock", "ours", "ours-lease", "floor", "lease")
+_UPDATE = "UPDATE c SET n = n + 1 WHERE id = ?"
+
+
+def _ours(path: str, lease: float | None) -> tuple[object, object]:
+    """The DB-API way, and a view of the merge lock's hold times; with ``lease``, the
+    process keeps the lock that many seconds from taking it (see ``lease``)."""
+    import sqlite_concurrent
+    from sqlite_concurrent.locking import oslock
+
+    held = [0.0, 0]
+    acquire, release = oslock.ByteLock.acquire, oslock.ByteLock.release
+    merge_offset = oslock.offset(oslock.MERGE)
+
+    def timed_acquire(self, **kwargs):
+        if self.offset != merge_offset:
+            return acquire(self, **kwargs)
+        if getattr(self, "_leased_since", None) is not None:
+            self._mutex.acquire()  # still ours in the kernel: no system call
+            oslock._holders[self.key] = threading.get_ident()
+        else:
+            acquire(self, **kwargs)
+            self._leased_since = time.perf_counter()
+        self._taken_at = time.perf_counter()
+
+    def timed_release(self):
+        taken = getattr(self, "_taken_at", None)
+        if taken is None:
+            return release(self)
+        now = time.perf_counter()
+        held[0] += now - taken
+        held[1] += 1
+        self._taken_at = None
+        if lease is not None and now - self._leased_since <= lease:
+            oslock._holders.pop(self.key, None)
+            self._mutex.release()  # the kernel lock stays this process's
+            return None
+        self._leased_since = None
+        return release(self)
+
+    oslock.ByteLock.acquire, oslock.ByteLock.release = timed_acquire, timed_release
+    conn = sqlite_concurrent.connect(path)
+    conn.execute("PRAGMA synchronous=NORMAL")
+
+    def one(k: int) -> None:
+        with conn:
+            conn.execute(_UPDATE, (k % 2 + 1,))
+
+    def done() -> None:
+        lock = conn._db.merge_lock
+        if getattr(lock, "_leased_since", None) is not None:
+            lock._leased_since = None
+            lock._mutex.acquire()
+            release(lock)
+
+    one.done = done  # type: ignore[attr-defined]
+    return one, held
+
+
+def _floor(path: str, lease: float | None):
+    """The floor (``lease`` None) or the floor with a lease of ``lease`` seconds."""
+    import sqlite_concurrent
+    from sqlite_concurrent import crashpoints
+    from sqlite_concurrent.commit import drain
+
+    conn = sqlite_concurrent.connect(path)
+    conn.execute("PRAGMA synchronous=NORMAL")
+    with conn:  # opens everything a transaction uses
+        conn.execute(_UPDATE, (1,))
+    db, merger, chooser = conn._db, conn._merger, conn._txns.chooser
+    lock = db.merge_lock
+    taken_at: list[float | None] = [None]
+
+    def one(k: int) -> None:
+        conn._check()
+        chooser.body.start()
+        if taken_at[0] is None:
+            lock.acquire()
+            taken_at[0] = time.perf_counter()
+        try:
+            merger.execute("BEGIN IMMEDIATE")
+            crashpoints.reach("direct.begun")
+            for _ in merger.cursor().execute(_UPDATE, (k % 2 + 1,)):
+                pass
+            merger.changes()
+            merger.last_insert_rowid()
+            merger.execute("COMMIT")
+            crashpoints.reach("direct.committed")
+        finally:
+            if lease is None or time.perf_counter() - taken_at[0] > lease:
+                lock.release()
+                taken_at[0] = None
+                drain.released(lock.path)
+        chooser.body.measure()
+        db.after_merge(0)
+
+    def done() -> None:
+        if taken_at[0] is not None:
+            lock.release()
+
+    one.done = done  # type: ignore[attr-defined]
+    return one
+
+
+def _writer(way, path, duration, lease, start, out):
+    held = None
+    if way == "stock":
+        conn = sqlite3.connect(path, isolation_level=None, timeout=60)
+        conn.execute("PRAGMA synchronous=NORMAL")
+
+        def one(k: int) -> None:
+            conn.execute("BEGIN IMMEDIATE")
+            conn.execute(_UPDATE, (k % 2 + 1,))
+            conn.execute("COMMIT")
+
+    elif way in ("ours", "ours-lease"):
+        one, held = _ours(path, lease if way == "ours-lease" else None)
+    else:
+        one = _floor(path, lease if way == "lease" else None)
+    one(0)
+    if held is not None:
+        held[:] = [0.0, 0]
+    latencies = []
+    start.wait()
+    before = resource.getrusage(resource.RUSAGE_SELF)
+    end = time.perf_counter() + duration
+    n = 0
+    while True:
+        began = time.perf_counter()
+        if began >= end:
+            break
+        one(n)
+        latencies.append(time.perf_counter() - began)
+        n += 1
+    if hasattr(one, "done"):
+        one.done()
+    after = resource.getrusage(resource.RUSAGE_SELF)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    switches = (after.ru_nvcsw - before.ru_nvcsw, after.ru_nivcsw - before.ru_nivcsw)
+    out.put((n, cpu, switches, held, latencies))
+
+
+def run(way: str, writers: int, duration: float, lease: float) -> dict[str, float]:
+    with tempfile.TemporaryDirectory() as d:
+        path = os.path.join(d, "contention.db")
+        setup = sqlite3.connect(path)
+        setup.execute("PRAGMA journal_mode=WAL")
+        setup.execute("CREATE TABLE c(id INTEGER PRIMARY KEY, n INT NOT NULL)")
+        setup.execute("INSERT INTO c VALUES (1, 0), (2, 0)")
+        setup.commit()
+        setup.close()
+        results = run_together(
+            _writer,
+            [(way, path, duration, lease) for _ in range(writers)],
+            timeout=duration + 120,
+            settle=1.0,
+        )
+        check = sqlite3.connect(path)
+        (total,) = check.execute("SELECT sum(n) FROM c").fetchone()
+        check.close()
+        for leftover in glob.glob(path + "*"):
+            os.unlink(leftover)
+    commits = sum(r[0] for r in results)
+    latencies = sorted(x for r in results for x in r[4])
+    held = [r[3] for r in results if r[3] is not None]
+    holds = sum(h[1] for h in held)
+    return {
+        "per_s": commits / duration,
+        # Each writer's warm-up transaction commits too.
+        "counts_ok": total == commits + writers,
+        "cpu_us": 1e6 * sum(r[1] for r in results) / commits,
+        "voluntary": sum(r[2][0] for r in results) / commits,
+        "involuntary": sum(r[2][1] for r in results) / commits,
+        "held_us": 1e6 * sum(h[0] for h in held) / holds if holds else float("nan"),
+        "p50_ms": 1e3 * latencies[len(latencies) // 2],
+        "p99_ms": 1e3 * latencies[int(0.99 * len(latencies))],
+        "fewest_most": min(r[0] for r in results) / max(r[0] for r in results),
+    }
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--writers", default="1,8", help="comma-separated writer counts")
+    ap.add_argument("--duration", type=float, default=3.0)
+    ap.add_argument("--ways", default=",".join(WAYS), help=f"comma-separated, of {WAYS}")
+    ap.add_argument("--lease-us", type=float, default=1000)
+    args = ap.parse_args()
+    ways = args.ways.split(",")
+    if unknown := set(ways) - set(WAYS):
+        ap.error(f"unknown ways: {', '.join(sorted(unknown))}")
+    print(
+        "| writers | way | commits/s | CPU us/commit | switches/commit (vol/invol) "
+        "| lock held us | p50 / p99 ms | fewest/most |"
+    )
+    print("|---:|---|---:|---:|---|---:|---|---:|")
+    ok = True
+    for writers in (int(w) for w in args.writers.split(",")):
+        for way in ways:  # alternating: the machine's noise falls on every way alike
+            r = run(way, writers, args.duration, args.lease_us / 1e6)
+            ok &= bool(r["counts_ok"])
+            held = "-" if r["held_us"] != r["held_us"] else f"{r['held_us']:.0f}"
+            print(
+                f"| {writers} | {way} | {r['per_s']:,.0f} | {r['cpu_us']:.0f} "
+                f"| {r['voluntary']:.2f} / {r['involuntary']:.2f} | {held} "
+                f"| {r['p50_ms']:.2f} / {r['p99_ms']:.1f} | {r['fewest_most']:.2f} |",
+                flush=True,
+            )
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
