@@ -139,6 +139,50 @@ def test_total_changes_counts_rows_written(mod, conn):
     assert conn.total_changes - before == 4
 
 
+def _changes_counted(module, path: str, **kwargs) -> list[int]:
+    conn = module.connect(path, **kwargs)
+    seen = []
+    try:
+        conn.executescript(
+            """CREATE TABLE t(a); CREATE TABLE log(x);
+            CREATE TRIGGER logged AFTER INSERT ON t BEGIN
+                INSERT INTO log VALUES (new.a); INSERT INTO log VALUES (new.a);
+            END;
+            CREATE TABLE p(id INTEGER PRIMARY KEY);
+            CREATE TABLE ch(pid REFERENCES p(id) ON DELETE CASCADE);"""
+        )
+        conn.execute("PRAGMA foreign_keys = 1")
+        seen.append(conn.total_changes)
+        conn.execute("INSERT INTO t VALUES (1)")  # and its trigger's two rows
+        conn.commit()
+        seen.append(conn.total_changes)
+        conn.isolation_level = None
+        conn.execute("INSERT INTO p VALUES (1)")
+        conn.executemany("INSERT INTO ch VALUES (?)", [(1,), (1,)])
+        conn.execute("DELETE FROM p")  # and the two rows it cascades to
+        seen.append(conn.total_changes)
+        conn.executescript("INSERT INTO t VALUES (3); UPDATE t SET a = a;")
+        seen.append(conn.total_changes)
+        conn.execute("BEGIN")
+        conn.execute("INSERT INTO t VALUES (4)")
+        conn.execute("ROLLBACK")  # counted all the same
+        seen.append(conn.total_changes)
+    finally:
+        conn.close()
+    return seen
+
+
+@pytest.mark.parametrize("where", ["file", ":memory:"])
+@pytest.mark.parametrize("mode", ["auto", "optimistic"])
+def test_total_changes_counts_triggers_and_cascades_as_the_stdlib(tmp_path, where, mode):
+    def path(name: str) -> str:
+        return str(tmp_path / name) if where == "file" else where
+
+    assert _changes_counted(sqlite_concurrent, path("ours.db"), mode=mode) == _changes_counted(
+        sqlite3, path("stock.db")
+    )
+
+
 def test_text_factory_bytes(mod, conn):
     conn.text_factory = bytes
     assert conn.execute("SELECT Name, n FROM t WHERE id = 1").fetchone() == (b"b", 2)

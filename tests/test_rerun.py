@@ -23,6 +23,9 @@ SCHEMA = """
     INSERT INTO c VALUES (1, 0), (2, 0);
     CREATE TABLE items (id INTEGER PRIMARY KEY, c_id INTEGER NOT NULL, note TEXT);
     CREATE TABLE u (k TEXT PRIMARY KEY);
+    -- Its changes count in total_changes, run again or not.
+    CREATE TABLE notes (note TEXT);
+    CREATE TRIGGER noted AFTER INSERT ON items BEGIN INSERT INTO notes VALUES (new.note); END;
 """
 FIRST = "UPDATE c SET n = n + ? WHERE id = ?"  # the first statement of every transaction here
 

@@ -296,8 +296,8 @@ class Router:
         cursor._statement = script.record(cursor, sql, given, many, kind)
         if cursor._statement is None:
             self._txns.script = None
-        elif kind == "dml" and cursor._rowcount > 0:
-            script.changes += cursor._rowcount
+        else:
+            script.changes += self._runner.last_changes
 
     def _autocommit_fast(self, cursor: Cursor, sql: str, parameters: Any, many: bool) -> bool:
         """Run one autocommit DML statement straight on the merger (architecture.md, "A commit,

@@ -40,6 +40,7 @@ class StatementRunner:
         # connection ran, and DML without RETURNING the merger ran (see ``run``).
         self.statement_shapes: dict[str, tuple[int, Any]] = {}
         self.plain_dml: set[str] = set()
+        self.last_changes = 0  # rows the last statement run changed, triggers' included
         self._denied = denied  # the connection's: why its authorizers refused a statement
         self._columns = description.Columns(denied)
 
@@ -74,8 +75,12 @@ class StatementRunner:
             and conn is not owner._reader
             and owner._private is None
         )
+        before = None
         try:
             conn = self._before(cursor, conn, sql, kind, txn)
+            # As the stdlib's ``total_changes``: what triggers and foreign-key actions changed
+            # too (SQLite's count on the connection that ran it).
+            before = conn.total_changes()
             if counting:
                 self._count_changes(conn, True)
                 # Prepared afresh: a cached statement shows its columns as they were without
@@ -105,8 +110,9 @@ class StatementRunner:
             owner._statement_traced = None
             if counting:
                 self._count_changes(conn, False)
-        if kind == "dml" and cursor._rowcount > 0:
-            owner._total_changes += cursor._rowcount
+            if before is not None:
+                self.last_changes = conn.total_changes() - before
+                owner._total_changes += self.last_changes
         if kind == "pragma" and is_count_changes(sql):
             owner._count_changes = bool(conn.pragma("count_changes"))
         self._describe(cursor, trace, known, conn, many, kind)
