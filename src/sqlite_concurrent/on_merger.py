@@ -10,6 +10,7 @@ Outside a transaction, such a statement runs alone.  Each holds an ``engine.excl
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
@@ -38,6 +39,7 @@ class OnMerger:
         # Weakly: both own this (no reference cycle, see ``process/exiting.py``).
         self._txns = exiting.weak_proxy(txns)
         self._owner = exiting.weak_proxy(owner)
+        self._watch = direct.Watch(_open_direct(txns))
 
     def begin_direct(self, by_savepoint: bool, immediate: bool) -> bool:
         """Take the merge lock (first come, first served) and begin on the merger.
@@ -92,7 +94,7 @@ class OnMerger:
         excl.schema_changed = False
         self._txns.exclusive = excl
         self._txns.txn = cast(WriteTransaction, txn)
-        self._txns.db.publisher.schedule(txn, direct.SHOW_AFTER)
+        self._watch.began(self._txns.db.publisher)
 
     def escalate(self) -> bool:
         """Go on directly from this statement, its work so far applied on the merger, if what
@@ -256,3 +258,16 @@ class OnMerger:
             self._txns.db.lockdb.bump_all_versions_if_table_level(self._owner._merger)
         if committed:
             self._txns.after_merge(txn.txn_id)
+
+
+def _open_direct(txns: Transactions) -> Callable[[], direct.DirectTransaction | None]:
+    """What the watch asks from the publisher's thread: the open direct transaction of
+    ``txns``, held weakly (the publisher may outlive the connection)."""
+    ref = weakref.ref(txns)
+
+    def current() -> direct.DirectTransaction | None:
+        txns = ref()
+        txn = txns.txn if txns is not None and txns.exclusive is not None else None
+        return txn if isinstance(txn, direct.DirectTransaction) else None
+
+    return current
