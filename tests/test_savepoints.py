@@ -323,3 +323,37 @@ def test_savepoints_over_rows_of_a_table_whose_key_is_not_the_rowid(tmp_path, is
         ],
         isolation_level=isolation_level,
     )
+
+
+@pytest.mark.parametrize("mode", ["auto", "optimistic"])
+def test_a_transaction_after_one_its_savepoint_committed_reads_the_latest_database(
+    tmp_path, isolation_level, mode
+):
+    """The RELEASE of the savepoint that began a transaction commits it on its own connection
+    too; the next transaction there must still read every commit since, not the pages it
+    cached."""
+    path = str(tmp_path / "app.db")
+    conn = sqlite_concurrent.connect(path, isolation_level=isolation_level, mode=mode)
+    other = sqlite_concurrent.connect(path)
+    try:
+        conn.execute("CREATE TABLE t(id INTEGER PRIMARY KEY, note TEXT)")
+        conn.execute("SAVEPOINT a")
+        conn.execute("INSERT INTO t(note) VALUES ('mine')")
+        conn.execute("RELEASE a")
+        other.execute("INSERT INTO t(note) VALUES ('theirs')")
+        other.commit()
+        conn.execute("BEGIN")
+        assert conn.execute("SELECT id, note FROM t ORDER BY id").fetchall() == [
+            (1, "mine"),
+            (2, "theirs"),
+        ]
+        conn.execute("INSERT INTO t(note) VALUES ('mine again')")  # a new rowid: no conflict
+        conn.execute("COMMIT")
+        assert [n for (n,) in other.execute("SELECT note FROM t ORDER BY id")] == [
+            "mine",
+            "theirs",
+            "mine again",
+        ]
+    finally:
+        other.close()
+        conn.close()

@@ -28,13 +28,16 @@ _HIDDEN_SUFFIXES = ("-wal", "-shm", "-journal")
 
 # Unique page-1 change counters.  A new value at each transaction start makes SQLite discard its
 # page cache (pager_reset after comparing bytes 24..39), so every page read comes through us.
-_counters = itertools.count(random.randrange(1, 1 << 30))
+# Even, and two apart: a transaction connection that commits by itself (the RELEASE of the
+# savepoint that began its transaction) leaves its cached counter one higher, and the next
+# overlay's must differ from that too, or SQLite keeps the pages of the older snapshot.
+_counters = itertools.count(2 * random.randrange(1, 1 << 30), 2)
 _counter_lock = threading.Lock()
 
 
 def _next_counter() -> int:
     with _counter_lock:
-        return next(_counters) & 0xFFFFFFFF or 1
+        return next(_counters) & 0xFFFFFFFF or 2
 
 
 MEMORY_BUDGET = 8 * 2**20  # overlay bytes kept in memory; past it pages spill to the journal
