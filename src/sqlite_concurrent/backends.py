@@ -135,6 +135,7 @@ class SharedBackend:
     def execute(self, cursor: Cursor, sql: str, parameters: Any, many: bool, kind: str) -> None:
         if kind in ("begin", "commit", "rollback") or self._txns.aborted is not None:
             self._router.control(sql, kind)
+            cursor._lastrowid = self._owner._last_insert_rowid  # as after any statement
         else:
             self._router.route(cursor, sql, parameters, many, kind)
 

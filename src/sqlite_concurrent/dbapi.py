@@ -191,6 +191,7 @@ class Connection(Hooks):
         application registered, and what was learnt of statements already run."""
         self._last_insert_rowid = 0
         self._total_changes = 0
+        self._changes = 0  # rows the last INSERT, UPDATE or DELETE changed (SQL's changes())
         # PRAGMA count_changes is on: DML returns its count as a row (``running``).
         self._count_changes = False
         self.text_factory: Any = str
@@ -231,6 +232,7 @@ class Connection(Hooks):
         try:
             db.reader.authorizer = self._authorizer_for(self._reader_authorizer)
             self._deferral = foreign_keys.Deferral(db.reader, self._denied)
+            self._count_in_sql(db)
         except BaseException:
             db.abandon()
             raise
@@ -238,6 +240,27 @@ class Connection(Hooks):
         self._holding = db.holding
         self._merger, self._reader, self._snapshot_conn = db.merger, db.reader, db.snapshot_conn
         self._txns.chooser.hot = ways.hot(self.path)
+
+    def _count_in_sql(self, db: SharedDatabase) -> None:
+        """SQL's ``total_changes()`` and ``changes()`` answer for the connection, as on the
+        stdlib's one SQLite connection: the connection's statements run on several, each
+        counting its own (and the merger others' merges), and the reader runs no DML."""
+        me = exiting.weak_proxy(self)
+
+        def total_changes(*_: Any) -> int:
+            return me._total_changes
+
+        def changes(*_: Any) -> int:
+            return me._changes
+
+        def register(conn: apsw.Connection) -> None:
+            if conn is not me._private:  # a private one counts everything itself
+                conn.create_scalar_function("total_changes", total_changes, 0)
+                conn.create_scalar_function("changes", changes, 0)
+
+        self._registrations.append(register)
+        register(db.reader)
+        register(db.merger)
 
     @surfaced
     def close(self) -> None:

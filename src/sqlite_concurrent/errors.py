@@ -214,6 +214,15 @@ def translate(exc: BaseException) -> BaseException:
     return new
 
 
+def sqlite_error(message: str) -> OperationalError:
+    """An error SQLite reports as ``SQLITE_ERROR``, raised by us where SQLite would raise it:
+    with the code and name the stdlib's shows."""
+    error = OperationalError(message)
+    error.sqlite_errorcode = apsw.SQLITE_ERROR  # type: ignore[attr-defined]
+    error.sqlite_errorname = "SQLITE_ERROR"  # type: ignore[attr-defined]
+    return error
+
+
 def from_os_error(exc: OSError, near: str) -> OperationalError:
     """The stdlib's class for a file a sidecar of the database ``near`` could not be used
     through: the file (where the OS names it) and the OS's reason."""

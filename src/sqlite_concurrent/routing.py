@@ -18,7 +18,7 @@ from . import connstate, errors, running, statements
 from .cursor import Cursor
 from .engine import authorizer, foreign_keys, journal_mode, rerun, ways
 from .engine.transaction import WriteTransaction
-from .errors import ConflictError, NotSupportedError, OperationalError, translate
+from .errors import ConflictError, NotSupportedError, translate
 from .process import exiting
 
 if TYPE_CHECKING:
@@ -98,14 +98,14 @@ class Router:
             raise errors.still_aborted(self._txns.aborted, "roll it back before the next statement")
         if kind == "begin":
             if self._txns.txn is not None or self._txns.later is not None:
-                raise OperationalError("cannot start a transaction within a transaction")
+                raise errors.sqlite_error("cannot start a transaction within a transaction")
             words = statements.first_keywords(sql, 2, past_empty=True)
             self._txns.begin(immediate=len(words) > 1 and words[1] in ("IMMEDIATE", "EXCLUSIVE"))
         elif self._txns.later is not None:
             self._txns.later = None  # no statement ran: nothing to end
         elif self._txns.txn is None:
             verb = "commit" if kind == "commit" else "rollback"
-            raise OperationalError(f"cannot {verb} - no transaction is active")
+            raise errors.sqlite_error(f"cannot {verb} - no transaction is active")
         elif kind == "commit":
             self._txns.commit()
         else:
@@ -144,7 +144,7 @@ class Router:
                 self._txns.on_merger.exclusive_alone(cursor, sql, parameters, many, kind)
                 return
             if statements.first_keywords(sql, 1, past_empty=True) == ["VACUUM"]:
-                raise OperationalError("cannot VACUUM from within a transaction")
+                raise errors.sqlite_error("cannot VACUUM from within a transaction")
             self._txns.on_merger.become_exclusive()
         if self._txns.exclusive is not None:
             self._txns.on_merger.run_exclusive(cursor, sql, parameters, many, kind)
@@ -174,12 +174,26 @@ class Router:
             self._run_in_txn(cursor, sql, parameters, many, "dml")
             cursor._detach_from_txn()
             self._txns.commit()
-        except BaseException:
+        except BaseException as e:
             self._txns.aborted = None  # the statement was the whole transaction
             if self._txns.txn is not None:
+                if many and isinstance(e, Exception):
+                    self._commit_sets_done(e)
                 self._txns.rollback()
             raise
         return True
+
+    def _commit_sets_done(self, error: Exception) -> None:
+        """An autocommit ``executemany`` failed at one parameter set: the stdlib ran each as a
+        statement of its own, so the sets before it stay committed.  SQLite undid the failing
+        one; the rest is committed here, and ``error`` raised after."""
+        try:
+            self._txns.commit()
+        except BaseException as e:
+            if self._txns.txn is not None:
+                self._txns.rollback()
+            raise e from error
+        raise error
 
     def _pragma(self, cursor: Cursor, sql: str, parameters: Any, many: bool) -> bool:
         """A pragma that is not run as the statements around it are; ``False`` for the rest."""
@@ -324,8 +338,16 @@ class Router:
         try:
             with self._owner._db.merge_lock:
                 conn.execute("BEGIN IMMEDIATE")
+                failed: Exception | None = None
                 try:
-                    self._runner.run(cursor, conn, sql, parameters, many, False, "dml")
+                    try:
+                        self._runner.run(cursor, conn, sql, parameters, many, False, "dml")
+                    except Exception as e:
+                        # An executemany's sets before the failing one stay committed, as each
+                        # was a statement of its own for the stdlib (``_commit_sets_done``).
+                        if not many or not conn.in_transaction:
+                            raise
+                        failed = e
                     if self._owner._level.locks_rows and self._owner._db.lockdb.locked_by_others(
                         written, touched
                     ):
@@ -344,6 +366,8 @@ class Router:
         # One may have begun meanwhile, its snapshot perhaps before this commit.
         self._owner._db.lockdb.bump_versions_if_table_level(written)
         self._txns.after_merge(txn_id)
+        if failed is not None:
+            raise failed
         return True
 
     def on_merger_write(self, op: int, db: str, table: str, rowid: int) -> None:

@@ -110,9 +110,15 @@ class StatementRunner:
             owner._statement_traced = None
             if counting:
                 self._count_changes(conn, False)
-            if before is not None:
+            if before is not None:  # what it did before failing, too (an executemany)
                 self.last_changes = conn.total_changes() - before
                 owner._total_changes += self.last_changes
+                if kind == "dml" or self.last_changes:
+                    owner._changes = conn.changes()
+                if conn is not owner._reader or owner._private is not None:
+                    # The connection's value moves with executemany too; the cursor's does
+                    # not.
+                    owner._last_insert_rowid = conn.last_insert_rowid()
         if kind == "pragma" and is_count_changes(sql):
             owner._count_changes = bool(conn.pragma("count_changes"))
         self._describe(cursor, trace, known, conn, many, kind)
@@ -140,9 +146,6 @@ class StatementRunner:
         owner = self._owner
         if conn is owner._merger and owner._private is None and statements.may_change_schema(sql):
             owner._schemas.changed()
-        if conn is not owner._reader or owner._private is not None:
-            # The connection's value moves with executemany too; the cursor's does not.
-            owner._last_insert_rowid = conn.last_insert_rowid()
         if not many:
             cursor._lastrowid = owner._last_insert_rowid
         # Rows already in a list outlive the transaction connection: nothing to detach.
@@ -175,9 +178,10 @@ class StatementRunner:
         owner._user_on_merger = conn is owner._merger
         if owner._user_on_merger:
             merge.triggers_on(conn)
-        if conn is not owner._reader and owner._private is None:
+        if owner._private is None:
             # SQLite keeps it per connection; the stdlib's one connection has one value
-            # (the merger's may be a commit marker's rowid).
+            # (the merger's may be a commit marker's rowid), which SQL's last_insert_rowid()
+            # reads on the reader too.
             conn.set_last_insert_rowid(owner._last_insert_rowid)
         return conn
 
