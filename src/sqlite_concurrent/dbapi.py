@@ -243,8 +243,9 @@ class Connection(Hooks):
 
     def _count_in_sql(self, db: SharedDatabase) -> None:
         """SQL's ``total_changes()`` and ``changes()`` answer for the connection, as on the
-        stdlib's one SQLite connection: the connection's statements run on several, each
-        counting its own (and the merger others' merges), and the reader runs no DML."""
+        stdlib's one SQLite connection.  Ours runs its statements on several, each counting
+        only its own; the merger also counts the merges it applies, and the reader runs no
+        DML."""
         me = exiting.weak_proxy(self)
 
         def total_changes(*_: Any) -> int:

@@ -171,14 +171,17 @@ class Router:
         self._txns.chooser.began(ways.OPTIMISTIC, "")
         # Autocommit: the statement is its own transaction, failing as a whole.
         try:
-            self._run_in_txn(cursor, sql, parameters, many, "dml")
+            try:
+                self._run_in_txn(cursor, sql, parameters, many, "dml")
+            except Exception as e:
+                if many and self._txns.txn is not None:
+                    self._commit_sets_done(e)
+                raise
             cursor._detach_from_txn()
             self._txns.commit()
-        except BaseException as e:
+        except BaseException:
             self._txns.aborted = None  # the statement was the whole transaction
             if self._txns.txn is not None:
-                if many and isinstance(e, Exception):
-                    self._commit_sets_done(e)
                 self._txns.rollback()
             raise
         return True
@@ -190,8 +193,6 @@ class Router:
         try:
             self._txns.commit()
         except BaseException as e:
-            if self._txns.txn is not None:
-                self._txns.rollback()
             raise e from error
         raise error
 

@@ -126,8 +126,9 @@ class StatementRunner:
         if kind == "dml" and cursor.description:
             # Until its last row is fetched (``Cursor.rowcount``); after ``executemany``, for
             # good.
-            cursor._rows_pending = True
-            if not many:
+            if many:
+                cursor._rows_pending = True
+            else:
                 cursor._rows = _RowsPending(cursor, cursor._rows)
 
     def _after(
