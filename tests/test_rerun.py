@@ -364,3 +364,19 @@ def test_a_bulk_load_is_not_kept_to_run_again(db_path):
     with pytest.raises(ConflictError):
         mine.commit()
     assert mine.ways["replayed"] == 0
+
+
+@pytest.mark.timeout(60)
+def test_a_returning_statement_run_again_shows_its_rowcount_once_its_rows_are_fetched(tmp_path):
+    """As the stdlib's: 0 until the last row is fetched (rows run again at commit included)."""
+    path = str(tmp_path / "ours.db")
+    _setup(path)
+    mine = _optimistic(path)
+    mine.execute(FIRST, (1, 1))
+    cursor = mine.execute("UPDATE c SET n = n + 1 WHERE id = 2 RETURNING id, n")
+    _other_writer(sqlite_concurrent.connect(path, mode="direct"))
+    mine.commit()
+    assert mine.ways["replayed"] == 1
+    assert cursor.rowcount == 0
+    assert cursor.fetchall() == [(2, 1)]
+    assert cursor.rowcount == 1

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -49,7 +50,7 @@ class Cursor:
         self.connection = connection
         self.description: tuple[tuple[Any, ...], ...] | None = None
         self._rowcount = -1
-        self._rows_pending = False  # see ``rowcount``
+        self._rows_pending = False  # an executemany of DML that returns rows (``rowcount``)
         self._statement: object | None = None  # as recorded to be run again (rerun.py)
         self._lastrowid: int | None = None
         self._inserted_rows: list[tuple[str, int]] = []
@@ -76,7 +77,10 @@ class Cursor:
             self.connection._txns.replays.observe()
         # DML that returns rows (RETURNING, PRAGMA count_changes) has not finished, for the
         # stdlib, until its last row is fetched; after ``executemany``, never.
-        return 0 if self._rows_pending else self._rowcount
+        rows = self._rows
+        if self._rows_pending or (isinstance(rows, PendingRows) and rows.left):
+            return 0
+        return self._rowcount
 
     @property
     def lastrowid(self) -> int | None:
@@ -245,3 +249,20 @@ def _check_unlocked(cursor: Cursor) -> None:
     # under it.
     if getattr(cursor, "_locked", False):
         raise ProgrammingError("Recursive use of cursors not allowed.")
+
+
+class PendingRows:
+    """The rows of DML that returns rows, already run to completion: until the last one is
+    fetched the stdlib's statement has not finished, and its ``rowcount`` shows 0."""
+
+    def __init__(self, rows: Iterator[tuple[Any, ...]]) -> None:
+        self._rows = rows
+        self.left = operator.length_hint(rows)  # a list's iterator: no copy
+
+    def __iter__(self) -> PendingRows:
+        return self
+
+    def __next__(self) -> tuple[Any, ...]:
+        row = next(self._rows)
+        self.left -= 1
+        return row

@@ -195,6 +195,7 @@ def _adopt(shown: Cursor, ran: Cursor, *, lastrowid: bool) -> None:
     """``shown`` shows what ``ran`` got running its statement again (rerun.py)."""
     shown.description = ran.description
     shown._rowcount = ran._rowcount
+    shown._rows_pending = ran._rows_pending
     shown._converters = ran._converters
     shown._rows = ran._rows
     shown._on_txn_conn = False

@@ -17,7 +17,7 @@ import apsw
 
 from . import adaptation, crashpoints, description, statements
 from .commit import merge
-from .cursor import NO_ROWS, Cursor, describe, undecodable
+from .cursor import NO_ROWS, Cursor, PendingRows, describe, undecodable
 from .engine.authorizer import Denied
 from .engine.transaction import WriteTransaction
 from .errors import ConflictError, LockTimeoutError, OperationalError, ProgrammingError, translate
@@ -129,7 +129,7 @@ class StatementRunner:
             if many:
                 cursor._rows_pending = True
             else:
-                cursor._rows = _RowsPending(cursor, cursor._rows)
+                cursor._rows = PendingRows(cursor._rows)
 
     def _after(
         self,
@@ -458,29 +458,6 @@ def is_count_changes(sql: str) -> bool:
     """Whether ``sql`` sets ``PRAGMA count_changes``."""
     words = statements.first_keywords(sql, 2, past_empty=True)
     return len(words) > 1 and words[1] == "COUNT_CHANGES" and ("=" in sql or "(" in sql)
-
-
-class _RowsPending:
-    """The rows of DML that returns rows: fetching the last one finishes the statement, for the
-    stdlib, and shows its ``rowcount``."""
-
-    def __init__(self, cursor: Cursor, rows: Iterator[tuple[Any, ...]]) -> None:
-        self._cursor = cursor
-        self._rows = list(rows)  # already run to completion
-        self._at = 0
-        cursor._rows_pending = bool(self._rows)
-
-    def __iter__(self) -> _RowsPending:
-        return self
-
-    def __next__(self) -> tuple[Any, ...]:
-        if self._at == len(self._rows):
-            raise StopIteration
-        row = self._rows[self._at]
-        self._at += 1
-        if self._at == len(self._rows):
-            self._cursor._rows_pending = False
-        return row
 
 
 class NeedsExclusive(Exception):  # noqa: N818 - a signal, not an error
