@@ -100,14 +100,15 @@ def wait_until(predicate, what: str, timeout: float = 60.0) -> None:
         time.sleep(0.005)
 
 
-def hold_in_child(path: str, statements: list[str]):
-    """A child process with ``statements`` run in an open transaction; it commits once the
-    returned ``proceed`` is set, then puts "committed" on the returned queue."""
+def hold_in_child(path: str, statements: list[str], mode: str | None = None):
+    """A child process with ``statements`` run in an open transaction (in ``mode``); it
+    commits once the returned ``proceed`` is set, then puts "committed" on the returned
+    queue."""
     from workers import hold_transaction
 
     start, queue, ready, proceed = SPAWN.Event(), SPAWN.Queue(), SPAWN.Event(), SPAWN.Event()
     proc = SPAWN.Process(
-        target=hold_transaction, args=(start, queue, path, statements, ready, proceed)
+        target=hold_transaction, args=(start, queue, path, statements, ready, proceed, mode)
     )
     proc.start()
     start.set()

@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import in_thread, lock_rows, run_workers, stock_apsw, wait_until
+from conftest import hold_in_child, in_thread, lock_rows, run_workers, stock_apsw, wait_until
 from way_workers import counter, order_with_lines, transact_counter, write_then_read_back
 
 import sqlite_concurrent
@@ -295,6 +295,50 @@ def test_no_direct_transaction_while_a_table_level_one_is_live(db_path):
     assert outcome == [("ok", (1, {"optimistic": 1}))]
     check = sqlite_concurrent.connect(db_path)
     assert check.execute("SELECT count(*) FROM doctors WHERE on_call").fetchone() == (1,)
+
+
+@pytest.mark.timeout(120)
+def test_a_table_level_transaction_begun_while_a_direct_one_runs_reads_what_it_commits(db_path):
+    """A direct transaction asked whether table-level ones were live before it began; one
+    that registers while it runs must not take its snapshot before the direct one commits:
+    it would decide on the table as it was, and the write skew that the table level promises
+    to prevent would commit."""
+    setup = sqlite_concurrent.connect(db_path)
+    setup.execute("CREATE TABLE doctors (name TEXT PRIMARY KEY, on_call INTEGER)")
+    setup.execute("INSERT INTO doctors VALUES ('alice', 1), ('bob', 1)")
+    setup.commit()
+    setup.close()
+    # Bob goes off call, directly (having seen alice on call).
+    holder, queue, proceed = hold_in_child(
+        db_path, ["UPDATE doctors SET on_call = 0 WHERE name = 'bob'"], mode="direct"
+    )
+
+    def once_registered():
+        wait_until(
+            lambda: (
+                lock_rows(db_path, "SELECT count(*) FROM transactions WHERE lock_level = 'table'")[
+                    0
+                ][0]
+                > 0
+            ),
+            "the table-level transaction registered",
+        )
+        proceed.set()
+
+    thread, done, outcome = in_thread(once_registered)
+    alice = sqlite_concurrent.connect(db_path, lock_level="table", mode="optimistic")
+    alice.execute("BEGIN")
+    (on_call,) = alice.execute("SELECT count(*) FROM doctors WHERE on_call").fetchone()
+    if on_call > 1:
+        alice.execute("UPDATE doctors SET on_call = 0 WHERE name = 'alice'")
+    alice.commit()
+    assert done.wait(60) and outcome == [("ok", None)], outcome
+    thread.join()
+    assert queue.get(timeout=60) == "committed"
+    holder.join(60)
+    assert on_call == 1
+    assert alice.execute("SELECT count(*) FROM doctors WHERE on_call").fetchone() == (1,)
+    alice.close()
 
 
 @pytest.mark.parametrize("level", ["row", "page"])

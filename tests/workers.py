@@ -442,15 +442,16 @@ def wait_until_visible(path, resource="%", timeout=60.0):
 
 
 @_report_errors
-def hold_transaction(start, path, statements, ready, proceed):
+def hold_transaction(start, path, statements, ready, proceed, mode=None):
     """Runs ``statements`` in one transaction, sets ``ready``, and commits once ``proceed`` is
     set (the test SIGKILLs it if it never is).  Returns ``"committed"``."""
-    conn = sqlite_concurrent.connect(path, timeout=60)
+    conn = sqlite_concurrent.connect(path, timeout=60, mode=mode)
     start.wait()
     conn.execute("BEGIN")
     for sql in statements:
         conn.execute(sql)
-    wait_until_visible(path)
+    if mode != "direct":  # a direct one holds the merge lock, and no lock there
+        wait_until_visible(path)
     ready.set()
     assert proceed.wait(60), "never told to proceed"
     conn.commit()

@@ -62,6 +62,9 @@ class OnMerger:
             if self._owner.mode == "direct":
                 raise oslock.HeldByThisThreadError
             return False
+        if self.closed_to_direct():
+            excl.finish(False)
+            return False
         self.install_direct(excl, txn)
         if defer:
             foreign_keys.set_flag(self._owner._merger, True)
@@ -89,6 +92,18 @@ class OnMerger:
         except apsw.Error as e:
             raise translate(e) from e
 
+    def closed_to_direct(self) -> bool:
+        """Asked again once the merge lock is held, by every way of writing on the merger
+        without table locks (direct, escalated, replayed, the autocommit fast path).
+
+        Whether a table-level transaction is live (or an exclusive operation goes first) was
+        asked before the wait; one may have registered since.  Asked under the lock, the
+        answer holds: a table-level transaction takes and lets go of the merge lock after it
+        registers and before it pins its snapshot (``WriteTransaction.ensure_pinned``), so
+        either it is registered by now, or its snapshot will include this transaction.
+        """
+        return self._txns.db.lockdb.fast_path_closed()
+
     def install_direct(self, excl: exclusive.Exclusive, txn: direct.DirectTransaction) -> None:
         """The open transaction is ``txn``, running directly in ``excl``."""
         excl.schema_changed = False
@@ -110,7 +125,7 @@ class OnMerger:
         except oslock.HeldByThisThreadError:
             return False
         try:
-            current = txn.reads_current()
+            current = not self.closed_to_direct() and txn.reads_current()
         except BaseException:
             self._txns.db.merge_lock.release()
             raise

@@ -84,6 +84,9 @@ class Replays:
         excl = self._txns.on_merger.take_merger(txn.txn_id, immediate=False)
         if excl is None:
             return None
+        if self._txns.on_merger.closed_to_direct():
+            excl.finish(False)
+            return None
         counters = self._owner._total_changes, self._owner._last_insert_rowid
         self._owner._total_changes -= script.changes  # counted again as they run
         self._owner._last_insert_rowid = script.last_insert_rowid  # as the first run began

@@ -338,6 +338,8 @@ class Router:
         conn.set_update_hook(self.on_merger_write)
         try:
             with self._owner._db.merge_lock:
+                if self._txns.on_merger.closed_to_direct():
+                    return False
                 conn.execute("BEGIN IMMEDIATE")
                 failed: Exception | None = None
                 try:

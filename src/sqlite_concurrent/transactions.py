@@ -191,6 +191,7 @@ class Transactions:
                 slot=self.db.slot,
                 connections=self._owner._txn_connection,
                 snapshot_gate=self.db.checkpointer.gate,
+                merge_lock=self.db.merge_lock,
                 begin=not by_savepoint,
                 immediate=immediate,
                 journal=self.db.journal,

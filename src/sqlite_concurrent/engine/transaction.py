@@ -21,7 +21,7 @@ from ..locking import waits
 from ..locking.levels import Level
 from ..locking.lockdb import LockDB
 from ..locking.locks import Locking, Settings
-from ..locking.oslock import ByteLock
+from ..locking.oslock import ByteLock, HeldByThisThreadError
 from ..storage.journal import Journal
 from ..storage.overlay import Overlay, Slot
 from ..storage.snapshot import Snapshot, WalFiles
@@ -58,6 +58,7 @@ class WriteTransaction:
         slot: Slot,
         connections: Connections,
         snapshot_gate: ByteLock,
+        merge_lock: ByteLock,
         begin: bool = True,
         immediate: bool = False,
         journal: Journal | None = None,
@@ -80,6 +81,7 @@ class WriteTransaction:
         self._connections = connections
         self._slot = slot
         self._snapshot_gate = snapshot_gate
+        self._merge_lock = merge_lock
         self._begin_sql = begin
         self.snapshot: Snapshot | None = None
         self._schema_version: int | None = None
@@ -154,6 +156,7 @@ class WriteTransaction:
         if self.snapshot is not None:
             return
         if self.level.locks_tables:
+            self._after_writers_on_the_merger()
             self.locking.read_versions()
         # The checkpointer's gate, held open (shared) while pinning: closed, new snapshots
         # wait for its restart.
@@ -170,6 +173,18 @@ class WriteTransaction:
         if self.conn is not None:
             self._know_keyed()
         crashpoints.reach("begin.pinned")
+
+    def _after_writers_on_the_merger(self) -> None:
+        """Wait until no transaction that began before this one registered still writes on
+        the merger without table locks (a direct one, say): they cannot report what they
+        write, so the snapshot must include them.  Once this one is registered, they check
+        under the merge lock and no longer start (``OnMerger.closed_to_direct``)."""
+        try:
+            self._merge_lock.acquire()
+        except HeldByThisThreadError:
+            # This thread's other connection is the writer: it cannot end while this waits.
+            return
+        self._merge_lock.release()
 
     def _know_keyed(self) -> None:
         # Before any statement: the update hook may not run SQL on its connection.
