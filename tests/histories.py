@@ -12,7 +12,9 @@ before another began precedes it), and looks for the cycles the level forbids:
 
 Before the graph it checks what needs no graph: no acknowledged append lost or applied twice,
 no failed transaction's append visible, every read a prefix of the final list, and a
-transaction's reads of one key agreeing with each other and with its own appends.
+transaction's reads of one key agreeing with each other and with its own appends.  A
+transaction whose process was killed before it ended (outcome "unknown", its planned appends
+as its ops) may have committed or not, but all of it or nothing.
 """
 
 from __future__ import annotations
@@ -44,11 +46,19 @@ def check(histories: Iterable[list[tuple]], final: dict[tuple, list[int]], level
     to list), at ``level``; empty if nothing."""
     txns = []
     problems = []
+    present = {v for values in final.values() for v in values}
     for p, history in enumerate(histories):
         for i, (ops, outcome, began, ended) in enumerate(history):
-            if outcome not in ("ok", "conflict"):
+            ok = outcome == "ok"
+            if outcome == "unknown":
+                # Its process was killed: committed or not, but all or nothing.
+                appended = [op[3] in present for op in ops if op[0] == "a"]
+                ok = bool(appended) and all(appended)
+                if ok != any(appended):
+                    problems.append(f"p{p}t{i}, killed, committed in part: {ops}")
+            elif outcome not in ("ok", "conflict"):
                 problems.append(f"process {p} transaction {i} raised {outcome}")
-            txns.append(Txn(f"p{p}t{i}", ops, outcome == "ok", began, ended))
+            txns.append(Txn(f"p{p}t{i}", ops, ok, began, ended))
     writer: dict[int, Txn] = {}
     for t in txns:
         for op in t.ops:

@@ -7,6 +7,8 @@ statements).  What every transaction did and saw is returned, for :mod:`historie
 
 from __future__ import annotations
 
+import json
+import os
 import random
 import time
 
@@ -52,17 +54,75 @@ def _append(conn, table: str, key: int, value: int) -> None:
 @_report_errors
 def append_lists(start, path, me, count, seed, mode, lock_level, style, think):
     """``count`` transactions; returns ``(me, history)``, the history a list of
-    ``(ops, outcome, began, ended)``, where each
-    op is ``("r", table, key, values)`` or ``("a", table, key, value)`` and ``outcome`` is
-    "ok", "conflict" (a ``ConflictError``) or another exception's class name."""
-    r = random.Random(seed)
+    ``(ops, outcome, began, ended)``, where each op is ``("r", table, key, values)`` or
+    ``("a", table, key, value)`` and ``outcome`` is "ok", "conflict" (a ``ConflictError``) or
+    another exception's class name."""
+    history: list[tuple] = []
+    conn = _connect(path, mode, lock_level, style)
+    start.wait()
+    _transactions(
+        conn, me, count, seed, style, think, lambda *_: None, lambda txn, i: history.append(txn)
+    )
+    conn.close()
+    return me, history
+
+
+def read_log(log: str) -> list[tuple]:
+    """The history :func:`append_lists_logged` wrote to ``log``; a transaction it began and
+    did not end (it was killed) has the outcome "unknown", its planned appends as its ops."""
+    history, begun = [], {}
+    with open(log) as f:
+        for line in f:
+            if not line.endswith("\n"):
+                break  # killed while writing it
+            record = json.loads(line)
+            if "plan" in record:
+                begun[record["i"]] = record
+                continue
+            if record["i"] is not None:
+                del begun[record["i"]]
+            history.append(tuple(record["txn"]))
+    for record in begun.values():
+        history.append((record["plan"], "unknown", record["began"], float("inf")))
+    return history
+
+
+def append_lists_logged(path, me, count, seed, mode, lock_level, style, think, log, progress):
+    """As :func:`append_lists`, for a process that may be killed at any moment: each
+    transaction's planned appends are written to the file ``log`` before it begins (a killed
+    one's may or may not have committed, all or nothing), its outcome once it has one, and a
+    byte goes to the pipe ``progress`` as each begins, for the test to choose when to kill."""
+    fd = os.open(log, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+
+    def write(record):
+        os.write(fd, (json.dumps(record) + "\n").encode())
+
+    def started(i, plan, began):
+        write({"i": i, "plan": [op for op in plan if op[0] == "a"], "began": began})
+        progress.send_bytes(b"t")
+
+    conn = _connect(path, mode, lock_level, style)
+    _transactions(
+        conn, me, count, seed, style, think, started, lambda txn, i: write({"i": i, "txn": txn})
+    )
+    conn.close()
+    os.close(fd)
+
+
+def _connect(path, mode, lock_level, style):
     isolation = "" if style == "with" else None
     conn = sqlite_concurrent.connect(
         path, timeout=60, isolation_level=isolation, mode=mode, lock_level=lock_level
     )
     conn.execute("PRAGMA synchronous = NORMAL")
-    history = []
-    start.wait()
+    return conn
+
+
+def _transactions(conn, me, count, seed, style, think, started, ended):
+    """Run ``count`` random transactions on ``conn``; ``started(i, plan, began)`` before
+    each, ``ended((ops, outcome, began, ended), i)`` after each, and with ``None`` for ``i``
+    after each read that ran as a transaction of its own."""
+    r = random.Random(seed)
     for i in range(count):
         n_ops = 1 if style == "autocommit" else r.randint(1, 4)
         plan = []
@@ -74,6 +134,7 @@ def append_lists(start, path, me, count, seed, mode, lock_level, style, think):
                 plan.append(("a", table, key, (me + 1) * 1_000_000 + i * 10 + len(plan)))
         ops: list[tuple] = []
         began = time.monotonic()
+        started(i, plan, began)
         try:
             if style == "begin":
                 conn.execute(r.choice(("BEGIN", "BEGIN IMMEDIATE")))
@@ -83,7 +144,7 @@ def append_lists(start, path, me, count, seed, mode, lock_level, style, think):
                     # transaction.
                     t0 = time.monotonic()
                     seen = _read(conn, step[1], step[2])
-                    history.append(([("r", step[1], step[2], seen)], "ok", t0, time.monotonic()))
+                    ended(([("r", step[1], step[2], seen)], "ok", t0, time.monotonic()), None)
                 elif step[0] == "r":
                     ops.append(("r", step[1], step[2], _read(conn, step[1], step[2])))
                 else:
@@ -101,6 +162,4 @@ def append_lists(start, path, me, count, seed, mode, lock_level, style, think):
             outcome = type(e).__name__ + ": " + str(e)
         if outcome != "ok" and conn.in_transaction:
             conn.rollback()
-        history.append((ops, outcome, began, time.monotonic()))
-    conn.close()
-    return me, history
+        ended((ops, outcome, began, time.monotonic()), i)

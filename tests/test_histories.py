@@ -10,12 +10,26 @@ isolation at row level, each also in real time).
 
 from __future__ import annotations
 
+import multiprocessing.connection
+import os
+import random
+import signal
 import sqlite3
 
 import histories
 import pytest
-from conftest import run_workers, stock_apsw
-from history_workers import KEYS, SCHEMA, TABLES, append_lists, key_sql
+from conftest import SPAWN, lock_rows, run_workers, stock_apsw
+from history_workers import (
+    KEYS,
+    SCHEMA,
+    TABLES,
+    append_lists,
+    append_lists_logged,
+    key_sql,
+    read_log,
+)
+
+import sqlite_concurrent
 
 # (mode, style, think) of each process: every way a transaction runs, side by side.
 PROCESSES = [
@@ -126,6 +140,12 @@ def _h(*txns):
         ("row", [_h(([("a", "lists", 0, 1)], "ok"))], {("lists", 0): []}, "is lost"),
         ("row", [_h(([("a", "lists", 0, 1)], "conflict"))], {("lists", 0): [1]}, "failed"),
         ("row", [_h(([("a", "lists", 0, 1)], "ok"))], {("lists", 0): [1, 1]}, "2 times"),
+        (
+            "row",
+            [_h(([("a", "lists", 0, 1), ("a", "lists", 1, 2)], "unknown"))],
+            {("lists", 0): [1], ("lists", 1): []},
+            "committed in part",
+        ),
         ("row", [_h(([("r", "lists", 0, [3])], "ok"))], {("lists", 0): []}, "not a prefix"),
         (
             "row",
@@ -141,3 +161,82 @@ def test_the_checker_finds_each_anomaly(level, processes, final, expected):
     # ... and the write skew is what row level allows.
     if expected == "a cycle at page level":
         assert histories.check(processes, final, "row") == []
+
+
+# Killed writers: (mode, style, think) of the writers, each replaced by a fresh one when killed.
+KILLED = [
+    ("auto", "with", 0),
+    ("auto", "begin", 0.001),
+    ("optimistic", "begin", 0),
+    ("direct", "begin", 0),
+    ("auto", "autocommit", 0),
+]
+
+
+@pytest.mark.timeout(300)
+@pytest.mark.parametrize("level", ["row", "page", "table"])
+def test_writers_killed_at_random_lose_nothing_acknowledged_and_commit_nothing_in_part(
+    tmp_path, level
+):
+    """SIGKILL writers at random moments of their transactions (after a random number of them
+    began), start others in their place, and check the whole history: acknowledged commits
+    all there, once; a killed transaction's appends all there or none; the level's promise
+    kept; and once every writer is done, no lock or transaction left behind."""
+    path = str(tmp_path / "app.db")
+    setup = stock_apsw(path)  # this process opens it with ours at the end
+    setup.execute(SCHEMA).fetchall()  # run to the end: the first statement returns a row
+    setup.executemany("INSERT INTO lists(k) VALUES (?)", [(k,) for k in range(KEYS)])
+    setup.close()
+    r = random.Random(level)
+    kills_left = 12
+    running = {}  # progress reader -> [process, transactions begun, when to kill (or None)]
+    logs = []
+
+    def start_writer():
+        me = len(logs)
+        mode, style, think = KILLED[me % len(KILLED)]
+        logs.append(str(tmp_path / f"log{me}"))
+        reader, writer = SPAWN.Pipe(duplex=False)
+        proc = SPAWN.Process(
+            target=append_lists_logged,
+            args=(path, me, 60, me, mode, level, style, think, logs[-1], writer),
+        )
+        proc.start()
+        writer.close()
+        running[reader] = [proc, 0, r.randint(1, 40) if kills_left else None]
+
+    for _ in KILLED:
+        start_writer()
+    while running:
+        ready = multiprocessing.connection.wait(list(running), timeout=120)
+        assert ready, "no writer made progress in 120 s"
+        for reader in ready:
+            entry = running[reader]
+            try:
+                reader.recv_bytes()
+            except EOFError:  # done
+                entry[0].join(60)
+                assert entry[0].exitcode == 0, f"a writer exited with {entry[0].exitcode}"
+                del running[reader]
+                continue
+            entry[1] += 1
+            if entry[2] is not None and entry[1] >= entry[2] and kills_left:
+                os.kill(entry[0].pid, signal.SIGKILL)
+                entry[0].join(60)
+                del running[reader]
+                kills_left -= 1
+                start_writer()
+    assert kills_left == 0
+
+    # Whatever the killed ones held was let go: one more transaction commits at once.
+    conn = sqlite_concurrent.connect(path, lock_level=level)
+    with conn:
+        conn.execute("UPDATE lists SET v = v WHERE k = 0")
+    conn.close()
+    assert lock_rows(path, "SELECT count(*) FROM locks")[0][0] == 0
+    assert lock_rows(path, "SELECT count(*) FROM transactions")[0][0] == 0
+    histories_ = [read_log(log) for log in logs]
+    problems = histories.check(histories_, _final(path), level)
+    assert not problems, "\n".join(problems[:20])
+    killed = [h for h in histories_ if h and h[-1][1] == "unknown"]
+    assert len(killed) >= 6, "the kills should land inside transactions"
