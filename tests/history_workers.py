@@ -16,29 +16,40 @@ from workers import _report_errors
 
 import sqlite_concurrent
 
-# Two table shapes: a rowid table whose keys exist up front, and a WITHOUT ROWID one whose
-# rows the first append creates (an upsert).
-TABLES = ("lists", "wlists")
+# Three table shapes: a rowid table whose keys exist up front, a WITHOUT ROWID one whose rows
+# the first append creates (an upsert), and a table without a declared key where each append
+# is a blind insert of a row, in rowid order (an automatically assigned rowid that nobody
+# observes is assigned again at merge, after every row committed before: the order holds).
+TABLES = ("lists", "wlists", "items")
+INSERTED = ("items",)
 SCHEMA = """
     PRAGMA journal_mode = WAL;
     CREATE TABLE lists (k INTEGER PRIMARY KEY, v TEXT NOT NULL DEFAULT '');
     CREATE TABLE wlists (k TEXT PRIMARY KEY, v TEXT NOT NULL) WITHOUT ROWID;
+    CREATE TABLE items (k INTEGER NOT NULL, v INTEGER NOT NULL);
+    CREATE INDEX items_k ON items (k);
 """
 KEYS = 5  # per table: few, so that transactions meet
 
 
-def key_sql(table: str, key: int) -> tuple[str, object]:
-    return ("k", key) if table == "lists" else ("k", f"key{key}")
+def key_sql(table: str, key: int) -> object:
+    return f"key{key}" if table == "wlists" else key
 
 
-def _read(conn, table: str, key: int) -> list[int]:
-    row = conn.execute(f"SELECT v FROM {table} WHERE k = ?", (key_sql(table, key)[1],)).fetchone()
+def read(conn, table: str, key: int) -> list[int]:
+    """The list ``key`` of ``table``, as ``conn`` sees it."""
+    if table == "items":
+        rows = conn.execute("SELECT v FROM items WHERE k = ? ORDER BY rowid", (key,)).fetchall()
+        return [v for (v,) in rows]
+    row = conn.execute(f"SELECT v FROM {table} WHERE k = ?", (key_sql(table, key),)).fetchone()
     return [int(x) for x in row[0].split(",") if x] if row else []
 
 
 def _append(conn, table: str, key: int, value: int) -> None:
-    k = key_sql(table, key)[1]
-    if table == "lists":
+    k = key_sql(table, key)
+    if table == "items":
+        conn.execute("INSERT INTO items (k, v) VALUES (?, ?)", (k, value))
+    elif table == "lists":
         conn.execute(
             "UPDATE lists SET v = CASE v WHEN '' THEN ? ELSE v || ',' || ? END WHERE k = ?",
             (str(value), str(value), k),
@@ -143,10 +154,10 @@ def _transactions(conn, me, count, seed, style, think, started, ended):
                     # The stdlib begins before DML only: a read before it is its own
                     # transaction.
                     t0 = time.monotonic()
-                    seen = _read(conn, step[1], step[2])
+                    seen = read(conn, step[1], step[2])
                     ended(([("r", step[1], step[2], seen)], "ok", t0, time.monotonic()), None)
                 elif step[0] == "r":
-                    ops.append(("r", step[1], step[2], _read(conn, step[1], step[2])))
+                    ops.append(("r", step[1], step[2], read(conn, step[1], step[2])))
                 else:
                     # Recorded before it runs: a failed transaction's appends must not show.
                     ops.append(step)
