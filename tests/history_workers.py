@@ -45,17 +45,18 @@ def read(conn, table: str, key: int) -> list[int]:
     return [int(x) for x in row[0].split(",") if x] if row else []
 
 
-def _append(conn, table: str, key: int, value: int) -> None:
+def _append(conn, table: str, key: int, value: int, *, many: bool = False) -> None:
     k = key_sql(table, key)
+    execute = (lambda sql, params: conn.executemany(sql, [params])) if many else conn.execute
     if table == "items":
-        conn.execute("INSERT INTO items (k, v) VALUES (?, ?)", (k, value))
+        execute("INSERT INTO items (k, v) VALUES (?, ?)", (k, value))
     elif table == "lists":
-        conn.execute(
+        execute(
             "UPDATE lists SET v = CASE v WHEN '' THEN ? ELSE v || ',' || ? END WHERE k = ?",
             (str(value), str(value), k),
         )
     else:
-        conn.execute(
+        execute(
             "INSERT INTO wlists(k, v) VALUES (?, ?) "
             "ON CONFLICT(k) DO UPDATE SET v = v || ',' || excluded.v",
             (k, str(value)),
@@ -121,18 +122,31 @@ def append_lists_logged(path, me, count, seed, mode, lock_level, style, think, l
 
 
 def _connect(path, mode, lock_level, style):
+    """``mode`` as ``connect()`` takes it, or with "+group" after it for group commit."""
     isolation = "" if style == "with" else None
+    mode, _, group = mode.partition("+")
     conn = sqlite_concurrent.connect(
-        path, timeout=60, isolation_level=isolation, mode=mode, lock_level=lock_level
+        path,
+        timeout=60,
+        isolation_level=isolation,
+        mode=mode,
+        lock_level=lock_level,
+        group_commit=bool(group),
     )
     conn.execute("PRAGMA synchronous = NORMAL")
     return conn
 
 
 def _transactions(conn, me, count, seed, style, think, started, ended):
-    """Run ``count`` random transactions on ``conn``; ``started(i, plan, began)`` before
-    each, ``ended((ops, outcome, began, ended), i)`` after each, and with ``None`` for ``i``
-    after each read that ran as a transaction of its own."""
+    """Run ``count`` random transactions on ``conn`` in ``style``; ``started(i, plan,
+    began)`` before each, ``ended((ops, outcome, began, ended), i)`` after each, and with
+    ``None`` for ``i`` after each read that ran as a transaction of its own.
+
+    Styles: "with" (``with conn``, the stdlib's implicit BEGIN before DML), "begin" (explicit
+    BEGIN or BEGIN IMMEDIATE), "autocommit" (one statement each), "transact" (``transact()``,
+    retried on conflicts), "savepoint" (each append in a savepoint, some rolled back to it),
+    "many" (explicit BEGIN, each append through ``executemany``).
+    """
     r = random.Random(seed)
     for i in range(count):
         n_ops = 1 if style == "autocommit" else r.randint(1, 4)
@@ -142,30 +156,28 @@ def _transactions(conn, me, count, seed, style, think, started, ended):
             if r.random() < 0.5:
                 plan.append(("r", table, key))
             else:
-                plan.append(("a", table, key, (me + 1) * 1_000_000 + i * 10 + len(plan)))
+                value = (me + 1) * 1_000_000 + i * 10 + len(plan)
+                undone = style == "savepoint" and r.random() < 0.3
+                plan.append(
+                    ("a", table, key, value, "undone") if undone else ("a", table, key, value)
+                )
         ops: list[tuple] = []
         began = time.monotonic()
-        started(i, plan, began)
+        started(i, [step for step in plan if step[0] == "a" and len(step) == 4], began)
+
+        def run(conn, plan=plan, ops=ops):
+            ops.clear()  # a transact() attempt that conflicted left nothing
+            _run_plan(conn, plan, ops, style, think, r, ended)
+
         try:
-            if style == "begin":
-                conn.execute(r.choice(("BEGIN", "BEGIN IMMEDIATE")))
-            for step in plan:
-                if step[0] == "r" and not conn.in_transaction and style == "with":
-                    # The stdlib begins before DML only: a read before it is its own
-                    # transaction.
-                    t0 = time.monotonic()
-                    seen = read(conn, step[1], step[2])
-                    ended(([("r", step[1], step[2], seen)], "ok", t0, time.monotonic()), None)
-                elif step[0] == "r":
-                    ops.append(("r", step[1], step[2], read(conn, step[1], step[2])))
-                else:
-                    # Recorded before it runs: a failed transaction's appends must not show.
-                    ops.append(step)
-                    _append(conn, step[1], step[2], step[3])
-                if think and r.random() < 0.5:
-                    time.sleep(think)
-            if conn.in_transaction:
-                conn.commit()
+            if style == "transact":
+                conn.transact(run, retries=20)
+            else:
+                if style in ("begin", "savepoint", "many"):
+                    conn.execute(r.choice(("BEGIN", "BEGIN IMMEDIATE")))
+                run(conn)
+                if conn.in_transaction:
+                    conn.commit()
             outcome = "ok"
         except sqlite_concurrent.ConflictError:
             outcome = "conflict"
@@ -174,3 +186,28 @@ def _transactions(conn, me, count, seed, style, think, started, ended):
         if outcome != "ok" and conn.in_transaction:
             conn.rollback()
         ended((ops, outcome, began, time.monotonic()), i)
+
+
+def _run_plan(conn, plan, ops, style, think, r, ended):
+    for step in plan:
+        if step[0] == "r" and not conn.in_transaction and style == "with":
+            # The stdlib begins before DML only: a read before it is its own transaction.
+            t0 = time.monotonic()
+            seen = read(conn, step[1], step[2])
+            ended(([("r", step[1], step[2], seen)], "ok", t0, time.monotonic()), None)
+        elif step[0] == "r":
+            ops.append(("r", step[1], step[2], read(conn, step[1], step[2])))
+        elif style == "savepoint":
+            conn.execute("SAVEPOINT s")
+            _append(conn, *step[1:4])
+            if len(step) > 4:
+                conn.execute("ROLLBACK TO s")
+            else:
+                ops.append(step)
+            conn.execute("RELEASE s")
+        else:
+            # Recorded before it runs: a failed transaction's appends must not show.
+            ops.append(step)
+            _append(conn, *step[1:], many=style == "many")
+        if think and r.random() < 0.5:
+            time.sleep(think)

@@ -40,8 +40,9 @@ PROCESSES = [
     ("direct", "begin", 0),
     ("auto", "autocommit", 0),
     ("optimistic", "begin", 0),
-    ("auto", "with", 0.002),
-    ("direct", "with", 0),
+    ("auto", "transact", 0.002),
+    ("direct", "many", 0),
+    ("optimistic+group", "savepoint", 0),
 ]
 TRANSACTIONS = 150  # per process
 
@@ -161,9 +162,10 @@ def test_the_checker_finds_each_anomaly(level, processes, final, expected):
 KILLED = [
     ("auto", "with", 0),
     ("auto", "begin", 0.001),
-    ("optimistic", "begin", 0),
-    ("direct", "begin", 0),
+    ("optimistic+group", "savepoint", 0),
+    ("direct", "many", 0),
     ("auto", "autocommit", 0),
+    ("optimistic", "transact", 0),
 ]
 
 
