@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import sqlite3
 import time
 
 from workers import _report_errors
@@ -122,7 +123,10 @@ def append_lists_logged(path, me, count, seed, mode, lock_level, style, think, l
 
 
 def _connect(path, mode, lock_level, style):
-    """``mode`` as ``connect()`` takes it, or with "+group" after it for group commit."""
+    """``mode`` as ``connect()`` takes it, or with "+group" after it for group commit; for
+    the "stock" style, a connection of the stdlib's own sqlite3 (a writer that bypasses us)."""
+    if style == "stock":
+        return sqlite3.connect(path, timeout=60, isolation_level=None)
     isolation = "" if style == "with" else None
     mode, _, group = mode.partition("+")
     conn = sqlite_concurrent.connect(
@@ -145,7 +149,8 @@ def _transactions(conn, me, count, seed, style, think, started, ended):
     Styles: "with" (``with conn``, the stdlib's implicit BEGIN before DML), "begin" (explicit
     BEGIN or BEGIN IMMEDIATE), "autocommit" (one statement each), "transact" (``transact()``,
     retried on conflicts), "savepoint" (each append in a savepoint, some rolled back to it),
-    "many" (explicit BEGIN, each append through ``executemany``).
+    "many" (explicit BEGIN, each append through ``executemany``), "stock" (the stdlib's
+    sqlite3, BEGIN IMMEDIATE).
     """
     r = random.Random(seed)
     for i in range(count):
@@ -173,7 +178,9 @@ def _transactions(conn, me, count, seed, style, think, started, ended):
             if style == "transact":
                 conn.transact(run, retries=20)
             else:
-                if style in ("begin", "savepoint", "many"):
+                if style == "stock":
+                    conn.execute("BEGIN IMMEDIATE")  # else its first write may be refused
+                elif style in ("begin", "savepoint", "many"):
                     conn.execute(r.choice(("BEGIN", "BEGIN IMMEDIATE")))
                 run(conn)
                 if conn.in_transaction:
@@ -181,7 +188,7 @@ def _transactions(conn, me, count, seed, style, think, started, ended):
             outcome = "ok"
         except sqlite_concurrent.ConflictError:
             outcome = "conflict"
-        except sqlite_concurrent.Error as e:
+        except (sqlite_concurrent.Error, sqlite3.Error) as e:
             outcome = type(e).__name__ + ": " + str(e)
         if outcome != "ok" and conn.in_transaction:
             conn.rollback()

@@ -44,6 +44,9 @@ PROCESSES = [
     ("direct", "many", 0),
     ("optimistic+group", "savepoint", 0),
 ]
+# A writer through the stdlib's sqlite3, which bypasses our locks: row and page levels find
+# its commits at merge; the table level promises nothing against it (its locks are ours).
+STOCK = ("stock", "stock", 0)
 TRANSACTIONS = 150  # per process
 
 
@@ -69,11 +72,12 @@ def test_concurrent_histories_keep_the_level_promise(tmp_path, level, seed):
     conn.executemany("INSERT INTO lists(k) VALUES (?)", [(k,) for k in range(KEYS)])
     conn.commit()
     conn.close()
+    processes = PROCESSES + ([] if level == "table" else [STOCK])
     results = run_workers(
         append_lists,
         [
             (path, me, TRANSACTIONS, seed * 100 + me, mode, level, style, think)
-            for me, (mode, style, think) in enumerate(PROCESSES)
+            for me, (mode, style, think) in enumerate(processes)
         ],
         timeout=240,
     )
@@ -85,7 +89,7 @@ def test_concurrent_histories_keep_the_level_promise(tmp_path, level, seed):
     assert not problems, "\n".join(problems[:20])
     # The history must have been worth checking: transactions met and most committed.
     committed = sum(outcome == "ok" for history in results for _, outcome, _, _ in history)
-    assert committed > len(PROCESSES) * TRANSACTIONS // 2
+    assert committed > len(processes) * TRANSACTIONS // 2
     assert sum(len(values) for values in final.values()) > 100
 
 
