@@ -150,7 +150,7 @@ def _transactions(conn, me, count, seed, style, think, started, ended):
     BEGIN or BEGIN IMMEDIATE), "autocommit" (one statement each), "transact" (``transact()``,
     retried on conflicts), "savepoint" (each append in a savepoint, some rolled back to it),
     "many" (explicit BEGIN, each append through ``executemany``), "stock" (the stdlib's
-    sqlite3, BEGIN IMMEDIATE).
+    sqlite3, BEGIN IMMEDIATE), "ddl" (an index created or dropped before each BEGIN).
     """
     r = random.Random(seed)
     for i in range(count):
@@ -180,6 +180,18 @@ def _transactions(conn, me, count, seed, style, think, started, ended):
             else:
                 if style == "stock":
                     conn.execute("BEGIN IMMEDIATE")  # else its first write may be refused
+                elif style == "ddl":
+                    # A schema change between transactions: an exclusive operation, which
+                    # waits for the live transactions and fails those it outdates.
+                    conn.execute(
+                        r.choice(
+                            (
+                                "CREATE INDEX IF NOT EXISTS by_value ON items (v)",
+                                "DROP INDEX IF EXISTS by_value",
+                            )
+                        )
+                    )
+                    conn.execute("BEGIN")
                 elif style in ("begin", "savepoint", "many"):
                     conn.execute(r.choice(("BEGIN", "BEGIN IMMEDIATE")))
                 run(conn)

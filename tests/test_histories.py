@@ -170,6 +170,7 @@ KILLED = [
     ("direct", "many", 0),
     ("auto", "autocommit", 0),
     ("optimistic", "transact", 0),
+    ("auto", "ddl", 0),
 ]
 
 
