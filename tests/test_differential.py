@@ -223,3 +223,58 @@ def test_autocommit_executemany_keeps_the_sets_before_the_one_that_fails(
 
     ours = run(sqlite_concurrent, str(tmp_path / "ours.db"), mode=mode, lock_level=lock_level)
     assert ours == run(sqlite3, str(tmp_path / "stock.db"))
+
+
+@pytest.mark.parametrize("mode", ["auto", "optimistic", "direct"])
+@pytest.mark.parametrize("lock_level", ["row", "table"])
+def test_an_autocommit_statement_that_breaks_a_deferred_foreign_key_fails_as_the_stdlibs(
+    tmp_path, mode, lock_level
+):
+    """The violation shows only at the statement's commit: for the stdlib the statement
+    failed, leaving no count or row id, and an ``executemany`` keeps the sets before the one
+    that breaks it, each having been a statement of its own."""
+
+    def run(module: Any, path: str, **options: Any) -> list:
+        conn = module.connect(path, isolation_level=None, **options)
+        seen: list[Any] = []
+        try:
+            conn.execute("PRAGMA foreign_keys = ON")
+            conn.execute("CREATE TABLE p (id INTEGER PRIMARY KEY)")
+            conn.execute(
+                "CREATE TABLE c (id INTEGER PRIMARY KEY, "
+                "p INTEGER REFERENCES p (id) DEFERRABLE INITIALLY DEFERRED)"
+            )
+            conn.execute("INSERT INTO p VALUES (1)")
+            cursor = conn.execute("INSERT INTO c (p) VALUES (1)")
+            for run_it in (
+                lambda: cursor.execute("INSERT INTO c (p) VALUES (9)"),
+                lambda: cursor.executemany(
+                    "INSERT INTO c (p) VALUES (?)", [(1,), (1,), (9,), (1,)]
+                ),
+                lambda: cursor.executemany("INSERT INTO c (p) VALUES (?)", [(9,), (1,)]),
+            ):
+                with pytest.raises(module.IntegrityError) as raised:
+                    run_it()
+                seen += [
+                    str(raised.value),
+                    raised.value.sqlite_errorcode,
+                    cursor.rowcount,
+                    cursor.lastrowid,
+                    conn.total_changes,
+                    conn.in_transaction,
+                    conn.execute("SELECT last_insert_rowid(), changes()").fetchall(),
+                    conn.execute("SELECT * FROM c ORDER BY id").fetchall(),
+                ]
+            # Sets that all keep it still run as one statement each would.
+            cursor.executemany("INSERT INTO c (p) VALUES (?)", [(1,), (1,)])
+            seen += [
+                cursor.rowcount,
+                conn.total_changes,
+                conn.execute("SELECT count(*) FROM c").fetchall(),
+            ]
+        finally:
+            conn.close()
+        return seen
+
+    ours = run(sqlite_concurrent, str(tmp_path / "ours.db"), mode=mode, lock_level=lock_level)
+    assert ours == run(sqlite3, str(tmp_path / "stock.db"))

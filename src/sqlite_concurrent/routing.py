@@ -18,7 +18,7 @@ from . import connstate, errors, running, statements
 from .cursor import Cursor
 from .engine import authorizer, foreign_keys, journal_mode, rerun, ways
 from .engine.transaction import WriteTransaction
-from .errors import ConflictError, NotSupportedError, translate
+from .errors import ConflictError, IntegrityError, NotSupportedError, translate
 from .process import exiting
 
 if TYPE_CHECKING:
@@ -163,10 +163,42 @@ class Router:
             if self._txns.later is not None:
                 self._txns.settle(sql, "dml")
             return False
+        total_changes, lastrowid = self._owner._total_changes, cursor._lastrowid
+        try:
+            self._autocommit(cursor, sql, parameters, many)
+        except _DeferredConstraintError as failed:
+            # A deferred constraint broken: for the stdlib, the statement failed at its end,
+            # and left no count, cursor row id or rows behind; SQL's changes() is 0 after it,
+            # and its last_insert_rowid() that of the row it inserted, as SQLite leaves them.
+            self._owner._total_changes, self._owner._changes = total_changes, 0
+            cursor._reset()
+            cursor._lastrowid = lastrowid
+            if not many or len(parameters) < 2:
+                raise failed.error from None
+            # The stdlib ran each set as a statement of its own, so the sets before the one
+            # that breaks the constraint stay committed: they run again, one at a time.
+            self._each_set_alone(cursor, sql, parameters)
+        return True
+
+    def _each_set_alone(self, cursor: Cursor, sql: str, parameters: list[Any]) -> None:
+        """An autocommit ``executemany`` run again as one statement per parameter set,
+        stopping at the first that fails."""
+        changed = 0
+        for one in parameters:
+            self._dml_outside_txn(cursor, sql, [one], True)
+            changed += cursor._rowcount
+        cursor._rowcount = changed
+
+    def _autocommit(self, cursor: Cursor, sql: str, parameters: Any, many: bool) -> None:
+        """Run an autocommit statement as a transaction of its own.
+
+        :raises _DeferredConstraintError: the statement ran, but its commit broke a deferred
+            constraint.
+        """
         if self._owner._level.autocommit_fast_path and self._autocommit_fast(
             cursor, sql, parameters, many
         ):
-            return True
+            return
         self._txns.begin_optimistic()
         self._txns.chooser.began(ways.OPTIMISTIC, "")
         # Autocommit: the statement is its own transaction, failing as a whole.
@@ -178,20 +210,27 @@ class Router:
                     self._commit_sets_done(e)
                 raise
             cursor._detach_from_txn()
-            self._txns.commit()
+            self._commit_autocommit()
         except BaseException:
             self._txns.aborted = None  # the statement was the whole transaction
             if self._txns.txn is not None:
                 self._txns.rollback()
             raise
-        return True
+
+    def _commit_autocommit(self) -> None:
+        try:
+            self._txns.commit()
+        except IntegrityError as e:  # still open, as in SQLite; rolled back by the caller
+            raise _DeferredConstraintError(e) from e
 
     def _commit_sets_done(self, error: Exception) -> None:
         """An autocommit ``executemany`` failed at one parameter set: the stdlib ran each as a
         statement of its own, so the sets before it stay committed.  SQLite undid the failing
         one; the rest is committed here, and ``error`` raised after."""
         try:
-            self._txns.commit()
+            self._commit_autocommit()
+        except _DeferredConstraintError:
+            raise
         except BaseException as e:
             raise e from error
         raise error
@@ -356,7 +395,10 @@ class Router:
                     ):
                         conn.execute("ROLLBACK")
                         return False
-                    conn.execute("COMMIT")
+                    try:
+                        conn.execute("COMMIT")
+                    except apsw.ConstraintError as e:  # a deferred foreign key
+                        raise _DeferredConstraintError(translate(e)) from e
                 except BaseException:
                     if conn.in_transaction:
                         conn.execute("ROLLBACK")
@@ -425,3 +467,12 @@ class Router:
         with self._owner._denied.muting():
             # Kept for a connection the transaction moves to (a new one, or the merger).
             txn.defer_foreign_keys = foreign_keys.flag(conn)
+
+
+class _DeferredConstraintError(Exception):
+    """An autocommit statement's commit broke a deferred constraint: ``error`` is what the
+    stdlib raises for the statement."""
+
+    def __init__(self, error: Exception) -> None:
+        super().__init__(str(error))
+        self.error = error
