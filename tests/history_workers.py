@@ -11,6 +11,7 @@ import json
 import os
 import random
 import sqlite3
+import threading
 import time
 
 from workers import _report_errors
@@ -78,6 +79,43 @@ def append_lists(start, path, me, count, seed, mode, lock_level, style, think):
     )
     conn.close()
     return me, history
+
+
+@_report_errors
+def append_lists_in_threads(start, path, me, count, seed, lock_level, ways):
+    """As :func:`append_lists`, one thread per ``(mode, style, think)`` of ``ways``, each with
+    its own connection; returns ``[(me, history), ...]``, a ``me`` of its own per thread."""
+    histories: list[tuple] = []
+    errors: list[BaseException] = []
+    start.wait()
+
+    def run(t, mode, style, think):
+        history: list[tuple] = []
+        try:
+            conn = _connect(path, mode, lock_level, style)
+            _transactions(
+                conn,
+                me * 10 + t,
+                count,
+                seed * 10 + t,
+                style,
+                think,
+                lambda *_: None,
+                lambda txn, i: history.append(txn),
+            )
+            conn.close()
+        except BaseException as e:
+            errors.append(e)
+        histories.append((me * 10 + t, history))
+
+    threads = [threading.Thread(target=run, args=(t, *way)) for t, way in enumerate(ways)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    if errors:
+        raise errors[0]
+    return histories
 
 
 def read_log(log: str) -> list[tuple]:

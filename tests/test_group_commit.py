@@ -4,7 +4,9 @@ commits them at once; when it dies half-way, the owners find out from their comm
 on.
 
 Synchronization: the test takes the merge lock itself, so writers queue behind it with their
-transactions marked ready; it waits for that state in the lock database, then lets go.
+transactions marked ready; it waits for that state in the lock database, then lets go.  Where
+table-level transactions queue, their statements run before it takes the lock: a table-level
+transaction takes its snapshot only once nobody holds the merge lock.
 """
 
 from __future__ import annotations
@@ -95,20 +97,26 @@ def _stop_outside_guard(path: str, procs) -> None:
             os.kill(proc.pid, signal.SIGCONT)
 
 
-def _start(path, rows, group_commit=True, crash=None, table="t", level="row", delay=None):
+def _start(
+    path, rows, group_commit=True, crash=None, table="t", level="row", delay=None, held=None
+):
+    """A child committing one transaction; ``held``: ``(ran, proceed)`` events, set by the
+    child once its statements ran and by the test to let it commit."""
     start, queue = SPAWN.Event(), SPAWN.Queue()
     if crash:
         os.environ[crashpoints.ENV] = crash
     try:
         proc = SPAWN.Process(
             target=commit_rows,
-            args=(start, queue, path, rows, group_commit, table, level, delay),
+            args=(start, queue, path, rows, group_commit, table, level, delay, *(held or ())),
         )
         proc.start()
     finally:
         os.environ.pop(crashpoints.ENV, None)
     start.set()
-    _keep.append(start)  # the child unpickles it after we return: it must outlive this call
+    # The child unpickles them after we return: they must outlive this call (and a caller
+    # that drops the queue).
+    _keep.extend((start, queue, *(held or ())))
     return proc, queue
 
 
@@ -180,14 +188,22 @@ def test_merger_killed_while_merging_others(db, point, level):
     setup.close()
     keeper = _empty_wal_kept(db)
     merge_lock = oslock.ByteLock(db + "-locks", oslock.MERGE)
+    # Their statements run first: a table-level transaction takes its snapshot only once no
+    # one holds the merge lock (a direct transaction may be writing under it).
+    held = [(SPAWN.Event(), SPAWN.Event()) for _ in range(4)]
+    others = [_start(db, [0, 1], table=tables[k], level=level, held=held[k]) for k in range(3)]
+    victim, _ = _start(db, [0, 1], crash=f"{point}@1", table=tables[3], level=level, held=held[3])
+    for ran, _ in held:
+        assert ran.wait(60), "a transaction never ran its statements"
     merge_lock.acquire()
     released = False
     try:
-        others = [_start(db, [0, 1], table=tables[k], level=level) for k in range(3)]
+        for _, proceed in held[:3]:
+            proceed.set()
         wait_until(lambda: _ready(db) == 3, "the others wait to commit")
         # Stopped processes cannot take the lock: the victim will be the one merging.
         _stop_outside_guard(db, [proc for proc, _ in others])
-        victim, _ = _start(db, [0, 1], crash=f"{point}@1", table=tables[3], level=level)
+        held[3][1].set()
         wait_until(lambda: _ready(db) == 4, "the victim waits to commit too")
         merge_lock.release()
         released = True

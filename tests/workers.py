@@ -460,8 +460,20 @@ def hold_transaction(start, path, statements, ready, proceed, mode=None):
 
 
 @_report_errors
-def commit_rows(start, path, rows, group_commit, table="t", level="row", row_lock_delay=None):
-    """One transaction adding 1 to each of ``rows``; returns "ok" once commit() returned."""
+def commit_rows(
+    start,
+    path,
+    rows,
+    group_commit,
+    table="t",
+    level="row",
+    row_lock_delay=None,
+    ran=None,
+    proceed=None,
+):
+    """One transaction adding 1 to each of ``rows``; returns "ok" once commit() returned.
+    With ``ran`` and ``proceed``: sets ``ran`` once its statements ran and commits once
+    ``proceed`` is set."""
     extra = {} if row_lock_delay is None else {"row_lock_delay": row_lock_delay}
     conn = sqlite_concurrent.connect(
         path, timeout=60, group_commit=group_commit, lock_level=level, **extra
@@ -470,6 +482,9 @@ def commit_rows(start, path, rows, group_commit, table="t", level="row", row_loc
     conn.execute("BEGIN")
     for row in rows:
         conn.execute(f"UPDATE {table} SET v = v + 1 WHERE id = ?", (row,))
+    if ran is not None:
+        ran.set()
+        assert proceed.wait(60), "never told to proceed"
     conn.commit()
     conn.close()
     return "ok"

@@ -92,7 +92,7 @@ class OnMerger:
         except apsw.Error as e:
             raise translate(e) from e
 
-    def closed_to_direct(self) -> bool:
+    def closed_to_direct(self, besides: int = 0) -> bool:
         """Asked again once the merge lock is held, by every way of writing on the merger
         without table locks (direct, escalated, replayed, the autocommit fast path).
 
@@ -101,8 +101,9 @@ class OnMerger:
         answer holds: a table-level transaction takes and lets go of the merge lock after it
         registers and before it pins its snapshot (``WriteTransaction.ensure_pinned``), so
         either it is registered by now, or its snapshot will include this transaction.
+        ``besides``: an escalating transaction, which may be table-level itself.
         """
-        return self._txns.db.lockdb.fast_path_closed()
+        return self._txns.db.lockdb.fast_path_closed(besides)
 
     def install_direct(self, excl: exclusive.Exclusive, txn: direct.DirectTransaction) -> None:
         """The open transaction is ``txn``, running directly in ``excl``."""
@@ -125,7 +126,7 @@ class OnMerger:
         except oslock.HeldByThisThreadError:
             return False
         try:
-            current = not self.closed_to_direct() and txn.reads_current()
+            current = not self.closed_to_direct(txn.txn_id) and txn.reads_current()
         except BaseException:
             self._txns.db.merge_lock.release()
             raise

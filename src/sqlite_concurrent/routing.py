@@ -317,7 +317,10 @@ class Router:
             parameters = running.Remaining(parameters)
         if (
             self._txns.chooser.escalates_at(
-                sql, kind, wrote=txn.wrote, fast_path_closed=self._owner._db.lockdb.fast_path_closed
+                sql,
+                kind,
+                wrote=txn.wrote,
+                fast_path_closed=lambda: self._owner._db.lockdb.fast_path_closed(txn.txn_id),
             )
             and self._txns.on_merger.escalate()
         ):

@@ -428,17 +428,19 @@ class LockDB:
             is not None
         )
 
-    def fast_path_closed(self) -> bool:
+    def fast_path_closed(self, besides: int = 0) -> bool:
         """Whether a statement must not bypass the transaction machinery: a table-level
         transaction is live (the update hook cannot report all it locks), or an exclusive
-        operation holds or waits for the ``db`` lock (it goes first)."""
+        operation holds or waits for the ``db`` lock (it goes first).  ``besides``: the
+        transaction asking, whose own registration and locks do not count."""
         if self.quiet():
             return False
         return (
             self.conn.execute(
-                "SELECT 1 FROM transactions WHERE lock_level = 'table' "
-                "UNION ALL SELECT 1 FROM waiters WHERE resource = 'db' "
-                "UNION ALL SELECT 1 FROM locks WHERE resource = 'db' LIMIT 1"
+                "SELECT 1 FROM transactions WHERE lock_level = 'table' AND txn_id != ?1 "
+                "UNION ALL SELECT 1 FROM waiters WHERE resource = 'db' AND txn_id != ?1 "
+                "UNION ALL SELECT 1 FROM locks WHERE resource = 'db' AND txn_id != ?1 LIMIT 1",
+                (besides,),
             ).fetchone()
             is not None
         )
