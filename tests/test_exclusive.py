@@ -22,6 +22,7 @@ from conftest import (
 from workers import wait_until_visible
 
 import sqlite_concurrent
+from sqlite_concurrent import ConflictError
 
 pytestmark = [pytest.mark.timeout(120), pytest.mark.usefixtures("optimistic")]
 
@@ -209,7 +210,7 @@ def test_exclusive_transaction_rolls_back_as_a_whole(db):
 def test_earlier_write_that_went_stale_conflicts_when_the_transaction_turns_exclusive(db):
     """Its earlier writes are checked as at a merge: a row changed since its snapshot (here by
     a stock writer, which our row locks cannot stop) is a retryable conflict, and nothing of
-    the transaction is applied."""
+    the transaction is applied; it stays open, failing, until the application ends it."""
     conn = sqlite_concurrent.connect(db)
     conn.execute("UPDATE t SET n = 11 WHERE id = 1")
     stock = stock_apsw(db)
@@ -217,6 +218,8 @@ def test_earlier_write_that_went_stale_conflicts_when_the_transaction_turns_excl
     with pytest.raises(sqlite_concurrent.ConflictError) as exc_info:
         conn.execute("CREATE TABLE u(x)")
     assert exc_info.value.retryable and exc_info.value.table == "t"
+    assert conn.in_transaction
+    conn.rollback()
     assert not conn.in_transaction
     stock.close()
     conn.close()
@@ -368,3 +371,29 @@ def test_reindex_and_vacuum_inside_a_transaction(db):
     conn.close()
     assert _value(db, "SELECT n FROM t ORDER BY id") == [(11,), (20,)]
     assert integrity_ok(db)
+
+
+def test_a_transaction_whose_ddl_finds_its_writes_conflicting_stays_aborted_until_ended(db):
+    """Moving onto the merger applies what it wrote so far; a row another transaction changed
+    meanwhile is a conflict, and as for any statement's conflict, every statement raises it
+    again until the application ends the transaction, which ROLLBACK then does."""
+    conn = sqlite_concurrent.connect(db, isolation_level=None, mode="optimistic")
+    other = sqlite_concurrent.connect(db, isolation_level=None)
+    try:
+        conn.execute("BEGIN")
+        conn.execute("UPDATE t SET n = 5 WHERE id = 1")
+        other.execute("UPDATE t SET n = 6 WHERE id = 1")
+        with pytest.raises(ConflictError):
+            conn.execute("CREATE INDEX t_n ON t(n)")
+        assert conn.in_transaction
+        with pytest.raises(ConflictError):
+            conn.execute("SELECT 1")
+        conn.execute("ROLLBACK")
+        assert not conn.in_transaction
+        assert conn.execute("SELECT n FROM t WHERE id = 1").fetchone() == (6,)
+        assert conn.execute("SELECT count(*) FROM sqlite_schema WHERE name = 't_n'").fetchone() == (
+            0,
+        )
+    finally:
+        conn.close()
+        other.close()

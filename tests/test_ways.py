@@ -15,8 +15,17 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import hold_in_child, in_thread, lock_rows, run_workers, stock_apsw, wait_until
+from conftest import (
+    SPAWN,
+    hold_in_child,
+    in_thread,
+    lock_rows,
+    run_workers,
+    stock_apsw,
+    wait_until,
+)
 from way_workers import counter, order_with_lines, transact_counter, write_then_read_back
+from workers import stock_write_under_our_merge
 
 import sqlite_concurrent
 from sqlite_concurrent import ConflictError, OperationalError, ProgrammingError
@@ -339,6 +348,44 @@ def test_a_table_level_transaction_begun_while_a_direct_one_runs_reads_what_it_c
     assert on_call == 1
     assert alice.execute("SELECT count(*) FROM doctors WHERE on_call").fetchone() == (1,)
     alice.close()
+
+
+@pytest.mark.timeout(120)
+def test_an_escalation_finds_a_stock_commit_made_while_it_waited_for_the_write_lock(db_path):
+    """A stock writer does not wait for our merge lock.  An escalating transaction asks
+    whether what it read is still current once it holds the merge lock, then waits for the
+    database's write lock, which the stock writer holds; it commits meanwhile.  Going on from
+    the latest database, the transaction would read that commit after reading the state
+    before it (no snapshot); asked again inside the write transaction, it conflicts."""
+    setup = sqlite_concurrent.connect(db_path)
+    setup.execute("CREATE TABLE t (id INTEGER PRIMARY KEY, v INTEGER NOT NULL)")
+    setup.executemany("INSERT INTO t VALUES (?, 0)", [(1,), (2,)])
+    setup.commit()
+    setup.close()
+    conn = sqlite_concurrent.connect(db_path, mode="direct")  # escalates at its first write
+    conn.execute("BEGIN")
+    (before,) = conn.execute("SELECT v FROM t WHERE id = 1").fetchone()
+    start, queue, writing = SPAWN.Event(), SPAWN.Queue(), SPAWN.Event()
+    stock_writer = SPAWN.Process(
+        target=stock_write_under_our_merge,
+        args=(start, queue, db_path, "UPDATE t SET v = 1 WHERE id = 1", writing),
+    )
+    stock_writer.start()
+    start.set()
+    assert writing.wait(60), "the stock writer never wrote"
+    try:
+        conn.execute("UPDATE t SET v = v + 1 WHERE id = 2")
+    except ConflictError as e:
+        assert e.kind == "page"
+        conn.rollback()
+    else:
+        # The stock commit came before the transaction asked: it stayed optimistic, on its
+        # snapshot.
+        assert conn.execute("SELECT v FROM t WHERE id = 1").fetchone() == (before,)
+        conn.rollback()
+    assert queue.get(timeout=60) == "committed"
+    stock_writer.join(60)
+    conn.close()
 
 
 @pytest.mark.parametrize("level", ["row", "page"])

@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import os
 import random
+import sqlite3
 import time
 import traceback
 
@@ -570,3 +571,25 @@ def temp_attached_savepoints(start, path, other, writer, txns):
     seen = conn.execute("SELECT count(*) FROM seen").fetchone()[0]
     conn.close()
     return writer, seen
+
+
+@_report_errors
+def stock_write_under_our_merge(start, path, sql, writing):
+    """A stock writer (the stdlib's sqlite3): holds the database's write lock with ``sql``
+    written, sets ``writing``, and commits once a process of ours holds the merge lock (and
+    so waits for this write lock).  Returns "committed"."""
+    from sqlite_concurrent.locking import oslock
+
+    conn = sqlite3.connect(path, timeout=60, isolation_level=None)
+    start.wait()
+    conn.execute("BEGIN IMMEDIATE")
+    conn.execute(sql)
+    oslock.present(path + "-locks")
+    writing.set()
+    deadline = time.monotonic() + 60
+    while not oslock.held_elsewhere(path + "-locks", oslock.MERGE):
+        assert time.monotonic() < deadline, "nobody took the merge lock"
+        time.sleep(0.005)
+    conn.execute("COMMIT")
+    conn.close()
+    return "committed"

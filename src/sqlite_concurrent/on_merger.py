@@ -134,7 +134,9 @@ class OnMerger:
             self._txns.db.merge_lock.release()
             return False
         try:
-            self._move_to_merger(txn, locked=True)
+            # Asked again inside the write transaction: a writer that is not ours (a stock
+            # one) may have committed since, and it does not wait for the merge lock.
+            self._move_to_merger(txn, locked=True, reads=txn.read_check())
         except ConflictError as e:  # its work so far could not be applied: doomed
             self._txns.chooser.learn(e)
             self._txns.aborted = e
@@ -174,7 +176,7 @@ class OnMerger:
         to end, then move what it did so far onto the merger and go on there.
 
         A lock timeout leaves the transaction as it was; a conflict (its snapshot was stale)
-        rolls it back.
+        rolls it back, and every statement raises it again until the application ends it.
         """
         txn = self._txns.txn
         assert txn is not None and self._txns.exclusive is None
@@ -185,9 +187,16 @@ class OnMerger:
         except ConflictError as e:  # a deadlock victim: doomed, so free its locks for the others
             self._txns.abort(e)
             raise
-        self._move_to_merger(txn, locked=False)
+        try:
+            self._move_to_merger(txn, locked=False)
+        except ConflictError as e:  # ended: the application's ROLLBACK (or COMMIT) ends it
+            self._txns.chooser.learn(e)
+            self._txns.aborted = e
+            raise
 
-    def _move_to_merger(self, txn: WriteTransaction, *, locked: bool) -> None:
+    def _move_to_merger(
+        self, txn: WriteTransaction, *, locked: bool, reads: merge.PageCheck | None = None
+    ) -> None:
         """Apply what ``txn`` wrote so far on the merger, its open savepoints with it, and go
         on there (an exclusive operation, or an escalation).  If that fails, the transaction
         has ended.  ``locked``: the caller holds the merge lock, released with the rest."""
@@ -209,6 +218,7 @@ class OnMerger:
                 txn.saved,
                 enforce_foreign_keys=merge.foreign_keys(self._owner._reader),
                 locked=locked,
+                reads=reads,
             )
             if txn.defer_foreign_keys:
                 foreign_keys.set_flag(self._owner._merger, True)

@@ -339,7 +339,7 @@ def apply_one(conn: apsw.Connection, pending: Pending) -> None:
     ):
         raise conflict(None, None, "schema")
     if pending.pages is not None:
-        _validate_pages(conn, pending.pages)
+        validate_pages(conn, pending.pages)
     planned, by_rowid = _plan(conn, pending, schema_version)
     # Snapshot isolation: every updated row must be as the snapshot saw it.  With the rows at
     # hand and statements to apply them, each UPDATE checks its own row; else check first.
@@ -544,7 +544,10 @@ def _insert_afresh(
             raise conflict(table, None, "constraint") from e
 
 
-def _validate_pages(conn: apsw.Connection, check: PageCheck) -> None:
+def validate_pages(conn: apsw.Connection, check: PageCheck) -> None:
+    """:raises ConflictError: a page of ``check`` changed since its snapshot.  Only inside a
+    write transaction on ``conn``: a writer that bypasses the merge lock could commit between
+    the check and what it protects."""
     changed = snapshot.pages_changed_since(check.path, check.header)
     hit = check.pages if changed is None else check.pages & changed
     if not hit:

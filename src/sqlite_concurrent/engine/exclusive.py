@@ -48,12 +48,15 @@ class Exclusive:
         enforce_foreign_keys: bool | None = None,
         locked: bool = False,
         begin: str = "BEGIN IMMEDIATE",
+        reads: merge.PageCheck | None = None,
     ) -> None:
         """``enforce_foreign_keys``: the application's setting, when ``pending`` does not carry
         it (a merge of another process's transaction may have left the merger with theirs).
         ``locked``: the caller holds the merge lock already; it is released with this.
         ``begin``: plain ``BEGIN`` locks attached databases only as statements use them, as
-        the stdlib's deferred transaction does (the merge lock keeps our writers out)."""
+        the stdlib's deferred transaction does (the merge lock keeps our writers out).
+        ``reads``: pages that must not have changed since the snapshot they were read in,
+        checked once the write transaction has begun (:class:`ConflictError` otherwise)."""
         self.conn = conn
         self.txn_id = txn_id
         self._lock = lock
@@ -69,6 +72,8 @@ class Exclusive:
         try:
             conn.execute(begin)
             try:
+                if reads is not None:
+                    merge.validate_pages(conn, reads)
                 base = merge.counters(conn) if saved is not None else {}
                 if pending is not None:
                     merge.apply_one(conn, pending)

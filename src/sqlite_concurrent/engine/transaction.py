@@ -344,7 +344,9 @@ class WriteTransaction:
 
     def reads_current(self) -> bool:
         """Under the merge lock: whether no page the transaction read has changed since its
-        snapshot, so that going on from the latest database reads what it would have read."""
+        snapshot, so that going on from the latest database reads what it would have read.
+        A writer that is not ours may still commit before the caller's write transaction
+        begins: :meth:`read_check` is for asking again inside it."""
         overlay = self._slot.overlay
         if self.snapshot is None or overlay is None:
             return True
@@ -353,6 +355,15 @@ class WriteTransaction:
             return True
         changed = snapshot_pages_changed_since(self.path, self.snapshot.header)
         return changed is not None and not pages & changed
+
+    def read_check(self) -> merge.PageCheck | None:
+        """The pages read so far, with the snapshot they were read in (:meth:`reads_current`
+        once more, where the caller holds the database's write lock)."""
+        overlay = self._slot.overlay
+        if self.snapshot is None or overlay is None:
+            return None
+        pages = frozenset(overlay.read_set - {1})
+        return merge.PageCheck(self.path, pages, self.snapshot.header) if pages else None
 
     def ensure_registered(self) -> None:
         """In the lock database, before it waits for anything or is offered to other mergers."""
