@@ -98,8 +98,8 @@ class OnMerger:
 
         Whether a table-level transaction is live (or an exclusive operation goes first) was
         asked before the wait; one may have registered since.  Asked under the lock, the
-        answer holds: a table-level transaction takes and lets go of the merge lock after it
-        registers and before it pins its snapshot (``WriteTransaction.ensure_pinned``), so
+        answer holds: a table-level transaction waits until nobody holds the merge lock after
+        it registers and before it pins its snapshot (``WriteTransaction.ensure_pinned``), so
         either it is registered by now, or its snapshot will include this transaction.
         ``besides``: an escalating transaction, which may be table-level itself.
         """

@@ -179,8 +179,11 @@ class WriteTransaction:
         the merger without table locks (a direct one, say): they cannot report what they
         write, so the snapshot must include them.  Once this one is registered, they check
         under the merge lock and no longer start (``OnMerger.closed_to_direct``)."""
+        if not self._merge_lock.held():
+            return  # nobody writes on the merger now, and whoever starts to sees this one
         try:
-            self._merge_lock.acquire()
+            # Shared: table-level transactions beginning together do not wait for each other.
+            self._merge_lock.acquire(shared=True)
         except HeldByThisThreadError:
             # This thread's other connection is the writer: it cannot end while this waits.
             return

@@ -246,6 +246,10 @@ class ByteLock:
     def key(self) -> tuple[str, int]:
         return self._key
 
+    def held(self) -> bool:
+        """Whether any thread of any process holds it exclusively now.  One system call."""
+        return self._key in _holders or held_elsewhere(self.path, self.offset - _BASE)
+
     def held_by_this_thread(self) -> bool:
         return _holders.get(self._key) == threading.get_ident()
 
