@@ -14,7 +14,6 @@ import multiprocessing.connection
 import os
 import random
 import signal
-import sqlite3
 
 import histories
 import pytest
@@ -50,6 +49,18 @@ STOCK = ("stock", "stock", 0)
 TRANSACTIONS = 150  # per process
 
 
+def _create(tmp_path) -> str:
+    """The lists' database, every key of ``lists`` there from the start.  Through APSW's own
+    SQLite: this process may open it with ours later (two SQLite libraries in one process
+    drop each other's locks)."""
+    path = str(tmp_path / "app.db")
+    setup = stock_apsw(path)
+    setup.execute(SCHEMA).fetchall()  # run to the end: the first statement returns a row
+    setup.executemany("INSERT INTO lists(k) VALUES (?)", [(k,) for k in range(KEYS)])
+    setup.close()
+    return path
+
+
 def _final(path: str) -> dict[tuple, list[int]]:
     conn = stock_apsw(path)
     try:
@@ -66,12 +77,7 @@ def _final(path: str) -> dict[tuple, list[int]]:
     [("row", 1), ("row", 2), ("page", 1), ("page", 2)] + [("table", s) for s in range(1, 5)],
 )
 def test_concurrent_histories_keep_the_level_promise(tmp_path, level, seed):
-    path = str(tmp_path / "app.db")
-    conn = sqlite3.connect(path)  # stock: this process never opens it with ours
-    conn.executescript(SCHEMA)
-    conn.executemany("INSERT INTO lists(k) VALUES (?)", [(k,) for k in range(KEYS)])
-    conn.commit()
-    conn.close()
+    path = _create(tmp_path)
     processes = PROCESSES + ([] if level == "table" else [STOCK])
     results = run_workers(
         append_lists,
@@ -187,11 +193,7 @@ def test_writers_killed_at_random_lose_nothing_acknowledged_and_commit_nothing_i
 
 
 def _run_killed(tmp_path, level: str, seed: int) -> None:
-    path = str(tmp_path / "app.db")
-    setup = stock_apsw(path)  # this process opens it with ours at the end
-    setup.execute(SCHEMA).fetchall()  # run to the end: the first statement returns a row
-    setup.executemany("INSERT INTO lists(k) VALUES (?)", [(k,) for k in range(KEYS)])
-    setup.close()
+    path = _create(tmp_path)
     r = random.Random(f"{level}{seed}")
     kills_left = 12
     running = {}  # progress reader -> [process, transactions begun, when to kill (or None)]

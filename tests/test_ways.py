@@ -229,6 +229,15 @@ def _committed_elsewhere(db_path: str, sql: str, **kwargs) -> dict:
     return _in_another_thread(commit)
 
 
+def _doctors(path: str) -> None:
+    """The write-skew example's table: two doctors, both on call."""
+    setup = sqlite_concurrent.connect(path)
+    setup.execute("CREATE TABLE doctors (name TEXT PRIMARY KEY, on_call INTEGER)")
+    setup.execute("INSERT INTO doctors VALUES ('alice', 1), ('bob', 1)")
+    setup.commit()
+    setup.close()
+
+
 @pytest.mark.parametrize("level", ["row", "page"])
 @pytest.mark.parametrize(("begin", "way"), [("BEGIN IMMEDIATE", "direct"), ("BEGIN", "escalated")])
 def test_write_skew_with_direct_and_optimistic_transactions(db_path, level, begin, way):
@@ -236,11 +245,7 @@ def test_write_skew_with_direct_and_optimistic_transactions(db_path, level, begi
     direct transaction (or one that reads, then escalates at its first write) commits between
     an optimistic one's read and its commit: snapshot isolation (row) lets both through; page
     is serializable and refuses the second."""
-    setup = sqlite_concurrent.connect(db_path)
-    setup.execute("CREATE TABLE doctors (name TEXT PRIMARY KEY, on_call INTEGER)")
-    setup.execute("INSERT INTO doctors VALUES ('alice', 1), ('bob', 1)")
-    setup.commit()
-    setup.close()
+    _doctors(db_path)
     slow = sqlite_concurrent.connect(db_path, lock_level=level, mode="optimistic")
     slow.execute("BEGIN")
     (on_call,) = slow.execute("SELECT count(*) FROM doctors WHERE on_call").fetchone()
@@ -272,11 +277,7 @@ def test_write_skew_with_direct_and_optimistic_transactions(db_path, level, begi
 def test_no_direct_transaction_while_a_table_level_one_is_live(db_path):
     """Table-level locks cover tables the merger cannot report: while one is held, the
     others run optimistically, wait for it, and so stay serializable."""
-    setup = sqlite_concurrent.connect(db_path)
-    setup.execute("CREATE TABLE doctors (name TEXT PRIMARY KEY, on_call INTEGER)")
-    setup.execute("INSERT INTO doctors VALUES ('alice', 1), ('bob', 1)")
-    setup.commit()
-    setup.close()
+    _doctors(db_path)
     slow = sqlite_concurrent.connect(db_path, lock_level="table", mode="optimistic")
     slow.execute("BEGIN")
     slow.execute("SELECT count(*) FROM doctors WHERE on_call").fetchone()
@@ -312,11 +313,7 @@ def test_a_table_level_transaction_begun_while_a_direct_one_runs_reads_what_it_c
     that registers while it runs must not take its snapshot before the direct one commits:
     it would decide on the table as it was, and the write skew that the table level promises
     to prevent would commit."""
-    setup = sqlite_concurrent.connect(db_path)
-    setup.execute("CREATE TABLE doctors (name TEXT PRIMARY KEY, on_call INTEGER)")
-    setup.execute("INSERT INTO doctors VALUES ('alice', 1), ('bob', 1)")
-    setup.commit()
-    setup.close()
+    _doctors(db_path)
     # Bob goes off call, directly (having seen alice on call).
     holder, queue, proceed = hold_in_child(
         db_path, ["UPDATE doctors SET on_call = 0 WHERE name = 'bob'"], mode="direct"

@@ -350,22 +350,18 @@ class WriteTransaction:
         snapshot, so that going on from the latest database reads what it would have read.
         A writer that is not ours may still commit before the caller's write transaction
         begins: :meth:`read_check` is for asking again inside it."""
-        overlay = self._slot.overlay
-        if self.snapshot is None or overlay is None:
+        check = self.read_check()
+        if check is None:
             return True
-        pages = overlay.read_set - {1}  # page 1: schema changes are caught by the cookie
-        if not pages:
-            return True
-        changed = snapshot_pages_changed_since(self.path, self.snapshot.header)
-        return changed is not None and not pages & changed
+        changed = snapshot_pages_changed_since(check.path, check.header)
+        return changed is not None and not check.pages & changed
 
     def read_check(self) -> merge.PageCheck | None:
-        """The pages read so far, with the snapshot they were read in (:meth:`reads_current`
-        once more, where the caller holds the database's write lock)."""
+        """The pages read so far, with the snapshot they were read in; ``None`` if none."""
         overlay = self._slot.overlay
         if self.snapshot is None or overlay is None:
             return None
-        pages = frozenset(overlay.read_set - {1})
+        pages = frozenset(overlay.read_set - {1})  # page 1: schema changes show in the cookie
         return merge.PageCheck(self.path, pages, self.snapshot.header) if pages else None
 
     def ensure_registered(self) -> None:

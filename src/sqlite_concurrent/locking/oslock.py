@@ -248,7 +248,7 @@ class ByteLock:
 
     def held(self) -> bool:
         """Whether any thread of any process holds it exclusively now.  One system call."""
-        return self._key in _holders or held_elsewhere(self.path, self.offset - _BASE)
+        return self._key in _holders or held_elsewhere(*self._key)
 
     def held_by_this_thread(self) -> bool:
         return _holders.get(self._key) == threading.get_ident()
