@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import signal
 import threading
+import time
 
 import pytest
 from conftest import (
@@ -156,21 +157,62 @@ def test_new_transactions_wait_behind_a_queued_exclusive_operation(db):
     assert _value(db, "SELECT id, n, extra FROM t ORDER BY id") == [(1, 10, "after"), (2, 21, None)]
 
 
+def _run(conn, sql: str):
+    """Run ``sql``, fetching its rows if it is a query; fetching what another statement
+    returns would show the transaction to the application (``replaying.py``)."""
+    cursor = conn.execute(sql)
+    return cursor.fetchall() if sql.startswith("SELECT") else None
+
+
+def _runs_optimistically(conn, *statements: str) -> None:
+    """Teach ``conn`` (mode ``auto``) that transactions running ``statements`` wait in their
+    body: they run optimistically from then on (``engine/ways.py``), also past their first
+    write."""
+    for _ in range(10):
+        with conn:
+            for sql in statements:
+                _run(conn, sql)
+            time.sleep(0.003)  # waiting, as a body doing I/O does
+        if conn.ways["optimistic"]:
+            return
+    raise AssertionError(f"still not optimistic: {dict(+conn.ways)}")
+
+
+def _meets_ddl_after(db, conn, earlier: list[str], ddl: str, other: str):
+    """Run ``earlier`` in a transaction of ``conn``, then ``ddl``, which waits for another
+    process's open transaction running ``other``; that one commits once ``ddl`` has queued.
+    Returns what ``ddl`` came to (``in_thread``'s outcome) and what the queries among
+    ``earlier`` fetched."""
+    proc, queue, proceed = hold_in_child(db, [other], mode="optimistic")
+    fetched = [_run(conn, sql) for sql in earlier]
+    thread, done, outcome = in_thread(lambda: conn.execute(ddl))
+    wait_until(lambda: _queued(db, "X"), "the DDL queues")
+    assert not done.is_set()
+    proceed.set()
+    assert queue.get(timeout=60) == "committed"
+    proc.join(60)
+    assert done.wait(60)
+    thread.join()
+    return outcome[0], fetched
+
+
 def test_transaction_that_meets_ddl_waits_then_commits_everything_at_once(db):
-    proc, queue, proceed = hold_in_child(db, ["UPDATE t SET n = n + 1 WHERE id = 2"])
-    conn = sqlite_concurrent.connect(db, check_same_thread=False)
+    """Its earlier statements read the page the other process changed, and nothing of them
+    was seen: they run again on the latest database, and it goes on there."""
+    conn = sqlite_concurrent.connect(db, check_same_thread=False, mode="auto")
     try:
+        _runs_optimistically(conn, "UPDATE t SET n = 11 WHERE id = 1")
+        escalated = conn.ways["escalated"]
         conn.execute("UPDATE t SET n = 11 WHERE id = 1")
-        conn.execute("INSERT INTO t VALUES (3, 30)")
-        thread, done, outcome = in_thread(lambda: conn.execute("CREATE INDEX t_n ON t(n)"))
-        wait_until(lambda: _queued(db, "X"), "the CREATE INDEX queues")
-        assert not done.is_set()
-        proceed.set()
-        assert queue.get(timeout=60) == "committed"
-        proc.join(60)
-        assert done.wait(60)
-        thread.join()
-        assert outcome[0][0] == "ok", outcome
+        (status, _), _ = _meets_ddl_after(
+            db,
+            conn,
+            ["INSERT INTO t VALUES (3, 30)"],
+            "CREATE INDEX t_n ON t(n)",
+            "UPDATE t SET n = n + 1 WHERE id = 2",
+        )
+        assert status == "ok"
+        assert conn.ways["escalated"] == escalated + 1  # run again, and on directly
         # The rest of the transaction sees its own earlier writes and the index.
         assert conn.in_transaction
         assert conn.execute("SELECT id, n FROM t ORDER BY id").fetchall() == [
@@ -188,6 +230,74 @@ def test_transaction_that_meets_ddl_waits_then_commits_everything_at_once(db):
     assert _value(db, "SELECT id, n FROM t ORDER BY id") == [(1, 11), (2, 21), (3, 30), (4, 40)]
     assert ("index", "t_n") in _value(db, SCHEMA)
     assert integrity_ok(db)
+
+
+def test_transaction_that_meets_ddl_after_reading_what_changed_conflicts(db):
+    """It saw row 2 as 20; the other process made it 21 before the DDL could run.  Going on
+    from the latest database would show it 21 in the same transaction: a conflict instead,
+    and the transaction stays aborted until the application ends it."""
+    conn = sqlite_concurrent.connect(db, check_same_thread=False, mode="auto")
+    try:
+        _runs_optimistically(
+            conn, "BEGIN", "SELECT n FROM t WHERE id = 2", "UPDATE t SET n = n WHERE id = 1"
+        )
+        conn.execute("BEGIN")
+        (status, error), fetched = _meets_ddl_after(
+            db,
+            conn,
+            ["SELECT n FROM t WHERE id = 2", "INSERT INTO t VALUES (3, 30)"],
+            "CREATE INDEX t_n ON t(n)",
+            "UPDATE t SET n = n + 1 WHERE id = 2",
+        )
+        assert fetched[0] == [(20,)]
+        assert status == "error" and isinstance(error, ConflictError), error
+        assert error.kind == "page" and error.retryable
+        assert conn.in_transaction
+        with pytest.raises(ConflictError):
+            conn.execute("SELECT n FROM t WHERE id = 2")
+        conn.rollback()
+    finally:
+        conn.close()
+    assert _value(db, "SELECT id, n FROM t ORDER BY id") == [(1, 10), (2, 21)]
+    assert ("index", "t_n") not in _value(db, SCHEMA)
+
+
+def test_transaction_that_meets_ddl_conflicts_on_a_changed_page_it_read_when_optimistic(db):
+    """In ``optimistic`` mode nothing runs again: the page its UPDATE read changed, so the
+    transaction is aborted, and nothing of it is applied."""
+    conn = sqlite_concurrent.connect(db, check_same_thread=False)
+    try:
+        conn.execute("UPDATE t SET n = 11 WHERE id = 1")
+        (status, error), _ = _meets_ddl_after(
+            db, conn, [], "CREATE INDEX t_n ON t(n)", "UPDATE t SET n = n + 1 WHERE id = 2"
+        )
+        assert status == "error" and isinstance(error, ConflictError), error
+        assert conn.in_transaction
+        conn.rollback()
+    finally:
+        conn.close()
+    assert _value(db, "SELECT id, n FROM t ORDER BY id") == [(1, 10), (2, 21)]
+
+
+def test_transaction_that_meets_ddl_goes_on_when_the_other_changed_nothing_it_read(db):
+    setup = sqlite_concurrent.connect(db)
+    setup.execute("CREATE TABLE u(id INTEGER PRIMARY KEY, n INT)")
+    setup.execute("INSERT INTO u VALUES (1, 0)")
+    setup.commit()
+    setup.close()
+    conn = sqlite_concurrent.connect(db, check_same_thread=False)
+    try:
+        conn.execute("UPDATE t SET n = 11 WHERE id = 1")
+        (status, error), _ = _meets_ddl_after(
+            db, conn, [], "CREATE INDEX t_n ON t(n)", "UPDATE u SET n = 1 WHERE id = 1"
+        )
+        assert status == "ok", error
+        assert conn.execute("SELECT n FROM u").fetchall() == [(1,)]
+        conn.commit()
+    finally:
+        conn.close()
+    assert _value(db, "SELECT id, n FROM t ORDER BY id") == [(1, 11), (2, 20)]
+    assert ("index", "t_n") in _value(db, SCHEMA)
 
 
 def test_exclusive_transaction_rolls_back_as_a_whole(db):

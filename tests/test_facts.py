@@ -106,6 +106,48 @@ def test_fully_checkpointed_wal_that_restarts_under_the_snapshot(db_path):
     os.close(fd)
 
 
+def test_a_wal_restarted_under_the_snapshot_holds_exactly_what_changed_since(db_path):
+    """Fact: the snapshot holds read-mark 0, so nothing is backfilled while it is pinned and the
+    WAL restarts at most once: every frame the restarted WAL holds came after it.  A page-level
+    transaction that read only other pages commits; one that read a changed page conflicts."""
+    conn = stock_apsw(db_path)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("CREATE TABLE a(id INTEGER PRIMARY KEY, v)")
+    conn.execute("CREATE TABLE b(id INTEGER PRIMARY KEY, v)")
+    conn.execute("INSERT INTO a VALUES (1, 0)")
+    conn.execute("INSERT INTO b VALUES (1, 0)")
+    conn.close()
+    readers = [sqlite_concurrent.connect(db_path, lock_level="page") for _ in range(2)]
+    other = stock_apsw(db_path)
+    other.execute("UPDATE b SET v = 5")  # frames in the WAL, all of them then backfilled
+    busy, log, done = other.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+    assert (busy, log == done, log > 0) == (0, True, True)
+    for reader, table, v in zip(readers, "ab", (0, 5), strict=True):
+        reader.execute("BEGIN")
+        assert reader.execute(f"SELECT v FROM {table}").fetchall() == [(v,)]
+        hdr = reader._txns.txn.snapshot.header
+        assert hdr.backfilled == hdr.max_frame
+    other.execute("UPDATE a SET v = 1")
+    fd = os.open(db_path + "-shm", os.O_RDONLY)  # closed only at the end (the fact above)
+    now = snapshot_mod.read_wal_header(fd)
+    assert now is not None and now.salt != hdr.salt, "the WAL did not restart"
+    (a_root,) = other.execute("SELECT rootpage FROM sqlite_schema WHERE name = 'a'").fetchone()
+    (b_root,) = other.execute("SELECT rootpage FROM sqlite_schema WHERE name = 'b'").fetchone()
+    changed = snapshot_mod.pages_changed_since(db_path, hdr)
+    assert changed is not None and a_root in changed and b_root not in changed
+    for reader in readers:
+        reader.execute("UPDATE b SET v = v + 1 WHERE id = 1")
+    with pytest.raises(sqlite_concurrent.ConflictError) as info:
+        readers[0].commit()  # it read a, which changed
+    assert (info.value.kind, info.value.table) == ("page", "a")
+    readers[1].commit()  # it read only b: nothing it read changed
+    for reader in readers:
+        reader.close()
+    assert other.execute("SELECT v FROM a UNION ALL SELECT v FROM b").fetchall() == [(1,), (6,)]
+    other.close()
+    os.close(fd)
+
+
 @pytest.mark.timeout(60)
 def test_pinned_snapshot_blocks_checkpoints_past_it(db_path):
     _counter_db(db_path, rows=50)

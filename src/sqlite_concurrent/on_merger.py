@@ -175,8 +175,10 @@ class OnMerger:
         """The open transaction met a statement a changeset cannot carry: wait for the others
         to end, then move what it did so far onto the merger and go on there.
 
-        A lock timeout leaves the transaction as it was; a conflict (its snapshot was stale)
-        rolls it back, and every statement raises it again until the application ends it.
+        A lock timeout leaves the transaction as it was.  A conflict (a row it wrote, or a page
+        it read, changed since its snapshot) rolls it back; if nothing of it was seen, its
+        statements run again on the latest database and it goes on there, and otherwise every
+        statement raises the conflict again until the application ends it.
         """
         txn = self._txns.txn
         assert txn is not None and self._txns.exclusive is None
@@ -187,12 +189,16 @@ class OnMerger:
         except ConflictError as e:  # a deadlock victim: doomed, so free its locks for the others
             self._txns.abort(e)
             raise
+        script = self._txns.script
         try:
-            self._move_to_merger(txn, locked=False)
+            # From here on it reads the latest database: what it read so far must still be
+            # current there, or its reads would mix two states (as at escalation).
+            self._move_to_merger(txn, locked=False, reads=txn.read_check())
         except ConflictError as e:  # ended: the application's ROLLBACK (or COMMIT) ends it
             self._txns.chooser.learn(e)
             self._txns.aborted = e
-            raise
+            if not self._txns.replays.after_conflict(script, txn, e):
+                raise
 
     def _move_to_merger(
         self, txn: WriteTransaction, *, locked: bool, reads: merge.PageCheck | None = None
@@ -220,6 +226,7 @@ class OnMerger:
                 locked=locked,
                 reads=reads,
             )
+            txn.release_snapshot()  # its reads are checked: from here on it reads the latest
             if txn.defer_foreign_keys:
                 foreign_keys.set_flag(self._owner._merger, True)
             self._txns.exclusive = excl

@@ -266,8 +266,11 @@ class WriteTransaction:
         self.session.close()
         self.session = None
         # Page-level validation compares against frames after the snapshot, so the snapshot
-        # (and with it the WAL) stays pinned until the merge is done.
-        self._release_private(keep_snapshot=pending is not None and self.level.validates_pages)
+        # (and with it the WAL) stays pinned until the merge is done; moving, what it read is
+        # checked too (``read_check``), and the mover lets go of it (``release_snapshot``).
+        self._release_private(
+            keep_snapshot=moving or (pending is not None and self.level.validates_pages)
+        )
         return pending
 
     def _pending(
@@ -340,7 +343,12 @@ class WriteTransaction:
             overlay.release()
         self._slot.overlay = None
         self.locking.forget_statement()
-        if self.snapshot is not None and not keep_snapshot:
+        if not keep_snapshot:
+            self.release_snapshot()
+
+    def release_snapshot(self) -> None:
+        """Let the snapshot's frames be checkpointed: nothing will be checked against it."""
+        if self.snapshot is not None:
             self.snapshot.release()
             self.snapshot = None
             drain.released(self.lockdb.path)

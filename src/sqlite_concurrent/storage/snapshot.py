@@ -270,9 +270,13 @@ def frame_pages(shm_fd: int, first: int, last: int) -> list[tuple[int, int]]:
 
 def pages_changed_since(path: str, since: WalHeader) -> set[int] | None:
     """Pages written by commits after the snapshot ``since``; ``None`` if that is unknowable
-    because the WAL restarted (the caller must then assume everything changed).
+    (the caller must then assume everything changed).
 
-    Call with the database's write lock held, so the header cannot move.
+    Call with the database's write lock held, so the header cannot move, and with the snapshot
+    still pinned: then a WAL that restarted since restarted once, and every frame it holds
+    came after the snapshot.  (A reader on any read-mark but 0 keeps the WAL from restarting;
+    one on mark 0, which SQLite gives only when every frame is backfilled, keeps any frame
+    from being backfilled, and a restart needs them all backfilled.)
     """
     files = WalFiles.for_path(path)
     for _ in range(1000):
@@ -281,9 +285,12 @@ def pages_changed_since(path: str, since: WalHeader) -> set[int] | None:
             break
     else:
         raise SnapshotError("could not read the WAL index header")
+    first = since.max_frame + 1
     if now.salt != since.salt:
-        return None
-    return {pgno for _, pgno in frame_pages(files.shm, since.max_frame + 1, now.max_frame)}
+        if since.backfilled < since.max_frame:
+            return None  # not pinned on mark 0: the caller broke the contract above
+        first = 1
+    return {pgno for _, pgno in frame_pages(files.shm, first, now.max_frame)}
 
 
 def _cache_for(files: WalFiles, salt: tuple[int, int]) -> _WalIndexCache:
