@@ -188,7 +188,8 @@ def _transactions(conn, me, count, seed, style, think, started, ended):
     BEGIN or BEGIN IMMEDIATE), "autocommit" (one statement each), "transact" (``transact()``,
     retried on conflicts), "savepoint" (each append in a savepoint, some rolled back to it),
     "many" (explicit BEGIN, each append through ``executemany``), "stock" (the stdlib's
-    sqlite3, BEGIN IMMEDIATE), "ddl" (an index created or dropped before each BEGIN).
+    sqlite3, BEGIN IMMEDIATE), "ddl" (an index created or dropped before each BEGIN),
+    "ddl-within" (explicit BEGIN, and the index created or dropped halfway through).
     """
     r = random.Random(seed)
     for i in range(count):
@@ -221,16 +222,9 @@ def _transactions(conn, me, count, seed, style, think, started, ended):
                 elif style == "ddl":
                     # A schema change between transactions: an exclusive operation, which
                     # waits for the live transactions and fails those it outdates.
-                    conn.execute(
-                        r.choice(
-                            (
-                                "CREATE INDEX IF NOT EXISTS by_value ON items (v)",
-                                "DROP INDEX IF EXISTS by_value",
-                            )
-                        )
-                    )
+                    conn.execute(r.choice(_INDEX_DDL))
                     conn.execute("BEGIN")
-                elif style in ("begin", "savepoint", "many"):
+                elif style in ("begin", "savepoint", "many", "ddl-within"):
                     conn.execute(r.choice(("BEGIN", "BEGIN IMMEDIATE")))
                 run(conn)
                 if conn.in_transaction:
@@ -245,8 +239,14 @@ def _transactions(conn, me, count, seed, style, think, started, ended):
         ended((ops, outcome, began, time.monotonic()), i)
 
 
+_INDEX_DDL = ("CREATE INDEX IF NOT EXISTS by_value ON items (v)", "DROP INDEX IF EXISTS by_value")
+
+
 def _run_plan(conn, plan, ops, style, think, r, ended):
-    for step in plan:
+    for at, step in enumerate(plan):
+        if style == "ddl-within" and at == len(plan) // 2:
+            # The transaction becomes exclusive here, and reads the latest database after.
+            conn.execute(r.choice(_INDEX_DDL))
         if step[0] == "r" and not conn.in_transaction and style == "with":
             # The stdlib begins before DML only: a read before it is its own transaction.
             t0 = time.monotonic()

@@ -42,6 +42,9 @@ PROCESSES = [
     ("auto", "transact", 0.002),
     ("direct", "many", 0),
     ("optimistic+group", "savepoint", 0),
+    # A schema change halfway through a transaction, which goes on from the latest database.
+    ("auto", "ddl-within", 0),
+    ("optimistic", "ddl-within", 0),
 ]
 # A writer through the stdlib's sqlite3, which bypasses our locks: row and page levels find
 # its commits at merge; the table level promises nothing against it (its locks are ours).
