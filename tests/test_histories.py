@@ -180,6 +180,7 @@ KILLED = [
     ("auto", "autocommit", 0),
     ("optimistic", "transact", 0),
     ("auto", "ddl", 0),
+    ("auto", "ddl-within", 0),
 ]
 
 
