@@ -67,7 +67,7 @@ def _statement(r: random.Random) -> tuple[str, tuple[Any, ...]]:
             ("SELECT * FROM big_a WHERE x > ? ORDER BY id", (r.randint(0, 9),)),
             ("SELECT last_insert_rowid(), changes(), total_changes()", ()),
             ("SELECT msg FROM log ORDER BY rowid DESC LIMIT 3", ()),
-            ("SELECT name, seq FROM sqlite_sequence WHERE seq > 0", ()),
+            ("SELECT name, seq FROM sqlite_sequence ORDER BY name", ()),
             ("SAVEPOINT sp", ()),
             ("RELEASE sp", ()),
             ("ROLLBACK TO sp", ()),

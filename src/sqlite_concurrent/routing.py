@@ -326,6 +326,7 @@ class Router:
         ):
             self._txns.on_merger.run_exclusive(cursor, sql, parameters, many, kind)
             return
+        txn.ran_dml = txn.ran_dml or kind == "dml"
         try:
             self._runner.run(cursor, txn.connection, sql, parameters, many, True, kind)
         except running.NeedsExclusive:

@@ -166,8 +166,9 @@ class SnapshotRows:
 def sequences(
     txn_conn: apsw.Connection, snapshot_conn: apsw.Connection, changed: frozenset[str]
 ) -> list[tuple[str, int]]:
-    """AUTOINCREMENT counters as the transaction left them: those it advanced, and those of
-    the tables ``changed`` (which its changeset inserts into).
+    """AUTOINCREMENT counters as the transaction left them: those it advanced or created (an
+    INSERT that inserts nothing still creates its table's, with ``seq`` 0), and those of the
+    tables ``changed`` (which its changeset inserts into).
 
     ``sqlite_sequence`` is not in a changeset.  A row inserted and deleted in the same
     transaction leaves no change, and SQLite still promises that id is never handed out again.
@@ -179,7 +180,9 @@ def sequences(
         return []
     before = counters(snapshot_conn)
     return [
-        (name, seq) for name, seq in now.items() if seq > before.get(name, 0) or name in changed
+        (name, seq)
+        for name, seq in now.items()
+        if name not in before or seq > before[name] or name in changed
     ]
 
 

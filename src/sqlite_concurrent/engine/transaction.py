@@ -90,6 +90,8 @@ class WriteTransaction:
         self.fresh = True  # no statement has run yet
         self.rebase = Rebase()
         self.inserted = False  # any row inserted (AUTOINCREMENT counters may have moved)
+        # Any DML run: an INSERT that inserts nothing still creates its table's counter.
+        self.ran_dml = False
         self.wrote = False  # a row of a rowid table written (what the update hook reports)
         self.changed_tables: frozenset[str] = frozenset()
         # Rowids written in tables the session records by another key (``rowid_keys``).
@@ -293,11 +295,11 @@ class WriteTransaction:
                 if changeset
                 else (None, None, frozenset(), frozenset())
             )
-            # Only an INSERT advances an AUTOINCREMENT counter; but a changed key is applied
-            # as a DELETE and an INSERT, and must not advance it.
+            # Only an INSERT advances or creates an AUTOINCREMENT counter; but a changed key
+            # is applied as a DELETE and an INSERT, and must not advance it.
             sequences = (
                 merge.sequences(self.connection, self._snapshot_conn, inserts)
-                if self.inserted or inserts
+                if self.inserted or inserts or self.ran_dml
                 else []
             )
             if changeset or sequences:
