@@ -11,6 +11,7 @@ from workers import wait_until_visible
 
 import sqlite_concurrent
 from sqlite_concurrent.commit import merge
+from sqlite_concurrent.locking.grants import Victim
 from sqlite_concurrent.locking.lockdb import LockDB
 from sqlite_concurrent.locking.processes import holder_alive, process_start_time
 
@@ -132,5 +133,46 @@ def test_a_transaction_queued_behind_an_exclusive_operation_wakes_it(db_path):
         assert [b.txn_id for b in blockers] == [excl]
         assert excl in wake
         assert ldb.grants.try_acquire(excl, [("db", "X")], queue=True)[0] == []
+    finally:
+        ldb.close()
+
+
+@pytest.mark.timeout(60)
+def test_a_woken_waiter_looks_again_without_writing_and_breaks_a_cycle_left_behind(db_path):
+    """A woken waiter first reads whether it is still blocked; it tries again in full (which
+    writes, and breaks deadlocks) only when it may be granted or is in a wait-for cycle.
+    A cycle can be left behind: the victim picked to break one cycle may not be in another
+    (a waiter queued in S mode between two that want X)."""
+    sqlite_concurrent.connect(db_path).close()
+    ldb = LockDB(db_path)
+    try:
+        holder, _ = ldb.begin("row")
+        ldb.grants.try_acquire(holder, [("table:t", "X")], queue=True)
+        waiter, _ = ldb.begin("row")
+        blockers, _ = ldb.grants.try_acquire(waiter, [("table:t", "X")], queue=True)
+        assert [b.txn_id for b in blockers] == [holder]
+        before = os.stat(db_path + "-locks-wal").st_mtime_ns
+        still = ldb.grants.still_blocked(waiter, [("table:t", "X")], frozenset())
+        assert [b.txn_id for b in still] == [holder]
+        assert os.stat(db_path + "-locks-wal").st_mtime_ns == before  # nothing written
+        ldb.end(holder)
+        assert ldb.grants.still_blocked(waiter, [("table:t", "X")], frozenset()) == []
+        assert ldb.grants.try_acquire(waiter, [("table:t", "X")], queue=True)[0] == []
+        ldb.end(waiter)
+
+        # Two transactions that both want ``db`` in X mode, each live for the other: a cycle
+        # that no victim was picked for.
+        first, _ = ldb.begin("row")
+        second, _ = ldb.begin("row")
+        with ldb.writing() as c:
+            for txn in (first, second):
+                c.execute(
+                    "INSERT INTO waiters(txn_id, resource, mode, since) VALUES (?, 'db', 'X', 0)",
+                    (txn,),
+                )
+        for txn in (first, second):
+            assert ldb.grants.still_blocked(txn, [("db", "X")], frozenset()) == []
+        with pytest.raises(Victim):  # the full attempt breaks it: the younger goes
+            ldb.grants.try_acquire(second, [("db", "X")], queue=True)
     finally:
         ldb.close()

@@ -262,6 +262,48 @@ class Grants:
                 found.setdefault(other, (where, pid))
         return [Blocker(t, pid, where, mode) for t, (where, pid) in found.items()]
 
+    def still_blocked(
+        self, txn_id: int, requests: list[tuple[str, str]], same_thread: frozenset[int]
+    ) -> list[Blocker]:
+        """For a queued waiter that was woken: the blockers of its first request not yet held,
+        read without writing the lock database; empty if :meth:`try_acquire` is due (granted,
+        picked as a deadlock victim, in a wait-for cycle, or blocked by this thread's own
+        transactions).
+
+        A release wakes every waiter, and only the first in line can go on: the others look
+        again here, in parallel, instead of one by one under the lock database's write lock,
+        ahead of whoever is about to commit and release again.  A release after this read
+        still wakes the waiter: its socket keeps the datagram until it sleeps.
+        """
+        c = self._db.conn
+        guard = self._db._guard
+        guard.acquire_in_process()
+        try:
+            c.execute("BEGIN")  # one consistent view of the tables read below
+            try:
+                state = c.execute(_STATE, (txn_id,)).fetchone()
+                if state is None or state[0] == DEADLOCK_VICTIM:
+                    return []
+                for resource, mode in requests:
+                    held, seq = c.execute(_MINE, (resource, txn_id, txn_id, resource)).fetchone()
+                    if held is not None and (held == "X" or mode == "S"):
+                        continue
+                    if seq is None:  # not in line for it yet
+                        return []
+                    blockers = self._blockers(c, txn_id, resource, mode, seq)
+                    if any(b.txn_id in same_thread for b in blockers):
+                        return []
+                    # A victim chosen to break a cycle through this one need not have broken
+                    # every cycle: one that remains is broken by a full attempt.
+                    if blockers and _find_cycle(self._wait_for_graph(c), txn_id):
+                        return []
+                    return blockers
+                return []
+            finally:
+                c.execute("COMMIT")
+        finally:
+            guard.release_in_process()
+
     def try_acquire(
         self,
         txn_id: int,
@@ -413,10 +455,13 @@ def _db_waiters(c: apsw.Connection, txn_id: int) -> list[int]:
     ]
 
 
+_STATE = "SELECT state FROM transactions WHERE txn_id=?"
+
+
 def _raise_if_victim(c: apsw.Connection, txn_id: int) -> None:
     """:raises Victim: another transaction's request picked this waiting one as the victim
     of a deadlock; it leaves the queue and is active again (to roll back)."""
-    state = c.execute("SELECT state FROM transactions WHERE txn_id=?", (txn_id,)).fetchone()
+    state = c.execute(_STATE, (txn_id,)).fetchone()
     if state and state[0] == DEADLOCK_VICTIM:
         resource = c.execute("SELECT resource FROM waiters WHERE txn_id=?", (txn_id,)).fetchone()
         c.execute("DELETE FROM waiters WHERE txn_id=?", (txn_id,))

@@ -242,6 +242,16 @@ class ByteLock:
             raise
         _holders[self._key] = me
 
+    def acquire_in_process(self) -> None:
+        """Exclude this process's other threads only: for reading, in one SQLite read
+        transaction, what the lock guards while other processes may write it."""
+        if _holders.get(self._key) == threading.get_ident():
+            raise HeldByThisThreadError
+        self._mutex.acquire()
+
+    def release_in_process(self) -> None:
+        self._mutex.release()
+
     @property
     def key(self) -> tuple[str, int]:
         return self._key

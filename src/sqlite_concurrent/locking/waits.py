@@ -113,9 +113,15 @@ def acquire(
                 blockers = _try(lockdb, txn_id, requests, mine, queue=True)
                 if not blockers:
                     return waited
-                waited.extend(blockers)
-                if _sleep(sock, blockers, deadline):
-                    wake(lockdb, lockdb.reap_and_wake())
+                while True:
+                    waited.extend(blockers)
+                    if _sleep(sock, blockers, deadline):
+                        wake(lockdb, lockdb.reap_and_wake())
+                        break
+                    # Woken: most often another waiter is first in line (Grants.still_blocked).
+                    blockers = lockdb.grants.still_blocked(txn_id, requests, mine)
+                    if not blockers:
+                        break
         except BaseException:
             wake(lockdb, lockdb.grants.stop_waiting(txn_id))
             raise
