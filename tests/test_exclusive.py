@@ -112,18 +112,12 @@ def test_exclusive_operation_waits_for_a_transaction_open_in_another_process(db,
 
 def test_reindex_waits_for_a_transaction_open_in_another_process(db):
     """REINDEX changes nothing visible, so the wait itself is what is checked."""
-    proc, queue, proceed = hold_in_child(db, ["UPDATE t SET n = n + 1 WHERE id = 2"])
     conn = sqlite_concurrent.connect(db, check_same_thread=False)
     try:
-        thread, done, outcome = in_thread(lambda: conn.execute("REINDEX"))
-        wait_until(lambda: _queued(db, "X"), "REINDEX queues for the db lock")
-        assert not done.is_set()
-        proceed.set()
-        assert queue.get(timeout=60) == "committed"
-        proc.join(60)
-        assert done.wait(60)
-        thread.join()
-        assert outcome == [("ok", outcome[0][1])]
+        (status, error), _ = _meets_ddl_after(
+            db, conn, [], "REINDEX", "UPDATE t SET n = n + 1 WHERE id = 2"
+        )
+        assert status == "ok", error
     finally:
         conn.close()
     assert _value(db, "SELECT n FROM t WHERE id = 2") == [(21,)]
@@ -179,8 +173,9 @@ def _runs_optimistically(conn, *statements: str) -> None:
 
 
 def _meets_ddl_after(db, conn, earlier: list[str], ddl: str, other: str):
-    """Run ``earlier`` in a transaction of ``conn``, then ``ddl``, which waits for another
-    process's open transaction running ``other``; that one commits once ``ddl`` has queued.
+    """Run ``earlier`` on ``conn`` (in a transaction, if they write), then ``ddl``, which waits
+    for another process's open transaction running ``other``; that one commits once ``ddl``
+    has queued.
     Returns what ``ddl`` came to (``in_thread``'s outcome) and what the queries among
     ``earlier`` fetched."""
     proc, queue, proceed = hold_in_child(db, [other], mode="optimistic")

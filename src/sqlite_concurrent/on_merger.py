@@ -133,14 +133,7 @@ class OnMerger:
         if not current:
             self._txns.db.merge_lock.release()
             return False
-        try:
-            # Asked again inside the write transaction: a writer that is not ours (a stock
-            # one) may have committed since, and it does not wait for the merge lock.
-            self._move_to_merger(txn, locked=True, reads=txn.read_check())
-        except ConflictError as e:  # its work so far could not be applied: doomed
-            self._txns.chooser.learn(e)
-            self._txns.aborted = e
-            raise
+        self._move_to_merger(txn, locked=True)
         assert self._txns.exclusive is not None
         self._txns.exclusive.schema_changed = False
         crashpoints.reach("escalate.applied")
@@ -191,21 +184,21 @@ class OnMerger:
             raise
         script = self._txns.script
         try:
-            # From here on it reads the latest database: what it read so far must still be
-            # current there, or its reads would mix two states (as at escalation).
-            self._move_to_merger(txn, locked=False, reads=txn.read_check())
-        except ConflictError as e:  # ended: the application's ROLLBACK (or COMMIT) ends it
-            self._txns.chooser.learn(e)
-            self._txns.aborted = e
+            self._move_to_merger(txn, locked=False)
+        except ConflictError as e:
             if not self._txns.replays.after_conflict(script, txn, e):
                 raise
 
-    def _move_to_merger(
-        self, txn: WriteTransaction, *, locked: bool, reads: merge.PageCheck | None = None
-    ) -> None:
+    def _move_to_merger(self, txn: WriteTransaction, *, locked: bool) -> None:
         """Apply what ``txn`` wrote so far on the merger, its open savepoints with it, and go
         on there (an exclusive operation, or an escalation).  If that fails, the transaction
-        has ended.  ``locked``: the caller holds the merge lock, released with the rest."""
+        has ended; after a :class:`ConflictError`, every statement raises it again until the
+        application ends it.  ``locked``: the caller holds the merge lock, released with the
+        rest."""
+        # From here on it reads the latest database: what it read so far must still be current
+        # there, or its reads would mix two states.  Checked inside the merger's write
+        # transaction: a writer that is not ours (a stock one) does not wait for the merge lock.
+        reads = txn.read_check()
         self._txns.script = None  # direct from here on: nothing to run again
         self._txns.detach_cursors()
         excl = None
@@ -235,9 +228,13 @@ class OnMerger:
                 excl.finish(False)
             self._txns.txn = None
             txn.end(False)
-            if isinstance(e, apsw.Error):
-                raise translate(e) from e
-            raise
+            error = translate(e) if isinstance(e, apsw.Error) else e
+            if isinstance(error, ConflictError):  # ended: the application's ROLLBACK ends it
+                self._txns.chooser.learn(error)
+                self._txns.aborted = error
+            if error is e:
+                raise
+            raise error from e
 
     def run_exclusive(
         self, cursor: Cursor, sql: str, parameters: Any, many: bool, kind: str

@@ -547,12 +547,18 @@ def _insert_afresh(
             raise conflict(table, None, "constraint") from e
 
 
+def stale_pages(check: PageCheck) -> frozenset[int]:
+    """The pages of ``check`` changed since its snapshot (all of them if that is unknowable);
+    with the snapshot still pinned (``snapshot.pages_changed_since``)."""
+    changed = snapshot.pages_changed_since(check.path, check.header)
+    return check.pages if changed is None else check.pages & changed
+
+
 def validate_pages(conn: apsw.Connection, check: PageCheck) -> None:
     """:raises ConflictError: a page of ``check`` changed since its snapshot.  Only inside a
     write transaction on ``conn``: a writer that bypasses the merge lock could commit between
     the check and what it protects."""
-    changed = snapshot.pages_changed_since(check.path, check.header)
-    hit = check.pages if changed is None else check.pages & changed
+    hit = stale_pages(check)
     if not hit:
         return
     pgno = min(hit)

@@ -25,7 +25,6 @@ from ..locking.oslock import ByteLock, HeldByThisThreadError
 from ..storage.journal import Journal
 from ..storage.overlay import Overlay, Slot
 from ..storage.snapshot import Snapshot, WalFiles
-from ..storage.snapshot import pages_changed_since as snapshot_pages_changed_since
 from . import foreign_keys, rowid_keys, savepoints
 from .authorizer import Denied
 from .rebase import Rebase, TableInfo
@@ -361,10 +360,7 @@ class WriteTransaction:
         A writer that is not ours may still commit before the caller's write transaction
         begins: :meth:`read_check` is for asking again inside it."""
         check = self.read_check()
-        if check is None:
-            return True
-        changed = snapshot_pages_changed_since(check.path, check.header)
-        return changed is not None and not check.pages & changed
+        return check is None or not merge.stale_pages(check)
 
     def read_check(self) -> merge.PageCheck | None:
         """The pages read so far, with the snapshot they were read in; ``None`` if none."""
