@@ -126,3 +126,30 @@ def test_connections_share_passive_checkpoints_through_the_wal_index(db_path):
     assert [r[0] for r in conns[0].execute("SELECT v FROM t ORDER BY id")] == [commits // 4] * 4
     for c in [*readers, *conns]:
         c.close()
+
+
+@pytest.mark.timeout(120)
+def test_a_writer_alone_keeps_the_wal_as_short_as_sqlite_does(db_path):
+    """Once a checkpoint has copied every frame, the next commit writes the WAL from its start
+    again; the next passive checkpoint is due a thousand frames after that, not a thousand
+    after the last one's count.  Otherwise the WAL file grows by a thousand frames per cycle
+    up to the restart limit, and each commit costs more (measured: 61-80 us of CPU against
+    52)."""
+    setup = sqlite3.connect(db_path)
+    setup.execute("PRAGMA journal_mode=WAL")
+    setup.execute("CREATE TABLE t(id INTEGER PRIMARY KEY, v INTEGER NOT NULL)")
+    setup.execute("INSERT INTO t VALUES (1, 0)")
+    setup.commit()
+    page_size = setup.execute("PRAGMA page_size").fetchone()[0]
+    setup.close()
+    conn = sqlite_concurrent.connect(db_path)
+    commits = 6 * DEFAULT_PASSIVE_FRAMES
+    for _ in range(commits):
+        with conn:
+            conn.execute("UPDATE t SET v = v + 1 WHERE id = 1")
+    assert conn.execute("SELECT v FROM t").fetchone() == (commits,)
+    frames = (_wal_size(db_path) - 32) // (page_size + 24)
+    assert frames <= DEFAULT_PASSIVE_FRAMES + 10, frames
+    # One passive checkpoint per thousand frames, as SQLite's own auto-checkpoint runs.
+    assert conn._db.checkpointer.passives >= commits // DEFAULT_PASSIVE_FRAMES - 1
+    conn.close()

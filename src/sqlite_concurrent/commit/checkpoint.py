@@ -95,6 +95,10 @@ class Checkpointer:
         def on_commit(_conn: apsw.Connection, _dbname: str, frames: int) -> int:
             me = checkpointer()
             if me is not None:
+                if frames < me.wal_frames:
+                    # The WAL began again from its start (a commit after a checkpoint that
+                    # copied every frame, here or elsewhere): count from there.
+                    me._passive_at = min(me._passive_at, frames + DEFAULT_PASSIVE_FRAMES)
                 me.wal_frames = frames
             return apsw.SQLITE_OK
 
