@@ -137,42 +137,141 @@ def test_a_transaction_queued_behind_an_exclusive_operation_wakes_it(db_path):
         ldb.close()
 
 
+def _queue(ldb, txn, resource, mode):
+    with ldb.writing() as c:
+        c.execute(
+            "INSERT INTO waiters(txn_id, resource, mode, since) VALUES (?, ?, ?, 0)",
+            (txn, resource, mode),
+        )
+
+
 @pytest.mark.timeout(60)
-def test_a_woken_waiter_looks_again_without_writing_and_breaks_a_cycle_left_behind(db_path):
-    """A woken waiter first reads whether it is still blocked; it tries again in full (which
-    writes, and breaks deadlocks) only when it may be granted or is in a wait-for cycle.
-    A cycle can be left behind: the victim picked to break one cycle may not be in another
-    (a waiter queued in S mode between two that want X)."""
+def test_a_release_wakes_only_the_waiters_that_can_go_on(db_path):
+    """After a release, one read decides whom to wake: the first in line for what was
+    released (and the S requests queued right behind it), and deadlock victims; not those
+    still blocked, who are woken by whatever blocks them when it ends."""
     sqlite_concurrent.connect(db_path).close()
     ldb = LockDB(db_path)
     try:
         holder, _ = ldb.begin("row")
-        ldb.grants.try_acquire(holder, [("table:t", "X")], queue=True)
-        waiter, _ = ldb.begin("row")
-        blockers, _ = ldb.grants.try_acquire(waiter, [("table:t", "X")], queue=True)
-        assert [b.txn_id for b in blockers] == [holder]
-        before = os.stat(db_path + "-locks-wal").st_mtime_ns
-        still = ldb.grants.still_blocked(waiter, [("table:t", "X")], frozenset())
-        assert [b.txn_id for b in still] == [holder]
-        assert os.stat(db_path + "-locks-wal").st_mtime_ns == before  # nothing written
-        ldb.end(holder)
-        assert ldb.grants.still_blocked(waiter, [("table:t", "X")], frozenset()) == []
-        assert ldb.grants.try_acquire(waiter, [("table:t", "X")], queue=True)[0] == []
-        ldb.end(waiter)
-
-        # Two transactions that both want ``db`` in X mode, each live for the other: a cycle
-        # that no victim was picked for.
-        first, _ = ldb.begin("row")
-        second, _ = ldb.begin("row")
+        other, _ = ldb.begin("row")
+        assert ldb.grants.try_acquire(holder, [("table:t", "X")], queue=True)[0] == []
+        assert ldb.grants.try_acquire(other, [("table:u", "X")], queue=True)[0] == []
+        first, second, third, fourth, row, elsewhere = (ldb.begin("row")[0] for _ in range(6))
+        for txn, resource, mode in [
+            (first, "table:t", "S"),
+            (second, "table:t", "S"),
+            (third, "table:t", "X"),
+            (fourth, "table:t", "S"),  # behind an X request: waits for it
+            (row, "row:t:7", "X"),  # under the table lock
+            (elsewhere, "table:u", "S"),
+        ]:
+            blockers, _ = ldb.grants.try_acquire(txn, [(resource, mode)], queue=True)
+            assert blockers
+        waiting = [first, second, third, fourth, row, elsewhere]
+        assert ldb.grants.due(waiting) == []
+        with ldb.writing() as c:  # as a deadlock search picks a victim
+            c.execute("UPDATE transactions SET state='deadlock' WHERE txn_id=?", (fourth,))
+        assert ldb.grants.due(waiting) == [fourth]
         with ldb.writing() as c:
-            for txn in (first, second):
-                c.execute(
-                    "INSERT INTO waiters(txn_id, resource, mode, since) VALUES (?, 'db', 'X', 0)",
-                    (txn,),
-                )
-        for txn in (first, second):
-            assert ldb.grants.still_blocked(txn, [("db", "X")], frozenset()) == []
-        with pytest.raises(Victim):  # the full attempt breaks it: the younger goes
-            ldb.grants.try_acquire(second, [("db", "X")], queue=True)
+            c.execute("UPDATE transactions SET state='active' WHERE txn_id=?", (fourth,))
+        ldb.end(holder)
+        assert ldb.grants.due(waiting) == [first, second, row]
+        for txn, resource, mode in [(first, "table:t", "S"), (second, "table:t", "S")]:
+            assert ldb.grants.try_acquire(txn, [(resource, mode)], queue=True)[0] == []
+        # The X request waits for both S holders; the row for any lock on its table.
+        assert ldb.grants.due(waiting) == []
+        ldb.end(first)
+        ldb.end(second)
+        assert ldb.grants.due(waiting) == [third, row]
+        ldb.end(other)
+        assert ldb.grants.due(waiting) == [third, row, elsewhere]
+    finally:
+        ldb.close()
+
+
+@pytest.mark.timeout(60)
+def test_who_may_go_on_agrees_with_each_waiters_own_blockers(db_path):
+    """``due`` decides for every waiter in one query; each waiter's blockers (``_blockers``,
+    what a waiter's own attempt goes by) must say the same, whatever the locks and queues."""
+    import random
+
+    from sqlite_concurrent.locking.grants import DEADLOCK_VICTIM
+
+    sqlite_concurrent.connect(db_path).close()
+    ldb = LockDB(db_path)
+    rng = random.Random(7)
+    resources = ["db", "table:t", "table:a:b", "row:t:1", "row:t:-2", "row:a:b:3", "row:t2:1"]
+    try:
+        for _ in range(60):
+            with ldb.writing() as c:
+                for table in ("locks", "waiters", "transactions"):
+                    c.execute(f"DELETE FROM {table}")
+            txns = [ldb.begin("row")[0] for _ in range(rng.randint(2, 7))]
+            with ldb.writing() as c:
+                for txn in txns:
+                    for resource in rng.sample(resources, rng.randint(0, 2)):
+                        mode = "X" if resource.startswith("row:") else rng.choice("SX")
+                        c.execute(
+                            "INSERT OR IGNORE INTO locks VALUES (?, ?, ?, 0)",
+                            (resource, txn, mode),
+                        )
+                    if rng.random() < 0.6:
+                        resource = rng.choice(resources)
+                        mode = "X" if resource.startswith("row:") else rng.choice("SX")
+                        c.execute(
+                            "INSERT INTO waiters(txn_id, resource, mode, since) "
+                            "VALUES (?, ?, ?, 0)",
+                            (txn, resource, mode),
+                        )
+                    if rng.random() < 0.1:
+                        c.execute(
+                            "UPDATE transactions SET state=? WHERE txn_id=?",
+                            (DEADLOCK_VICTIM, txn),
+                        )
+                expected = set()
+                for waiter, resource, mode, seq, state in c.execute(
+                    "SELECT w.txn_id, w.resource, w.mode, w.seq, t.state "
+                    "FROM waiters w JOIN transactions t USING (txn_id)"
+                ).fetchall():
+                    blocked = ldb.grants._blockers(c, waiter, resource, mode, seq)
+                    if not blocked or state == DEADLOCK_VICTIM:
+                        expected.add(waiter)
+            assert set(ldb.grants.due(txns)) == expected
+    finally:
+        ldb.close()
+
+
+@pytest.mark.timeout(60)
+def test_queueing_breaks_every_cycle_it_closes(db_path):
+    """A release wakes only waiters that can go on, so no wait-for cycle may be left in
+    place: the victim picked for one cycle need not be in another.  Here ``middle`` waits for
+    ``db`` in S mode between ``first`` and ``last``, which want it in X mode (each live
+    transaction keeps a ``db`` X request waiting): ``last`` closes both ``last -> middle ->
+    first -> last`` and ``last -> first -> last``.  Picking ``middle`` (the youngest of the
+    first) leaves the second, which waits out its timeouts unless broken too."""
+    from sqlite_concurrent.locking.grants import DEADLOCK_VICTIM, _find_cycle
+
+    sqlite_concurrent.connect(db_path).close()
+    ldb = LockDB(db_path)
+    try:
+        # Ids in this order make the search from ``last`` go through ``middle`` first.
+        middle, first, last = (ldb.begin("row")[0] for _ in range(3))
+        with ldb.writing() as c:  # began: first, then last, then middle
+            for txn, began in ((first, 1.0), (last, 2.0), (middle, 3.0)):
+                c.execute("UPDATE transactions SET began_at=? WHERE txn_id=?", (began, txn))
+        for txn, mode in ((first, "X"), (middle, "S")):
+            blockers, _ = ldb.grants.try_acquire(txn, [("db", mode)], queue=True)
+            assert blockers
+        with pytest.raises(Victim) as caught:
+            ldb.grants.try_acquire(last, [("db", "X")], queue=True)
+        assert middle in caught.value.wake  # picked for the first cycle, and woken
+        with ldb.writing() as c:
+            states = dict(c.execute("SELECT txn_id, state FROM transactions"))
+            assert states[middle] == DEADLOCK_VICTIM
+            graph = ldb.grants._wait_for_graph(c)
+        live = {t: {b for b in bs if states[b] != DEADLOCK_VICTIM} for t, bs in graph.items()}
+        assert not any(_find_cycle(live, t) for t in live if states[t] != DEADLOCK_VICTIM)
+        assert ldb.grants.due([first, middle]) == [middle]
     finally:
         ldb.close()

@@ -53,6 +53,44 @@ SELECT t.txn_id, 'db', 'S', t.pid FROM transactions t
                    WHERE w.txn_id = t.txn_id AND w.resource = 'db' AND w.mode = 'S')
 """
 
+# Waiters with nothing in their way (``_BLOCKERS`` of each, all at once), and deadlock victims.
+# A row's covering table: ``row:<table>:<rowid>`` without its integer (the table name may
+# contain ':', the rowid never does).
+_DUE = """
+SELECT w.txn_id FROM waiters w
+ WHERE NOT EXISTS (
+        SELECT 1 FROM locks l JOIN transactions t USING (txn_id)
+         WHERE l.txn_id != w.txn_id
+           AND ((l.resource = w.resource AND (w.mode = 'X' OR l.mode = 'X'))
+                OR (substr(w.resource, 1, 4) = 'row:'
+                    AND l.resource = 'table:' || substr(rtrim(w.resource, '0123456789-'), 5,
+                                                  length(rtrim(w.resource, '0123456789-')) - 5))
+                OR (substr(w.resource, 1, 6) = 'table:'
+                    AND l.resource >= 'row:' || substr(w.resource, 7) || ':'
+                    AND l.resource < 'row:' || substr(w.resource, 7) || ';')))
+   AND NOT EXISTS (
+        SELECT 1 FROM waiters e JOIN transactions t USING (txn_id)
+         WHERE e.resource = w.resource AND e.txn_id != w.txn_id AND e.seq < w.seq
+           AND (w.mode = 'X' OR e.mode = 'X'))
+   AND NOT (w.resource = 'db' AND w.mode = 'X' AND EXISTS (
+        SELECT 1 FROM transactions t
+         WHERE t.txn_id != w.txn_id
+           AND NOT EXISTS (SELECT 1 FROM waiters d WHERE d.txn_id = t.txn_id
+                           AND d.resource = 'db' AND d.mode = 'S')))
+UNION
+SELECT txn_id FROM transactions WHERE state = ?1 AND txn_id IN (SELECT txn_id FROM waiters)
+"""
+
+# Whether anybody can be waiting for a transaction that has just queued: only if it holds a
+# lock, or an exclusive operation waits (every live transaction keeps ``db`` X waiting).  If
+# not, its wait closes no cycle, and the wait-for graph (a query per waiter) is not built.
+_WAITED_FOR = """
+SELECT 1 FROM locks WHERE txn_id = ?1
+UNION ALL
+SELECT 1 FROM waiters WHERE resource = 'db' AND mode = 'X' AND txn_id != ?1
+LIMIT 1
+"""
+
 # The uncontended fast path: grant in one statement when nothing conflicts and nobody queues.
 # ?1 resource, ?2 txn, ?3 mode, ?4 now, ?5 covering table, ?6/?7 row range of a table.
 _FAST_GRANT = """
@@ -262,47 +300,24 @@ class Grants:
                 found.setdefault(other, (where, pid))
         return [Blocker(t, pid, where, mode) for t, (where, pid) in found.items()]
 
-    def still_blocked(
-        self, txn_id: int, requests: list[tuple[str, str]], same_thread: frozenset[int]
-    ) -> list[Blocker]:
-        """For a queued waiter that was woken: the blockers of its first request not yet held,
-        read without writing the lock database; empty if :meth:`try_acquire` is due (granted,
-        picked as a deadlock victim, in a wait-for cycle, or blocked by this thread's own
-        transactions).
+    def due(self, candidates: list[int]) -> list[int]:
+        """Of the waiting ``candidates``, those a wake-up may let go on: nothing blocks their
+        request now (as :meth:`_blockers` tells), or they were picked as deadlock victims.
+        Read without writing, after the change that calls for the wake-up has committed: a
+        waiter still blocked is woken by whoever ends what blocks it, who reads after its own
+        change.  (No waiter is left in a wait-for cycle: see :meth:`_break_deadlock`.)
 
-        A release wakes every waiter, and only the first in line can go on: the others look
-        again here, in parallel, instead of one by one under the lock database's write lock,
-        ahead of whoever is about to commit and release again.  A release after this read
-        still wakes the waiter: its socket keeps the datagram until it sleeps.
+        Waking every waiter cost each hand-off of a hot lock one look per waiter, each in a
+        process of its own; here one query decides.
         """
         c = self._db.conn
         guard = self._db._guard
         guard.acquire_in_process()
         try:
-            c.execute("BEGIN")  # one consistent view of the tables read below
-            try:
-                state = c.execute(_STATE, (txn_id,)).fetchone()
-                if state is None or state[0] == DEADLOCK_VICTIM:
-                    return []
-                for resource, mode in requests:
-                    held, seq = c.execute(_MINE, (resource, txn_id, txn_id, resource)).fetchone()
-                    if held is not None and (held == "X" or mode == "S"):
-                        continue
-                    if seq is None:  # not in line for it yet
-                        return []
-                    blockers = self._blockers(c, txn_id, resource, mode, seq)
-                    if any(b.txn_id in same_thread for b in blockers):
-                        return []
-                    # A victim chosen to break a cycle through this one need not have broken
-                    # every cycle: one that remains is broken by a full attempt.
-                    if blockers and _find_cycle(self._wait_for_graph(c), txn_id):
-                        return []
-                    return blockers
-                return []
-            finally:
-                c.execute("COMMIT")
+            due = {t for (t,) in c.execute(_DUE, (DEADLOCK_VICTIM,))}
         finally:
             guard.release_in_process()
+        return [t for t in candidates if t in due]
 
     def try_acquire(
         self,
@@ -377,7 +392,8 @@ class Grants:
                             # Queued behind an exclusive operation, it no longer keeps that one
                             # waiting (_BLOCKERS), which must look again.
                             wake = _db_waiters(c, txn_id)
-                    wake = wake + self._break_deadlock(c, txn_id, resource)
+                    if seq is not None or c.execute(_WAITED_FOR, (txn_id,)).fetchone():
+                        wake = wake + self._break_deadlock(c, txn_id, resource)
                 break
             c.execute(
                 "INSERT INTO locks(resource, txn_id, mode, granted_at) VALUES (?, ?, ?, ?) "
@@ -385,9 +401,8 @@ class Grants:
                 (resource, txn_id, mode, time.time()),
             )
             if seq is not None:
+                # A holder blocks whom it blocked in line (``_BLOCKERS``): nobody to wake.
                 c.execute("DELETE FROM waiters WHERE seq=?", (seq,))
-                # Waiters queued behind this one may now be grantable.
-                wake = others_waiting(c, txn_id)
         return blockers, wake
 
     def _wait_for_graph(self, c: apsw.Connection) -> dict[int, set[int]]:
@@ -400,26 +415,36 @@ class Grants:
         return graph
 
     def _break_deadlock(self, c: apsw.Connection, txn_id: int, resource: str) -> list[int]:
-        """If waiting would close a cycle, pick the youngest transaction in it as the victim."""
+        """If waiting closes cycles, pick the youngest transaction of each as its victim.
+
+        Every cycle its wait closes runs through this transaction, and each is broken here:
+        a victim picked for one (say a waiter between two that wait for each other) need not
+        break another, and releases wake only waiters that can go on (:meth:`due`), so a cycle
+        left in place would wait out its timeouts.
+        """
         graph = self._wait_for_graph(c)
-        cycle = _find_cycle(graph, txn_id)
-        if not cycle:
-            return []
-        # The youngest: ids are reserved in batches per process, so they do not say which
-        # began last; the time each began does.
-        began = dict(
-            c.execute(
-                "SELECT txn_id, began_at FROM transactions "
-                f"WHERE txn_id IN ({','.join('?' * len(cycle))})",
-                cycle,
+        victims: list[int] = []
+        while cycle := _find_cycle(graph, txn_id):
+            # The youngest: ids are reserved in batches per process, so they do not say which
+            # began last; the time each began does.
+            began = dict(
+                c.execute(
+                    "SELECT txn_id, began_at FROM transactions "
+                    f"WHERE txn_id IN ({','.join('?' * len(cycle))})",
+                    cycle,
+                )
             )
-        )
-        victim = max(cycle, key=lambda t: (began.get(t, 0.0), t))
-        if victim == txn_id:
-            c.execute("DELETE FROM waiters WHERE txn_id=?", (txn_id,))
-            raise Victim(cycle, resource, others_waiting(c, txn_id))
-        c.execute("UPDATE transactions SET state=? WHERE txn_id=?", (DEADLOCK_VICTIM, victim))
-        return [victim]
+            victim = max(cycle, key=lambda t: (began.get(t, 0.0), t))
+            if victim == txn_id:
+                c.execute("DELETE FROM waiters WHERE txn_id=?", (txn_id,))
+                raise Victim(cycle, resource, others_waiting(c, txn_id) + victims)
+            c.execute("UPDATE transactions SET state=? WHERE txn_id=?", (DEADLOCK_VICTIM, victim))
+            victims.append(victim)
+            # It leaves the queue once woken: it waits for nobody now.
+            graph.pop(victim, None)
+            for waited_for in graph.values():
+                waited_for.discard(victim)
+        return victims
 
     def stop_waiting(self, txn_id: int) -> list[int]:
         with self._db.writing() as c:
@@ -428,8 +453,8 @@ class Grants:
 
 
 def others_waiting(c: apsw.Connection, txn_id: int) -> list[int]:
-    # Every waiter re-checks its own request, so waking all of them is correct; there are
-    # few, and resources are related (a table lock blocks its rows), so finer is not cheaper.
+    # Every waiter a change may concern (resources are related: a table lock blocks its rows);
+    # ``Grants.due`` narrows them to those that can go on, once the change has committed.
     return [
         t for (t,) in c.execute("SELECT DISTINCT txn_id FROM waiters WHERE txn_id != ?", (txn_id,))
     ]
