@@ -20,7 +20,9 @@ import threading
 import time
 from collections.abc import Iterable
 
-from ..errors import DeadlockError, LockTimeoutError
+import apsw
+
+from ..errors import DeadlockError, LockTimeoutError, OperationalError
 from .grants import Blocker, Victim
 from .lockdb import LockDB
 
@@ -60,7 +62,9 @@ def wake(lockdb: LockDB, txn_ids: Iterable[int]) -> None:
     (:meth:`.Grants.due`) to look at the lock database again."""
     txn_ids = list(txn_ids)
     if txn_ids:
-        txn_ids = lockdb.grants.due(txn_ids)
+        # Unless the lock database cannot be read now: waking too many only costs each a look.
+        with contextlib.suppress(apsw.Error, OperationalError):
+            txn_ids = lockdb.grants.due(txn_ids)
     if not txn_ids:
         return
     with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
