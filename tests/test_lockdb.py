@@ -249,7 +249,7 @@ def test_queueing_breaks_every_cycle_it_closes(db_path):
     ``db`` in S mode between ``first`` and ``last``, which want it in X mode (each live
     transaction keeps a ``db`` X request waiting): ``last`` closes both ``last -> middle ->
     first -> last`` and ``last -> first -> last``.  Picking ``middle`` (the youngest of the
-    first) leaves the second, which waits out its timeouts unless broken too."""
+    first) leaves the second, whose members would wait out their timeouts."""
     from sqlite_concurrent.locking.grants import DEADLOCK_VICTIM, _find_cycle
 
     sqlite_concurrent.connect(db_path).close()
@@ -263,15 +263,36 @@ def test_queueing_breaks_every_cycle_it_closes(db_path):
         for txn, mode in ((first, "X"), (middle, "S")):
             blockers, _ = ldb.grants.try_acquire(txn, [("db", mode)], queue=True)
             assert blockers
-        with pytest.raises(Victim) as caught:
+        # ``middle`` is the victim of the first cycle found; the second, ``last -> first ->
+        # last``, has ``last`` as its youngest, whose leaving breaks both: it alone goes.
+        with pytest.raises(Victim):
             ldb.grants.try_acquire(last, [("db", "X")], queue=True)
-        assert middle in caught.value.wake  # picked for the first cycle, and woken
         with ldb.writing() as c:
             states = dict(c.execute("SELECT txn_id, state FROM transactions"))
-            assert states[middle] == DEADLOCK_VICTIM
             graph = ldb.grants._wait_for_graph(c)
-        live = {t: {b for b in bs if states[b] != DEADLOCK_VICTIM} for t, bs in graph.items()}
-        assert not any(_find_cycle(live, t) for t in live if states[t] != DEADLOCK_VICTIM)
-        assert ldb.grants.due([first, middle]) == [middle]
+        assert DEADLOCK_VICTIM not in states.values()
+        assert not any(_find_cycle(graph, t) for t in graph)
+        assert ldb.grants.due([first, middle]) == []  # ``last`` is live until it rolls back
+        ldb.end(last)
+        assert ldb.grants.due([first, middle]) == [first]
+
+        # The same, with ``last`` the oldest: each cycle loses its own youngest, and ``last``
+        # waits on, in no cycle.
+        with ldb.writing() as c:
+            for table in ("locks", "waiters", "transactions"):
+                c.execute(f"DELETE FROM {table}")
+        middle, first, last = (ldb.begin("row")[0] for _ in range(3))
+        with ldb.writing() as c:
+            for txn, began in ((last, 0.5), (first, 1.0), (middle, 3.0)):
+                c.execute("UPDATE transactions SET began_at=? WHERE txn_id=?", (began, txn))
+        for txn, mode in ((first, "X"), (middle, "S")):
+            assert ldb.grants.try_acquire(txn, [("db", mode)], queue=True)[0]
+        blockers, wake = ldb.grants.try_acquire(last, [("db", "X")], queue=True)
+        assert blockers
+        assert set(wake) == {middle, first}
+        with ldb.writing() as c:
+            states = dict(c.execute("SELECT txn_id, state FROM transactions"))
+        assert states == {last: "active", first: DEADLOCK_VICTIM, middle: DEADLOCK_VICTIM}
+        assert sorted(ldb.grants.due([first, middle, last])) == sorted([first, middle])
     finally:
         ldb.close()

@@ -435,15 +435,16 @@ class Grants:
                 )
             )
             victim = max(cycle, key=lambda t: (began.get(t, 0.0), t))
-            if victim == txn_id:
+            if victim == txn_id:  # its leaving breaks them all: nobody else need go
                 c.execute("DELETE FROM waiters WHERE txn_id=?", (txn_id,))
-                raise Victim(cycle, resource, others_waiting(c, txn_id) + victims)
-            c.execute("UPDATE transactions SET state=? WHERE txn_id=?", (DEADLOCK_VICTIM, victim))
+                raise Victim(cycle, resource, others_waiting(c, txn_id))
             victims.append(victim)
             # It leaves the queue once woken: it waits for nobody now.
             graph.pop(victim, None)
             for waited_for in graph.values():
                 waited_for.discard(victim)
+        for victim in victims:
+            c.execute("UPDATE transactions SET state=? WHERE txn_id=?", (DEADLOCK_VICTIM, victim))
         return victims
 
     def stop_waiting(self, txn_id: int) -> list[int]:
