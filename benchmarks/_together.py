@@ -1,10 +1,11 @@
-"""What the benchmarks share: spawned writer processes that start on one signal and report over
-one queue, and the JSON report each one writes."""
+"""What the benchmarks share: a fresh WAL database, spawned writer processes that start on one
+signal and report over one queue, and the JSON report each one writes."""
 
 from __future__ import annotations
 
 import json
 import multiprocessing
+import sqlite3
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -12,6 +13,17 @@ from pathlib import Path
 from typing import Any
 
 SPAWN = multiprocessing.get_context("spawn")
+
+
+def wal_database(path: str, *statements: str) -> None:
+    """Create the database at ``path`` in WAL mode, with ``statements`` run and committed (the
+    stdlib's SQLite, before any writer of ours opens it)."""
+    setup = sqlite3.connect(path)
+    setup.execute("PRAGMA journal_mode=WAL")
+    for sql in statements:
+        setup.execute(sql)
+    setup.commit()
+    setup.close()
 
 
 def run_together(

@@ -34,7 +34,7 @@ import tempfile
 import threading
 import time
 
-from _together import run_together
+from _together import run_together, wal_database
 
 WAYS = ("stock", "ours", "ours-lease", "floor", "lease")
 _UPDATE = "UPDATE c SET n = n + 1 WHERE id = ?"
@@ -181,12 +181,11 @@ def _writer(way, path, duration, lease, start, out):
 def run(way: str, writers: int, duration: float, lease: float) -> dict[str, float]:
     with tempfile.TemporaryDirectory() as d:
         path = os.path.join(d, "contention.db")
-        setup = sqlite3.connect(path)
-        setup.execute("PRAGMA journal_mode=WAL")
-        setup.execute("CREATE TABLE c(id INTEGER PRIMARY KEY, n INT NOT NULL)")
-        setup.execute("INSERT INTO c VALUES (1, 0), (2, 0)")
-        setup.commit()
-        setup.close()
+        wal_database(
+            path,
+            "CREATE TABLE c(id INTEGER PRIMARY KEY, n INT NOT NULL)",
+            "INSERT INTO c VALUES (1, 0), (2, 0)",
+        )
         results = run_together(
             _writer,
             [(way, path, duration, lease) for _ in range(writers)],

@@ -27,7 +27,7 @@ import sys
 import tempfile
 import time
 
-from _together import run_together
+from _together import run_together, wal_database
 
 _SLOT = 64  # bytes per writer in the request file
 _HEADER = struct.Struct("=QQq")  # requests made, requests done, last rowid
@@ -132,12 +132,11 @@ def run(
 ) -> dict[str, float]:
     with tempfile.TemporaryDirectory() as d:
         path = os.path.join(d, "handoff.db")
-        setup = sqlite3.connect(path)
-        setup.execute("PRAGMA journal_mode=WAL")
-        setup.execute("CREATE TABLE events(id INTEGER PRIMARY KEY, writer INT, seq INT)")
-        setup.execute("CREATE TABLE markers(id INTEGER PRIMARY KEY, at)")
-        setup.commit()
-        setup.close()
+        wal_database(
+            path,
+            "CREATE TABLE events(id INTEGER PRIMARY KEY, writer INT, seq INT)",
+            "CREATE TABLE markers(id INTEGER PRIMARY KEY, at)",
+        )
         with open(path + "-handoff-box", "wb") as f:
             f.write(bytes(_SLOT * writers))
         results = run_together(

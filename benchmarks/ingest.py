@@ -21,7 +21,7 @@ import sys
 import tempfile
 import time
 
-from _together import run_together
+from _together import run_together, wal_database
 
 
 def _writer(engine, path, writer, duration, think, start, out):
@@ -74,11 +74,10 @@ def _writer(engine, path, writer, duration, think, start, out):
 def run(engine, writers, duration, think):
     with tempfile.TemporaryDirectory() as d:
         path = os.path.join(d, "ingest.db")
-        setup = sqlite3.connect(path)
-        setup.execute("PRAGMA journal_mode=WAL")
-        setup.execute("CREATE TABLE events(id INTEGER PRIMARY KEY, writer INTEGER, seq INTEGER)")
-        setup.commit()
-        setup.close()
+        wal_database(
+            path,
+            "CREATE TABLE events(id INTEGER PRIMARY KEY, writer INTEGER, seq INTEGER)",
+        )
         results = run_together(
             _writer,
             [(engine, path, w, duration, think) for w in range(writers)],

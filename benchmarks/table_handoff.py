@@ -22,7 +22,7 @@ import sqlite3
 import tempfile
 import time
 
-from _together import run_together
+from _together import run_together, wal_database
 
 WAYS = ("stock", "ours")
 
@@ -52,12 +52,11 @@ def _writer(way: str, path: str, duration: float, think: float, start, out) -> N
 def run(way: str, writers: int, duration: float, think: float) -> dict[str, float]:
     with tempfile.TemporaryDirectory() as d:
         path = os.path.join(d, "handoff.db")
-        setup = sqlite3.connect(path)
-        setup.execute("PRAGMA journal_mode=WAL")
-        setup.execute("CREATE TABLE counter(id INTEGER PRIMARY KEY, v INTEGER NOT NULL)")
-        setup.execute("INSERT INTO counter VALUES (0, 0)")
-        setup.commit()
-        setup.close()
+        wal_database(
+            path,
+            "CREATE TABLE counter(id INTEGER PRIMARY KEY, v INTEGER NOT NULL)",
+            "INSERT INTO counter VALUES (0, 0)",
+        )
         counts = run_together(
             _writer,
             [(way, path, duration, think) for _ in range(writers)],

@@ -481,13 +481,10 @@ def _db_waiters(c: apsw.Connection, txn_id: int) -> list[int]:
     ]
 
 
-_STATE = "SELECT state FROM transactions WHERE txn_id=?"
-
-
 def _raise_if_victim(c: apsw.Connection, txn_id: int) -> None:
     """:raises Victim: another transaction's request picked this waiting one as the victim
     of a deadlock; it leaves the queue and is active again (to roll back)."""
-    state = c.execute(_STATE, (txn_id,)).fetchone()
+    state = c.execute("SELECT state FROM transactions WHERE txn_id=?", (txn_id,)).fetchone()
     if state and state[0] == DEADLOCK_VICTIM:
         resource = c.execute("SELECT resource FROM waiters WHERE txn_id=?", (txn_id,)).fetchone()
         c.execute("DELETE FROM waiters WHERE txn_id=?", (txn_id,))
