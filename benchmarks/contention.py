@@ -130,7 +130,7 @@ def _floor(path: str, lease: float | None):
                 taken_at[0] = None
                 drain.released(lock.path)
         chooser.body.measure()
-        db.after_merge(0)
+        db.after_merge()
 
     def done() -> None:
         if taken_at[0] is not None:

@@ -14,15 +14,17 @@ from __future__ import annotations
 import os
 import signal
 import struct
+import time
 
 import pytest
 from conftest import SPAWN, integrity_ok, lock_rows, stock_apsw, wait_until
-from workers import commit_rows
+from workers import commit_rows, prune_markers
 
 import sqlite_concurrent
 from sqlite_concurrent import crashpoints
 from sqlite_concurrent.commit import merge
 from sqlite_concurrent.locking import oslock
+from sqlite_concurrent.locking.lockdb import LockDB
 from sqlite_concurrent.storage import journal
 
 pytestmark = [pytest.mark.timeout(120), pytest.mark.usefixtures("optimistic")]
@@ -161,6 +163,68 @@ def test_waiting_transactions_commit_together(db, group_commit):
     assert _commit_frames(db) == (1 if group_commit else 4)
     keeper.close()
     assert integrity_ok(db)
+
+
+def _merge_lock_awaited(path: str) -> bool:
+    """Whether a process waits in the kernel for the merge lock: /proc/locks lists a blocked
+    request with ``->``."""
+    inode = os.stat(path + "-locks").st_ino
+    merge_byte = oslock.offset(oslock.MERGE)
+    with open("/proc/locks") as f:
+        rows = [line.split() for line in f]
+    return any(
+        len(r) > 7 and r[1] == "->" and r[6].endswith(f":{inode}") and int(r[7]) == merge_byte
+        for r in rows
+    )
+
+
+def test_a_marker_outlives_a_prune_that_began_before_its_transaction_registered(db):
+    """A marker is what tells an owner whose merger died that its transaction committed; gone
+    too early, the owner applies it a second time.  A prune waiting for the merge lock while
+    a transaction registers and another process commits it must keep that marker, whatever
+    the transaction's id (ids are reserved in blocks per process, so a later one can be
+    lower); the markers of transactions that have ended go."""
+    merge_lock = oslock.ByteLock(db + "-locks", oslock.MERGE)
+    merge_lock.acquire()
+    try:
+        writers = [_start(db, [i]) for i in range(4)]
+        wait_until(lambda: _ready(db) == 4, "all four wait to commit")
+    finally:
+        merge_lock.release()
+    assert [q.get(timeout=60) for _, q in writers] == ["ok"] * 4
+    for proc, _ in writers:
+        proc.join(30)
+    conn = stock_apsw(db)
+    markers = f"SELECT txn_id FROM {merge.MARKER_TABLE}"
+    assert len(conn.execute(markers).fetchall()) == 3  # committed by a merger for the others
+
+    # Its id reserved first, as a process reserves a block of them; the pruner's are later.
+    locks = LockDB(db)
+    in_doubt = locks.next_id()
+    start, ready, queue = SPAWN.Event(), SPAWN.Event(), SPAWN.Queue()
+    pruner = SPAWN.Process(target=prune_markers, args=(start, queue, db, ready))
+    pruner.start()
+    assert ready.wait(60), "the pruner never opened its connection"
+    merge_lock.acquire()
+    try:
+        start.set()
+        wait_until(lambda: _merge_lock_awaited(db), "the pruner waits for the merge lock")
+        # Registered now, committed for its owner by a merger holding the merge lock, and the
+        # owner has not heard yet: in doubt until it ends in the lock database.
+        locks.grants.register(in_doubt, "row", time.time())
+        conn.execute("BEGIN IMMEDIATE")
+        merge.record_marker(conn, in_doubt)
+        conn.execute("COMMIT")
+    finally:
+        merge_lock.release()
+    assert queue.get(timeout=60) == "pruned"
+    pruner.join(30)
+    assert pruner.exitcode == 0
+    assert conn.execute(markers).fetchall() == [(in_doubt,)]
+    assert merge.is_committed(conn, in_doubt)
+    locks.end(in_doubt)
+    locks.close()
+    conn.close()
 
 
 @pytest.mark.parametrize("level", ["row", "table"])

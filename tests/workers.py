@@ -593,3 +593,20 @@ def stock_write_under_our_merge(start, path, sql, writing):
     conn.execute("COMMIT")
     conn.close()
     return "committed"
+
+
+@_report_errors
+def prune_markers(start, path, ready):
+    """Prune commit markers as a process does after every so many commits; sets ``ready``
+    once its connection is open, prunes once ``start`` is set."""
+    from sqlite_concurrent.engine import database
+
+    conn = sqlite_concurrent.connect(path)
+    conn.execute("SELECT count(*) FROM t").fetchall()
+    ready.set()
+    start.wait()
+    db = conn._db
+    db.merges = database._MARKER_PRUNE_EVERY - 1  # this commit's housekeeping prunes
+    db.after_merge()
+    conn.close()
+    return "pruned"

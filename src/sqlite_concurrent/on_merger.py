@@ -161,7 +161,7 @@ class OnMerger:
         finally:
             waits.forget(txn_id)
             waits.wake(self._txns.db.lockdb, self._txns.db.lockdb.end(txn_id))
-        self._txns.after_merge(txn_id)
+        self._txns.after_merge()
         return result
 
     def become_exclusive(self) -> None:
@@ -287,7 +287,7 @@ class OnMerger:
             # transaction holding an older snapshot must learn of it.
             self._txns.db.lockdb.bump_all_versions_if_table_level(self._owner._merger)
         if committed:
-            self._txns.after_merge(txn.txn_id)
+            self._txns.after_merge()
 
 
 def _open_direct(txns: Transactions) -> Callable[[], direct.DirectTransaction | None]:

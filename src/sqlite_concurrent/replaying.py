@@ -69,7 +69,7 @@ class Replays:
         self._txns.chooser.replayed(conflict)
         # As after a direct transaction (``Transactions.finish_exclusive``).
         self._txns.db.lockdb.bump_all_versions_if_table_level(self._owner._merger)
-        self._txns.after_merge(txn.txn_id)
+        self._txns.after_merge()
 
     def _replay(self, script: rerun.Script, txn: WriteTransaction) -> exclusive.Exclusive | None:
         """Take the merge lock and run ``script`` again on the merger, in a write transaction

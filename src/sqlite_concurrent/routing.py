@@ -361,8 +361,9 @@ class Router:
         """Run one autocommit DML statement straight on the merger (architecture.md, "A commit,
         straight down"): no snapshot, overlay or session, since there is no think time to overlap.
 
-        Same marker as any commit.  If it touched a row (or table) that a live transaction has
-        locked, it is undone and ``False`` returned: the normal path then waits for the lock.
+        Its own process commits it, so it needs no commit marker.  If it touched a row (or
+        table) that a live transaction has locked, it is undone and ``False`` returned: the
+        normal path then waits for the lock.
         Page-level transactions need nothing: they validate against the frames it appends.
         While table-level transactions are live it is not taken at all: their locks cover
         tables (WITHOUT ROWID ones included) that the update hook cannot report.
@@ -370,7 +371,6 @@ class Router:
         lockdb = self._owner._db.lockdb
         if lockdb.fast_path_closed():
             return False
-        txn_id = lockdb.next_id()  # one that falls back to a transaction is skipped
         self._owner._deferral.end()  # a write transaction of its own (or one that follows)
         touched: dict[str, list[int]] = {}  # rows updated or deleted, by table
         written: set[str] = set()
@@ -414,7 +414,7 @@ class Router:
             self._fast_rows = None
         # One may have begun meanwhile, its snapshot perhaps before this commit.
         self._owner._db.lockdb.bump_versions_if_table_level(written)
-        self._txns.after_merge(txn_id)
+        self._txns.after_merge()
         if failed is not None:
             raise failed
         return True

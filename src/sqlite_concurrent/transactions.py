@@ -290,7 +290,7 @@ class Transactions:
             assert script is not None
             self.replays.run_again(script, txn, conflict)
         elif pending is not None:
-            self.after_merge(pending.txn_id)
+            self.after_merge()
 
     def end(self, txn: WriteTransaction, committed: bool) -> None:
         """End ``txn``.  Once it committed, the commit stands: failing to release its locks
@@ -308,20 +308,20 @@ class Transactions:
                 translate(e) if isinstance(e, apsw.Error) else e,
             )
 
-    def after_merge(self, txn_id: int) -> None:
+    def after_merge(self) -> None:
         """Housekeeping after a commit.  The commit has happened: nothing here may make
         ``commit()`` look as if it failed, so errors are logged, not raised."""
         try:
-            self._housekeeping(txn_id)
+            self._housekeeping()
         except (apsw.Error, OSError) as e:
             log.warning("sqlite_concurrent: post-commit housekeeping failed: %s", e)
 
-    def _housekeeping(self, txn_id: int) -> None:
+    def _housekeeping(self) -> None:
         if self._owner._reader_cursors:
             for cursor in list(self._owner._reader_cursors):
                 cursor._materialise()
             self._owner._reader_cursors.clear()
-        self.db.after_merge(txn_id)
+        self.db.after_merge()
 
 
 def _backoff_jitter(attempt: int) -> None:

@@ -788,9 +788,21 @@ def decode_conflict(data: bytes | None) -> ConflictError:
     return ConflictError(message, table=table, key=None if key is None else tuple(key), kind=kind)
 
 
-def prune_markers(conn: apsw.Connection, lock: oslock.ByteLock, below: int) -> None:
-    """Forget the commit markers of transactions that can no longer be in doubt."""
+def prune_markers(conn: apsw.Connection, lock: oslock.ByteLock, locks: apsw.Connection) -> None:
+    """Forget the commit markers of transactions that can no longer be in doubt: those gone
+    from the lock database ``locks``.
+
+    Which ones are still there is read under the merge lock, under which every marker is
+    written: a transaction that registers later gets its marker later.  Its id says nothing,
+    since ids are reserved in blocks per process: one read before the lock, or bounded by an
+    id of this process, let a marker go while its transaction was still in doubt, and an
+    owner that then found its merger dead applied it a second time.
+    """
     if not has_marker_table(conn):
         return
     with lock:
-        conn.execute(f"DELETE FROM {MARKER_TABLE} WHERE txn_id < ?", (below,))
+        (oldest,) = locks.execute("SELECT min(txn_id) FROM transactions").fetchone()
+        if oldest is None:
+            conn.execute(f"DELETE FROM {MARKER_TABLE}")
+        else:
+            conn.execute(f"DELETE FROM {MARKER_TABLE} WHERE txn_id < ?", (oldest,))

@@ -177,15 +177,12 @@ class SharedDatabase:
             self.merger_fsyncs = int(_value(self.merger, "PRAGMA synchronous")) >= 2
         return self.merger_fsyncs
 
-    def after_merge(self, txn_id: int) -> None:
+    def after_merge(self) -> None:
         """After a commit, outside the merge lock: checkpoint if due, prune old markers."""
         self.checkpointer.after_merge(self.page_size)
         self.merges += 1
         if self.merges % _MARKER_PRUNE_EVERY == 0:
-            # Markers only matter while their transaction can be in doubt, i.e. while it is
-            # still in the lock database.
-            oldest = _value(self.lockdb.conn, "SELECT min(txn_id) FROM transactions")
-            merge.prune_markers(self.merger, self.merge_lock, min(oldest or txn_id, txn_id))
+            merge.prune_markers(self.merger, self.merge_lock, self.lockdb.conn)
 
 
 def let_go(
