@@ -51,13 +51,12 @@ class OnMerger:
         # Everything that can be done before the merge lock is: others wait while it is held.
         defer = self._owner._deferral.take()
         txn = direct.DirectTransaction(
-            self._txns.db.lockdb.next_id(),
             level=self._owner._level,
             lockdb=self._txns.db.lockdb,
             begun_by_savepoint=by_savepoint,
             defer_foreign_keys=defer,
         )
-        excl = self.take_merger(txn.txn_id, immediate=immediate)
+        excl = self.take_merger(immediate=immediate)
         if excl is None:
             if self._owner.mode == "direct":
                 raise oslock.HeldByThisThreadError
@@ -71,14 +70,13 @@ class OnMerger:
         crashpoints.reach("direct.begun")
         return True
 
-    def take_merger(self, txn_id: int, *, immediate: bool) -> exclusive.Exclusive | None:
+    def take_merger(self, *, immediate: bool) -> exclusive.Exclusive | None:
         """The merge lock (first come, first served) and a write transaction on the merger;
         ``None`` if the lock is this thread's already (another connection's transaction)."""
         try:
             return exclusive.Exclusive(
                 self._owner._merger,
                 self._txns.db.merge_lock,
-                txn_id,
                 None,
                 enforce_foreign_keys=merge.foreign_keys(self._owner._reader),
                 # The write lock from the start, so that no writer outside ours (Litestream,
@@ -212,7 +210,6 @@ class OnMerger:
             excl = exclusive.Exclusive(
                 self._owner._merger,
                 self._txns.db.merge_lock,
-                txn.txn_id,
                 pending,
                 txn.saved,
                 enforce_foreign_keys=merge.foreign_keys(self._owner._reader),

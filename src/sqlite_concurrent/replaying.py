@@ -81,7 +81,7 @@ class Replays:
         """
         if self._txns.db.lockdb.fast_path_closed() or self._txns.other_open_here():
             return None
-        excl = self._txns.on_merger.take_merger(txn.txn_id, immediate=False)
+        excl = self._txns.on_merger.take_merger(immediate=False)
         if excl is None:
             return None
         if self._txns.on_merger.closed_to_direct():
@@ -183,7 +183,7 @@ class Replays:
         """The optimistic ``txn`` has ended; its work so far is on the merger in ``excl``:
         the transaction goes on there, directly."""
         moved = direct.DirectTransaction(
-            txn.txn_id,
+            txn_id=txn.txn_id,
             level=self._owner._level,
             lockdb=self._txns.db.lockdb,
             begun_by_savepoint=False,  # a savepoint would have stopped the recording

@@ -50,8 +50,8 @@ class Transactions:
     def __init__(self, owner: Connection, mode: str) -> None:
         self._owner = exiting.weak_proxy(owner)  # no reference cycle (see exiting.py)
         # The open transaction.  A direct one is a ``direct.DirectTransaction``, typed as this:
-        # while ``exclusive`` is set, only what both have (``txn_id``, ``savepoints``,
-        # ``saved``, ``defer_foreign_keys``, ``end``) is used.
+        # while ``exclusive`` is set, only what both have (``savepoints``, ``saved``,
+        # ``defer_foreign_keys``, ``end``) is used.
         self.txn: WriteTransaction | None = None
         self.exclusive: exclusive.Exclusive | None = None  # the open transaction went exclusive
         # A conflict or lock timeout rolled the application's open transaction back: until

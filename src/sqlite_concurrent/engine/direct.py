@@ -72,13 +72,16 @@ class DirectTransaction:
 
     def __init__(
         self,
-        txn_id: int,
         *,
+        txn_id: int | None = None,
         level: Level,
         lockdb: LockDB,
         begun_by_savepoint: bool,
         defer_foreign_keys: bool,
     ) -> None:
+        # Drawn only if it is shown: a direct transaction appears nowhere else, and drawing one
+        # each time made every 64th write to the lock database, whose changed header then cost
+        # every other process a query at its next direct transaction.
         self.txn_id = txn_id
         self.level = level
         self._lockdb = lockdb
@@ -96,6 +99,8 @@ class DirectTransaction:
         """From the publisher's thread (:class:`Watch`), ``SHOW_AFTER`` after it began."""
         with self._mutex:
             if self._state == "open":
+                if self.txn_id is None:
+                    self.txn_id = self._lockdb.next_id()
                 lockdb().show_direct(self.txn_id, self.level.name, self.began_at)
                 self._state = "shown"
 
@@ -104,4 +109,5 @@ class DirectTransaction:
             shown = self._state == "shown"
             self._state = "ended"
         if shown:
+            assert self.txn_id is not None
             waits.wake(self._lockdb, self._lockdb.end(self.txn_id))

@@ -41,7 +41,6 @@ class Exclusive:
         self,
         conn: apsw.Connection,
         lock: oslock.ByteLock,
-        txn_id: int,
         pending: merge.Pending | None,
         saved: savepoints.Saved | None = None,
         *,
@@ -58,7 +57,6 @@ class Exclusive:
         ``reads``: pages that must not have changed since the snapshot they were read in,
         checked once the write transaction has begun (:class:`ConflictError` otherwise)."""
         self.conn = conn
-        self.txn_id = txn_id
         self._lock = lock
         # Whether the other connections must read the schema again when it ends: always
         # for an exclusive operation; a direct transaction says when a statement may have.
