@@ -610,3 +610,18 @@ def prune_markers(start, path, ready):
     db.after_merge()
     conn.close()
     return "pruned"
+
+
+@_report_errors
+def take_merge_lock(start, path, spin, one_cpu=False):
+    """Take and release the merge lock of the database at ``path``, spinning for up to
+    ``spin`` seconds first; with ``one_cpu``, on one CPU only."""
+    from sqlite_concurrent.locking import oslock
+
+    if one_cpu:
+        os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})
+    lock = oslock.ByteLock(path + "-locks", oslock.MERGE, spin=spin)
+    start.wait()
+    lock.acquire()
+    lock.release()
+    return "taken"

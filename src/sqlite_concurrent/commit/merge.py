@@ -48,8 +48,14 @@ _KINDS = {
 _APPLY_FLAGS = apsw.SQLITE_CHANGESETAPPLY_FKNOACTION
 
 
+# How long the next waiter for the merge lock spins before it sleeps: with 8 writers of
+# one-row transactions at think 0, 300 us gave 1.4x the commits of sleeping at once, and
+# 1 ms or 3 ms no more (benchmarks/contention.py, docs/benchmarks.md).
+MERGE_SPIN = 0.0003
+
+
 def merge_lock(locks_path: str) -> oslock.ByteLock:
-    return oslock.ByteLock(locks_path, oslock.MERGE)
+    return oslock.ByteLock(locks_path, oslock.MERGE, spin=MERGE_SPIN)
 
 
 @dataclass(frozen=True)

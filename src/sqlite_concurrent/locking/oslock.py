@@ -25,10 +25,12 @@ two processes ever lock different files under one name.
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import os
 import struct
 import threading
+import time
 
 from ..errors import OperationalError
 from ..storage import sidecar
@@ -46,6 +48,8 @@ LOCKDB = 1
 SNAPSHOT_GATE = 2
 PRESENCE = 3
 QUARANTINE = 4  # held while a damaged lock database is moved aside (lockdb_health)
+SPINNER = 5  # held by the one waiter for the merge lock that spins (ByteLock.acquire)
+
 
 _fds: dict[tuple[int, str], int] = {}
 # Bumped in a forked child and when a descriptor is closed: ByteLocks look theirs up again.
@@ -192,6 +196,17 @@ def held_elsewhere(path: str, slot: int) -> bool:
 _probes: dict[int, bytes] = {}  # slot -> packed F_OFD_GETLK request
 
 
+def _try(fd: int, request: bytes) -> bool:
+    """Take a lock if nothing conflicts; never waits."""
+    try:
+        fcntl.fcntl(fd, _F_OFD_SETLK, request)
+    except OSError as e:
+        if e.errno in (errno.EAGAIN, errno.EACCES):
+            return False
+        raise
+    return True
+
+
 class HeldByThisThreadError(OperationalError):
     """The lock is held by the calling thread itself (through another connection), so
     waiting for it could never end: SQLite's answer to the same situation."""
@@ -203,9 +218,13 @@ class HeldByThisThreadError(OperationalError):
 
 
 class ByteLock:
-    """An exclusive lock on one byte of ``path``, shared by threads and processes alike."""
+    """An exclusive lock on one byte of ``path``, shared by threads and processes alike.
 
-    def __init__(self, path: str, slot: int) -> None:
+    ``spin``: seconds one waiter at a time (across processes) keeps trying before it sleeps
+    (:meth:`acquire`); 0 sleeps at once.
+    """
+
+    def __init__(self, path: str, slot: int, *, spin: float = 0.0) -> None:
         self.path = path
         self.offset = _BASE + slot
         self._key = (path, slot)
@@ -215,6 +234,10 @@ class ByteLock:
         self._exclusive = flock_struct(fcntl.F_WRLCK, self.offset)
         self._shared = flock_struct(fcntl.F_RDLCK, self.offset)
         self._unlock = flock_struct(fcntl.F_UNLCK, self.offset)
+        # Spinning pays only where the holder runs on another CPU meanwhile.
+        self._spin = spin if spin and len(os.sched_getaffinity(0)) > 1 else 0.0
+        self._spinner = flock_struct(fcntl.F_WRLCK, _BASE + SPINNER)
+        self._spinner_done = flock_struct(fcntl.F_UNLCK, _BASE + SPINNER)
         self._fd_generation = -1
         self._fd = -1
 
@@ -234,13 +257,38 @@ class ByteLock:
             raise HeldByThisThreadError
         self._mutex.acquire()
         try:
-            fcntl.fcntl(
-                self._descriptor(), _F_OFD_SETLKW, self._shared if shared else self._exclusive
-            )
+            fd = self._descriptor()
+            if shared or not self._spin or not self._spun(fd):
+                fcntl.fcntl(fd, _F_OFD_SETLKW, self._shared if shared else self._exclusive)
         except BaseException:
             self._mutex.release()
             raise
         _holders[self._key] = me
+
+    def _spun(self, fd: int) -> bool:
+        """Whether the lock was taken without sleeping: it was free, or this process is the
+        one waiter that spins and it came free within ``spin`` seconds.
+
+        A waiter that sleeps starts running again only some tens of microseconds after the
+        release, and one after a hand-off runs its whole transaction with cold caches: with
+        short transactions the lock sat free, or a holder ran slow, for most of each hand-off.
+        The spinner takes the lock the moment it is released, on another CPU, while the
+        releaser goes on with what it does outside the lock.  One spinner at most, so the
+        others still sleep in the kernel, and each spin is bounded: no wait is longer, and
+        none gains a poll interval (docs/architecture.md, "Locks and waiting").
+        """
+        if _try(fd, self._exclusive):
+            return True
+        if not _try(fd, self._spinner):
+            return False
+        try:
+            deadline = time.perf_counter() + self._spin
+            while time.perf_counter() < deadline:
+                if _try(fd, self._exclusive):
+                    return True
+            return False
+        finally:
+            fcntl.fcntl(fd, _F_OFD_SETLK, self._spinner_done)
 
     def acquire_in_process(self) -> None:
         """Exclude this process's other threads only: for reading, in one SQLite read
