@@ -171,6 +171,24 @@ def test_each_mode_commits_and_rolls_back_like_the_stdlib(db_path, mode):
     conn.close()
 
 
+def test_direct_transactions_write_nothing_to_the_lock_database(db_path):
+    """Not even an id: the lock database's header would change with each write, and every
+    other process's next direct transaction would read it again instead of one ``pread``."""
+    conn = sqlite_concurrent.connect(db_path)
+    conn.execute("CREATE TABLE t (id INTEGER PRIMARY KEY, v INTEGER)")
+    conn.execute("INSERT INTO t VALUES (1, 0)")
+    conn.commit()
+    sequence = "SELECT seq FROM sqlite_sequence WHERE name = 'transactions'"
+    before = lock_rows(db_path, sequence)
+    for _ in range(200):  # past the 64 ids a process reserves at a time
+        with conn:
+            conn.execute("UPDATE t SET v = v + 1")
+    assert lock_rows(db_path, sequence) == before
+    assert conn.ways["direct"] == 201
+    assert conn.execute("SELECT v FROM t").fetchone() == (200,)
+    conn.close()
+
+
 def test_a_second_connection_of_the_thread_runs_optimistically(db_path):
     """A's direct transaction holds the merge lock: B, in the same thread, must not wait for
     it (it never ends); B runs optimistically, and its commit fails as the stdlib's would
