@@ -799,10 +799,10 @@ def prune_markers(conn: apsw.Connection, lock: oslock.ByteLock, locks: apsw.Conn
     from the lock database ``locks``.
 
     Which ones are still there is read under the merge lock, under which every marker is
-    written: a transaction that registers later gets its marker later.  Its id says nothing,
-    since ids are reserved in blocks per process: one read before the lock, or bounded by an
-    id of this process, let a marker go while its transaction was still in doubt, and an
-    owner that then found its merger dead applied it a second time.
+    written: a transaction that registers later gets its marker later.  Ids say nothing about
+    it, since they are reserved in blocks per process: a bound read before the lock, or taken
+    from an id of this process, can let a marker go while its transaction is still in doubt,
+    and an owner that then finds its merger dead would apply it a second time.
     """
     if not has_marker_table(conn):
         return

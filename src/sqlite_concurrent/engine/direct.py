@@ -79,9 +79,9 @@ class DirectTransaction:
         begun_by_savepoint: bool,
         defer_foreign_keys: bool,
     ) -> None:
-        # Drawn only if it is shown: a direct transaction appears nowhere else, and drawing one
-        # each time made every 64th write to the lock database, whose changed header then cost
-        # every other process a query at its next direct transaction.
+        # Drawn only if it is shown: a direct transaction appears nowhere else, and ids are
+        # reserved with a write to the lock database, whose changed header costs every other
+        # process a query at its next direct transaction.
         self.txn_id = txn_id
         self.level = level
         self._lockdb = lockdb

@@ -50,7 +50,6 @@ PRESENCE = 3
 QUARANTINE = 4  # held while a damaged lock database is moved aside (lockdb_health)
 SPINNER = 5  # held by the one waiter for the merge lock that spins (ByteLock.acquire)
 
-
 _fds: dict[tuple[int, str], int] = {}
 # Bumped in a forked child and when a descriptor is closed: ByteLocks look theirs up again.
 _generation = 0
