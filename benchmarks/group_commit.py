@@ -27,7 +27,8 @@ import apsw
 from _together import run_together
 
 import sqlite_concurrent
-from sqlite_concurrent import crashpoints, recovery
+from sqlite_concurrent import crashpoints
+from sqlite_concurrent.engine import recovery
 from sqlite_concurrent.locking import oslock
 
 SPAWN = multiprocessing.get_context("spawn")

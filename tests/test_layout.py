@@ -1,5 +1,6 @@
 """The package's layout as docs/architecture.md states it: the library never imports the command
-line, and no library modules import each other in a circle.
+line, and no library modules import each other in a circle.  And every benchmark script still
+finds what it imports from the library.
 
 Imports are read from the source with ``ast``, including those inside functions (a lazy import
 is a dependency all the same); imports under ``if TYPE_CHECKING:`` are left out, as they never run.
@@ -11,6 +12,8 @@ import ast
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
 
 import sqlite_concurrent
 
@@ -222,3 +225,23 @@ def test_using_the_library_loads_no_command_line(tmp_path):
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
     )
     assert done.stdout.strip() == "[]"
+
+
+BENCHMARKS = sorted(
+    p for p in (Path(__file__).parent.parent / "benchmarks").glob("*.py") if p.name[0] != "_"
+)
+
+
+@pytest.mark.parametrize("script", BENCHMARKS, ids=lambda p: p.name)
+@pytest.mark.timeout(60)
+def test_every_benchmark_imports_and_describes_itself(script):
+    """A benchmark is not run in CI: at least what it imports from the library must exist."""
+    ran = subprocess.run(
+        [sys.executable, script.name, "--help"],
+        cwd=script.parent,
+        capture_output=True,
+        text=True,
+        timeout=50,
+    )
+    assert ran.returncode == 0, ran.stderr
+    assert "usage:" in ran.stdout
