@@ -47,9 +47,9 @@ def _spinning(path: str) -> bool:
     return (False, SPINNER) in _locks(path)
 
 
-def _waiter(db: str, spin: float, one_cpu: bool = False):
+def _waiter(db: str, spin: float, one_cpu: bool = False, held_for: float = 0.0):
     start, queue = SPAWN.Event(), SPAWN.Queue()
-    proc = SPAWN.Process(target=take_merge_lock, args=(start, queue, db, spin, one_cpu))
+    proc = SPAWN.Process(target=take_merge_lock, args=(start, queue, db, spin, one_cpu, held_for))
     proc.start()
     start.set()
     return proc, queue, start  # the child unpickles ``start`` later: it must outlive this
@@ -99,6 +99,21 @@ def test_on_one_cpu_a_waiter_sleeps_at_once(db):
     holder.acquire()
     try:
         waiter = _waiter(db, spin=100.0, one_cpu=True)
+        wait_until(lambda: _sleeping(locks) == 1, "the waiter sleeps in the kernel")
+        assert not _spinning(locks)
+    finally:
+        holder.release()
+    _finish([waiter])
+
+
+def test_a_waiter_whose_holds_outlast_a_spin_sleeps_at_once(db):
+    """Holds that long (a commit that fsyncs) would outlast the spin, and the spinner and the
+    holder would pass the lock between them while the others sleep."""
+    locks = db + "-locks"
+    holder = oslock.ByteLock(locks, oslock.MERGE)
+    holder.acquire()
+    try:
+        waiter = _waiter(db, spin=100.0, held_for=100.0)
         wait_until(lambda: _sleeping(locks) == 1, "the waiter sleeps in the kernel")
         assert not _spinning(locks)
     finally:

@@ -613,14 +613,16 @@ def prune_markers(start, path, ready):
 
 
 @_report_errors
-def take_merge_lock(start, path, spin, one_cpu=False):
+def take_merge_lock(start, path, spin, one_cpu=False, held_for=0.0):
     """Take and release the merge lock of the database at ``path``, spinning for up to
-    ``spin`` seconds first; with ``one_cpu``, on one CPU only."""
+    ``spin`` seconds first; with ``one_cpu``, on one CPU only; ``held_for``: how long this
+    process's earlier holds of the lock took, on average."""
     from sqlite_concurrent.locking import oslock
 
     if one_cpu:
         os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})
     lock = oslock.ByteLock(path + "-locks", oslock.MERGE, spin=spin)
+    lock._hold = held_for
     start.wait()
     lock.acquire()
     lock.release()

@@ -235,6 +235,11 @@ class ByteLock:
         self._unlock = flock_struct(fcntl.F_UNLCK, self.offset)
         # Spinning pays only where the holder runs on another CPU meanwhile.
         self._spin = spin if spin and len(os.sched_getaffinity(0)) > 1 else 0.0
+        # How long this process holds the lock, a moving average: holds as long as a spin
+        # (a commit that fsyncs) would mostly outlast it, and two processes would pass the
+        # lock between them while the others sleep.
+        self._hold = 0.0
+        self._acquired_at = 0.0
         self._spinner = flock_struct(fcntl.F_WRLCK, _BASE + SPINNER)
         self._spinner_done = flock_struct(fcntl.F_UNLCK, _BASE + SPINNER)
         self._fd_generation = -1
@@ -257,12 +262,13 @@ class ByteLock:
         self._mutex.acquire()
         try:
             fd = self._descriptor()
-            if shared or not self._spin or not self._spun(fd):
+            if shared or not self._spin or self._hold * 3 > self._spin or not self._spun(fd):
                 fcntl.fcntl(fd, _F_OFD_SETLKW, self._shared if shared else self._exclusive)
         except BaseException:
             self._mutex.release()
             raise
         _holders[self._key] = me
+        self._acquired_at = time.perf_counter()
 
     def _spun(self, fd: int) -> bool:
         """Whether the lock was taken without sleeping: it was free, or this process is the
@@ -320,9 +326,12 @@ class ByteLock:
             self._mutex.release()
             return False
         _holders[self._key] = threading.get_ident()
+        self._acquired_at = time.perf_counter()
         return True
 
     def release(self) -> None:
+        if self._spin:
+            self._hold += (time.perf_counter() - self._acquired_at - self._hold) * 0.25
         _holders.pop(self._key, None)
         try:
             fcntl.fcntl(self._descriptor(), _F_OFD_SETLK, self._unlock)
