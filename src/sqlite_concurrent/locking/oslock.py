@@ -275,10 +275,10 @@ class ByteLock:
         one waiter that spins and it came free within ``spin`` seconds.
 
         A waiter that sleeps starts running again only some tens of microseconds after the
-        release, and one after a hand-off runs its whole transaction with cold caches: with
-        short transactions the lock sat free, or a holder ran slow, for most of each hand-off.
-        The spinner takes the lock the moment it is released, on another CPU, while the
-        releaser goes on with what it does outside the lock.  One spinner at most, so the
+        release, and then runs its whole transaction with cold caches: with short
+        transactions, the lock would sit free, or its holder run slow, for most of each
+        hand-off.  The spinner takes the lock the moment it is released, on another CPU, while
+        the releaser goes on with what it does outside the lock.  One spinner at most, so the
         others still sleep in the kernel, and each spin is bounded: no wait is longer, and
         none gains a poll interval (docs/architecture.md, "Locks and waiting").
         """
