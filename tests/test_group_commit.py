@@ -125,9 +125,9 @@ def _start(
 _keep: list = []
 
 
-@pytest.mark.parametrize("group_commit", [True, False])
-def test_waiting_transactions_commit_together(db, group_commit):
-    keeper = _empty_wal_kept(db)
+def _four_held_back(db: str, group_commit: bool = True) -> None:
+    """Four writers, each adding 1 to a row of its own, held back by the merge lock the test
+    takes until all four wait to commit (or, not grouped, are running); then they commit."""
     merge_lock = oslock.ByteLock(db + "-locks", oslock.MERGE)
     merge_lock.acquire()
     try:
@@ -145,6 +145,12 @@ def test_waiting_transactions_commit_together(db, group_commit):
     for proc, _ in writers:
         proc.join(30)
         assert proc.exitcode == 0
+
+
+@pytest.mark.parametrize("group_commit", [True, False])
+def test_waiting_transactions_commit_together(db, group_commit):
+    keeper = _empty_wal_kept(db)
+    _four_held_back(db, group_commit)
     conn = stock_apsw(db)
     assert conn.execute("SELECT id, v FROM t WHERE v != 0 ORDER BY id").fetchall() == [
         (i, 1) for i in range(4)
@@ -184,16 +190,8 @@ def test_a_marker_outlives_a_prune_that_began_before_its_transaction_registered(
     a transaction registers and another process commits it must keep that marker, whatever
     the transaction's id (ids are reserved in blocks per process, so a later one can be
     lower); the markers of transactions that have ended go."""
+    _four_held_back(db)
     merge_lock = oslock.ByteLock(db + "-locks", oslock.MERGE)
-    merge_lock.acquire()
-    try:
-        writers = [_start(db, [i]) for i in range(4)]
-        wait_until(lambda: _ready(db) == 4, "all four wait to commit")
-    finally:
-        merge_lock.release()
-    assert [q.get(timeout=60) for _, q in writers] == ["ok"] * 4
-    for proc, _ in writers:
-        proc.join(30)
     conn = stock_apsw(db)
     markers = f"SELECT txn_id FROM {merge.MARKER_TABLE}"
     assert len(conn.execute(markers).fetchall()) == 3  # committed by a merger for the others

@@ -62,6 +62,21 @@ def _finish(waiters) -> None:
         assert proc.exitcode == 0
 
 
+def _sleeps_without_spinning(db: str, what: str, **waiter) -> None:
+    """With the test holding the merge lock, one waiter (``waiter``: its arguments) ends up
+    asleep in the kernel and holds no spinner's byte; it takes the lock once released."""
+    locks = db + "-locks"
+    holder = oslock.ByteLock(locks, oslock.MERGE)
+    holder.acquire()
+    try:
+        waiter_ = _waiter(db, **waiter)
+        wait_until(lambda: _sleeping(locks) == 1, what)
+        assert not _spinning(locks)
+    finally:
+        holder.release()
+    _finish([waiter_])
+
+
 def test_one_waiter_spins_and_the_others_sleep_in_the_kernel(db):
     locks = db + "-locks"
     holder = oslock.ByteLock(locks, oslock.MERGE)
@@ -80,42 +95,15 @@ def test_one_waiter_spins_and_the_others_sleep_in_the_kernel(db):
 
 
 def test_a_spin_ends_in_the_kernel(db):
-    locks = db + "-locks"
-    holder = oslock.ByteLock(locks, oslock.MERGE)
-    holder.acquire()
-    try:
-        waiter = _waiter(db, spin=0.05)
-        wait_until(lambda: _sleeping(locks) == 1, "the waiter, done spinning, sleeps")
-        assert not _spinning(locks)
-    finally:
-        holder.release()
-    _finish([waiter])
+    _sleeps_without_spinning(db, "the waiter, done spinning, sleeps", spin=0.05)
 
 
 def test_on_one_cpu_a_waiter_sleeps_at_once(db):
     """Spinning there would only keep the holder from running."""
-    locks = db + "-locks"
-    holder = oslock.ByteLock(locks, oslock.MERGE)
-    holder.acquire()
-    try:
-        waiter = _waiter(db, spin=100.0, one_cpu=True)
-        wait_until(lambda: _sleeping(locks) == 1, "the waiter sleeps in the kernel")
-        assert not _spinning(locks)
-    finally:
-        holder.release()
-    _finish([waiter])
+    _sleeps_without_spinning(db, "the waiter sleeps in the kernel", spin=100.0, one_cpu=True)
 
 
 def test_a_waiter_whose_holds_outlast_a_spin_sleeps_at_once(db):
     """Holds that long (a commit that fsyncs) would outlast the spin, and the spinner and the
     holder would pass the lock between them while the others sleep."""
-    locks = db + "-locks"
-    holder = oslock.ByteLock(locks, oslock.MERGE)
-    holder.acquire()
-    try:
-        waiter = _waiter(db, spin=100.0, held_for=100.0)
-        wait_until(lambda: _sleeping(locks) == 1, "the waiter sleeps in the kernel")
-        assert not _spinning(locks)
-    finally:
-        holder.release()
-    _finish([waiter])
+    _sleeps_without_spinning(db, "the waiter sleeps in the kernel", spin=100.0, held_for=100.0)

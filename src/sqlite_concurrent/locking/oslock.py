@@ -268,7 +268,8 @@ class ByteLock:
             self._mutex.release()
             raise
         _holders[self._key] = me
-        self._acquired_at = time.perf_counter()
+        if self._spin:  # the one lock that spins keeps the time: every other is on hot paths
+            self._acquired_at = time.perf_counter()
 
     def _spun(self, fd: int) -> bool:
         """Whether the lock was taken without sleeping: it was free, or this process is the
@@ -326,7 +327,8 @@ class ByteLock:
             self._mutex.release()
             return False
         _holders[self._key] = threading.get_ident()
-        self._acquired_at = time.perf_counter()
+        if self._spin:
+            self._acquired_at = time.perf_counter()
         return True
 
     def release(self) -> None:
