@@ -116,6 +116,21 @@ def hold_in_child(path: str, statements: list[str], mode: str | None = None):
     return proc, queue, proceed
 
 
+def merge_lock_awaited(path: str) -> bool:
+    """Whether a process waits in the kernel for the merge lock of the database at ``path``:
+    /proc/locks lists a blocked request with ``->``."""
+    from sqlite_concurrent.locking import oslock
+
+    inode = os.stat(path + "-locks").st_ino
+    merge_byte = oslock.offset(oslock.MERGE)
+    with open("/proc/locks") as f:
+        rows = [line.split() for line in f]
+    return any(
+        len(r) > 7 and r[1] == "->" and r[6].endswith(f":{inode}") and int(r[7]) == merge_byte
+        for r in rows
+    )
+
+
 def in_thread(fn):
     """Run ``fn`` in a thread; returns (thread, done event, outcome list)."""
     done, outcome = threading.Event(), []

@@ -17,7 +17,7 @@ import struct
 import time
 
 import pytest
-from conftest import SPAWN, integrity_ok, lock_rows, stock_apsw, wait_until
+from conftest import SPAWN, integrity_ok, lock_rows, merge_lock_awaited, stock_apsw, wait_until
 from workers import commit_rows, prune_markers
 
 import sqlite_concurrent
@@ -171,19 +171,6 @@ def test_waiting_transactions_commit_together(db, group_commit):
     assert integrity_ok(db)
 
 
-def _merge_lock_awaited(path: str) -> bool:
-    """Whether a process waits in the kernel for the merge lock: /proc/locks lists a blocked
-    request with ``->``."""
-    inode = os.stat(path + "-locks").st_ino
-    merge_byte = oslock.offset(oslock.MERGE)
-    with open("/proc/locks") as f:
-        rows = [line.split() for line in f]
-    return any(
-        len(r) > 7 and r[1] == "->" and r[6].endswith(f":{inode}") and int(r[7]) == merge_byte
-        for r in rows
-    )
-
-
 def test_a_marker_outlives_a_prune_that_began_before_its_transaction_registered(db):
     """A marker is what tells an owner whose merger died that its transaction committed; gone
     too early, the owner applies it a second time.  A prune waiting for the merge lock while
@@ -206,7 +193,7 @@ def test_a_marker_outlives_a_prune_that_began_before_its_transaction_registered(
     merge_lock.acquire()
     try:
         start.set()
-        wait_until(lambda: _merge_lock_awaited(db), "the pruner waits for the merge lock")
+        wait_until(lambda: merge_lock_awaited(db), "the pruner waits for the merge lock")
         # Registered now, committed for its owner by a merger holding the merge lock, and the
         # owner has not heard yet: in doubt until it ends in the lock database.
         locks.grants.register(in_doubt, "row", time.time())

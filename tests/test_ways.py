@@ -20,15 +20,18 @@ from conftest import (
     hold_in_child,
     in_thread,
     lock_rows,
+    merge_lock_awaited,
     run_workers,
     stock_apsw,
     wait_until,
 )
+from stdlib_steps import same_as_stdlib
 from way_workers import counter, order_with_lines, transact_counter, write_then_read_back
 from workers import stock_write_under_our_merge
 
 import sqlite_concurrent
 from sqlite_concurrent import ConflictError, OperationalError, ProgrammingError
+from sqlite_concurrent.engine import ways
 
 WRITERS, COUNT = 4, 150
 
@@ -187,6 +190,67 @@ def test_direct_transactions_write_nothing_to_the_lock_database(db_path):
     assert conn.ways["direct"] == 201
     assert conn.execute("SELECT v FROM t").fetchone() == (200,)
     conn.close()
+
+
+def test_a_wait_for_the_merge_lock_is_not_part_of_the_body(db_path):
+    """A direct transaction's body begins once it has the merge lock: a short shape whose
+    transactions each slept milliseconds behind another process's stays direct (counted as
+    waiting, the third such wait would move it to the optimistic path)."""
+    _schema(db_path)
+    conn = sqlite_concurrent.connect(db_path, check_same_thread=False)
+    update = "UPDATE c SET n = n + 1 WHERE id = 1"
+
+    def one() -> None:
+        with conn:
+            conn.execute(update)
+
+    one()
+    for _ in range(4):
+        holder, queue, proceed = hold_in_child(
+            db_path, ["INSERT INTO log (who) VALUES (0)"], mode="direct"
+        )
+        began = time.monotonic()
+        thread, done, outcome = in_thread(one)
+        wait_until(lambda: merge_lock_awaited(db_path), "the writer sleeps for the merge lock")
+        while time.monotonic() - began < 5 * ways.DIRECT_BELOW:  # a wait of 5 ms at least
+            time.sleep(ways.DIRECT_BELOW)
+        proceed.set()
+        assert queue.get(timeout=60) == "committed"
+        holder.join(60)
+        assert done.wait(60) and outcome == [("ok", None)], outcome
+        thread.join()
+    assert dict(conn.ways) == {"direct": 5}
+    assert conn.execute("SELECT n FROM c").fetchone() == (5,)
+    conn.close()
+
+
+def test_a_statement_run_again_directly_reports_what_the_stdlibs_does(tmp_path):
+    """From its second run on, a direct transaction's DML runs by the short way for DML the
+    merger ran before (``StatementRunner.run_plain_dml``): the same row counts, row ids,
+    counters (triggers' rows included), and errors as the stdlib's, run after run."""
+    insert = "ids:INSERT INTO t (k, v) VALUES (?, ?)"
+    counters = "SELECT changes(), total_changes(), last_insert_rowid()"
+    steps = [
+        "script:CREATE TABLE t (id INTEGER PRIMARY KEY, k TEXT UNIQUE, v INTEGER);"
+        "CREATE TABLE audit (id INTEGER PRIMARY KEY, k TEXT);"
+        "CREATE TRIGGER t_audit AFTER UPDATE ON t BEGIN INSERT INTO audit (k) VALUES (new.k); END;",
+    ]
+    for k in ("a", "b", "a", "c"):  # the second "a" breaks UNIQUE
+        steps += [
+            insert.replace("?, ?", f"'{k}', 1"),
+            "ids:UPDATE t SET v = v + 1 WHERE k <= 'b'",
+            counters,
+            "commit",
+            counters,
+        ]
+    steps += [
+        "ids:DELETE FROM t WHERE v > 2",
+        counters,
+        "commit",
+        "SELECT * FROM t",
+        "SELECT * FROM audit",
+    ]
+    same_as_stdlib(tmp_path, steps)
 
 
 def test_a_second_connection_of_the_thread_runs_optimistically(db_path):

@@ -144,8 +144,9 @@ class SharedBackend:
 
     def end(self, *, commit: bool) -> None:
         txns = self._txns
-        if txns.is_open():
-            self._owner._trace_control("COMMIT" if commit else "ROLLBACK")
+        owner = self._owner
+        if owner._trace is not None and txns.is_open():  # ``_trace_control``, on every commit
+            owner._traced("COMMIT" if commit else "ROLLBACK")
         if txns.aborted is not None:
             txns.end_aborted(commit=commit)
         elif txns.later is not None:

@@ -255,10 +255,12 @@ class OpenBlobs:
         self._blobs.add(blob)
 
     def __bool__(self) -> bool:
-        return bool(self._blobs)
+        # The set's references, live or not yet collected: a WeakSet's own len() runs in
+        # Python, and every statement on the merger asks.
+        return bool(self._blobs.data)
 
     def row_written(self, db: str, table: str, rowid: int) -> None:
-        if not self._blobs:  # on every row a statement writes: the usual case first
+        if not self._blobs.data:  # on every row a statement writes: the usual case first
             return
         for blob in list(self._blobs):
             name, blob_table, _column, row = blob._where

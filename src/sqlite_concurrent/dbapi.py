@@ -354,11 +354,14 @@ class Connection(Hooks):
 
     def _check(self) -> None:
         # ``_check_open``, inlined: every statement comes through here.
-        closed = getattr(self, "_closed", None)
-        if closed:
+        try:
+            closed = self._closed
+        except AttributeError:
+            closed = None
+        if closed is not False:
+            if closed is None:
+                raise ProgrammingError("Base Connection.__init__ not called.")
             raise ProgrammingError("Cannot operate on a closed database.")
-        if closed is None:
-            raise ProgrammingError("Base Connection.__init__ not called.")
         held = self._holding
         if held is not None and held.inherited:
             raise ProgrammingError(

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import weakref
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, TypeVar, cast
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import apsw
 
@@ -61,7 +61,7 @@ class OnMerger:
             if self._owner.mode == "direct":
                 raise oslock.HeldByThisThreadError
             return False
-        if self.closed_to_direct():
+        if self._txns.db.lockdb.fast_path_closed():  # ``closed_to_direct``
             excl.finish(False)
             return False
         self.install_direct(excl, txn)
@@ -106,9 +106,11 @@ class OnMerger:
     def install_direct(self, excl: exclusive.Exclusive, txn: direct.DirectTransaction) -> None:
         """The open transaction is ``txn``, running directly in ``excl``."""
         excl.schema_changed = False
-        self._txns.exclusive = excl
-        self._txns.txn = cast(WriteTransaction, txn)
-        self._watch.began(self._txns.db.publisher)
+        txns = self._txns
+        txns.exclusive = excl
+        txns.txn = txn  # type: ignore[assignment]  # see ``Transactions.txn``
+        if not self._watch.pending:
+            self._watch.began(txns.db.publisher)
 
     def escalate(self) -> bool:
         """Go on directly from this statement, its work so far applied on the merger, if what
@@ -236,9 +238,21 @@ class OnMerger:
     def run_exclusive(
         self, cursor: Cursor, sql: str, parameters: Any, many: bool, kind: str
     ) -> None:
-        assert self._txns.exclusive is not None and self._txns.txn is not None
-        if kind == "exclusive" or statements.may_change_schema(sql):
-            self._txns.exclusive.schema_changed = True
+        excl = self._txns.exclusive
+        assert excl is not None and self._txns.txn is not None
+        runner = self._owner._runner
+        if kind == "dml":  # nearly always, and plainly: what follows is for the rest
+            if sql in runner.plain_dml and not self._owner._open_blobs:
+                merger = excl.conn
+                if runner.plain_dml_fits(merger, many):
+                    try:
+                        runner.run_plain_dml(cursor, merger, sql, parameters)
+                    finally:
+                        if not merger.in_transaction and self._txns.exclusive is not None:
+                            self.finish_exclusive(commit=False)
+                    return
+        elif kind == "exclusive" or statements.may_change_schema(sql):
+            excl.schema_changed = True
         if kind == "release" and self._txns.txn.savepoints.would_end(sql):
             # The merger's transaction began with BEGIN: SQLite would not check the commit
             # this RELEASE is, so it is checked here, before anything is released.

@@ -28,6 +28,7 @@ if TYPE_CHECKING:
     from .dbapi import Connection
 
 _PLAIN_DML: tuple[int, Any] = (-1, None)  # a statement shape: no columns
+_TRIGGERS = apsw.SQLITE_DBCONFIG_ENABLE_TRIGGER
 
 
 class StatementRunner:
@@ -57,6 +58,9 @@ class StatementRunner:
         """Run one statement on ``conn`` (the transaction's own connection when
         ``on_txn_conn``) and leave its results on ``cursor``, as the stdlib's would be."""
         owner = self._owner
+        if sql in self.plain_dml and self.plain_dml_fits(conn, many):
+            self.run_plain_dml(cursor, conn, sql, parameters)
+            return
         if many and kind != "dml":
             raise ProgrammingError("executemany() can only execute DML statements.")
         txn = owner._txns.txn if on_txn_conn else None
@@ -130,6 +134,52 @@ class StatementRunner:
                 cursor._rows_pending = True
             else:
                 cursor._rows = PendingRows(cursor._rows)
+
+    def plain_dml_fits(self, conn: apsw.Connection, many: bool) -> bool:
+        """Whether a statement in :attr:`plain_dml` may run on ``conn`` by
+        :meth:`run_plain_dml`: one run, on the merger, nothing tracing or counting it."""
+        owner = self._owner
+        return (
+            conn is owner._merger
+            and not many
+            and owner._trace is None
+            and not owner._count_changes
+            and owner._private is None
+        )
+
+    def run_plain_dml(
+        self, cursor: Cursor, conn: apsw.Connection, sql: str, parameters: Any
+    ) -> None:
+        """:meth:`run` for a statement of :attr:`plain_dml` (DML without RETURNING that ran on
+        the merger before as one statement, so still one, with no columns and no rows), where
+        :meth:`plain_dml_fits`: what nearly every direct transaction runs, under the merge
+        lock, so only what such a statement needs."""
+        owner = self._owner
+        self._denied.reason = None
+        owner._user_on_merger = True
+        before = None
+        try:
+            if not conn.config(_TRIGGERS, -1):  # ``merge.triggers_on``
+                conn.config(_TRIGGERS, 1)
+            conn.set_last_insert_rowid(owner._last_insert_rowid)
+            before = conn.total_changes()
+            for _ in conn.cursor().execute(sql, parameters):
+                pass
+            cursor._rowcount = conn.changes()
+        except _RUN_ERRORS as e:
+            raise self._error(e, _StatementTrace(owner, sql, None), conn, False)  # noqa: B904
+        finally:
+            owner._user_on_merger = False
+            owner._statement_traced = None
+            if before is not None:
+                self.last_changes = changed = conn.total_changes() - before
+                owner._total_changes += changed
+                owner._changes = conn.changes()
+                owner._last_insert_rowid = rowid = conn.last_insert_rowid()
+        cursor.description = None
+        cursor._lastrowid = rowid
+        cursor._rows = NO_ROWS
+        cursor._on_txn_conn = False
 
     def _after(
         self,

@@ -135,19 +135,19 @@ class Transactions:
         later, self.later = self.later, None
         assert later is not None and self.txn is None
         by_savepoint, immediate = later
-        if (
-            sql is not None
-            and self._may_run_direct(sql, kind, immediate)
-            and self.on_merger.begin_direct(by_savepoint, immediate)
-        ):
-            self.chooser.began(ways.DIRECT, sql)
-            return
+        if sql is not None and self._may_run_direct(sql, kind, immediate):
+            self.chooser.before_merge_lock()
+            if self.on_merger.begin_direct(by_savepoint, immediate):
+                self.chooser.began(ways.DIRECT, sql, started=not self.db.merge_lock.slept)
+                return
         self.begin_optimistic(by_savepoint=by_savepoint, immediate=immediate)
         self.chooser.began(ways.OPTIMISTIC, sql or "")
 
     def _may_run_direct(self, sql: str, kind: str, immediate: bool) -> bool:
         """Whether to run directly from the first statement ``sql`` on."""
-        if kind in ("exclusive", "attach", "detach") or statements.may_change_schema(sql):
+        if kind in ("exclusive", "attach", "detach") or (
+            kind != "dml" and statements.may_change_schema(sql)  # DML never does
+        ):
             return False  # an exclusive operation, or its own kind of statement
         if not self.chooser.prefers_direct(sql, kind, immediate):
             return False
@@ -231,17 +231,20 @@ class Transactions:
         """:raises IntegrityError: deferred foreign keys are violated; still open, as in SQLite."""
         txn = self.txn
         assert txn is not None
-        foreign_keys.check_commit(
-            self._owner._merger if self.exclusive is not None else txn.connection
-        )
+        excl = self.exclusive
+        foreign_keys.check_commit(excl.conn if excl is not None else txn.connection)
         self.chooser.measure_body()
-        if self.exclusive is None and self.db.merge_lock.held_by_this_thread():
+        if excl is None and self.db.merge_lock.held_by_this_thread():
             # Another connection's transaction in this thread holds the merge lock: as in
             # SQLite, the commit fails and the transaction stays open to try again.
             raise oslock.HeldByThisThreadError
         error: BaseException | None = None
         try:
-            self._commit_open()
+            if excl is not None:  # direct, escalated or exclusive: SQLite's own COMMIT
+                self._owner._deferral.end()
+                self.on_merger.finish_exclusive(commit=True)
+            else:
+                self._commit_open()
         except BaseException as e:
             error = e
             raise
@@ -251,11 +254,8 @@ class Transactions:
 
     def _commit_open(self) -> None:
         txn = self.txn
-        assert txn is not None
+        assert txn is not None and self.exclusive is None
         self._owner._deferral.end()
-        if self.exclusive is not None:
-            self.on_merger.finish_exclusive(commit=True)
-            return
         self.txn = None
         self.detach_cursors()
         script, self.script = self.script, None
@@ -317,7 +317,7 @@ class Transactions:
             log.warning("sqlite_concurrent: post-commit housekeeping failed: %s", e)
 
     def _housekeeping(self) -> None:
-        if self._owner._reader_cursors:
+        if self._owner._reader_cursors.data:  # a WeakSet's own len() runs in Python
             for cursor in list(self._owner._reader_cursors):
                 cursor._materialise()
             self._owner._reader_cursors.clear()

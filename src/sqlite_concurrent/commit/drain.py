@@ -43,11 +43,14 @@ def released(locks_path: str) -> None:
     """A snapshot of the database of ``locks_path`` was let go: wake its checkpointer, if one
     has closed the snapshot gate (almost never: then it costs one system call)."""
     global _sender
-    with contextlib.suppress(OSError):
+    try:
         if locks_path not in _listening_here and not oslock.held_elsewhere(
             locks_path, oslock.SNAPSHOT_GATE
         ):
             return
+    except OSError:
+        return
+    with contextlib.suppress(OSError):
         address = _address(locks_path)
         with _sender_lock:
             if _sender is None:

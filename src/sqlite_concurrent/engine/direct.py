@@ -37,31 +37,31 @@ class Watch:
 
     def __init__(self, current: Callable[[], DirectTransaction | None]) -> None:
         self._current = current  # the connection's open direct transaction, if any
-        self._pending = False  # an item of this watch is in the publisher
+        self.pending = False  # an item of this watch is in the publisher
         self._lock = threading.Lock()  # against the publisher's thread
         self._publisher: Publisher | None = None
 
     def began(self, publisher: Publisher) -> None:
         """A direct transaction is now the connection's open one."""
-        if self._pending:  # the item in the publisher will find it
+        if self.pending:  # the item in the publisher will find it
             return
         with self._lock:
-            if not self._pending:
-                self._pending = True
+            if not self.pending:
+                self.pending = True
                 self._publisher = publisher
                 publisher.schedule(self, SHOW_AFTER)
 
     def publish(self, lockdb: Callable[[], LockDB]) -> None:
         """From the publisher's thread."""
         with self._lock:
-            self._pending = False
+            self.pending = False
             txn = self._current()
             if txn is None:
                 return
             left = txn.began_at + SHOW_AFTER - time.time()
             if left > 0:
                 assert self._publisher is not None
-                self._pending = True
+                self.pending = True
                 self._publisher.schedule(self, left)
                 return
         txn.publish(lockdb)

@@ -79,6 +79,11 @@ class Body:
         self._cpu = usage.ru_utime + usage.ru_stime
         self._switches = usage.ru_nvcsw
 
+    def restart_clock(self) -> None:
+        """Start the wall clock again, keeping the CPU figures :meth:`start` read: taken just
+        before a wait that did not sleep (a spin adds CPU time only, no voluntary switch)."""
+        self._wall = time.perf_counter()
+
     def measure(self) -> tuple[float, float]:
         """(seconds it waited, seconds of CPU).  Waiting is what overlap pays for: a sleep,
         I/O, a lock.  Time spent preempted on a busy machine is not waiting: a body that never
@@ -115,6 +120,16 @@ class Shapes:
         return self._waited.get(shape, 0.0) < DIRECT_BELOW and self._cpu.get(shape, 0.0) < CPU_ABOVE
 
     def ran(self, shape: str, waited: float, cpu: float, *, way: str, conflicted: bool) -> None:
+        if (
+            way == DIRECT
+            and waited == 0.0
+            and cpu < DIRECT_BELOW
+            and self._waited.get(shape) == 0.0
+            and self._cpu[shape] < DIRECT_BELOW
+        ):
+            # A short shape that never waited, short again: nothing :meth:`direct` reads can
+            # change (its CPU stays far under ``CPU_ABOVE``).  Most transactions end here.
+            return
         if len(self._waited) > _MAX_SHAPES:
             self._waited.clear()
             self._cpu.clear()
@@ -218,13 +233,24 @@ class Chooser:
         # Transactions run each way since the connection opened (``Connection.ways``).
         self.counts: collections.Counter[str] = collections.Counter()
 
-    def began(self, way: str, shape: str) -> None:
+    def before_merge_lock(self) -> None:
+        """A direct transaction is about to take the merge lock: its body's CPU figures are
+        read now, so that their system call is not made while others wait for the lock."""
+        if self.mode == "auto":
+            self.body.start()
+
+    def began(self, way: str, shape: str, *, started: bool = False) -> None:
+        """``started``: :meth:`before_merge_lock` read the CPU figures, and the wait for the
+        lock since did not sleep."""
         self.way = way
         self.escalation_tried = False
         self.shape = shape
         self.counts[way] += 1
         if self.mode == "auto":  # only predictions need it: four system calls a transaction
-            self.body.start()
+            if started:
+                self.body.restart_clock()
+            else:
+                self.body.start()
 
     def escalated(self) -> None:
         """The open transaction went on directly from an optimistic start."""

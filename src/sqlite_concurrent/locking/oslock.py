@@ -51,6 +51,9 @@ QUARANTINE = 4  # held while a damaged lock database is moved aside (lockdb_heal
 SPINNER = 5  # held by the one waiter for the merge lock that spins (ByteLock.acquire)
 
 _fds: dict[tuple[int, str], int] = {}
+# This process's id, kept here: os.getpid() is a system call, and a probe after every
+# merge-lock release looks a descriptor up.
+_pid = os.getpid()
 # Bumped in a forked child and when a descriptor is closed: ByteLocks look theirs up again.
 _generation = 0
 _mutexes: dict[tuple[str, int], threading.Lock] = {}
@@ -62,8 +65,9 @@ _registry_lock = threading.Lock()
 
 
 def _forked() -> None:
-    global _generation, _registry_lock
+    global _generation, _registry_lock, _pid
     _generation += 1
+    _pid = os.getpid()
     # Threads do not survive fork(): a mutex or the registry lock one of them held would stay
     # held in the child for good.
     _registry_lock = threading.Lock()
@@ -91,7 +95,7 @@ def forget(path: str) -> None:
     """
     global _generation
     with _registry_lock:
-        fd = _fds.pop((os.getpid(), path), None)
+        fd = _fds.pop((_pid, path), None)
         for key in [k for k in _mutexes if k[0] == path]:
             del _mutexes[key]
         _generation += 1
@@ -110,7 +114,7 @@ def flock_struct(kind: int, offset: int) -> bytes:
 
 
 def _fd(path: str) -> int:
-    key = (os.getpid(), path)
+    key = (_pid, path)
     fd = _fds.get(key)
     if fd is None:
         with _registry_lock:
@@ -167,7 +171,7 @@ def sole_user(path: str) -> bool:
     one of them gets it.  Only once nothing of this process uses the file any more.
     """
     with _registry_lock:
-        fd = _fds.get((os.getpid(), path))
+        fd = _fds.get((_pid, path))
     if fd is None:
         return False
     fcntl.fcntl(fd, _F_OFD_SETLK, flock_struct(fcntl.F_UNLCK, _BASE + PRESENCE))
@@ -182,7 +186,7 @@ def held_elsewhere(path: str, slot: int) -> bool:
     """Whether another process holds ``slot``'s lock exclusively (never this process's own:
     its threads share one open file description).  One system call; nothing is taken, and
     nothing opened: ``True`` (cannot tell) if this process has no descriptor on ``path``."""
-    fd = _fds.get((os.getpid(), path))
+    fd = _fds.get((_pid, path))
     if fd is None:
         return True
     request = _probes.get(slot)
@@ -244,6 +248,9 @@ class ByteLock:
         self._spinner_done = flock_struct(fcntl.F_UNLCK, _BASE + SPINNER)
         self._fd_generation = -1
         self._fd = -1
+        # Whether the last acquisition waited asleep (for another thread, or in the kernel):
+        # read by the thread that holds the lock, right after taking it.
+        self.slept = False
 
     def _descriptor(self) -> int:
         # First use, or a forked child: its own open file description.  A generation counter
@@ -259,14 +266,18 @@ class ByteLock:
         me = threading.get_ident()
         if _holders.get(self._key) == me:
             raise HeldByThisThreadError
-        self._mutex.acquire()
+        slept = not self._mutex.acquire(blocking=False)
+        if slept:
+            self._mutex.acquire()
         try:
-            fd = self._descriptor()
+            fd = self._fd if self._fd_generation == _generation else self._descriptor()
             if shared or not self._spin or self._hold * 3 > self._spin or not self._spun(fd):
                 fcntl.fcntl(fd, _F_OFD_SETLKW, self._shared if shared else self._exclusive)
+                slept = True
         except BaseException:
             self._mutex.release()
             raise
+        self.slept = slept
         _holders[self._key] = me
         if self._spin:  # the one lock that spins keeps the time: every other is on hot paths
             self._acquired_at = time.perf_counter()
@@ -336,7 +347,8 @@ class ByteLock:
             self._hold += (time.perf_counter() - self._acquired_at - self._hold) * 0.25
         _holders.pop(self._key, None)
         try:
-            fcntl.fcntl(self._descriptor(), _F_OFD_SETLK, self._unlock)
+            fd = self._fd if self._fd_generation == _generation else self._descriptor()
+            fcntl.fcntl(fd, _F_OFD_SETLK, self._unlock)
         finally:
             self._mutex.release()
 
