@@ -160,7 +160,7 @@ class Transactions:
         the merge lock would wait for this thread, and this one's would block its commit."""
         assert self._owner._holding is not None
         others = self._owner._holding.connections
-        if len(others) == 1:  # this one: nearly always
+        if len(others.data) == 1:  # this one: nearly always (a WeakSet's own len() is Python)
             return False
         me = threading.get_ident()
         return any(c._txns is not self and c._txns.thread == me and c._in_txn() for c in others)
