@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 
 import pytest
-from conftest import SPAWN, stock, wait_until
+from conftest import SPAWN, hold_in_child, in_thread, stock, wait_until
 from workers import take_merge_lock
 
 from sqlite_concurrent.locking import oslock
@@ -107,3 +107,44 @@ def test_a_waiter_whose_holds_outlast_a_spin_sleeps_at_once(db):
     """Holds that long (a commit that fsyncs) would outlast the spin, and the spinner and the
     holder would pass the lock between them while the others sleep."""
     _sleeps_without_spinning(db, "the waiter sleeps in the kernel", spin=100.0, held_for=100.0)
+
+
+def _slept_after_waiting(db: str, spin: float) -> bool:
+    """Whether a lock that spins for ``spin`` seconds says it slept, taken in this process
+    while another process's direct transaction holds it (seen spinning, or asleep in the
+    kernel, before that one commits)."""
+    locks = db + "-locks"
+    lock = oslock.ByteLock(locks, oslock.MERGE, spin=spin)
+    holder, queue, proceed = hold_in_child(db, ["INSERT INTO t VALUES (1)"], mode="direct")
+
+    def take() -> bool:
+        lock.acquire()
+        lock.release()
+        return lock.slept
+
+    thread, done, outcome = in_thread(take)
+    if spin:
+        wait_until(lambda: _spinning(locks), "the waiter spins")
+    else:
+        wait_until(lambda: _sleeping(locks) == 1, "the waiter sleeps in the kernel")
+    proceed.set()
+    assert queue.get(timeout=60) == "committed"
+    holder.join(30)
+    assert done.wait(60) and outcome[0][0] == "ok", outcome
+    thread.join()
+    return outcome[0][1]
+
+
+def test_a_waiter_says_whether_it_slept(db):
+    """A direct transaction reads its body's CPU figures before the wait, and again only if
+    the wait may have slept (``ways.Chooser.began``): the lock says which.  A lock taken free
+    or at the end of a spin did not; a wait in the kernel did."""
+    conn = stock(db)
+    conn.execute("CREATE TABLE t (v INTEGER)")
+    conn.close()
+    free = oslock.ByteLock(db + "-locks", oslock.MERGE, spin=100.0)
+    free.acquire()
+    free.release()
+    assert not free.slept
+    assert not _slept_after_waiting(db, spin=100.0)
+    assert _slept_after_waiting(db, spin=0.0)

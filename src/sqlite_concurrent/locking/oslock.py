@@ -248,8 +248,9 @@ class ByteLock:
         self._spinner_done = flock_struct(fcntl.F_UNLCK, _BASE + SPINNER)
         self._fd_generation = -1
         self._fd = -1
-        # Whether the last acquisition waited asleep (for another thread, or in the kernel):
-        # read by the thread that holds the lock, right after taking it.
+        # Whether the last acquisition may have waited asleep (for another thread, or in the
+        # kernel; a lock that does not spin always may): read by the thread that holds the
+        # lock, right after taking it.
         self.slept = False
 
     def _descriptor(self) -> int:
