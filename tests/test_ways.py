@@ -228,7 +228,6 @@ def test_a_statement_run_again_directly_reports_what_the_stdlibs_does(tmp_path):
     """From its second run on, a direct transaction's DML runs by the short way for DML the
     merger ran before (``StatementRunner.run_plain_dml``): the same row counts, row ids,
     counters (triggers' rows included), and errors as the stdlib's, run after run."""
-    insert = "ids:INSERT INTO t (k, v) VALUES (?, ?)"
     counters = "SELECT changes(), total_changes(), last_insert_rowid()"
     steps = [
         "script:CREATE TABLE t (id INTEGER PRIMARY KEY, k TEXT UNIQUE, v INTEGER);"
@@ -237,7 +236,7 @@ def test_a_statement_run_again_directly_reports_what_the_stdlibs_does(tmp_path):
     ]
     for k in ("a", "b", "a", "c"):  # the second "a" breaks UNIQUE
         steps += [
-            insert.replace("?, ?", f"'{k}', 1"),
+            f"ids:INSERT INTO t (k, v) VALUES ('{k}', 1)",
             "ids:UPDATE t SET v = v + 1 WHERE k <= 'b'",
             counters,
             "commit",
