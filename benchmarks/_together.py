@@ -3,6 +3,7 @@ signal and report over one queue, and the JSON report each one writes."""
 
 from __future__ import annotations
 
+import argparse
 import json
 import multiprocessing
 import sqlite3
@@ -24,6 +25,15 @@ def wal_database(path: str, *statements: str) -> None:
         setup.execute(sql)
     setup.commit()
     setup.close()
+
+
+def chosen(ap: argparse.ArgumentParser, value: str, allowed: Sequence[str], what: str) -> list[str]:
+    """The comma-separated names in ``value``, each one of ``allowed``; an argument error
+    naming ``what`` otherwise."""
+    names = value.split(",")
+    if unknown := set(names) - set(allowed):
+        ap.error(f"unknown {what}: {', '.join(sorted(unknown))}")
+    return names
 
 
 def run_together(

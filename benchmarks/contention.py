@@ -34,7 +34,7 @@ import tempfile
 import threading
 import time
 
-from _together import run_together, wal_database
+from _together import chosen, run_together, wal_database
 
 WAYS = ("stock", "ours", "ours-lease", "floor", "lease")
 _UPDATE = "UPDATE c SET n = n + 1 WHERE id = ?"
@@ -222,9 +222,7 @@ def main() -> int:
     ap.add_argument("--ways", default=",".join(WAYS), help=f"comma-separated, of {WAYS}")
     ap.add_argument("--lease-us", type=float, default=1000)
     args = ap.parse_args()
-    ways = args.ways.split(",")
-    if unknown := set(ways) - set(WAYS):
-        ap.error(f"unknown ways: {', '.join(sorted(unknown))}")
+    ways = chosen(ap, args.ways, WAYS, "ways")
     print(
         "| writers | way | commits/s | CPU us/commit | switches/commit (vol/invol) "
         "| lock held us | p50 / p99 ms | fewest/most |"

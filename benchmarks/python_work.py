@@ -26,11 +26,12 @@ from __future__ import annotations
 
 import argparse
 import os
-import sqlite3
 import sys
 import tempfile
 from collections.abc import Callable
 from typing import Any
+
+from _together import chosen, wal_database
 
 import sqlite_concurrent
 from sqlite_concurrent.locking import oslock
@@ -60,12 +61,11 @@ def _transaction(path: str, shape: str) -> tuple[Any, Callable[[int], None]]:
 def count(shape: str, txns: int) -> dict[str, float]:
     with tempfile.TemporaryDirectory() as d:
         path = os.path.join(d, "work.db")
-        setup = sqlite3.connect(path)
-        setup.execute("PRAGMA journal_mode=WAL")
-        setup.execute("CREATE TABLE c(id INTEGER PRIMARY KEY, n INTEGER NOT NULL)")
-        setup.execute("INSERT INTO c VALUES (1, 0), (2, 0)")
-        setup.commit()
-        setup.close()
+        wal_database(
+            path,
+            "CREATE TABLE c(id INTEGER PRIMARY KEY, n INTEGER NOT NULL)",
+            "INSERT INTO c VALUES (1, 0), (2, 0)",
+        )
         conn, one = _transaction(path, shape)
         for k in range(300):  # shapes learnt, statements cached
             one(k)
@@ -105,9 +105,7 @@ def main() -> int:
     ap.add_argument("--shapes", default=",".join(SHAPES), help=f"comma-separated, of {SHAPES}")
     ap.add_argument("--txns", type=int, default=200)
     args = ap.parse_args()
-    shapes = args.shapes.split(",")
-    if unknown := set(shapes) - set(SHAPES):
-        ap.error(f"unknown shapes: {', '.join(sorted(unknown))}")
+    shapes = chosen(ap, args.shapes, SHAPES, "shapes")
     print("| shape | bytecodes | under the merge lock | Python calls | under the lock | C calls |")
     print("|---|---:|---:|---:|---:|---:|")
     for shape in shapes:

@@ -22,7 +22,7 @@ import sqlite3
 import tempfile
 import time
 
-from _together import run_together, wal_database
+from _together import chosen, run_together, wal_database
 
 WAYS = ("stock", "ours")
 
@@ -81,9 +81,7 @@ def main() -> int:
     ap.add_argument("--duration", type=float, default=3.0)
     ap.add_argument("--ways", default=",".join(WAYS), help=f"comma-separated, of {WAYS}")
     args = ap.parse_args()
-    ways = args.ways.split(",")
-    if unknown := set(ways) - set(WAYS):
-        ap.error(f"unknown ways: {', '.join(sorted(unknown))}")
+    ways = chosen(ap, args.ways, WAYS, "ways")
     print("| writers | way | commits/s | ms/commit | fewest/most |")
     print("|---:|---|---:|---:|---:|")
     for writers in (int(w) for w in args.writers.split(",")):

@@ -226,7 +226,7 @@ def test_a_wait_for_the_merge_lock_is_not_part_of_the_body(db_path):
 
 def test_a_statement_run_again_directly_reports_what_the_stdlibs_does(tmp_path):
     """From its second run on, a direct transaction's DML runs by the short way for DML the
-    merger ran before (``StatementRunner.run_plain_dml``): the same row counts, row ids,
+    merger ran before (``StatementRunner._run_plain_dml``): the same row counts, row ids,
     counters (triggers' rows included), and errors as the stdlib's, run after run."""
     counters = "SELECT changes(), total_changes(), last_insert_rowid()"
     steps = [

@@ -240,18 +240,7 @@ class OnMerger:
     ) -> None:
         excl = self._txns.exclusive
         assert excl is not None and self._txns.txn is not None
-        runner = self._owner._runner
-        if kind == "dml":  # nearly always, and plainly: what follows is for the rest
-            if sql in runner.plain_dml and not self._owner._open_blobs:
-                merger = excl.conn
-                if runner.plain_dml_fits(merger, many):
-                    try:
-                        runner.run_plain_dml(cursor, merger, sql, parameters)
-                    finally:
-                        if not merger.in_transaction and self._txns.exclusive is not None:
-                            self.finish_exclusive(commit=False)
-                    return
-        elif kind == "exclusive" or statements.may_change_schema(sql):
+        if kind != "dml" and (kind == "exclusive" or statements.may_change_schema(sql)):
             excl.schema_changed = True
         if kind == "release" and self._txns.txn.savepoints.would_end(sql):
             # The merger's transaction began with BEGIN: SQLite would not check the commit

@@ -28,7 +28,6 @@ if TYPE_CHECKING:
     from .dbapi import Connection
 
 _PLAIN_DML: tuple[int, Any] = (-1, None)  # a statement shape: no columns
-_TRIGGERS = apsw.SQLITE_DBCONFIG_ENABLE_TRIGGER
 
 
 class StatementRunner:
@@ -58,8 +57,8 @@ class StatementRunner:
         """Run one statement on ``conn`` (the transaction's own connection when
         ``on_txn_conn``) and leave its results on ``cursor``, as the stdlib's would be."""
         owner = self._owner
-        if sql in self.plain_dml and self.plain_dml_fits(conn, many):
-            self.run_plain_dml(cursor, conn, sql, parameters)
+        if sql in self.plain_dml and self._plain_dml_fits(conn, many):
+            self._run_plain_dml(cursor, conn, sql, parameters)
             return
         if many and kind != "dml":
             raise ProgrammingError("executemany() can only execute DML statements.")
@@ -135,9 +134,9 @@ class StatementRunner:
             else:
                 cursor._rows = PendingRows(cursor._rows)
 
-    def plain_dml_fits(self, conn: apsw.Connection, many: bool) -> bool:
+    def _plain_dml_fits(self, conn: apsw.Connection, many: bool) -> bool:
         """Whether a statement in :attr:`plain_dml` may run on ``conn`` by
-        :meth:`run_plain_dml`: one run, on the merger, nothing tracing or counting it."""
+        :meth:`_run_plain_dml`: one run, on the merger, nothing tracing or counting it."""
         owner = self._owner
         return (
             conn is owner._merger
@@ -147,20 +146,19 @@ class StatementRunner:
             and owner._private is None
         )
 
-    def run_plain_dml(
+    def _run_plain_dml(
         self, cursor: Cursor, conn: apsw.Connection, sql: str, parameters: Any
     ) -> None:
         """:meth:`run` for a statement of :attr:`plain_dml` (DML without RETURNING that ran on
         the merger before as one statement, so still one, with no columns and no rows), where
-        :meth:`plain_dml_fits`: what nearly every direct transaction runs, under the merge
+        :meth:`_plain_dml_fits`: what nearly every direct transaction runs, under the merge
         lock, so only what such a statement needs."""
         owner = self._owner
         self._denied.reason = None
         owner._user_on_merger = True
         before = None
         try:
-            if not conn.config(_TRIGGERS, -1):  # ``merge.triggers_on``
-                conn.config(_TRIGGERS, 1)
+            merge.triggers_on(conn)
             conn.set_last_insert_rowid(owner._last_insert_rowid)
             before = conn.total_changes()
             for _ in conn.cursor().execute(sql, parameters):

@@ -34,7 +34,7 @@ def check_commit(conn: apsw.Connection) -> None:
 
     :raises IntegrityError: the stdlib's, with SQLite's message and error code.
     """
-    if conn.status(apsw.SQLITE_DBSTATUS_DEFERRED_FKS)[0] > 0:  # ``unresolved``, on every commit
+    if unresolved(conn):
         error = IntegrityError(FAILED)
         error.sqlite_errorcode = apsw.SQLITE_CONSTRAINT_FOREIGNKEY  # type: ignore[attr-defined]
         error.sqlite_errorname = "SQLITE_CONSTRAINT_FOREIGNKEY"  # type: ignore[attr-defined]

@@ -271,7 +271,7 @@ class ByteLock:
         if slept:
             self._mutex.acquire()
         try:
-            fd = self._fd if self._fd_generation == _generation else self._descriptor()
+            fd = self._descriptor()
             if shared or not self._spin or self._hold * 3 > self._spin or not self._spun(fd):
                 fcntl.fcntl(fd, _F_OFD_SETLKW, self._shared if shared else self._exclusive)
                 slept = True
@@ -348,8 +348,7 @@ class ByteLock:
             self._hold += (time.perf_counter() - self._acquired_at - self._hold) * 0.25
         _holders.pop(self._key, None)
         try:
-            fd = self._fd if self._fd_generation == _generation else self._descriptor()
-            fcntl.fcntl(fd, _F_OFD_SETLK, self._unlock)
+            fcntl.fcntl(self._descriptor(), _F_OFD_SETLK, self._unlock)
         finally:
             self._mutex.release()
 
