@@ -14,10 +14,20 @@ as it can, for ``--duration`` seconds, in one of four ways:
 - lease:  the floor, and the holder keeps the merge lock across its own back-to-back
           transactions for up to ``--lease-us`` before handing it on (bounded unfairness,
           DESIGN section 15).  A what-if: the library has no lease.
+- sqlite: SQLite's own ``BEGIN IMMEDIATE``, ``UPDATE`` and ``COMMIT`` on a plain APSW
+          connection under the same merge lock, and nothing else: what a hold costs with no
+          Python of ours in it.  A hold that follows another process's commit costs more than
+          one alone: SQLite drops its page cache and reads the pages again.
+- sqlite-hook: sqlite, with a Python WAL hook on the connection (SQLite calls it inside every
+          ``COMMIT``, so under the lock): what one Python call costs a hold.
 
 Reported per way: commits/s, CPU per commit (all writers' user+system time over commits),
-voluntary and involuntary context switches per commit, the merge lock's hold time (ours only),
-latency p50/p99, and fewest/most commits per writer.
+voluntary and involuntary context switches per commit, the merge lock's hold time (each
+acquisition: ours, floor and sqlite),
+where the writers' time went (running on a CPU, runnable but waiting for one, asleep: from
+``/proc/self/schedstat``, Linux only), latency p50/p99/max, and fewest/most commits per writer.
+A p99 says little alone: a way that lets one writer commit while the others sleep (stock's
+busy handler) has a low p99 and a worst wait of seconds, as its starved writers commit rarely.
 
 Usage: python benchmarks/contention.py [--writers 1,2,8] [--duration 3] [--ways stock,ours,...]
 """
@@ -36,7 +46,7 @@ import time
 
 from _together import chosen, run_together, wal_database
 
-WAYS = ("stock", "ours", "ours-lease", "floor", "lease")
+WAYS = ("stock", "ours", "ours-lease", "floor", "lease", "sqlite", "sqlite-hook")
 _UPDATE = "UPDATE c SET n = n + 1 WHERE id = ?"
 
 
@@ -108,6 +118,7 @@ def _floor(path: str, lease: float | None):
     db, merger, chooser = conn._db, conn._merger, conn._txns.chooser
     lock = db.merge_lock
     taken_at: list[float | None] = [None]
+    held = [0.0, 0]
 
     def one(k: int) -> None:
         conn._check()
@@ -125,7 +136,10 @@ def _floor(path: str, lease: float | None):
             merger.execute("COMMIT")
             crashpoints.reach("direct.committed")
         finally:
-            if lease is None or time.perf_counter() - taken_at[0] > lease:
+            now = time.perf_counter()
+            if lease is None or now - taken_at[0] > lease:
+                held[0] += now - taken_at[0]
+                held[1] += 1
                 lock.release()
                 taken_at[0] = None
                 drain.released(lock.path)
@@ -137,7 +151,53 @@ def _floor(path: str, lease: float | None):
             lock.release()
 
     one.done = done  # type: ignore[attr-defined]
-    return one
+    return one, held
+
+
+def _sqlite(path: str, hook: bool):
+    """SQLite's statements alone under the merge lock (``hook``: and a Python WAL hook), and
+    the lock's hold time."""
+    import apsw
+
+    from sqlite_concurrent.commit import merge
+
+    conn = apsw.Connection(path)
+    conn.execute("PRAGMA synchronous=NORMAL")
+    if hook:
+        frames = [0]
+
+        def on_commit(_conn: apsw.Connection, _name: str, count: int) -> int:
+            frames[0] = count
+            return apsw.SQLITE_OK
+
+        conn.set_wal_hook(on_commit)
+    lock = merge.merge_lock(path + "-locks")
+    held = [0.0, 0]
+
+    def one(k: int) -> None:
+        lock.acquire()
+        taken = time.perf_counter()
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            for _ in conn.execute(_UPDATE, (k % 2 + 1,)):
+                pass
+            conn.execute("COMMIT")
+        finally:
+            held[0] += time.perf_counter() - taken
+            held[1] += 1
+            lock.release()
+
+    return one, held
+
+
+def _schedstat() -> tuple[float, float] | None:
+    """Seconds this process has run on a CPU, and spent runnable waiting for one."""
+    try:
+        with open("/proc/self/schedstat") as f:
+            on_cpu, run_queue = f.read().split()[:2]
+    except OSError:
+        return None
+    return int(on_cpu) / 1e9, int(run_queue) / 1e9
 
 
 def _writer(way, path, duration, lease, start, out):
@@ -153,14 +213,17 @@ def _writer(way, path, duration, lease, start, out):
 
     elif way in ("ours", "ours-lease"):
         one, held = _ours(path, lease if way == "ours-lease" else None)
+    elif way in ("sqlite", "sqlite-hook"):
+        one, held = _sqlite(path, hook=way == "sqlite-hook")
     else:
-        one = _floor(path, lease if way == "lease" else None)
+        one, held = _floor(path, lease if way == "lease" else None)
     one(0)
     if held is not None:
         held[:] = [0.0, 0]
     latencies = []
     start.wait()
     before = resource.getrusage(resource.RUSAGE_SELF)
+    sched_before, wall_before = _schedstat(), time.perf_counter()
     end = time.perf_counter() + duration
     n = 0
     while True:
@@ -173,9 +236,13 @@ def _writer(way, path, duration, lease, start, out):
     if hasattr(one, "done"):
         one.done()
     after = resource.getrusage(resource.RUSAGE_SELF)
+    sched_after, wall = _schedstat(), time.perf_counter() - wall_before
+    spent = None
+    if sched_before is not None and sched_after is not None:
+        spent = (sched_after[0] - sched_before[0], sched_after[1] - sched_before[1], wall)
     cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     switches = (after.ru_nvcsw - before.ru_nvcsw, after.ru_nivcsw - before.ru_nivcsw)
-    out.put((n, cpu, switches, held, latencies))
+    out.put((n, cpu, switches, held, latencies, spent))
 
 
 def run(way: str, writers: int, duration: float, lease: float) -> dict[str, float]:
@@ -201,6 +268,8 @@ def run(way: str, writers: int, duration: float, lease: float) -> dict[str, floa
     latencies = sorted(x for r in results for x in r[4])
     held = [r[3] for r in results if r[3] is not None]
     holds = sum(h[1] for h in held)
+    spent = [r[5] for r in results if r[5] is not None]
+    wall = sum(s[2] for s in spent)
     return {
         "per_s": commits / duration,
         # Each writer's warm-up transaction commits too.
@@ -211,6 +280,10 @@ def run(way: str, writers: int, duration: float, lease: float) -> dict[str, floa
         "held_us": 1e6 * sum(h[0] for h in held) / holds if holds else float("nan"),
         "p50_ms": 1e3 * latencies[len(latencies) // 2],
         "p99_ms": 1e3 * latencies[int(0.99 * len(latencies))],
+        "max_ms": 1e3 * latencies[-1],
+        # Shares of the writers' time: on a CPU, runnable but waiting for one (NaN off Linux).
+        "on_cpu": sum(s[0] for s in spent) / wall if wall else float("nan"),
+        "run_queue": sum(s[1] for s in spent) / wall if wall else float("nan"),
         "fewest_most": min(r[0] for r in results) / max(r[0] for r in results),
     }
 
@@ -225,19 +298,24 @@ def main() -> int:
     ways = chosen(ap, args.ways, WAYS, "ways")
     print(
         "| writers | way | commits/s | CPU us/commit | switches/commit (vol/invol) "
-        "| lock held us | p50 / p99 ms | fewest/most |"
+        "| lock held us | writers' time: on a CPU / waiting for one / asleep "
+        "| p50 / p99 / max ms | fewest/most |"
     )
-    print("|---:|---|---:|---:|---|---:|---|---:|")
+    print("|---:|---|---:|---:|---|---:|---|---|---:|")
     ok = True
     for writers in (int(w) for w in args.writers.split(",")):
         for way in ways:  # alternating: the machine's noise falls on every way alike
             r = run(way, writers, args.duration, args.lease_us / 1e6)
             ok &= bool(r["counts_ok"])
             held = "-" if r["held_us"] != r["held_us"] else f"{r['held_us']:.0f}"
+            on, queued = r["on_cpu"], r["run_queue"]
+            asleep = max(0.0, 1 - on - queued)
+            spent = "-" if on != on else f"{on:.0%} / {queued:.0%} / {asleep:.0%}"
             print(
                 f"| {writers} | {way} | {r['per_s']:,.0f} | {r['cpu_us']:.0f} "
-                f"| {r['voluntary']:.2f} / {r['involuntary']:.2f} | {held} "
-                f"| {r['p50_ms']:.2f} / {r['p99_ms']:.1f} | {r['fewest_most']:.2f} |",
+                f"| {r['voluntary']:.2f} / {r['involuntary']:.2f} | {held} | {spent} "
+                f"| {r['p50_ms']:.2f} / {r['p99_ms']:.1f} / {r['max_ms']:,.0f} "
+                f"| {r['fewest_most']:.2f} |",
                 flush=True,
             )
     return 0 if ok else 1
