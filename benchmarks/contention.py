@@ -15,8 +15,9 @@ as it can, for ``--duration`` seconds, in one of four ways:
           transactions for up to ``--lease-us`` before handing it on (bounded unfairness,
           DESIGN section 15).  A what-if: the library has no lease.
 - sqlite: SQLite's own ``BEGIN IMMEDIATE``, ``UPDATE`` and ``COMMIT`` on a plain APSW
-          connection under the same merge lock, and nothing else: what a hold costs with no
-          Python of ours in it.  A hold that follows another process's commit costs more than
+          connection under the same merge lock, and nothing else (no checkpoint either, as
+          the WAL stays under a few hundred MB in a run): what a hold costs with no Python of
+          ours in it.  A hold that follows another process's commit costs more than
           one alone: SQLite drops its page cache and reads the pages again.
 - sqlite-hook: sqlite, with a Python WAL hook on the connection (SQLite calls it inside every
           ``COMMIT``, so under the lock): what one Python call costs a hold.
@@ -163,6 +164,9 @@ def _sqlite(path: str, hook: bool):
 
     conn = apsw.Connection(path)
     conn.execute("PRAGMA synchronous=NORMAL")
+    # A WAL hook replaces SQLite's auto-checkpoint, which would run inside COMMIT: off in
+    # both, as on our merger, so that the two differ by the hook alone.
+    conn.wal_autocheckpoint(0)
     if hook:
         frames = [0]
 
