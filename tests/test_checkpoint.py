@@ -9,7 +9,7 @@ import sqlite3
 
 import pytest
 from conftest import SPAWN, integrity_ok, stock_apsw
-from workers import timed_updates
+from workers import counter_commits, inserts_the_database_cannot_hold, timed_updates
 
 import sqlite_concurrent
 from sqlite_concurrent.commit.checkpoint import DEFAULT_PASSIVE_FRAMES
@@ -82,6 +82,79 @@ def test_wal_stays_bounded_under_overlapping_writers(db_path):
         for row, count in enumerate(counts):
             assert rows[writer * ROWS + row] == count
     reader.close()
+    assert integrity_ok(db_path)
+
+
+@pytest.mark.timeout(180)
+def test_direct_writers_start_the_wal_again_as_stock_writers_do(db_path):
+    """Four processes commit one-row transactions back to back (they run directly).  The WAL
+    starts again from its start about every thousand frames, as with stock SQLite's writers,
+    instead of growing until ``wal_limit`` holds every transaction back for a restart: the
+    passive checkpoint runs inside a COMMIT, under the merge lock, while nothing reads the WAL,
+    so the next writer begins on a WAL copied whole.  (Run after the lock is released, it ran
+    while the next writer already read the WAL: 6,000 commits left a WAL of 6,000 frames.)"""
+    writers, commits = 4, 1500
+    setup = sqlite3.connect(db_path)
+    setup.execute("PRAGMA journal_mode=WAL")
+    setup.execute("CREATE TABLE t(id INTEGER PRIMARY KEY, v INTEGER NOT NULL)")
+    setup.executemany("INSERT INTO t VALUES (?, 0)", [(w,) for w in range(writers)])
+    setup.commit()
+    page_size = setup.execute("PRAGMA page_size").fetchone()[0]
+    setup.close()
+    start, queue = SPAWN.Event(), SPAWN.Queue()
+    procs = [
+        SPAWN.Process(target=counter_commits, args=(start, queue, db_path, w, commits))
+        for w in range(writers)
+    ]
+    for p in procs:
+        p.start()
+    start.set()
+    results = [queue.get(timeout=150) for _ in procs]
+    for p in procs:
+        p.join(30)
+        assert p.exitcode == 0
+    assert all(r[0] != "error" for r in results), results
+    done = [r[1] for r in results]
+    assert all(d["ways"].get("direct", 0) >= commits - 1 for d in done), done
+    # Every commit appends the row's page: about six WALs' worth in all, each copied once.
+    assert sum(d["passives"] for d in done) >= writers * commits // DEFAULT_PASSIVE_FRAMES // 2
+    # The WAL file never shrinks while it is open: its largest size is what it grew to.
+    frames = (max(d["wal_bytes"] for d in done) - 32) // (page_size + 24)
+    assert frames <= DEFAULT_PASSIVE_FRAMES + 50 * writers, frames
+    assert [(d["gate_closures"], d["restarts"]) for d in done] == [(0, 0)] * writers
+    check = sqlite3.connect(db_path)
+    assert check.execute("SELECT v FROM t ORDER BY id").fetchall() == [(commits,)] * writers
+    check.close()
+    assert integrity_ok(db_path)
+
+
+@pytest.mark.timeout(120)
+def test_a_checkpoint_failing_inside_a_commit_does_not_fail_the_commit(db_path):
+    """The checkpoint that runs inside a COMMIT runs after SQLite committed: when it fails (here
+    the database may not grow, as on a full disk), the commit stands and reports success, and
+    the rows are all there once the database can grow again."""
+    prefill, rows = 1500, 450  # a page per row: a 6 MB database, then ~1,000 WAL frames
+    setup = sqlite3.connect(db_path)
+    setup.execute("PRAGMA journal_mode=WAL")
+    setup.execute("CREATE TABLE t(id INTEGER PRIMARY KEY, pad TEXT)")
+    setup.executemany("INSERT INTO t(pad) VALUES (?)", [("x" * 3000,)] * prefill)
+    setup.commit()
+    setup.close()
+    start, queue = SPAWN.Event(), SPAWN.Queue()
+    proc = SPAWN.Process(
+        target=inserts_the_database_cannot_hold, args=(start, queue, db_path, rows)
+    )
+    proc.start()
+    start.set()
+    result = queue.get(timeout=100)
+    proc.join(30)
+    assert proc.exitcode == 0 and result[0] != "error", result
+    raised, warnings = result
+    assert raised == []
+    assert any("checkpoint inside a commit failed" in w for w in warnings), warnings
+    check = sqlite3.connect(db_path)
+    assert check.execute("SELECT count(*) FROM t").fetchone() == (prefill + rows,)
+    check.close()
     assert integrity_ok(db_path)
 
 

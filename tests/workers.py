@@ -45,6 +45,63 @@ def disjoint_updates(start, path, writer, rows, txns, think):
     return writer, intervals
 
 
+@_report_errors
+def counter_commits(start, path, row, commits):
+    """One-row transactions back to back on ``row``, as stdlib code writes them (they run
+    directly); returns (row, what this process's checkpointer did)."""
+    conn = sqlite_concurrent.connect(path)
+    conn.execute("PRAGMA synchronous=NORMAL")
+    start.wait()
+    for _ in range(commits):
+        with conn:
+            conn.execute("UPDATE t SET v = v + 1 WHERE id = ?", (row,))
+    checkpointer = conn._db.checkpointer
+    done = {
+        "wal_bytes": os.stat(path + "-wal").st_size,  # before a last close deletes it
+        "ways": dict(conn.ways),
+        "passives": checkpointer.passives,
+        "gate_closures": checkpointer.gate_closures,
+        "restarts": checkpointer.restarts,
+    }
+    conn.close()
+    return row, done
+
+
+@_report_errors
+def inserts_the_database_cannot_hold(start, path, rows):
+    """Insert ``rows`` rows of a page each, a transaction each, while this process may not grow
+    a file past the database's size plus 1 MiB: the WAL stays under that, but a checkpoint that
+    copies the new pages into the database does not fit.  Returns what ``commit()`` raised and
+    the warnings logged about checkpoints."""
+    import logging
+    import resource
+    import signal
+
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails, not the process
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    warnings: list[str] = []
+
+    class Collect(logging.Handler):
+        def emit(self, record):
+            warnings.append(record.getMessage())
+
+    logging.getLogger("sqlite_concurrent").addHandler(Collect(logging.WARNING))
+    conn = sqlite_concurrent.connect(path)
+    conn.execute("PRAGMA synchronous=NORMAL")
+    start.wait()
+    resource.setrlimit(resource.RLIMIT_FSIZE, (os.stat(path).st_size + 2**20, hard))
+    raised = []
+    for _ in range(rows):
+        try:
+            with conn:
+                conn.execute("INSERT INTO t(pad) VALUES (?)", ("y" * 3000,))
+        except Exception as e:
+            raised.append(repr(e))
+    resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+    conn.close()  # the last close copies the WAL into the database, with room now
+    return raised, warnings
+
+
 def _transfer(conn, a, b, amount):
     (bal,) = conn.execute("SELECT balance FROM accounts WHERE id=?", (a,)).fetchone()
     conn.execute("UPDATE accounts SET balance=? WHERE id=?", (bal - amount, a))

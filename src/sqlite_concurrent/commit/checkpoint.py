@@ -2,9 +2,17 @@
 
 Two mechanisms:
 
-- SQLite's auto-checkpoint would run inside the merge's COMMIT, i.e. inside the merge lock:
-  measured under 8 writers it held the lock ~500 us per merge instead of ~60 us.  The merger's
-  auto-checkpoint is off, and a passive checkpoint runs after the merge lock is released.
+- A passive checkpoint every thousand frames, as SQLite's auto-checkpoint runs; but SQLite's
+  runs inside every COMMIT once the WAL holds that many frames, which with snapshots pinned is
+  every commit: measured under 8 writers it held the merge lock ~500 us per merge instead of
+  ~60 us.  The merger's auto-checkpoint is off, and its WAL hook runs one per thousand frames.
+  When nothing reads the WAL, it runs there, inside the COMMIT and so under the merge lock: it
+  copies every frame, and the next writer, who begins only once the lock is released, starts
+  the WAL again from its start, as stock SQLite's writers do.  Run after the release, the next
+  writer would already be reading the WAL and the WAL could only grow (to 45 MB in 3 s under 8
+  writers at think 0, then held everyone back for a restart; docs/benchmarks.md).  When
+  something reads the WAL, the checkpoint could not copy all of it anyway: it runs after the
+  merge lock is released.
 - Each live transaction pins a snapshot, so with transactions always overlapping the WAL never
   restarts (a prototype grew it to 4.8 GB in 30 s).  Nearing ``wal_limit`` bytes (at 80%) the
   checkpointer closes the snapshot gate: new transactions wait in the kernel before pinning,
@@ -31,6 +39,7 @@ bounds the WAL itself.
 from __future__ import annotations
 
 import contextlib
+import logging
 import time
 import weakref
 from collections.abc import Callable
@@ -40,6 +49,8 @@ import apsw
 from ..locking import oslock
 from ..storage import snapshot, wal_readers
 from . import drain
+
+log = logging.getLogger("sqlite_concurrent")
 
 DEFAULT_PASSIVE_FRAMES = 1000  # SQLite's own auto-checkpoint default
 DEFAULT_WAL_LIMIT = 64 * 2**20
@@ -95,14 +106,27 @@ class Checkpointer:
         def on_commit(_conn: apsw.Connection, _dbname: str, frames: int) -> int:
             me = checkpointer()
             if me is not None:
-                if frames < me.wal_frames:
-                    # The WAL began again from its start (a commit after a checkpoint that
-                    # copied every frame, here or elsewhere): count from there.
-                    me._passive_at = min(me._passive_at, frames + DEFAULT_PASSIVE_FRAMES)
-                me.wal_frames = frames
+                me._committed(frames)
             return apsw.SQLITE_OK
 
         conn.set_wal_hook(on_commit)
+
+    def _committed(self, frames: int) -> None:
+        """Inside each COMMIT on the merger, under the merge lock: the WAL now holds ``frames``."""
+        if frames < self.wal_frames:
+            # The WAL began again from its start (a commit after a checkpoint that copied every
+            # frame, here or elsewhere): count from there.
+            self._passive_at = min(self._passive_at, frames + DEFAULT_PASSIVE_FRAMES)
+        self.wal_frames = frames
+        if frames < self._passive_at or self.litestream:
+            return
+        # Nothing may escape: SQLite calls this after the transaction committed, and an
+        # exception here would make its COMMIT look failed.  The next merge tries again.
+        try:
+            if not wal_readers.any_reader(self._wal_files.shm):
+                self._passive_due(frames)  # the whole WAL: see the module's docstring
+        except Exception:
+            log.warning("sqlite_concurrent: a checkpoint inside a commit failed", exc_info=True)
 
     def after_merge(self, page_size: int) -> None:
         """Called after each merge, outside the merge lock."""
@@ -118,16 +142,20 @@ class Checkpointer:
         if frames * page_size >= self.wal_limit * _TRIGGER and frames >= self._restart_at:
             self._restart(frames, page_size)
         elif frames >= self._passive_at:
-            behind = self._not_backfilled()
-            if behind is not None and behind < DEFAULT_PASSIVE_FRAMES:
-                # Another process checkpointed since: every process counts the frames its own
-                # commits see, so without this look at the shared WAL index eight writers ran
-                # eight times the checkpoints needed (measured: 112 in 8 s, 2.3 ms each, where
-                # the WAL grew by 25 thousand frames).
-                self._passive_at = frames + DEFAULT_PASSIVE_FRAMES - behind
-                return
-            self._passive_at = frames + DEFAULT_PASSIVE_FRAMES
-            self._passive()
+            self._passive_due(frames)
+
+    def _passive_due(self, frames: int) -> None:
+        """A passive checkpoint, due since the WAL reached ``frames`` frames."""
+        behind = self._not_backfilled()
+        if behind is not None and behind < DEFAULT_PASSIVE_FRAMES:
+            # Another process checkpointed since: every process counts the frames its own
+            # commits see, so without this look at the shared WAL index eight writers ran
+            # eight times the checkpoints needed (measured: 112 in 8 s, 2.3 ms each, where
+            # the WAL grew by 25 thousand frames).
+            self._passive_at = frames + DEFAULT_PASSIVE_FRAMES - behind
+            return
+        self._passive_at = frames + DEFAULT_PASSIVE_FRAMES
+        self._passive()
 
     def _passive(self) -> None:
         self.passives += 1
