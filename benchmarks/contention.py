@@ -26,7 +26,8 @@ Reported per way: commits/s, CPU per commit (all writers' user+system time over 
 voluntary and involuntary context switches per commit, the merge lock's hold time (each
 acquisition: ours, floor and sqlite),
 where the writers' time went (running on a CPU, runnable but waiting for one, asleep: from
-``/proc/self/schedstat``, Linux only), latency p50/p99/max, and fewest/most commits per writer.
+``/proc/self/schedstat``, Linux only), latency p50/p99/max, fewest/most commits per writer,
+and the largest the WAL grew.
 A p99 says little alone: a way that lets one writer commit while the others sleep (stock's
 busy handler) has a low p99 and a worst wait of seconds, as its starved writers commit rarely.
 
@@ -36,6 +37,7 @@ Usage: python benchmarks/contention.py [--writers 1,2,8] [--duration 3] [--ways 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import glob
 import os
 import resource
@@ -257,12 +259,26 @@ def run(way: str, writers: int, duration: float, lease: float) -> dict[str, floa
             "CREATE TABLE c(id INTEGER PRIMARY KEY, n INT NOT NULL)",
             "INSERT INTO c VALUES (1, 0), (2, 0)",
         )
-        results = run_together(
-            _writer,
-            [(way, path, duration, lease) for _ in range(writers)],
-            timeout=duration + 120,
-            settle=1.0,
-        )
+        # How large the WAL grew: sampled, as it only shrinks when a checkpoint truncates it.
+        largest_wal, finished = [0], threading.Event()
+
+        def watch_wal() -> None:
+            while not finished.wait(0.02):
+                with contextlib.suppress(OSError):
+                    largest_wal[0] = max(largest_wal[0], os.path.getsize(path + "-wal"))
+
+        watcher = threading.Thread(target=watch_wal, daemon=True)
+        watcher.start()
+        try:
+            results = run_together(
+                _writer,
+                [(way, path, duration, lease) for _ in range(writers)],
+                timeout=duration + 120,
+                settle=1.0,
+            )
+        finally:
+            finished.set()
+            watcher.join()
         check = sqlite3.connect(path)
         (total,) = check.execute("SELECT sum(n) FROM c").fetchone()
         check.close()
@@ -289,6 +305,7 @@ def run(way: str, writers: int, duration: float, lease: float) -> dict[str, floa
         "on_cpu": sum(s[0] for s in spent) / wall if wall else float("nan"),
         "run_queue": sum(s[1] for s in spent) / wall if wall else float("nan"),
         "fewest_most": min(r[0] for r in results) / max(r[0] for r in results),
+        "wal_mb": largest_wal[0] / 2**20,
     }
 
 
@@ -303,9 +320,9 @@ def main() -> int:
     print(
         "| writers | way | commits/s | CPU us/commit | switches/commit (vol/invol) "
         "| lock held us | writers' time: on a CPU / waiting for one / asleep "
-        "| p50 / p99 / max ms | fewest/most |"
+        "| p50 / p99 / max ms | fewest/most | largest WAL MB |"
     )
-    print("|---:|---|---:|---:|---|---:|---|---|---:|")
+    print("|---:|---|---:|---:|---|---:|---|---|---:|---:|")
     ok = True
     for writers in (int(w) for w in args.writers.split(",")):
         for way in ways:  # alternating: the machine's noise falls on every way alike
@@ -319,7 +336,7 @@ def main() -> int:
                 f"| {writers} | {way} | {r['per_s']:,.0f} | {r['cpu_us']:.0f} "
                 f"| {r['voluntary']:.2f} / {r['involuntary']:.2f} | {held} | {spent} "
                 f"| {r['p50_ms']:.2f} / {r['p99_ms']:.1f} / {r['max_ms']:,.0f} "
-                f"| {r['fewest_most']:.2f} |",
+                f"| {r['fewest_most']:.2f} | {r['wal_mb']:.0f} |",
                 flush=True,
             )
     return 0 if ok else 1
