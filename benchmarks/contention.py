@@ -15,12 +15,12 @@ as it can, for ``--duration`` seconds, in one of four ways:
           transactions for up to ``--lease-us`` before handing it on (bounded unfairness,
           DESIGN section 15).  A what-if: the library has no lease.
 - sqlite: SQLite's own ``BEGIN IMMEDIATE``, ``UPDATE`` and ``COMMIT`` on a plain APSW
-          connection under the same merge lock, and nothing else (no checkpoint either, as
-          the WAL stays under a few hundred MB in a run): what a hold costs with no Python of
-          ours in it.  A hold that follows another process's commit costs more than
-          one alone: SQLite drops its page cache and reads the pages again.
-- sqlite-hook: sqlite, with a Python WAL hook on the connection (SQLite calls it inside every
-          ``COMMIT``, so under the lock): what one Python call costs a hold.
+          connection under the same merge lock, and nothing else (SQLite's auto-checkpoint
+          runs inside the COMMIT, as for stock): what a hold costs with no Python of ours.
+          A hold that follows another process's commit costs more than one alone: SQLite
+          drops its page cache and reads the pages again.
+- sqlite-hook: sqlite, with the auto-checkpoint done by a Python WAL hook instead (SQLite
+          calls it inside every ``COMMIT``, so under the lock): what that Python call costs.
 
 Reported per way: commits/s, CPU per commit (all writers' user+system time over commits),
 voluntary and involuntary context switches per commit, the merge lock's hold time (each
@@ -166,14 +166,12 @@ def _sqlite(path: str, hook: bool):
 
     conn = apsw.Connection(path)
     conn.execute("PRAGMA synchronous=NORMAL")
-    # A WAL hook replaces SQLite's auto-checkpoint, which would run inside COMMIT: off in
-    # both, as on our merger, so that the two differ by the hook alone.
-    conn.wal_autocheckpoint(0)
     if hook:
-        frames = [0]
-
-        def on_commit(_conn: apsw.Connection, _name: str, count: int) -> int:
-            frames[0] = count
+        # Replaces SQLite's own hook, its auto-checkpoint, and does what that does: a passive
+        # checkpoint inside each COMMIT once the WAL holds a thousand frames.
+        def on_commit(hooked: apsw.Connection, name: str, frames: int) -> int:
+            if frames >= 1000:
+                hooked.wal_checkpoint(name, apsw.SQLITE_CHECKPOINT_PASSIVE)
             return apsw.SQLITE_OK
 
         conn.set_wal_hook(on_commit)
