@@ -9,7 +9,7 @@ Two mechanisms:
   When nothing reads the WAL, it runs there, inside the COMMIT and so under the merge lock: it
   copies every frame, and the next writer, who begins only once the lock is released, starts
   the WAL again from its start, as stock SQLite's writers do.  Run after the release, the next
-  writer would already be reading the WAL and the WAL could only grow (to 45 MB in 3 s under 8
+  writer would already be reading the WAL and the WAL could only grow (to 51 MB in 5 s under 8
   writers at think 0, then held everyone back for a restart; docs/benchmarks.md).  When
   something reads the WAL, the checkpoint could not copy all of it anyway: it runs after the
   merge lock is released.
