@@ -1,7 +1,7 @@
 """Think 0: where a direct transaction's time goes when writers contend for the merge lock.
 
 Each writer process commits one-row counter transactions (``UPDATE c SET n = n + 1``) as fast
-as it can, for ``--duration`` seconds, in one of four ways:
+as it can, for ``--duration`` seconds, in one of these ways:
 
 - stock:  the stdlib's ``sqlite3``, ``BEGIN IMMEDIATE`` and SQLite's sleeping busy handler
 - ours:   ``sqlite_concurrent`` through the DB-API (``with conn: conn.execute(...)``); the
@@ -23,13 +23,12 @@ as it can, for ``--duration`` seconds, in one of four ways:
           calls it inside every ``COMMIT``, so under the lock): what that Python call costs.
 
 Reported per way: commits/s, CPU per commit (all writers' user+system time over commits),
-voluntary and involuntary context switches per commit, the merge lock's hold time (each
-acquisition: ours, floor and sqlite),
-where the writers' time went (running on a CPU, runnable but waiting for one, asleep: from
-``/proc/self/schedstat``, Linux only), latency p50/p99/max, fewest/most commits per writer,
-and the largest the WAL grew.
-A p99 says little alone: a way that lets one writer commit while the others sleep (stock's
-busy handler) has a low p99 and a worst wait of seconds, as its starved writers commit rarely.
+voluntary and involuntary context switches per commit, the merge lock's hold time per
+acquisition (every way but stock), where the writers' time went (running on a CPU, runnable
+but waiting for one, asleep: from ``/proc/self/schedstat``, Linux only), latency p50/p99/max,
+fewest/most commits per writer, and the largest the WAL grew.  A p99 says little alone: a way
+that lets one writer commit while the others sleep (stock's busy handler) has a low p99 and a
+worst wait of seconds, as its starved writers commit rarely.
 
 Usage: python benchmarks/contention.py [--writers 1,2,8] [--duration 3] [--ways stock,ours,...]
 """
