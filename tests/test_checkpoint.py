@@ -8,7 +8,7 @@ import os
 import sqlite3
 
 import pytest
-from conftest import SPAWN, integrity_ok, stock_apsw
+from conftest import SPAWN, integrity_ok, run_workers, stock_apsw
 from workers import counter_commits, inserts_the_database_cannot_hold, timed_updates
 
 import sqlite_concurrent
@@ -101,18 +101,7 @@ def test_direct_writers_start_the_wal_again_as_stock_writers_do(db_path):
     setup.commit()
     page_size = setup.execute("PRAGMA page_size").fetchone()[0]
     setup.close()
-    start, queue = SPAWN.Event(), SPAWN.Queue()
-    procs = [
-        SPAWN.Process(target=counter_commits, args=(start, queue, db_path, w, commits))
-        for w in range(writers)
-    ]
-    for p in procs:
-        p.start()
-    start.set()
-    results = [queue.get(timeout=150) for _ in procs]
-    for p in procs:
-        p.join(30)
-        assert p.exitcode == 0
+    results = run_workers(counter_commits, [(db_path, w, commits) for w in range(writers)], 150)
     assert all(r[0] != "error" for r in results), results
     done = [r[1] for r in results]
     assert all(d["ways"].get("direct", 0) >= commits - 1 for d in done), done
@@ -140,15 +129,8 @@ def test_a_checkpoint_failing_inside_a_commit_does_not_fail_the_commit(db_path):
     setup.executemany("INSERT INTO t(pad) VALUES (?)", [("x" * 3000,)] * prefill)
     setup.commit()
     setup.close()
-    start, queue = SPAWN.Event(), SPAWN.Queue()
-    proc = SPAWN.Process(
-        target=inserts_the_database_cannot_hold, args=(start, queue, db_path, rows)
-    )
-    proc.start()
-    start.set()
-    result = queue.get(timeout=100)
-    proc.join(30)
-    assert proc.exitcode == 0 and result[0] != "error", result
+    (result,) = run_workers(inserts_the_database_cannot_hold, [(db_path, rows)], 100)
+    assert result[0] != "error", result
     raised, warnings = result
     assert raised == []
     assert any("checkpoint inside a commit failed" in w for w in warnings), warnings

@@ -61,7 +61,7 @@ class OnMerger:
             if self._owner.mode == "direct":
                 raise oslock.HeldByThisThreadError
             return False
-        if self._txns.db.lockdb.fast_path_closed():  # ``closed_to_direct``
+        if self.closed_to_direct():
             excl.finish(False)
             return False
         self.install_direct(excl, txn)

@@ -106,25 +106,27 @@ class Checkpointer:
         def on_commit(_conn: apsw.Connection, _dbname: str, frames: int) -> int:
             me = checkpointer()
             if me is not None:
-                me._committed(frames)
+                if frames < me.wal_frames:
+                    # The WAL began again from its start (a commit after a checkpoint that
+                    # copied every frame, here or elsewhere): count from there.
+                    me._passive_at = min(me._passive_at, frames + DEFAULT_PASSIVE_FRAMES)
+                me.wal_frames = frames
+                if frames >= me._passive_at:  # once per thousand frames
+                    me._checkpoint_in_commit(frames)
             return apsw.SQLITE_OK
 
         conn.set_wal_hook(on_commit)
 
-    def _committed(self, frames: int) -> None:
-        """Inside each COMMIT on the merger, under the merge lock: the WAL now holds ``frames``."""
-        if frames < self.wal_frames:
-            # The WAL began again from its start (a commit after a checkpoint that copied every
-            # frame, here or elsewhere): count from there.
-            self._passive_at = min(self._passive_at, frames + DEFAULT_PASSIVE_FRAMES)
-        self.wal_frames = frames
-        if frames < self._passive_at or self.litestream:
+    def _checkpoint_in_commit(self, frames: int) -> None:
+        """Inside a COMMIT on the merger, under the merge lock, once the WAL holds ``frames``:
+        a passive checkpoint, if nothing reads the WAL (see the module's docstring)."""
+        if self.litestream:
             return
         # Nothing may escape: SQLite calls this after the transaction committed, and an
         # exception here would make its COMMIT look failed.  The next merge tries again.
         try:
             if not wal_readers.any_reader(self._wal_files.shm):
-                self._passive_due(frames)  # the whole WAL: see the module's docstring
+                self._passive_due(frames)
         except Exception:
             log.warning("sqlite_concurrent: a checkpoint inside a commit failed", exc_info=True)
 
